@@ -1,0 +1,1 @@
+"""score-client: the researcher's side: download, view, mount, upload."""

@@ -1,0 +1,250 @@
+"""`score-client`: the original's command line, parsed and dispatched. No logic lives here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import uuid
+from pathlib import Path
+from typing import NoReturn
+
+import httpx
+
+from pyscore import __version__
+from pyscore.config import resolve
+from pyscore.errors import (
+    EXIT_OK,
+    EXIT_USAGE,
+    ScoreError,
+    UnreachableError,
+    UsageError,
+)
+from pyscore.manifest import parse_download
+
+EPILOG = """exit codes:
+  0  success
+  1  some files failed (the others completed)
+  2  usage error or bad input (options, manifest)
+  3  authentication or permission refused (token, scope)
+  4  integrity failure (size or MD5 mismatch)
+  5  server unreachable
+
+settings (highest first): command-line options, environment (ACCESSTOKEN, METADATA_URL,
+STORAGE_URL, STORAGE_PROFILE, TRANSPORT_PARALLEL, ...), conf/application-<profile>.properties,
+conf/application.properties, defaults. `score-client info` shows what is in effect."""
+
+COMMANDS = {
+    "download": "Retrieve file object(s) from the remote storage repository",
+    "url": "Resolve the URL of a specified remote file object",
+    "manifest": "Resolve a file object manifest and display it",
+    "info": "Display application configuration information",
+    "version": "Display application version information",
+    "help": "Display help information for a specified command name",
+}
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {message} (see '{self.prog} --help')", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
+def boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "yes", "1", "on"):
+        return True
+    if lowered in ("false", "no", "0", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def object_id(text: str) -> str:
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an object id (a UUID)") from None
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="score-client", formatter_class=argparse.RawDescriptionHelpFormatter,
+               description="Fast, resumable, verified transfers from Overture Score/Song "
+               "compatible repositories (ICGC ARGO, pyscore).", epilog=EPILOG)
+    p.add_argument("--profile", help="settings profile (application-<profile>.properties)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars, only messages")
+    p.add_argument("--silent", action="store_true", help="nothing but errors")
+    p.add_argument("--version", action="store_true", help="same as the version command")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+
+    d = sub.add_parser("download", help=COMMANDS["download"], epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = d.add_argument_group("what to download (one of)")
+    src.add_argument("--manifest", help="File Repository manifest TSV: path or URL")
+    src.add_argument("--object-id", nargs="+", type=object_id, metavar="ID")
+    src.add_argument("--analysis-id", help="every file of an analysis (needs --study-id)")
+    src.add_argument("--study-id", "--program-id", dest="study_id")
+    d.add_argument("--output-dir", required=True, type=Path)
+    d.add_argument("--output-layout", default="filename", type=str.lower,
+                   choices=("filename", "bundle", "id"))
+    d.add_argument("--index", type=boolean, default=True, metavar="true|false",
+                   help="also fetch the index (.bai/.crai/.tbi) (default true)")
+    d.add_argument("--validate", type=boolean, default=True, metavar="true|false",
+                   help="verify size and MD5 (default true)")
+    d.add_argument("--verify-connection", type=boolean, default=True, metavar="true|false")
+    d.add_argument("--offset", type=int, default=0, help="first byte (default 0)")
+    d.add_argument("--length", type=int, default=-1, help="bytes (default: to the end)")
+    d.add_argument("--force", action="store_true", help="fetch again even if present")
+    d.add_argument("--parallel", type=int, help="connections (default transport.parallel)")
+    d.add_argument("--json", action="store_true", help="newline-delimited JSON events on "
+                   "stdout")
+
+    u = sub.add_parser("url", help=COMMANDS["url"])
+    u.add_argument("--object-id", required=True, type=object_id)
+    u.add_argument("--verify-connection", type=boolean, default=True, metavar="true|false")
+
+    m = sub.add_parser("manifest", help=COMMANDS["manifest"])
+    m.add_argument("--manifest", required=True)
+
+    i = sub.add_parser("info", help=COMMANDS["info"])
+    i.add_argument("--verbose", action="store_true")
+    sub.add_parser("version", help=COMMANDS["version"])
+    h = sub.add_parser("help", help=COMMANDS["help"])
+    h.add_argument("name", nargs="?")
+    return p
+
+
+# -- commands ------------------------------------------------------------------------------
+def read_manifest_text(source: str) -> str:
+    if source.startswith(("http://", "https://")):
+        try:
+            r = httpx.get(source, follow_redirects=True, timeout=60)
+        except httpx.HTTPError as exc:
+            raise UnreachableError(f"Cannot fetch manifest {source}: {exc}") from None
+        if r.status_code >= 400:
+            raise UsageError(f"Cannot fetch manifest {source}: HTTP {r.status_code}")
+        return r.text
+    path = Path(source)
+    if not path.is_file():
+        raise UsageError(f"Manifest '{source}' does not exist or is not a file")
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise UsageError(f"Manifest '{source}' is not UTF-8 text") from None
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from pyscore.client.api import Api
+    from pyscore.client.download import Request, download
+    from pyscore.client.progress import reporter
+
+    sources = [x for x in (args.manifest, args.object_id, args.analysis_id) if x]
+    if len(sources) != 1:
+        raise UsageError("Give exactly one of --object-id, --manifest, or --analysis-id "
+                         "(with --study-id)")
+    if args.analysis_id and not args.study_id:
+        raise UsageError("--analysis-id needs --study-id (or --program-id)")
+    if args.offset < 0 or args.length < -1 or args.length == 0:
+        raise UsageError("--offset must be >= 0 and --length positive (or -1 for the rest)")
+    settings = resolve({"transport.parallel": str(args.parallel) if args.parallel else None},
+                       args.profile)
+    api = Api(settings)
+    report = reporter(args.json, args.quiet, args.silent)
+    try:
+        if args.manifest:
+            ids = [r.objectId for r in parse_download(read_manifest_text(args.manifest),
+                                                      args.manifest)]
+        elif args.analysis_id:
+            ids = [e.id for e in api.entities(gnosId=args.analysis_id,
+                                              projectCode=args.study_id)]
+            if not ids:
+                raise UsageError(f"Analysis {args.analysis_id} of study {args.study_id} has no "
+                                 "files (or does not exist)")
+        else:
+            ids = args.object_id
+        if args.verify_connection:
+            api.ping()
+        request = Request(ids, args.output_dir, args.output_layout, args.index, args.validate,
+                          args.offset, args.length, args.force)
+        outcome = download(api, request, report, settings.parallel)
+    finally:
+        report.close()
+        api.close()
+    report.notice(("Done: " if not outcome.failures else "Finished with errors: ")
+                  + report.summary(len(outcome.failures)))
+    return outcome.exit_code
+
+
+def cmd_url(args: argparse.Namespace) -> int:
+    from pyscore.client.api import Api
+
+    api = Api(resolve(None, args.profile))
+    try:
+        if args.verify_connection:
+            api.ping()
+        spec = api.download_spec(args.object_id, external=True)
+    finally:
+        api.close()
+    print(spec.parts[0].url)
+    return EXIT_OK
+
+
+def cmd_manifest(args: argparse.Namespace) -> int:
+    rows = parse_download(read_manifest_text(args.manifest), args.manifest)
+    header = ("object_id", "file_name", "file_size", "md5sum", "analysis_id", "index_object_id")
+    print("\t".join(header))
+    for r in rows:
+        print("\t".join(str(v) if v is not None else "" for v in (
+            r.objectId, r.fileName, r.fileSize, r.fileMd5sum, r.analysisId, r.indexObjectId)))
+    return EXIT_OK
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    settings = resolve(None, args.profile)
+    print(f"score-client (pyscore) {__version__}")
+    print(f"Active profile: {settings.profile}")
+    width = max(len(k) for k, _, _ in settings.shown())
+    for key, value, source in settings.shown():
+        print(f"  {key:<{width}}  {value or '(empty)'}  [{source}]")
+    if not settings.token:
+        print("Note: no access token set; only open-access files can be downloaded")
+    return EXIT_OK
+
+
+def cmd_version(_: argparse.Namespace) -> int:
+    print(f"Version: {__version__}")
+    print("Implementation: pyscore (Python, no Java)")
+    return EXIT_OK
+
+
+HANDLERS = {"download": cmd_download, "url": cmd_url, "manifest": cmd_manifest,
+            "info": cmd_info, "version": cmd_version}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version or args.command == "version":
+        return cmd_version(args)
+    if args.command in (None, "help"):
+        name = getattr(args, "name", None)
+        if name:
+            if name not in COMMANDS:
+                parser.error(f"unknown command {name!r}")
+            parser.parse_args([name, "--help"])
+        parser.print_help()
+        return EXIT_OK if args.command == "help" else EXIT_USAGE
+    try:
+        return HANDLERS[args.command](args)
+    except ScoreError as exc:
+        print(f"score-client: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("score-client: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

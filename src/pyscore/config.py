@@ -1,0 +1,140 @@
+"""Client settings, resolved as the original score-client does, and told where each came from.
+
+Precedence: command-line flag > environment > profile file > application.properties > default.
+Files are Spring-style `key=value` properties: `application.properties` and, for `--profile P`,
+`application-P.properties`, looked up in `$SCORE_CLIENT_CONF_DIR`, `./conf`, and
+`~/.config/score-client` (first found wins for each file name).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULTS: dict[str, str] = {
+    "accessToken": "",
+    "metadata.url": "http://127.0.0.1:8080",
+    "storage.url": "http://127.0.0.1:8080",
+    "transport.parallel": "8",
+    "storage.retryNumber": "10",
+    "client.connectTimeoutSeconds": "30",
+    "client.readTimeoutSeconds": "60",
+    "metadata.ssl.enabled": "true",
+}
+ENV_ALIASES = {"accessToken": ("ACCESSTOKEN", "ACCESS_TOKEN", "SCORE_ACCESS_TOKEN")}
+INT_KEYS = ("transport.parallel", "storage.retryNumber", "client.connectTimeoutSeconds",
+            "client.readTimeoutSeconds")
+
+
+def env_names(key: str) -> tuple[str, ...]:
+    """Spring's relaxed binding: metadata.url → METADATA_URL (plus a few documented aliases)."""
+    return (*ENV_ALIASES.get(key, ()), key.upper().replace(".", "_").replace("-", ""))
+
+
+def conf_dirs() -> list[Path]:
+    dirs = []
+    if os.environ.get("SCORE_CLIENT_CONF_DIR"):
+        dirs.append(Path(os.environ["SCORE_CLIENT_CONF_DIR"]))
+    dirs += [Path.cwd() / "conf", Path.home() / ".config" / "score-client"]
+    return dirs
+
+
+def read_properties(path: Path) -> dict[str, str]:
+    """Java properties, the subset people write: key=value or key: value, # and ! comments."""
+    out: dict[str, str] = {}
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line[0] in "#!":
+            continue
+        sep = min((i for i in (line.find("="), line.find(":")) if i > 0), default=-1)
+        if sep < 0:
+            continue
+        out[line[:sep].strip()] = line[sep + 1:].strip()
+    return out
+
+
+def _find(name: str) -> Path | None:
+    for folder in conf_dirs():
+        candidate = folder / name
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@dataclass
+class ClientSettings:
+    values: dict[str, str] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+    profile: str = "default"
+
+    def get(self, key: str) -> str:
+        return self.values.get(key, "")
+
+    def int(self, key: str) -> int:
+        return int(self.values[key])
+
+    @property
+    def token(self) -> str:
+        return self.get("accessToken")
+
+    @property
+    def metadata_url(self) -> str:
+        return self.get("metadata.url").rstrip("/")
+
+    @property
+    def storage_url(self) -> str:
+        return self.get("storage.url").rstrip("/")
+
+    @property
+    def parallel(self) -> int:
+        return max(1, self.int("transport.parallel"))
+
+    def shown(self) -> list[tuple[str, str, str]]:
+        """(key, value, source) for `info`, with the token masked."""
+        rows = []
+        for key in sorted(self.values):
+            value = self.values[key]
+            if key == "accessToken" and value:
+                value = value[:4] + "…" + value[-2:] if len(value) > 8 else "****"
+            rows.append((key, value, self.sources.get(key, "default")))
+        return rows
+
+
+def resolve(flags: dict[str, str | None] | None = None,
+            profile: str | None = None) -> ClientSettings:
+    """Settings from every source, highest precedence last applied."""
+    profile = profile or os.environ.get("STORAGE_PROFILE") or "default"
+    settings = ClientSettings(profile=profile)
+    for key, value in DEFAULTS.items():
+        settings.values[key] = value
+        settings.sources[key] = "default"
+    layers: list[tuple[str, dict[str, str]]] = []
+    base = _find("application.properties")
+    if base:
+        layers.append((str(base), read_properties(base)))
+    if profile != "default":
+        prof = _find(f"application-{profile}.properties")
+        if prof:
+            layers.append((str(prof), read_properties(prof)))
+    env = {}
+    for key in set(DEFAULTS) | {k for _, layer in layers for k in layer}:
+        for name in env_names(key):
+            if name in os.environ:
+                env[key] = os.environ[name]
+                break
+    layers.append(("environment", env))
+    layers.append(("command line", {k: v for k, v in (flags or {}).items() if v is not None}))
+    for source, layer in layers:
+        for key, value in layer.items():
+            settings.values[key] = value
+            settings.sources[key] = source
+    for key in INT_KEYS:
+        try:
+            int(settings.values[key])
+        except ValueError:
+            from pyscore.errors import UsageError
+
+            raise UsageError(f"{key}={settings.values[key]!r} (from {settings.sources[key]}) is "
+                             "not a whole number") from None
+    return settings

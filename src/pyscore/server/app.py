@@ -1,0 +1,99 @@
+"""The ASGI app: one process serves the metadata API, the storage API, htsget, DRS and the portal.
+
+Everything a request needs is reached through `Platform`, built once per process from the
+settings; nothing a second process would need lives only in memory here.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Request
+from sqlalchemy.orm import Session
+
+from pyscore import __version__
+from pyscore.server import errors
+from pyscore.server.auth import Principal, principal_for
+from pyscore.server.db import Database
+from pyscore.server.objects import Signer
+from pyscore.server.settings import Settings
+from pyscore.server.store import ObjectStore, open_store
+from pyscore.server.tables import Setting
+
+SIGNING_KEY = "url_signing_secret"
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    db: Database
+    store: ObjectStore
+
+    @classmethod
+    def open(cls, settings: Settings) -> Platform:
+        db = Database(settings.database_url)
+        with db.session() as session:
+            row = session.get(Setting, SIGNING_KEY)
+            if row is None:  # created at init; this only guards hand-made databases
+                row = Setting(key=SIGNING_KEY, value=secrets.token_hex(32))
+                session.add(row)
+            secret = bytes.fromhex(row.value)
+        return cls(settings, db, open_store(settings, secret))
+
+
+def platform(request: Request) -> Platform:
+    return request.app.state.platform
+
+
+PlatformDep = Annotated[Platform, Depends(platform)]
+
+
+def session(p: PlatformDep) -> Iterator[Session]:
+    with p.db.session() as s:
+        yield s
+
+
+SessionDep = Annotated[Session, Depends(session)]
+
+
+def principal(request: Request, s: SessionDep) -> Principal | None:
+    return principal_for(s, request.headers.get("authorization"))
+
+
+PrincipalDep = Annotated[Principal | None, Depends(principal)]
+
+
+def signer(request: Request, p: PlatformDep) -> Signer:
+    base = p.settings.public_url or str(request.base_url)
+    return Signer(p.store, base.rstrip("/"), p.settings.download_expiry_seconds,
+                  p.settings.upload_expiry_seconds)
+
+
+SignerDep = Annotated[Signer, Depends(signer)]
+
+
+def create_app(settings: Settings) -> FastAPI:
+    from pyscore.server import score, song
+
+    app = FastAPI(title="pyscore", version=__version__,
+                  description="Song- and Score-compatible genomics data platform")
+    app.state.platform = Platform.open(settings)
+    errors.install(app)
+    app.include_router(song.router)
+    app.include_router(score.router)
+    store = app.state.platform.store
+    if store.kind == "local":
+        from pyscore.server.store import local
+
+        app.include_router(local.router(store))  # type: ignore[arg-type]
+    return app
+
+
+def factory() -> FastAPI:
+    """Entry for ASGI servers started in worker processes: settings come from the data dir."""
+    return create_app(Settings.load(Path(os.environ["PYSCORE_DATA_DIR"])))

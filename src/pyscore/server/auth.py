@@ -1,0 +1,138 @@
+"""Tokens and the one access decision.
+
+Tokens are random secrets shown once and stored as SHA-256 hashes (they carry 256 bits of
+entropy, so a slow password hash would buy nothing). Scope names are the original's:
+`score.READ`/`score.WRITE` for every study, `PROGRAMDATA-<study>.READ`/`.WRITE` for one,
+plus `score.ADMIN`, which manages studies, schemas and tokens and implies every other scope.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import Enum
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from pyscore.server.db import as_utc, utcnow
+from pyscore.server.errors import ApiError, forbidden, unauthorized
+from pyscore.server.tables import Token
+
+READ_ALL = "score.READ"
+WRITE_ALL = "score.WRITE"
+ADMIN = "score.ADMIN"
+STUDY_PREFIX = "PROGRAMDATA-"
+SCOPE_RE = re.compile(r"^(score\.(READ|WRITE|ADMIN)|PROGRAMDATA-[A-Za-z0-9_.\-]+\.(READ|WRITE))$",
+                      re.IGNORECASE)
+
+
+class Action(Enum):
+    READ = "READ"
+    WRITE = "WRITE"
+    ADMIN = "ADMIN"
+
+
+@dataclass(frozen=True)
+class Principal:
+    token_id: str
+    user: str
+    scopes: frozenset[str]  # upper-cased: the original matches scopes case-insensitively
+
+
+def hash_token(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def study_scope(study_id: str, action: Action) -> str:
+    return f"{STUDY_PREFIX}{study_id}.{action.value}"
+
+
+def validate_scopes(scopes: list[str]) -> list[str]:
+    bad = [s for s in scopes if not SCOPE_RE.match(s)]
+    if bad:
+        raise ValueError(f"unknown scope {bad[0]!r}; expected score.READ, score.WRITE, "
+                         "score.ADMIN, PROGRAMDATA-<study>.READ or PROGRAMDATA-<study>.WRITE")
+    return scopes
+
+
+def create_token(session: Session, user: str, scopes: list[str],
+                 expires_in: timedelta | None = None) -> tuple[Token, str]:
+    """Store a new token; return its record and the secret, which is never stored."""
+    secret = secrets.token_urlsafe(32)
+    now = utcnow()
+    token = Token(token_id=secrets.token_hex(6), token_hash=hash_token(secret), user=user,
+                  scopes=validate_scopes(scopes), created_at=now,
+                  expires_at=now + expires_in if expires_in else None)
+    session.add(token)
+    return token, secret
+
+
+def principal_for(session: Session, authorization: str | None) -> Principal | None:
+    """The caller behind an Authorization header; None for anonymous. Bad tokens raise 401."""
+    if not authorization:
+        return None
+    scheme, _, secret = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise unauthorized("Authorization header must be 'Bearer <token>'")
+    token = session.scalar(select(Token).where(Token.token_hash == hash_token(secret.strip())))
+    if token is None:
+        raise unauthorized("Invalid access token")
+    if token.revoked_at is not None:
+        raise unauthorized("Access token has been revoked")
+    expires = as_utc(token.expires_at)
+    if expires is not None and expires <= utcnow():
+        raise unauthorized("Access token has expired")
+    return Principal(token.token_id, token.user, frozenset(s.upper() for s in token.scopes))
+
+
+def authorize(principal: Principal | None, action: Action, study_id: str | None = None,
+              access: str | None = None, what: str = "access this resource") -> None:
+    """The only place that says yes or no to a request. Returns quietly or raises 401/403.
+
+    READ of an `open` file needs nothing; other READs need score.READ or the study's READ
+    scope; WRITE needs score.WRITE or the study's WRITE scope; ADMIN needs score.ADMIN,
+    which also satisfies everything else.
+    """
+    if action is Action.READ and access == "open":
+        return
+    if principal is None:
+        raise unauthorized(f"A valid access token is required to {what}")
+    scopes = principal.scopes
+    if ADMIN.upper() in scopes:
+        return
+    if action is Action.ADMIN:
+        raise forbidden(ADMIN, what)
+    system = READ_ALL if action is Action.READ else WRITE_ALL
+    if system.upper() in scopes:
+        return
+    if study_id is not None and study_scope(study_id, action).upper() in scopes:
+        return
+    needed = study_scope(study_id, action) if study_id else system
+    raise forbidden(needed, what)
+
+
+def can(principal: Principal | None, action: Action, study_id: str | None = None,
+        access: str | None = None) -> bool:
+    try:
+        authorize(principal, action, study_id, access)
+    except ApiError:
+        return False
+    return True
+
+
+def parse_duration(text: str) -> timedelta:
+    """'30d', '12h', '45m', '90s' → timedelta."""
+    match = re.fullmatch(r"\s*(\d+)\s*([dhms])\s*", text)
+    if not match:
+        raise ValueError(f"bad duration {text!r}; use e.g. 30d, 12h, 45m or 90s")
+    n, unit = int(match[1]), match[2]
+    return timedelta(**{{"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}[unit]: n})
+
+
+def expired_at(token: Token, now: datetime | None = None) -> bool:
+    expires = as_utc(token.expires_at)
+    return expires is not None and expires <= (now or utcnow())

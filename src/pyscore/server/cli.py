@@ -1,0 +1,223 @@
+"""`score-server`: init, serve, token, study, demo. Parsing and printing only."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+from pathlib import Path
+
+from sqlalchemy import select
+
+from pyscore import __version__
+from pyscore.server.settings import MiB, Settings
+
+EXIT_USAGE = 2
+
+
+class CommandError(Exception):
+    """A one-line message for stderr and a non-zero exit."""
+
+
+def _open(data_dir: str):
+    from pyscore.server.app import Platform
+
+    settings = Settings.load(data_dir)
+    if not (Path(data_dir) / "server.json").exists():
+        raise CommandError(f"{data_dir} is not a pyscore data directory; run "
+                           f"'score-server init --data-dir {data_dir}' first")
+    return Platform.open(settings)
+
+
+def cmd_init(args: argparse.Namespace) -> None:
+    from pyscore.server import auth, metadata, objects
+    from pyscore.server.app import SIGNING_KEY, Platform
+    from pyscore.server.db import Database, migrate
+    from pyscore.server.tables import Setting
+
+    data_dir = Path(args.data_dir)
+    if data_dir.exists() and any(data_dir.iterdir()):
+        raise CommandError(f"{data_dir} already exists and is not empty; nothing was changed "
+                           "(use a new directory, or 'serve' this one)")
+    settings = Settings(data_dir=data_dir, database_url=args.database_url or "",
+                        store=args.store, s3_endpoint=args.s3_endpoint or "",
+                        s3_region=args.s3_region, s3_access_key=args.s3_access_key or "",
+                        s3_secret_key=args.s3_secret_key or "",
+                        part_size=args.part_size * MiB, public_url=args.public_url or "")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    migrate(settings.database_url)
+    db = Database(settings.database_url)
+    with db.session() as s:
+        if s.get(Setting, SIGNING_KEY) is None:
+            s.add(Setting(key=SIGNING_KEY, value=secrets.token_hex(32)))
+        metadata.seed_analysis_types(s)
+    settings.save()
+    platform = Platform.open(settings)
+    platform.store.put_bytes(objects.SENTINEL, b"heliograph")
+    with platform.db.session() as s:
+        _, secret = auth.create_token(s, "admin", [auth.ADMIN])
+    print(f"Initialised pyscore platform in {data_dir}")
+    print(f"Database: {settings.database_url.split('@')[-1]}")
+    print(f"Object store: {settings.store}")
+    print("Admin token (shown once; store it safely):")
+    print(secret)
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from granian import Granian
+    from granian.constants import Interfaces
+
+    from pyscore.server.db import migrate
+
+    settings = Settings.load(args.data_dir)
+    if not (Path(args.data_dir) / "server.json").exists():
+        raise CommandError(f"{args.data_dir} is not a pyscore data directory; run "
+                           f"'score-server init --data-dir {args.data_dir}' first")
+    migrate(settings.database_url)
+    os.environ["PYSCORE_DATA_DIR"] = str(Path(args.data_dir).resolve())
+    print(f"pyscore {__version__} serving {args.data_dir} on http://{args.host}:{args.port}",
+          file=sys.stderr, flush=True)
+    Granian("pyscore.server.app:factory", factory=True, interface=Interfaces.ASGI,
+            address=args.host, port=args.port, workers=args.workers,
+            log_access=args.access_log, backlog=2048).serve()
+
+
+def cmd_token(args: argparse.Namespace) -> None:
+    from pyscore.server import auth
+    from pyscore.server.db import utcnow
+    from pyscore.server.tables import Token
+
+    platform = _open(args.data_dir)
+    with platform.db.session() as s:
+        if args.token_command == "create":
+            scopes = [x for x in args.scopes.replace(",", " ").split() if x]
+            if not scopes:
+                raise CommandError("--scopes needs at least one scope")
+            try:
+                expires = auth.parse_duration(args.expires_in) if args.expires_in else None
+                token, secret = auth.create_token(s, args.user, scopes, expires)
+            except ValueError as exc:
+                raise CommandError(str(exc)) from None
+            print(f"Token {token.token_id} for {token.user}: {' '.join(token.scopes)}"
+                  + (f", expires {token.expires_at:%Y-%m-%d %H:%M} UTC" if expires else ""),
+                  file=sys.stderr)
+            print(secret)
+        elif args.token_command == "list":
+            print("id\tuser\tscopes\tcreated\texpires\tstatus")
+            for t in s.scalars(select(Token).order_by(Token.created_at)):
+                status = ("revoked" if t.revoked_at else
+                          "expired" if auth.expired_at(t) else "active")
+                expires = f"{t.expires_at:%Y-%m-%d %H:%M}" if t.expires_at else "never"
+                print(f"{t.token_id}\t{t.user}\t{' '.join(t.scopes)}\t"
+                      f"{t.created_at:%Y-%m-%d %H:%M}\t{expires}\t{status}")
+        elif args.token_command == "revoke":
+            token = s.get(Token, args.token_id)
+            if token is None:
+                raise CommandError(f"No token with id {args.token_id}; see 'token list'")
+            token.revoked_at = token.revoked_at or utcnow()
+            print(f"Revoked token {token.token_id} ({token.user})")
+
+
+def cmd_study(args: argparse.Namespace) -> None:
+    from pyscore.server import metadata
+    from pyscore.server.errors import ApiError
+
+    platform = _open(args.data_dir)
+    with platform.db.session() as s:
+        try:
+            metadata.create_study(s, args.study_id, {"name": args.name or args.study_id,
+                                                     "organization": args.organization,
+                                                     "description": args.description})
+        except ApiError as exc:
+            raise CommandError(exc.message) from None
+    print(f"Created study {args.study_id}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from pyscore.server.demo_study import load_demo
+
+    platform = _open(args.data_dir)
+    out = Path(args.files_dir or Path(args.data_dir) / "demo-files")
+    manifest = load_demo(platform, out, args.study_id, reads_per_contig=args.reads)
+    print(f"Demo study {args.study_id} published; files generated in {out}", file=sys.stderr)
+    print(manifest)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="score-server", description=(
+        "A Song- and Score-compatible genomics data platform in one process."))
+    p.add_argument("--version", action="version", version=f"score-server {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    init = sub.add_parser("init", help="create a new platform (database, object store, admin "
+                          "token)")
+    init.add_argument("--data-dir", required=True)
+    init.add_argument("--database-url", help="default: SQLite in the data dir; or "
+                      "postgresql://user@host/db")
+    init.add_argument("--store", default="local", help="'local' (default) or s3://bucket[/prefix]")
+    init.add_argument("--s3-endpoint")
+    init.add_argument("--s3-region", default="us-east-1")
+    init.add_argument("--s3-access-key")
+    init.add_argument("--s3-secret-key")
+    init.add_argument("--part-size", type=int, default=64, help="part size in MiB (default 64)")
+    init.add_argument("--public-url", help="URL clients use to reach this server, if not the "
+                      "one they connect to (e.g. behind a proxy)")
+    init.set_defaults(func=cmd_init)
+
+    serve = sub.add_parser("serve", help="serve the APIs")
+    serve.add_argument("--data-dir", required=True)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
+    serve.add_argument("--access-log", action="store_true")
+    serve.set_defaults(func=cmd_serve)
+
+    token = sub.add_parser("token", help="create, list or revoke access tokens")
+    tsub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    create = tsub.add_parser("create", help="print a new token (shown once)")
+    create.add_argument("--data-dir", required=True)
+    create.add_argument("--scopes", required=True, help='e.g. "PROGRAMDATA-DEMO.READ" or '
+                        '"score.READ score.WRITE"')
+    create.add_argument("--expires-in", help="e.g. 30d, 12h (default: never)")
+    create.add_argument("--user", default="user")
+    lst = tsub.add_parser("list", help="list tokens (no secrets)")
+    lst.add_argument("--data-dir", required=True)
+    revoke = tsub.add_parser("revoke", help="revoke a token by id")
+    revoke.add_argument("--data-dir", required=True)
+    revoke.add_argument("token_id")
+    token.set_defaults(func=cmd_token)
+
+    study = sub.add_parser("study", help="create a study")
+    study.add_argument("--data-dir", required=True)
+    study.add_argument("study_id")
+    study.add_argument("--name")
+    study.add_argument("--organization")
+    study.add_argument("--description")
+    study.set_defaults(func=cmd_study)
+
+    demo = sub.add_parser("demo", help="generate, upload and publish a demo study; print the "
+                          "path of its manifest")
+    demo.add_argument("--data-dir", required=True)
+    demo.add_argument("--study-id", default="DEMO")
+    demo.add_argument("--files-dir", help="where to generate the files (default: "
+                      "<data-dir>/demo-files)")
+    demo.add_argument("--reads", type=int, default=3000, help="reads per contig per BAM")
+    demo.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.func(args)
+    except CommandError as exc:
+        print(f"score-server: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Server errors and their JSON shapes.
+
+Song's shape is the default (the overture-song SDK refuses anything else); GA4GH routes answer
+in their own spec's shape. Nothing the server returns for an error is HTML.
+"""
+
+from __future__ import annotations
+
+import traceback
+from datetime import UTC, datetime
+from http import HTTPStatus
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+
+class ApiError(Exception):
+    """An answer other than success: HTTP status, Song errorId, one-line message."""
+
+    def __init__(self, status: int, error_id: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_id = error_id
+        self.message = message
+
+
+def unauthorized(message: str = "A valid access token is required") -> ApiError:
+    return ApiError(401, "unauthorized.token", message)
+
+
+def forbidden(scope: str, what: str) -> ApiError:
+    return ApiError(403, "forbidden", f"Token missing required scope {scope} to {what}")
+
+
+def not_found(error_id: str, message: str) -> ApiError:
+    return ApiError(404, error_id, message)
+
+
+def bad_request(error_id: str, message: str) -> ApiError:
+    return ApiError(400, error_id, message)
+
+
+def conflict(error_id: str, message: str) -> ApiError:
+    return ApiError(409, error_id, message)
+
+
+def song_body(request: Request, error: ApiError) -> dict:
+    return {
+        "errorId": error.error_id,
+        "httpStatusName": HTTPStatus(error.status).name,
+        "httpStatusCode": error.status,
+        "message": error.message,
+        "requestUrl": str(request.url.path),
+        "debugMessage": "",
+        "timestamp": datetime.now(UTC).isoformat(),
+        "stackTrace": [],
+    }
+
+
+HTSGET_ERRORS = {400: "InvalidInput", 401: "InvalidAuthentication", 403: "PermissionDenied",
+                 404: "NotFound", 413: "PayloadTooLarge"}
+
+
+def render(request: Request, error: ApiError) -> JSONResponse:
+    path = request.url.path
+    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+    if path.startswith("/htsget/"):
+        kind = error.error_id if error.error_id[:1].isupper() else HTSGET_ERRORS.get(
+            error.status, "InvalidInput")
+        body: dict = {"htsget": {"error": kind, "message": error.message}}
+        return JSONResponse(body, error.status, headers=headers,
+                            media_type="application/vnd.ga4gh.htsget.v1.3.0+json")
+    if path.startswith("/ga4gh/drs/"):
+        return JSONResponse({"msg": error.message, "status_code": error.status}, error.status,
+                            headers=headers)
+    return JSONResponse(song_body(request, error), error.status, headers=headers)
+
+
+def install(app: FastAPI) -> None:
+    """Route every failure, including framework ones, through `render`."""
+
+    @app.exception_handler(ApiError)
+    async def _api(request: Request, exc: ApiError) -> JSONResponse:
+        return render(request, exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        error_id = {404: "not.found", 405: "method.not.allowed"}.get(exc.status_code, "http.error")
+        return render(request, ApiError(exc.status_code, error_id, str(exc.detail)))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        message = f"Invalid request: {where}: {first.get('msg', 'malformed')}"
+        return render(request, ApiError(400, "malformed.parameter", message))
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception) -> JSONResponse:
+        traceback.print_exception(exc)
+        return render(request, ApiError(500, "unknown.error", f"Internal error: {exc!r}"[:300]))

@@ -1,0 +1,124 @@
+"""Score-compatible storage API: download specifications, multipart uploads, listing, ping."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query
+from fastapi.responses import PlainTextResponse
+
+from pyscore.models import ListingEntry, ObjectSpecification, UploadProgress
+from pyscore.server import metadata, objects
+from pyscore.server.app import PlatformDep, PrincipalDep, SessionDep, SignerDep
+from pyscore.server.auth import ADMIN, READ_ALL, STUDY_PREFIX, Action, authorize
+from pyscore.server.errors import unauthorized
+
+router = APIRouter(tags=["storage"])
+
+
+@router.get("/download/ping", response_class=PlainTextResponse)
+def ping(signer: SignerDep) -> str:
+    return objects.ping_url(signer)
+
+
+@router.get("/profile", response_class=PlainTextResponse)
+def profile() -> str:
+    return "s3"
+
+
+@router.get("/download/{object_id}", response_model=ObjectSpecification,
+            response_model_exclude_none=True)
+def download(object_id: str, s: SessionDep, who: PrincipalDep, signer: SignerDep,
+             offset: int = 0, length: int = -1, external: bool = False,
+             exclude_urls: bool = Query(False, alias="exclude-urls")) -> ObjectSpecification:
+    f = metadata.get_file(s, object_id)
+    authorize(who, Action.READ, f.study_id, f.file_access, f"download {f.file_name}")
+    if not exclude_urls:
+        objects.require_published(s, f)
+    return objects.download_spec(s, signer, f, offset, length, external, exclude_urls)
+
+
+@router.get("/listing", response_model=list[ListingEntry])
+def listing(s: SessionDep, who: PrincipalDep) -> list[ListingEntry]:
+    if who is None:
+        raise unauthorized("A valid access token is required to list objects")
+    if {READ_ALL.upper(), ADMIN.upper()} & who.scopes:
+        readable = None
+    else:
+        prefix = STUDY_PREFIX.upper()
+        readable = {sc[len(prefix):-len(".READ")] for sc in who.scopes
+                    if sc.startswith(prefix) and sc.endswith(".READ")}
+        readable = {r for r in metadata.study_ids(s) if r.upper() in readable}
+    return objects.listing(s, readable)
+
+
+def _writable(s: SessionDep, who: PrincipalDep, object_id: str, what: str):
+    f = metadata.get_file(s, object_id)
+    authorize(who, Action.WRITE, f.study_id, what=f"{what} {f.file_name}")
+    return f
+
+
+@router.post("/upload/{object_id}/uploads", response_model=ObjectSpecification,
+             response_model_exclude_none=True)
+def initiate(object_id: str, fileSize: int, s: SessionDep, who: PrincipalDep,
+             signer: SignerDep, p: PlatformDep, overwrite: bool = False,
+             md5: str | None = None) -> ObjectSpecification:
+    f = _writable(s, who, object_id, "upload")
+    return objects.initiate_upload(s, signer, f, fileSize, md5, overwrite, p.settings.part_size)
+
+
+@router.post("/upload/{object_id}/parts")
+def finalize_part(object_id: str, uploadId: str, partNumber: int, md5: str,
+                  etag: str, s: SessionDep, who: PrincipalDep, p: PlatformDep) -> None:
+    _writable(s, who, object_id, "upload")
+    objects.finalize_part(s, p.store, object_id, uploadId, partNumber, md5, etag)
+
+
+@router.delete("/upload/{object_id}/parts")
+def delete_part(object_id: str, uploadId: str, partNumber: int,
+                s: SessionDep, who: PrincipalDep) -> None:
+    _writable(s, who, object_id, "upload")
+    objects.delete_part(s, object_id, uploadId, partNumber)
+
+
+@router.post("/upload/cancel")
+def cancel_all(s: SessionDep, who: PrincipalDep, p: PlatformDep) -> None:
+    authorize(who, Action.ADMIN, what="cancel every upload")
+    from sqlalchemy import select
+
+    from pyscore.server.tables import Upload
+
+    for object_id in list(s.scalars(select(Upload.object_id))):
+        objects.cancel_upload(s, p.store, object_id)
+
+
+@router.post("/upload/{object_id}/recovery")
+def recovery(object_id: str, fileSize: int, s: SessionDep, who: PrincipalDep,
+             signer: SignerDep) -> None:
+    _writable(s, who, object_id, "upload")
+    objects.upload_status(s, signer, object_id, fileSize)
+
+
+@router.get("/upload/{object_id}/status", response_model=UploadProgress,
+            response_model_exclude_none=True)
+def status(object_id: str, s: SessionDep, who: PrincipalDep, signer: SignerDep,
+           fileSize: int | None = None) -> UploadProgress:
+    _writable(s, who, object_id, "upload")
+    return objects.upload_status(s, signer, object_id, fileSize)
+
+
+@router.post("/upload/{object_id}")
+def complete(object_id: str, uploadId: str, s: SessionDep, who: PrincipalDep,
+             p: PlatformDep) -> None:
+    _writable(s, who, object_id, "upload")
+    objects.complete_upload(s, p.store, object_id, uploadId)
+
+
+@router.get("/upload/{object_id}")
+def exists(object_id: str, s: SessionDep, who: PrincipalDep) -> bool:
+    _writable(s, who, object_id, "check")
+    return objects.object_exists(s, object_id)
+
+
+@router.delete("/upload/{object_id}")
+def cancel(object_id: str, s: SessionDep, who: PrincipalDep, p: PlatformDep) -> None:
+    _writable(s, who, object_id, "cancel the upload of")
+    objects.cancel_upload(s, p.store, object_id)

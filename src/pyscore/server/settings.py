@@ -1,0 +1,64 @@
+"""Server settings: stored in `<data-dir>/server.json` at init, overridable by environment.
+
+Every process that serves the same platform reads the same settings, so several stateless
+processes behind a load balancer agree without talking to each other.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+MiB = 1024 * 1024
+SETTINGS_FILE = "server.json"
+ENV_PREFIX = "PYSCORE_"
+
+
+@dataclass
+class Settings:
+    data_dir: Path
+    database_url: str = ""
+    store: str = "local"  # "local" or "s3://bucket[/prefix]"
+    s3_endpoint: str = ""
+    s3_region: str = "us-east-1"
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    s3_addressing_style: str = "path"
+    part_size: int = 64 * MiB
+    download_expiry_seconds: int = 24 * 3600
+    upload_expiry_seconds: int = 6 * 24 * 3600
+    public_url: str = ""  # how clients reach us; default: the URL of each request
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir)
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'pyscore.sqlite'}"
+
+    @property
+    def objects_dir(self) -> Path:
+        return self.data_dir / "objects"
+
+    def save(self) -> None:
+        body = asdict(self)
+        body["data_dir"] = str(self.data_dir)
+        path = self.data_dir / SETTINGS_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(body, indent=2) + "\n")
+        os.chmod(tmp, 0o600)  # may hold S3 credentials
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, data_dir: Path | str) -> Settings:
+        data_dir = Path(data_dir)
+        path = data_dir / SETTINGS_FILE
+        body = json.loads(path.read_text()) if path.exists() else {}
+        body["data_dir"] = data_dir
+        known = {f.name: f for f in fields(cls)}
+        for name, f in known.items():
+            env = os.environ.get(ENV_PREFIX + name.upper())
+            if env is not None and name not in ("data_dir", "extra"):
+                body[name] = int(env) if f.type == "int" else env
+        return cls(**{k: v for k, v in body.items() if k in known})

@@ -1,0 +1,208 @@
+"""Song-compatible metadata API, as the overture-song SDK, score-client and score-server call it.
+
+Reads are open, as in Song; writes need the study's WRITE scope; studies and analysis types
+need score.ADMIN. Logic lives in metadata.py; this module only speaks HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from pyscore.models import Entity
+from pyscore.server import metadata
+from pyscore.server.app import PrincipalDep, SessionDep
+from pyscore.server.auth import Action, authorize
+from pyscore.server.errors import ApiError, bad_request
+
+router = APIRouter(tags=["metadata"])
+
+
+async def json_body(request: Request) -> Any:
+    raw = await request.body()
+    try:
+        return json.loads(raw) if raw.strip() else None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(422, "payload.parsing",
+                       f"The request body is not valid JSON: {exc}") from None
+
+
+Body = Annotated[Any, Depends(json_body)]
+
+
+def _object(body: Any, what: str) -> dict:
+    if not isinstance(body, dict):
+        raise bad_request("malformed.parameter", f"The {what} must be a JSON object")
+    return body
+
+
+@router.get("/isAlive")
+def is_alive() -> bool:
+    return True
+
+
+# -- studies ------------------------------------------------------------------------------
+@router.get("/studies/all")
+def all_studies(s: SessionDep) -> list[str]:
+    return metadata.study_ids(s)
+
+
+@router.get("/studies/{study_id}")
+def get_study(study_id: str, s: SessionDep) -> dict:
+    return metadata.study_json(metadata.get_study(s, study_id))
+
+
+@router.post("/studies/{study_id}/", response_class=PlainTextResponse)
+@router.post("/studies/{study_id}", response_class=PlainTextResponse, include_in_schema=False)
+def create_study(study_id: str, body: Body, s: SessionDep, who: PrincipalDep) -> str:
+    authorize(who, Action.ADMIN, what=f"create study {study_id}")
+    return metadata.create_study(s, study_id, _object(body, "study")).study_id
+
+
+@router.get("/studies/{study_id}/all")
+def study_all(study_id: str, s: SessionDep) -> dict:
+    return metadata.study_with_all(s, study_id)
+
+
+# -- analysis types -----------------------------------------------------------------------
+@router.get("/schemas")
+def list_schemas(s: SessionDep, names: str | None = None, hideSchema: bool = True,
+                 limit: int = 50, offset: int = 0) -> dict:
+    wanted = [n.strip() for n in names.split(",")] if names else None
+    found = metadata.list_analysis_types(s, wanted, hide_schema=hideSchema)
+    return {"limit": limit, "offset": offset, "count": len(found),
+            "resultSet": found[offset * limit: offset * limit + limit]}
+
+
+@router.get("/schema/list", include_in_schema=False)
+def list_schemas_legacy(s: SessionDep) -> dict:
+    """The path the overture-song 5.0.0 SDK calls."""
+    return list_schemas(s, hideSchema=False)
+
+
+@router.get("/schemas/{name}")
+@router.get("/schema/{name}", include_in_schema=False)
+def get_schema(name: str, s: SessionDep, version: int | None = None,
+               unrenderedOnly: bool = False) -> dict:
+    row = metadata.get_analysis_type(s, name, version)
+    return metadata.analysis_type_json(row, unrendered=unrenderedOnly)
+
+
+@router.post("/schemas")
+def register_schema(body: Body, s: SessionDep, who: PrincipalDep) -> dict:
+    authorize(who, Action.ADMIN, what="register an analysis type")
+    body = _object(body, "analysis type registration")
+    if not isinstance(body.get("name"), str) or not isinstance(body.get("schema"), dict):
+        raise bad_request("malformed.parameter", "Body must be {name, schema, options?}")
+    row = metadata.register_analysis_type(s, body["name"], body["schema"], body.get("options"))
+    return metadata.analysis_type_json(row)
+
+
+# -- submission and analyses --------------------------------------------------------------
+@router.post("/submit/{study_id}")
+def submit(study_id: str, body: Body, s: SessionDep, who: PrincipalDep,
+           allowDuplicates: bool = False) -> dict:
+    authorize(who, Action.WRITE, study_id, what=f"submit to study {study_id}")
+    analysis_id = metadata.submit(s, study_id, body, allowDuplicates)
+    return {"analysisId": analysis_id, "status": "OK"}
+
+
+@router.get("/studies/{study_id}/analysis/search/id")
+def search_id(study_id: str, request: Request, s: SessionDep) -> list[dict]:
+    return metadata.search_by_id(s, study_id, dict(request.query_params))
+
+
+@router.get("/studies/{study_id}/analysis/search/info")
+def search_info(study_id: str, request: Request, s: SessionDep,
+                includeInfo: bool = False) -> list[dict]:
+    terms = {k: v for k, v in request.query_params.items() if k != "includeInfo"}
+    return metadata.search_by_info(s, study_id, includeInfo, terms)
+
+
+@router.get("/studies/{study_id}/analysis/paginated")
+def analyses_paginated(study_id: str, s: SessionDep, analysisStates: str | None = None,
+                       limit: int = 100, offset: int = 0) -> dict:
+    if limit < 1 or offset < 0:
+        raise bad_request("malformed.parameter", "limit must be >= 1 and offset >= 0")
+    rows, total = metadata.list_analyses(s, study_id, metadata.parse_states(analysisStates),
+                                         limit, offset)
+    return {"analyses": [metadata.analysis_json(s, r) for r in rows], "totalAnalyses": total,
+            "totalPages": -(-total // limit), "currentTotalAnalyses": len(rows),
+            "hasNext": offset + len(rows) < total}
+
+
+@router.get("/studies/{study_id}/analysis")
+def analyses(study_id: str, s: SessionDep,
+             analysisStates: str | None = None) -> list[dict]:
+    rows, _ = metadata.list_analyses(s, study_id, metadata.parse_states(analysisStates))
+    return [metadata.analysis_json(s, r) for r in rows]
+
+
+@router.get("/studies/{study_id}/analysis/{analysis_id}")
+def get_analysis(study_id: str, analysis_id: str, s: SessionDep) -> dict:
+    return metadata.analysis_json(s, metadata.get_analysis_row(s, study_id, analysis_id))
+
+
+@router.get("/studies/{study_id}/analysis/{analysis_id}/files")
+def get_analysis_files(study_id: str, analysis_id: str, s: SessionDep) -> list[dict]:
+    metadata.get_analysis_row(s, study_id, analysis_id)
+    return [metadata.file_json(f) for f in metadata.analysis_files(s, analysis_id)]
+
+
+def _state_change(action: str):
+    def change(study_id: str, analysis_id: str, s: SessionDep, who: PrincipalDep,
+               ignoreUndefinedMd5: bool = False) -> str:
+        authorize(who, Action.WRITE, study_id, what=f"{action} analyses of study {study_id}")
+        return metadata.change_state(s, study_id, analysis_id, action, ignoreUndefinedMd5)
+
+    return change
+
+
+for _action in ("publish", "unpublish", "suppress"):
+    router.put(f"/studies/{{study_id}}/analysis/{_action}/{{analysis_id}}",
+               response_class=PlainTextResponse, name=_action)(_state_change(_action))
+
+
+# -- files --------------------------------------------------------------------------------
+@router.get("/studies/{study_id}/files/{object_id}")
+def get_file(study_id: str, object_id: str, s: SessionDep) -> dict:
+    metadata.get_study(s, study_id)
+    return metadata.file_json(metadata.get_file(s, object_id, study_id))
+
+
+@router.put("/studies/{study_id}/files/{object_id}")
+def update_file(study_id: str, object_id: str, body: Body, s: SessionDep,
+                who: PrincipalDep) -> dict:
+    authorize(who, Action.WRITE, study_id, what=f"update files of study {study_id}")
+    return metadata.update_file(s, study_id, object_id, _object(body, "file update"))
+
+
+# -- legacy entities ----------------------------------------------------------------------
+@router.get("/entities/{object_id}", response_model=Entity)
+def get_entity(object_id: str, s: SessionDep) -> dict:
+    return metadata.entity_json(metadata.get_entity(s, object_id))
+
+
+ENTITY_PARAMS = {"id", "gnosId", "analysisId", "fileName", "projectCode", "access", "fields",
+                 "page", "size", "sort"}
+
+
+@router.get("/entities")
+def list_entities(request: Request, s: SessionDep, page: int = 0, size: int = 20) -> JSONResponse:
+    params = request.query_params
+    unknown = set(params) - ENTITY_PARAMS
+    if unknown:
+        raise bad_request("illegal.query.parameter",
+                          f"Unknown query parameter(s) {sorted(unknown)}")
+    if page < 0 or not 1 <= size <= 10_000:
+        raise bad_request("malformed.parameter", "page must be >= 0 and size within 1..10000")
+    # score-client repeats `fields=`; ARGO's gateway takes a comma list: accept both.
+    fields = [f.strip() for v in params.getlist("fields") for f in v.split(",") if f.strip()]
+    filters = {k: params[k] for k in ("id", "gnosId", "fileName", "projectCode", "access")
+               if k in params}
+    if "analysisId" in params:
+        filters["gnosId"] = params["analysisId"]
+    return JSONResponse(metadata.list_entities(s, filters, fields, page, size))

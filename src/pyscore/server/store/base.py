@@ -1,0 +1,54 @@
+"""The ObjectStore protocol: what the storage API needs of any backend.
+
+Clients move bytes to and from URLs the store signs; the server only hands the URLs out, so with
+S3 no object byte passes through Python.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class ObjectStat:
+    size: int
+    last_modified: datetime
+
+
+class ObjectStore(Protocol):
+    kind: str
+
+    def url_for_get(self, object_id: str, *, base_url: str, expires_in: int,
+                    offset: int | None = None, length: int | None = None) -> str:
+        """A signed GET URL for the whole object, or only for [offset, offset+length)."""
+        ...
+
+    def stat(self, object_id: str) -> ObjectStat | None: ...
+
+    def put_bytes(self, object_id: str, data: bytes) -> None:
+        """Store a small object in one go (the ping sentinel)."""
+        ...
+
+    def put_file(self, object_id: str, path: Path) -> None:
+        """Store a local file as an object in one go (operator import, demo data)."""
+        ...
+
+    def delete(self, object_id: str) -> None: ...
+
+    def initiate(self, object_id: str, size: int) -> str:
+        """Start a multipart upload; return the store's upload id."""
+        ...
+
+    def url_for_part(self, object_id: str, upload_id: str, part_number: int, offset: int,
+                     size: int, *, base_url: str, expires_in: int) -> str: ...
+
+    def list_parts(self, object_id: str, upload_id: str) -> dict[int, str]:
+        """Parts the store holds for an upload: partNumber → ETag (the part's MD5 in hex)."""
+        ...
+
+    def complete(self, object_id: str, upload_id: str, etags: dict[int, str]) -> None: ...
+
+    def abort(self, object_id: str, upload_id: str) -> None: ...

@@ -1,0 +1,277 @@
+"""Filesystem object store, served by the app itself through HMAC-signed, expiring URLs.
+
+Layout under the objects directory (mirrors Score's bucket keys):
+  data/<objectId>                 completed objects
+  upload/<uploadId>.data          a multipart upload in progress, parts written at their offsets
+  upload/<uploadId>/part-XXXXXXXX the MD5 of each part received (the store's ListParts)
+Completing an upload is a rename: parts never get copied or concatenated.
+
+A URL binds method, path, expiry and (for parts) the byte range; changing any of them breaks
+the signature. Reads honour HTTP Range (206/416), never holding a whole object in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import shutil
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlencode
+
+import anyio
+from fastapi import APIRouter, Request
+from starlette.responses import FileResponse, Response
+from starlette.types import Receive, Scope, Send
+
+from pyscore.server.errors import ApiError
+from pyscore.server.store.base import ObjectStat
+
+UUIDISH = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")
+CHUNK = 1024 * 1024
+
+
+def _safe(name: str) -> str:
+    if not UUIDISH.match(name) or name in (".", ".."):
+        raise ValueError(f"invalid object or upload id {name!r}")
+    return name
+
+
+class LocalStore:
+    kind = "local"
+
+    def __init__(self, root: Path, secret: bytes) -> None:
+        self.root = Path(root)
+        self.secret = secret
+        self.data = self.root / "data"
+        self.uploads = self.root / "upload"
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.uploads.mkdir(parents=True, exist_ok=True)
+
+    # -- signing ---------------------------------------------------------------------------
+    def sign(self, method: str, path: str, exp: int, rng: str) -> str:
+        message = f"{method}\n{path}\n{exp}\n{rng}".encode()
+        return hmac.new(self.secret, message, hashlib.sha256).hexdigest()
+
+    def _signed(self, method: str, base_url: str, path: str, expires_in: int, rng: str) -> str:
+        exp = int(time.time()) + expires_in
+        query = {"exp": exp, **({"range": rng} if rng else {}),
+                 "sig": self.sign(method, path, exp, rng)}
+        return f"{base_url.rstrip('/')}{path}?{urlencode(query)}"
+
+    def verify(self, method: str, path: str, query: dict[str, str]) -> str:
+        """Check a request's signature and expiry; return the signed range ('' if none)."""
+        try:
+            exp = int(query.get("exp", ""))
+        except ValueError:
+            raise ApiError(403, "signature.invalid", "Signed URL is malformed") from None
+        rng = query.get("range", "")
+        expected = self.sign(method, path, exp, rng)
+        if not hmac.compare_digest(expected, query.get("sig", "")):
+            raise ApiError(403, "signature.invalid", "Signed URL signature does not match")
+        if exp < time.time():
+            raise ApiError(403, "signature.expired", "Signed URL has expired")
+        return rng
+
+    # -- objects ---------------------------------------------------------------------------
+    def path(self, object_id: str) -> Path:
+        return self.data / _safe(object_id)
+
+    def url_for_get(self, object_id: str, *, base_url: str, expires_in: int,
+                    offset: int | None = None, length: int | None = None) -> str:
+        rng = "" if offset is None or length is None else f"{offset}-{offset + length - 1}"
+        return self._signed("GET", base_url, f"/store/objects/{_safe(object_id)}", expires_in, rng)
+
+    def stat(self, object_id: str) -> ObjectStat | None:
+        try:
+            st = self.path(object_id).stat()
+        except FileNotFoundError:
+            return None
+        return ObjectStat(st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
+
+    def put_bytes(self, object_id: str, data: bytes) -> None:
+        target = self.path(object_id)
+        tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}")
+        tmp.write_bytes(data)
+        tmp.replace(target)
+
+    def put_file(self, object_id: str, path: Path) -> None:
+        target = self.path(object_id)
+        tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}")
+        shutil.copyfile(path, tmp)  # copy_file_range/sendfile: no bytes through Python
+        tmp.replace(target)
+
+    def delete(self, object_id: str) -> None:
+        self.path(object_id).unlink(missing_ok=True)
+
+    # -- multipart uploads -----------------------------------------------------------------
+    def _upload_data(self, upload_id: str) -> Path:
+        return self.uploads / f"{_safe(upload_id)}.data"
+
+    def _upload_parts(self, upload_id: str) -> Path:
+        return self.uploads / _safe(upload_id)
+
+    def initiate(self, object_id: str, size: int) -> str:
+        upload_id = secrets.token_hex(16)
+        with open(self._upload_data(upload_id), "wb") as f:
+            f.truncate(size)  # sparse: parts land at their offsets
+        self._upload_parts(upload_id).mkdir()
+        return upload_id
+
+    def url_for_part(self, object_id: str, upload_id: str, part_number: int, offset: int,
+                     size: int, *, base_url: str, expires_in: int) -> str:
+        path = f"/store/uploads/{_safe(upload_id)}/{part_number}"
+        return self._signed("PUT", base_url, path, expires_in, f"{offset}-{offset + size - 1}")
+
+    def list_parts(self, object_id: str, upload_id: str) -> dict[int, str]:
+        folder = self._upload_parts(upload_id)
+        if not folder.is_dir():
+            return {}
+        return {int(p.name[5:], 16): p.read_text().strip()
+                for p in folder.iterdir() if p.name.startswith("part-")}
+
+    def complete(self, object_id: str, upload_id: str, etags: dict[int, str]) -> None:
+        held = self.list_parts(object_id, upload_id)
+        for number, etag in etags.items():
+            if held.get(number) != etag.strip('"'):
+                raise ApiError(409, "upload.part.missing",
+                               f"Part {number} of upload {upload_id} is missing or differs")
+        os.replace(self._upload_data(upload_id), self.path(object_id))
+        self._drop_parts(upload_id)
+
+    def abort(self, object_id: str, upload_id: str) -> None:
+        self._upload_data(upload_id).unlink(missing_ok=True)
+        self._drop_parts(upload_id)
+
+    def _drop_parts(self, upload_id: str) -> None:
+        folder = self._upload_parts(upload_id)
+        if folder.is_dir():
+            for p in folder.iterdir():
+                p.unlink()
+            folder.rmdir()
+
+    async def receive_part(self, upload_id: str, part_number: int, rng: str,
+                           chunks: Iterator[bytes] | object) -> str:
+        """Write a part's body at its offset, hashing as it streams; return its MD5."""
+        start, end = (int(x) for x in rng.split("-"))
+        data = self._upload_data(upload_id)
+        if not data.exists():
+            raise ApiError(404, "upload.not.found", f"Upload {upload_id} does not exist")
+        md5 = hashlib.md5()
+        written = 0
+        fd = os.open(data, os.O_WRONLY)
+        try:
+            async for chunk in chunks:  # type: ignore[attr-defined]
+                if written + len(chunk) > end - start + 1:
+                    raise ApiError(400, "upload.part.size", "Part body is larger than the part")
+                os.pwrite(fd, chunk, start + written)
+                md5.update(chunk)
+                written += len(chunk)
+        finally:
+            os.close(fd)
+        if written != end - start + 1:
+            raise ApiError(400, "upload.part.size",
+                           f"Part {part_number} has {written} bytes, expected {end - start + 1}")
+        digest = md5.hexdigest()
+        marker = self._upload_parts(upload_id) / f"part-{part_number:08x}"
+        tmp = marker.with_suffix(".tmp")
+        tmp.write_text(digest)
+        tmp.replace(marker)
+        return digest
+
+
+# -- serving -------------------------------------------------------------------------------
+class RangeNotSatisfiable(Exception):
+    pass
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """One 'bytes=' range → inclusive (start, end) clipped to the object; None = whole."""
+    match = re.fullmatch(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", header)
+    if not match or (match[1] == "" and match[2] == ""):
+        return None  # malformed or multi-range: RFC 9110 lets us ignore it
+    if match[1] == "":  # suffix range: the last N bytes
+        n = int(match[2])
+        if n == 0 or size == 0:
+            raise RangeNotSatisfiable
+        return max(0, size - n), size - 1
+    start = int(match[1])
+    end = int(match[2]) if match[2] else size - 1
+    if start >= size or end < start:
+        raise RangeNotSatisfiable
+    return start, min(end, size - 1)
+
+
+class RangeResponse(Response):
+    """206 for [start, end] of a file, read in 1 MiB chunks off the event loop."""
+
+    def __init__(self, path: Path, start: int, end: int, size: int, headers: dict) -> None:
+        super().__init__(status_code=206, headers={
+            **headers, "Content-Range": f"bytes {start}-{end}/{size}",
+            "Content-Length": str(end - start + 1)})
+        self.path, self.start, self.end = path, start, end
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code,
+                    "headers": self.raw_headers})
+        if scope["method"] == "HEAD":
+            await send({"type": "http.response.body", "body": b""})
+            return
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            pos, end = self.start, self.end + 1
+            while pos < end:
+                n = min(CHUNK, end - pos)
+                chunk = await anyio.to_thread.run_sync(os.pread, fd, n, pos)
+                if not chunk:
+                    break
+                pos += len(chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": pos < end})
+        finally:
+            os.close(fd)
+
+
+def router(store: LocalStore) -> APIRouter:
+    api = APIRouter(include_in_schema=False)
+
+    @api.api_route("/store/objects/{object_id}", methods=["GET", "HEAD"])
+    async def get_object(object_id: str, request: Request) -> Response:
+        signed = store.verify("GET", request.url.path, dict(request.query_params))
+        path = store.path(object_id)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise ApiError(404, "object.not.found", f"Object {object_id} not found") from None
+        size = st.st_size
+        headers = {"Accept-Ranges": "bytes", "ETag": f'"{st.st_size:x}-{st.st_mtime_ns:x}"',
+                   "Cache-Control": "private, no-store"}
+        lo, hi = 0, size - 1
+        if signed:
+            lo, hi = (int(x) for x in signed.split("-"))
+            hi = min(hi, size - 1)
+        try:
+            wanted = parse_range(request.headers.get("range", ""), size)
+        except RangeNotSatisfiable:
+            return Response(status_code=416,
+                            headers={**headers, "Content-Range": f"bytes */{size}"})
+        if wanted is None:
+            if not signed:
+                return FileResponse(path, headers=headers, stat_result=st,
+                                    media_type="application/octet-stream")
+            wanted = (lo, hi)
+        if wanted[0] < lo or wanted[1] > hi:
+            raise ApiError(403, "signature.range", "Requested range is outside the signed range")
+        return RangeResponse(path, wanted[0], wanted[1], size, headers)
+
+    @api.put("/store/uploads/{upload_id}/{part_number}")
+    async def put_part(upload_id: str, part_number: int, request: Request) -> Response:
+        rng = store.verify("PUT", request.url.path, dict(request.query_params))
+        digest = await store.receive_part(upload_id, part_number, rng, request.stream())
+        return Response(status_code=200, headers={"ETag": f'"{digest}"'})
+
+    return api

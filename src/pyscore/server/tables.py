@@ -1,0 +1,165 @@
+"""The relational schema: Song's entities, Score's objects and uploads, and tokens.
+
+Portable SQL only (SQLite and PostgreSQL); migrations live in `migrations/`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Study(Base):
+    __tablename__ = "studies"
+    study_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(255))
+    organization: Mapped[str | None] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(Text)
+    info: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class AnalysisType(Base):
+    __tablename__ = "analysis_types"
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    schema: Mapped[dict] = mapped_column(JSON)
+    options: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Donor(Base):
+    __tablename__ = "donors"
+    __table_args__ = (UniqueConstraint("study_id", "submitter_donor_id"),)
+    donor_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    study_id: Mapped[str] = mapped_column(ForeignKey("studies.study_id"))
+    submitter_donor_id: Mapped[str] = mapped_column(String(255))
+    gender: Mapped[str | None] = mapped_column(String(32))
+    info: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class Specimen(Base):
+    __tablename__ = "specimens"
+    __table_args__ = (UniqueConstraint("study_id", "submitter_specimen_id"),)
+    specimen_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    donor_id: Mapped[str] = mapped_column(ForeignKey("donors.donor_id"))
+    study_id: Mapped[str] = mapped_column(ForeignKey("studies.study_id"))
+    submitter_specimen_id: Mapped[str] = mapped_column(String(255))
+    fields: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class Sample(Base):
+    __tablename__ = "samples"
+    __table_args__ = (UniqueConstraint("study_id", "submitter_sample_id"),)
+    sample_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    specimen_id: Mapped[str] = mapped_column(ForeignKey("specimens.specimen_id"))
+    study_id: Mapped[str] = mapped_column(ForeignKey("studies.study_id"))
+    submitter_sample_id: Mapped[str] = mapped_column(String(255))
+    fields: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class Analysis(Base):
+    __tablename__ = "analyses"
+    __table_args__ = (Index("ix_analyses_study_state", "study_id", "state"),)
+    analysis_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    study_id: Mapped[str] = mapped_column(ForeignKey("studies.study_id"))
+    type_name: Mapped[str] = mapped_column(String(128))
+    type_version: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    payload: Mapped[dict] = mapped_column(JSON)  # the type-specific fields, as submitted
+    state_history: Mapped[list] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    first_published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AnalysisSample(Base):
+    __tablename__ = "analysis_samples"
+    analysis_id: Mapped[str] = mapped_column(ForeignKey("analyses.analysis_id"), primary_key=True)
+    sample_id: Mapped[str] = mapped_column(ForeignKey("samples.sample_id"), primary_key=True)
+
+
+class File(Base):
+    __tablename__ = "files"
+    object_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    analysis_id: Mapped[str] = mapped_column(ForeignKey("analyses.analysis_id"), index=True)
+    study_id: Mapped[str] = mapped_column(ForeignKey("studies.study_id"), index=True)
+    file_name: Mapped[str] = mapped_column(String(512), index=True)
+    file_size: Mapped[int] = mapped_column(BigInteger)
+    file_md5sum: Mapped[str] = mapped_column(String(32))
+    file_type: Mapped[str | None] = mapped_column(String(64))
+    file_access: Mapped[str] = mapped_column(String(16))
+    data_type: Mapped[str | None] = mapped_column(String(128))
+    info: Mapped[dict] = mapped_column(JSON, default=dict)
+    # For an index file (.bai .crai .tbi .csi): the data file it indexes, in the same analysis.
+    index_for: Mapped[str | None] = mapped_column(String(64), index=True)
+
+
+class StoredObject(Base):
+    """A completed object in the store: Score's `data/<id>.meta`."""
+
+    __tablename__ = "objects"
+    object_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    md5: Mapped[str | None] = mapped_column(String(32))
+    part_size: Mapped[int] = mapped_column(BigInteger)
+    part_md5s: Mapped[list] = mapped_column(JSON, default=list)
+    upload_id: Mapped[str] = mapped_column(String(128))
+    last_modified: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Upload(Base):
+    """A multipart upload in progress: Score's `upload/<id>_<uploadId>/.meta`."""
+
+    __tablename__ = "uploads"
+    upload_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    object_id: Mapped[str] = mapped_column(String(64), unique=True)
+    file_size: Mapped[int] = mapped_column(BigInteger)
+    part_size: Mapped[int] = mapped_column(BigInteger)
+    md5: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class UploadPart(Base):
+    __tablename__ = "upload_parts"
+    upload_id: Mapped[str] = mapped_column(
+        ForeignKey("uploads.upload_id", ondelete="CASCADE"), primary_key=True
+    )
+    part_number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    md5: Mapped[str] = mapped_column(String(32))
+    etag: Mapped[str] = mapped_column(String(128))
+
+
+class Token(Base):
+    __tablename__ = "tokens"
+    token_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user: Mapped[str] = mapped_column(String(255))
+    scopes: Mapped[list] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Setting(Base):
+    """Shared secrets and flags every server process must agree on."""
+
+    __tablename__ = "settings"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

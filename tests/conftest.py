@@ -1,0 +1,129 @@
+"""Shared fixtures: a real score-server on 127.0.0.1 with the demo study, and CLI runners."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+BIN = Path(sys.executable).parent
+SERVER = str(BIN / "score-server")
+CLIENT = str(BIN / "score-client")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(*args: str, env: dict | None = None, timeout: float = 120, cwd: Path | None = None,
+        check: bool = False) -> subprocess.CompletedProcess:
+    result = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout,
+                            env={**os.environ, **(env or {})}, cwd=cwd)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stdout}\n"
+                             f"{result.stderr}")
+    return result
+
+
+@dataclass
+class Server:
+    url: str
+    data_dir: Path
+    admin_token: str
+    process: subprocess.Popen | None = None
+    port: int = 0
+    manifest: Path | None = None
+
+    def token(self, scopes: str, *extra: str) -> str:
+        out = run(SERVER, "token", "create", "--data-dir", str(self.data_dir), "--scopes",
+                  scopes, *extra, check=True)
+        return out.stdout.strip().splitlines()[-1]
+
+    def client_env(self, token: str | None = None) -> dict[str, str]:
+        env = {"METADATA_URL": self.url, "STORAGE_URL": self.url, "ACCESSTOKEN": token or "",
+               "SCORE_CLIENT_CONF_DIR": str(self.data_dir / "no-conf")}
+        return env
+
+    def client(self, *args: str, token: str | None = None, timeout: float = 120,
+               cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+        return run(CLIENT, *args, env={**self.client_env(token), **(env or {})},
+                   timeout=timeout, cwd=cwd)
+
+    def start(self, *extra: str) -> None:
+        self.port = self.port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        with open(self.data_dir / "server.log", "ab") as log:
+            self.process = subprocess.Popen(
+                [SERVER, "serve", "--data-dir", str(self.data_dir), "--port", str(self.port),
+                 *extra], stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/isAlive", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.process.poll() is not None:
+                raise RuntimeError((self.data_dir / "server.log").read_text())
+            time.sleep(0.1)
+        raise RuntimeError("score-server did not start in 30 s")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def init_server(data_dir: Path, *extra: str) -> Server:
+    out = run(SERVER, "init", "--data-dir", str(data_dir), *extra, check=True)
+    return Server(url="", data_dir=data_dir, admin_token=out.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def demo_server(tmp_path_factory: pytest.TempPathFactory):
+    """A server with the demo study published; shared by tests that only read."""
+    data_dir = tmp_path_factory.mktemp("platform") / "data"
+    server = init_server(data_dir)
+    out = run(SERVER, "demo", "--data-dir", str(data_dir), check=True, timeout=300)
+    server.manifest = Path(out.stdout.strip().splitlines()[-1])
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fresh_server(tmp_path: Path):
+    """An empty platform of the test's own, for tests that write."""
+    server = init_server(tmp_path / "data")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def demo_files(demo_server: Server) -> Path:
+    return demo_server.data_dir / "demo-files"
+
+
+def need(tool: str) -> str:
+    """A peer tool; CI (PYSCORE_REQUIRE_TOOLS=1) fails rather than skips without it."""
+    path = shutil.which(tool)
+    if path is None:
+        if os.environ.get("PYSCORE_REQUIRE_TOOLS"):
+            pytest.fail(f"{tool} is required but not installed")
+        pytest.skip(f"{tool} is not installed (scripts/test.sh installs it)")
+    return path

@@ -1,0 +1,119 @@
+"""score-client download through the real CLI against a real score-server."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from pyscore.manifest import parse_download
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def rows(server):
+    return parse_download(server.manifest.read_text(), str(server.manifest))
+
+
+@pytest.fixture(scope="module")
+def reader(demo_server) -> str:
+    return demo_server.token("PROGRAMDATA-DEMO.READ", "--user", "reader")
+
+
+@pytest.mark.parametrize("layout", ["filename", "bundle", "id"])
+def test_manifest_download_each_layout(demo_server, demo_files, reader, tmp_path, layout):
+    out = tmp_path / "out"
+    result = demo_server.client("download", "--manifest", str(demo_server.manifest),
+                                "--output-dir", str(out), "--output-layout", layout,
+                                token=reader)
+    assert result.returncode == 0, result.stderr
+    manifest_rows = rows(demo_server)
+    for row in manifest_rows:
+        if layout == "filename":
+            got = out / row.fileName
+        elif layout == "bundle":
+            got = out / row.analysisId / row.fileName
+        else:
+            got = out / row.objectId
+        assert got.is_file(), f"{got} missing; stderr: {result.stderr}"
+        assert md5(got) == row.fileMd5sum == md5(demo_files / row.fileName)
+    # index files came along (--index defaults to true)
+    if layout == "filename":
+        assert md5(out / "DONOR-1-N.bam.bai") == md5(demo_files / "DONOR-1-N.bam.bai")
+        assert md5(out / "DONOR-2-N.cram.crai") == md5(demo_files / "DONOR-2-N.cram.crai")
+    assert not (out / ".score-client").exists(), "state left behind after success"
+    assert "15 downloaded" in result.stderr
+
+
+def test_open_file_needs_no_token(demo_server, demo_files, tmp_path):
+    clinical = next(r for r in rows(demo_server) if r.fileName == "clinical.tsv")
+    result = demo_server.client("download", "--object-id", clinical.objectId,
+                                "--output-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert md5(tmp_path / "clinical.tsv") == md5(demo_files / "clinical.tsv")
+
+
+def test_controlled_file_refused_without_token(demo_server, tmp_path):
+    bam = next(r for r in rows(demo_server) if r.fileName == "DONOR-1-N.bam")
+    result = demo_server.client("download", "--object-id", bam.objectId,
+                                "--output-dir", str(tmp_path))
+    assert result.returncode == 3, result.stderr
+    assert "access token" in result.stderr.lower()
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "DONOR-1-N.bam").exists()
+
+
+def test_controlled_file_refused_with_other_study_scope(demo_server, tmp_path):
+    other = demo_server.token("PROGRAMDATA-OTHER.READ")
+    bam = next(r for r in rows(demo_server) if r.fileName == "DONOR-1-N.bam")
+    result = demo_server.client("download", "--object-id", bam.objectId,
+                                "--output-dir", str(tmp_path), token=other)
+    assert result.returncode == 3, result.stderr
+    assert "PROGRAMDATA-DEMO.READ" in result.stderr
+    assert not (tmp_path / "DONOR-1-N.bam").exists()
+
+
+def test_unknown_object_id(demo_server, tmp_path, reader):
+    result = demo_server.client("download", "--object-id", "00000000-0000-4000-8000-000000000000",
+                                "--output-dir", str(tmp_path), token=reader)
+    assert result.returncode == 1
+    assert "00000000-0000-4000-8000-000000000000" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_malformed_manifest_names_line(demo_server, tmp_path, reader):
+    bad = tmp_path / "bad.tsv"
+    lines = demo_server.manifest.read_text().splitlines()
+    lines[2] = "\t".join(lines[2].split("\t")[:5])
+    bad.write_text("\n".join(lines) + "\n")
+    result = demo_server.client("download", "--manifest", str(bad), "--output-dir",
+                                str(tmp_path / "o"), token=reader)
+    assert result.returncode == 2
+    assert "line 3" in result.stderr and "11" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_existing_file_skipped_then_forced(demo_server, tmp_path, reader):
+    clinical = next(r for r in rows(demo_server) if r.fileName == "clinical.tsv")
+    args = ("download", "--object-id", clinical.objectId, "--output-dir", str(tmp_path))
+    assert demo_server.client(*args).returncode == 0
+    again = demo_server.client(*args)
+    assert again.returncode == 0 and "Skipping clinical.tsv" in again.stderr
+    forced = demo_server.client(*args, "--force")
+    assert forced.returncode == 0 and "1 downloaded" in forced.stderr
+
+
+def test_json_events(demo_server, tmp_path):
+    clinical = next(r for r in rows(demo_server) if r.fileName == "clinical.tsv")
+    result = demo_server.client("download", "--json", "--object-id", clinical.objectId,
+                                "--output-dir", str(tmp_path))
+    assert result.returncode == 0
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "plan" and "start" in kinds and "done" in kinds
+    done = next(e for e in events if e["event"] == "done")
+    assert done["path"] == str((tmp_path / "clinical.tsv").resolve())
