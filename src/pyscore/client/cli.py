@@ -35,6 +35,7 @@ conf/application.properties, defaults. `score-client info` shows what is in effe
 
 COMMANDS = {
     "download": "Retrieve file object(s) from the remote storage repository",
+    "view": "Locally store/display some or all of a remote SAM/BAM/CRAM/VCF file object",
     "url": "Resolve the URL of a specified remote file object",
     "manifest": "Resolve a file object manifest and display it",
     "info": "Display application configuration information",
@@ -98,6 +99,30 @@ def build_parser() -> Parser:
     d.add_argument("--parallel", type=int, help="connections (default transport.parallel)")
     d.add_argument("--json", action="store_true", help="newline-delimited JSON events on "
                    "stdout")
+
+    v = sub.add_parser("view", help=COMMANDS["view"], epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    v.add_argument("--object-id", type=object_id)
+    v.add_argument("--input-file", type=Path, help="a local BAM/CRAM/VCF instead")
+    v.add_argument("--input-file-index", type=Path)
+    v.add_argument("--manifest", help="slice every alignment/variant file of a manifest")
+    v.add_argument("--query", nargs="+", default=[], metavar="REGION",
+                   help="contig, contig:start or contig:start-end (1-based, inclusive)")
+    v.add_argument("--bed-query", type=Path, help="regions from a BED file (overrides --query)")
+    v.add_argument("--header-only", action="store_true")
+    v.add_argument("--contained", action="store_true",
+                   help="only records entirely inside the region")
+    v.add_argument("--output-original-header", action="store_true",
+                   help="accepted for compatibility: the original header is always kept")
+    v.add_argument("--output-format", default="SAM", type=str.upper,
+                   help="SAM (default), BAM or CRAM; VCF or BCF for variant files")
+    v.add_argument("--output-type", default="TRIMMED", type=str.upper,
+                   choices=("TRIMMED",), help="only TRIMMED, as in the original")
+    v.add_argument("--output-dir", type=Path, help="write files here instead of stdout")
+    v.add_argument("--output-index", action="store_true", help="index written BAM/CRAM/VCF")
+    v.add_argument("--stdout", action="store_true", help="write to stdout (the default)")
+    v.add_argument("--reference-file", type=Path, help="FASTA for CRAM")
+    v.add_argument("--verify-connection", type=boolean, default=True, metavar="true|false")
 
     u = sub.add_parser("url", help=COMMANDS["url"])
     u.add_argument("--object-id", required=True, type=object_id)
@@ -175,6 +200,37 @@ def cmd_download(args: argparse.Namespace) -> int:
     return outcome.exit_code
 
 
+def cmd_view(args: argparse.Namespace) -> int:
+    import signal
+
+    from pyscore.client import view
+
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `| head` ends us quietly, as samtools
+    if not (args.input_file or args.object_id or args.manifest):
+        raise UsageError("Give one of --object-id, --input-file or --manifest")
+    if args.input_file_index and not args.input_file:
+        raise UsageError("--input-file-index needs --input-file")
+    if args.manifest and not args.output_dir:
+        raise UsageError("--manifest needs --output-dir")
+    regions = (view.parse_bed(args.bed_query) if args.bed_query
+               else [view.parse_region(q) for q in args.query])
+    job = view.Job(regions=regions, output_format=args.output_format,
+                   header_only=args.header_only, contained=args.contained,
+                   output_dir=args.output_dir, output_index=args.output_index,
+                   reference=str(args.reference_file) if args.reference_file else None,
+                   bed=args.bed_query)
+    if args.input_file:
+        return view.run_local(job, args.input_file, args.input_file_index)
+    settings = resolve(None, args.profile)
+    if args.object_id:
+        ids = [args.object_id]
+    else:
+        rows = parse_download(read_manifest_text(args.manifest), args.manifest)
+        ids = [r.objectId for r in rows]
+    return view.run_remote(job, settings, ids, verify=args.verify_connection,
+                           from_manifest=bool(args.manifest))
+
+
 def cmd_url(args: argparse.Namespace) -> int:
     from pyscore.client.api import Api
 
@@ -217,7 +273,7 @@ def cmd_version(_: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-HANDLERS = {"download": cmd_download, "url": cmd_url, "manifest": cmd_manifest,
+HANDLERS = {"download": cmd_download, "view": cmd_view, "url": cmd_url, "manifest": cmd_manifest,
             "info": cmd_info, "version": cmd_version}
 
 
