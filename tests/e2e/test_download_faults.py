@@ -1,0 +1,187 @@
+"""Downloads that survive what real links do: drops, stalls, 5xx, corruption, restarts,
+expired URLs and kill -9. Faults come from tests/faultproxy.py on loopback."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import CLIENT, init_server
+from tests.faultproxy import FaultProxy
+from tests.publish import MiB, publish, random_file
+
+SIZE = 48 * MiB
+PART = 8  # MiB: the server's part size for these tests
+PARALLEL = 4
+
+
+def md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while chunk := f.read(MiB):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory):
+    root = tmp_path_factory.mktemp("faults")
+    server = init_server(root / "data", "--part-size", str(PART))
+    source = random_file(root / "big.bam", SIZE)
+    small = random_file(root / "small.bam", 3 * MiB + 17, seed=2)
+    ids = publish(server.data_dir, [source, small])
+    server.start()
+    server.big_id, server.small_id = ids
+    server.source, server.small = source, small
+    server.reader = server.token("PROGRAMDATA-BIG.READ")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def proxy(platform):
+    p = FaultProxy(platform.port)
+    yield p
+    p.close()
+
+
+def download(platform, proxy, out: Path, *extra: str, env: dict | None = None,
+             object_id: str | None = None):
+    env = {**platform.client_env(platform.reader), "METADATA_URL": proxy.url,
+           "STORAGE_URL": proxy.url, "TRANSPORT_PARALLEL": str(PARALLEL), **(env or {})}
+    return subprocess.run([CLIENT, "download", "--object-id", object_id or platform.big_id,
+                           "--output-dir", str(out), "--index", "false", *extra],
+                          capture_output=True, text=True, timeout=180,
+                          env={**os.environ, **env})
+
+
+def assert_complete(platform, out: Path, result) -> None:
+    assert result.returncode == 0, result.stderr
+    assert md5(out / "big.bam") == md5(platform.source)
+    assert not (out / ".score-client").exists()
+
+
+def test_clean_download_moves_each_byte_once(platform, proxy, tmp_path):
+    result = download(platform, proxy, tmp_path)
+    assert_complete(platform, tmp_path, result)
+    assert proxy.stats.data_bytes == SIZE
+
+
+def test_dropped_connections_mid_part(platform, proxy, tmp_path):
+    proxy.faults.drop_after, proxy.faults.drops = 3 * MiB + 5, 3
+    result = download(platform, proxy, tmp_path)
+    assert_complete(platform, tmp_path, result)
+    assert proxy.faults.drops == 0, "the faults were not exercised"
+    assert proxy.stats.data_bytes < SIZE + 4 * MiB, "resumed within the part, not from scratch"
+
+
+def test_stalls_mid_part(platform, proxy, tmp_path):
+    proxy.faults.stall_after, proxy.faults.stall_seconds, proxy.faults.stalls = MiB, 4.0, 2
+    result = download(platform, proxy, tmp_path, env={"CLIENT_READTIMEOUTSECONDS": "1"})
+    assert_complete(platform, tmp_path, result)
+    assert "timed out" in result.stderr
+
+
+def test_server_errors_retried(platform, proxy, tmp_path):
+    proxy.faults.status, proxy.faults.statuses = 503, 3
+    result = download(platform, proxy, tmp_path)
+    assert_complete(platform, tmp_path, result)
+    assert proxy.faults.statuses == 0
+
+
+def test_corrupted_byte_detected_and_refetched(platform, proxy, tmp_path):
+    proxy.faults.corrupt_offset, proxy.faults.corruptions = 20 * MiB + 123, 1
+    result = download(platform, proxy, tmp_path)
+    assert_complete(platform, tmp_path, result)
+    assert "MD5" in result.stderr and "retrying" in result.stderr
+
+
+def test_persistent_corruption_reported_nothing_left(platform, proxy, tmp_path):
+    proxy.faults.corrupt_offset, proxy.faults.corruptions = 7, 100
+    result = download(platform, proxy, tmp_path)
+    assert result.returncode == 4, result.stderr
+    assert "MD5" in result.stderr
+    assert not (tmp_path / "big.bam").exists()
+    assert "Traceback" not in result.stderr
+
+
+def test_expired_urls_renewed(tmp_path_factory, tmp_path):
+    """URLs that expire while a request waits are renewed, and the download goes on."""
+    root = tmp_path_factory.mktemp("expiry")
+    server = init_server(root / "data", "--part-size", str(PART))
+    source = random_file(root / "big.bam", 16 * MiB, seed=3)
+    (object_id,) = publish(server.data_dir, [source], study="EXP", access="open")
+    os.environ["PYSCORE_DOWNLOAD_EXPIRY_SECONDS"] = "2"
+    try:
+        server.start()
+    finally:
+        del os.environ["PYSCORE_DOWNLOAD_EXPIRY_SECONDS"]
+    proxy = FaultProxy(server.port)
+    try:
+        proxy.faults.delay_request, proxy.faults.delays = 3.0, 1
+        env = {**server.client_env(), "METADATA_URL": proxy.url, "STORAGE_URL": proxy.url}
+        result = subprocess.run([CLIENT, "download", "--object-id", object_id, "--output-dir",
+                                 str(tmp_path)], capture_output=True, text=True, timeout=120,
+                                env={**os.environ, **env})
+        assert result.returncode == 0, result.stderr
+        assert md5(tmp_path / "big.bam") == md5(source)
+        assert 403 in proxy.stats.statuses, "no URL expired: the test did not test renewal"
+        assert proxy.stats.spec_requests >= 2
+    finally:
+        proxy.close()
+        server.stop()
+
+
+def test_server_restart_mid_download(platform, proxy, tmp_path):
+    proxy.faults.rate = 12 * MiB
+    env = {**platform.client_env(platform.reader), "METADATA_URL": proxy.url,
+           "STORAGE_URL": proxy.url, "TRANSPORT_PARALLEL": str(PARALLEL)}
+    client = subprocess.Popen([CLIENT, "download", "--object-id", platform.big_id,
+                               "--output-dir", str(tmp_path), "--index", "false"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, **env})
+    time.sleep(1.0)
+    platform.stop()
+    time.sleep(1.5)
+    platform.start()
+    proxy.faults.rate = 0
+    out, err = client.communicate(timeout=120)
+    assert client.returncode == 0, err
+    assert md5(tmp_path / "big.bam") == md5(platform.source)
+
+
+def test_resume_after_kill_9_refetches_little(platform, proxy, tmp_path):
+    proxy.faults.rate = 8 * MiB  # per response; 4 in parallel: ~32 MB/s
+    env = {**platform.client_env(platform.reader), "METADATA_URL": proxy.url,
+           "STORAGE_URL": proxy.url, "TRANSPORT_PARALLEL": str(PARALLEL)}
+    client = subprocess.Popen([CLIENT, "download", "--object-id", platform.big_id,
+                               "--output-dir", str(tmp_path), "--index", "false"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env={**os.environ, **env})
+    deadline = time.monotonic() + 30
+    while proxy.stats.data_bytes < SIZE // 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(client.pid, signal.SIGKILL)
+    client.wait()
+    first = proxy.stats.data_bytes
+    assert 0 < first < SIZE, "killed too late to test anything"
+    assert not (tmp_path / "big.bam").exists(), "a partial file under the final name"
+    proxy.faults.rate = 0
+    result = download(platform, proxy, tmp_path)
+    assert_complete(platform, tmp_path, result)
+    second = proxy.stats.data_bytes - first
+    refetched = first + second - SIZE
+    assert refetched <= PARALLEL * PART * MiB, (first, second, refetched)
+
+
+def test_many_small_files_concurrently(platform, proxy, tmp_path):
+    """Two objects in one run: both arrive, verified."""
+    result = download(platform, proxy, tmp_path, object_id=platform.small_id)
+    assert result.returncode == 0, result.stderr
+    assert md5(tmp_path / "small.bam") == md5(platform.small)
