@@ -8,6 +8,7 @@ object offset, or throttle; it counts the data bytes it served.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import re
 import socket
@@ -181,10 +182,8 @@ class FaultProxy:
     @staticmethod
     def _cut(h: BaseHTTPRequestHandler) -> None:
         h.close_connection = True
-        try:
+        with contextlib.suppress(OSError):
             h.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
 
     @staticmethod
     def _send_plain(h: BaseHTTPRequestHandler, status: int, body: bytes) -> None:

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from tests.conftest import CLIENT, init_server
 from tests.faultproxy import FaultProxy
 from tests.publish import MiB, publish, random_file
@@ -151,7 +150,7 @@ def test_server_restart_mid_download(platform, proxy, tmp_path):
     time.sleep(1.5)
     platform.start()
     proxy.faults.rate = 0
-    out, err = client.communicate(timeout=120)
+    _, err = client.communicate(timeout=120)
     assert client.returncode == 0, err
     assert md5(tmp_path / "big.bam") == md5(platform.source)
 
