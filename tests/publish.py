@@ -23,6 +23,14 @@ def random_file(path: Path, size: int, seed: int = 1) -> Path:
     return path
 
 
+def file_md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while chunk := f.read(8 * MiB):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def publish(data_dir: Path, files: list[Path], study: str = "BIG", access: str = "controlled",
             file_type: str = "BAM") -> list[str]:
     """Submit one analysis with these files, store them, publish; return their object ids."""
@@ -41,7 +49,7 @@ def publish(data_dir: Path, files: list[Path], study: str = "BIG", access: str =
                                       "specimenType": "Normal"},
                          "donor": {"submitterDonorId": f"{study}-D1", "gender": "Other"}}],
             "files": [{"fileName": f.name, "fileSize": f.stat().st_size,
-                       "fileMd5sum": hashlib.md5(f.read_bytes()).hexdigest(),
+                       "fileMd5sum": file_md5(f),
                        "fileType": file_type, "fileAccess": access, "dataType": "test"}
                       for f in files],
         }

@@ -33,7 +33,7 @@ from pyscore.server.errors import ApiError
 from pyscore.server.store.base import ObjectStat
 
 UUIDISH = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")
-CHUNK = 1024 * 1024
+CHUNK = 4 * 1024 * 1024
 
 
 def _safe(name: str) -> str:

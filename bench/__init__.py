@@ -1,0 +1,1 @@
+"""Benchmarks: pyscore side by side with peer tools, results in bench/RESULTS.md."""
