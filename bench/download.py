@@ -22,9 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.publish import MiB, random_file  # noqa: E402
-
 from bench.common import Platform, record, rss_of  # noqa: E402
+from tests.publish import MiB, random_file  # noqa: E402
 
 BIN = Path(sys.executable).parent
 

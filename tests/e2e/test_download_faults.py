@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from tests.conftest import CLIENT, init_server
 from tests.faultproxy import FaultProxy
 from tests.publish import MiB, publish, random_file

@@ -130,6 +130,19 @@ class Api:
                     return found
         return None
 
+    def submit(self, study_id: str, payload: dict) -> str:
+        r = self.request("POST", f"{self.settings.metadata_url}/submit/{study_id}",
+                         f"submission to study {study_id}", json=payload)
+        return r.json()["analysisId"]
+
+    def analysis(self, study_id: str, analysis_id: str) -> dict:
+        return self.request("GET", f"{self.settings.metadata_url}/studies/{study_id}/analysis/"
+                            f"{analysis_id}", f"analysis {analysis_id}").json()
+
+    def publish(self, study_id: str, analysis_id: str) -> None:
+        self.request("PUT", f"{self.settings.metadata_url}/studies/{study_id}/analysis/publish/"
+                     f"{analysis_id}", f"publishing analysis {analysis_id}")
+
     # -- storage --------------------------------------------------------------------------
     def ping(self) -> None:
         """--verify-connection: the sentinel URL must be fetchable."""

@@ -36,6 +36,8 @@ conf/application.properties, defaults. `score-client info` shows what is in effe
 COMMANDS = {
     "download": "Retrieve file object(s) from the remote storage repository",
     "view": "Locally store/display some or all of a remote SAM/BAM/CRAM/VCF file object",
+    "upload": "Upload file object(s) to the remote storage repository",
+    "submit": "Submit a Song analysis, upload its files and (optionally) publish it",
     "url": "Resolve the URL of a specified remote file object",
     "manifest": "Resolve a file object manifest and display it",
     "info": "Display application configuration information",
@@ -123,6 +125,28 @@ def build_parser() -> Parser:
     v.add_argument("--stdout", action="store_true", help="write to stdout (the default)")
     v.add_argument("--reference-file", type=Path, help="FASTA for CRAM")
     v.add_argument("--verify-connection", type=boolean, default=True, metavar="true|false")
+
+    up = sub.add_parser("upload", help=COMMANDS["upload"], epilog=EPILOG,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    up.add_argument("--manifest", type=Path, help="Song upload manifest: a first line, then "
+                    "objectId<TAB>path<TAB>md5 per file")
+    up.add_argument("--object-id", type=object_id)
+    up.add_argument("--file", type=Path)
+    up.add_argument("--md5", help="the MD5 the analysis declares for --file")
+    up.add_argument("--force", action="store_true",
+                    help="replace an object of an unpublished analysis")
+    up.add_argument("--parallel", type=int)
+    up.add_argument("--verify-connection", type=boolean, default=True, metavar="true|false")
+    up.add_argument("--json", action="store_true")
+
+    sb = sub.add_parser("submit", help=COMMANDS["submit"], epilog=EPILOG,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sb.add_argument("--study-id", required=True)
+    sb.add_argument("--payload", required=True, type=Path, help="Song analysis payload (JSON)")
+    sb.add_argument("--dir", required=True, type=Path, help="where the payload's files are")
+    sb.add_argument("--publish", action="store_true")
+    sb.add_argument("--parallel", type=int)
+    sb.add_argument("--json", action="store_true")
 
     u = sub.add_parser("url", help=COMMANDS["url"])
     u.add_argument("--object-id", required=True, type=object_id)
@@ -231,6 +255,68 @@ def cmd_view(args: argparse.Namespace) -> int:
                            from_manifest=bool(args.manifest))
 
 
+def _uploader(args: argparse.Namespace):
+    from pyscore.client.api import Api
+    from pyscore.client.progress import reporter
+    from pyscore.client.upload import Uploader
+
+    settings = resolve({"transport.parallel": str(args.parallel) if args.parallel else None},
+                       args.profile)
+    api = Api(settings)
+    report = reporter(args.json, args.quiet, args.silent)
+    return api, report, Uploader(api, report, settings.parallel)
+
+
+def cmd_upload(args: argparse.Namespace) -> int:
+    from pyscore.client.upload import Item
+    from pyscore.manifest import parse_upload
+
+    if bool(args.manifest) == bool(args.object_id):
+        raise UsageError("Give either --manifest or --object-id (with --file and --md5)")
+    if args.object_id:
+        if not args.file or not args.md5:
+            raise UsageError("--object-id needs --file and --md5")
+        items = [Item(args.object_id, args.file, args.md5.lower())]
+    else:
+        text = read_manifest_text(str(args.manifest))
+        _, rows = parse_upload(text, str(args.manifest))
+        base = args.manifest.parent
+        items = [Item(oid, (base / path) if not Path(path).is_absolute() else Path(path), md5)
+                 for oid, path, md5 in rows]
+    api, report, uploader = _uploader(args)
+    failures = 0
+    try:
+        if args.verify_connection:
+            api.ping()
+        for item in items:
+            try:
+                uploader.upload(item, force=args.force)
+            except ScoreError as exc:
+                if len(items) == 1:
+                    raise
+                failures += 1
+                report.error(str(exc))
+    finally:
+        report.close()
+        api.close()
+    report.notice(f"Uploaded {len(items) - failures} of {len(items)} file(s)")
+    return 1 if failures else EXIT_OK
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from pyscore.client.submit import submit
+
+    api, report, uploader = _uploader(args)
+    try:
+        analysis_id = submit(api, uploader, report, args.study_id, args.payload, args.dir,
+                             args.publish)
+    finally:
+        report.close()
+        api.close()
+    print(analysis_id)
+    return EXIT_OK
+
+
 def cmd_url(args: argparse.Namespace) -> int:
     from pyscore.client.api import Api
 
@@ -273,7 +359,8 @@ def cmd_version(_: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-HANDLERS = {"download": cmd_download, "view": cmd_view, "url": cmd_url, "manifest": cmd_manifest,
+HANDLERS = {"download": cmd_download, "view": cmd_view, "upload": cmd_upload,
+            "submit": cmd_submit, "url": cmd_url, "manifest": cmd_manifest,
             "info": cmd_info, "version": cmd_version}
 
 

@@ -135,13 +135,22 @@ def get_range(conns: Connections, url: str, start: int, end: int, buf: memoryvie
             raise error
         pos = start
         while pos < end:
-            n = resp.readinto(buf[: min(len(buf), end - pos)])
-            if not n:
-                conns.drop(parts.scheme, parts.netloc)
-                raise Transient() from UnreachableError(
-                    f"{what}: connection closed after {pos - start} of {end - start} bytes")
-            sink(buf[:n], pos)
-            pos += n
+            # Fill the whole buffer before handing it on: one pwrite and one bookkeeping
+            # step per 4 MiB, not per socket read.
+            want = min(len(buf), end - pos)
+            filled = 0
+            while filled < want:
+                n = resp.readinto(buf[filled:want])
+                if not n:
+                    if filled:
+                        sink(buf[:filled], pos)
+                    conns.drop(parts.scheme, parts.netloc)
+                    raise Transient() from UnreachableError(
+                        f"{what}: connection closed after {pos + filled - start} of "
+                        f"{end - start} bytes")
+                filled += n
+            sink(buf[:filled], pos)
+            pos += filled
         if resp.status == 200 or (not resp.isclosed() and resp.length):
             conns.drop(parts.scheme, parts.netloc)  # unread body left: don't reuse
     except (OSError, http.client.HTTPException) as exc:
@@ -150,7 +159,7 @@ def get_range(conns: Connections, url: str, start: int, end: int, buf: memoryvie
         raise Transient() from UnreachableError(f"{what}: {kind}: {exc}")
 
 
-def put(conns: Connections, url: str, body: memoryview, what: str,
+def put(conns: Connections, url: str, body, what: str,
         headers: dict[str, str] | None = None) -> str:
     """PUT a part body; return the ETag the store answered (quotes stripped)."""
     parts = urlsplit(url)

@@ -48,6 +48,7 @@ class Reporter:
         self.verbosity = verbosity  # normal | quiet | silent
         self.totals = Totals()
         self.lock = threading.Lock()
+        self.verb = "downloaded"  # or "uploaded"
 
     # user-facing lines
     def info(self, message: str) -> None:
@@ -88,7 +89,8 @@ class Reporter:
     def finished(self, target, seconds: float) -> None:
         with self.lock:
             self.totals.done += 1
-        self.info(f"Downloaded {target.file_name} ({human(target.size)}) → {target.final}")
+        where = f"→ {target.final}" if self.verb == "downloaded" else f"as {target.object_id}"
+        self.info(f"{self.verb.capitalize()} {target.file_name} ({human(target.size)}) {where}")
 
     def failed(self, target, error: ScoreError) -> None:
         self.error(str(error))
@@ -104,7 +106,7 @@ class Reporter:
     def summary(self, failed: int) -> str:
         t = self.totals
         rate = t.bytes_moved / t.seconds
-        return (f"{t.done} downloaded, {t.skipped} skipped, {failed} failed; "
+        return (f"{t.done} {self.verb}, {t.skipped} skipped, {failed} failed; "
                 f"{human(t.bytes_moved)} transferred in {t.seconds:.1f} s ({human(rate)}/s)")
 
 

@@ -58,7 +58,9 @@ def session(p: PlatformDep) -> Iterator[Session]:
         yield s
 
 
-SessionDep = Annotated[Session, Depends(session)]
+# scope="function": commit before the response goes out, so a client that got an answer sees
+# its write on the very next request (FastAPI's default would commit after sending).
+SessionDep = Annotated[Session, Depends(session, scope="function")]
 
 
 def principal(request: Request, s: SessionDep) -> Principal | None:

@@ -1,0 +1,242 @@
+"""The upload engine: parallel part PUTs to signed URLs, each part's MD5 checked against what
+the store received, the whole file's MD5 checked against what the analysis declared before the
+upload is completed. Resumable: the server remembers finished parts, so a re-run after any
+interruption sends only the missing ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyscore.client.api import Api
+from pyscore.client.httpio import Connections, UrlRejected, put
+from pyscore.client.progress import Reporter, human
+from pyscore.client.retry import Transient, delay
+from pyscore.errors import IntegrityError, ScoreError, UsageError
+from pyscore.models import Part
+
+READ_BLOCK = 1024 * 1024
+HASH_BLOCK = 8 * 1024 * 1024
+
+
+@dataclass
+class Item:
+    object_id: str
+    path: Path
+    md5: str  # what the analysis declares
+
+
+class PartBody:
+    """A part of a file as a request body: read in 1 MiB blocks, hashed as it is sent."""
+
+    def __init__(self, fd: int, offset: int, length: int) -> None:
+        self.fd, self.pos, self.end = fd, offset, offset + length
+        self.md5 = hashlib.md5()
+
+    def read(self, n: int = READ_BLOCK) -> bytes:
+        n = min(max(n, READ_BLOCK), self.end - self.pos)
+        if n <= 0:
+            return b""
+        data = os.pread(self.fd, n, self.pos)
+        if not data:
+            raise OSError(f"file shrank while uploading (at byte {self.pos})")
+        self.pos += len(data)
+        self.md5.update(data)
+        return data
+
+
+def file_md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while chunk := f.read(HASH_BLOCK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class Uploader:
+    def __init__(self, api: Api, reporter: Reporter, parallel: int) -> None:
+        self.api = api
+        self.reporter = reporter
+        self.reporter.verb = "uploaded"
+        self.parallel = parallel
+        settings = api.settings
+        self.attempts = settings.int("storage.retryNumber")
+        self.timeout = float(settings.int("client.readTimeoutSeconds"))
+
+    def upload(self, item: Item, force: bool = False) -> None:
+        """Upload one file, resuming an interrupted upload of it if there is one."""
+        path, object_id = item.path, item.object_id
+        if not path.is_file():
+            raise UsageError(f"{path} does not exist or is not a file")
+        size = path.stat().st_size
+        if size == 0:
+            raise UsageError(f"{path} is empty; empty files cannot be uploaded")
+        if self.api.upload_exists(object_id) and not force:
+            raise UsageError(f"object {object_id} ({path.name}) is already uploaded; use --force "
+                             "to replace it (only while its analysis is unpublished)")
+        status = None if force else self.api.upload_status(object_id, size)
+        if status is not None:
+            upload_id, parts = status.uploadId, status.parts
+            done = sum(p.partSize for p in parts if p.md5)
+            self.reporter.info(f"Resuming upload of {path.name}: {human(done)} of "
+                               f"{human(size)} already on the server")
+        else:
+            spec = self.api.initiate_upload(object_id, size, item.md5, overwrite=force)
+            upload_id, parts = spec.uploadId, spec.parts
+        self.reporter.plan(1, size)
+        self.reporter.started(_Named(path.name, object_id, size, path),
+                              sum(p.partSize for p in parts if p.md5))
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            hasher = _Hasher(fd, size)
+            hasher.start()
+            self._send_parts(fd, object_id, upload_id, [p for p in parts if not p.md5],
+                             path, size)
+            digest = hasher.result()
+        finally:
+            os.close(fd)
+        if digest != item.md5.lower():
+            self.api.cancel_upload(object_id)
+            raise IntegrityError(f"{path}: MD5 {digest} differs from {item.md5}, which the "
+                                 "analysis declares; the upload was cancelled")
+        self.api.complete_upload(object_id, upload_id)
+        self.reporter.finished(_Named(path.name, object_id, size, path), 0.0)
+
+    def _send_parts(self, fd: int, object_id: str, upload_id: str, parts: list[Part],
+                    path: Path, size: int) -> None:
+        work: queue.Queue[Part | None] = queue.Queue()
+        for p in parts:
+            work.put(p)
+        errors: list[ScoreError] = []
+        urls = {p.partNumber: p.url for p in parts}
+        lock = threading.Lock()
+        named = _Named(path.name, object_id, size, path)
+
+        def renew() -> None:
+            status = self.api.upload_status(object_id, size)
+            if status is None or status.uploadId != upload_id:
+                raise ScoreError(f"{path.name}: the upload was cancelled or replaced on the "
+                                 "server")
+            with lock:
+                urls.update({p.partNumber: p.url for p in status.parts if p.url})
+
+        def worker() -> None:
+            conns = Connections(self.timeout)
+            try:
+                while not errors:
+                    try:
+                        part = work.get_nowait()
+                    except queue.Empty:
+                        return
+                    self._send_one(conns, fd, object_id, upload_id, part, urls, lock, renew,
+                                   path)
+                    self.reporter.advanced(named, part.partSize)
+            except ScoreError as exc:
+                errors.append(exc)
+            except OSError as exc:
+                errors.append(ScoreError(f"{path}: {exc}"))
+            finally:
+                conns.close()
+
+        threads = [threading.Thread(target=worker, daemon=True)
+                   for _ in range(min(self.parallel, max(len(parts), 1)))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+
+    def _send_one(self, conns: Connections, fd: int, object_id: str, upload_id: str,
+                  part: Part, urls: dict, lock: threading.Lock, renew, path: Path) -> None:
+        attempt = 0
+        what = f"{path.name} part {part.partNumber}"
+        while True:
+            body = PartBody(fd, part.offset, part.partSize)
+            with lock:
+                url = urls[part.partNumber]
+            try:
+                etag = put(conns, url or "", _Stream(body, part.partSize), what)
+            except UrlRejected:
+                attempt += 1
+                if attempt > 3:
+                    raise
+                renew()
+                continue
+            except Transient as exc:
+                attempt += 1
+                if 0 <= self.attempts <= attempt:
+                    raise exc.__cause__ or exc from None  # type: ignore[misc]
+                self.reporter.warn(f"{exc.__cause__}; retrying ({attempt}/{self.attempts})")
+                time.sleep(delay(attempt))
+                continue
+            digest = body.md5.hexdigest()
+            if etag.lower() != digest:
+                attempt += 1
+                if attempt > 3:
+                    raise IntegrityError(f"{what}: the store received MD5 {etag}, not {digest}")
+                self.reporter.warn(f"{what}: the store received different bytes; sending again")
+                continue
+            self.api.finalize_part(object_id, upload_id, part.partNumber, digest, etag)
+            return
+
+
+class _Stream:
+    """What http.client sends: a file-like body with a known length."""
+
+    def __init__(self, body: PartBody, length: int) -> None:
+        self.body, self.length = body, length
+
+    def read(self, n: int = READ_BLOCK) -> bytes:
+        return self.body.read(n)
+
+    def __len__(self) -> int:
+        return self.length
+
+
+class _Hasher(threading.Thread):
+    """The whole file's MD5, read sequentially beside the part uploads."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        super().__init__(daemon=True)
+        self.fd, self.size = fd, size
+        self.digest: str | None = None
+        self.error: OSError | None = None
+
+    def run(self) -> None:
+        h = hashlib.md5()
+        buf = bytearray(HASH_BLOCK)
+        view = memoryview(buf)
+        pos = 0
+        try:
+            while pos < self.size:
+                n = os.preadv(self.fd, [view[: min(HASH_BLOCK, self.size - pos)]], pos)
+                if n <= 0:
+                    raise OSError(f"file shrank while hashing (at byte {pos})")
+                h.update(view[:n])
+                pos += n
+            self.digest = h.hexdigest()
+        except OSError as exc:
+            self.error = exc
+
+    def result(self) -> str:
+        self.join()
+        if self.error is not None:
+            raise ScoreError(f"reading the file failed: {self.error}")
+        return self.digest or ""
+
+
+@dataclass
+class _Named:
+    """The shape progress reporters expect of a transfer."""
+
+    file_name: str
+    object_id: str
+    size: int
+    final: Path
