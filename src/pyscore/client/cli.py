@@ -108,8 +108,9 @@ def build_parser() -> Parser:
     v.add_argument("--input-file", type=Path, help="a local BAM/CRAM/VCF instead")
     v.add_argument("--input-file-index", type=Path)
     v.add_argument("--manifest", help="slice every alignment/variant file of a manifest")
-    v.add_argument("--query", nargs="+", default=[], metavar="REGION",
-                   help="contig, contig:start or contig:start-end (1-based, inclusive)")
+    v.add_argument("--query", nargs="+", action="extend", default=[], metavar="REGION",
+                   help="contig, contig:start or contig:start-end (1-based, inclusive); "
+                   "'*' for unplaced unmapped reads")
     v.add_argument("--bed-query", type=Path, help="regions from a BED file (overrides --query)")
     v.add_argument("--header-only", action="store_true")
     v.add_argument("--contained", action="store_true",

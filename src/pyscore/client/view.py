@@ -13,7 +13,7 @@ import re
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pysam
@@ -90,8 +90,14 @@ class Source:
     name: str
 
 
+UNMAPPED = "*"
+
+
 def check_region(region: Region, contigs: dict[str, int], name: str) -> tuple[str, int, int]:
-    """The region as pysam's 0-based half-open coordinates, validated against the header."""
+    """The region as pysam's 0-based half-open coordinates, validated against the header.
+    '*' (unplaced unmapped reads) comes back as ('*', 0, 0)."""
+    if region.contig == UNMAPPED and region.start is None and UNMAPPED not in contigs:
+        return UNMAPPED, 0, 0
     if region.contig not in contigs:
         known = ", ".join(list(contigs)[:10]) + (", ..." if len(contigs) > 10 else "")
         raise UsageError(f"{name}: unknown contig '{region.contig}' (the file has {known})")
@@ -131,33 +137,62 @@ def slice_reads(source: Source, regions: list[Region], out: str, output_format: 
     if fmt == "CRAM" and not reference:
         raise UsageError("CRAM output needs --reference-file")
     count = 0
-    with _open_reads(source, reference) as inp:
+    hint = ""
+    if source.name.lower().endswith(".cram"):
+        hint = " (is the CRAM's reference available? pass --reference-file)"
+    with closing_quietly(_open_reads(source, reference), source.name) as inp:
         contigs = dict(zip(inp.references, inp.lengths, strict=True))
         wanted = [check_region(r, contigs, source.name) for r in regions]
         if wanted and not header_only and not inp.has_index():
             raise ScoreError(f"{source.name}: no index available, so regions cannot be sliced")
-        with pysam.AlignmentFile(out, mode, template=inp, reference_filename=reference) as dst:
+        dst = pysam.AlignmentFile(out, mode, template=inp, reference_filename=reference)
+        with closing_quietly(dst, out):
             if header_only:
                 return 0
-            for contig, start, end in wanted:
-                for read in _fetch(inp, contig, start, end, source.name):
-                    if contained and (read.reference_start < start or
-                                      (read.reference_end or read.reference_start + 1) > end):
+            for contig, start, end in wanted or [(None, 0, 0)]:
+                for read in _fetch(inp, contig, start, end, source.name, hint):
+                    if contained and contig not in (None, UNMAPPED) and (
+                            read.reference_start < start or
+                            (read.reference_end or read.reference_start + 1) > end):
                         continue
-                    dst.write(read)
-                    count += 1
-            if not wanted:
-                for read in inp.fetch(until_eof=True):
                     dst.write(read)
                     count += 1
     return count
 
 
-def _fetch(handle, contig: str, start: int, end: int, name: str) -> Iterator:
+class closing_quietly:
+    """Close an htslib handle; a failure to close becomes a ScoreError, unless an error is
+    already on its way out (htslib's close would only repeat it)."""
+
+    def __init__(self, handle, name: str) -> None:
+        self.handle, self.name = handle, name
+
+    def __enter__(self):
+        return self.handle
+
+    def __exit__(self, kind, exc, tb) -> None:
+        try:
+            self.handle.close()
+        except (OSError, ValueError) as error:
+            if kind is None:
+                raise ScoreError(f"{self.name}: closing failed: {error}") from None
+
+
+def _fetch(handle, contig: str | None, start: int, end: int, name: str,
+           hint: str = "") -> Iterator:
+    """Records of a region (None: the whole file), with read errors as one-line ScoreErrors."""
+    where = "the file" if contig is None else "unmapped reads" if contig == UNMAPPED \
+        else f"{contig}:{start + 1}-{end}"
     try:
-        yield from handle.fetch(contig, start, end)
+        if contig is None:
+            yield from (handle.fetch(until_eof=True) if isinstance(handle, pysam.AlignmentFile)
+                        else handle.fetch())
+        elif contig == UNMAPPED:
+            yield from handle.fetch(region=UNMAPPED)
+        else:
+            yield from handle.fetch(contig, start, end)
     except (OSError, ValueError) as exc:
-        raise ScoreError(f"{name}: reading {contig}:{start + 1}-{end} failed: {exc}") from None
+        raise ScoreError(f"{name}: reading {where} failed: {exc}{hint}") from None
 
 
 def slice_variants(source: Source, regions: list[Region], out: str, output_format: str = "VCF",
@@ -171,18 +206,18 @@ def slice_variants(source: Source, regions: list[Region], out: str, output_forma
     except (OSError, ValueError) as exc:
         raise ScoreError(f"{source.name}: cannot open: {exc}") from None
     count = 0
-    with inp:
+    with closing_quietly(inp, source.name):
         contigs = {name: (rec.length or 2**31 - 1) for name, rec in inp.header.contigs.items()}
         wanted = [check_region(r, contigs, source.name) for r in regions]
-        with pysam.VariantFile(out, mode, header=inp.header) as dst:
+        if any(contig == UNMAPPED for contig, _, _ in wanted):
+            raise UsageError(f"{source.name}: '*' (unmapped reads) applies to alignment files")
+        if wanted and not header_only and inp.index is None:
+            raise ScoreError(f"{source.name}: no index available, so regions cannot be sliced")
+        with closing_quietly(pysam.VariantFile(out, mode, header=inp.header), out) as dst:
             if header_only:
                 return 0
-            for contig, start, end in wanted:
+            for contig, start, end in wanted or [(None, 0, 0)]:
                 for rec in _fetch(inp, contig, start, end, source.name):
-                    dst.write(rec)
-                    count += 1
-            if not wanted:
-                for rec in inp.fetch():
                     dst.write(rec)
                     count += 1
     return count
@@ -240,6 +275,14 @@ class Job:
     output_index: bool = False
     reference: str | None = None
     bed: Path | None = None
+    written: set[str] = field(default_factory=set)  # output names used so far
+
+    def absolute(self) -> None:
+        """Pin relative paths before slicing chdirs into a private directory."""
+        if self.output_dir is not None:
+            self.output_dir = self.output_dir.resolve()
+        if self.reference:
+            self.reference = str(Path(self.reference).resolve())
 
 
 def _extension(kind: str, fmt: str) -> str:
@@ -256,10 +299,15 @@ def slice_one(job: Job, source: Source) -> Path | None:
         fmt = "VCF"
     out = "-"
     path = None
+    pysam.set_verbosity(0)  # our one-line errors say what failed; htslib's lines would repeat it
     if job.output_dir is not None:
         job.output_dir.mkdir(parents=True, exist_ok=True)
-        path = job.output_dir / output_name(source.name, job.regions, job.header_only, job.bed,
-                                            _extension(kind, fmt))
+        ext = _extension(kind, fmt)
+        name = output_name(source.name, job.regions, job.header_only, job.bed, ext)
+        if name in job.written:  # a.bam and a.cram would both give a.<region>.sam
+            name = output_name(source.name + ".x", job.regions, job.header_only, job.bed, ext)
+        job.written.add(name)
+        path = job.output_dir / name
         out = str(path)
     if kind == "variants":
         slice_variants(source, job.regions, out, fmt, job.header_only)
@@ -281,9 +329,11 @@ def run_local(job: Job, data: Path, index: Path | None) -> int:
         raise UsageError(f"--input-file {data} does not exist")
     if index is not None and not index.is_file():
         raise UsageError(f"--input-file-index {index} does not exist")
+    data = data.resolve()  # before the chdir below
+    index = index.resolve() if index else None
+    job.absolute()
     with private_workdir() as tmp, run_in(tmp):
-        slice_one(job, Source(str(data.resolve()),
-                              str(index.resolve()) if index else None, data.name))
+        slice_one(job, Source(str(data), str(index) if index else None, data.name))
     return 0
 
 
@@ -308,6 +358,7 @@ def run_remote(job: Job, settings, object_ids: list[str], verify: bool = True,
 
     api = Api(settings)
     failures = 0
+    job.absolute()
     try:
         if verify:
             api.ping()

@@ -80,7 +80,7 @@ SignerDep = Annotated[Signer, Depends(signer)]
 
 
 def create_app(settings: Settings) -> FastAPI:
-    from pyscore.server import score, song
+    from pyscore.server import htsget, score, song
 
     app = FastAPI(title="pyscore", version=__version__,
                   description="Song- and Score-compatible genomics data platform")
@@ -88,6 +88,7 @@ def create_app(settings: Settings) -> FastAPI:
     errors.install(app)
     app.include_router(song.router)
     app.include_router(score.router)
+    app.include_router(htsget.router)
     store = app.state.platform.store
     if store.kind == "local":
         from pyscore.server.store import local

@@ -28,6 +28,10 @@ class ObjectStore(Protocol):
 
     def stat(self, object_id: str) -> ObjectStat | None: ...
 
+    def read_range(self, object_id: str, offset: int, length: int) -> bytes:
+        """A few bytes of an object (index files, BGZF block headers), read by the server."""
+        ...
+
     def put_bytes(self, object_id: str, data: bytes) -> None:
         """Store a small object in one go (the ping sentinel)."""
         ...

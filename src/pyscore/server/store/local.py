@@ -94,6 +94,13 @@ class LocalStore:
             return None
         return ObjectStat(st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
 
+    def read_range(self, object_id: str, offset: int, length: int) -> bytes:
+        fd = os.open(self.path(object_id), os.O_RDONLY)
+        try:
+            return os.pread(fd, length, offset)
+        finally:
+            os.close(fd)
+
     def put_bytes(self, object_id: str, data: bytes) -> None:
         target = self.path(object_id)
         tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}")
