@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
-for pair in samtools:samtools bcftools:bcftools tabix:tabix curl:curl; do
+for pair in samtools:samtools bcftools:bcftools tabix:tabix curl:curl fusermount3:fuse3; do
   command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then

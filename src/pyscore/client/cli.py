@@ -38,6 +38,7 @@ COMMANDS = {
     "view": "Locally store/display some or all of a remote SAM/BAM/CRAM/VCF file object",
     "upload": "Upload file object(s) to the remote storage repository",
     "submit": "Submit a Song analysis, upload its files and (optionally) publish it",
+    "mount": "Mount a read-only FUSE file system view of the remote storage repository",
     "url": "Resolve the URL of a specified remote file object",
     "manifest": "Resolve a file object manifest and display it",
     "info": "Display application configuration information",
@@ -148,6 +149,21 @@ def build_parser() -> Parser:
     sb.add_argument("--publish", action="store_true")
     sb.add_argument("--parallel", type=int)
     sb.add_argument("--json", action="store_true")
+
+    mt = sub.add_parser("mount", help=COMMANDS["mount"], epilog=EPILOG,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    mt.add_argument("--mount-point", required=True, type=Path)
+    mt.add_argument("--manifest", help="mount only these files (and their index files)")
+    mt.add_argument("--layout", default="bundle", choices=("bundle", "object-id"))
+    mt.add_argument("--cache-metadata", action="store_true",
+                    help="list the repository once and keep it for the whole session")
+    mt.add_argument("--daemonize", action="store_true",
+                    help="return once mounted, leaving the mount running in the background")
+    mt.add_argument("--options", help="extra FUSE options, e.g. allow_other,debug")
+    mt.add_argument("--cache-size", type=int, default=256, help="memory cache in MiB")
+    mt.add_argument("--disk-cache", type=Path, help="also cache blocks on disk here")
+    mt.add_argument("--disk-cache-size", type=int, default=10240, help="disk cache in MiB")
+    mt.add_argument("--verify-connection", type=boolean, default=True, metavar="true|false")
 
     u = sub.add_parser("url", help=COMMANDS["url"])
     u.add_argument("--object-id", required=True, type=object_id)
@@ -318,6 +334,35 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_mount(args: argparse.Namespace) -> int:
+    from pyscore.client import mount
+    from pyscore.client.api import Api
+    from pyscore.client.progress import reporter
+
+    report = reporter(False, args.quiet, args.silent)
+    mount.check_mount_point(args.mount_point)
+    if args.daemonize:
+        log = mount.daemonize(sys.argv[1:], args.mount_point)
+        report.notice(f"Mounted at {args.mount_point} (background; log {log}); unmount with "
+                      f"'fusermount3 -u {args.mount_point}'")
+        return EXIT_OK
+    api = Api(resolve(None, args.profile))
+    wanted = None
+    if args.manifest:
+        wanted = {r.objectId for r in parse_download(read_manifest_text(args.manifest),
+                                                     args.manifest)}
+    try:
+        if args.verify_connection:
+            api.ping()
+        mount.mount(api, args.mount_point, args.layout, wanted, args.cache_metadata,
+                    mount.parse_options(args.options), args.cache_size * 1024 * 1024,
+                    args.disk_cache, args.disk_cache_size * 1024 * 1024, report.warn,
+                    report.notice)
+    finally:
+        api.close()
+    return EXIT_OK
+
+
 def cmd_url(args: argparse.Namespace) -> int:
     from pyscore.client.api import Api
 
@@ -361,7 +406,7 @@ def cmd_version(_: argparse.Namespace) -> int:
 
 
 HANDLERS = {"download": cmd_download, "view": cmd_view, "upload": cmd_upload,
-            "submit": cmd_submit, "url": cmd_url, "manifest": cmd_manifest,
+            "submit": cmd_submit, "mount": cmd_mount, "url": cmd_url, "manifest": cmd_manifest,
             "info": cmd_info, "version": cmd_version}
 
 

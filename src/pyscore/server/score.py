@@ -9,7 +9,6 @@ from pyscore.models import ListingEntry, ObjectSpecification, UploadProgress
 from pyscore.server import metadata, objects
 from pyscore.server.app import PlatformDep, PrincipalDep, SessionDep, SignerDep
 from pyscore.server.auth import ADMIN, READ_ALL, STUDY_PREFIX, Action, authorize
-from pyscore.server.errors import unauthorized
 
 router = APIRouter(tags=["storage"])
 
@@ -39,14 +38,14 @@ def download(object_id: str, s: SessionDep, who: PrincipalDep, signer: SignerDep
 @router.get("/listing", response_model=list[ListingEntry])
 def listing(s: SessionDep, who: PrincipalDep) -> list[ListingEntry]:
     if who is None:
-        raise unauthorized("A valid access token is required to list objects")
-    if {READ_ALL.upper(), ADMIN.upper()} & who.scopes:
+        readable: set[str] | None = set()  # anonymous: open files only
+    elif {READ_ALL.upper(), ADMIN.upper()} & who.scopes:
         readable = None
     else:
         prefix = STUDY_PREFIX.upper()
         readable = {sc[len(prefix):-len(".READ")] for sc in who.scopes
                     if sc.startswith(prefix) and sc.endswith(".READ")}
-        readable = {r for r in metadata.study_ids(s) if r.upper() in readable}
+        readable = {r for r in metadata.study_ids(s) if r.upper() in readable}  # type: ignore[operator]
     return objects.listing(s, readable)
 
 

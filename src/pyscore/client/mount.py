@@ -1,0 +1,292 @@
+"""`mount`: the repository as a read-only FUSE file system.
+
+The tree is what the token may read: objects in the storage listing (published, readable)
+named through the metadata entities. Objects the metadata knows but the listing does not
+(unpublished, or not readable with this token) are left out with a warning instead of
+breaking the mount (the original's score issue #312). Reads go through blockcache.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pyscore.client.api import Api
+from pyscore.client.blockcache import BlockStore, DiskLRU, Readahead, RemoteObject
+from pyscore.client.layout import safe_name
+from pyscore.errors import ScoreError, UsageError
+from pyscore.models import Entity
+
+os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")  # mfusepy reads this at import
+REFRESH_SECONDS = 300.0
+# The original always adds these; kernel caching is safe because objects never change.
+FUSE_DEFAULTS = {"ro": True, "kernel_cache": True, "entry_timeout": 3600, "attr_timeout": 3600,
+                 "negative_timeout": 60, "fsname": "score-client", "subtype": "score"}
+
+
+@dataclass
+class Node:
+    name: str
+    is_dir: bool
+    size: int = 0
+    mtime: float = 0.0
+    object_id: str | None = None
+    children: dict[str, Node] = field(default_factory=dict)
+
+
+@dataclass
+class Tree:
+    root: Node
+    files: int = 0
+    hidden: list[str] = field(default_factory=list)
+
+    def lookup(self, path: str) -> Node | None:
+        node = self.root
+        for part in path.strip("/").split("/"):
+            if not part:
+                continue
+            node = node.children.get(part)
+            if node is None:
+                return None
+        return node
+
+
+def build_tree(entities: list[Entity], listing: dict[str, tuple[int, float]],
+               layout: str) -> Tree:
+    """The directory tree from entities (names) and the listing (size, mtime, readability)."""
+    root = Node("", True, mtime=time.time())
+    tree = Tree(root)
+    for e in sorted(entities, key=lambda x: (x.gnosId, x.fileName, x.id)):
+        found = listing.get(e.id)
+        if found is None:
+            tree.hidden.append(f"{e.fileName} ({e.id})")
+            continue
+        size, mtime = found
+        try:
+            if layout == "object-id":
+                parent, name = root, safe_name(e.id, "object id")
+            else:
+                folder = safe_name(e.gnosId, "analysis id")
+                parent = root.children.setdefault(folder, Node(folder, True, mtime=mtime))
+                parent.mtime = max(parent.mtime, mtime)
+                name = safe_name(e.fileName, "file name")
+        except UsageError:
+            tree.hidden.append(f"{e.fileName!r} ({e.id}): unsafe name")
+            continue
+        if name in parent.children:
+            tree.hidden.append(f"{e.fileName} ({e.id}): duplicate name")
+            continue
+        parent.children[name] = Node(name, False, size, mtime, e.id)
+        tree.files += 1
+    return tree
+
+
+def fetch_tree(api: Api, layout: str, wanted: set[str] | None) -> Tree:
+    listing = {e.id: (e.size, e.lastModified / 1000) for e in api.listing()}
+    if wanted is None:
+        entities = list(api.entities())
+    else:
+        entities = [e for e in (_entity_or_none(api, i) for i in sorted(wanted)) if e]
+        analyses = {e.gnosId for e in entities}
+        seen = {e.id for e in entities}
+        for analysis in analyses:  # index files live beside their data files
+            for e in api.entities(gnosId=analysis):
+                if e.id not in seen and e.fileName.lower().endswith(
+                        (".bai", ".crai", ".tbi", ".csi", ".fai")):
+                    entities.append(e)
+                    seen.add(e.id)
+    return build_tree(entities, listing, layout)
+
+
+def _entity_or_none(api: Api, object_id: str) -> Entity | None:
+    try:
+        return api.entity(object_id)
+    except ScoreError:
+        return None
+
+
+def check_mount_point(path: Path) -> None:
+    try:
+        st = path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ENOTCONN:
+            raise UsageError(f"{path} is a stale mount (transport endpoint not connected); "
+                             f"run 'fusermount3 -u {path}' first") from None
+        raise UsageError(f"Mount point {path} does not exist") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"Mount point {path} is not a directory")
+    if os.path.ismount(path):
+        raise UsageError(f"{path} is already a mount point; unmount it first")
+    if any(path.iterdir()):
+        raise UsageError(f"Mount point {path} is not empty")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"Mount point {path} is not writable by you")
+
+
+def parse_options(text: str | None) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for item in (text or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, _, value = item.partition("=")
+        out[key.strip()] = value.strip() if value else True
+    return out
+
+
+def make_operations(api: Api, blocks: BlockStore, layout: str, wanted: set[str] | None,
+                    cache_metadata: bool, warn):
+    import mfusepy as fuse
+
+    class ScoreFS(fuse.Operations):
+        use_ns = True
+
+        def __init__(self) -> None:
+            self.tree = fetch_tree(api, layout, wanted)
+            self.loaded = time.monotonic()
+            self.lock = threading.Lock()
+            self.handles: dict[int, tuple[RemoteObject, Readahead]] = {}
+            self.next_fh = 1
+            self.objects: dict[str, RemoteObject] = {}
+            for line in self.tree.hidden:
+                warn(f"left out of the mount (unpublished, not readable, or unsafe): {line}")
+
+        def _tree(self) -> Tree:
+            if not cache_metadata and time.monotonic() - self.loaded > REFRESH_SECONDS:
+                try:
+                    fresh = fetch_tree(api, layout, wanted)
+                    with self.lock:
+                        self.tree, self.loaded = fresh, time.monotonic()
+                except ScoreError as exc:
+                    warn(f"could not refresh the listing ({exc}); keeping the old one")
+                    self.loaded = time.monotonic()
+            return self.tree
+
+        def _node(self, path: str) -> Node:
+            node = self._tree().lookup(path)
+            if node is None:
+                raise fuse.FuseOSError(errno.ENOENT)
+            return node
+
+        def getattr(self, path: str, fh: int | None = None) -> dict:
+            node = self._node(path)
+            ns = int(node.mtime * 1e9)
+            common = {"st_uid": os.getuid(), "st_gid": os.getgid(), "st_atime": ns,
+                      "st_mtime": ns, "st_ctime": ns}
+            if node.is_dir:
+                return {**common, "st_mode": stat.S_IFDIR | 0o555, "st_nlink": 2,
+                        "st_size": 0}
+            return {**common, "st_mode": stat.S_IFREG | 0o444, "st_nlink": 1,
+                    "st_size": node.size, "st_blocks": -(-node.size // 512),
+                    "st_blksize": 1024 * 1024}
+
+        def readdir(self, path: str, fh: int) -> list[str]:
+            node = self._node(path)
+            if not node.is_dir:
+                raise fuse.FuseOSError(errno.ENOTDIR)
+            return [".", "..", *sorted(node.children)]
+
+        def open(self, path: str, flags: int) -> int:
+            node = self._node(path)
+            if node.is_dir:
+                raise fuse.FuseOSError(errno.EISDIR)
+            if flags & (os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_TRUNC):
+                raise fuse.FuseOSError(errno.EROFS)
+            with self.lock:
+                obj = self.objects.get(node.object_id or "")
+                if obj is None:
+                    obj = self.objects[node.object_id or ""] = RemoteObject(
+                        node.object_id or "", node.size)
+                fh = self.next_fh
+                self.next_fh += 1
+                self.handles[fh] = (obj, Readahead())
+            return fh
+
+        def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
+            obj, ahead = self.handles[fh]
+            try:
+                return blocks.read(obj, offset, size, ahead.advise(offset, size))
+            except ScoreError as exc:
+                warn(f"read of {path} at {offset} failed: {exc}")
+                raise fuse.FuseOSError(errno.EIO) from None
+
+        def release(self, path: str, fh: int) -> int:
+            with self.lock:
+                self.handles.pop(fh, None)
+            return 0
+
+        def statfs(self, path: str) -> dict:
+            total = sum(n.size for n in _walk(self._tree().root) if not n.is_dir)
+            return {"f_bsize": 1024 * 1024, "f_frsize": 1024 * 1024,
+                    "f_blocks": -(-total // (1024 * 1024)), "f_bfree": 0, "f_bavail": 0,
+                    "f_files": self._tree().files, "f_ffree": 0, "f_namemax": 255}
+
+        # A read-only file system says so, rather than "function not implemented".
+        def _readonly(self, *args: object) -> int:
+            raise fuse.FuseOSError(errno.EROFS)
+
+        create = write = truncate = unlink = mkdir = rmdir = rename = chmod = chown = \
+            symlink = link = utimens = _readonly
+
+    return ScoreFS()
+
+
+def _walk(node: Node):
+    yield node
+    for child in node.children.values():
+        yield from _walk(child)
+
+
+def mount(api: Api, mount_point: Path, layout: str, wanted: set[str] | None,
+          cache_metadata: bool, options: dict[str, object], memory_cache: int,
+          disk_cache: Path | None, disk_cache_size: int, warn, info) -> None:
+    """Mount in the foreground until unmounted (fusermount3 -u) or interrupted."""
+    import mfusepy as fuse
+
+    check_mount_point(mount_point)
+
+    def sign(object_id: str) -> str:
+        return api.download_spec(object_id, external=True).parts[0].url or ""
+
+    disk = DiskLRU(disk_cache, disk_cache_size) if disk_cache else None
+    blocks = BlockStore(sign, memory_cache, disk, parallel=api.settings.parallel,
+                        attempts=max(api.settings.int("storage.retryNumber"), 1))
+    operations = make_operations(api, blocks, layout, wanted, cache_metadata, warn)
+    info(f"Mounting {operations.tree.files} files at {mount_point} (read-only); "
+         f"unmount with 'fusermount3 -u {mount_point}' or Ctrl-C")
+    kwargs = {**FUSE_DEFAULTS, **options}
+    try:
+        fuse.FUSE(operations, str(mount_point), foreground=True, **kwargs)
+    finally:
+        blocks.close()
+        s = blocks.stats
+        info(f"Unmounted {mount_point}: {s.requests} requests, {s.bytes:,} bytes fetched, "
+             f"{s.hits} cache hits")
+
+
+def daemonize(argv: list[str], mount_point: Path, timeout: float = 60.0) -> Path:
+    """Run the mount in a detached child; return (its log's path) once it is mounted."""
+    child_args = [a for a in argv if a != "--daemonize"]
+    log_path = Path(tempfile.gettempdir()) / f"score-client-mount-{os.getpid()}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "pyscore.client.cli", *child_args],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if os.path.ismount(mount_point):
+            return log_path
+        if proc.poll() is not None:
+            lines = log_path.read_text(errors="replace").strip().splitlines()
+            raise ScoreError(lines[-1] if lines else "the mount process exited")
+        time.sleep(0.05)
+    proc.kill()
+    raise ScoreError(f"{mount_point} was not mounted within {timeout:.0f} s; see {log_path}")
