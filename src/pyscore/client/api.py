@@ -149,7 +149,15 @@ class Api:
         url = self.request("GET", f"{self.settings.storage_url}/download/ping",
                            "connection check").text.strip()
         if url.startswith("http"):
-            self.request("GET", url, "connection check (object store)")
+            # The token is for our services only: never send it to the object store.
+            what = "connection check (object store)"
+            try:
+                r = httpx.get(url, timeout=self.http.timeout, headers={"User-Agent": USER_AGENT})
+            except httpx.TransportError as exc:
+                raise UnreachableError(f"{what}: cannot reach {httpx.URL(url).host} "
+                                       f"({type(exc).__name__}: {exc})") from None
+            if r.status_code >= 400:
+                raise error_for(r, what)
 
     def download_spec(self, object_id: str, offset: int = 0, length: int = -1,
                       external: bool = False) -> ObjectSpecification:

@@ -54,6 +54,7 @@ def cmd_init(args: argparse.Namespace) -> None:
         metadata.seed_analysis_types(s)
     settings.save()
     platform = Platform.open(settings)
+    platform.store.prepare()
     platform.store.put_bytes(objects.SENTINEL, b"heliograph")
     with platform.db.session() as s:
         _, secret = auth.create_token(s, "admin", [auth.ADMIN])

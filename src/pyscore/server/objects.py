@@ -237,6 +237,7 @@ def complete_upload(session: Session, store: ObjectStore, object_id: str,
     session.add(obj)
     session.execute(delete(UploadPart).where(UploadPart.upload_id == upload_id))
     session.delete(upload)
+    store.write_meta(object_id, meta(obj))
     return obj
 
 
@@ -271,7 +272,18 @@ def ingest(session: Session, store: ObjectStore, object_id: str, path: Path,
     obj.size, obj.md5, obj.part_size = size, whole.hexdigest(), effective_part_size(size, part_size)
     obj.part_md5s, obj.upload_id, obj.last_modified = part_md5s, object_id, utcnow()
     session.add(obj)
+    store.write_meta(object_id, meta(obj))
     return obj
+
+
+def meta(obj: StoredObject) -> dict:
+    """What the original keeps in `data/<id>.meta`: the spec with each part's MD5."""
+    parts = [Part(partNumber=n, partSize=size, offset=off, sourceMd5=md5)
+             for n, ((off, size), md5) in enumerate(
+                 zip(part_layout(obj.size, obj.part_size), obj.part_md5s, strict=False), 1)]
+    return ObjectSpecification(objectKey=f"data/{obj.object_id}", objectId=obj.object_id,
+                               uploadId=obj.upload_id, parts=parts, objectSize=obj.size,
+                               objectMd5=obj.md5).model_dump(exclude_none=True)
 
 
 def object_exists(session: Session, object_id: str) -> bool:

@@ -21,6 +21,14 @@ class ObjectStat:
 class ObjectStore(Protocol):
     kind: str
 
+    def prepare(self) -> None:
+        """Create what the store needs (directories, the bucket); safe to repeat."""
+        ...
+
+    def write_meta(self, object_id: str, spec: dict) -> None:
+        """Record a finished object's specification beside it (Score's `data/<id>.meta`)."""
+        ...
+
     def url_for_get(self, object_id: str, *, base_url: str, expires_in: int,
                     offset: int | None = None, length: int | None = None) -> str:
         """A signed GET URL for the whole object, or only for [offset, offset+length)."""

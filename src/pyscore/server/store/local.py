@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 import re
 import secrets
@@ -50,8 +51,7 @@ class LocalStore:
         self.secret = secret
         self.data = self.root / "data"
         self.uploads = self.root / "upload"
-        self.data.mkdir(parents=True, exist_ok=True)
-        self.uploads.mkdir(parents=True, exist_ok=True)
+        self.prepare()
 
     # -- signing ---------------------------------------------------------------------------
     def sign(self, method: str, path: str, exp: int, rng: str) -> str:
@@ -77,6 +77,13 @@ class LocalStore:
         if exp < time.time():
             raise ApiError(403, "signature.expired", "Signed URL has expired")
         return rng
+
+    def prepare(self) -> None:
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.uploads.mkdir(parents=True, exist_ok=True)
+
+    def write_meta(self, object_id: str, spec: dict) -> None:
+        self.put_bytes(f"{object_id}.meta", json.dumps(spec).encode())
 
     # -- objects ---------------------------------------------------------------------------
     def path(self, object_id: str) -> Path:

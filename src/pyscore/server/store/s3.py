@@ -1,0 +1,153 @@
+"""S3-compatible object store (AWS S3, Ceph RGW, MinIO, SeaweedFS) through presigned URLs:
+object bytes go between the client and the store, never through the server.
+
+Bucket layout follows the original score-server: `data/<objectId>` holds the object and
+`data/<objectId>.meta` its ObjectSpecification with per-part MD5s; an upload in progress keeps
+its specification under `upload/<objectId>_<uploadId>/.meta`. The database stays the source of
+truth; the `.meta` files let tools written for the original read the bucket.
+
+Presigned GETs cover the whole object (no signed Range header), because clients split parts
+into smaller ranged requests; what a URL may read is still one object, for a limited time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from pyscore.server.errors import ApiError
+from pyscore.server.settings import Settings
+from pyscore.server.store.base import ObjectStat
+
+MAX_PRESIGN = 7 * 24 * 3600  # SigV4's limit
+
+
+class S3Store:
+    kind = "s3"
+
+    def __init__(self, bucket: str, prefix: str, client) -> None:
+        self.bucket, self.prefix, self.client = bucket, prefix.strip("/"), client
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> S3Store:
+        rest = settings.store[len("s3://"):]
+        bucket, _, prefix = rest.partition("/")
+        client = boto3.client(
+            "s3", endpoint_url=settings.s3_endpoint or None, region_name=settings.s3_region,
+            aws_access_key_id=settings.s3_access_key or None,
+            aws_secret_access_key=settings.s3_secret_key or None,
+            config=Config(signature_version="s3v4", retries={"max_attempts": 5},
+                          s3={"addressing_style": settings.s3_addressing_style}))
+        return cls(bucket, prefix, client)
+
+    def _key(self, *parts: str) -> str:
+        return "/".join(p for p in (self.prefix, *parts) if p)
+
+    def data_key(self, object_id: str) -> str:
+        return self._key("data", object_id)
+
+    def prepare(self) -> None:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError:
+            self.client.create_bucket(Bucket=self.bucket)
+
+    # -- objects ---------------------------------------------------------------------------
+    def url_for_get(self, object_id: str, *, base_url: str, expires_in: int,
+                    offset: int | None = None, length: int | None = None) -> str:
+        return self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": self.data_key(object_id)},
+            ExpiresIn=min(expires_in, MAX_PRESIGN))
+
+    def stat(self, object_id: str) -> ObjectStat | None:
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self.data_key(object_id))
+        except ClientError:
+            return None
+        return ObjectStat(head["ContentLength"], head["LastModified"])
+
+    def read_range(self, object_id: str, offset: int, length: int) -> bytes:
+        if length <= 0:
+            return b""
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self.data_key(object_id),
+                                          Range=f"bytes={offset}-{offset + length - 1}")["Body"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "InvalidRange":
+                return b""
+            raise
+        return body.read()
+
+    def put_bytes(self, object_id: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self.data_key(object_id), Body=data)
+
+    def put_file(self, object_id: str, path: Path) -> None:
+        self.client.upload_file(str(path), self.bucket, self.data_key(object_id))
+
+    def delete(self, object_id: str) -> None:
+        for key in (self.data_key(object_id), self.data_key(object_id) + ".meta"):
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    def write_meta(self, object_id: str, spec: dict) -> None:
+        """The original's `data/<id>.meta`: ObjectSpecification with part MD5s."""
+        self.client.put_object(Bucket=self.bucket, Key=self.data_key(object_id) + ".meta",
+                               Body=json.dumps(spec).encode(),
+                               ContentType="application/json")
+
+    # -- multipart uploads -----------------------------------------------------------------
+    def _upload_meta(self, object_id: str, upload_id: str) -> str:
+        return self._key("upload", f"{object_id}_{upload_id}", ".meta")
+
+    def initiate(self, object_id: str, size: int) -> str:
+        upload = self.client.create_multipart_upload(Bucket=self.bucket,
+                                                     Key=self.data_key(object_id))
+        upload_id = upload["UploadId"]
+        self.client.put_object(Bucket=self.bucket, Key=self._upload_meta(object_id, upload_id),
+                               Body=json.dumps({"objectId": object_id, "uploadId": upload_id,
+                                                "objectSize": size}).encode())
+        return upload_id
+
+    def url_for_part(self, object_id: str, upload_id: str, part_number: int, offset: int,
+                     size: int, *, base_url: str, expires_in: int) -> str:
+        return self.client.generate_presigned_url(
+            "upload_part", Params={"Bucket": self.bucket, "Key": self.data_key(object_id),
+                                   "UploadId": upload_id, "PartNumber": part_number},
+            ExpiresIn=min(expires_in, MAX_PRESIGN))
+
+    def list_parts(self, object_id: str, upload_id: str) -> dict[int, str]:
+        parts: dict[int, str] = {}
+        marker = 0
+        while True:
+            try:
+                page = self.client.list_parts(Bucket=self.bucket, Key=self.data_key(object_id),
+                                              UploadId=upload_id, PartNumberMarker=marker)
+            except ClientError:
+                return parts
+            for p in page.get("Parts", []):
+                parts[p["PartNumber"]] = p["ETag"].strip('"')
+            if not page.get("IsTruncated"):
+                return parts
+            marker = page["NextPartNumberMarker"]
+
+    def complete(self, object_id: str, upload_id: str, etags: dict[int, str]) -> None:
+        try:
+            self.client.complete_multipart_upload(
+                Bucket=self.bucket, Key=self.data_key(object_id), UploadId=upload_id,
+                MultipartUpload={"Parts": [{"PartNumber": n, "ETag": f'"{etags[n]}"'}
+                                           for n in sorted(etags)]})
+        except ClientError as exc:
+            raise ApiError(409, "upload.complete.failed",
+                           f"The object store refused to complete upload {upload_id}: "
+                           f"{exc.response.get('Error', {}).get('Message', exc)}") from None
+        self.client.delete_object(Bucket=self.bucket, Key=self._upload_meta(object_id, upload_id))
+
+    def abort(self, object_id: str, upload_id: str) -> None:
+        with contextlib.suppress(ClientError):  # already gone
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.data_key(object_id),
+                                               UploadId=upload_id)
+        self.client.delete_object(Bucket=self.bucket, Key=self._upload_meta(object_id, upload_id))
