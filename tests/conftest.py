@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,8 +89,35 @@ class Server:
                 self.process.wait()
 
 
+def backend_args() -> list[str]:
+    """Which database and store a new test platform uses, from the environment:
+    PYSCORE_TEST_POSTGRES=postgresql://user@host:port/db (a fresh database per platform) and
+    PYSCORE_TEST_S3=endpoint,access_key,secret_key (a fresh bucket per platform). Unset: the
+    embedded default, SQLite and the local store."""
+    args: list[str] = []
+    tag = uuid.uuid4().hex[:12]
+    postgres = os.environ.get("PYSCORE_TEST_POSTGRES")
+    if postgres:
+        import psycopg
+
+        with psycopg.connect(postgres, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE pyscore_{tag}")
+        args += ["--database-url", postgres.rsplit("/", 1)[0] + f"/pyscore_{tag}"]
+    s3 = os.environ.get("PYSCORE_TEST_S3")
+    if s3:
+        endpoint, key, secret = s3.split(",")
+        args += ["--store", f"s3://pyscore-{tag}/objects", "--s3-endpoint", endpoint,
+                 "--s3-access-key", key, "--s3-secret-key", secret]
+    return args
+
+
+LOCAL_STORE = not os.environ.get("PYSCORE_TEST_S3")
+local_store_only = pytest.mark.skipif(not LOCAL_STORE, reason="exercises the local store's "
+                                      "own URLs (the S3 run covers presigned S3 URLs)")
+
+
 def init_server(data_dir: Path, *extra: str) -> Server:
-    out = run(SERVER, "init", "--data-dir", str(data_dir), *extra, check=True)
+    out = run(SERVER, "init", "--data-dir", str(data_dir), *backend_args(), *extra, check=True)
     return Server(url="", data_dir=data_dir, admin_token=out.stdout.strip().splitlines()[-1])
 
 

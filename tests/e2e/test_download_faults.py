@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CLIENT, init_server
+from tests.conftest import CLIENT, init_server, local_store_only
 from tests.faultproxy import FaultProxy
 from tests.publish import MiB, publish, random_file
+
+pytestmark = local_store_only  # the fault proxy must sit in the byte path
 
 SIZE = 48 * MiB
 PART = 8  # MiB: the server's part size for these tests

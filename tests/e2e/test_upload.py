@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import CLIENT, init_server
+from tests.conftest import CLIENT, init_server, local_store_only
 from tests.faultproxy import FaultProxy
 from tests.publish import MiB, file_md5, random_file
 
@@ -141,6 +141,7 @@ def test_upload_to_published_analysis_refused(platform, tmp_path):
     assert "PUBLISHED" in r.stderr and "Traceback" not in r.stderr
 
 
+@local_store_only  # the proxy must sit in the byte path
 def test_resume_after_kill_sends_only_missing_parts(platform, tmp_path):
     f = random_file(tmp_path / "big.bam", 48 * MiB)
     analysis_id, files = submit(platform, [f], tag="6")
@@ -173,6 +174,7 @@ def test_resume_after_kill_sends_only_missing_parts(platform, tmp_path):
     assert download_md5(platform, oid, tmp_path) == file_md5(f)
 
 
+@local_store_only  # the proxy must sit in the byte path
 def test_submit_resumes_after_interruption_one_analysis(platform, tmp_path):
     folder = tmp_path / "sub"
     folder.mkdir()
