@@ -80,7 +80,7 @@ SignerDep = Annotated[Signer, Depends(signer)]
 
 
 def create_app(settings: Settings) -> FastAPI:
-    from pyscore.server import drs, htsget, score, song
+    from pyscore.server import drs, htsget, portal, score, song
 
     app = FastAPI(title="pyscore", version=__version__,
                   description="Song- and Score-compatible genomics data platform")
@@ -90,6 +90,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(score.router)
     app.include_router(htsget.router)
     app.include_router(drs.router)
+    portal.install(app)
     store = app.state.platform.store
     if store.kind == "local":
         from pyscore.server.store import local

@@ -76,12 +76,31 @@ def cmd_serve(args: argparse.Namespace) -> None:
         raise CommandError(f"{args.data_dir} is not a pyscore data directory; run "
                            f"'score-server init --data-dir {args.data_dir}' first")
     migrate(settings.database_url)
+    _rebuild_repository_if_empty(settings)
     os.environ["PYSCORE_DATA_DIR"] = str(Path(args.data_dir).resolve())
     print(f"pyscore {__version__} serving {args.data_dir} on http://{args.host}:{args.port}",
           file=sys.stderr, flush=True)
     Granian("pyscore.server.app:factory", factory=True, interface=Interfaces.ASGI,
             address=args.host, port=args.port, workers=args.workers,
             log_access=args.access_log, backlog=2048).serve()
+
+
+def _rebuild_repository_if_empty(settings: Settings) -> None:
+    """After upgrading from a version without the File Repository view, fill it once."""
+    from sqlalchemy import func
+
+    from pyscore.server import repository
+    from pyscore.server.db import Database
+    from pyscore.server.tables import Analysis, RepositoryEntry
+
+    db = Database(settings.database_url)
+    with db.session() as s:
+        shown = s.scalar(select(func.count()).select_from(RepositoryEntry))
+        published = s.scalar(select(func.count()).select_from(Analysis)
+                             .where(Analysis.state == "PUBLISHED"))
+        if not shown and published:
+            repository.rebuild(s)
+    db.engine.dispose()
 
 
 def cmd_token(args: argparse.Namespace) -> None:

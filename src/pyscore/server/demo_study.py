@@ -91,7 +91,7 @@ def load_demo(platform, out: Path, study_id: str = "DEMO",
             metadata.change_state(s, study_id, analysis_id, "publish")
     manifest = out / f"{study_id}-manifest.tsv"
     with platform.db.session() as s:
-        rows = repository.manifest_rows(s, repository.published_data_files(s, study_id),
+        rows = repository.manifest_rows(s, repository.Filters({"study": [study_id]}),
                                         platform.settings.extra.get("repository_code", "PYSCORE"))
     manifest.write_text(format_argo(rows))
     return manifest

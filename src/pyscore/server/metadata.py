@@ -17,6 +17,7 @@ from jsonschema import Draft7Validator
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from pyscore.server import repository
 from pyscore.server.db import as_utc, utcnow
 from pyscore.server.errors import bad_request, conflict, not_found
 from pyscore.server.tables import (
@@ -462,6 +463,8 @@ def change_state(session: Session, study_id: str, analysis_id: str, action: str,
         if target == "PUBLISHED":
             row.published_at = now
             row.first_published_at = row.first_published_at or now
+        session.flush()
+        repository.refresh_analysis(session, analysis_id)
     if target == "SUPPRESSED":
         return f"AnalysisId {analysis_id} was suppressed"
     return f"AnalysisId {analysis_id} successfully {target.lower()}"
@@ -560,6 +563,9 @@ def update_file(session: Session, study_id: str, object_id: str, body: dict) -> 
     analysis = session.get(Analysis, f.analysis_id)
     if content_changed and analysis and analysis.state == "PUBLISHED":
         change_state(session, study_id, f.analysis_id, "unpublish")
+    elif changed:
+        session.flush()
+        repository.refresh_analysis(session, f.analysis_id)
     status = "UPDATED" if changed else "NO_UPDATE"
     return {"unpublishedAnalysis": content_changed, "updateType": status,
             "originalFile": None, "originalAnalysisState": analysis.state if analysis else None,

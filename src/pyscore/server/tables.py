@@ -163,3 +163,31 @@ class Setting(Base):
     __tablename__ = "settings"
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class RepositoryEntry(Base):
+    """One published data file as the File Repository shows it: a denormalised row kept in
+    step with publish/unpublish/suppress, so filtering 100,000 files is one indexed query."""
+
+    __tablename__ = "repository_entries"
+    object_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    study_id: Mapped[str] = mapped_column(String(64), index=True)
+    analysis_id: Mapped[str] = mapped_column(String(64), index=True)
+    analysis_type: Mapped[str] = mapped_column(String(128), index=True)
+    file_name: Mapped[str] = mapped_column(String(512), index=True)
+    file_type: Mapped[str | None] = mapped_column(String(64), index=True)
+    data_type: Mapped[str | None] = mapped_column(String(128), index=True)
+    access: Mapped[str] = mapped_column(String(16), index=True)
+    size: Mapped[int] = mapped_column(BigInteger, index=True)
+    md5: Mapped[str] = mapped_column(String(32))
+    index_object_id: Mapped[str | None] = mapped_column(String(64))
+    donors: Mapped[str] = mapped_column(String(1024))  # "DO1|DO2", as the manifest shows
+    samples: Mapped[str] = mapped_column(String(1024))
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class RepositoryDonor(Base):
+    __tablename__ = "repository_donors"
+    object_id: Mapped[str] = mapped_column(
+        ForeignKey("repository_entries.object_id", ondelete="CASCADE"), primary_key=True)
+    donor_id: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
