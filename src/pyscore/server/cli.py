@@ -75,6 +75,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     if not (Path(args.data_dir) / "server.json").exists():
         raise CommandError(f"{args.data_dir} is not a pyscore data directory; run "
                            f"'score-server init --data-dir {args.data_dir}' first")
+    _check_port_free(args.host, args.port)
     migrate(settings.database_url)
     _rebuild_repository_if_empty(settings)
     os.environ["PYSCORE_DATA_DIR"] = str(Path(args.data_dir).resolve())
@@ -83,6 +84,19 @@ def cmd_serve(args: argparse.Namespace) -> None:
     Granian("pyscore.server.app:factory", factory=True, interface=Interfaces.ASGI,
             address=args.host, port=args.port, workers=args.workers,
             log_access=args.access_log, backlog=2048).serve()
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """granian binds with SO_REUSEPORT, which would let a second server share a busy port
+    (and split requests between two platforms); refuse instead."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
 def _rebuild_repository_if_empty(settings: Settings) -> None:

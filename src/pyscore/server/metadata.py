@@ -68,9 +68,9 @@ def get_study(session: Session, study_id: str) -> Study:
 
 def create_study(session: Session, study_id: str, body: dict) -> Study:
     if body.get("studyId") not in (None, study_id):
-        raise bad_request("study.id.mismatch",
-                          f"The studyId in the body ({body.get('studyId')}) does not match "
-                          f"the URL ({study_id})")
+        raise conflict("study.id.mismatch",
+                       f"The studyId in the body ({body.get('studyId')}) does not match "
+                       f"the URL ({study_id})")
     if not study_id or len(study_id) > 64:
         raise bad_request("malformed.parameter", "studyId must be 1-64 characters")
     if session.get(Study, study_id) is not None:
@@ -293,8 +293,8 @@ def submit(session: Session, study_id: str, payload: Any, allow_duplicates: bool
     if not isinstance(payload, dict):
         raise bad_request("schema.violation", "The analysis payload must be a JSON object")
     if payload.get("studyId") not in (None, study_id):
-        raise bad_request("study.id.mismatch", f"The payload studyId '{payload.get('studyId')}' "
-                          f"does not match the URL studyId '{study_id}'")
+        raise conflict("study.id.mismatch", f"The payload studyId '{payload.get('studyId')}' "
+                       f"does not match the URL studyId '{study_id}'")
     name, version = _type_ref(payload)
     atype = get_analysis_type(session, name, version)
     validate(payload, atype)
@@ -544,6 +544,7 @@ def update_file(session: Session, study_id: str, object_id: str, body: dict) -> 
     Changing size or MD5 of a published analysis moves it back to UNPUBLISHED, as Song does.
     """
     f = get_file(session, object_id, study_id)
+    original = file_json(f)
     unknown = set(body) - set(UPDATABLE) - {"objectId", "studyId", "analysisId", "fileName",
                                             "fileType"}
     if unknown:
@@ -561,15 +562,20 @@ def update_file(session: Session, study_id: str, object_id: str, body: dict) -> 
             changed = True
             content_changed |= key in ("fileSize", "fileMd5sum")
     analysis = session.get(Analysis, f.analysis_id)
-    if content_changed and analysis and analysis.state == "PUBLISHED":
+    original_state = analysis.state if analysis else None
+    unpublished = bool(content_changed and analysis and analysis.state == "PUBLISHED")
+    if unpublished:
         change_state(session, study_id, f.analysis_id, "unpublish")
-    elif changed:
-        session.flush()
-        repository.refresh_analysis(session, f.analysis_id)
-    status = "UPDATED" if changed else "NO_UPDATE"
-    return {"unpublishedAnalysis": content_changed, "updateType": status,
-            "originalFile": None, "originalAnalysisState": analysis.state if analysis else None,
-            "message": status, "file": file_json(f)}
+        message = "[WARNING]: Changed analysis from 'PUBLISHED' to 'UNPUBLISHED'"
+    else:
+        if changed:
+            session.flush()
+            repository.refresh_analysis(session, f.analysis_id)
+        message = f"Did not change analysisState since it is '{original_state}'"
+    kind = ("CONTENT_UPDATE" if content_changed else "METADATA_UPDATE" if changed
+            else "NO_UPDATE")
+    return {"fileUpdateType": kind, "originalAnalysisState": original_state,
+            "unpublishedAnalysis": unpublished, "message": message, "originalFile": original}
 
 
 # -- legacy entities (what score-client and score-server call) ----------------------------

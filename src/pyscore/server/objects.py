@@ -71,7 +71,7 @@ def download_spec(session: Session, signer: Signer, f: File, offset: int = 0, le
     obj = stored(session, f.object_id)
     if length == -1:
         length = obj.size - offset
-    if offset < 0 or length < 0 or offset + length > obj.size:
+    if offset < 0 or length < 1 or offset + length > obj.size:
         raise bad_request("invalid.range", f"Range offset={offset} length={length} is outside "
                           f"object '{f.object_id}' of {obj.size} bytes")
     whole = offset == 0 and length == obj.size

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from pyscore.server.tables import (
@@ -67,7 +67,9 @@ def refresh_analysis(session: Session, analysis_id: str) -> None:
             analysis_type=analysis.type_name, file_name=f.file_name, file_type=f.file_type,
             data_type=f.data_type, access=f.file_access, size=f.file_size, md5=f.file_md5sum,
             index_object_id=indexes.get(f.object_id), donors="|".join(donors),
-            samples="|".join(samples), published_at=analysis.published_at))
+            samples="|".join(samples), published_at=analysis.published_at,
+            search_text=" ".join([f.file_name, f.object_id, analysis_id, *donors,
+                                  *samples]).lower()))
         session.flush()
         session.add_all(RepositoryDonor(object_id=f.object_id, donor_id=d) for d in donors)
     session.flush()
@@ -92,6 +94,24 @@ class Filters:
     q: str = ""
     sort: str = "file_name"
     order: str = "asc"
+    hits: list[str] | None = None  # object ids matching q, found once per request
+
+    def resolve(self, session: Session, most: int = 20_000) -> Filters:
+        """Run the free-text search once, so the page's several queries reuse its result
+        instead of each scanning every row's text again."""
+        if self._text() and self.hits is None:
+            ids = list(session.scalars(select(RepositoryEntry.object_id)
+                                       .where(*self._text()).limit(most + 1)))
+            if len(ids) <= most:
+                self.hits = ids
+        return self
+
+    def _text(self) -> list:
+        out = []
+        for word in self.q.lower().split()[:5]:
+            escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            out.append(RepositoryEntry.search_text.like(f"%{escaped}%", escape="\\"))
+        return out
 
     def conditions(self, skip: str | None = None) -> list:
         out = []
@@ -104,20 +124,27 @@ class Filters:
                     .where(RepositoryDonor.donor_id.in_(values))))
             else:
                 out.append(FACETS[facet].in_(values))
-        if self.q.strip():
-            like = f"%{self.q.strip().lower()}%"
-            out.append(or_(func.lower(RepositoryEntry.file_name).like(like),
-                           func.lower(RepositoryEntry.object_id).like(like),
-                           func.lower(RepositoryEntry.analysis_id).like(like),
-                           func.lower(RepositoryEntry.donors).like(like),
-                           func.lower(RepositoryEntry.samples).like(like)))
+        if self.hits is not None:
+            out.append(RepositoryEntry.object_id.in_(self.hits))
+        else:
+            out += self._text()
         return out
 
 
+def totals(session: Session, filters: Filters) -> tuple[int, int]:
+    """(files, bytes) of the selection, in one pass."""
+    count, size = session.execute(
+        select(func.count(), func.coalesce(func.sum(RepositoryEntry.size), 0))
+        .where(*filters.conditions())).one()
+    return count or 0, size or 0
+
+
 def search(session: Session, filters: Filters, offset: int = 0,
-           limit: int | None = 50) -> tuple[list[RepositoryEntry], int]:
+           limit: int | None = 50, total: int | None = None) -> tuple[list[RepositoryEntry], int]:
     where = filters.conditions()
-    total = session.scalar(select(func.count()).select_from(RepositoryEntry).where(*where)) or 0
+    if total is None:
+        total = session.scalar(select(func.count()).select_from(RepositoryEntry)
+                               .where(*where)) or 0
     column = SORTS.get(filters.sort, RepositoryEntry.file_name)
     ordering = column.desc() if filters.order == "desc" else column.asc()
     query = (select(RepositoryEntry).where(*where)
@@ -127,20 +154,22 @@ def search(session: Session, filters: Filters, offset: int = 0,
     return list(session.scalars(query)), total
 
 
-def facet_counts(session: Session, filters: Filters) -> dict[str, list[tuple[str, int]]]:
-    """For each facet, its values with how many files each would show, given the other
-    facets' filters (so a facet never counts itself out)."""
+def facet_counts(session: Session, filters: Filters,
+                 limit: int = 100) -> dict[str, list[tuple[str, int]]]:
+    """For each facet, its most frequent values with how many files each would show, given
+    the other facets' filters (so a facet never counts itself out)."""
     out: dict[str, list[tuple[str, int]]] = {}
     for facet, column in FACETS.items():
         where = filters.conditions(skip=facet)
         if facet == "donor":
-            query = (select(column, func.count()).select_from(RepositoryDonor)
-                     .join(RepositoryEntry,
-                           RepositoryEntry.object_id == RepositoryDonor.object_id))
+            query = select(column, func.count()).select_from(RepositoryDonor)
+            if where:  # a semi-join: far cheaper than joining 100,000 rows
+                query = query.where(RepositoryDonor.object_id.in_(
+                    select(RepositoryEntry.object_id).where(*where)))
         else:
-            query = select(column, func.count()).select_from(RepositoryEntry)
-        rows = session.execute(query.where(*where).group_by(column)
-                               .order_by(func.count().desc(), column)).all()
+            query = select(column, func.count()).select_from(RepositoryEntry).where(*where)
+        rows = session.execute(query.group_by(column).order_by(func.count().desc(), column)
+                               .limit(limit)).all()
         out[facet] = [(str(v) if v is not None else "", n) for v, n in rows]
     return out
 

@@ -184,6 +184,8 @@ class RepositoryEntry(Base):
     donors: Mapped[str] = mapped_column(String(1024))  # "DO1|DO2", as the manifest shows
     samples: Mapped[str] = mapped_column(String(1024))
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # lower-cased name, ids, donors and samples: free-text search is one LIKE on one column
+    search_text: Mapped[str] = mapped_column(Text)
 
 
 class RepositoryDonor(Base):

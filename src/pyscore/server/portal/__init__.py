@@ -14,7 +14,6 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from pyscore.client.progress import human
@@ -93,12 +92,11 @@ def home() -> RedirectResponse:
 def repository_page(request: Request, s: SessionDep) -> HTMLResponse:
     started = time.perf_counter()
     who = viewer(request, s)
-    filters = read_filters(request)
+    filters = read_filters(request).resolve(s)
     size = _int(request.query_params.get("size"), 50, 1, 250)
     page = _int(request.query_params.get("page"), 1, 1, 10**9)
-    rows, total = repository.search(s, filters, (page - 1) * size, size)
-    total_bytes = s.scalar(select(func.coalesce(func.sum(RepositoryEntry.size), 0))
-                           .where(*filters.conditions())) or 0
+    total, total_bytes = repository.totals(s, filters)
+    rows, _ = repository.search(s, filters, (page - 1) * size, size, total)
     pages = max(1, -(-total // size))
     items = query_items(filters, size=size)
 

@@ -222,12 +222,13 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
 
 
 class RangeResponse(Response):
-    """206 for [start, end] of a file, read in 1 MiB chunks off the event loop."""
+    """206 for [start, end] of a file (or 200 for all of it), read in chunks off the loop."""
 
-    def __init__(self, path: Path, start: int, end: int, size: int, headers: dict) -> None:
-        super().__init__(status_code=206, headers={
-            **headers, "Content-Range": f"bytes {start}-{end}/{size}",
-            "Content-Length": str(end - start + 1)})
+    def __init__(self, path: Path, start: int, end: int, size: int, headers: dict,
+                 partial: bool = True) -> None:
+        extra = {"Content-Range": f"bytes {start}-{end}/{size}"} if partial else {}
+        super().__init__(status_code=206 if partial else 200, headers={
+            **headers, **extra, "Content-Length": str(end - start + 1)})
         self.path, self.start, self.end = path, start, end
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -274,9 +275,11 @@ def router(store: LocalStore) -> APIRouter:
             return Response(status_code=416,
                             headers={**headers, "Content-Range": f"bytes */{size}"})
         if wanted is None:
-            if not signed:
+            if not signed and "range" not in request.headers:  # zero-copy whole file
                 return FileResponse(path, headers=headers, stat_result=st,
                                     media_type="application/octet-stream")
+            if not signed:  # a Range we ignore (other unit, bad syntax, several ranges)
+                return RangeResponse(path, 0, size - 1, size, headers, partial=False)
             wanted = (lo, hi)
         if wanted[0] < lo or wanted[1] > hi:
             raise ApiError(403, "signature.range", "Requested range is outside the signed range")

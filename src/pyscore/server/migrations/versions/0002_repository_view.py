@@ -2,7 +2,7 @@
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-24 16:41:46.138684
+Create Date: 2026-11-24 16:46:55.385022
 """
 
 import sqlalchemy as sa
@@ -31,6 +31,7 @@ def upgrade() -> None:
     sa.Column('donors', sa.String(length=1024), nullable=False),
     sa.Column('samples', sa.String(length=1024), nullable=False),
     sa.Column('published_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('search_text', sa.Text(), nullable=False),
     sa.PrimaryKeyConstraint('object_id')
     )
     with op.batch_alter_table('repository_entries', schema=None) as batch_op:

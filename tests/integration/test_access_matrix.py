@@ -1,0 +1,317 @@
+"""Who may do what: every kind of caller against downloads, writes and admin calls.
+
+The tables below are the specification; each cell is one test. 401 = a token is needed and the
+one given (if any) is not valid; 403 = a valid token lacking the scope the message names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from http import HTTPStatus
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import SERVER, init_server, run
+
+STUDY = "MTX"
+READ = f"PROGRAMDATA-{STUDY}.READ"
+WRITE = f"PROGRAMDATA-{STUDY}.WRITE"
+ADMIN = "score.ADMIN"
+SONG_ERROR_KEYS = {"errorId", "httpStatusName", "httpStatusCode", "message", "requestUrl",
+                   "debugMessage", "timestamp", "stackTrace"}
+
+CALLERS = ["anonymous", "invalid", "revoked", "expired", "other_reader", "reader", "writer",
+           "score_read", "admin"]
+SCOPES = {"expired": READ, "revoked": READ, "other_reader": "PROGRAMDATA-OTHER.READ",
+          "reader": READ, "writer": WRITE, "score_read": "score.READ"}
+
+# GET /download/{id}: 200 = spec with URLs; 409 = refused because the analysis is not published
+# (only said to callers who may read the file); 403 always names PROGRAMDATA-MTX.READ.
+DOWNLOAD = {
+    #               open+published  controlled+published  open+unpublished  controlled+unpublished
+    "anonymous":    (200,           401,                  409,              401),
+    "invalid":      (401,           401,                  401,              401),
+    "revoked":      (401,           401,                  401,              401),
+    "expired":      (401,           401,                  401,              401),
+    "other_reader": (200,           403,                  409,              403),
+    "reader":       (200,           200,                  409,              409),
+    "writer":       (200,           403,                  409,              403),
+    "score_read":   (200,           200,                  409,              409),
+    "admin":        (200,           200,                  409,              409),
+}
+FILES = ["open+published", "controlled+published", "open+unpublished", "controlled+unpublished"]
+
+# Writes need PROGRAMDATA-MTX.WRITE (or score.WRITE / score.ADMIN); admin calls need score.ADMIN.
+OK = 200
+WRITES = {
+    #               submit  publish  upload initiate
+    "anonymous":    (401,   401,     401),
+    "invalid":      (401,   401,     401),
+    "revoked":      (401,   401,     401),
+    "expired":      (401,   401,     401),
+    "other_reader": (403,   403,     403),
+    "reader":       (403,   403,     403),
+    "writer":       (OK,    OK,      OK),
+    "score_read":   (403,   403,     403),
+    "admin":        (OK,    OK,      OK),
+}
+ADMIN_CALLS = {
+    #               create study  register schema
+    "anonymous":    (401,         401),
+    "invalid":      (401,         401),
+    "revoked":      (401,         401),
+    "expired":      (401,         401),
+    "other_reader": (403,         403),
+    "reader":       (403,         403),
+    "writer":       (403,         403),
+    "score_read":   (403,         403),
+    "admin":        (OK,          OK),
+}
+WHY_401 = {"anonymous": "required", "invalid": "Invalid", "revoked": "revoked",
+           "expired": "expired"}
+
+
+def cells(table: dict, columns: list[str]):
+    return [pytest.param(who, col, table[who][i], id=f"{who}-{col}")
+            for who in CALLERS for i, col in enumerate(columns)]
+
+
+# -- helpers --------------------------------------------------------------------------------
+def song_error(response: httpx.Response, status: int, error_id: str | None = None,
+               *mentions: str) -> dict:
+    """Assert a Song-shaped JSON error (all 8 keys, never HTML)."""
+    assert response.status_code == status, f"{response.status_code}: {response.text[:500]}"
+    assert response.headers.get("content-type", "").startswith("application/json")
+    assert not response.text.lstrip().startswith("<"), "error body is HTML"
+    body = response.json()
+    missing = SONG_ERROR_KEYS - set(body)
+    assert not missing, f"SongError keys missing: {sorted(missing)} in {body}"
+    assert body["httpStatusCode"] == status
+    assert body["httpStatusName"] == HTTPStatus(status).name
+    if error_id is not None:
+        assert body["errorId"] == error_id, body
+    for text in mentions:
+        assert text in body["message"], f"{text!r} not in message {body['message']!r}"
+    return body
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def payload(files: dict[str, bytes], access: str, donor: str = "D1") -> dict:
+    return {
+        "studyId": STUDY, "analysisType": {"name": "sequencingRead"},
+        "experiment": {"libraryStrategy": "WXS"},
+        "samples": [{
+            "submitterSampleId": f"{donor}-S", "sampleType": "Total DNA",
+            "matchedNormalSubmitterSampleId": None,
+            "specimen": {"submitterSpecimenId": f"{donor}-SP", "specimenTissueSource":
+                         "Blood derived", "tumourNormalDesignation": "Normal",
+                         "specimenType": "Normal"},
+            "donor": {"submitterDonorId": donor, "gender": "Male"}}],
+        "files": [{"fileName": n, "fileSize": len(d), "fileMd5sum": md5(d), "fileType": "BAM",
+                   "fileAccess": access, "dataType": "Aligned Reads"} for n, d in files.items()],
+    }
+
+
+def mint_tokens(data_dir: Path, scopes: dict[str, str]) -> dict[str, str]:
+    """Tokens made in-process with the server's own token function and database: the same
+    rows `score-server token create` writes, without its ~1 s start-up per token."""
+    from pyscore.server import auth
+    from pyscore.server.db import Database
+    from pyscore.server.settings import Settings
+
+    db = Database(Settings.load(data_dir).database_url)
+    try:
+        with db.session() as s:
+            return {user: auth.create_token(s, user, [scope])[1]
+                    for user, scope in scopes.items()}
+    finally:
+        db.engine.dispose()
+
+
+def new_token(data_dir, scopes: str, user: str) -> tuple[str, str]:
+    """(token id, secret) from the real CLI."""
+    out = run(SERVER, "token", "create", "--data-dir", str(data_dir), "--scopes", scopes,
+              "--user", user, *(["--expires-in", "1s"] if user == "expired" else []),
+              check=True)
+    token_id = re.search(r"Token (\w+) for", out.stderr)[1]
+    return token_id, out.stdout.strip().splitlines()[-1]
+
+
+class Env:
+    def __init__(self, server, tokens: dict[str, str | None], files: dict[str, str],
+                 tmp) -> None:
+        self.server = server
+        self.tokens = tokens
+        self.files = files  # FILES label -> object id
+        self.http = httpx.Client(base_url=server.url, timeout=30)
+        self.admin = {"Authorization": f"Bearer {server.admin_token}"}
+        self.tmp = tmp
+        self.count = 0
+
+    def headers(self, who: str) -> dict[str, str]:
+        token = self.tokens[who]
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    def submit(self, files: dict[str, bytes], access: str = "controlled") -> tuple[str, dict]:
+        self.count += 1
+        r = self.http.post(f"/submit/{STUDY}", headers=self.admin,
+                           json=payload(files, access, f"D{self.count}"))
+        assert r.status_code == 200, r.text
+        analysis_id = r.json()["analysisId"]
+        listed = self.http.get(f"/studies/{STUDY}/analysis/{analysis_id}/files").json()
+        assert isinstance(listed, list), listed
+        return analysis_id, {f["fileName"]: f["objectId"] for f in listed}
+
+    def upload(self, object_id: str, data: bytes) -> None:
+        spec = self.http.post(f"/upload/{object_id}/uploads", headers=self.admin,
+                              params={"fileSize": len(data), "md5": md5(data)}).json()
+        for part in spec["parts"]:
+            chunk = data[part["offset"]: part["offset"] + part["partSize"]]
+            etag = httpx.put(part["url"], content=chunk).headers["ETag"]
+            r = self.http.post(f"/upload/{object_id}/parts", headers=self.admin,
+                               params={"uploadId": spec["uploadId"], "md5": md5(chunk),
+                                       "partNumber": part["partNumber"], "etag": etag})
+            assert r.status_code == 200, r.text
+        r = self.http.post(f"/upload/{object_id}", params={"uploadId": spec["uploadId"]},
+                           headers=self.admin)
+        assert r.status_code == 200, r.text
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("access")
+    server = init_server(root / "data")
+    server.start()
+    tokens: dict[str, str | None] = {"anonymous": None, "invalid": "not-a-real-token",
+                                     "admin": server.admin_token}
+    e = Env(server, tokens, {}, root)
+    try:
+        # The expiring and the revoked token go through the real CLI, the expiring one first;
+        # the others are minted in-process (the CLI costs about a second each).
+        made_at = time.monotonic()
+        with ThreadPoolExecutor(2) as pool:
+            futures = {who: pool.submit(new_token, server.data_dir, SCOPES[who], who)
+                       for who in ("expired", "revoked")}
+            tokens.update(mint_tokens(server.data_dir, {
+                who: scope for who, scope in SCOPES.items() if who not in futures}))
+            made = {who: future.result() for who, future in futures.items()}
+        tokens.update({who: secret for who, (_, secret) in made.items()})
+        run(SERVER, "token", "revoke", "--data-dir", str(server.data_dir), made["revoked"][0],
+            check=True)
+        r = e.http.post(f"/studies/{STUDY}/", headers=e.admin, json={"studyId": STUDY})
+        assert r.status_code == 200, r.text
+        for access in ("open", "controlled"):
+            for published in ("published", "unpublished"):
+                data = os.urandom(2048)
+                aid, ids = e.submit({f"{access}-{published}.bam": data}, access)
+                (object_id,) = ids.values()
+                e.upload(object_id, data)
+                if published == "published":
+                    r = e.http.put(f"/studies/{STUDY}/analysis/publish/{aid}", headers=e.admin)
+                    assert r.status_code == 200, r.text
+                e.files[f"{access}+{published}"] = object_id
+        time.sleep(max(0.0, 2.1 - (time.monotonic() - made_at)))  # --expires-in 1s
+        yield e
+    finally:
+        e.http.close()
+        server.stop()
+
+
+def expect(response: httpx.Response, who: str, status: int, scope: str) -> None:
+    if status == 401:
+        song_error(response, 401, "unauthorized.token", WHY_401[who])
+        assert response.headers.get("www-authenticate", "").lower().startswith("bearer")
+    elif status == 403:
+        song_error(response, 403, None, scope)
+    elif status == 409:
+        song_error(response, 409, "analysis.not.published", "UNPUBLISHED")
+    else:
+        assert response.status_code == status, response.text
+
+
+# -- downloads ------------------------------------------------------------------------------
+@pytest.mark.parametrize("who, file, status", cells(DOWNLOAD, FILES))
+def test_download(env, who, file, status):
+    object_id = env.files[file]
+    r = env.http.get(f"/download/{object_id}", headers=env.headers(who))
+    expect(r, who, status, READ)
+    if status == 200:
+        spec = r.json()
+        assert spec["objectId"] == object_id
+        assert all(q["url"] for q in spec["parts"])
+
+
+# -- writes ---------------------------------------------------------------------------------
+def do_submit(env: Env, who: str) -> httpx.Response:
+    files = {f"w-{who}.bam": os.urandom(64)}
+    return env.http.post(f"/submit/{STUDY}", json=payload(files, "controlled"),
+                         headers=env.headers(who))
+
+
+def do_publish(env: Env, who: str) -> httpx.Response:
+    # an analysis whose file is uploaded: publishing it (again) succeeds when allowed
+    if "publishable" not in env.files:
+        data = os.urandom(100)
+        aid, ids = env.submit({"publishable.bam": data})
+        env.upload(ids["publishable.bam"], data)
+        env.files["publishable"] = aid
+    return env.http.put(f"/studies/{STUDY}/analysis/publish/{env.files['publishable']}",
+                        headers=env.headers(who))
+
+
+def do_initiate(env: Env, who: str) -> httpx.Response:
+    data = os.urandom(300)
+    _, ids = env.submit({f"u-{who}.bam": data})
+    return env.http.post(f"/upload/{ids[f'u-{who}.bam']}/uploads", headers=env.headers(who),
+                         params={"fileSize": len(data), "md5": md5(data)})
+
+
+WRITE_CALLS = {"submit": do_submit, "publish": do_publish, "upload initiate": do_initiate}
+
+
+@pytest.mark.parametrize("who, call, status", cells(WRITES, list(WRITE_CALLS)))
+def test_write(env, who, call, status):
+    r = WRITE_CALLS[call](env, who)
+    expect(r, who, status, WRITE)
+    if status == OK and call == "submit":
+        assert r.json()["status"] == "OK"
+    if status == OK and call == "upload initiate":
+        assert r.json()["parts"][0]["url"]
+
+
+# -- admin ----------------------------------------------------------------------------------
+def do_create_study(env: Env, who: str) -> httpx.Response:
+    study = f"NEW-{who}"
+    return env.http.post(f"/studies/{study}/", json={"studyId": study, "name": who},
+                         headers=env.headers(who))
+
+
+def do_register_schema(env: Env, who: str) -> httpx.Response:
+    schema = {"type": "object", "required": ["experiment"],
+              "properties": {"experiment": {"type": "object"}}}
+    return env.http.post("/schemas", json={"name": f"type-{who}", "schema": schema},
+                         headers=env.headers(who))
+
+
+ADMIN_FUNCS = {"create study": do_create_study, "register schema": do_register_schema}
+
+
+@pytest.mark.parametrize("who, call, status", cells(ADMIN_CALLS, list(ADMIN_FUNCS)))
+def test_admin(env, who, call, status):
+    r = ADMIN_FUNCS[call](env, who)
+    expect(r, who, status, ADMIN)
+    if call == "create study":
+        exists = env.http.get(f"/studies/NEW-{who}").status_code == 200
+        assert exists == (status == OK)
+    else:
+        exists = env.http.get(f"/schemas/type-{who}").status_code == 200
+        assert exists == (status == OK)
