@@ -24,9 +24,9 @@ score-client manifest --manifest "$MANIFEST"
 echo "== download (parallel, resumable, MD5-verified)"
 score-client download --manifest "$MANIFEST" --output-dir "$WORK/download"
 ls -l "$WORK/download"
-if score-client help view >/dev/null 2>&1; then
-  BAM_ID=$(awk -F'\t' '$5=="DONOR-1-N.bam"{print $3}' "$MANIFEST")
-  echo "== region slice chr1:10000-12000 of DONOR-1-N.bam, without downloading it"
-  score-client view --object-id "$BAM_ID" --query chr1:10000-12000 | head -n 5
-fi
-echo "== done; data in $WORK"
+BAM_ID=$(awk -F'\t' '$5=="DONOR-1-N.bam"{print $3}' "$MANIFEST")
+echo "== region slice chr1:10000-12000 of DONOR-1-N.bam, read remotely through its index"
+score-client view --object-id "$BAM_ID" --query chr1:10000-12000 > "$WORK/slice.sam"
+grep -v '^@' "$WORK/slice.sam" | cut -f1-6 | head -n 5
+echo "   ($(grep -vc '^@' "$WORK/slice.sam") alignments in $WORK/slice.sam)"
+echo "== done; data in $WORK; the File Repository was at http://127.0.0.1:$PORT/repository"
