@@ -187,3 +187,22 @@ def test_many_small_files_concurrently(platform, proxy, tmp_path):
     result = download(platform, proxy, tmp_path, object_id=platform.small_id)
     assert result.returncode == 0, result.stderr
     assert md5(tmp_path / "small.bam") == md5(platform.small)
+
+
+def test_disk_full_states_the_space_needed(platform, proxy, tmp_path):
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(small)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        if os.environ.get("PYSCORE_REQUIRE_TOOLS"):
+            pytest.fail(f"cannot mount a small tmpfs: {mounted.stderr}")
+        pytest.skip("needs root to mount a small tmpfs")
+    try:
+        result = download(platform, proxy, small)
+        assert result.returncode == 1, result.stderr
+        assert "disk space" in result.stderr and "needs" in result.stderr
+        assert "Traceback" not in result.stderr
+        assert not (small / "big.bam").exists()
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
