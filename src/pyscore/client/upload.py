@@ -7,6 +7,7 @@ interruption sends only the missing ones.
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import queue
 import threading
@@ -23,6 +24,7 @@ from pyscore.models import Part
 
 READ_BLOCK = 1024 * 1024
 HASH_BLOCK = 8 * 1024 * 1024
+HASH_WINDOW = 64 * 1024 * 1024  # a multiple of mmap.ALLOCATIONGRANULARITY
 
 
 @dataclass
@@ -211,19 +213,20 @@ class _Hasher(threading.Thread):
 
     def run(self) -> None:
         h = hashlib.md5()
-        buf = bytearray(HASH_BLOCK)
-        view = memoryview(buf)
         pos = 0
         try:
-            while pos < self.size:
-                n = os.preadv(self.fd, [view[: min(HASH_BLOCK, self.size - pos)]], pos)
-                if n <= 0:
-                    raise OSError(f"file shrank while hashing (at byte {pos})")
-                h.update(view[:n])
-                pos += n
+            if os.fstat(self.fd).st_size < self.size:
+                raise OSError("file shrank while uploading")
+            while pos < self.size:  # through a mapping: no copy into a buffer
+                length = min(HASH_WINDOW, self.size - pos)
+                with mmap.mmap(self.fd, length, prot=mmap.PROT_READ, offset=pos) as window:
+                    window.madvise(mmap.MADV_SEQUENTIAL)
+                    with memoryview(window) as mv:
+                        h.update(mv)
+                pos += length
             self.digest = h.hexdigest()
-        except OSError as exc:
-            self.error = exc
+        except (OSError, ValueError) as exc:
+            self.error = OSError(str(exc))
 
     def result(self) -> str:
         self.join()
