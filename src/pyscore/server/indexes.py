@@ -94,23 +94,47 @@ class BinnedIndex:
     n_no_coor: int | None = None
 
     def chunks(self, ref: int, beg: int, end: int) -> list[tuple[int, int]]:
-        """Merged voffset chunks that hold every record overlapping [beg, end)."""
+        """Merged voffset chunks that hold every record overlapping [beg, end), trimmed, as
+        htslib's iterator does, to the linear index: nothing before the first record that
+        can overlap `beg`, nothing after the first record that starts past `end`."""
         if not 0 <= ref < len(self.refs):
             return []
         idx = self.refs[ref]
-        found = []
+        end = min(end, 1 << (self.min_shift + self.depth * 3))
+        if end <= beg:
+            return []
         min_off = 0
         if idx.linear:
-            window = beg >> 14
-            if window < len(idx.linear):
-                min_off = idx.linear[window]
-            elif idx.linear:
-                min_off = idx.linear[-1]
+            min_off = idx.linear[min(beg >> self.min_shift, len(idx.linear) - 1)]
+        max_off = self._max_offset(idx, end)
+        found = []
         for b in reg2bins(beg, end, self.min_shift, self.depth):
             for cbeg, cend in idx.bins.get(b, ()):
-                if cend > min_off and cend > idx.loffsets.get(b, 0):
-                    found.append((cbeg, cend))
+                if cend <= min_off or cend <= idx.loffsets.get(b, 0):
+                    continue
+                if max_off is not None and cbeg >= max_off:
+                    continue
+                found.append((max(cbeg, min_off), cend if max_off is None
+                              else min(cend, max_off)))
         return merge(found)
+
+    def _max_offset(self, idx: RefIndex, end: int) -> int | None:
+        """Where the first record starting right of `end` sits: htslib's search for an
+        extant bin to the right, climbing to the parent at each first child."""
+        first_leaf = ((1 << (3 * self.depth)) - 1) // 7
+        n_bins = ((1 << (3 * (self.depth + 1))) - 1) // 7
+        b = first_leaf + ((end - 1) >> self.min_shift) + 1
+        if b >= n_bins:
+            b = 0
+        while True:
+            while b % 8 == 1:
+                b = (b - 1) >> 3
+            if b == 0:
+                return None
+            chunks = idx.bins.get(b)
+            if chunks:
+                return min(c for c, _ in chunks)
+            b += 1
 
     def last_offset(self) -> int:
         """Where placed records end: unplaced unmapped reads start at or after this."""
