@@ -11,7 +11,7 @@ BACKENDS=${PYSCORE_BACKENDS:-sqlite postgres s3}
 
 missing=()
 for pair in samtools:samtools bcftools:bcftools tabix:tabix curl:curl fusermount3:fuse3 \
-            aria2c:aria2; do
+            aria2c:aria2 chromium:chromium; do
   command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -37,14 +37,17 @@ SORTS = {"file_name": RepositoryEntry.file_name, "size": RepositoryEntry.size,
 
 
 # -- keeping the view in step ----------------------------------------------------------------
-def _people(session: Session, analysis_id: str) -> tuple[list[str], list[str]]:
+def _people(session: Session, analysis_id: str) -> tuple[list[str], list[str], list[str]]:
+    """Donor ids, sample ids, and the submitters' own ids for both (searchable too)."""
     rows = session.execute(
-        select(Donor.donor_id, Sample.sample_id)
+        select(Donor.donor_id, Sample.sample_id, Donor.submitter_donor_id,
+               Sample.submitter_sample_id)
         .join(Specimen, Specimen.donor_id == Donor.donor_id)
         .join(Sample, Sample.specimen_id == Specimen.specimen_id)
         .join(AnalysisSample, AnalysisSample.sample_id == Sample.sample_id)
         .where(AnalysisSample.analysis_id == analysis_id)).all()
-    return sorted({d for d, _ in rows}), sorted({s for _, s in rows})
+    submitted = sorted({r[2] for r in rows} | {r[3] for r in rows})
+    return sorted({r[0] for r in rows}), sorted({r[1] for r in rows}), submitted
 
 
 def refresh_analysis(session: Session, analysis_id: str) -> None:
@@ -58,7 +61,7 @@ def refresh_analysis(session: Session, analysis_id: str) -> None:
     for f in sorted(files, key=lambda x: x.file_name):
         if f.index_for:
             indexes.setdefault(f.index_for, f.object_id)
-    donors, samples = _people(session, analysis_id)
+    donors, samples, submitted = _people(session, analysis_id)
     for f in files:
         if f.index_for:
             continue
@@ -69,7 +72,7 @@ def refresh_analysis(session: Session, analysis_id: str) -> None:
             index_object_id=indexes.get(f.object_id), donors="|".join(donors),
             samples="|".join(samples), published_at=analysis.published_at,
             search_text=" ".join([f.file_name, f.object_id, analysis_id, *donors,
-                                  *samples]).lower()))
+                                  *samples, *submitted]).lower()))
         session.flush()
         session.add_all(RepositoryDonor(object_id=f.object_id, donor_id=d) for d in donors)
     session.flush()
@@ -154,23 +157,32 @@ def search(session: Session, filters: Filters, offset: int = 0,
     return list(session.scalars(query)), total
 
 
-def facet_counts(session: Session, filters: Filters,
-                 limit: int = 100) -> dict[str, list[tuple[str, int]]]:
+@dataclass
+class Facet:
+    values: list[tuple[str, int]]  # the most frequent values, with their file counts
+    distinct: int  # how many values there are in all
+
+
+def facet_counts(session: Session, filters: Filters, limit: int = 100) -> dict[str, Facet]:
     """For each facet, its most frequent values with how many files each would show, given
     the other facets' filters (so a facet never counts itself out)."""
-    out: dict[str, list[tuple[str, int]]] = {}
+    out: dict[str, Facet] = {}
     for facet, column in FACETS.items():
         where = filters.conditions(skip=facet)
         if facet == "donor":
-            query = select(column, func.count()).select_from(RepositoryDonor)
+            base = select(column).select_from(RepositoryDonor)
             if where:  # a semi-join: far cheaper than joining 100,000 rows
-                query = query.where(RepositoryDonor.object_id.in_(
+                base = base.where(RepositoryDonor.object_id.in_(
                     select(RepositoryEntry.object_id).where(*where)))
         else:
-            query = select(column, func.count()).select_from(RepositoryEntry).where(*where)
-        rows = session.execute(query.group_by(column).order_by(func.count().desc(), column)
-                               .limit(limit)).all()
-        out[facet] = [(str(v) if v is not None else "", n) for v, n in rows]
+            base = select(column).select_from(RepositoryEntry).where(*where)
+        rows = session.execute(base.add_columns(func.count()).group_by(column)
+                               .order_by(func.count().desc(), column).limit(limit)).all()
+        distinct = len(rows)
+        if distinct == limit:
+            distinct = session.scalar(select(func.count()).select_from(
+                base.group_by(column).subquery())) or distinct
+        out[facet] = Facet([(str(v) if v is not None else "", n) for v, n in rows], distinct)
     return out
 
 

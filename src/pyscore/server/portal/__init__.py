@@ -76,6 +76,16 @@ def query_items(filters: repository.Filters, **extra: object) -> list[tuple[str,
     return items
 
 
+def here(request: Request) -> str:
+    """This page's address without a one-off notice, for coming back after sign-in/out."""
+    query = [(k, v) for k, v in request.query_params.multi_items() if k != "message"]
+    return request.url.path + (f"?{urlencode(query)}" if query else "")
+
+
+def _with_message(target: str, message: str) -> str:
+    return target + ("&" if "?" in target else "?") + urlencode({"message": message})
+
+
 def _int(text: str | None, default: int, lo: int, hi: int) -> int:
     try:
         return max(lo, min(hi, int(text or default)))
@@ -96,8 +106,9 @@ def repository_page(request: Request, s: SessionDep) -> HTMLResponse:
     size = _int(request.query_params.get("size"), 50, 1, 250)
     page = _int(request.query_params.get("page"), 1, 1, 10**9)
     total, total_bytes = repository.totals(s, filters)
-    rows, _ = repository.search(s, filters, (page - 1) * size, size, total)
     pages = max(1, -(-total // size))
+    page = min(page, pages)  # an old link past the end shows the last page
+    rows, _ = repository.search(s, filters, (page - 1) * size, size, total)
     items = query_items(filters, size=size)
 
     def sort_link(key: str) -> str:
@@ -114,7 +125,7 @@ def repository_page(request: Request, s: SessionDep) -> HTMLResponse:
     response = templates.TemplateResponse(request, "repository.html", {
         "who": who, "filters": filters, "facets": repository.facet_counts(s, filters),
         "facet_labels": FACET_LABELS, "facet_limit": 25, "rows": rows, "total": total,
-        "total_size": human(total_bytes), "size": size, "page": min(page, pages),
+        "total_size": human(total_bytes), "size": size, "page": page, "here": here(request),
         "pages": pages, "columns": COLUMNS, "sortable": SORTABLE, "sort_link": sort_link,
         "page_link": page_link, "query": urlencode(query_items(filters)),
         "query_items": items, "human": human, "may": may,
@@ -181,7 +192,7 @@ def file_page(object_id: str, request: Request, s: SessionDep) -> HTMLResponse:
         "donors": sorted({x["donor"]["donorId"] for x in samples if x.get("donor")}),
         "samples": sorted({x["sampleId"] for x in samples}), "commands": commands,
         "human": human, "may": can(who, Action.READ, f.study_id, f.file_access),
-        "message": None})
+        "message": None, "here": here(request)})
 
 
 @router.get("/file/{object_id}/download")
@@ -192,8 +203,9 @@ def file_download(object_id: str, request: Request, s: SessionDep,
     f = metadata.get_file(s, object_id)
     authorize(who, Action.READ, f.study_id, f.file_access, f"download {f.file_name}")
     objects.require_published(s, f)
-    spec = objects.download_spec(s, signer, f, external=True)
-    return RedirectResponse(spec.parts[0].url or "", status_code=303)
+    url = signer.store.url_for_get(f.object_id, base_url=signer.base_url,
+                                   expires_in=signer.download_expiry, filename=f.file_name)
+    return RedirectResponse(url, status_code=303)
 
 
 def _back(next_url: str) -> str:
@@ -207,8 +219,7 @@ def sign_in(request: Request, s: SessionDep, token: str = Form(...),
     try:
         who = principal_for(s, f"Bearer {token.strip()}")
     except ApiError as exc:
-        return RedirectResponse("/repository?" + urlencode({"message": exc.message}),
-                                status_code=303)
+        return RedirectResponse(_with_message(_back(next), exc.message), status_code=303)
     response = RedirectResponse(_back(next), status_code=303)
     response.set_cookie(COOKIE, token.strip(), httponly=True, samesite="strict",
                         secure=request.url.scheme == "https", max_age=12 * 3600)

@@ -12,6 +12,15 @@ from pathlib import Path
 from typing import Protocol
 
 
+def content_disposition(filename: str) -> str:
+    """`attachment` with the name both plain (ASCII fallback) and RFC 5987-encoded."""
+    from urllib.parse import quote
+
+    plain = "".join(c if c.isascii() and c not in '"\\;' and c.isprintable() else "_"
+                    for c in filename)
+    return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(filename)}"
+
+
 @dataclass(frozen=True)
 class ObjectStat:
     size: int
@@ -30,8 +39,10 @@ class ObjectStore(Protocol):
         ...
 
     def url_for_get(self, object_id: str, *, base_url: str, expires_in: int,
-                    offset: int | None = None, length: int | None = None) -> str:
-        """A signed GET URL for the whole object, or only for [offset, offset+length)."""
+                    offset: int | None = None, length: int | None = None,
+                    filename: str | None = None) -> str:
+        """A signed GET URL for the whole object, or only for [offset, offset+length);
+        with `filename`, browsers save it under that name."""
         ...
 
     def stat(self, object_id: str) -> ObjectStat | None: ...

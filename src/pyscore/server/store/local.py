@@ -31,7 +31,7 @@ from starlette.responses import FileResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from pyscore.server.errors import ApiError
-from pyscore.server.store.base import ObjectStat
+from pyscore.server.store.base import ObjectStat, content_disposition
 
 UUIDISH = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")
 CHUNK = 4 * 1024 * 1024
@@ -54,14 +54,15 @@ class LocalStore:
         self.prepare()
 
     # -- signing ---------------------------------------------------------------------------
-    def sign(self, method: str, path: str, exp: int, rng: str) -> str:
-        message = f"{method}\n{path}\n{exp}\n{rng}".encode()
-        return hmac.new(self.secret, message, hashlib.sha256).hexdigest()
+    def sign(self, method: str, path: str, exp: int, rng: str, name: str = "") -> str:
+        message = f"{method}\n{path}\n{exp}\n{rng}" + (f"\n{name}" if name else "")
+        return hmac.new(self.secret, message.encode(), hashlib.sha256).hexdigest()
 
-    def _signed(self, method: str, base_url: str, path: str, expires_in: int, rng: str) -> str:
+    def _signed(self, method: str, base_url: str, path: str, expires_in: int, rng: str,
+                name: str = "") -> str:
         exp = int(time.time()) + expires_in
-        query = {"exp": exp, **({"range": rng} if rng else {}),
-                 "sig": self.sign(method, path, exp, rng)}
+        query = {"exp": exp, **({"range": rng} if rng else {}), **({"name": name} if name else {}),
+                 "sig": self.sign(method, path, exp, rng, name)}
         return f"{base_url.rstrip('/')}{path}?{urlencode(query)}"
 
     def verify(self, method: str, path: str, query: dict[str, str]) -> str:
@@ -71,7 +72,7 @@ class LocalStore:
         except ValueError:
             raise ApiError(403, "signature.invalid", "Signed URL is malformed") from None
         rng = query.get("range", "")
-        expected = self.sign(method, path, exp, rng)
+        expected = self.sign(method, path, exp, rng, query.get("name", ""))
         if not hmac.compare_digest(expected, query.get("sig", "")):
             raise ApiError(403, "signature.invalid", "Signed URL signature does not match")
         if exp < time.time():
@@ -90,9 +91,11 @@ class LocalStore:
         return self.data / _safe(object_id)
 
     def url_for_get(self, object_id: str, *, base_url: str, expires_in: int,
-                    offset: int | None = None, length: int | None = None) -> str:
+                    offset: int | None = None, length: int | None = None,
+                    filename: str | None = None) -> str:
         rng = "" if offset is None or length is None else f"{offset}-{offset + length - 1}"
-        return self._signed("GET", base_url, f"/store/objects/{_safe(object_id)}", expires_in, rng)
+        return self._signed("GET", base_url, f"/store/objects/{_safe(object_id)}", expires_in,
+                            rng, filename or "")
 
     def stat(self, object_id: str) -> ObjectStat | None:
         try:
@@ -265,6 +268,8 @@ def router(store: LocalStore) -> APIRouter:
         size = st.st_size
         headers = {"Accept-Ranges": "bytes", "ETag": f'"{st.st_size:x}-{st.st_mtime_ns:x}"',
                    "Cache-Control": "private, no-store"}
+        if request.query_params.get("name"):  # signed: a download for a browser
+            headers["Content-Disposition"] = content_disposition(request.query_params["name"])
         lo, hi = 0, size - 1
         if signed:
             lo, hi = (int(x) for x in signed.split("-"))

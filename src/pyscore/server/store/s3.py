@@ -22,7 +22,7 @@ from botocore.exceptions import ClientError
 
 from pyscore.server.errors import ApiError
 from pyscore.server.settings import Settings
-from pyscore.server.store.base import ObjectStat
+from pyscore.server.store.base import ObjectStat, content_disposition
 
 MAX_PRESIGN = 7 * 24 * 3600  # SigV4's limit
 
@@ -59,10 +59,13 @@ class S3Store:
 
     # -- objects ---------------------------------------------------------------------------
     def url_for_get(self, object_id: str, *, base_url: str, expires_in: int,
-                    offset: int | None = None, length: int | None = None) -> str:
-        return self.client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": self.data_key(object_id)},
-            ExpiresIn=min(expires_in, MAX_PRESIGN))
+                    offset: int | None = None, length: int | None = None,
+                    filename: str | None = None) -> str:
+        params = {"Bucket": self.bucket, "Key": self.data_key(object_id)}
+        if filename:
+            params["ResponseContentDisposition"] = content_disposition(filename)
+        return self.client.generate_presigned_url("get_object", Params=params,
+                                                  ExpiresIn=min(expires_in, MAX_PRESIGN))
 
     def stat(self, object_id: str) -> ObjectStat | None:
         try:
