@@ -56,9 +56,11 @@ class Platform:
     """`score-server init` + publish files + `serve` on a free port, for a `with` block."""
 
     def __init__(self, data_dir: Path, files: list[Path], access: str = "open",
-                 part_mib: int | None = None, workers: int = 1, extra_env: dict | None = None):
+                 part_mib: int | None = None, workers: int = 1, extra_env: dict | None = None,
+                 init_args: list[str] | None = None):
         self.data_dir, self.files, self.access = data_dir, files, access
         self.part_mib, self.workers, self.extra_env = part_mib, workers, extra_env or {}
+        self.init_args = init_args or []  # e.g. --database-url, --store s3://...
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.object_ids: list[str] = []
@@ -68,7 +70,8 @@ class Platform:
 
         extra = ["--part-size", str(self.part_mib)] if self.part_mib else []
         out = subprocess.run([str(BIN / "score-server"), "init", "--data-dir",
-                              str(self.data_dir), *extra], capture_output=True, text=True,
+                              str(self.data_dir), *extra, *self.init_args],
+                             capture_output=True, text=True,
                              check=True)
         self.admin_token = out.stdout.strip().splitlines()[-1]
         self.object_ids = publish(self.data_dir, self.files, study="BENCH", access=self.access)
@@ -92,3 +95,167 @@ class Platform:
 
     def client_env(self, token: str = "") -> dict[str, str]:
         return {"METADATA_URL": self.url, "STORAGE_URL": self.url, "ACCESSTOKEN": token}
+
+
+# -- shared by the peer benchmarks (upload, view, mount, server, scale) ---------------------
+def add_record_flag(ap) -> None:
+    ap.add_argument("--no-record", action="store_true",
+                    help="print the table only; do not append it to bench/RESULTS.md "
+                         "(for smoke tests with small sizes)")
+
+
+def report(table: str, args) -> None:
+    """Print a result table, and append it to RESULTS.md unless this is a smoke run."""
+    print(table)
+    if not getattr(args, "no_record", False):
+        record(table)
+
+
+def need_tools(*tools: str) -> None:
+    import shutil
+
+    missing = [t for t in tools if not shutil.which(t)]
+    if missing:
+        raise SystemExit(f"needed: {', '.join(missing)} (Debian: apt-get install "
+                         f"{' '.join(DEBIAN_PACKAGE.get(t, t) for t in missing)})")
+
+
+DEBIAN_PACKAGE = {"aria2c": "aria2", "fusermount3": "fuse3", "nginx": "nginx"}
+
+
+def run_timed(cmd: list[str], env: dict | None = None, cwd: Path | None = None,
+              stdout: Path | None = None) -> tuple[float, int]:
+    """Wall seconds and peak RSS (KiB) of a command, which must succeed; stdout goes to a
+    file (or nowhere)."""
+    out = open(stdout, "wb") if stdout else subprocess.DEVNULL  # noqa: SIM115
+    try:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, cwd=cwd,
+                                stdout=out, stderr=subprocess.PIPE)
+        peak = rss_of(proc)
+        seconds = time.perf_counter() - start
+    finally:
+        if stdout:
+            out.close()
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd[:3])} ... failed ({proc.returncode}): "
+                         f"{proc.stderr_text.strip()[-2000:]}")  # type: ignore[attr-defined]
+    return seconds, peak
+
+
+def score_client(env: dict, *args: str) -> str:
+    """Run score-client (must succeed) and return its stdout, stripped."""
+    r = subprocess.run([str(BIN / "score-client"), *args], env={**os.environ, **env},
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"score-client {' '.join(args)} failed ({r.returncode}): {r.stderr}")
+    return r.stdout.strip()
+
+
+def create_token(data_dir: Path, scopes: str) -> str:
+    out = subprocess.run([str(BIN / "score-server"), "token", "create", "--data-dir",
+                          str(data_dir), "--scopes", scopes], capture_output=True, text=True,
+                         check=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+def wait_http(url: str, proc: subprocess.Popen, what: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited ({proc.returncode}) before answering")
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not answer at {url} within {seconds:.0f} s")
+
+
+def stop(proc: subprocess.Popen | None, seconds: float = 10) -> None:
+    """Terminate one child we started, killing it if it will not go."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(seconds)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+class Serve:
+    """Another `score-server serve` process on an existing data directory (another port,
+    another worker count): what a second host with a copy of server.json would run."""
+
+    def __init__(self, data_dir: Path, workers: int = 1) -> None:
+        self.data_dir, self.workers = data_dir, workers
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> Serve:
+        self.log = open(self.data_dir / f"server-{self.port}.log", "ab")
+        self.proc = subprocess.Popen(
+            [str(BIN / "score-server"), "serve", "--data-dir", str(self.data_dir), "--port",
+             str(self.port), "--workers", str(self.workers)], stdout=self.log,
+            stderr=subprocess.STDOUT)
+        wait_http(f"{self.url}/isAlive", self.proc, "score-server")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        stop(self.proc)
+        self.log.close()
+
+
+class Nginx:
+    """Debian's nginx serving one directory (sendfile, autoindex) on a free loopback port,
+    in the foreground (`daemon off`), configured in a private temporary directory."""
+
+    def __init__(self, root: Path, workers: int = 1) -> None:
+        self.root, self.workers = root.resolve(), workers
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> Nginx:
+        import tempfile
+
+        need_tools("nginx")
+        self.dir = Path(tempfile.mkdtemp(prefix="bench-nginx-"))
+        d = self.dir
+        user = "user root;" if os.geteuid() == 0 else ""  # workers must read a 0700 tmp dir
+        temps = " ".join(f"{k}_temp_path {d}/{k};" for k in
+                         ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        (d / "nginx.conf").write_text(f"""{user}
+worker_processes {self.workers};
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    default_type application/octet-stream;
+    {temps}
+    server {{
+        listen 127.0.0.1:{self.port};
+        root {self.root};
+        autoindex on;
+    }}
+}}
+""")
+        self.proc = subprocess.Popen(["nginx", "-p", str(d), "-c", str(d / "nginx.conf"),
+                                      "-e", str(d / "error.log")],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_http(self.url + "/", self.proc, "nginx")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import shutil
+
+        stop(self.proc)  # SIGTERM: nginx's fast shutdown, workers included
+        shutil.rmtree(self.dir, ignore_errors=True)
