@@ -1,8 +1,3 @@
 """pyscore: a Java-free Overture Score/Song for controlled-access genomics data."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("pyscore")
-except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0.0.0+src"
+__version__ = "0.1.0"  # the one place the version lives (pyproject reads it from here)

@@ -21,7 +21,7 @@ from pyscore.errors import ScoreError
 BLOCK = 256 * 1024
 READAHEAD_MIN = 1024 * 1024
 READAHEAD_MAX = 32 * 1024 * 1024
-FETCH_MAX = 8 * 1024 * 1024  # one ranged GET fetches at most this much
+FETCH_MAX = 4 * 1024 * 1024  # one ranged GET fetches at most this much
 RENEW_MARGIN = 120.0
 
 
@@ -144,22 +144,19 @@ class BlockStore:
         """Blocks first..first+count-1 in one ranged GET, retried; stored in the caches."""
         start = first * BLOCK
         end = min(obj.size, (first + count) * BLOCK)
-        buf = bytearray(end - start)
-        view = memoryview(buf)
+        view = memoryview(bytearray(end - start))
         got = 0
 
         def sink(chunk: memoryview, offset: int) -> None:
-            nonlocal got
-            view[offset - start: offset - start + len(chunk)] = chunk
-            got = max(got, offset - start + len(chunk))
+            nonlocal got  # the bytes were read straight into place: just count them
+            got = offset - start + len(chunk)
 
         attempt = 0
         renewed = False
         while got < end - start:
             try:
-                get_range(self._conns(), self.url(obj), start + got, end, memoryview(
-                    bytearray(min(4 * 1024 * 1024, end - start))), sink,
-                    f"{obj.object_id} bytes {start + got}-{end - 1}")
+                get_range(self._conns(), self.url(obj), start + got, end, view[got:], sink,
+                          f"{obj.object_id} bytes {start + got}-{end - 1}")
             except UrlRejected:
                 if renewed:
                     raise
@@ -264,19 +261,19 @@ class BlockStore:
 
 
 class Readahead:
-    """Per open file: grows the read-ahead window while reads stay sequential."""
+    """Per open file: read ahead only once a reader has proven sequential, and then about as
+    far as it has already read in a row (so one small read never pulls a whole object)."""
 
     def __init__(self) -> None:
         self.next_offset = -1
-        self.window = 0
+        self.run = 0  # bytes read back to back so far
 
     def advise(self, offset: int, size: int) -> int:
-        if offset == self.next_offset:
-            self.window = min(READAHEAD_MAX, max(READAHEAD_MIN, self.window * 2))
-        else:
-            self.window = 0
+        self.run = self.run + size if offset == self.next_offset else size
         self.next_offset = offset + size
-        return self.window
+        if self.run < READAHEAD_MIN:
+            return 0
+        return min(READAHEAD_MAX, self.run)
 
 
 def default_cache_dir() -> Path:

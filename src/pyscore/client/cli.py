@@ -8,8 +8,6 @@ import uuid
 from pathlib import Path
 from typing import NoReturn
 
-import httpx
-
 from pyscore import __version__
 from pyscore.config import resolve
 from pyscore.errors import (
@@ -19,7 +17,6 @@ from pyscore.errors import (
     UnreachableError,
     UsageError,
 )
-from pyscore.manifest import parse_download
 
 EPILOG = """exit codes:
   0  success
@@ -183,6 +180,8 @@ def build_parser() -> Parser:
 # -- commands ------------------------------------------------------------------------------
 def read_manifest_text(source: str) -> str:
     if source.startswith(("http://", "https://")):
+        import httpx
+
         try:
             r = httpx.get(source, follow_redirects=True, timeout=60)
         except httpx.HTTPError as exc:
@@ -203,6 +202,7 @@ def cmd_download(args: argparse.Namespace) -> int:
     from pyscore.client.api import Api
     from pyscore.client.download import Request, download
     from pyscore.client.progress import reporter
+    from pyscore.manifest import parse_download
 
     sources = [x for x in (args.manifest, args.object_id, args.analysis_id) if x]
     if len(sources) != 1:
@@ -245,6 +245,7 @@ def cmd_view(args: argparse.Namespace) -> int:
     import signal
 
     from pyscore.client import view
+    from pyscore.manifest import parse_download
 
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `| head` ends us quietly, as samtools
     if not (args.input_file or args.object_id or args.manifest):
@@ -338,6 +339,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
     from pyscore.client import mount
     from pyscore.client.api import Api
     from pyscore.client.progress import reporter
+    from pyscore.manifest import parse_download
 
     report = reporter(False, args.quiet, args.silent)
     mount.check_mount_point(args.mount_point)
@@ -378,6 +380,8 @@ def cmd_url(args: argparse.Namespace) -> int:
 
 
 def cmd_manifest(args: argparse.Namespace) -> int:
+    from pyscore.manifest import parse_download
+
     rows = parse_download(read_manifest_text(args.manifest), args.manifest)
     header = ("object_id", "file_name", "file_size", "md5sum", "analysis_id", "index_object_id")
     print("\t".join(header))

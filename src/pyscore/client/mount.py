@@ -13,14 +13,19 @@ import os
 import stat
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pyscore.client.api import Api
-from pyscore.client.blockcache import BlockStore, DiskLRU, Readahead, RemoteObject
+from pyscore.client.blockcache import (
+    BlockStore,
+    DiskLRU,
+    Readahead,
+    RemoteObject,
+    default_cache_dir,
+)
 from pyscore.client.layout import safe_name
 from pyscore.errors import ScoreError, UsageError
 from pyscore.models import Entity
@@ -95,14 +100,12 @@ def fetch_tree(api: Api, layout: str, wanted: set[str] | None) -> Tree:
         entities = list(api.entities())
     else:
         entities = [e for e in (_entity_or_none(api, i) for i in sorted(wanted)) if e]
-        analyses = {e.gnosId for e in entities}
         seen = {e.id for e in entities}
-        for analysis in analyses:  # index files live beside their data files
-            for e in api.entities(gnosId=analysis):
-                if e.id not in seen and e.fileName.lower().endswith(
-                        (".bai", ".crai", ".tbi", ".csi", ".fai")):
-                    entities.append(e)
-                    seen.add(e.id)
+        for e in list(entities):  # each row's own index file sits beside it
+            index = api.index_entity(e)
+            if index is not None and index.id not in seen:
+                entities.append(index)
+                seen.add(index.id)
     return build_tree(entities, listing, layout)
 
 
@@ -152,7 +155,7 @@ def make_operations(api: Api, blocks: BlockStore, layout: str, wanted: set[str] 
         def __init__(self) -> None:
             self.tree = fetch_tree(api, layout, wanted)
             self.loaded = time.monotonic()
-            self.lock = threading.Lock()
+            self.guard = threading.Lock()  # not `lock`: that name is a FUSE callback
             self.handles: dict[int, tuple[RemoteObject, Readahead]] = {}
             self.next_fh = 1
             self.objects: dict[str, RemoteObject] = {}
@@ -163,7 +166,7 @@ def make_operations(api: Api, blocks: BlockStore, layout: str, wanted: set[str] 
             if not cache_metadata and time.monotonic() - self.loaded > REFRESH_SECONDS:
                 try:
                     fresh = fetch_tree(api, layout, wanted)
-                    with self.lock:
+                    with self.guard:
                         self.tree, self.loaded = fresh, time.monotonic()
                 except ScoreError as exc:
                     warn(f"could not refresh the listing ({exc}); keeping the old one")
@@ -200,7 +203,7 @@ def make_operations(api: Api, blocks: BlockStore, layout: str, wanted: set[str] 
                 raise fuse.FuseOSError(errno.EISDIR)
             if flags & (os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_TRUNC):
                 raise fuse.FuseOSError(errno.EROFS)
-            with self.lock:
+            with self.guard:
                 obj = self.objects.get(node.object_id or "")
                 if obj is None:
                     obj = self.objects[node.object_id or ""] = RemoteObject(
@@ -219,7 +222,7 @@ def make_operations(api: Api, blocks: BlockStore, layout: str, wanted: set[str] 
                 raise fuse.FuseOSError(errno.EIO) from None
 
         def release(self, path: str, fh: int) -> int:
-            with self.lock:
+            with self.guard:
                 self.handles.pop(fh, None)
             return 0
 
@@ -265,6 +268,12 @@ def mount(api: Api, mount_point: Path, layout: str, wanted: set[str] | None,
     kwargs = {**FUSE_DEFAULTS, **options}
     try:
         fuse.FUSE(operations, str(mount_point), foreground=True, **kwargs)
+    except RuntimeError as exc:
+        # libfuse3's fuse_main returns non-zero when a signal (SIGINT, SIGTERM) ended it,
+        # after unmounting: that is the normal way to stop a foreground mount.
+        if os.path.ismount(mount_point):
+            raise ScoreError(f"the FUSE mount at {mount_point} failed (libfuse: {exc})") \
+                from None
     finally:
         blocks.close()
         s = blocks.stats
@@ -275,7 +284,10 @@ def mount(api: Api, mount_point: Path, layout: str, wanted: set[str] | None,
 def daemonize(argv: list[str], mount_point: Path, timeout: float = 60.0) -> Path:
     """Run the mount in a detached child; return (its log's path) once it is mounted."""
     child_args = [a for a in argv if a != "--daemonize"]
-    log_path = Path(tempfile.gettempdir()) / f"score-client-mount-{os.getpid()}.log"
+    logs = default_cache_dir().parent / "mount-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    name = str(mount_point.resolve()).strip("/").replace("/", "_") or "root"
+    log_path = logs / f"{name}.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "pyscore.client.cli", *child_args],
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log,

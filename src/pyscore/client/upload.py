@@ -35,22 +35,32 @@ class Item:
 
 
 class PartBody:
-    """A part of a file as a request body: read in 1 MiB blocks, hashed as it is sent."""
+    """A part of a file as a request body: 1 MiB slices of a read-only mapping, each hashed
+    as it is handed to the socket (no copy into Python buffers)."""
 
     def __init__(self, fd: int, offset: int, length: int) -> None:
-        self.fd, self.pos, self.end = fd, offset, offset + length
+        if os.fstat(fd).st_size < offset + length:
+            raise OSError(f"file shrank while uploading (part at byte {offset})")
+        skew = offset % mmap.ALLOCATIONGRANULARITY
+        self.map = mmap.mmap(fd, length + skew, prot=mmap.PROT_READ, offset=offset - skew) \
+            if length else None
+        self.view = memoryview(self.map)[skew:] if self.map is not None else memoryview(b"")
+        self.pos = 0
         self.md5 = hashlib.md5()
 
-    def read(self, n: int = READ_BLOCK) -> bytes:
-        n = min(max(n, READ_BLOCK), self.end - self.pos)
-        if n <= 0:
-            return b""
-        data = os.pread(self.fd, n, self.pos)
-        if not data:
-            raise OSError(f"file shrank while uploading (at byte {self.pos})")
-        self.pos += len(data)
-        self.md5.update(data)
-        return data
+    def read(self, n: int = READ_BLOCK) -> memoryview:
+        chunk = self.view[self.pos: self.pos + max(n, READ_BLOCK)]
+        self.pos += len(chunk)
+        self.md5.update(chunk)
+        return chunk
+
+    def close(self) -> None:
+        try:
+            self.view.release()
+            if self.map is not None:
+                self.map.close()
+        except BufferError:
+            pass  # a slice is still referenced; the mapping goes with it
 
 
 def file_md5(path: Path) -> str:
@@ -178,6 +188,8 @@ class Uploader:
                 self.reporter.warn(f"{exc.__cause__}; retrying ({attempt}/{self.attempts})")
                 time.sleep(delay(attempt))
                 continue
+            finally:
+                body.close()
             digest = body.md5.hexdigest()
             if etag.lower() != digest:
                 attempt += 1

@@ -1,0 +1,686 @@
+"""score-client mount end to end: the real CLI mounts a real score-server's data with FUSE and
+the tests read it with ordinary tools (os.walk, stat, find, du, md5sum, samtools, cat).
+
+Every mount is a subprocess of the CLI (foreground in a Popen, or --daemonize) and is taken
+down by a fixture finalizer - `fusermount3 -u -z`, then kill whatever process is left - so a
+failing test never leaves a mount or a process behind. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import os
+import random
+import signal
+import stat
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import CLIENT, Server, init_server, local_store_only, need
+from tests.faultproxy import FaultProxy
+from tests.publish import MiB, publish, random_file
+
+FUSERMOUNT = "fusermount3"
+MOUNT_TIMEOUT = 30.0  # s until a started mount must be mounted
+EXIT_TIMEOUT = 15.0  # s until an unmounted (or signalled) mount process must be gone
+BIG = 24 * MiB
+THREADS = 16
+READS_PER_THREAD = 24
+INDEX_SUFFIXES = (".bai", ".crai", ".tbi", ".csi", ".fai")
+LOCK_BUG = "Uncaught exception from FUSE operation lock"
+
+
+# -- FUSE availability ----------------------------------------------------------------------
+@pytest.fixture(scope="module", autouse=True)
+def fuse_available() -> None:
+    need(FUSERMOUNT)
+    if not os.path.exists("/dev/fuse"):
+        if os.environ.get("PYSCORE_REQUIRE_TOOLS"):
+            pytest.fail("/dev/fuse is required but missing")
+        pytest.skip("no /dev/fuse: FUSE mounts are not possible here")
+
+
+# -- mounts as subprocesses, always cleaned up ----------------------------------------------
+@dataclass
+class Mount:
+    point: Path
+    proc: subprocess.Popen | None  # None: a --daemonize mount (its child is found by pgrep)
+    log: Path
+
+    @property
+    def stderr(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def path(self, *parts: str) -> Path:
+        return self.point.joinpath(*parts)
+
+
+def mount_pids(point: Path) -> list[int]:
+    """Ids of processes whose command line names this mount point (pgrep -f)."""
+    out = subprocess.run(["pgrep", "-f", "--", f"--mount-point {point}"],
+                         capture_output=True, text=True, timeout=10)
+    return [int(p) for p in out.stdout.split()]
+
+
+def wait_until(check, timeout: float, step: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(step)
+    return check()
+
+
+def tracebacks(log: str) -> int:
+    """Python tracebacks in a mount's log, not counting the known FUSE `lock` one (see
+    test_posix_locks_work_and_close_logs_no_traceback)."""
+    return log.count("Traceback") - log.count(LOCK_BUG)
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode != 0, f"expected failure; stderr: {result.stderr}"
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{result.stderr}"
+    return lines[0]
+
+
+class Mounter:
+    """Starts mounts of the real CLI and takes every one of them down again."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.mounts: list[Mount] = []
+        self.count = 0
+
+    def point(self) -> Path:
+        self.count += 1
+        point = self.root / f"mnt{self.count}"
+        point.mkdir(parents=True)
+        return point
+
+    def env(self, server: Server, token: str | None, extra: dict | None = None) -> dict:
+        return {**os.environ, **server.client_env(token), **(extra or {})}
+
+    def start(self, server: Server, token: str | None, *args: str,
+              env: dict | None = None) -> Mount:
+        """A foreground mount in a Popen, returned once mounted."""
+        point = self.point()
+        log = point.with_suffix(".log")
+        with open(log, "wb") as out:
+            proc = subprocess.Popen([CLIENT, "mount", "--mount-point", str(point), *args],
+                                    stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                    env=self.env(server, token, env))
+        m = Mount(point, proc, log)
+        self.mounts.append(m)
+        mounted = wait_until(lambda: os.path.ismount(point) or proc.poll() is not None,
+                             MOUNT_TIMEOUT)
+        assert mounted and os.path.ismount(point), \
+            f"not mounted (exit {proc.poll()}):\n{m.stderr}"
+        return m
+
+    def daemonize(self, server: Server, token: str | None, *args: str
+                  ) -> tuple[Mount, subprocess.CompletedProcess]:
+        point = self.point()
+        m = Mount(point, None, point.with_suffix(".log"))
+        self.mounts.append(m)
+        result = subprocess.run([CLIENT, "mount", "--mount-point", str(point), "--daemonize",
+                                 *args], capture_output=True, text=True, timeout=90,
+                                stdin=subprocess.DEVNULL, env=self.env(server, token))
+        m.log.write_text(result.stderr)
+        return m, result
+
+    def cleanup(self) -> None:
+        for m in self.mounts:
+            subprocess.run([FUSERMOUNT, "-u", "-z", str(m.point)], capture_output=True,
+                           timeout=30)
+            procs = [m.proc] if m.proc is not None else []
+            for p in procs:
+                if p.poll() is None:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        p.wait(5)
+                if p.poll() is None:
+                    p.kill()
+                    p.wait(10)
+            # the detached child of --daemonize
+            if m.proc is None and not wait_until(lambda m=m: not mount_pids(m.point), 5):
+                for pid in mount_pids(m.point):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+        self.mounts.clear()
+
+
+@pytest.fixture
+def mounter(tmp_path: Path):
+    m = Mounter(tmp_path / "mounts")
+    yield m
+    m.cleanup()
+
+
+# -- the demo platform -----------------------------------------------------------------------
+def manifest_rows(server: Server) -> list[list[str]]:
+    assert server.manifest is not None
+    lines = server.manifest.read_text().strip().splitlines()
+    return [line.split("\t") for line in lines[1:]]
+
+
+def entities(server: Server) -> list[dict]:
+    r = httpx.get(f"{server.url}/entities", params={"size": 2000}, timeout=30)
+    r.raise_for_status()
+    return r.json()["content"]
+
+
+def listing(server: Server, token: str | None) -> dict[str, dict]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    r = httpx.get(f"{server.url}/listing", headers=headers, timeout=30)
+    r.raise_for_status()
+    return {e["id"]: e for e in r.json()}
+
+
+def tree(point: Path) -> set[str]:
+    """Every file under the mount point, as a relative path (walking with os.walk)."""
+    found = set()
+    for top, dirs, files in os.walk(point):
+        assert len(dirs) + len(files) < 10_000
+        for name in files:
+            found.add(str(Path(top, name).relative_to(point)))
+    return found
+
+
+def md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while chunk := f.read(MiB):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def reader(demo_server: Server) -> str:
+    return demo_server.token("PROGRAMDATA-DEMO.READ")
+
+
+@pytest.fixture(scope="module")
+def demo_mount(demo_server: Server, reader: str, tmp_path_factory):
+    """One bundle-layout mount of the demo study for a reader, shared by read-only tests."""
+    m = Mounter(tmp_path_factory.mktemp("demo-mount"))
+    try:
+        yield m.start(demo_server, reader)
+    finally:
+        m.cleanup()
+
+
+def expected_bundle(ents: list[dict], readable: set[str] | None = None) -> set[str]:
+    return {f"{e['gnosId']}/{e['fileName']}" for e in ents
+            if readable is None or e["id"] in readable}
+
+
+# -- bundle layout, sizes, mtimes, contents ----------------------------------------------------
+def test_bundle_tree_equals_the_metadata(demo_mount, demo_server, reader):
+    ents = [e for e in entities(demo_server) if e["projectCode"] == "DEMO"]
+    assert tree(demo_mount.point) == expected_bundle(ents)
+    # one directory per analysis, nothing else at the top
+    assert set(os.listdir(demo_mount.point)) == {e["gnosId"] for e in ents}
+    # every manifest row's data file has its index file beside it
+    by_id = {e["id"]: e for e in ents}
+    for row in manifest_rows(demo_server):
+        analysis, object_id, name, index_id = row[1], row[2], row[4], row[7]
+        assert by_id[object_id]["gnosId"] == analysis
+        assert demo_mount.path(analysis, name).is_file()
+        if index_id:
+            index = by_id[index_id]
+            assert index["fileName"].endswith(INDEX_SUFFIXES)
+            assert demo_mount.path(analysis, index["fileName"]).is_file(), index
+    # read-only modes, directories are directories
+    for rel in tree(demo_mount.point):
+        st = os.stat(demo_mount.path(rel))
+        assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o444
+    for top in os.listdir(demo_mount.point):
+        st = os.stat(demo_mount.path(top))
+        assert stat.S_ISDIR(st.st_mode) and not st.st_mode & 0o222
+    assert not tracebacks(demo_mount.stderr), demo_mount.stderr
+
+
+def test_sizes_and_mtimes_are_real(demo_mount, demo_server, reader, demo_files):
+    ents = {e["id"]: e for e in entities(demo_server) if e["projectCode"] == "DEMO"}
+    listed = listing(demo_server, reader)
+    manifest_size = {row[2]: int(row[5]) for row in manifest_rows(demo_server)}
+    total = 0
+    for object_id, e in ents.items():
+        path = demo_mount.path(e["gnosId"], e["fileName"])
+        st = os.stat(path)
+        size = listed[object_id]["size"]
+        assert st.st_size == size == (demo_files / e["fileName"]).stat().st_size, path
+        if object_id in manifest_size:
+            assert st.st_size == manifest_size[object_id], path
+        assert abs(st.st_mtime - listed[object_id]["lastModified"] / 1000) < 1.0, path
+        assert st.st_blocks * 512 >= size  # du counts real blocks
+        total += size
+    # the same through find, du and stat
+    found = subprocess.run(["find", str(demo_mount.point), "-type", "f", "-printf",
+                            "%P\t%s\t%T@\n"], capture_output=True, text=True, timeout=60,
+                           check=True).stdout.splitlines()
+    assert len(found) == len(ents)
+    by_path = {f"{e['gnosId']}/{e['fileName']}": i for i, e in ents.items()}
+    for line in found:
+        rel, size, mtime = line.split("\t")
+        object_id = by_path[rel]
+        assert int(size) == listed[object_id]["size"]
+        assert abs(float(mtime) - listed[object_id]["lastModified"] / 1000) < 1.0
+    du = subprocess.run(["du", "-sb", str(demo_mount.point)], capture_output=True, text=True,
+                        timeout=60, check=True).stdout.split()[0]
+    assert int(du) == total
+    du_blocks = subprocess.run(["du", "-sk", str(demo_mount.point)], capture_output=True,
+                               text=True, timeout=60, check=True).stdout.split()[0]
+    assert int(du_blocks) * 1024 >= total
+    some = next(iter(ents.values()))
+    out = subprocess.run(["stat", "-c", "%s %F", str(demo_mount.path(some["gnosId"],
+                                                                      some["fileName"]))],
+                         capture_output=True, text=True, timeout=30, check=True).stdout.split()
+    assert int(out[0]) == listed[some["id"]]["size"] and out[1] == "regular"
+    # an analysis directory is as new as its newest file
+    for analysis in os.listdir(demo_mount.point):
+        newest = max(listed[i]["lastModified"] for i, e in ents.items()
+                     if e["gnosId"] == analysis) / 1000
+        assert abs(os.stat(demo_mount.path(analysis)).st_mtime - newest) < 1.0
+
+
+def test_md5sum_of_every_file_equals_the_source(demo_mount, demo_server, demo_files):
+    assert demo_server.manifest is not None
+    files = sorted(tree(demo_mount.point))
+    local = sorted(p.name for p in demo_files.iterdir() if p.name != demo_server.manifest.name)
+    assert sorted(Path(f).name for f in files) == local
+    out = subprocess.run(["md5sum", *files], cwd=demo_mount.point, capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    through_mount = {Path(line.split(None, 1)[1]).name: line.split()[0]
+                     for line in out.splitlines()}
+    assert through_mount == {name: md5(demo_files / name) for name in local}
+
+
+def test_samtools_region_through_the_mount(demo_mount, demo_server, demo_files, tmp_path):
+    samtools = need("samtools")
+    row = next(r for r in manifest_rows(demo_server) if r[4] == "DONOR-1-N.bam")
+    mounted = demo_mount.path(row[1], "DONOR-1-N.bam")
+
+    def view(path: Path, *extra: str) -> str:
+        result = subprocess.run([samtools, "view", *extra, str(path), "chr1:10000-12000"],
+                                cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    expected = view(demo_files / "DONOR-1-N.bam")
+    assert expected.strip(), "the region should hold reads"
+    assert view(mounted) == expected
+    assert view(mounted, "-H", "--no-PG") == view(demo_files / "DONOR-1-N.bam", "-H", "--no-PG")
+    assert not list(tmp_path.iterdir())  # no index fetched or written next to us
+
+
+# -- read-only --------------------------------------------------------------------------------
+def test_writes_fail_with_erofs(demo_mount):
+    analysis = sorted(os.listdir(demo_mount.point))[0]
+    folder = demo_mount.path(analysis)
+    names = sorted(os.listdir(folder))
+    existing = folder / names[0]
+    before = md5(existing)
+
+    def erofs(call, *args) -> None:
+        with pytest.raises(OSError) as info:
+            call(*args)
+        assert info.value.errno == errno.EROFS, (call, args, info.value)
+
+    erofs(os.open, folder / "new.txt", os.O_CREAT | os.O_WRONLY, 0o644)
+    erofs(os.open, demo_mount.path("new.txt"), os.O_CREAT | os.O_WRONLY, 0o644)
+    erofs(os.mkdir, folder / "newdir")
+    erofs(os.mkdir, demo_mount.path("newdir"))
+    erofs(os.remove, existing)
+    erofs(os.rmdir, folder)
+    erofs(os.rename, existing, folder / "renamed")
+    erofs(os.truncate, existing, 0)
+    erofs(os.chmod, existing, 0o644)
+    erofs(os.utime, existing, (0, 0))
+    for flags in (os.O_WRONLY, os.O_RDWR, os.O_WRONLY | os.O_APPEND, os.O_RDONLY | os.O_TRUNC):
+        erofs(os.open, existing, flags)
+    erofs(os.symlink, existing, folder / "link")
+    result = subprocess.run(["touch", str(folder / "x")], capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode != 0 and "Read-only file system" in result.stderr
+    assert md5(existing) == before
+    assert sorted(os.listdir(folder)) == names
+    options = next(line.split()[3] for line in Path("/proc/mounts").read_text().splitlines()
+                   if line.split()[1] == str(demo_mount.point))
+    assert "ro" in options.split(",")
+
+
+def test_posix_locks_work_and_close_logs_no_traceback(mounter, demo_server, reader):
+    m = mounter.start(demo_server, reader)
+    name = next(iter(sorted(tree(m.point))))
+    with open(m.path(name), "rb") as f:
+        fcntl.lockf(f, fcntl.LOCK_SH | fcntl.LOCK_NB)  # a reader's shared lock
+        fcntl.lockf(f, fcntl.LOCK_UN)
+        assert f.read(16)
+    time.sleep(0.2)
+    assert "Traceback" not in m.stderr, m.stderr
+
+
+# -- other layouts and other views of the same repository --------------------------------------
+def test_object_id_layout(mounter, demo_server, reader, demo_files):
+    m = mounter.start(demo_server, reader, "--layout", "object-id")
+    ents = {e["id"]: e for e in entities(demo_server) if e["projectCode"] == "DEMO"}
+    listed = listing(demo_server, reader)
+    assert tree(m.point) == set(ents)
+    for object_id, e in ents.items():
+        path = m.path(object_id)
+        assert path.stat().st_size == listed[object_id]["size"]
+        assert md5(path) == md5(demo_files / e["fileName"]), e
+
+
+def test_anonymous_mount_shows_only_open_files(mounter, demo_server, demo_files):
+    m = mounter.start(demo_server, None)
+    ents = [e for e in entities(demo_server) if e["projectCode"] == "DEMO"]
+    opened = [e for e in ents if e["access"] == "open"]
+    assert opened and len(opened) < len(ents)
+    assert tree(m.point) == expected_bundle(opened)
+    for e in opened:
+        assert md5(m.path(e["gnosId"], e["fileName"])) == md5(demo_files / e["fileName"])
+    controlled = next(e for e in ents if e["access"] == "controlled")
+    assert not m.path(controlled["gnosId"], controlled["fileName"]).exists()
+    assert controlled["id"] in m.stderr  # left out with a warning naming it
+
+
+def write_manifest(server: Server, path: Path, names: set[str]) -> list[list[str]]:
+    assert server.manifest is not None
+    lines = server.manifest.read_text().strip().splitlines()
+    rows = [r for r in manifest_rows(server) if r[4] in names]
+    assert len(rows) == len(names)
+    path.write_text("\n".join([lines[0], *("\t".join(r) for r in rows)]) + "\n")
+    return rows
+
+
+def manifest_expectation(server: Server, rows: list[list[str]]) -> set[str]:
+    by_id = {e["id"]: e for e in entities(server)}
+    wanted = {r[2] for r in rows} | {r[7] for r in rows if r[7]}
+    return expected_bundle([by_id[i] for i in wanted])
+
+
+def test_manifest_mount_shows_its_rows_and_their_index_files(mounter, demo_server, reader,
+                                                             demo_files, tmp_path):
+    rows = write_manifest(demo_server, tmp_path / "manifest.tsv",
+                          {"DONOR-1-N.bam", "DONOR-2-N.vcf.gz"})
+    m = mounter.start(demo_server, reader, "--manifest", str(tmp_path / "manifest.tsv"))
+    expected = manifest_expectation(demo_server, rows)
+    assert len(expected) == 4  # two data files, two index files
+    assert tree(m.point) == expected
+    for rel in expected:
+        assert md5(m.path(rel)) == md5(demo_files / Path(rel).name)
+
+
+def test_manifest_mount_adds_only_the_rows_own_index_files(mounter, demo_server, reader,
+                                                           tmp_path):
+    rows = write_manifest(demo_server, tmp_path / "manifest.tsv", {"DONOR-1-N.cram"})
+    m = mounter.start(demo_server, reader, "--manifest", str(tmp_path / "manifest.tsv"))
+    expected = manifest_expectation(demo_server, rows)
+    assert {Path(p).name for p in expected} == {"DONOR-1-N.cram", "DONOR-1-N.cram.crai"}
+    assert tree(m.point) == expected
+
+
+# -- lifecycle: foreground, daemonize, unmount, signals, bad mount points ----------------------
+def test_fusermount_unmounts_a_foreground_mount(mounter, demo_server, reader):
+    m = mounter.start(demo_server, reader)
+    assert m.proc is not None
+    time.sleep(0.3)
+    assert m.proc.poll() is None, "a mount stays in the foreground by default"
+    assert mount_pids(m.point) == [m.proc.pid]
+    subprocess.run([FUSERMOUNT, "-u", str(m.point)], check=True, timeout=30)
+    assert m.proc.wait(EXIT_TIMEOUT) == 0, m.stderr
+    assert not os.path.ismount(m.point)
+    assert wait_until(lambda: not mount_pids(m.point), EXIT_TIMEOUT)
+    assert not tracebacks(m.stderr) and "Unmounted" in m.stderr, m.stderr
+    assert not os.listdir(m.point)
+
+
+def test_daemonize_returns_once_mounted_and_unmount_leaves_nothing(mounter, demo_server,
+                                                                   reader, demo_files):
+    m, result = mounter.daemonize(demo_server, reader)
+    assert result.returncode == 0, result.stderr
+    assert os.path.ismount(m.point), "--daemonize returned before the mount was ready"
+    pids = mount_pids(m.point)
+    assert len(pids) == 1, pids
+    row = next(r for r in manifest_rows(demo_server) if r[4] == "DONOR-2-N.bam")
+    assert md5(m.path(row[1], row[4])) == row[6] == md5(demo_files / row[4])
+    subprocess.run([FUSERMOUNT, "-u", str(m.point)], check=True, timeout=30)
+    assert wait_until(lambda: not mount_pids(m.point), EXIT_TIMEOUT), \
+        f"mount process still running: {mount_pids(m.point)}"
+    assert not os.path.ismount(m.point)
+    assert not os.listdir(m.point)
+
+
+SIGNALS = [pytest.param(signal.SIGTERM, id="SIGTERM"), pytest.param(signal.SIGINT, id="SIGINT")]
+
+
+def signal_mount(mounter, server: Server, token: str, signum: int) -> tuple[Mount, int]:
+    m = mounter.start(server, token)
+    assert m.proc is not None
+    m.proc.send_signal(signum)
+    try:
+        code = m.proc.wait(EXIT_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"mount process still running {EXIT_TIMEOUT} s after {signum!r}")
+    return m, code
+
+
+@pytest.mark.parametrize("signum", SIGNALS)
+def test_signal_unmounts_and_the_process_exits(mounter, demo_server, reader, signum):
+    m, _ = signal_mount(mounter, demo_server, reader, signum)
+    assert not os.path.ismount(m.point)
+    assert not mount_pids(m.point)
+    assert "Unmounted" in m.stderr
+    assert not os.listdir(m.point)
+
+
+@pytest.mark.parametrize("signum", SIGNALS)
+def test_signal_ends_the_mount_cleanly(mounter, demo_server, reader, signum):
+    m, code = signal_mount(mounter, demo_server, reader, signum)
+    assert "Traceback" not in m.stderr, m.stderr
+    assert code in (0, 128 + signum), m.stderr
+
+
+def test_non_empty_or_missing_mount_point_is_a_one_line_usage_error(demo_server, reader,
+                                                                    tmp_path):
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "someone's file").write_text("keep me")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    cases = [(full, "not empty"), (tmp_path / "missing", "does not exist"),
+             (a_file, "not a directory")]
+    for point, words in cases:
+        for extra in ([], ["--daemonize"]):
+            result = demo_server.client("mount", "--mount-point", str(point), *extra,
+                                        token=reader, timeout=60)
+            line = one_line_error(result)
+            assert result.returncode == 2, result.stderr
+            assert str(point) in line and words in line, line
+            assert not os.path.ismount(point)
+    assert (full / "someone's file").read_text() == "keep me"
+    assert not mount_pids(full)
+
+
+def test_stale_mount_point_is_a_one_line_error(mounter, demo_server, reader):
+    m = mounter.start(demo_server, reader)
+    assert m.proc is not None
+    m.proc.kill()  # the FUSE daemon dies, the mount stays: transport endpoint not connected
+    m.proc.wait(EXIT_TIMEOUT)
+    with pytest.raises(OSError) as info:
+        os.listdir(m.point)
+    assert info.value.errno == errno.ENOTCONN
+    for extra in ([], ["--daemonize"]):
+        result = demo_server.client("mount", "--mount-point", str(m.point), *extra,
+                                    token=reader, timeout=60)
+        line = one_line_error(result)
+        assert result.returncode == 2, result.stderr
+        assert str(m.point) in line and "unmount" in line.lower(), line
+    assert not mount_pids(m.point)
+
+
+# -- a platform of our own: a big object, unpublished and forbidden objects, faults -------------
+@dataclass
+class Own:
+    server: Server
+    reader: str
+    big: Path
+    kept: Path
+    big_id: str
+    kept_id: str
+    analysis: str
+    hidden: dict[str, str]  # object id -> file name of what must not show
+
+
+@pytest.fixture(scope="module")
+def own(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mount-platform")
+    server = init_server(root / "data")
+    big = random_file(root / "big.bam", BIG, seed=11)
+    kept = random_file(root / "kept.bam", MiB + 3, seed=12)
+    gone = random_file(root / "gone.bam", 200_000, seed=13)
+    other = random_file(root / "other.bam", 100_000, seed=14)
+    big_id, kept_id = publish(server.data_dir, [big, kept], study="MNT")
+    (gone_id,) = publish(server.data_dir, [gone], study="MNT")
+    (other_id,) = publish(server.data_dir, [other], study="OTHER")
+    server.start()
+    try:
+        ents = {e["id"]: e for e in entities(server)}
+        r = httpx.put(f"{server.url}/studies/MNT/analysis/unpublish/{ents[gone_id]['gnosId']}",
+                      headers={"Authorization": f"Bearer {server.admin_token}"}, timeout=30)
+        assert r.status_code == 200, r.text
+        yield Own(server, server.token("PROGRAMDATA-MNT.READ"), big, kept, big_id, kept_id,
+                  ents[big_id]["gnosId"], {gone_id: "gone.bam", other_id: "other.bam"})
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def own_mount(own: Own, tmp_path_factory):
+    m = Mounter(tmp_path_factory.mktemp("own-mount"))
+    try:
+        yield m.start(own.server, own.reader)
+    finally:
+        m.cleanup()
+
+
+def test_unpublished_and_forbidden_objects_are_absent_the_rest_reads(own, own_mount):
+    listed = listing(own.server, own.reader)
+    assert set(listed) == {own.big_id, own.kept_id}  # the platform is as intended
+    assert tree(own_mount.point) == {f"{own.analysis}/big.bam", f"{own.analysis}/kept.bam"}
+    for object_id, name in own.hidden.items():
+        warned = [line for line in own_mount.stderr.splitlines() if object_id in line]
+        assert len(warned) == 1 and "WARNING" in warned[0] and name in warned[0], \
+            own_mount.stderr
+    assert md5(own_mount.path(own.analysis, "kept.bam")) == md5(own.kept)
+    assert own_mount.path(own.analysis, "big.bam").stat().st_size == BIG
+    assert not tracebacks(own_mount.stderr), own_mount.stderr
+
+
+def test_concurrent_readers_get_exact_bytes(own, own_mount):
+    source = own.big.read_bytes()
+    path = own_mount.path(own.analysis, "big.bam")
+    shared = os.open(path, os.O_RDONLY)
+
+    def reader(n: int) -> int:
+        rng = random.Random(n)
+        checked = 0
+        fd = shared if n % 2 else os.open(path, os.O_RDONLY)
+        try:
+            if n == 0:  # one sequential reader of the whole object
+                digest = hashlib.md5()
+                offset = 0
+                while offset < BIG:
+                    chunk = os.pread(fd, MiB, offset)
+                    assert chunk, f"unexpected EOF at {offset}"
+                    digest.update(chunk)
+                    offset += len(chunk)
+                assert digest.hexdigest() == hashlib.md5(source).hexdigest()
+                return offset
+            for _ in range(READS_PER_THREAD):
+                offset = rng.randrange(BIG)
+                length = rng.choice((1, 17, 4096, 100_000, 256 * 1024 + 1, MiB + 7))
+                got = os.pread(fd, length, offset)
+                want = source[offset: offset + length]
+                assert got == want, f"thread {n}: wrong bytes at {offset}+{length}"
+                checked += len(got)
+            assert os.pread(fd, 10, BIG - 4) == source[-4:]  # short read at EOF
+            assert os.pread(fd, 10, BIG) == b""
+            return checked
+        finally:
+            if fd != shared:
+                os.close(fd)
+
+    try:
+        with ThreadPoolExecutor(THREADS) as pool:
+            futures = [pool.submit(reader, n) for n in range(THREADS)]
+            done = [f.result(timeout=120) for f in futures]
+    finally:
+        os.close(shared)
+    assert done[0] == BIG and all(done)
+    assert not tracebacks(own_mount.stderr), own_mount.stderr
+
+
+@local_store_only  # the fault proxy must sit in the byte path
+def test_persistent_read_error_is_eio_never_wrong_bytes(own, mounter):
+    proxy = FaultProxy(own.server.port)
+    try:
+        env = {"METADATA_URL": proxy.url, "STORAGE_URL": proxy.url, "STORAGE_RETRYNUMBER": "2"}
+        # a 1 MiB block cache: what read-ahead fetched is mostly evicted again
+        m = mounter.start(own.server, own.reader, "--cache-size", "1", env=env)
+        big = m.path(own.analysis, "big.bam")
+        source = own.big.read_bytes()
+        proxy.faults.status, proxy.faults.statuses = 500, 10**9  # every data request fails
+
+        cat = subprocess.run(["cat", str(big)], capture_output=True, timeout=90)
+        assert cat.returncode != 0
+        assert b"Input/output error" in cat.stderr, cat.stderr
+        assert cat.stdout == source[: len(cat.stdout)] and len(cat.stdout) < BIG
+        assert proxy.stats.data_requests >= 2  # it did try, and retried
+        with open(big, "rb") as f, pytest.raises(OSError) as info:
+            f.seek(5 * MiB)
+            f.read(1000)
+        assert info.value.errno == errno.EIO
+
+        proxy.faults.statuses = 0  # the store heals: the same mount reads right again
+        with open(big, "rb") as f:
+            assert f.read(64 * 1024) == source[: 64 * 1024]
+        time.sleep(1.0)  # let read-ahead settle; the block cache keeps only its last MiB
+
+        proxy.faults.statuses = 10**9  # fails again: what is cached, then EIO, no wrong byte
+        cat = subprocess.run(["cat", str(big)], capture_output=True, timeout=90)
+        assert cat.returncode != 0 and b"Input/output error" in cat.stderr, cat.stderr
+        assert len(cat.stdout) < BIG
+        assert cat.stdout == source[: len(cat.stdout)]
+        assert not tracebacks(m.stderr), m.stderr
+        assert m.proc is not None and m.proc.poll() is None  # errors do not end the mount
+        assert os.path.ismount(m.point)
+    finally:
+        proxy.close()
+
+
+def test_no_mount_or_process_left_behind(tmp_path_factory):
+    """Runs last in this module: no test's own mount is still mounted or running (the two
+    module-wide mounts end with the module)."""
+    base = str(tmp_path_factory.getbasetemp())
+
+    def ours(text: str) -> bool:
+        return base in text and "demo-mount" not in text and "own-mount" not in text
+
+    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    assert not [p for p in mounts if ours(p)]
+    procs = subprocess.run(["pgrep", "-af", "--", f"--mount-point {base}"],
+                           capture_output=True, text=True, timeout=10).stdout.splitlines()
+    assert not [p for p in procs if ours(p)]
