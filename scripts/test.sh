@@ -23,6 +23,7 @@ export PYSCORE_REQUIRE_TOOLS=1
 .venv/bin/ruff check src tests $(ls -d bench 2>/dev/null)
 
 WORK=$(mktemp -d /tmp/pyscore-test.XXXXXX)
+chmod 755 "$WORK"  # PostgreSQL runs as its own user and must reach its data dir
 cleanup() {
   bash scripts/postgres.sh stop "$WORK/pg" || true
   [ -x ../shared/tools/ceph-s3 ] && ../shared/tools/ceph-s3 stop "$WORK/rgw" >/dev/null 2>&1 || true
@@ -36,7 +37,9 @@ if [[ " $BACKENDS " == *" sqlite "* ]]; then
   .venv/bin/python -m pytest -q "$@"
 fi
 if [[ " $BACKENDS " == *" postgres "* || " $BACKENDS " == *" s3 "* ]]; then
-  eval "$(bash scripts/postgres.sh start "$WORK/pg" 55432)"
+  PG_ENV=$(bash scripts/postgres.sh start "$WORK/pg" 55432)  # a failure stops the run here
+  eval "$PG_ENV"
+  [ -n "${PYSCORE_TEST_POSTGRES:-}" ] || { echo "PostgreSQL did not start" >&2; exit 1; }
   export PYSCORE_TEST_POSTGRES
 fi
 if [[ " $BACKENDS " == *" postgres "* ]]; then
@@ -45,7 +48,9 @@ if [[ " $BACKENDS " == *" postgres "* ]]; then
 fi
 if [[ " $BACKENDS " == *" s3 "* ]]; then
   if [ -x "$ROOT/../shared/tools/ceph-s3" ]; then
-    eval "$("$ROOT/../shared/tools/ceph-s3" start "$WORK/rgw" 7481)"
+    S3_ENV=$("$ROOT/../shared/tools/ceph-s3" start "$WORK/rgw" 7481)
+    eval "$S3_ENV"
+    [ -n "${S3_ENDPOINT:-}" ] || { echo "Ceph RGW did not start" >&2; exit 1; }
     export PYSCORE_TEST_S3="$S3_ENDPOINT,$S3_ACCESS_KEY,$S3_SECRET_KEY"
     echo "== tests: PostgreSQL + Ceph RGW (S3)"
     .venv/bin/python -m pytest -q "${BACKEND_SUITE[@]}" "$@"

@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import CLIENT, SERVER, Server, init_server, run
+from tests.conftest import CLIENT, LOCAL_STORE, SERVER, Server, init_server, run
 from tests.faultproxy import FaultProxy
 from tests.publish import MiB, file_md5, random_file
 
@@ -41,9 +41,12 @@ def payload(files) -> dict:
 
 def second_host(server: Server, data_dir) -> Server:
     """Another server process on the same database and store: a copy of the settings file,
-    as a second host would have."""
+    as a second host would have (and, for the local store, the same objects directory, as a
+    shared file system would give it)."""
     data_dir.mkdir()
     shutil.copy(server.data_dir / "server.json", data_dir / "server.json")
+    if LOCAL_STORE:
+        (data_dir / "objects").symlink_to(server.data_dir / "objects")
     other = Server(url="", data_dir=data_dir, admin_token=server.admin_token)
     other.start()
     return other
