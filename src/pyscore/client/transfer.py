@@ -37,7 +37,7 @@ STATE_DIR = ".score-client"
 SYNC_SECONDS = 0.5
 MIN_PIECE = 8 * 1024 * 1024
 RENEW_MARGIN = 60.0
-HASH_WINDOW = 64 * 1024 * 1024
+HASH_WINDOW = 16 * 1024 * 1024
 
 
 @dataclass

@@ -6,6 +6,7 @@ interruption sends only the missing ones.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import mmap
 import os
@@ -24,7 +25,8 @@ from pyscore.models import Part
 
 READ_BLOCK = 1024 * 1024
 HASH_BLOCK = 8 * 1024 * 1024
-HASH_WINDOW = 64 * 1024 * 1024  # a multiple of mmap.ALLOCATIONGRANULARITY
+HASH_WINDOW = 16 * 1024 * 1024  # a multiple of mmap.ALLOCATIONGRANULARITY
+MAP_WINDOW = 8 * 1024 * 1024
 
 
 @dataclass
@@ -35,32 +37,38 @@ class Item:
 
 
 class PartBody:
-    """A part of a file as a request body: 1 MiB slices of a read-only mapping, each hashed
-    as it is handed to the socket (no copy into Python buffers)."""
+    """A part of a file as a request body: slices of a small read-only mapping that slides
+    along the part, each hashed as it is handed to the socket (no copy into Python
+    buffers, and only MAP_WINDOW of the file mapped at a time)."""
 
     def __init__(self, fd: int, offset: int, length: int) -> None:
         if os.fstat(fd).st_size < offset + length:
             raise OSError(f"file shrank while uploading (part at byte {offset})")
-        skew = offset % mmap.ALLOCATIONGRANULARITY
-        self.map = mmap.mmap(fd, length + skew, prot=mmap.PROT_READ, offset=offset - skew) \
-            if length else None
-        self.view = memoryview(self.map)[skew:] if self.map is not None else memoryview(b"")
-        self.pos = 0
+        self.fd, self.pos, self.end = fd, offset, offset + length
         self.md5 = hashlib.md5()
+        self.map: mmap.mmap | None = None
+        self.map_start = self.map_end = 0
 
-    def read(self, n: int = READ_BLOCK) -> memoryview:
-        chunk = self.view[self.pos: self.pos + max(n, READ_BLOCK)]
+    def read(self, n: int = READ_BLOCK) -> memoryview | bytes:
+        if self.pos >= self.end:
+            return b""
+        if not self.map_start <= self.pos < self.map_end:
+            self.close()  # the previous slice was sent before this call
+            self.map_start = self.pos - self.pos % mmap.ALLOCATIONGRANULARITY
+            self.map_end = min(self.end, self.map_start + MAP_WINDOW)
+            self.map = mmap.mmap(self.fd, self.map_end - self.map_start,
+                                 prot=mmap.PROT_READ, offset=self.map_start)
+        lo = self.pos - self.map_start
+        chunk = memoryview(self.map)[lo: lo + min(max(n, READ_BLOCK), self.map_end - self.pos)]
         self.pos += len(chunk)
         self.md5.update(chunk)
         return chunk
 
     def close(self) -> None:
-        try:
-            self.view.release()
-            if self.map is not None:
+        if self.map is not None:
+            with contextlib.suppress(BufferError):  # a slice still referenced keeps it alive
                 self.map.close()
-        except BufferError:
-            pass  # a slice is still referenced; the mapping goes with it
+            self.map = None
 
 
 def file_md5(path: Path) -> str:
