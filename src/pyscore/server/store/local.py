@@ -35,6 +35,7 @@ from pyscore.server.store.base import ObjectStat, content_disposition
 
 UUIDISH = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")
 CHUNK = 4 * 1024 * 1024
+FIRST_CHUNK = 64 * 1024
 
 
 def _safe(name: str) -> str:
@@ -243,8 +244,12 @@ class RangeResponse(Response):
         fd = os.open(self.path, os.O_RDONLY)
         try:
             pos, end = self.start, self.end + 1
+            # Slow start: readers such as htslib open with an open-ended range, read a few
+            # KiB and hang up; small first chunks keep what we push at them small too.
+            size = FIRST_CHUNK
             while pos < end:
-                n = min(CHUNK, end - pos)
+                n = min(size, end - pos)
+                size = min(CHUNK, size * 4)
                 chunk = await anyio.to_thread.run_sync(os.pread, fd, n, pos)
                 if not chunk:
                     break
