@@ -255,9 +255,10 @@ class BlockStore:
         if readahead:
             ahead = -(-readahead // BLOCK)
             self._schedule(obj, last + 1, ahead)
-        blob = b"".join(parts)
         lo = offset - first * BLOCK
-        return blob[lo: lo + (end - offset)]
+        if len(parts) == 1:  # the usual case: one copy, no join
+            return parts[0][lo: lo + (end - offset)]
+        return b"".join(parts)[lo: lo + (end - offset)]
 
 
 class Readahead:

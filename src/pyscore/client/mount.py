@@ -35,6 +35,7 @@ REFRESH_SECONDS = 300.0
 # The original always adds these; kernel caching is safe because objects never change.
 FUSE_DEFAULTS = {"ro": True, "kernel_cache": True, "entry_timeout": 3600, "attr_timeout": 3600,
                  "negative_timeout": 60, "fsname": "score-client", "subtype": "score"}
+KERNEL_READAHEAD = 1024 * 1024  # as the original asks for; set at init (libfuse3 has no -o)
 
 
 @dataclass
@@ -161,6 +162,11 @@ def make_operations(api: Api, blocks: BlockStore, layout: str, wanted: set[str] 
             self.objects: dict[str, RemoteObject] = {}
             for line in self.tree.hidden:
                 warn(f"left out of the mount (unpublished, not readable, or unsafe): {line}")
+
+        def init_with_config(self, conn, config) -> None:
+            if conn is not None:  # let the kernel read ahead further, in parallel requests
+                conn.max_readahead = KERNEL_READAHEAD
+                conn.max_background = max(conn.max_background, 32)
 
         def _tree(self) -> Tree:
             if not cache_metadata and time.monotonic() - self.loaded > REFRESH_SECONDS:
