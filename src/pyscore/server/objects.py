@@ -82,13 +82,18 @@ def download_spec(session: Session, signer: Signer, f: File, offset: int = 0, le
     else:
         layout = [(offset + o, n) for o, n in part_layout(length, obj.part_size)]
     parts = []
+    shared_url = None  # stores that sign whole objects only: one signature serves every part
     for number, (off, size) in enumerate(layout, start=1):
         url = None
         if not exclude_urls:
             ranged = not (external and whole)
-            url = signer.store.url_for_get(
-                f.object_id, base_url=signer.base_url, expires_in=signer.download_expiry,
-                offset=off if ranged else None, length=size if ranged else None)
+            if signer.store.signs_ranges or shared_url is None:
+                url = signer.store.url_for_get(
+                    f.object_id, base_url=signer.base_url, expires_in=signer.download_expiry,
+                    offset=off if ranged else None, length=size if ranged else None)
+                shared_url = url
+            else:
+                url = shared_url
         source_md5 = None
         if whole and not external and len(obj.part_md5s) == len(layout):
             source_md5 = obj.part_md5s[number - 1]

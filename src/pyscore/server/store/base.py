@@ -29,6 +29,7 @@ class ObjectStat:
 
 class ObjectStore(Protocol):
     kind: str
+    signs_ranges: bool  # does a GET URL bind a byte range? (if not, one URL serves all parts)
 
     def prepare(self) -> None:
         """Create what the store needs (directories, the bucket); safe to repeat."""

@@ -46,6 +46,7 @@ def _safe(name: str) -> str:
 
 class LocalStore:
     kind = "local"
+    signs_ranges = True
 
     def __init__(self, root: Path, secret: bytes) -> None:
         self.root = Path(root)

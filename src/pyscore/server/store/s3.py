@@ -29,6 +29,7 @@ MAX_PRESIGN = 7 * 24 * 3600  # SigV4's limit
 
 class S3Store:
     kind = "s3"
+    signs_ranges = False
 
     def __init__(self, bucket: str, prefix: str, client) -> None:
         self.bucket, self.prefix, self.client = bucket, prefix.strip("/"), client
