@@ -170,9 +170,10 @@ def main() -> None:
             f"{args.runs} ({stamp})",
             f"wrk -t1 -c{args.connections} -d{args.seconds:g}s, GET /download/{{id}}"
             f"?offset=0&length=-1 with a study READ token on a controlled {args.size_mib} MiB "
-            f"object ({len(parts)} presigned part URLs per answer); PostgreSQL 15, S3 store "
-            "on Ceph RGW; the servers share the database and bucket. 2 cores: wrk and the "
-            "servers compete for them. Ratio vs the first row.",
+            f"object ({len(parts)} parts, all with the one presigned URL: S3 URLs bind no "
+            "range); PostgreSQL 15, S3 store on Ceph RGW; the servers share the database "
+            "and bucket. 2 cores: wrk and the servers compete for them. Ratio vs the first "
+            "row.",
             "", "| server processes | requests/s | ratio | p50 latency | p99 latency |",
             "|---|---|---|---|---|", *spec_rows, "",
             f"### scale: {args.size_mib} MiB download through Ceph RGW presigned URLs, median "
