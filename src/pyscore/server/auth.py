@@ -124,6 +124,16 @@ def can(principal: Principal | None, action: Action, study_id: str | None = None
     return True
 
 
+def readable_studies(principal: Principal | None, studies: list[str]) -> set[str] | None:
+    """The studies whose controlled files a caller may read: None means all of them.
+    (Open files are readable by anyone; this answers for the rest, as `authorize` would.)"""
+    if principal is None:
+        return set()
+    if {READ_ALL.upper(), ADMIN.upper()} & principal.scopes:
+        return None
+    return {s for s in studies if study_scope(s, Action.READ).upper() in principal.scopes}
+
+
 def parse_duration(text: str) -> timedelta:
     """'30d', '12h', '45m', '90s' → timedelta."""
     match = re.fullmatch(r"\s*(\d+)\s*([dhms])\s*", text)

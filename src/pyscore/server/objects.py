@@ -291,5 +291,13 @@ def meta(obj: StoredObject) -> dict:
                                objectMd5=obj.md5).model_dump(exclude_none=True)
 
 
+def cancel_all_uploads(session: Session, store: ObjectStore) -> int:
+    """Abort every upload in progress (Score's POST /upload/cancel); returns how many."""
+    object_ids = list(session.scalars(select(Upload.object_id)))
+    for object_id in object_ids:
+        cancel_upload(session, store, object_id)
+    return len(object_ids)
+
+
 def object_exists(session: Session, object_id: str) -> bool:
     return session.get(StoredObject, object_id) is not None

@@ -8,7 +8,8 @@ from fastapi.responses import PlainTextResponse
 from pyscore.models import ListingEntry, ObjectSpecification, UploadProgress
 from pyscore.server import metadata, objects
 from pyscore.server.app import PlatformDep, PrincipalDep, SessionDep, SignerDep
-from pyscore.server.auth import ADMIN, READ_ALL, STUDY_PREFIX, Action, authorize
+from pyscore.server.auth import Action, authorize, readable_studies
+from pyscore.server.tables import File
 
 router = APIRouter(tags=["storage"])
 
@@ -37,19 +38,10 @@ def download(object_id: str, s: SessionDep, who: PrincipalDep, signer: SignerDep
 
 @router.get("/listing", response_model=list[ListingEntry])
 def listing(s: SessionDep, who: PrincipalDep) -> list[ListingEntry]:
-    if who is None:
-        readable: set[str] | None = set()  # anonymous: open files only
-    elif {READ_ALL.upper(), ADMIN.upper()} & who.scopes:
-        readable = None
-    else:
-        prefix = STUDY_PREFIX.upper()
-        readable = {sc[len(prefix):-len(".READ")] for sc in who.scopes
-                    if sc.startswith(prefix) and sc.endswith(".READ")}
-        readable = {r for r in metadata.study_ids(s) if r.upper() in readable}  # type: ignore[operator]
-    return objects.listing(s, readable)
+    return objects.listing(s, readable_studies(who, metadata.study_ids(s)))
 
 
-def _writable(s: SessionDep, who: PrincipalDep, object_id: str, what: str):
+def _writable(s: SessionDep, who: PrincipalDep, object_id: str, what: str) -> File:
     f = metadata.get_file(s, object_id)
     authorize(who, Action.WRITE, f.study_id, what=f"{what} {f.file_name}")
     return f
@@ -81,12 +73,7 @@ def delete_part(object_id: str, uploadId: str, partNumber: int,
 @router.post("/upload/cancel")
 def cancel_all(s: SessionDep, who: PrincipalDep, p: PlatformDep) -> None:
     authorize(who, Action.ADMIN, what="cancel every upload")
-    from sqlalchemy import select
-
-    from pyscore.server.tables import Upload
-
-    for object_id in list(s.scalars(select(Upload.object_id))):
-        objects.cancel_upload(s, p.store, object_id)
+    objects.cancel_all_uploads(s, p.store)
 
 
 @router.post("/upload/{object_id}/recovery")
