@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import uuid
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import NoReturn
 from pyscore import __version__
 from pyscore.config import resolve
 from pyscore.errors import (
+    EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
     ScoreError,
@@ -294,6 +296,8 @@ def cmd_upload(args: argparse.Namespace) -> int:
     if args.object_id:
         if not args.file or not args.md5:
             raise UsageError("--object-id needs --file and --md5")
+        if len(args.md5) != 32 or any(c not in "0123456789abcdefABCDEF" for c in args.md5):
+            raise UsageError(f"--md5 {args.md5!r} is not an MD5 (32 hex digits)")
         items = [Item(args.object_id, args.file, args.md5.lower())]
     else:
         text = read_manifest_text(str(args.manifest))
@@ -437,6 +441,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 1
+    except OSError as exc:  # the local file system said no: name the file and the reason
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"score-client: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as exc:
+        if os.environ.get("PYSCORE_DEBUG"):
+            raise
+        print(f"score-client: internal error: {type(exc).__name__}: {exc} (set PYSCORE_DEBUG=1 "
+              "for details, and please report it)", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

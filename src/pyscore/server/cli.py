@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import shutil
 import sys
 from pathlib import Path
 
@@ -34,6 +35,7 @@ def cmd_init(args: argparse.Namespace) -> None:
     from pyscore.server import auth, metadata, objects
     from pyscore.server.app import SIGNING_KEY, Platform
     from pyscore.server.db import Database, migrate
+    from pyscore.server.store import open_store
     from pyscore.server.tables import Setting
 
     data_dir = Path(args.data_dir)
@@ -45,19 +47,31 @@ def cmd_init(args: argparse.Namespace) -> None:
                         s3_region=args.s3_region, s3_access_key=args.s3_access_key or "",
                         s3_secret_key=args.s3_secret_key or "",
                         part_size=args.part_size * MiB, public_url=args.public_url or "")
+    created = not data_dir.exists()
     data_dir.mkdir(parents=True, exist_ok=True)
-    migrate(settings.database_url)
-    db = Database(settings.database_url)
-    with db.session() as s:
-        if s.get(Setting, SIGNING_KEY) is None:
-            s.add(Setting(key=SIGNING_KEY, value=secrets.token_hex(32)))
-        metadata.seed_analysis_types(s)
-    settings.save()
-    platform = Platform.open(settings)
-    platform.store.prepare()
-    platform.store.put_bytes(objects.SENTINEL, b"heliograph")
-    with platform.db.session() as s:
-        _, secret = auth.create_token(s, "admin", [auth.ADMIN])
+    try:
+        open_store(settings, b"").prepare()  # reach the store first: fail before writing
+        migrate(settings.database_url)
+        db = Database(settings.database_url)
+        with db.session() as s:
+            if s.get(Setting, SIGNING_KEY) is None:
+                s.add(Setting(key=SIGNING_KEY, value=secrets.token_hex(32)))
+            metadata.seed_analysis_types(s)
+        settings.save()
+        platform = Platform.open(settings)
+        platform.store.put_bytes(objects.SENTINEL, b"heliograph")
+        with platform.db.session() as s:
+            _, secret = auth.create_token(s, "admin", [auth.ADMIN])
+    except BaseException:
+        if created:  # leave no half-made platform behind to block a second attempt
+            shutil.rmtree(data_dir, ignore_errors=True)
+        else:
+            for child in data_dir.iterdir():
+                if child.is_dir():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+        raise
     print(f"Initialised pyscore platform in {data_dir}")
     print(f"Database: {settings.database_url.split('@')[-1]}")
     print(f"Object store: {settings.store}")
@@ -252,6 +266,16 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # one line for the operator; details on demand
+        if os.environ.get("PYSCORE_DEBUG"):
+            raise
+        from sqlalchemy.exc import SQLAlchemyError
+
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        kind = "database" if isinstance(exc, SQLAlchemyError) else type(exc).__name__
+        print(f"score-server: error: {kind}: {reason[0] if reason else exc} (set "
+              "PYSCORE_DEBUG=1 for details)", file=sys.stderr)
+        return 1
     return 0
 
 
