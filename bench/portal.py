@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import BIN, free_port, record  # noqa: E402
+from tests.publish import KINDS, add_donors, add_published_analysis  # noqa: E402
 
 
 def fill(data_dir: Path, files: int, seed: int = 7) -> None:
@@ -33,58 +34,29 @@ def fill(data_dir: Path, files: int, seed: int = 7) -> None:
     from pyscore.server.app import Platform
     from pyscore.server.db import utcnow
     from pyscore.server.settings import Settings
-    from pyscore.server.tables import (
-        Analysis,
-        AnalysisSample,
-        Donor,
-        File,
-        Sample,
-        Specimen,
-        Study,
-    )
 
     rng = random.Random(seed)
     platform = Platform.open(Settings.load(data_dir))
     now = utcnow()
-    kinds = [("BAM", "Aligned Reads", "sequencingRead"), ("CRAM", "Aligned Reads",
-             "sequencing_alignment"), ("VCF", "Simple Nucleotide Variation", "variantCall"),
-             ("TSV", "Clinical Data", "clinicalData")]
     with platform.db.session() as s:
         studies = [f"ST{i:02d}" for i in range(12)]
-        s.add_all(Study(study_id=st, name=st) for st in studies)
-        s.flush()
         per_analysis = 4
         donors = [(studies[d % len(studies)], f"DO{d:07d}", f"SA{d:07d}")
                   for d in range(files // 20)]
-        # one table at a time: the tables have foreign keys but no ORM relationships
-        s.add_all(Donor(donor_id=donor, study_id=st, submitter_donor_id=donor, gender="Other")
-                  for st, donor, _ in donors)
-        s.flush()
-        s.add_all(Specimen(specimen_id="SP" + donor[2:], donor_id=donor, study_id=st,
-                           submitter_specimen_id="SP" + donor[2:], fields={})
-                  for st, donor, _ in donors)
-        s.flush()
-        s.add_all(Sample(sample_id=sample, specimen_id="SP" + donor[2:], study_id=st,
-                         submitter_sample_id=sample, fields={}) for st, donor, sample in donors)
-        s.flush()
+        add_donors(s, studies, [(st, donor, "SP" + donor[2:], sample)
+                                for st, donor, sample in donors])
         n = 0
         while n < files:
             st, donor, sample = rng.choice(donors)
-            ftype, dtype, atype = rng.choice(kinds)
+            ftype, dtype, atype = rng.choice(KINDS)
             analysis_id = str(uuid.UUID(int=rng.getrandbits(128)))
-            s.add(Analysis(analysis_id=analysis_id, study_id=st, type_name=atype,
-                           type_version=1, state="PUBLISHED", payload={}, state_history=[],
-                           created_at=now, updated_at=now, published_at=now))
-            s.flush()
-            s.add(AnalysisSample(analysis_id=analysis_id, sample_id=sample))
-            for k in range(per_analysis):
-                s.add(File(object_id=str(uuid.UUID(int=rng.getrandbits(128))),
-                           analysis_id=analysis_id, study_id=st,
-                           file_name=f"{donor}.{k}.{ftype.lower()}",
-                           file_size=rng.randint(10**6, 10**11), file_md5sum="0" * 32,
-                           file_type=ftype, file_access=rng.choice(("open", "controlled")),
-                           data_type=dtype, info={}))
-                n += 1
+            rows = [{"object_id": str(uuid.UUID(int=rng.getrandbits(128))),
+                     "file_name": f"{donor}.{k}.{ftype.lower()}",
+                     "file_size": rng.randint(10**6, 10**11), "file_type": ftype,
+                     "file_access": rng.choice(("open", "controlled")), "data_type": dtype}
+                    for k in range(per_analysis)]
+            add_published_analysis(s, analysis_id, st, sample, atype, now, rows)
+            n += per_analysis
             if n % 20000 < per_analysis:
                 s.flush()
         s.flush()

@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +37,15 @@ def run(*args: str, env: dict | None = None, timeout: float = 120, cwd: Path | N
         raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stdout}\n"
                              f"{result.stderr}")
     return result
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    """The single stderr line of a failed run (asserting there is exactly one, no traceback)."""
+    assert result.returncode != 0, f"expected failure; stderr: {result.stderr}"
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{result.stderr}"
+    return lines[0]
 
 
 @dataclass
@@ -88,6 +100,14 @@ class Server:
                 self.process.kill()
                 self.process.wait()
 
+    def __enter__(self) -> Server:
+        """`with init_server(...) as server:` serves for the block and stops at its end."""
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
 
 def backend_args() -> list[str]:
     """Which database and store a new test platform uses, from the environment:
@@ -114,6 +134,21 @@ def backend_args() -> list[str]:
 LOCAL_STORE = not os.environ.get("PYSCORE_TEST_S3")
 local_store_only = pytest.mark.skipif(not LOCAL_STORE, reason="exercises the local store's "
                                       "own URLs (the S3 run covers presigned S3 URLs)")
+sqlite_only = pytest.mark.skipif(bool(os.environ.get("PYSCORE_TEST_POSTGRES")),
+                                 reason="holds SQLite's write lock")
+
+
+@contextmanager
+def database_write_locked(data_dir: Path) -> Iterator[None]:
+    """Another process holds SQLite's write lock for a moment, as `score-server token create`
+    or a second server process may."""
+    con = sqlite3.connect(data_dir / "pyscore.sqlite", isolation_level=None, timeout=5)
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        con.execute("COMMIT")
+        con.close()
 
 
 def init_server(data_dir: Path, *extra: str) -> Server:
@@ -128,18 +163,15 @@ def demo_server(tmp_path_factory: pytest.TempPathFactory):
     server = init_server(data_dir)
     out = run(SERVER, "demo", "--data-dir", str(data_dir), check=True, timeout=300)
     server.manifest = Path(out.stdout.strip().splitlines()[-1])
-    server.start()
-    yield server
-    server.stop()
+    with server:
+        yield server
 
 
 @pytest.fixture
 def fresh_server(tmp_path: Path):
     """An empty platform of the test's own, for tests that write."""
-    server = init_server(tmp_path / "data")
-    server.start()
-    yield server
-    server.stop()
+    with init_server(tmp_path / "data") as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

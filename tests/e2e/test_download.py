@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-from pathlib import Path
 
 import pytest
 
 from pyscore.manifest import parse_download
-
-
-def md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
+from tests.publish import file_md5
 
 
 def rows(server):
@@ -40,11 +35,11 @@ def test_manifest_download_each_layout(demo_server, demo_files, reader, tmp_path
         else:
             got = out / row.objectId
         assert got.is_file(), f"{got} missing; stderr: {result.stderr}"
-        assert md5(got) == row.fileMd5sum == md5(demo_files / row.fileName)
+        assert file_md5(got) == row.fileMd5sum == file_md5(demo_files / row.fileName)
     # index files came along (--index defaults to true)
     if layout == "filename":
-        assert md5(out / "DONOR-1-N.bam.bai") == md5(demo_files / "DONOR-1-N.bam.bai")
-        assert md5(out / "DONOR-2-N.cram.crai") == md5(demo_files / "DONOR-2-N.cram.crai")
+        assert file_md5(out / "DONOR-1-N.bam.bai") == file_md5(demo_files / "DONOR-1-N.bam.bai")
+        assert file_md5(out / "DONOR-2-N.cram.crai") == file_md5(demo_files / "DONOR-2-N.cram.crai")
     assert not (out / ".score-client").exists(), "state left behind after success"
     assert "15 downloaded" in result.stderr
 
@@ -54,7 +49,7 @@ def test_open_file_needs_no_token(demo_server, demo_files, tmp_path):
     result = demo_server.client("download", "--object-id", clinical.objectId,
                                 "--output-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
-    assert md5(tmp_path / "clinical.tsv") == md5(demo_files / "clinical.tsv")
+    assert file_md5(tmp_path / "clinical.tsv") == file_md5(demo_files / "clinical.tsv")
 
 
 def test_controlled_file_refused_without_token(demo_server, tmp_path):

@@ -3,7 +3,6 @@ expired URLs and kill -9. Faults come from tests/faultproxy.py on loopback."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import subprocess
@@ -14,21 +13,13 @@ import pytest
 
 from tests.conftest import CLIENT, init_server, local_store_only
 from tests.faultproxy import FaultProxy
-from tests.publish import MiB, publish, random_file
+from tests.publish import MiB, file_md5, publish, random_file
 
 pytestmark = local_store_only  # the fault proxy must sit in the byte path
 
 SIZE = 48 * MiB
 PART = 8  # MiB: the server's part size for these tests
 PARALLEL = 4
-
-
-def md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while chunk := f.read(MiB):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -38,12 +29,11 @@ def platform(tmp_path_factory):
     source = random_file(root / "big.bam", SIZE)
     small = random_file(root / "small.bam", 3 * MiB + 17, seed=2)
     ids = publish(server.data_dir, [source, small])
-    server.start()
-    server.big_id, server.small_id = ids
-    server.source, server.small = source, small
-    server.reader = server.token("PROGRAMDATA-BIG.READ")
-    yield server
-    server.stop()
+    with server:
+        server.big_id, server.small_id = ids
+        server.source, server.small = source, small
+        server.reader = server.token("PROGRAMDATA-BIG.READ")
+        yield server
 
 
 @pytest.fixture
@@ -65,7 +55,7 @@ def download(platform, proxy, out: Path, *extra: str, env: dict | None = None,
 
 def assert_complete(platform, out: Path, result) -> None:
     assert result.returncode == 0, result.stderr
-    assert md5(out / "big.bam") == md5(platform.source)
+    assert file_md5(out / "big.bam") == file_md5(platform.source)
     assert not (out / ".score-client").exists()
 
 
@@ -132,7 +122,7 @@ def test_expired_urls_renewed(tmp_path_factory, tmp_path):
                                  str(tmp_path)], capture_output=True, text=True, timeout=120,
                                 env={**os.environ, **env})
         assert result.returncode == 0, result.stderr
-        assert md5(tmp_path / "big.bam") == md5(source)
+        assert file_md5(tmp_path / "big.bam") == file_md5(source)
         assert 403 in proxy.stats.statuses, "no URL expired: the test did not test renewal"
         assert proxy.stats.spec_requests >= 2
     finally:
@@ -155,7 +145,7 @@ def test_server_restart_mid_download(platform, proxy, tmp_path):
     proxy.faults.rate = 0
     _, err = client.communicate(timeout=120)
     assert client.returncode == 0, err
-    assert md5(tmp_path / "big.bam") == md5(platform.source)
+    assert file_md5(tmp_path / "big.bam") == file_md5(platform.source)
 
 
 def test_resume_after_kill_9_refetches_little(platform, proxy, tmp_path):
@@ -186,7 +176,7 @@ def test_many_small_files_concurrently(platform, proxy, tmp_path):
     """Two objects in one run: both arrive, verified."""
     result = download(platform, proxy, tmp_path, object_id=platform.small_id)
     assert result.returncode == 0, result.stderr
-    assert md5(tmp_path / "small.bam") == md5(platform.small)
+    assert file_md5(tmp_path / "small.bam") == file_md5(platform.small)
 
 
 def test_disk_full_states_the_space_needed(platform, proxy, tmp_path):

@@ -25,6 +25,7 @@ from urllib.parse import unquote_to_bytes
 import httpx
 import pytest
 
+from tests.api import bearer
 from tests.conftest import local_store_only, need
 
 CONTIGS = {"chr1": 120_000, "chr2": 80_000, "chr3": 40_000}
@@ -258,7 +259,7 @@ class Htsget:
         return f"{self.base}/htsget/{endpoint}/{object_id}"
 
     def headers(self, token: str | None) -> dict[str, str]:
-        return {"Authorization": f"Bearer {token}"} if token else {}
+        return bearer(token)
 
     def get(self, kind: str, params: dict | None = None, name: str | None = None,
             token: str | None = "default") -> httpx.Response:

@@ -25,9 +25,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import CLIENT, Server, init_server, local_store_only, need
+from tests.api import bearer
+from tests.conftest import CLIENT, Server, init_server, local_store_only, need, one_line_error
 from tests.faultproxy import FaultProxy
-from tests.publish import MiB, publish, random_file
+from tests.publish import MiB, file_md5, md5, publish, random_file
 
 FUSERMOUNT = "fusermount3"
 MOUNT_TIMEOUT = 30.0  # s until a started mount must be mounted
@@ -84,14 +85,6 @@ def tracebacks(log: str) -> int:
     """Python tracebacks in a mount's log, not counting the known FUSE `lock` one (see
     test_posix_locks_work_and_close_logs_no_traceback)."""
     return log.count("Traceback") - log.count(LOCK_BUG)
-
-
-def one_line_error(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode != 0, f"expected failure; stderr: {result.stderr}"
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{result.stderr}"
-    return lines[0]
 
 
 class Mounter:
@@ -180,8 +173,7 @@ def entities(server: Server) -> list[dict]:
 
 
 def listing(server: Server, token: str | None) -> dict[str, dict]:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    r = httpx.get(f"{server.url}/listing", headers=headers, timeout=30)
+    r = httpx.get(f"{server.url}/listing", headers=bearer(token), timeout=30)
     r.raise_for_status()
     return {e["id"]: e for e in r.json()}
 
@@ -194,14 +186,6 @@ def tree(point: Path) -> set[str]:
         for name in files:
             found.add(str(Path(top, name).relative_to(point)))
     return found
-
-
-def md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while chunk := f.read(MiB):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -303,7 +287,7 @@ def test_md5sum_of_every_file_equals_the_source(demo_mount, demo_server, demo_fi
                          text=True, timeout=120, check=True).stdout
     through_mount = {Path(line.split(None, 1)[1]).name: line.split()[0]
                      for line in out.splitlines()}
-    assert through_mount == {name: md5(demo_files / name) for name in local}
+    assert through_mount == {name: file_md5(demo_files / name) for name in local}
 
 
 def test_samtools_region_through_the_mount(demo_mount, demo_server, demo_files, tmp_path):
@@ -330,7 +314,7 @@ def test_writes_fail_with_erofs(demo_mount):
     folder = demo_mount.path(analysis)
     names = sorted(os.listdir(folder))
     existing = folder / names[0]
-    before = md5(existing)
+    before = file_md5(existing)
 
     def erofs(call, *args) -> None:
         with pytest.raises(OSError) as info:
@@ -353,7 +337,7 @@ def test_writes_fail_with_erofs(demo_mount):
     result = subprocess.run(["touch", str(folder / "x")], capture_output=True, text=True,
                             timeout=30)
     assert result.returncode != 0 and "Read-only file system" in result.stderr
-    assert md5(existing) == before
+    assert file_md5(existing) == before
     assert sorted(os.listdir(folder)) == names
     options = next(line.split()[3] for line in Path("/proc/mounts").read_text().splitlines()
                    if line.split()[1] == str(demo_mount.point))
@@ -380,7 +364,7 @@ def test_object_id_layout(mounter, demo_server, reader, demo_files):
     for object_id, e in ents.items():
         path = m.path(object_id)
         assert path.stat().st_size == listed[object_id]["size"]
-        assert md5(path) == md5(demo_files / e["fileName"]), e
+        assert file_md5(path) == file_md5(demo_files / e["fileName"]), e
 
 
 def test_anonymous_mount_shows_only_open_files(mounter, demo_server, demo_files):
@@ -390,7 +374,7 @@ def test_anonymous_mount_shows_only_open_files(mounter, demo_server, demo_files)
     assert opened and len(opened) < len(ents)
     assert tree(m.point) == expected_bundle(opened)
     for e in opened:
-        assert md5(m.path(e["gnosId"], e["fileName"])) == md5(demo_files / e["fileName"])
+        assert file_md5(m.path(e["gnosId"], e["fileName"])) == file_md5(demo_files / e["fileName"])
     controlled = next(e for e in ents if e["access"] == "controlled")
     assert not m.path(controlled["gnosId"], controlled["fileName"]).exists()
     assert controlled["id"] in m.stderr  # left out with a warning naming it
@@ -420,7 +404,7 @@ def test_manifest_mount_shows_its_rows_and_their_index_files(mounter, demo_serve
     assert len(expected) == 4  # two data files, two index files
     assert tree(m.point) == expected
     for rel in expected:
-        assert md5(m.path(rel)) == md5(demo_files / Path(rel).name)
+        assert file_md5(m.path(rel)) == file_md5(demo_files / Path(rel).name)
 
 
 def test_manifest_mount_adds_only_the_rows_own_index_files(mounter, demo_server, reader,
@@ -455,7 +439,7 @@ def test_daemonize_returns_once_mounted_and_unmount_leaves_nothing(mounter, demo
     pids = mount_pids(m.point)
     assert len(pids) == 1, pids
     row = next(r for r in manifest_rows(demo_server) if r[4] == "DONOR-2-N.bam")
-    assert md5(m.path(row[1], row[4])) == row[6] == md5(demo_files / row[4])
+    assert file_md5(m.path(row[1], row[4])) == row[6] == file_md5(demo_files / row[4])
     subprocess.run([FUSERMOUNT, "-u", str(m.point)], check=True, timeout=30)
     assert wait_until(lambda: not mount_pids(m.point), EXIT_TIMEOUT), \
         f"mount process still running: {mount_pids(m.point)}"
@@ -555,16 +539,13 @@ def own(tmp_path_factory):
     big_id, kept_id = publish(server.data_dir, [big, kept], study="MNT")
     (gone_id,) = publish(server.data_dir, [gone], study="MNT")
     (other_id,) = publish(server.data_dir, [other], study="OTHER")
-    server.start()
-    try:
+    with server:
         ents = {e["id"]: e for e in entities(server)}
         r = httpx.put(f"{server.url}/studies/MNT/analysis/unpublish/{ents[gone_id]['gnosId']}",
-                      headers={"Authorization": f"Bearer {server.admin_token}"}, timeout=30)
+                      headers=bearer(server.admin_token), timeout=30)
         assert r.status_code == 200, r.text
         yield Own(server, server.token("PROGRAMDATA-MNT.READ"), big, kept, big_id, kept_id,
                   ents[big_id]["gnosId"], {gone_id: "gone.bam", other_id: "other.bam"})
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -584,7 +565,7 @@ def test_unpublished_and_forbidden_objects_are_absent_the_rest_reads(own, own_mo
         warned = [line for line in own_mount.stderr.splitlines() if object_id in line]
         assert len(warned) == 1 and "WARNING" in warned[0] and name in warned[0], \
             own_mount.stderr
-    assert md5(own_mount.path(own.analysis, "kept.bam")) == md5(own.kept)
+    assert file_md5(own_mount.path(own.analysis, "kept.bam")) == file_md5(own.kept)
     assert own_mount.path(own.analysis, "big.bam").stat().st_size == BIG
     assert not tracebacks(own_mount.stderr), own_mount.stderr
 
@@ -607,7 +588,7 @@ def test_concurrent_readers_get_exact_bytes(own, own_mount):
                     assert chunk, f"unexpected EOF at {offset}"
                     digest.update(chunk)
                     offset += len(chunk)
-                assert digest.hexdigest() == hashlib.md5(source).hexdigest()
+                assert digest.hexdigest() == md5(source)
                 return offset
             for _ in range(READS_PER_THREAD):
                 offset = rng.randrange(BIG)

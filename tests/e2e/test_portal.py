@@ -14,7 +14,6 @@ File Manifest the page hands out is fed to the real `score-client`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import re
@@ -31,6 +30,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from pyscore.manifest import ARGO_COLUMNS, parse_download
 from tests.conftest import init_server, need
+from tests.publish import KINDS, add_donors, add_published_analysis, file_md5, md5
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -169,10 +169,6 @@ def meta(page: Page) -> dict[str, str]:
     return page.eval_on_selector_all(
         "dl.meta dt", "dts => Object.fromEntries(dts.map(dt => [dt.innerText.trim(), "
         "dt.nextElementSibling.innerText.trim()]))")
-
-
-def md5(data: bytes | Path) -> str:
-    return hashlib.md5(data.read_bytes() if isinstance(data, Path) else data).hexdigest()
 
 
 def donor_ids(page: Page) -> tuple[str, str]:
@@ -376,9 +372,9 @@ def test_file_manifest_of_the_selection_feeds_score_client(page, demo_server, de
     result = demo_server.client("download", "--manifest", str(path), "--output-dir", str(out),
                                 token=reader)
     assert result.returncode == 0, result.stderr
-    fetched = {p.relative_to(out).as_posix(): md5(p) for p in out.rglob("*") if p.is_file()}
+    fetched = {p.relative_to(out).as_posix(): file_md5(p) for p in out.rglob("*") if p.is_file()}
     wanted = ["DONOR-1-N.cram", "DONOR-1-N.cram.crai", "DONOR-2-N.cram", "DONOR-2-N.cram.crai"]
-    assert fetched == {n: md5(demo_files / n) for n in wanted}
+    assert fetched == {n: file_md5(demo_files / n) for n in wanted}
     assert {r.fileName: r.fileMd5sum for r in listed} == {
         n: fetched[n] for n in ("DONOR-1-N.cram", "DONOR-2-N.cram")}
 
@@ -427,7 +423,7 @@ def test_file_page_metadata_links_and_commands(page, demo_server, demo_files, ma
     info = meta(page)
     assert info["Object id"] == bam.objectId
     assert info["Study"] == "DEMO"
-    assert info["MD5"] == bam.fileMd5sum == md5(demo_files / "DONOR-1-N.bam")
+    assert info["MD5"] == bam.fileMd5sum == file_md5(demo_files / "DONOR-1-N.bam")
     assert info["Size"].endswith(f"({bam.fileSize:,} bytes)")
     assert info["File type"] == "BAM"
     assert info["Data type"] == "Aligned Reads"
@@ -461,7 +457,7 @@ def test_file_page_metadata_links_and_commands(page, demo_server, demo_files, ma
     result = demo_server.client(*args[1:], token=reader, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     for name in ("DONOR-1-N.bam", "DONOR-1-N.bam.bai"):
-        assert md5(tmp_path / "data" / name) == md5(demo_files / name)
+        assert file_md5(tmp_path / "data" / name) == file_md5(demo_files / name)
     args = shlex.split(view_cmd.input_value())
     result = demo_server.client(*args[1:], token=reader, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -473,7 +469,7 @@ def test_file_page_metadata_links_and_commands(page, demo_server, demo_files, ma
     page.wait_for_url(f"**/file/{bai}")
     expect(page.get_by_role("heading", level=1)).to_contain_text("DONOR-1-N.bam.bai")
     assert meta(page)["Object id"] == bai
-    assert meta(page)["MD5"] == md5(demo_files / "DONOR-1-N.bam.bai")
+    assert meta(page)["MD5"] == file_md5(demo_files / "DONOR-1-N.bam.bai")
 
 
 def test_reader_sees_may_download_and_downloads_through_the_browser(page, demo_server,
@@ -500,11 +496,11 @@ def test_reader_sees_may_download_and_downloads_through_the_browser(page, demo_s
     assert "sig=" in signed and "exp=" in signed
     fetched = httpx.get(signed, timeout=10)
     assert fetched.status_code == 200
-    assert md5(fetched.content) == vcf.fileMd5sum == md5(demo_files / "DONOR-1-N.vcf.gz")
+    assert md5(fetched.content) == vcf.fileMd5sum == file_md5(demo_files / "DONOR-1-N.vcf.gz")
     # and clicking it downloads the file
     with page.expect_download() as info:
         link.click()
-    assert md5(Path(info.value.path())) == vcf.fileMd5sum
+    assert file_md5(Path(info.value.path())) == vcf.fileMd5sum
 
     with page.expect_navigation():
         page.get_by_role("button", name="Sign out").click()
@@ -550,7 +546,7 @@ def test_anonymous_visitor_sees_metadata_and_may_fetch_open_files(page, demo_fil
     expect(page.locator(".locked")).to_have_count(0)
     with page.expect_download() as info:
         page.get_by_role("link", name="Download through the browser").click()
-    assert md5(Path(info.value.path())) == md5(demo_files / "clinical.tsv")
+    assert file_md5(Path(info.value.path())) == file_md5(demo_files / "clinical.tsv")
 
 
 def test_signing_in_with_a_bad_token_says_so(page):
@@ -639,21 +635,8 @@ def fill(data_dir: Path) -> dict[str, Counter]:
     from pyscore.server.app import Platform
     from pyscore.server.db import utcnow
     from pyscore.server.settings import Settings
-    from pyscore.server.tables import (
-        Analysis,
-        AnalysisSample,
-        Donor,
-        File,
-        Sample,
-        Specimen,
-        Study,
-    )
 
     rng = random.Random(11)
-    kinds = [("BAM", "Aligned Reads", "sequencingRead"),
-             ("CRAM", "Aligned Reads", "sequencing_alignment"),
-             ("VCF", "Simple Nucleotide Variation", "variantCall"),
-             ("TSV", "Clinical Data", "clinicalData")]
     studies = [f"SCALE{i}" for i in range(5)]
     donors = [(studies[d % len(studies)], f"DO{d:06d}") for d in range(SCALE_DONORS)]
     expected: dict[str, Counter] = {k: Counter() for k in
@@ -663,37 +646,23 @@ def fill(data_dir: Path) -> dict[str, Counter]:
     ids = iter(uuid.UUID(int=rng.getrandbits(128), version=4) for _ in range(2 * SCALE_FILES))
     platform = Platform.open(Settings.load(data_dir))
     with platform.db.session() as s:
-        s.add_all(Study(study_id=st, name=st) for st in studies)
-        s.flush()
-        s.add_all(Donor(donor_id=d, study_id=st, submitter_donor_id=d, gender="Other")
-                  for st, d in donors)
-        s.flush()
-        s.add_all(Specimen(specimen_id="SP" + d, donor_id=d, study_id=st,
-                           submitter_specimen_id="SP" + d, fields={}) for st, d in donors)
-        s.flush()
-        s.add_all(Sample(sample_id="SA" + d, specimen_id="SP" + d, study_id=st,
-                         submitter_sample_id="SA" + d, fields={}) for st, d in donors)
-        s.flush()
+        add_donors(s, studies, [(st, d, "SP" + d, "SA" + d) for st, d in donors])
         for a in range(SCALE_FILES // 4):
             st, donor = donors[a % SCALE_DONORS]
-            file_type, data_type, analysis_type = kinds[(a // 3) % len(kinds)]
+            file_type, data_type, analysis_type = KINDS[(a // 3) % len(KINDS)]
             analysis_id = str(next(ids))
-            s.add(Analysis(analysis_id=analysis_id, study_id=st, type_name=analysis_type,
-                           type_version=1, state="PUBLISHED", payload={}, state_history=[],
-                           created_at=now, updated_at=now, published_at=now))
-            s.flush()
-            s.add(AnalysisSample(analysis_id=analysis_id, sample_id="SA" + donor))
+            files = []
             for k in range(4):
                 access = "open" if (a + k) % 3 == 0 else "controlled"
-                s.add(File(object_id=str(next(ids)), analysis_id=analysis_id, study_id=st,
-                           file_name=f"{donor}.{a}.{k}.{file_type.lower()}",
-                           file_size=rng.randint(10**3, 10**12), file_md5sum="0" * 32,
-                           file_type=file_type, file_access=access, data_type=data_type,
-                           info={}))
+                files.append({"object_id": str(next(ids)),
+                              "file_name": f"{donor}.{a}.{k}.{file_type.lower()}",
+                              "file_size": rng.randint(10**3, 10**12), "file_type": file_type,
+                              "file_access": access, "data_type": data_type})
                 for facet, value in (("study", st), ("data_type", data_type),
                                      ("file_type", file_type), ("access", access),
                                      ("analysis_type", analysis_type), ("donor", donor)):
                     expected[facet][value] += 1
+            add_published_analysis(s, analysis_id, st, "SA" + donor, analysis_type, now, files)
         s.flush()
         assert repository.rebuild(s) == SCALE_FILES
     platform.db.engine.dispose()
@@ -704,9 +673,8 @@ def fill(data_dir: Path) -> dict[str, Counter]:
 def scale(tmp_path_factory):
     server = init_server(tmp_path_factory.mktemp("portal-scale") / "data")
     expected = fill(server.data_dir)
-    server.start()
-    yield server, expected
-    server.stop()
+    with server:
+        yield server, expected
 
 
 def test_scale_1000_files_counts_and_pagination(browser, scale):

@@ -12,45 +12,26 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.api import bearer
 from tests.conftest import CLIENT, init_server, local_store_only
 from tests.faultproxy import FaultProxy
-from tests.publish import MiB, file_md5, random_file
+from tests.publish import MiB, file_md5, random_file, song_payload
 
 PART = 8  # MiB
 
 
-def payload(study: str, files: list[Path], tag: str = "1") -> dict:
-    return {
-        "studyId": study, "analysisType": {"name": "sequencingRead"},
-        "experiment": {"libraryStrategy": "WGS"},
-        "samples": [{"submitterSampleId": f"s{tag}", "sampleType": "Total DNA",
-                     "matchedNormalSubmitterSampleId": None,
-                     "specimen": {"submitterSpecimenId": f"sp{tag}",
-                                  "specimenTissueSource": "Blood derived",
-                                  "tumourNormalDesignation": "Normal", "specimenType": "Normal"},
-                     "donor": {"submitterDonorId": f"d{tag}", "gender": "Female"}}],
-        "files": [{"fileName": f.name, "fileSize": f.stat().st_size, "fileMd5sum": file_md5(f),
-                   "fileType": "BAI" if f.name.endswith(".bai") else "BAM",
-                   "fileAccess": "controlled", "dataType": "Aligned Reads"} for f in files],
-    }
-
-
 @pytest.fixture
 def platform(tmp_path):
-    server = init_server(tmp_path / "data", "--part-size", str(PART))
-    server.start()
-    http = httpx.Client(base_url=server.url,
-                        headers={"Authorization": f"Bearer {server.admin_token}"})
-    assert http.post("/studies/UP/", json={"studyId": "UP", "name": "up"}).status_code == 200
-    server.writer = server.token("PROGRAMDATA-UP.WRITE PROGRAMDATA-UP.READ")
-    server.http = http
-    yield server
-    http.close()
-    server.stop()
+    with init_server(tmp_path / "data", "--part-size", str(PART)) as server, \
+            httpx.Client(base_url=server.url, headers=bearer(server.admin_token)) as http:
+        assert http.post("/studies/UP/", json={"studyId": "UP", "name": "up"}).status_code == 200
+        server.writer = server.token("PROGRAMDATA-UP.WRITE PROGRAMDATA-UP.READ")
+        server.http = http
+        yield server
 
 
 def submit(platform, files: list[Path], tag: str = "1") -> tuple[str, list[dict]]:
-    r = platform.http.post("/submit/UP", json=payload("UP", files, tag))
+    r = platform.http.post("/submit/UP", json=song_payload("UP", files, donor=f"d{tag}"))
     assert r.status_code == 200, r.text
     analysis_id = r.json()["analysisId"]
     files = platform.http.get(f"/studies/UP/analysis/{analysis_id}/files")
@@ -181,7 +162,7 @@ def test_submit_resumes_after_interruption_one_analysis(platform, tmp_path):
     bam = random_file(folder / "s.bam", 40 * MiB, seed=5)
     bai = random_file(folder / "s.bam.bai", 900, seed=6)
     doc = tmp_path / "payload.json"
-    doc.write_text(json.dumps(payload("UP", [bam, bai], tag="7")))
+    doc.write_text(json.dumps(song_payload("UP", [bam, bai], donor="d7")))
     proxy = FaultProxy(platform.port)
     try:
         proxy.faults.rate = 4 * MiB

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from pyscore.manifest import parse_download
-from tests.conftest import CLIENT, need
+from tests.conftest import CLIENT, need, one_line_error
 
 CONTIGS = {"chr1": 120_000, "chr2": 80_000, "chr3": 40_000}
 # The demo data is built so that nothing lies at the very end of a contig: reads start before
@@ -30,15 +30,6 @@ CASES_PER_KIND = 25
 
 
 # -- helpers --------------------------------------------------------------------------------
-def one_line_error(result: subprocess.CompletedProcess) -> str:
-    """The single stderr line of a failed run (asserting there is exactly one, no traceback)."""
-    assert result.returncode != 0, f"expected failure; stderr: {result.stderr}"
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{result.stderr}"
-    return lines[0]
-
-
 def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert result.returncode == 0, f"exit {result.returncode}:\n{result.stderr}"
     assert "Traceback" not in result.stderr, result.stderr

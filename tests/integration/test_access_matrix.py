@@ -6,25 +6,22 @@ one given (if any) is not valid; 403 = a valid token lacking the scope the messa
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from http import HTTPStatus
-from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.api import bearer, mint_tokens, song_error, submit, upload
 from tests.conftest import SERVER, init_server, run
+from tests.publish import md5, song_payload
 
 STUDY = "MTX"
 READ = f"PROGRAMDATA-{STUDY}.READ"
 WRITE = f"PROGRAMDATA-{STUDY}.WRITE"
 ADMIN = "score.ADMIN"
-SONG_ERROR_KEYS = {"errorId", "httpStatusName", "httpStatusCode", "message", "requestUrl",
-                   "debugMessage", "timestamp", "stackTrace"}
 
 CALLERS = ["anonymous", "invalid", "revoked", "expired", "other_reader", "reader", "writer",
            "score_read", "admin"]
@@ -83,60 +80,6 @@ def cells(table: dict, columns: list[str]):
 
 
 # -- helpers --------------------------------------------------------------------------------
-def song_error(response: httpx.Response, status: int, error_id: str | None = None,
-               *mentions: str) -> dict:
-    """Assert a Song-shaped JSON error (all 8 keys, never HTML)."""
-    assert response.status_code == status, f"{response.status_code}: {response.text[:500]}"
-    assert response.headers.get("content-type", "").startswith("application/json")
-    assert not response.text.lstrip().startswith("<"), "error body is HTML"
-    body = response.json()
-    missing = SONG_ERROR_KEYS - set(body)
-    assert not missing, f"SongError keys missing: {sorted(missing)} in {body}"
-    assert body["httpStatusCode"] == status
-    assert body["httpStatusName"] == HTTPStatus(status).name
-    if error_id is not None:
-        assert body["errorId"] == error_id, body
-    for text in mentions:
-        assert text in body["message"], f"{text!r} not in message {body['message']!r}"
-    return body
-
-
-def md5(data: bytes) -> str:
-    return hashlib.md5(data).hexdigest()
-
-
-def payload(files: dict[str, bytes], access: str, donor: str = "D1") -> dict:
-    return {
-        "studyId": STUDY, "analysisType": {"name": "sequencingRead"},
-        "experiment": {"libraryStrategy": "WXS"},
-        "samples": [{
-            "submitterSampleId": f"{donor}-S", "sampleType": "Total DNA",
-            "matchedNormalSubmitterSampleId": None,
-            "specimen": {"submitterSpecimenId": f"{donor}-SP", "specimenTissueSource":
-                         "Blood derived", "tumourNormalDesignation": "Normal",
-                         "specimenType": "Normal"},
-            "donor": {"submitterDonorId": donor, "gender": "Male"}}],
-        "files": [{"fileName": n, "fileSize": len(d), "fileMd5sum": md5(d), "fileType": "BAM",
-                   "fileAccess": access, "dataType": "Aligned Reads"} for n, d in files.items()],
-    }
-
-
-def mint_tokens(data_dir: Path, scopes: dict[str, str]) -> dict[str, str]:
-    """Tokens made in-process with the server's own token function and database: the same
-    rows `score-server token create` writes, without its ~1 s start-up per token."""
-    from pyscore.server import auth
-    from pyscore.server.db import Database
-    from pyscore.server.settings import Settings
-
-    db = Database(Settings.load(data_dir).database_url)
-    try:
-        with db.session() as s:
-            return {user: auth.create_token(s, user, [scope])[1]
-                    for user, scope in scopes.items()}
-    finally:
-        db.engine.dispose()
-
-
 def new_token(data_dir, scopes: str, user: str) -> tuple[str, str]:
     """(token id, secret) from the real CLI."""
     out = run(SERVER, "token", "create", "--data-dir", str(data_dir), "--scopes", scopes,
@@ -153,77 +96,59 @@ class Env:
         self.tokens = tokens
         self.files = files  # FILES label -> object id
         self.http = httpx.Client(base_url=server.url, timeout=30)
-        self.admin = {"Authorization": f"Bearer {server.admin_token}"}
+        self.admin = bearer(server.admin_token)
         self.tmp = tmp
         self.count = 0
 
     def headers(self, who: str) -> dict[str, str]:
-        token = self.tokens[who]
-        return {"Authorization": f"Bearer {token}"} if token else {}
+        return bearer(self.tokens[who])
 
     def submit(self, files: dict[str, bytes], access: str = "controlled") -> tuple[str, dict]:
         self.count += 1
-        r = self.http.post(f"/submit/{STUDY}", headers=self.admin,
-                           json=payload(files, access, f"D{self.count}"))
-        assert r.status_code == 200, r.text
-        analysis_id = r.json()["analysisId"]
-        listed = self.http.get(f"/studies/{STUDY}/analysis/{analysis_id}/files").json()
-        assert isinstance(listed, list), listed
-        return analysis_id, {f["fileName"]: f["objectId"] for f in listed}
+        return submit(self.http, song_payload(STUDY, files, donor=f"D{self.count}",
+                                              access=access), self.admin)
 
     def upload(self, object_id: str, data: bytes) -> None:
-        spec = self.http.post(f"/upload/{object_id}/uploads", headers=self.admin,
-                              params={"fileSize": len(data), "md5": md5(data)}).json()
-        for part in spec["parts"]:
-            chunk = data[part["offset"]: part["offset"] + part["partSize"]]
-            etag = httpx.put(part["url"], content=chunk).headers["ETag"]
-            r = self.http.post(f"/upload/{object_id}/parts", headers=self.admin,
-                               params={"uploadId": spec["uploadId"], "md5": md5(chunk),
-                                       "partNumber": part["partNumber"], "etag": etag})
-            assert r.status_code == 200, r.text
-        r = self.http.post(f"/upload/{object_id}", params={"uploadId": spec["uploadId"]},
-                           headers=self.admin)
-        assert r.status_code == 200, r.text
+        upload(self.http, object_id, data, self.admin)
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("access")
-    server = init_server(root / "data")
-    server.start()
-    tokens: dict[str, str | None] = {"anonymous": None, "invalid": "not-a-real-token",
-                                     "admin": server.admin_token}
-    e = Env(server, tokens, {}, root)
-    try:
-        # The expiring and the revoked token go through the real CLI, the expiring one first;
-        # the others are minted in-process (the CLI costs about a second each).
-        made_at = time.monotonic()
-        with ThreadPoolExecutor(2) as pool:
-            futures = {who: pool.submit(new_token, server.data_dir, SCOPES[who], who)
-                       for who in ("expired", "revoked")}
-            tokens.update(mint_tokens(server.data_dir, {
-                who: scope for who, scope in SCOPES.items() if who not in futures}))
-            made = {who: future.result() for who, future in futures.items()}
-        tokens.update({who: secret for who, (_, secret) in made.items()})
-        run(SERVER, "token", "revoke", "--data-dir", str(server.data_dir), made["revoked"][0],
-            check=True)
-        r = e.http.post(f"/studies/{STUDY}/", headers=e.admin, json={"studyId": STUDY})
-        assert r.status_code == 200, r.text
-        for access in ("open", "controlled"):
-            for published in ("published", "unpublished"):
-                data = os.urandom(2048)
-                aid, ids = e.submit({f"{access}-{published}.bam": data}, access)
-                (object_id,) = ids.values()
-                e.upload(object_id, data)
-                if published == "published":
-                    r = e.http.put(f"/studies/{STUDY}/analysis/publish/{aid}", headers=e.admin)
-                    assert r.status_code == 200, r.text
-                e.files[f"{access}+{published}"] = object_id
-        time.sleep(max(0.0, 2.1 - (time.monotonic() - made_at)))  # --expires-in 1s
-        yield e
-    finally:
-        e.http.close()
-        server.stop()
+    with init_server(root / "data") as server:
+        tokens: dict[str, str | None] = {"anonymous": None, "invalid": "not-a-real-token",
+                                         "admin": server.admin_token}
+        e = Env(server, tokens, {}, root)
+        try:
+            # The expiring and the revoked token go through the real CLI, the expiring one
+            # first; the others are minted in-process (the CLI costs about a second each).
+            made_at = time.monotonic()
+            with ThreadPoolExecutor(2) as pool:
+                futures = {who: pool.submit(new_token, server.data_dir, SCOPES[who], who)
+                           for who in ("expired", "revoked")}
+                tokens.update(mint_tokens(server.data_dir, {
+                    who: scope for who, scope in SCOPES.items() if who not in futures}))
+                made = {who: future.result() for who, future in futures.items()}
+            tokens.update({who: secret for who, (_, secret) in made.items()})
+            run(SERVER, "token", "revoke", "--data-dir", str(server.data_dir),
+                made["revoked"][0], check=True)
+            r = e.http.post(f"/studies/{STUDY}/", headers=e.admin, json={"studyId": STUDY})
+            assert r.status_code == 200, r.text
+            for access in ("open", "controlled"):
+                for published in ("published", "unpublished"):
+                    data = os.urandom(2048)
+                    aid, ids = e.submit({f"{access}-{published}.bam": data}, access)
+                    (object_id,) = ids.values()
+                    e.upload(object_id, data)
+                    if published == "published":
+                        r = e.http.put(f"/studies/{STUDY}/analysis/publish/{aid}",
+                                       headers=e.admin)
+                        assert r.status_code == 200, r.text
+                    e.files[f"{access}+{published}"] = object_id
+            time.sleep(max(0.0, 2.1 - (time.monotonic() - made_at)))  # --expires-in 1s
+            yield e
+        finally:
+            e.http.close()
 
 
 def expect(response: httpx.Response, who: str, status: int, scope: str) -> None:
@@ -253,7 +178,7 @@ def test_download(env, who, file, status):
 # -- writes ---------------------------------------------------------------------------------
 def do_submit(env: Env, who: str) -> httpx.Response:
     files = {f"w-{who}.bam": os.urandom(64)}
-    return env.http.post(f"/submit/{STUDY}", json=payload(files, "controlled"),
+    return env.http.post(f"/submit/{STUDY}", json=song_payload(STUDY, files),
                          headers=env.headers(who))
 
 

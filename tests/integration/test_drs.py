@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import httpx
 import pytest
 
 from pyscore.manifest import parse_download
+from tests.api import bearer
+from tests.publish import md5
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +19,7 @@ def drs(demo_server):
 
 
 def get(server, path: str, token: str | None = None) -> httpx.Response:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.get(f"{server.url}/ga4gh/drs/v1{path}", headers=headers, timeout=30)
+    return httpx.get(f"{server.url}/ga4gh/drs/v1{path}", headers=bearer(token), timeout=30)
 
 
 def test_service_info(drs):
@@ -41,7 +40,7 @@ def test_object_fields_and_access_url_bytes(drs, demo_files):
     access_id = obj["access_methods"][0]["access_id"]
     url = get(server, f"/objects/{row.objectId}/access/{access_id}", reader).json()["url"]
     data = httpx.get(url, timeout=30).content  # the signed URL itself needs no token
-    assert hashlib.md5(data).hexdigest() == row.fileMd5sum
+    assert md5(data) == row.fileMd5sum
     assert data == (demo_files / "DONOR-1-N.vcf.gz").read_bytes()
 
 
@@ -77,7 +76,7 @@ def test_open_object_needs_no_token(drs):
     oid = rows["clinical.tsv"].objectId
     assert get(server, f"/objects/{oid}").status_code == 200
     url = get(server, f"/objects/{oid}/access/https").json()["url"]
-    assert hashlib.md5(httpx.get(url).content).hexdigest() == rows["clinical.tsv"].fileMd5sum
+    assert md5(httpx.get(url).content) == rows["clinical.tsv"].fileMd5sum
 
 
 def test_unknown_object_and_access_id(drs):

@@ -13,30 +13,15 @@ import time
 import httpx
 import pytest
 
+from tests.api import bearer
 from tests.conftest import CLIENT, LOCAL_STORE, SERVER, Server, init_server, run
 from tests.faultproxy import FaultProxy
-from tests.publish import MiB, file_md5, random_file
+from tests.publish import MiB, file_md5, random_file, song_payload
 
 needs_s3 = pytest.mark.skipif(not os.environ.get("PYSCORE_TEST_S3"),
                               reason="needs PYSCORE_TEST_S3 (CI's Ceph RGW pass)")
 needs_shared_db = pytest.mark.skipif(not os.environ.get("PYSCORE_TEST_POSTGRES"),
                                      reason="needs PYSCORE_TEST_POSTGRES (CI's PostgreSQL pass)")
-
-
-def payload(files) -> dict:
-    return {
-        "studyId": "SC", "analysisType": {"name": "sequencingRead"},
-        "experiment": {"libraryStrategy": "WGS"},
-        "samples": [{"submitterSampleId": "s", "sampleType": "Total DNA",
-                     "matchedNormalSubmitterSampleId": None,
-                     "specimen": {"submitterSpecimenId": "sp",
-                                  "specimenTissueSource": "Blood derived",
-                                  "tumourNormalDesignation": "Normal", "specimenType": "Normal"},
-                     "donor": {"submitterDonorId": "d", "gender": "Other"}}],
-        "files": [{"fileName": f.name, "fileSize": f.stat().st_size, "fileMd5sum": file_md5(f),
-                   "fileType": "BAM", "fileAccess": "controlled", "dataType": "x"}
-                  for f in files],
-    }
 
 
 def second_host(server: Server, data_dir) -> Server:
@@ -58,14 +43,13 @@ def test_bytes_go_to_the_object_store_not_the_server(tmp_path):
     server.start()
     proxy = FaultProxy(server.port)  # counts every byte the server sends or receives
     try:
-        http = httpx.Client(base_url=proxy.url,
-                            headers={"Authorization": f"Bearer {server.admin_token}"})
+        http = httpx.Client(base_url=proxy.url, headers=bearer(server.admin_token))
         assert http.post("/studies/SC/", json={"studyId": "SC"}).status_code == 200
         folder = tmp_path / "f"
         folder.mkdir()
         big = random_file(folder / "big.bam", 20 * MiB)
         doc = tmp_path / "payload.json"
-        doc.write_text(json.dumps(payload([big])))
+        doc.write_text(json.dumps(song_payload("SC", [big])))
         env = {**os.environ, "METADATA_URL": proxy.url, "STORAGE_URL": proxy.url,
                "ACCESSTOKEN": server.admin_token}
         r = subprocess.run([CLIENT, "submit", "--study-id", "SC", "--payload", str(doc),
@@ -94,11 +78,11 @@ def test_upload_and_download_across_two_processes(tmp_path):
     a.start()
     b = second_host(a, tmp_path / "b")
     try:
-        admin = {"Authorization": f"Bearer {a.admin_token}"}
+        admin = bearer(a.admin_token)
         assert httpx.post(f"{a.url}/studies/SC/", json={"studyId": "SC"},
                           headers=admin).status_code == 200
         f = random_file(tmp_path / "x.bam", 40 * MiB)
-        analysis_id = httpx.post(f"{b.url}/submit/SC", json=payload([f]),
+        analysis_id = httpx.post(f"{b.url}/submit/SC", json=song_payload("SC", [f]),
                                  headers=admin).json()["analysisId"]
         oid = httpx.get(f"{a.url}/studies/SC/analysis/{analysis_id}/files").json()[0]["objectId"]
         writer = a.token("PROGRAMDATA-SC.WRITE PROGRAMDATA-SC.READ")
@@ -132,7 +116,7 @@ def test_upload_and_download_across_two_processes(tmp_path):
         assert file_md5(out / "x.bam") == file_md5(f)
         # a token revoked through one host is refused by the other at once
         reader = a.token("PROGRAMDATA-SC.READ")
-        auth = {"Authorization": f"Bearer {reader}"}
+        auth = bearer(reader)
         assert httpx.get(f"{b.url}/download/{oid}", headers=auth).status_code == 200
         listed = run(SERVER, "token", "list", "--data-dir", str(a.data_dir), check=True)
         token_id = listed.stdout.strip().splitlines()[-1].split("\t")[0]
@@ -149,7 +133,7 @@ def test_several_workers_serve_one_platform(tmp_path):
     server = init_server(tmp_path / "data")
     server.start("--workers", "2")
     try:
-        admin = {"Authorization": f"Bearer {server.admin_token}"}
+        admin = bearer(server.admin_token)
         with httpx.Client(base_url=server.url, headers=admin) as http:
             for i in range(20):  # new connections spread over the workers
                 r = httpx.post(f"{server.url}/studies/W{i}/", json={"studyId": f"W{i}"},

@@ -4,49 +4,23 @@ the signed byte range of part URLs, tampering and expiry, and clients that hang 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 import struct
 import time
 from dataclasses import dataclass
-from http import HTTPStatus
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 import pytest
 
-from tests.conftest import Server, init_server
+from tests.api import bearer, song_error, submit, upload
+from tests.conftest import Server, init_server, local_store_only
+from tests.publish import MiB, md5, song_payload
 
-pytestmark = pytest.mark.skipif(bool(os.environ.get("PYSCORE_TEST_S3")),
-                                reason="the local store's own signed URLs (S3 presigns its own)")
+pytestmark = local_store_only  # the local store's own signed URLs (S3 presigns its own)
 
-MiB = 1024 * 1024
 STUDY = "SIG"
-SONG_ERROR_KEYS = {"errorId", "httpStatusName", "httpStatusCode", "message", "requestUrl",
-                   "debugMessage", "timestamp", "stackTrace"}
-
-
-def song_error(response: httpx.Response, status: int, error_id: str | None = None,
-               *mentions: str) -> dict:
-    """Assert a Song-shaped JSON error (all 8 keys, never HTML)."""
-    assert response.status_code == status, f"{response.status_code}: {response.text[:500]}"
-    assert response.headers.get("content-type", "").startswith("application/json")
-    assert not response.text.lstrip().startswith("<"), "error body is HTML"
-    body = response.json()
-    missing = SONG_ERROR_KEYS - set(body)
-    assert not missing, f"SongError keys missing: {sorted(missing)} in {body}"
-    assert body["httpStatusCode"] == status
-    assert body["httpStatusName"] == HTTPStatus(status).name
-    if error_id is not None:
-        assert body["errorId"] == error_id, body
-    for text in mentions:
-        assert text in body["message"], f"{text!r} not in message {body['message']!r}"
-    return body
-
-
-def md5(data: bytes) -> str:
-    return hashlib.md5(data).hexdigest()
 
 
 def with_query(url: str, **changes: str) -> str:
@@ -75,7 +49,7 @@ class World:
 
     def spec(self, obj: Obj, **params) -> dict:
         r = httpx.get(f"{self.server.url}/download/{obj.object_id}", params=params,
-                      headers={"Authorization": f"Bearer {self.server.admin_token}"})
+                      headers=bearer(self.server.admin_token))
         assert r.status_code == 200, r.text
         return r.json()
 
@@ -93,52 +67,20 @@ class World:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("signed")
-    server = init_server(root / "data")
-    server.start()
-    admin = {"Authorization": f"Bearer {server.admin_token}"}
-    try:
-        with httpx.Client(base_url=server.url, headers=admin, timeout=60) as http:
+    with init_server(root / "data") as server:
+        with httpx.Client(base_url=server.url, headers=bearer(server.admin_token),
+                          timeout=60) as http:
             assert http.post(f"/studies/{STUDY}/", json={"studyId": STUDY}).status_code == 200
             data = {"small.bam": os.urandom(10_000), "big.bam": os.urandom(12 * MiB)}
             for name, content in data.items():
                 (root / name).write_bytes(content)
-            body = {
-                "studyId": STUDY, "analysisType": {"name": "sequencingRead"},
-                "experiment": {"libraryStrategy": "WGS"},
-                "samples": [{"submitterSampleId": "S1", "sampleType": "Total DNA",
-                             "matchedNormalSubmitterSampleId": None,
-                             "specimen": {"submitterSpecimenId": "SP1",
-                                          "specimenTissueSource": "Blood derived",
-                                          "tumourNormalDesignation": "Normal",
-                                          "specimenType": "Normal"},
-                             "donor": {"submitterDonorId": "D1", "gender": "Other"}}],
-                "files": [{"fileName": n, "fileSize": len(d), "fileMd5sum": md5(d),
-                           "fileType": "BAM", "fileAccess": "controlled", "dataType": "x"}
-                          for n, d in data.items()],
-            }
-            r = http.post(f"/submit/{STUDY}", json=body)
-            assert r.status_code == 200, r.text
-            analysis_id = r.json()["analysisId"]
-            ids = {f["fileName"]: f["objectId"]
-                   for f in http.get(f"/studies/{STUDY}/analysis/{analysis_id}/files").json()}
+            analysis_id, ids = submit(http, song_payload(STUDY, data))
             for name, content in data.items():
-                object_id = ids[name]
-                spec = http.post(f"/upload/{object_id}/uploads",
-                                 params={"fileSize": len(content), "md5": md5(content)}).json()
-                for part in spec["parts"]:
-                    chunk = content[part["offset"]: part["offset"] + part["partSize"]]
-                    etag = httpx.put(part["url"], content=chunk).headers["ETag"]
-                    assert http.post(f"/upload/{object_id}/parts", params={
-                        "uploadId": spec["uploadId"], "partNumber": part["partNumber"],
-                        "md5": md5(chunk), "etag": etag}).status_code == 200
-                assert http.post(f"/upload/{object_id}",
-                                 params={"uploadId": spec["uploadId"]}).status_code == 200
+                upload(http, ids[name], content)
             r = http.put(f"/studies/{STUDY}/analysis/publish/{analysis_id}")
             assert r.status_code == 200, r.text
         yield World(server, Obj(ids["small.bam"], data["small.bam"]),
                     Obj(ids["big.bam"], data["big.bam"]))
-    finally:
-        server.stop()
 
 
 def signing_store(server: Server):

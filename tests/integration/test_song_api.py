@@ -6,61 +6,31 @@ their own analysis, so the tests do not depend on their order.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import sqlite3
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from http import HTTPStatus
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import SERVER, Server, init_server
+from tests import api
+from tests.api import bearer, upload
+from tests.conftest import SERVER, Server, database_write_locked, init_server, sqlite_only
+from tests.publish import md5, song_payload
 
 STUDY = "SONG"
-SONG_ERROR_KEYS = {"errorId", "httpStatusName", "httpStatusCode", "message", "requestUrl",
-                   "debugMessage", "timestamp", "stackTrace"}
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 # -- helpers --------------------------------------------------------------------------------
 def song_error(response: httpx.Response, status: int, error_id: str | None = None,
                *mentions: str) -> dict:
-    """Assert `response` is a Song error: the status, JSON (never HTML), all 8 SongError keys,
-    the errorId, and a message naming each of `mentions`."""
-    assert response.status_code == status, f"{response.status_code}: {response.text[:500]}"
-    assert response.headers.get("content-type", "").startswith("application/json"), \
-        response.headers.get("content-type")
-    assert not response.text.lstrip().startswith("<"), "error body is HTML"
-    body = response.json()
-    assert isinstance(body, dict), body
-    missing = SONG_ERROR_KEYS - set(body)
-    assert not missing, f"SongError keys missing: {sorted(missing)} in {body}"
-    assert body["httpStatusCode"] == status
-    assert body["httpStatusName"] == HTTPStatus(status).name
-    assert isinstance(body["stackTrace"], list)
-    assert body["timestamp"]
-    assert response.url.path in body["requestUrl"]
-    if error_id is not None:
-        assert body["errorId"] == error_id, body
-    for text in mentions:
-        assert text in body["message"], f"{text!r} not in message {body['message']!r}"
-    return body
-
-
-def bearer(token: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"} if token else {}
-
-
-def md5(data: bytes) -> str:
-    return hashlib.md5(data).hexdigest()
+    """Song errors here are checked field by field (tests.api.song_error with every_field)."""
+    return api.song_error(response, status, error_id, *mentions, every_field=True)
 
 
 def make_files(directory: Path, sizes: dict[str, int]) -> dict[str, bytes]:
@@ -74,81 +44,15 @@ def make_files(directory: Path, sizes: dict[str, int]) -> dict[str, bytes]:
     return out
 
 
-FILE_TYPES = {"bam": "BAM", "bai": "BAI", "cram": "CRAM", "crai": "CRAI"}
-
-
-def payload(files: dict[str, bytes], *, study: str = STUDY, access: str = "controlled",
-            donor: str = "D1", **extra) -> dict:
-    """A sequencingRead payload (analysis_base.json + sequencingRead.json) for these files."""
-    return {
-        "studyId": study,
-        "analysisType": {"name": "sequencingRead"},
-        "experiment": {"libraryStrategy": "WGS", "aligned": True},
-        "samples": [{
-            "submitterSampleId": f"{donor}-S", "sampleType": "Total DNA",
-            "matchedNormalSubmitterSampleId": None,
-            "specimen": {"submitterSpecimenId": f"{donor}-SP", "specimenTissueSource":
-                         "Blood derived", "tumourNormalDesignation": "Normal",
-                         "specimenType": "Normal"},
-            "donor": {"submitterDonorId": donor, "gender": "Other"}}],
-        "files": [{"fileName": name, "fileSize": len(data), "fileMd5sum": md5(data),
-                   "fileType": FILE_TYPES[name.rsplit(".", 1)[-1]], "fileAccess": access,
-                   "dataType": "Aligned Reads"} for name, data in files.items()],
-        **extra,
-    }
-
-
-def upload(http: httpx.Client, token: str, object_id: str, data: bytes) -> None:
-    """Upload one object through the storage API, as score-client upload does."""
-    h = bearer(token)
-    r = http.post(f"/upload/{object_id}/uploads",
-                   params={"fileSize": len(data), "md5": md5(data)}, headers=h)
-    assert r.status_code == 200, r.text
-    spec = r.json()
-    for part in spec["parts"]:
-        chunk = data[part["offset"]: part["offset"] + part["partSize"]]
-        put = httpx.put(part["url"], content=chunk)
-        assert put.status_code == 200, put.text
-        etag = put.headers["ETag"].strip('"')
-        assert etag == md5(chunk)
-        r = http.post(f"/upload/{object_id}/parts", headers=h,
-                       params={"uploadId": spec["uploadId"], "partNumber": part["partNumber"],
-                               "md5": md5(chunk), "etag": etag})
-        assert r.status_code == 200, r.text
-    r = http.post(f"/upload/{object_id}", params={"uploadId": spec["uploadId"]}, headers=h)
-    assert r.status_code == 200, r.text
-
-
-@contextmanager
-def database_write_locked(data_dir: Path) -> Iterator[None]:
-    """Another process holds SQLite's write lock for a moment, as `score-server token create`
-    or a second server process may."""
-    con = sqlite3.connect(data_dir / "pyscore.sqlite", isolation_level=None, timeout=5)
-    con.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    finally:
-        con.execute("COMMIT")
-        con.close()
-
-
-SQLITE_ONLY = pytest.mark.skipif(bool(os.environ.get("PYSCORE_TEST_POSTGRES")),
-                                 reason="holds SQLite's write lock")
-
-
 # -- fixtures -------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
-    srv = init_server(tmp_path_factory.mktemp("song-api") / "data")
-    srv.start()
-    try:
+    with init_server(tmp_path_factory.mktemp("song-api") / "data") as srv:
         r = httpx.post(f"{srv.url}/studies/{STUDY}/", headers=bearer(srv.admin_token),
                        json={"studyId": STUDY, "name": "Song API tests",
                              "organization": "pyscore", "description": "integration"})
         assert r.status_code == 200, r.text
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +81,7 @@ class Submitted:
 def submit(http: httpx.Client, token: str, directory: Path, sizes: dict[str, int] | None = None,
            **kw) -> Submitted:
     files = make_files(directory, sizes or {"x.bam": 3000, "x.bam.bai": 200})
-    body = payload(files, **kw)
+    body = song_payload(STUDY, files, **kw)
     r = http.post(f"/submit/{STUDY}", json=body, headers=bearer(token))
     assert r.status_code == 200, r.text
     return Submitted(r.json()["analysisId"], files, body)
@@ -272,7 +176,7 @@ def test_study_id_mismatch_status_is_409_as_in_song(http, admin, tmp_path):
                409, "study.id.mismatch")
     files = make_files(tmp_path, {"m.bam": 100})
     song_error(http.post(f"/submit/{STUDY}", headers=admin,
-                         json=payload(files, study="ELSEWHERE")), 409, "study.id.mismatch")
+                         json=song_payload("ELSEWHERE", files)), 409, "study.id.mismatch")
 
 
 def test_unknown_study_is_404(http):
@@ -430,7 +334,7 @@ def test_duplicate_submission(http, writer, submitted):
 
 
 def _bad(**changes) -> dict:
-    body = payload(BAD_FILES)
+    body = song_payload(STUDY, BAD_FILES)
     for key, value in changes.items():
         if value is None:
             body.pop(key)
@@ -443,7 +347,7 @@ BAD_FILES = {"bad.bam": b"0123456789"}
 
 
 def _file(**changes) -> list[dict]:
-    entry = payload(BAD_FILES)["files"][0]
+    entry = song_payload(STUDY, BAD_FILES)["files"][0]
     entry.update(changes)
     return [{k: v for k, v in entry.items() if v is not None}]
 
@@ -492,13 +396,13 @@ def test_submit_malformed_json_is_422(http, admin):
 
 
 def test_submit_to_unknown_study(http, admin):
-    body = payload(BAD_FILES, study="NOSTUDY")
+    body = song_payload("NOSTUDY", BAD_FILES)
     song_error(http.post("/submit/NOSTUDY", json=body, headers=admin), 404,
                "study.id.does.not.exist", "NOSTUDY")
 
 
 def test_submit_needs_write_scope(http, server):
-    body = payload({"auth.bam": b"abc"})
+    body = song_payload(STUDY, {"auth.bam": b"abc"})
     song_error(http.post(f"/submit/{STUDY}", json=body), 401, "unauthorized.token")
     reader = server.token(f"PROGRAMDATA-{STUDY}.READ")
     song_error(http.post(f"/submit/{STUDY}", json=body, headers=bearer(reader)), 403, None,
@@ -575,12 +479,12 @@ def test_publish_refused_until_every_file_is_in_storage(http, server, writer, tm
     body = song_error(http.put(url, headers=h), 409, "missing.storage.objects", "p.bam",
                       "p.bam.bai", sub.analysis_id)
     assert body["errorId"] == "missing.storage.objects"
-    upload(http, writer, ids["p.bam"], sub.files["p.bam"])
+    upload(http, ids["p.bam"], sub.files["p.bam"], bearer(writer))
     r = http.put(url, headers=h)
     song_error(r, 409, "missing.storage.objects", "p.bam.bai")
     assert ids["p.bam"] not in r.json()["message"]
     assert state(http, sub.analysis_id) == "UNPUBLISHED"
-    upload(http, writer, ids["p.bam.bai"], sub.files["p.bam.bai"])
+    upload(http, ids["p.bam.bai"], sub.files["p.bam.bai"], bearer(writer))
     ok = http.put(url, headers=h)
     assert ok.status_code == 200, ok.text
     assert sub.analysis_id in ok.text and "published" in ok.text
@@ -596,27 +500,31 @@ def test_publish_refused_until_every_file_is_in_storage(http, server, writer, tm
     assert spec.json()["objectMd5"] == md5(sub.files["p.bam"])
 
 
+def change_state(http: httpx.Client, token: str, analysis_id: str,
+                 action: str) -> httpx.Response:
+    """PUT /studies/SONG/analysis/{action}/{analysis_id}: publish, unpublish or suppress."""
+    return http.put(f"/studies/{STUDY}/analysis/{action}/{analysis_id}", headers=bearer(token))
+
+
 def _published(http, server, writer, directory, donor, sizes=None) -> Submitted:
     sub = submit(http, writer, directory, sizes or {"q.bam": 2000}, donor=donor)
     for name, object_id in object_ids(http, sub.analysis_id).items():
-        upload(http, writer, object_id, sub.files[name])
-    r = http.put(f"/studies/{STUDY}/analysis/publish/{sub.analysis_id}",
-                 headers=bearer(writer))
+        upload(http, object_id, sub.files[name], bearer(writer))
+    r = change_state(http, writer, sub.analysis_id, "publish")
     assert r.status_code == 200, r.text
     return sub
 
 
 def test_unpublish_then_republish(http, server, writer, tmp_path):
     sub = _published(http, server, writer, tmp_path, "D3")
-    h = bearer(writer)
-    r = http.put(f"/studies/{STUDY}/analysis/unpublish/{sub.analysis_id}", headers=h)
+    r = change_state(http, writer, sub.analysis_id, "unpublish")
     assert r.status_code == 200, r.text
     assert "unpublished" in r.text
     assert state(http, sub.analysis_id) == "UNPUBLISHED"
     object_id = next(iter(object_ids(http, sub.analysis_id).values()))
     song_error(http.get(f"/download/{object_id}", headers=bearer(server.admin_token)), 409,
                None, "UNPUBLISHED")
-    r = http.put(f"/studies/{STUDY}/analysis/publish/{sub.analysis_id}", headers=h)
+    r = change_state(http, writer, sub.analysis_id, "publish")
     assert r.status_code == 200
     history = http.get(f"/studies/{STUDY}/analysis/{sub.analysis_id}").json()[
         "analysisStateHistory"]
@@ -626,28 +534,27 @@ def test_unpublish_then_republish(http, server, writer, tmp_path):
 
 def test_suppress_is_final(http, server, writer, tmp_path):
     sub = _published(http, server, writer, tmp_path, "D4")
-    h = bearer(writer)
-    r = http.put(f"/studies/{STUDY}/analysis/suppress/{sub.analysis_id}", headers=h)
+    r = change_state(http, writer, sub.analysis_id, "suppress")
     assert r.status_code == 200, r.text
     assert "suppressed" in r.text
     assert state(http, sub.analysis_id) == "SUPPRESSED"
-    song_error(http.put(f"/studies/{STUDY}/analysis/unpublish/{sub.analysis_id}", headers=h),
-               400, "suppressed.state.transition", sub.analysis_id)
-    song_error(http.put(f"/studies/{STUDY}/analysis/publish/{sub.analysis_id}", headers=h),
-               400, "suppressed.state.transition", sub.analysis_id)
+    song_error(change_state(http, writer, sub.analysis_id, "unpublish"), 400,
+               "suppressed.state.transition", sub.analysis_id)
+    song_error(change_state(http, writer, sub.analysis_id, "publish"), 400,
+               "suppressed.state.transition", sub.analysis_id)
     assert state(http, sub.analysis_id) == "SUPPRESSED"
     suppressed = http.get(f"/studies/{STUDY}/analysis",
                           params={"analysisStates": "SUPPRESSED"}).json()
     assert [a["analysisId"] for a in suppressed] == [sub.analysis_id]
 
 
-@SQLITE_ONLY
+@sqlite_only
 def test_publish_is_committed_before_it_is_acknowledged(http, server, writer, tmp_path):
     """A 200 means the change is visible: while another process holds the database's write
     lock, the answer waits for the commit instead of going out first."""
     sub = submit(http, writer, tmp_path, {"race.bam": 1000}, donor="D8")
     for name, object_id in object_ids(http, sub.analysis_id).items():
-        upload(http, writer, object_id, sub.files[name])
+        upload(http, object_id, sub.files[name], bearer(writer))
     url = f"{server.url}/studies/{STUDY}/analysis/publish/{sub.analysis_id}"
     seen = None
     with ThreadPoolExecutor(1) as pool:

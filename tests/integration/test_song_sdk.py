@@ -4,7 +4,6 @@ submit, list files, write the upload manifest, upload (storage API), publish."""
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import sys
 from pathlib import Path
@@ -12,7 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.api import bearer, upload
 from tests.conftest import init_server
+from tests.publish import md5, song_payload
 
 pytest.importorskip("overture_song", reason="pip install overture-song==5.0.0")
 
@@ -50,18 +51,10 @@ from overture_song.model import ApiConfig, FileUpdateRequest, SongError  # noqa:
 STUDY = "SDKSTUDY"
 
 
-def md5(data: bytes) -> str:
-    return hashlib.md5(data).hexdigest()
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
-    srv = init_server(tmp_path_factory.mktemp("sdk") / "data")
-    srv.start()
-    try:
+    with init_server(tmp_path_factory.mktemp("sdk") / "data") as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(scope="module")
@@ -69,47 +62,15 @@ def api(server) -> Api:
     return Api(ApiConfig(server.url, STUDY, server.admin_token))
 
 
-def payload(files: dict[str, bytes]) -> dict:
-    types = {"bam": "BAM", "bai": "BAI"}
-    return {
-        "studyId": STUDY, "analysisType": {"name": "sequencingRead"},
-        "experiment": {"libraryStrategy": "WGS", "aligned": True, "pairedEnd": True},
-        "samples": [{"submitterSampleId": "SDK-S1", "sampleType": "Total DNA",
-                     "matchedNormalSubmitterSampleId": None,
-                     "specimen": {"submitterSpecimenId": "SDK-SP1",
-                                  "specimenTissueSource": "Blood derived",
-                                  "tumourNormalDesignation": "Normal", "specimenType": "Normal"},
-                     "donor": {"submitterDonorId": "SDK-D1", "gender": "Female"}}],
-        "files": [{"fileName": n, "fileSize": len(d), "fileMd5sum": md5(d),
-                   "fileType": types[n.rsplit(".", 1)[-1]], "fileAccess": "controlled",
-                   "dataType": "Aligned Reads"} for n, d in files.items()],
-        "info": {"pipeline": "sdk-test"},
-    }
-
-
 def upload_from_manifest(server, manifest: Path) -> None:
     """Upload every file the SDK's manifest lists, through the storage API."""
-    headers = {"Authorization": f"Bearer {server.admin_token}"}
     lines = manifest.read_text().split("\n")[1:]  # first line: '<analysisId>\t\t'
-    with httpx.Client(base_url=server.url, headers=headers, timeout=60) as http:
+    with httpx.Client(base_url=server.url, timeout=60) as http:
         for line in lines:
             object_id, path, checksum = line.split("\t")
             data = Path(path).read_bytes()
             assert md5(data) == checksum
-            spec = http.post(f"/upload/{object_id}/uploads",
-                             params={"fileSize": len(data), "md5": checksum})
-            assert spec.status_code == 200, spec.text
-            upload_id = spec.json()["uploadId"]
-            for part in spec.json()["parts"]:
-                chunk = data[part["offset"]: part["offset"] + part["partSize"]]
-                put = httpx.put(part["url"], content=chunk)
-                assert put.status_code == 200, put.text
-                r = http.post(f"/upload/{object_id}/parts", params={
-                    "uploadId": upload_id, "partNumber": part["partNumber"], "md5": md5(chunk),
-                    "etag": put.headers["ETag"]})
-                assert r.status_code == 200, r.text
-            assert http.post(f"/upload/{object_id}",
-                             params={"uploadId": upload_id}).status_code == 200
+            upload(http, object_id, data, bearer(server.admin_token))
 
 
 def test_study_client_has_is_false_for_a_missing_study(api):
@@ -132,7 +93,9 @@ def test_sdk_flow_create_submit_manifest_upload_publish(server, api, tmp_path):
     files = {"x.bam": os.urandom(50_000), "x.bam.bai": os.urandom(700)}
     for name, data in files.items():
         (source / name).write_bytes(data)
-    submitted = api.submit(payload(files))
+    submitted = api.submit(song_payload(
+        STUDY, files, donor="SDK-D1", info={"pipeline": "sdk-test"},
+        experiment={"libraryStrategy": "WGS", "aligned": True, "pairedEnd": True}))
     analysis_id = submitted.analysisId
     assert analysis_id and submitted.status == "OK"
     assert api.get_analysis(analysis_id).analysisState == "UNPUBLISHED"
@@ -166,7 +129,7 @@ def test_sdk_flow_create_submit_manifest_upload_publish(server, api, tmp_path):
     # a reader downloads what was published
     reader = server.token(f"PROGRAMDATA-{STUDY}.READ")
     spec = httpx.get(f"{server.url}/download/{by_name['x.bam'].objectId}",
-                     headers={"Authorization": f"Bearer {reader}"}).json()
+                     headers=bearer(reader)).json()
     got = b"".join(httpx.get(p["url"], headers={
         "Range": f"bytes={p['offset']}-{p['offset'] + p['partSize'] - 1}"}).content
         for p in sorted(spec["parts"], key=lambda p: p["offset"]))

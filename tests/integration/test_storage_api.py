@@ -4,92 +4,28 @@ multipart uploads and listing, against a real score-server with 5 MiB parts.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import sqlite3
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
-from http import HTTPStatus
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import Server, init_server
+from tests.api import bearer, mint_tokens, song_error, submit, upload
+from tests.conftest import (
+    Server,
+    database_write_locked,
+    init_server,
+    local_store_only,
+    sqlite_only,
+)
+from tests.publish import MiB, md5, song_payload
 
-MiB = 1024 * 1024
 PART = 5 * MiB  # the platform is initialised with --part-size 5
 BIG = 2 * PART + MiB + 1234  # three parts: 5 MiB, 5 MiB, 1 MiB + 1234
 STUDY, OTHER = "STORE", "LST2"
-SONG_ERROR_KEYS = {"errorId", "httpStatusName", "httpStatusCode", "message", "requestUrl",
-                   "debugMessage", "timestamp", "stackTrace"}
-
-
-# -- helpers --------------------------------------------------------------------------------
-def song_error(response: httpx.Response, status: int, error_id: str | None = None,
-               *mentions: str) -> dict:
-    """Assert a Song-shaped JSON error (all 8 keys, never HTML) with this status and errorId,
-    whose message names each of `mentions`."""
-    assert response.status_code == status, f"{response.status_code}: {response.text[:500]}"
-    assert response.headers.get("content-type", "").startswith("application/json")
-    assert not response.text.lstrip().startswith("<"), "error body is HTML"
-    body = response.json()
-    missing = SONG_ERROR_KEYS - set(body)
-    assert not missing, f"SongError keys missing: {sorted(missing)} in {body}"
-    assert body["httpStatusCode"] == status
-    assert body["httpStatusName"] == HTTPStatus(status).name
-    if error_id is not None:
-        assert body["errorId"] == error_id, body
-    for text in mentions:
-        assert text in body["message"], f"{text!r} not in message {body['message']!r}"
-    return body
-
-
-def mint_tokens(data_dir: Path, scopes: dict[str, str]) -> dict[str, str]:
-    """Tokens made in-process with the server's own token function and database: the same
-    rows `score-server token create` writes, without its ~1 s start-up per token."""
-    from pyscore.server import auth
-    from pyscore.server.db import Database
-    from pyscore.server.settings import Settings
-
-    db = Database(Settings.load(data_dir).database_url)
-    try:
-        with db.session() as s:
-            return {user: auth.create_token(s, user, [scope])[1]
-                    for user, scope in scopes.items()}
-    finally:
-        db.engine.dispose()
-
-
-def bearer(token: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"} if token else {}
-
-
-def md5(data: bytes) -> str:
-    return hashlib.md5(data).hexdigest()
-
-
-@contextmanager
-def database_write_locked(data_dir: Path) -> Iterator[None]:
-    """Another process holds SQLite's write lock for a moment, (a CLI call, another worker)."""
-    con = sqlite3.connect(data_dir / "pyscore.sqlite", isolation_level=None, timeout=5)
-    con.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    finally:
-        con.execute("COMMIT")
-        con.close()
-
-
-SQLITE_ONLY = pytest.mark.skipif(bool(os.environ.get("PYSCORE_TEST_POSTGRES")),
-                                 reason="holds SQLite's write lock")
-
-
-LOCAL_STORE = pytest.mark.skipif(bool(os.environ.get("PYSCORE_TEST_S3")),
-                                 reason="the local store's own part URLs and errors")
 
 
 def fetch(part: dict) -> httpx.Response:
@@ -97,26 +33,6 @@ def fetch(part: dict) -> httpx.Response:
     URLs cover the whole object; the local store's are signed for the part's range)."""
     end = part["offset"] + part["partSize"] - 1
     return httpx.get(part["url"], headers={"Range": f"bytes={part['offset']}-{end}"})
-
-
-FILE_TYPES = {"bam": "BAM", "bai": "BAI"}
-
-
-def payload(study: str, files: dict[str, bytes], access: str, donor: str) -> dict:
-    return {
-        "studyId": study, "analysisType": {"name": "sequencingRead"},
-        "experiment": {"libraryStrategy": "WGS"},
-        "samples": [{
-            "submitterSampleId": f"{donor}-S", "sampleType": "Total DNA",
-            "matchedNormalSubmitterSampleId": None,
-            "specimen": {"submitterSpecimenId": f"{donor}-SP", "specimenTissueSource":
-                         "Blood derived", "tumourNormalDesignation": "Normal",
-                         "specimenType": "Normal"},
-            "donor": {"submitterDonorId": donor, "gender": "Female"}}],
-        "files": [{"fileName": n, "fileSize": len(d), "fileMd5sum": md5(d),
-                   "fileType": FILE_TYPES[n.rsplit(".", 1)[-1]], "fileAccess": access,
-                   "dataType": "Aligned Reads"} for n, d in files.items()],
-    }
 
 
 @dataclass
@@ -145,12 +61,9 @@ class Platform:
         for name, size in sizes.items():
             data[name] = os.urandom(size)
             (folder / name).write_bytes(data[name])
-        r = self.http.post(f"/submit/{study}", headers=self.admin,
-                           json=payload(study, data, access, f"D{self.count}"))
-        assert r.status_code == 200, r.text
-        analysis_id = r.json()["analysisId"]
-        files = self.http.get(f"/studies/{study}/analysis/{analysis_id}/files").json()
-        return Analysis(analysis_id, data, {f["fileName"]: f["objectId"] for f in files})
+        analysis_id, ids = submit(self.http, song_payload(study, data, donor=f"D{self.count}",
+                                                          access=access), self.admin)
+        return Analysis(analysis_id, data, ids)
 
     def initiate(self, object_id: str, size: int, checksum: str | None = None,
                  **extra) -> httpx.Response:
@@ -179,12 +92,7 @@ class Platform:
                               headers=self.admin)
 
     def upload(self, object_id: str, data: bytes) -> None:
-        r = self.initiate(object_id, len(data), md5(data))
-        assert r.status_code == 200, r.text
-        spec = r.json()
-        for part in spec["parts"]:
-            assert self.send_part(object_id, spec["uploadId"], part, data).status_code == 200
-        assert self.complete(object_id, spec["uploadId"]).status_code == 200
+        upload(self.http, object_id, data, self.admin)
 
     def upload_all(self, study: str, analysis: Analysis, publish: bool) -> None:
         for name, object_id in analysis.ids.items():
@@ -212,28 +120,26 @@ class World:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("storage-api")
-    server = init_server(root / "data", "--part-size", "5")
-    server.start()
-    p = Platform(server, root / "files")
-    try:
-        tokens = mint_tokens(server.data_dir, {"store_reader": f"PROGRAMDATA-{STUDY}.READ",
-                                               "other_reader": f"PROGRAMDATA-{OTHER}.READ",
-                                               "score_reader": "score.READ"})
-        for study in (STUDY, OTHER):
-            r = p.http.post(f"/studies/{study}/", headers=p.admin, json={"studyId": study})
-            assert r.status_code == 200, r.text
-        published = p.submit(STUDY, {"big.bam": BIG, "big.bam.bai": 999})
-        p.upload_all(STUDY, published, publish=True)
-        opened = p.submit(STUDY, {"open.bam": 4321}, access="open")
-        p.upload_all(STUDY, opened, publish=True)
-        other = p.submit(OTHER, {"q.bam": 777})
-        p.upload_all(OTHER, other, publish=True)
-        unpublished = p.submit(STUDY, {"unpub.bam": 5555})
-        p.upload_all(STUDY, unpublished, publish=False)
-        yield World(p, published, opened, other, unpublished, tokens)
-    finally:
-        p.http.close()
-        server.stop()
+    with init_server(root / "data", "--part-size", "5") as server:
+        p = Platform(server, root / "files")
+        try:
+            tokens = mint_tokens(server.data_dir, {"store_reader": f"PROGRAMDATA-{STUDY}.READ",
+                                                   "other_reader": f"PROGRAMDATA-{OTHER}.READ",
+                                                   "score_reader": "score.READ"})
+            for study in (STUDY, OTHER):
+                r = p.http.post(f"/studies/{study}/", headers=p.admin, json={"studyId": study})
+                assert r.status_code == 200, r.text
+            published = p.submit(STUDY, {"big.bam": BIG, "big.bam.bai": 999})
+            p.upload_all(STUDY, published, publish=True)
+            opened = p.submit(STUDY, {"open.bam": 4321}, access="open")
+            p.upload_all(STUDY, opened, publish=True)
+            other = p.submit(OTHER, {"q.bam": 777})
+            p.upload_all(OTHER, other, publish=True)
+            unpublished = p.submit(STUDY, {"unpub.bam": 5555})
+            p.upload_all(STUDY, unpublished, publish=False)
+            yield World(p, published, opened, other, unpublished, tokens)
+        finally:
+            p.http.close()
 
 
 # -- ping -----------------------------------------------------------------------------------
@@ -477,7 +383,7 @@ def test_part_finalize_checks_the_md5(world):
     song_error(p.complete(object_id, upload_id), 409, "upload.incomplete", "2")
 
 
-@SQLITE_ONLY
+@sqlite_only
 def test_finalized_part_is_recorded_once_acknowledged(world):
     """A 200 for a part means it is recorded, even while another process holds the
     database's write lock (the answer waits for the commit)."""
@@ -504,7 +410,7 @@ def test_finalized_part_is_recorded_once_acknowledged(world):
     assert p.complete(object_id, spec["uploadId"]).status_code == 200
 
 
-@LOCAL_STORE
+@local_store_only
 def test_part_body_of_the_wrong_length_is_refused(world):
     p = world.p
     a = p.submit(STUDY, {"short.bam": 2000})
