@@ -90,12 +90,12 @@ ROWS_JS = """rows => rows.map(r => ({
   id: r.dataset.objectId,
   name: r.cells[0].innerText.trim(),
   href: r.cells[0].querySelector('a').getAttribute('href'),
-  donors: r.cells[3].innerText.trim(),
-  fileType: r.cells[6].innerText.trim(),
-  bytes: Number(r.cells[7].dataset.bytes),
-  access: r.cells[8].querySelector('.badge').innerText.trim(),
-  may: r.cells[8].querySelector('.ok') !== null,
-  analysis: r.cells[9].innerText.trim(),
+  donors: r.cells[5].innerText.trim(),
+  fileType: r.cells[1].innerText.trim(),
+  bytes: Number(r.cells[2].dataset.bytes),
+  access: r.cells[3].querySelector('.badge').innerText.trim(),
+  may: r.cells[3].querySelector('.ok') !== null,
+  analysis: r.cells[8].innerText.trim(),
 }))"""
 FACETS_JS = """sets => Object.fromEntries(sets.map(f => [f.dataset.facet, Object.fromEntries(
   [...f.querySelectorAll('.choice')].map(c => [c.querySelector('label').innerText.trim(),

@@ -32,10 +32,10 @@ static = StaticFiles(directory=HERE / "static")
 
 FACET_LABELS = [("study", "Study"), ("data_type", "Data type"), ("file_type", "File type"),
                 ("access", "Access"), ("analysis_type", "Analysis type"), ("donor", "Donor")]
-COLUMNS = [("file_name", "File name"), ("object_id", "Object id"), ("study", "Study"),
-           ("donor", "Donor"), ("sample", "Sample"), ("data_type", "Data type"),
-           ("file_type", "File type"), ("size", "Size"), ("access", "Access"),
-           ("analysis_type", "Analysis")]
+# What a researcher scans first comes first; the long ids last (the table scrolls sideways).
+COLUMNS = [("file_name", "File name"), ("file_type", "File type"), ("size", "Size"),
+           ("access", "Access"), ("study", "Study"), ("donor", "Donor"), ("sample", "Sample"),
+           ("data_type", "Data type"), ("analysis_type", "Analysis"), ("object_id", "Object id")]
 SORTABLE = {"file_name", "object_id", "study", "data_type", "file_type", "size", "access",
             "analysis_type"}
 TABLE_FIELDS = ("file_name", "object_id", "study_id", "donors", "samples", "data_type",
