@@ -21,6 +21,7 @@ DEFAULTS: dict[str, str] = {
     "client.connectTimeoutSeconds": "30",
     "client.readTimeoutSeconds": "60",
     "metadata.ssl.enabled": "true",
+    "view.htsget": "true",  # slice through the server's htsget tickets when it has them
 }
 ENV_ALIASES = {"accessToken": ("ACCESSTOKEN", "ACCESS_TOKEN", "SCORE_ACCESS_TOKEN")}
 INT_KEYS = ("transport.parallel", "storage.retryNumber", "client.connectTimeoutSeconds",

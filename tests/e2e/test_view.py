@@ -191,6 +191,16 @@ def test_regions_equal_peer_tool(view, demo_files, kind, regions):
                    for cells in (line.split("\t") for line in got[-150:]))
 
 
+@pytest.mark.parametrize(("kind", "regions"), [
+    ("bam", ["chr1:10000-12000", "chr3:39000-40000"]), ("bam", ["*"]), ("bam", []),
+    ("cram", ["chr2:100-5000"]), ("vcf", ["chr3:1-5000", "chr1"]), ("vcf", [])])
+def test_without_htsget_the_original_way_gives_the_same(view, demo_files, kind, regions):
+    """view.htsget=false: htslib reads the signed URL itself, as against an original Score."""
+    result = ok(view(kind, *query(regions), env={"VIEW_HTSGET": "false"}))
+    comment = "#" if kind == "vcf" else "@"
+    assert body(result.stdout, comment) == expected_records(kind, demo_files, regions)
+
+
 def test_random_cases_cover_data(demo_files, tools):
     """The random batches are not all trivially empty (a guard on the generator)."""
     non_empty = sum(1 for _, regions in cases("bam")

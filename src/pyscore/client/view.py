@@ -427,6 +427,20 @@ def run_local(job: Job, data: Path, index: Path | None) -> int:
     return 0
 
 
+def _direct_source(api, entity, job: Job, folder: Path) -> Source:
+    """The original's way: htslib on a signed whole-object URL, the index fetched first."""
+    data_url = api.download_spec(entity.id, external=True).parts[0].url or ""
+    index = api.index_entity(entity)
+    if index is None:
+        if job.regions and not job.header_only:
+            raise ScoreError(f"{entity.fileName}: no index file (.bai/.crai/.tbi/.csi) is "
+                             "registered beside it, so regions cannot be sliced")
+        return Source(data_url, None, entity.fileName)
+    index_path = folder / f"index-{index.fileName}"
+    _fetch_to(api.download_spec(index.id, external=True).parts[0].url or "", index_path)
+    return Source(data_url, str(index_path), entity.fileName)
+
+
 def _speaks_htsget(api) -> bool:
     """A pyscore server (or any htsget server at the storage URL) answers service-info."""
     try:
@@ -465,43 +479,22 @@ def run_remote(job: Job, settings, object_ids: list[str], verify: bool = True,
         for object_id in object_ids:
             entity = api.entity(object_id)
             try:
-                kind_of(entity.fileName)
+                kind = kind_of(entity.fileName)
             except UsageError:
                 if from_manifest:
                     continue  # the original skips non-alignment rows of a manifest
                 raise
-            kind = kind_of(entity.fileName)
             fmt = Tickets.format_of(entity.fileName)
             if fmt and htsget is None:
-                htsget = _speaks_htsget(api)
-            if fmt and htsget:
-                with private_workdir() as tmp, run_in(tmp):
-                    tickets = Tickets(api, object_id, kind, fmt, Path(tmp))
-                    try:
-                        written = slice_one(job, Source(str(tickets.header()), None,
-                                                        entity.fileName, tickets))
-                    except ScoreError:
-                        if not from_manifest:
-                            raise
-                        failures += 1
-                        continue
-                if written is not None:
-                    print(f"Wrote {written}", file=sys.stderr)
-                continue
-            index = api.index_entity(entity)
-            data_url = api.download_spec(object_id, external=True).parts[0].url or ""
+                htsget = settings.get("view.htsget") != "false" and _speaks_htsget(api)
             with private_workdir() as tmp, run_in(tmp):
-                index_path = None
-                if index is not None:
-                    index_path = Path(tmp) / f"index-{index.fileName}"
-                    index_url = api.download_spec(index.id, external=True).parts[0].url or ""
-                    _fetch_to(index_url, index_path)
-                elif job.regions and not job.header_only:
-                    raise ScoreError(f"{entity.fileName}: no index file (.bai/.crai/.tbi/.csi) "
-                                     "is registered beside it, so regions cannot be sliced")
                 try:
-                    written = slice_one(job, Source(data_url, str(index_path) if index_path
-                                                    else None, entity.fileName))
+                    if fmt and htsget:
+                        tickets = Tickets(api, object_id, kind, fmt, Path(tmp))
+                        source = Source(str(tickets.header()), None, entity.fileName, tickets)
+                    else:
+                        source = _direct_source(api, entity, job, Path(tmp))
+                    written = slice_one(job, source)
                 except ScoreError:
                     if not from_manifest:
                         raise
