@@ -300,12 +300,6 @@ class FileDownload:
             raise IntegrityError(f"{self.target.file_name}: MD5 {digest} differs from the "
                                  f"expected {expected}")
 
-    def discard(self) -> None:
-        """Forget everything fetched (after an integrity failure)."""
-        self.close()
-        self.part_path.unlink(missing_ok=True)
-        self.journal.remove()
-
     def close(self) -> None:
         with self.io:
             if self.fd >= 0:

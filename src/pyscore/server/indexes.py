@@ -142,11 +142,6 @@ class BinnedIndex:
                 for _, cend in chunks]
         return max(ends, default=0)
 
-    def first_offset(self) -> int | None:
-        starts = [cbeg for ref in self.refs for chunks in ref.bins.values()
-                  for cbeg, _ in chunks]
-        return min(starts, default=None)
-
 
 PSEUDO_BIN_BAI = 37450
 
