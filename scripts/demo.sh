@@ -25,7 +25,7 @@ echo "== download (parallel, resumable, MD5-verified)"
 score-client download --manifest "$MANIFEST" --output-dir "$WORK/download"
 ls -l "$WORK/download"
 BAM_ID=$(awk -F'\t' '$5=="DONOR-1-N.bam"{print $3}' "$MANIFEST")
-echo "== region slice chr1:10000-12000 of DONOR-1-N.bam, read remotely through its index"
+echo "== region slice chr1:10000-12000 of DONOR-1-N.bam: only the byte ranges that hold it move"
 score-client view --object-id "$BAM_ID" --query chr1:10000-12000 > "$WORK/slice.sam"
 grep -v '^@' "$WORK/slice.sam" | cut -f1-6 | head -n 5
 echo "   ($(grep -vc '^@' "$WORK/slice.sam") alignments in $WORK/slice.sam)"
