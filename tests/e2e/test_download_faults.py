@@ -196,3 +196,30 @@ def test_disk_full_states_the_space_needed(platform, proxy, tmp_path):
         assert not (small / "big.bam").exists()
     finally:
         subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+def test_many_small_files_move_at_once_not_one_after_another(tmp_path_factory, tmp_path):
+    """16 files, each data request held 0.5 s by the proxy: one after another would take
+    8 s; the shared worker pool fetches them side by side."""
+    root = tmp_path_factory.mktemp("many")
+    server = init_server(root / "data")
+    files = [random_file(root / f"s{i:02d}.bam", 20_000 + i, seed=i) for i in range(16)]
+    ids = publish(server.data_dir, files, study="MANY", access="open")
+    with server:
+        proxy = FaultProxy(server.port)
+        try:
+            proxy.faults.delay_request, proxy.faults.delays = 0.5, 1000
+            env = {**os.environ, **server.client_env(), "METADATA_URL": proxy.url,
+                   "STORAGE_URL": proxy.url, "TRANSPORT_PARALLEL": "8"}
+            started = time.monotonic()
+            result = subprocess.run([CLIENT, "download", "--object-id", *ids, "--output-dir",
+                                     str(tmp_path), "--index", "false"], env=env,
+                                    capture_output=True, text=True, timeout=120)
+            seconds = time.monotonic() - started
+        finally:
+            proxy.close()
+    assert result.returncode == 0, result.stderr
+    for f in files:
+        assert file_md5(tmp_path / f.name) == file_md5(f)
+    assert proxy.stats.data_requests >= 16
+    assert seconds < 5, f"{seconds:.1f} s: the files went one after another"

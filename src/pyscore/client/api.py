@@ -6,6 +6,7 @@ Object bytes never go through here: transfer.py fetches them from the signed par
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -76,6 +77,8 @@ class Api:
                                  limits=httpx.Limits(max_connections=32,
                                                      max_keepalive_connections=16))
         self.attempts = settings.int("storage.retryNumber")
+        self._siblings: dict[str, dict[str, Entity]] = {}
+        self._lock = threading.Lock()
 
     def close(self) -> None:
         self.http.close()
@@ -119,8 +122,14 @@ class Api:
             page += 1
 
     def index_entity(self, data: Entity) -> Entity | None:
-        """The index file beside a data file: same analysis, named <file>.bai/.crai/.tbi/..."""
-        siblings = {e.fileName.lower(): e for e in self.entities(gnosId=data.gnosId)}
+        """The index file beside a data file: same analysis, named <file>.bai/.crai/.tbi/...
+        (An analysis's files are listed once per run, however many of them are asked for.)"""
+        with self._lock:
+            siblings = self._siblings.get(data.gnosId)
+        if siblings is None:
+            siblings = {e.fileName.lower(): e for e in self.entities(gnosId=data.gnosId)}
+            with self._lock:
+                self._siblings[data.gnosId] = siblings
         name = data.fileName.lower()
         stem = name.rsplit(".", 1)[0]
         for ext in INDEX_EXTENSIONS:

@@ -36,6 +36,7 @@ from pyscore.models import ObjectSpecification
 STATE_DIR = ".score-client"
 SYNC_SECONDS = 0.5
 MIN_PIECE = 8 * 1024 * 1024
+SMALL_FILE = MIN_PIECE  # one request: nothing worth resuming inside it
 RENEW_MARGIN = 60.0
 HASH_WINDOW = 16 * 1024 * 1024
 
@@ -103,6 +104,9 @@ class FileDownload:
         self.journal = Journal(self.state_dir / f"{self.target.object_id}.journal", {
             "objectId": self.target.object_id, "size": self.target.size,
             "md5": self.target.spec.objectMd5, "offset": self.target.offset, "v": 1})
+        # A small file is fetched again rather than resumed: no journal, no periodic syncs
+        # (with thousands of small files those fsyncs, not the network, set the pace).
+        self.journaled = self.target.size > SMALL_FILE
 
     @property
     def size(self) -> int:
@@ -121,14 +125,15 @@ class FileDownload:
             self.lock_fd = -1
             raise UsageError(f"{self.target.file_name}: another score-client is downloading "
                              f"object {self.target.object_id} into this directory") from None
-        done = self.journal.load() if self.part_path.exists() else Ranges()
+        done = self.journal.load() if self.journaled and self.part_path.exists() else Ranges()
         self.fd = os.open(self.part_path, os.O_RDWR | os.O_CREAT, 0o644)
         if os.fstat(self.fd).st_size != self.size:
             done = Ranges() if os.fstat(self.fd).st_size > self.size else done
             self._preallocate(done)
         self.done = Ranges(done.spans())
         self.written = Ranges(done.spans())
-        self.journal.open(self.done)
+        if self.journaled:
+            self.journal.open(self.done)
 
     def _preallocate(self, done: Ranges) -> None:
         try:
@@ -210,7 +215,7 @@ class FileDownload:
             with self.cond:
                 spans = self.unsynced
                 self.unsynced = []
-            if not spans or self.fd < 0:
+            if not spans or self.fd < 0 or not self.journaled:
                 return
             os.fdatasync(self.fd)
             merged = Ranges(spans)
