@@ -2,11 +2,10 @@
 # Set up everything the tests need on a fresh Debian machine, then run lint and the tests:
 #   1. the whole suite on the embedded default (SQLite + local object store);
 #   2. the integration suite on PostgreSQL + local store;
-#   3. the integration suite on PostgreSQL + Ceph RGW (S3), when ../shared/tools/ceph-s3 exists.
+#   3. the integration suite on PostgreSQL + a real S3 server (scripts/s3.sh: Ceph RGW, else SeaweedFS).
 # PYSCORE_BACKENDS=sqlite (or "sqlite postgres") runs fewer passes. Extra args go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=$PWD
 BACKENDS=${PYSCORE_BACKENDS:-sqlite postgres s3}
 
 missing=()
@@ -26,7 +25,7 @@ WORK=$(mktemp -d /tmp/pyscore-test.XXXXXX)
 chmod 755 "$WORK"  # PostgreSQL runs as its own user and must reach its data dir
 cleanup() {
   bash scripts/postgres.sh stop "$WORK/pg" || true
-  [ -x ../shared/tools/ceph-s3 ] && ../shared/tools/ceph-s3 stop "$WORK/rgw" >/dev/null 2>&1 || true
+  bash scripts/s3.sh stop "$WORK/s3" || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -47,14 +46,10 @@ if [[ " $BACKENDS " == *" postgres "* ]]; then
   .venv/bin/python -m pytest -q "${BACKEND_SUITE[@]}" "$@"
 fi
 if [[ " $BACKENDS " == *" s3 "* ]]; then
-  if [ -x "$ROOT/../shared/tools/ceph-s3" ]; then
-    S3_ENV=$("$ROOT/../shared/tools/ceph-s3" start "$WORK/rgw" 7481)
-    eval "$S3_ENV"
-    [ -n "${S3_ENDPOINT:-}" ] || { echo "Ceph RGW did not start" >&2; exit 1; }
-    export PYSCORE_TEST_S3="$S3_ENDPOINT,$S3_ACCESS_KEY,$S3_SECRET_KEY"
-    echo "== tests: PostgreSQL + Ceph RGW (S3)"
-    .venv/bin/python -m pytest -q "${BACKEND_SUITE[@]}" "$@"
-  else
-    echo "== skipping the S3 pass: ../shared/tools/ceph-s3 is not here"
-  fi
+  S3_ENV=$(bash scripts/s3.sh start "$WORK/s3" 7481)  # a failure stops the run here
+  eval "$S3_ENV"
+  [ -n "${S3_ENDPOINT:-}" ] || { echo "no S3 server started" >&2; exit 1; }
+  export PYSCORE_TEST_S3="$S3_ENDPOINT,$S3_ACCESS_KEY,$S3_SECRET_KEY"
+  echo "== tests: PostgreSQL + S3"
+  .venv/bin/python -m pytest -q "${BACKEND_SUITE[@]}" "$@"
 fi
