@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from pyscore import __version__
+from pyscore.client import tls
 from pyscore.client.retry import Transient, retrying
 from pyscore.config import ClientSettings
 from pyscore.errors import (
@@ -72,16 +73,30 @@ class Api:
             headers["Authorization"] = f"Bearer {settings.token}"
         timeout = httpx.Timeout(settings.int("client.readTimeoutSeconds"),
                                 connect=settings.int("client.connectTimeoutSeconds"))
+        verify = tls.context() if settings.get("metadata.ssl.enabled") != "false" else False
         self.http = httpx.Client(headers=headers, timeout=timeout, follow_redirects=True,
-                                 verify=settings.get("metadata.ssl.enabled") != "false",
-                                 limits=httpx.Limits(max_connections=32,
-                                                     max_keepalive_connections=16))
+                                 verify=verify, limits=httpx.Limits(max_connections=32,
+                                                                    max_keepalive_connections=16))
+        self._timeout = timeout
+        self._store: httpx.Client | None = None
         self.attempts = settings.int("storage.retryNumber")
         self._siblings: dict[str, dict[str, Entity]] = {}
         self._lock = threading.Lock()
 
+    @property
+    def store(self) -> httpx.Client:
+        """For object-store URLs (signed, or htsget blocks): the token is for our services
+        only and never goes there."""
+        if self._store is None:
+            self._store = httpx.Client(headers={"User-Agent": USER_AGENT},
+                                       timeout=self._timeout, follow_redirects=True,
+                                       verify=tls.context())
+        return self._store
+
     def close(self) -> None:
         self.http.close()
+        if self._store is not None:
+            self._store.close()
 
     def request(self, method: str, url: str, what: str, *, ok: tuple[int, ...] = (),
                 **kwargs: Any) -> httpx.Response:
@@ -158,10 +173,9 @@ class Api:
         url = self.request("GET", f"{self.settings.storage_url}/download/ping",
                            "connection check").text.strip()
         if url.startswith("http"):
-            # The token is for our services only: never send it to the object store.
             what = "connection check (object store)"
             try:
-                r = httpx.get(url, timeout=self.http.timeout, headers={"User-Agent": USER_AGENT})
+                r = self.store.get(url)
             except httpx.TransportError as exc:
                 raise UnreachableError(f"{what}: cannot reach {httpx.URL(url).host} "
                                        f"({type(exc).__name__}: {exc})") from None

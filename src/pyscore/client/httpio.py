@@ -10,11 +10,11 @@ from __future__ import annotations
 import http.client
 import re
 import socket
-import ssl
 import time
 from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
 
+from pyscore.client import tls
 from pyscore.client.api import USER_AGENT
 from pyscore.client.retry import Transient
 from pyscore.errors import NotFoundError, ScoreError, UnreachableError
@@ -34,7 +34,7 @@ class Connections:
         self.timeout = timeout
         self.connect_timeout = connect_timeout or timeout
         self.pool: dict[tuple[str, str], http.client.HTTPConnection] = {}
-        self.context = ssl.create_default_context()
+        self.context = tls.context()
 
     def get(self, scheme: str, netloc: str) -> http.client.HTTPConnection:
         key = (scheme, netloc)

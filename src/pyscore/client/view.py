@@ -126,24 +126,18 @@ class Tickets:
     def _fetch(self, body: dict) -> Path:
         import base64
 
-        import httpx
-
         url = f"{self.api.settings.storage_url}/htsget/{self.kind}/{self.object_id}"
         ticket = self.api.request("POST", url, f"htsget ticket for {self.object_id}",
                                   json=body).json()["htsget"]
         self.count += 1
         path = self.folder / f"part{self.count}.{self.fmt.lower()}"
-        with open(path, "wb") as out, httpx.Client(timeout=60, follow_redirects=True) as http:
-            for block in ticket["urls"]:  # in order; the token never goes to the store
+        with open(path, "wb") as out:
+            for block in ticket["urls"]:  # in order
                 if block["url"].startswith("data:"):
                     out.write(base64.b64decode(block["url"].split(",", 1)[1]))
-                    continue
-                with http.stream("GET", block["url"], headers=block.get("headers")) as r:
-                    if r.status_code >= 400:
-                        raise ScoreError(f"{self.object_id}: object store answered "
-                                         f"{r.status_code} for an htsget block")
-                    for chunk in r.iter_bytes(1024 * 1024):
-                        out.write(chunk)
+                else:
+                    _fetch_into(self.api, block["url"], out, f"an htsget block of {self.object_id}",
+                                block.get("headers"))
         return path
 
 
@@ -437,7 +431,9 @@ def _direct_source(api, entity, job: Job, folder: Path) -> Source:
                              "registered beside it, so regions cannot be sliced")
         return Source(data_url, None, entity.fileName)
     index_path = folder / f"index-{index.fileName}"
-    _fetch_to(api.download_spec(index.id, external=True).parts[0].url or "", index_path)
+    with open(index_path, "wb") as out:
+        _fetch_into(api, api.download_spec(index.id, external=True).parts[0].url or "", out,
+                    f"the index {index.fileName}")
     return Source(data_url, str(index_path), entity.fileName)
 
 
@@ -450,19 +446,18 @@ def _speaks_htsget(api) -> bool:
         return False
 
 
-def _fetch_to(url: str, path: Path) -> None:
-    """A small object (an index) to a local file; no token goes to the object store."""
+def _fetch_into(api, url: str, out, what: str, headers: dict | None = None) -> None:
+    """A signed object-store URL's bytes appended to `out`."""
     import httpx
 
     try:
-        with httpx.stream("GET", url, timeout=60, follow_redirects=True) as r:
+        with api.store.stream("GET", url, headers=headers) as r:
             if r.status_code >= 400:
-                raise ScoreError(f"object store refused the index download ({r.status_code})")
-            with open(path, "wb") as f:
-                for chunk in r.iter_bytes(1024 * 1024):
-                    f.write(chunk)
+                raise ScoreError(f"object store answered {r.status_code} for {what}")
+            for chunk in r.iter_bytes(1024 * 1024):
+                out.write(chunk)
     except httpx.HTTPError as exc:
-        raise ScoreError(f"index download failed: {exc}") from None
+        raise ScoreError(f"downloading {what} failed: {exc}") from None
 
 
 def run_remote(job: Job, settings, object_ids: list[str], verify: bool = True,
