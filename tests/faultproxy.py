@@ -60,6 +60,9 @@ class FaultProxy:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out as separate writes; with Nagle on, a small body waits
+            # for the client's delayed ACK (40 ms), which real servers do not make clients pay.
+            disable_nagle_algorithm = True
 
             def log_message(self, *args: object) -> None:
                 pass

@@ -12,9 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class Wire(BaseModel):
-    """Base: ignore unknown fields, as the original's Jackson mappers do."""
+    """Base: ignore unknown fields, as the original's Jackson mappers do. Validators are
+    built on first use, not at import: a client command uses two or three of these."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
 
 
 class Part(Wire):

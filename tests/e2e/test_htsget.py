@@ -574,3 +574,51 @@ def test_service_info(demo_server, endpoint, formats):
     assert info["type"]["group"] == "org.ga4gh"
     assert info["htsget"]["datatype"] == endpoint
     assert set(info["htsget"]["formats"]) == formats
+
+
+# -- a stored object that changes -----------------------------------------------------------
+def test_a_replaced_object_gets_tickets_for_its_new_bytes(fresh_server, tmp_path, tools):
+    """The server keeps parsed indexes and headers between tickets; when an object's bytes are
+    replaced (re-ingested under the same object id), tickets must follow the new file."""
+    from pyscore import demo
+    from pyscore.server import objects
+    from pyscore.server.app import Platform
+    from pyscore.server.settings import Settings
+    from tests.publish import publish
+
+    (tmp_path / "ref").mkdir()
+    fasta = demo.reference(tmp_path / "ref", random.Random(1))
+    versions = []
+    for seed in (1, 2):  # same file name, different reads
+        folder = tmp_path / f"v{seed}"
+        folder.mkdir()
+        versions.append(demo.alignments(folder, "DONOR-9-N", fasta, random.Random(seed), 400))
+    first = versions[0]
+    bam_id, bai_id = publish(fresh_server.data_dir, [first, Path(f"{first}.bai")],
+                             study="MEMO", access="open")
+    region = ("chr1", 1_000, 60_000)
+
+    def served(tag: str, expected: Path) -> list[str]:
+        response = httpx.post(f"{fresh_server.url}/htsget/reads/{bam_id}", json={
+            "format": "BAM", "regions": [{"referenceName": region[0], "start": region[1],
+                                          "end": region[2]}]}, timeout=30)
+        ticket = ok_ticket(response, "bam")
+        dest = tmp_path / f"{tag}.bam"
+        with httpx.Client(timeout=30) as storage, open(dest, "wb") as out:
+            for entry in ticket["htsget"]["urls"]:
+                out.write(block(entry, storage, expected.read_bytes()))
+        lines = tool("samtools", "view", dest).stdout.splitlines()
+        return [line for line in lines if overlaps("bam", line, region)]
+
+    def local(path: Path) -> list[str]:
+        return tool("samtools", "view", path, tool_region("bam", region)).stdout.splitlines()
+
+    assert served("before", first) == local(first)
+    second = versions[1]
+    platform = Platform.open(Settings.load(fresh_server.data_dir))
+    with platform.db.session() as s:
+        objects.ingest(s, platform.store, bam_id, second, platform.settings.part_size)
+        objects.ingest(s, platform.store, bai_id, Path(f"{second}.bai"),
+                       platform.settings.part_size)
+    assert local(second) != local(first)
+    assert served("after", second) == local(second)

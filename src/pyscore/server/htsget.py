@@ -41,8 +41,8 @@ MEMO_SIZE = 128
 
 class Memo:
     """Parsed indexes and headers of stored objects, kept across tickets: parsing a BAI of a
-    1 GiB BAM takes ~25 ms, a ticket's whole budget. Keys include the object's upload id,
-    which every re-upload changes, so an entry never outlives the bytes it was parsed from."""
+    1 GiB BAM takes ~25 ms, a ticket's whole budget. Keys (`version`) change whenever the
+    stored bytes may have: a new upload or ingest, a new size, MD5 or completion time."""
 
     def __init__(self, size: int = MEMO_SIZE) -> None:
         self.size = size
@@ -63,6 +63,11 @@ class Memo:
 
 
 memo = Memo()
+
+
+def version(store, obj) -> tuple:
+    """What identifies one stored version of an object, for Memo keys."""
+    return (id(store), obj.object_id, obj.upload_id, obj.size, obj.md5, obj.last_modified)
 
 
 def invalid(kind: str, message: str, status: int = 400) -> ApiError:
@@ -368,7 +373,7 @@ def ticket(session, signer, kind: str, object_id: str, q: Query) -> dict:
     if index is None and (q.regions or fmt == "CRAM"):
         raise invalid("NotFound", f"{f.file_name} has no index file, so it cannot be sliced",
                       404)
-    key = (obj.object_id, obj.upload_id, obj.size)
+    key = version(store, obj)
     try:
         if fmt == "CRAM":
             crai = _parsed_index(session, store, index)
@@ -417,7 +422,7 @@ def _parsed_index(session, store, index) -> Any:
                 return parser(data)
         raise IndexError_(f"index {index.file_name} is not BAI, CSI, TBI or CRAI")
 
-    return memo.get(("index", obj.object_id, obj.upload_id, obj.size), parse)
+    return memo.get(("index", *version(store, obj)), parse)
 
 
 # -- HTTP ----------------------------------------------------------------------------------
