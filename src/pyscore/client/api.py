@@ -24,7 +24,7 @@ from pyscore.errors import (
     UnreachableError,
     UsageError,
 )
-from pyscore.models import Entity, ListingEntry, ObjectSpecification, UploadProgress
+from pyscore.models import Entity, ListingEntry, ObjectSpecification, UploadProgress, from_wire
 
 INDEX_EXTENSIONS = (".bai", ".crai", ".tbi", ".csi", ".idx", ".fai")
 USER_AGENT = f"pyscore-score-client/{__version__}"
@@ -121,7 +121,8 @@ class Api:
     # -- metadata -------------------------------------------------------------------------
     def entity(self, object_id: str) -> Entity:
         url = f"{self.settings.metadata_url}/entities/{object_id}"
-        return Entity.model_validate(self.request("GET", url, f"object {object_id}").json())
+        return from_wire(Entity, self.request("GET", url, f"object {object_id}").json(),
+                         f"object {object_id}")
 
     def entities(self, **filters: str) -> Iterator[Entity]:
         """Every entity matching the filters, page by page (as score-client does)."""
@@ -131,7 +132,7 @@ class Api:
             body = self.request("GET", f"{self.settings.metadata_url}/entities",
                                 "entity listing", params=params).json()
             for item in body.get("content", []):
-                yield Entity.model_validate(item)
+                yield from_wire(Entity, item, "entity listing")
             if body.get("last", True) or not body.get("content"):
                 return
             page += 1
@@ -187,11 +188,11 @@ class Api:
         params = {"offset": offset, "length": length, "external": str(external).lower()}
         response = self.request("GET", f"{self.settings.storage_url}/download/{object_id}",
                                 f"object {object_id}", params=params)
-        return ObjectSpecification.model_validate(response.json())
+        return from_wire(ObjectSpecification, response.json(), f"object {object_id}")
 
     def listing(self) -> list[ListingEntry]:
         body = self.request("GET", f"{self.settings.storage_url}/listing", "object listing").json()
-        return [ListingEntry.model_validate(e) for e in body]
+        return [from_wire(ListingEntry, e, "object listing") for e in body]
 
     # -- upload ---------------------------------------------------------------------------
     def upload_exists(self, object_id: str) -> bool:
@@ -202,14 +203,16 @@ class Api:
     def upload_status(self, object_id: str, size: int) -> UploadProgress | None:
         r = self.request("GET", f"{self.settings.storage_url}/upload/{object_id}/status",
                          f"upload of {object_id}", params={"fileSize": size}, ok=(404,))
-        return None if r.status_code == 404 else UploadProgress.model_validate(r.json())
+        if r.status_code == 404:
+            return None
+        return from_wire(UploadProgress, r.json(), f"upload of {object_id}")
 
     def initiate_upload(self, object_id: str, size: int, md5: str,
                         overwrite: bool) -> ObjectSpecification:
         r = self.request("POST", f"{self.settings.storage_url}/upload/{object_id}/uploads",
                          f"upload of {object_id}",
                          params={"fileSize": size, "md5": md5, "overwrite": str(overwrite).lower()})
-        return ObjectSpecification.model_validate(r.json())
+        return from_wire(ObjectSpecification, r.json(), f"upload of {object_id}")
 
     def finalize_part(self, object_id: str, upload_id: str, part: int, md5: str,
                       etag: str) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from pyscore.models import ListingEntry, ObjectSpecification, Part, UploadProgress
+from pyscore.models import ListingEntry, ObjectSpecification, Part, UploadProgress, to_wire
 from pyscore.server.db import as_utc, utcnow
 from pyscore.server.errors import ApiError, bad_request, conflict, not_found
 from pyscore.server.store.base import ObjectStore
@@ -286,9 +286,9 @@ def meta(obj: StoredObject) -> dict:
     parts = [Part(partNumber=n, partSize=size, offset=off, sourceMd5=md5)
              for n, ((off, size), md5) in enumerate(
                  zip(part_layout(obj.size, obj.part_size), obj.part_md5s, strict=False), 1)]
-    return ObjectSpecification(objectKey=f"data/{obj.object_id}", objectId=obj.object_id,
-                               uploadId=obj.upload_id, parts=parts, objectSize=obj.size,
-                               objectMd5=obj.md5).model_dump(exclude_none=True)
+    return to_wire(ObjectSpecification(objectKey=f"data/{obj.object_id}",
+                                       objectId=obj.object_id, uploadId=obj.upload_id,
+                                       parts=parts, objectSize=obj.size, objectMd5=obj.md5))
 
 
 def cancel_all_uploads(session: Session, store: ObjectStore) -> int:
