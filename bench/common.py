@@ -123,6 +123,26 @@ def need_tools(*tools: str) -> None:
 DEBIAN_PACKAGE = {"aria2c": "aria2", "fusermount3": "fuse3", "nginx": "nginx"}
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process and its living descendants."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(tree_cpu(int(c)) for c in children)
+
+
+def children_cpu() -> float:
+    """CPU seconds used by this process's finished children, for before/after deltas."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_timed(cmd: list[str], env: dict | None = None, cwd: Path | None = None,
               stdout: Path | None = None) -> tuple[float, int]:
     """Wall seconds and peak RSS (KiB) of a command, which must succeed; stdout goes to a

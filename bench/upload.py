@@ -36,9 +36,11 @@ from bench.common import (  # noqa: E402
     BIN,
     Platform,
     add_record_flag,
+    children_cpu,
     need_tools,
     report,
     run_timed,
+    tree_cpu,
 )
 from tests.publish import MiB, random_file, song_payload  # noqa: E402
 
@@ -112,6 +114,7 @@ def main() -> None:
                 "Authorization": f"Bearer {p.admin_token}"}) for p in (multi, single)}
             times: dict[str, list[float]] = {SCORE: [], CURL: [], CURL_API: []}
             peaks: dict[str, list[int]] = {SCORE: [], CURL: []}
+            cpu: dict[str, list[tuple[float, float]]] = {SCORE: [], CURL: []}  # client, server
             extra = ["--parallel", str(args.parallel)] if args.parallel else []
             try:
                 for run in range(args.runs):
@@ -120,6 +123,7 @@ def main() -> None:
                         platform = multi if name == SCORE else single
                         http = clients[platform]
                         object_id = fresh_object(http, payload)
+                        client0, server0 = children_cpu(), tree_cpu(platform.proc.pid)
                         if name == SCORE:
                             seconds, peak = run_timed(
                                 [str(BIN / "score-client"), "--quiet", "upload",
@@ -133,6 +137,8 @@ def main() -> None:
                             times[CURL].append(seconds)
                             times[CURL_API].append(total)
                         peaks[name].append(peak)
+                        cpu[name].append((children_cpu() - client0,
+                                          tree_cpu(platform.proc.pid) - server0))
                         if http.get(f"/upload/{object_id}").json() is not True:
                             raise SystemExit(f"{name}: object {object_id} is not uploaded")
                         stored = stores[platform].stat(object_id)
@@ -146,9 +152,12 @@ def main() -> None:
         rows = []
         for name in (SCORE, CURL, CURL_API):
             med = statistics.median(times[name])
-            rss = peaks.get(name if name != CURL_API else CURL)
+            tool = name if name != CURL_API else CURL
+            client = statistics.median(c for c, _ in cpu[tool])
+            server = statistics.median(s for _, s in cpu[tool])
             rows.append(f"| {name} | {size / med / 1e6:,.0f} MB/s | {med:.2f} s | "
-                        f"{base / med:.2f}× | {max(rss) / 1024:.0f} MiB |")
+                        f"{base / med:.2f}× | {client:.1f} s | {server:.1f} s | "
+                        f"{max(peaks[tool]) / 1024:.0f} MiB |")
         table = "\n".join([
             f"### upload, {args.size_mib} MiB file, median of {args.runs} "
             f"({time.strftime('%Y-%m-%d %H:%M')})",
@@ -157,8 +166,11 @@ def main() -> None:
             "store's, whole-file MD5 checked, then completed. curl: one PUT of the whole file "
             "as a single part to its signed URL (a platform with --part-size >= the file); the "
             "third row adds the initiate, finalize-part and complete API calls to curl's time. "
-            "Ratio = curl -T's time / the tool's time (target ≥ 1.0×).",
-            "", "| tool | throughput | time | vs curl -T | peak RSS |", "|---|---|---|---|---|",
+            "Ratio = curl -T's time / the tool's time (target ≥ 1.0×). CPU columns: seconds "
+            "of CPU used by the client and by the server's processes during the upload; with "
+            "both on the same two cores, the wall time cannot beat their sum / 2.",
+            "", "| tool | throughput | time | vs curl -T | client CPU | server CPU | peak RSS |",
+            "|---|---|---|---|---|---|---|",
             *rows, ""])
         report(table, args)
     finally:
