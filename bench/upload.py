@@ -10,9 +10,11 @@ An object uploads once, so every run of every tool submits a fresh analysis (out
 timed region). curl needs a single-part upload, so it goes to a second platform initialised
 with `--part-size` >= the file size; the initiate (POST /upload/{id}/uploads), finalize-part
 and complete calls happen outside curl's timed region ("curl -T" row) and are also shown
-timed together with it ("curl -T + API calls" row, in-process httpx). The ratio is against
-"curl -T" alone (target >= 1.0x). Medians of interleaved runs (the order alternates); each
-uploaded object is deleted from the store after its run, so the disk holds at most one copy.
+timed together with it ("curl -T + API calls" row, in-process httpx); a last row adds an
+`md5sum` of the file first, for a peer that checks at least the whole file's MD5. The ratio
+is against "curl -T" alone (target >= 1.0x). Medians of interleaved runs (the order
+alternates); each uploaded object is deleted from the store after its run, so the disk holds
+at most one copy.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from tests.publish import MiB, random_file, song_payload  # noqa: E402
 
 STUDY = "BENCH"  # the study Platform publishes into
 SCORE, CURL, CURL_API = "score-client upload", "curl -T", "curl -T + API calls"
+CHECKED = "md5sum, then curl -T + API calls"  # a peer that at least checks the file's MD5
 
 
 def fresh_object(http: httpx.Client, payload: dict) -> str:
@@ -95,7 +98,7 @@ def main() -> None:
                     help="score-client upload --parallel (default: its transport.parallel)")
     add_record_flag(ap)
     args = ap.parse_args()
-    need_tools("curl")
+    need_tools("curl", "md5sum")
     work = Path(tempfile.mkdtemp(prefix="bench-upload-", dir=os.environ.get("BENCH_DIR")))
     size = args.size_mib * MiB
     try:
@@ -112,7 +115,8 @@ def main() -> None:
             stores = {p: Server.open(Settings.load(p.data_dir)).store for p in (multi, single)}
             clients = {p: httpx.Client(base_url=p.url, timeout=600, headers={
                 "Authorization": f"Bearer {p.admin_token}"}) for p in (multi, single)}
-            times: dict[str, list[float]] = {SCORE: [], CURL: [], CURL_API: []}
+            times: dict[str, list[float]] = {SCORE: [], CURL: [], CURL_API: [], CHECKED: []}
+            md5sum_cpu: list[float] = []
             peaks: dict[str, list[int]] = {SCORE: [], CURL: []}
             cpu: dict[str, list[tuple[float, float]]] = {SCORE: [], CURL: []}  # client, server
             extra = ["--parallel", str(args.parallel)] if args.parallel else []
@@ -123,6 +127,10 @@ def main() -> None:
                         platform = multi if name == SCORE else single
                         http = clients[platform]
                         object_id = fresh_object(http, payload)
+                        if name == CURL:
+                            before = children_cpu()
+                            md5sum_seconds, _ = run_timed(["md5sum", str(source)])
+                            md5sum_cpu.append(children_cpu() - before)
                         client0, server0 = children_cpu(), tree_cpu(platform.proc.pid)
                         if name == SCORE:
                             seconds, peak = run_timed(
@@ -136,6 +144,7 @@ def main() -> None:
                                                                work)
                             times[CURL].append(seconds)
                             times[CURL_API].append(total)
+                            times[CHECKED].append(md5sum_seconds + total)
                         peaks[name].append(peak)
                         cpu[name].append((children_cpu() - client0,
                                           tree_cpu(platform.proc.pid) - server0))
@@ -150,10 +159,12 @@ def main() -> None:
                     c.close()
         base = statistics.median(times[CURL])
         rows = []
-        for name in (SCORE, CURL, CURL_API):
+        for name in (SCORE, CURL, CURL_API, CHECKED):
             med = statistics.median(times[name])
-            tool = name if name != CURL_API else CURL
+            tool = name if name == SCORE else CURL
             client = statistics.median(c for c, _ in cpu[tool])
+            if name == CHECKED:
+                client += statistics.median(md5sum_cpu)
             server = statistics.median(s for _, s in cpu[tool])
             rows.append(f"| {name} | {size / med / 1e6:,.0f} MB/s | {med:.2f} s | "
                         f"{base / med:.2f}× | {client:.1f} s | {server:.1f} s | "
@@ -165,7 +176,9 @@ def main() -> None:
             "object. score-client: 64 MiB parts in parallel, part MD5s checked against the "
             "store's, whole-file MD5 checked, then completed. curl: one PUT of the whole file "
             "as a single part to its signed URL (a platform with --part-size >= the file); the "
-            "third row adds the initiate, finalize-part and complete API calls to curl's time. "
+            "third row adds the initiate, finalize-part and complete API calls to curl's time; "
+            "the fourth adds an `md5sum` of the file run first (a peer that checks at least "
+            "the whole file's MD5, as score-client does besides every part's). "
             "Ratio = curl -T's time / the tool's time (target ≥ 1.0×). CPU columns: seconds "
             "of CPU used by the client and by the server's processes during the upload; with "
             "both on the same two cores, the wall time cannot beat their sum / 2.",
