@@ -36,29 +36,36 @@ FIELDS = {"QNAME", "FLAG", "RNAME", "POS", "MAPQ", "CIGAR", "RNEXT", "PNEXT", "T
           "QUAL"}
 
 router = APIRouter(tags=["htsget"])
-MEMO_SIZE = 128
+MEMO_BYTES = 32 * 1024 * 1024  # of parsed index files; parsed, a BAI takes ~8x its size
 
 
 class Memo:
     """Parsed indexes and headers of stored objects, kept across tickets: parsing a BAI of a
-    1 GiB BAM takes ~25 ms, a ticket's whole budget. Keys (`version`) change whenever the
+    1 GiB BAM takes ~25 ms, a ticket's whole budget. Least recently used entries go once the
+    files they were parsed from add up to `budget` bytes. Keys (`version`) change whenever the
     stored bytes may have: a new upload or ingest, a new size, MD5 or completion time."""
 
-    def __init__(self, size: int = MEMO_SIZE) -> None:
-        self.size = size
-        self.items: OrderedDict[tuple, Any] = OrderedDict()
+    def __init__(self, budget: int = MEMO_BYTES) -> None:
+        self.budget = budget
+        self.items: OrderedDict[tuple, tuple[Any, int]] = OrderedDict()
+        self.total = 0
         self.lock = threading.Lock()
 
-    def get(self, key: tuple, make: Callable[[], Any]) -> Any:
+    def get(self, key: tuple, make: Callable[[], Any], weight: int) -> Any:
+        """The value for key, made (outside the lock: a rare double parse is harmless) and
+        kept if missing; `weight` is the size of what it is parsed from."""
         with self.lock:
             if key in self.items:
                 self.items.move_to_end(key)
-                return self.items[key]
-        value = make()  # outside the lock: two threads may parse once each, harmlessly
+                return self.items[key][0]
+        value = make()
         with self.lock:
-            self.items[key] = value
-            while len(self.items) > self.size:
-                self.items.popitem(last=False)
+            if key not in self.items:
+                self.items[key] = (value, weight)
+                self.total += weight
+            while self.total > self.budget and len(self.items) > 1:
+                _, (_, dropped) = self.items.popitem(last=False)
+                self.total -= dropped
         return value
 
 
@@ -380,12 +387,14 @@ def ticket(session, signer, kind: str, object_id: str, q: Query) -> dict:
             if not isinstance(crai, list):
                 raise IndexError_(f"index {index.file_name} is not a CRAI")  # type: ignore[union-attr]
             first = min((e.container for e in crai), default=obj.size)
-            names = memo.get(("names", *key), lambda: cram_names(store, object_id, first))
+            names = memo.get(("names", *key), lambda: cram_names(store, object_id, first),
+                             min(first, MAX_HEADER))
             pieces = cram_pieces(store, object_id, obj.size, q, crai, names)
         else:
             blocks = Blocks(store, object_id, obj.size)
             header_len, names = memo.get(("header", *key), lambda: (
-                bam_header(blocks) if fmt == "BAM" else vcf_header(blocks, bcf=fmt == "BCF")))
+                bam_header(blocks) if fmt == "BAM" else vcf_header(blocks, bcf=fmt == "BCF")),
+                64 * 1024)
             binned = _parsed_index(session, store, index) if index is not None else \
                 indexes.BinnedIndex([])
             if not isinstance(binned, indexes.BinnedIndex):
@@ -422,7 +431,7 @@ def _parsed_index(session, store, index) -> Any:
                 return parser(data)
         raise IndexError_(f"index {index.file_name} is not BAI, CSI, TBI or CRAI")
 
-    return memo.get(("index", *version(store, obj)), parse)
+    return memo.get(("index", *version(store, obj)), parse, obj.size)
 
 
 # -- HTTP ----------------------------------------------------------------------------------
