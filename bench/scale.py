@@ -11,8 +11,9 @@
         [--workers 1 2 4] [--no-record]
 
 Starts a throwaway PostgreSQL (`scripts/postgres.sh`) and a single-node Ceph RGW
-(`../shared/tools/ceph-s3`, in-memory OSD capped at 4 GiB: keep --size-mib well under that)
-in a temporary directory and stops both at the end. Medians of interleaved runs.
+(`../shared/tools/ceph-s3` through `scripts/s3.sh`, in-memory OSD capped at 4 GiB: keep
+--size-mib well under that) in a temporary directory and stops both at the end. Medians of
+interleaved runs.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from tests.publish import MiB, random_file  # noqa: E402
 
 CEPH_S3 = ROOT.parent / "shared" / "tools" / "ceph-s3"
 POSTGRES = ROOT / "scripts" / "postgres.sh"
+S3 = ROOT / "scripts" / "s3.sh"  # Ceph RGW, retried; S3_SERVER=ceph: never SeaweedFS
 
 
 def exported(text: str) -> dict[str, str]:
@@ -93,16 +95,11 @@ def main() -> None:
             conn.execute("CREATE DATABASE pyscore_bench")
         db_url = pg_url.rsplit("/", 1)[0] + "/pyscore_bench"
         ceph_started = True
-        for _ in range(3):  # ceph-s3 start fails now and then (osd: "wrong fsid"); retry
-            out = subprocess.run([str(CEPH_S3), "start", str(ceph_dir), str(free_port())],
-                                 capture_output=True, text=True)
-            if out.returncode == 0:
-                break
+        out = subprocess.run(["bash", str(S3), "start", str(ceph_dir), str(free_port())],
+                             capture_output=True, text=True,
+                             env={**os.environ, "S3_SERVER": "ceph"})
         if out.returncode != 0:
-            logs = "".join(f"--- {f.name}\n" + "\n".join(f.read_text(errors="replace")
-                                                       .splitlines()[-15:]) + "\n"
-                           for f in sorted((ceph_dir / "log").glob("*")))
-            raise SystemExit(f"ceph-s3 start failed: {out.stderr}\n{logs}")
+            raise SystemExit(f"Ceph RGW did not start:\n{out.stderr}")
         s3 = exported(out.stdout)
         init_args = ["--database-url", db_url, "--store", "s3://pyscore-bench/objects",
                      "--s3-endpoint", s3["S3_ENDPOINT"], "--s3-access-key", s3["S3_ACCESS_KEY"],
@@ -186,7 +183,7 @@ def main() -> None:
         report(table, args)
     finally:
         if ceph_started:
-            subprocess.run([str(CEPH_S3), "stop", str(ceph_dir)], capture_output=True)
+            subprocess.run(["bash", str(S3), "stop", str(ceph_dir)], capture_output=True)
         if pg_started:
             subprocess.run(["bash", str(POSTGRES), "stop", str(pg_dir)], capture_output=True)
         shutil.rmtree(work, ignore_errors=True)

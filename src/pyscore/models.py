@@ -77,6 +77,16 @@ class ManifestRow:
     line: int = 0
 
 
+HTSGET_FORMATS = ((".bam", "BAM"), (".cram", "CRAM"), (".vcf.gz", "VCF"), (".vcf.bgz", "VCF"),
+                  (".bcf", "BCF"))
+
+
+def htsget_format(file_name: str) -> str | None:
+    """The GA4GH htsget format a file is served as, by its name (None: not sliceable)."""
+    name = file_name.lower()
+    return next((fmt for suffix, fmt in HTSGET_FORMATS if name.endswith(suffix)), None)
+
+
 def from_wire(kind: type[T], data: Any, what: str) -> T:
     """Decoded JSON as a wire object, checked: unknown fields are ignored (as the original's
     Jackson mappers do); a missing or mistyped field is a one-line ScoreError."""

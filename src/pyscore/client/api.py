@@ -77,7 +77,6 @@ class Api:
         self.http = httpx.Client(headers=headers, timeout=timeout, follow_redirects=True,
                                  verify=verify, limits=httpx.Limits(max_connections=32,
                                                                     max_keepalive_connections=16))
-        self._timeout = timeout
         self._store: httpx.Client | None = None
         self.attempts = settings.int("storage.retryNumber")
         self._siblings: dict[str, dict[str, Entity]] = {}
@@ -89,7 +88,7 @@ class Api:
         only and never goes there."""
         if self._store is None:
             self._store = httpx.Client(headers={"User-Agent": USER_AGENT},
-                                       timeout=self._timeout, follow_redirects=True,
+                                       timeout=self.http.timeout, follow_redirects=True,
                                        verify=tls.context())
         return self._store
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pysam
 
 from pyscore.errors import ScoreError, UsageError
+from pyscore.models import htsget_format
 
 ALIGNMENT_SUFFIXES = (".bam", ".sam", ".cram")
 VARIANT_SUFFIXES = (".vcf.gz", ".vcf.bgz", ".bcf", ".vcf")
@@ -92,10 +93,6 @@ class Source:
     tickets: Tickets | None = None
 
 
-HTSGET_FORMATS = ((".bam", "BAM"), (".cram", "CRAM"), (".vcf.gz", "VCF"), (".vcf.bgz", "VCF"),
-                  (".bcf", "BCF"))
-
-
 class Tickets:
     """Regions of one object fetched through the server's GA4GH htsget endpoint: the ticket
     lists exactly the byte ranges that hold a region's records (bounded requests, unlike
@@ -105,11 +102,6 @@ class Tickets:
         self.api, self.object_id, self.kind, self.fmt = api, object_id, kind, fmt
         self.folder = folder
         self.count = 0
-
-    @staticmethod
-    def format_of(name: str) -> str | None:
-        lowered = name.lower()
-        return next((fmt for suffix, fmt in HTSGET_FORMATS if lowered.endswith(suffix)), None)
 
     def header(self) -> Path:
         return self._fetch({"format": self.fmt, "class": "header"})
@@ -479,7 +471,7 @@ def run_remote(job: Job, settings, object_ids: list[str], verify: bool = True,
                 if from_manifest:
                     continue  # the original skips non-alignment rows of a manifest
                 raise
-            fmt = Tickets.format_of(entity.fileName)
+            fmt = htsget_format(entity.fileName)
             if fmt and htsget is None:
                 htsget = settings.get("view.htsget") != "false" and _speaks_htsget(api)
             with private_workdir() as tmp, run_in(tmp):

@@ -22,11 +22,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
+from pyscore.models import htsget_format
 from pyscore.server import indexes, metadata, objects
 from pyscore.server.app import PrincipalDep, SessionDep, SignerDep
 from pyscore.server.auth import Action, authorize
 from pyscore.server.errors import ApiError
 from pyscore.server.indexes import BGZF_EOF, IndexError_, deflate_block, inflate_block, split
+from pyscore.server.tables import File
 
 MEDIA = "application/vnd.ga4gh.htsget.v1.3.0+json"
 KINDS = {"reads": ("BAM", "CRAM"), "variants": ("VCF", "BCF")}
@@ -79,15 +81,6 @@ def version(store, obj) -> tuple:
 
 def invalid(kind: str, message: str, status: int = 400) -> ApiError:
     return ApiError(status, kind, message)
-
-
-def stored_format(file_name: str) -> str | None:
-    name = file_name.lower()
-    for suffix, fmt in ((".bam", "BAM"), (".cram", "CRAM"), (".vcf.gz", "VCF"),
-                        (".vcf.bgz", "VCF"), (".bcf", "BCF")):
-        if name.endswith(suffix):
-            return fmt
-    return None
 
 
 @dataclass(frozen=True)
@@ -365,9 +358,9 @@ def coalesce(pieces: list[Piece]) -> list[Piece]:
     return out
 
 
-def ticket(session, signer, kind: str, object_id: str, q: Query) -> dict:
-    f = metadata.get_file(session, object_id)
-    fmt = stored_format(f.file_name)
+def ticket(session, signer, kind: str, f: File, q: Query) -> dict:
+    object_id = f.object_id
+    fmt = htsget_format(f.file_name)
     if fmt is None or fmt not in KINDS[kind]:
         raise invalid("UnsupportedFormat", f"{f.file_name} is not a {kind} file "
                       f"({'/'.join(KINDS[kind])})")
@@ -383,9 +376,7 @@ def ticket(session, signer, kind: str, object_id: str, q: Query) -> dict:
     key = version(store, obj)
     try:
         if fmt == "CRAM":
-            crai = _parsed_index(session, store, index)
-            if not isinstance(crai, list):
-                raise IndexError_(f"index {index.file_name} is not a CRAI")  # type: ignore[union-attr]
+            crai = _parsed_index(session, store, index, CRAM_INDEXES)
             first = min((e.container for e in crai), default=obj.size)
             names = memo.get(("names", *key), lambda: cram_names(store, object_id, first),
                              min(first, MAX_HEADER))
@@ -395,10 +386,8 @@ def ticket(session, signer, kind: str, object_id: str, q: Query) -> dict:
             header_len, names = memo.get(("header", *key), lambda: (
                 bam_header(blocks) if fmt == "BAM" else vcf_header(blocks, bcf=fmt == "BCF")),
                 64 * 1024)
-            binned = _parsed_index(session, store, index) if index is not None else \
-                indexes.BinnedIndex([])
-            if not isinstance(binned, indexes.BinnedIndex):
-                raise IndexError_(f"index {index.file_name} is not BAI, CSI or TBI")  # type: ignore[union-attr]
+            binned = _parsed_index(session, store, index, BINNED_INDEXES) \
+                if index is not None else indexes.BinnedIndex([])
             if binned.names:
                 names = binned.names
             pieces = binned_pieces(blocks, q, binned, header_len, names)
@@ -418,20 +407,22 @@ def ticket(session, signer, kind: str, object_id: str, q: Query) -> dict:
     return {"htsget": {"format": fmt, "urls": urls}}
 
 
-def _parsed_index(session, store, index) -> Any:
-    """The index file's parse: a BinnedIndex (BAI, CSI, TBI) or CRAI entries."""
+BINNED_INDEXES = {".bai": indexes.parse_bai, ".csi": indexes.parse_csi,
+                  ".tbi": indexes.parse_tbi}
+CRAM_INDEXES = {".crai": indexes.parse_crai}
+
+
+def _parsed_index(session, store, index, parsers: dict[str, Callable[[bytes], Any]]) -> Any:
+    """The index file parsed by the parser its name calls for, among those this data file's
+    format can use."""
+    suffix = next((s for s in parsers if index.file_name.lower().endswith(s)), None)
+    if suffix is None:
+        raise IndexError_(f"index {index.file_name} is not "
+                          f"{' or '.join(s[1:].upper() for s in parsers)}")
     obj = objects.stored(session, index.object_id)
-
-    def parse() -> Any:
-        data = store.read_range(index.object_id, 0, obj.size)
-        name = index.file_name.lower()
-        for suffix, parser in ((".bai", indexes.parse_bai), (".csi", indexes.parse_csi),
-                               (".tbi", indexes.parse_tbi), (".crai", indexes.parse_crai)):
-            if name.endswith(suffix):
-                return parser(data)
-        raise IndexError_(f"index {index.file_name} is not BAI, CSI, TBI or CRAI")
-
-    return memo.get(("index", *version(store, obj)), parse, obj.size)
+    return memo.get(("index", *version(store, obj)),
+                    lambda: parsers[suffix](store.read_range(index.object_id, 0, obj.size)),
+                    obj.size)
 
 
 # -- HTTP ----------------------------------------------------------------------------------
@@ -442,7 +433,7 @@ def _answer(session, signer, who, kind: str, object_id: str, q: Query) -> JSONRe
         raise invalid("NotFound", f"no object {object_id}", 404) from None
     authorize(who, Action.READ, f.study_id, f.file_access, f"read {f.file_name}")
     objects.require_published(session, f)
-    return JSONResponse(ticket(session, signer, kind, object_id, q), media_type=MEDIA)
+    return JSONResponse(ticket(session, signer, kind, f, q), media_type=MEDIA)
 
 
 SERVICE_INFO = {
