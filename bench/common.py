@@ -55,9 +55,16 @@ def record(text: str) -> None:
 class Platform:
     """`score-server init` + publish files + `serve` on a free port, for a `with` block."""
 
-    def __init__(self, data_dir: Path, files: list[Path], access: str = "open",
-                 part_mib: int | None = None, workers: int = 1, extra_env: dict | None = None,
-                 init_args: list[str] | None = None):
+    def __init__(
+        self,
+        data_dir: Path,
+        files: list[Path],
+        access: str = "open",
+        part_mib: int | None = None,
+        workers: int = 1,
+        extra_env: dict | None = None,
+        init_args: list[str] | None = None,
+    ):
         self.data_dir, self.files, self.access = data_dir, files, access
         self.part_mib, self.workers, self.extra_env = part_mib, workers, extra_env or {}
         self.init_args = init_args or []  # e.g. --database-url, --store s3://...
@@ -69,17 +76,37 @@ class Platform:
         from tests.publish import publish
 
         extra = ["--part-size", str(self.part_mib)] if self.part_mib else []
-        out = subprocess.run([str(BIN / "score-server"), "init", "--data-dir",
-                              str(self.data_dir), *extra, *self.init_args],
-                             capture_output=True, text=True,
-                             check=True)
+        out = subprocess.run(
+            [
+                str(BIN / "score-server"),
+                "init",
+                "--data-dir",
+                str(self.data_dir),
+                *extra,
+                *self.init_args,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         self.admin_token = out.stdout.strip().splitlines()[-1]
         self.object_ids = publish(self.data_dir, self.files, study="BENCH", access=self.access)
         self.log = open(self.data_dir / "server.log", "ab")
         self.proc = subprocess.Popen(
-            [str(BIN / "score-server"), "serve", "--data-dir", str(self.data_dir), "--port",
-             str(self.port), "--workers", str(self.workers)], stdout=self.log,
-            stderr=subprocess.STDOUT, env={**os.environ, **self.extra_env})
+            [
+                str(BIN / "score-server"),
+                "serve",
+                "--data-dir",
+                str(self.data_dir),
+                "--port",
+                str(self.port),
+                "--workers",
+                str(self.workers),
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **self.extra_env},
+        )
         for _ in range(300):
             try:
                 if httpx.get(f"{self.url}/isAlive", timeout=1).status_code == 200:
@@ -99,9 +126,12 @@ class Platform:
 
 # -- shared by the peer benchmarks (upload, view, mount, server, scale) ---------------------
 def add_record_flag(ap) -> None:
-    ap.add_argument("--no-record", action="store_true",
-                    help="print the table only; do not append it to bench/RESULTS.md "
-                         "(for smoke tests with small sizes)")
+    ap.add_argument(
+        "--no-record",
+        action="store_true",
+        help="print the table only; do not append it to bench/RESULTS.md "
+        "(for smoke tests with small sizes)",
+    )
 
 
 def report(table: str, args) -> None:
@@ -116,8 +146,10 @@ def need_tools(*tools: str) -> None:
 
     missing = [t for t in tools if not shutil.which(t)]
     if missing:
-        raise SystemExit(f"needed: {', '.join(missing)} (Debian: apt-get install "
-                         f"{' '.join(DEBIAN_PACKAGE.get(t, t) for t in missing)})")
+        raise SystemExit(
+            f"needed: {', '.join(missing)} (Debian: apt-get install "
+            f"{' '.join(DEBIAN_PACKAGE.get(t, t) for t in missing)})"
+        )
 
 
 DEBIAN_PACKAGE = {"aria2c": "aria2", "fusermount3": "fuse3", "nginx": "nginx"}
@@ -143,39 +175,58 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_timed(cmd: list[str], env: dict | None = None, cwd: Path | None = None,
-              stdout: Path | None = None) -> tuple[float, int]:
+def run_timed(
+    cmd: list[str], env: dict | None = None, cwd: Path | None = None, stdout: Path | None = None
+) -> tuple[float, int]:
     """Wall seconds and peak RSS (KiB) of a command, which must succeed; stdout goes to a
     file (or nowhere)."""
     out = open(stdout, "wb") if stdout else subprocess.DEVNULL  # noqa: SIM115
     try:
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, cwd=cwd,
-                                stdout=out, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            cmd, env={**os.environ, **(env or {})}, cwd=cwd, stdout=out, stderr=subprocess.PIPE
+        )
         peak = rss_of(proc)
         seconds = time.perf_counter() - start
     finally:
         if stdout:
             out.close()
     if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd[:3])} ... failed ({proc.returncode}): "
-                         f"{proc.stderr_text.strip()[-2000:]}")  # type: ignore[attr-defined]
+        raise SystemExit(
+            f"{' '.join(cmd[:3])} ... failed ({proc.returncode}): "
+            f"{proc.stderr_text.strip()[-2000:]}"
+        )  # type: ignore[attr-defined]
     return seconds, peak
 
 
 def score_client(env: dict, *args: str) -> str:
     """Run score-client (must succeed) and return its stdout, stripped."""
-    r = subprocess.run([str(BIN / "score-client"), *args], env={**os.environ, **env},
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [str(BIN / "score-client"), *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+    )
     if r.returncode != 0:
         raise SystemExit(f"score-client {' '.join(args)} failed ({r.returncode}): {r.stderr}")
     return r.stdout.strip()
 
 
 def create_token(data_dir: Path, scopes: str) -> str:
-    out = subprocess.run([str(BIN / "score-server"), "token", "create", "--data-dir",
-                          str(data_dir), "--scopes", scopes], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [
+            str(BIN / "score-server"),
+            "token",
+            "create",
+            "--data-dir",
+            str(data_dir),
+            "--scopes",
+            scopes,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return out.stdout.strip().splitlines()[-1]
 
 
@@ -218,9 +269,19 @@ class Serve:
     def __enter__(self) -> Serve:
         self.log = open(self.data_dir / f"server-{self.port}.log", "ab")
         self.proc = subprocess.Popen(
-            [str(BIN / "score-server"), "serve", "--data-dir", str(self.data_dir), "--port",
-             str(self.port), "--workers", str(self.workers)], stdout=self.log,
-            stderr=subprocess.STDOUT)
+            [
+                str(BIN / "score-server"),
+                "serve",
+                "--data-dir",
+                str(self.data_dir),
+                "--port",
+                str(self.port),
+                "--workers",
+                str(self.workers),
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         wait_http(f"{self.url}/isAlive", self.proc, "score-server")
         return self
 
@@ -246,8 +307,9 @@ class Nginx:
         self.dir = Path(tempfile.mkdtemp(prefix="bench-nginx-"))
         d = self.dir
         user = "user root;" if os.geteuid() == 0 else ""  # workers must read a 0700 tmp dir
-        temps = " ".join(f"{k}_temp_path {d}/{k};" for k in
-                         ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        temps = " ".join(
+            f"{k}_temp_path {d}/{k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        )
         (d / "nginx.conf").write_text(f"""{user}
 worker_processes {self.workers};
 daemon off;
@@ -268,9 +330,11 @@ http {{
     }}
 }}
 """)
-        self.proc = subprocess.Popen(["nginx", "-p", str(d), "-c", str(d / "nginx.conf"),
-                                      "-e", str(d / "error.log")],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            ["nginx", "-p", str(d), "-c", str(d / "nginx.conf"), "-e", str(d / "error.log")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_http(self.url + "/", self.proc, "nginx")
         return self
 

@@ -31,8 +31,9 @@ BIN = Path(sys.executable).parent
 def timed(cmd: list[str], env: dict | None = None) -> tuple[float, int]:
     """Wall seconds and peak RSS (KiB) of a command, which must succeed."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     peak = rss_of(proc)
     if proc.returncode != 0:
         raise SystemExit(f"{cmd[0]} failed: {proc.stderr_text}")
@@ -55,15 +56,36 @@ def main() -> None:
         with Platform(work / "data", [source], access="open") as platform:
             object_id = platform.object_ids[0]
             env = platform.client_env()
-            url = subprocess.run([str(BIN / "score-client"), "url", "--object-id", object_id],
-                                 env={**os.environ, **env}, capture_output=True, text=True,
-                                 check=True).stdout.strip()
+            url = subprocess.run(
+                [str(BIN / "score-client"), "url", "--object-id", object_id],
+                env={**os.environ, **env},
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
             tools = {
-                "score-client": lambda out: [str(BIN / "score-client"), "--quiet", "download",
-                                             "--object-id", object_id, "--output-dir", str(out),
-                                             "--parallel", str(args.parallel)],
-                "aria2c -x8 -s8": lambda out: ["aria2c", "-q", "-x8", "-s8", "-d", str(out),
-                                               "-o", "big.bam", url],
+                "score-client": lambda out: [
+                    str(BIN / "score-client"),
+                    "--quiet",
+                    "download",
+                    "--object-id",
+                    object_id,
+                    "--output-dir",
+                    str(out),
+                    "--parallel",
+                    str(args.parallel),
+                ],
+                "aria2c -x8 -s8": lambda out: [
+                    "aria2c",
+                    "-q",
+                    "-x8",
+                    "-s8",
+                    "-d",
+                    str(out),
+                    "-o",
+                    "big.bam",
+                    url,
+                ],
                 "curl": lambda out: ["curl", "-s", "-o", str(out / "big.bam"), url],
             }
             times: dict[str, list[float]] = {t: [] for t in tools}
@@ -82,15 +104,23 @@ def main() -> None:
         rows = []
         for name in tools:
             med = statistics.median(times[name])
-            rows.append(f"| {name} | {size / med / 1e6:,.0f} MB/s | {med:.2f} s | "
-                        f"{base / med:.2f}× | {max(peaks[name]) / 1024:.0f} MiB |")
-        table = "\n".join([
-            f"### download, {args.size_mib} MiB object, median of {args.runs} "
-            f"({time.strftime('%Y-%m-%d %H:%M')})",
-            "score-client verifies MD5 and fsyncs before its atomic rename; aria2c and curl do "
-            "neither. Ratio = aria2c's time / the tool's time (higher is faster).",
-            "", "| tool | throughput | time | vs aria2c | peak RSS |", "|---|---|---|---|---|",
-            *rows, ""])
+            rows.append(
+                f"| {name} | {size / med / 1e6:,.0f} MB/s | {med:.2f} s | "
+                f"{base / med:.2f}× | {max(peaks[name]) / 1024:.0f} MiB |"
+            )
+        table = "\n".join(
+            [
+                f"### download, {args.size_mib} MiB object, median of {args.runs} "
+                f"({time.strftime('%Y-%m-%d %H:%M')})",
+                "score-client verifies MD5 and fsyncs before its atomic rename; aria2c and curl do "
+                "neither. Ratio = aria2c's time / the tool's time (higher is faster).",
+                "",
+                "| tool | throughput | time | vs aria2c | peak RSS |",
+                "|---|---|---|---|---|",
+                *rows,
+                "",
+            ]
+        )
         print(table)
         record(table)
     finally:

@@ -71,25 +71,37 @@ def unmount(mount_point: Path) -> None:
 
 
 @contextlib.contextmanager
-def mounted(kind: str, mount_point: Path, env: dict, nginx_url: str,
-            log: Path) -> Iterator[tuple[Path, subprocess.Popen]]:
+def mounted(
+    kind: str, mount_point: Path, env: dict, nginx_url: str, log: Path
+) -> Iterator[tuple[Path, subprocess.Popen]]:
     """A fresh mount; yields the benchmark file's path in it and the mount process."""
     if kind == SCORE:
         cmd = [str(BIN / "score-client"), "mount", "--mount-point", str(mount_point)]
     else:
-        cmd = ["rclone", "mount", ":http:", str(mount_point), "--http-url", nginx_url + "/",
-               "--read-only", "--vfs-cache-mode", "off", "--config", "/dev/null"]
+        cmd = [
+            "rclone",
+            "mount",
+            ":http:",
+            str(mount_point),
+            "--http-url",
+            nginx_url + "/",
+            "--read-only",
+            "--vfs-cache-mode",
+            "off",
+            "--config",
+            "/dev/null",
+        ]
     with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, env={**os.environ, **env}, stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=out)
+        proc = subprocess.Popen(
+            cmd, env={**os.environ, **env}, stdin=subprocess.DEVNULL, stdout=out, stderr=out
+        )
     try:
         deadline = time.monotonic() + 60
         while not os.path.ismount(mount_point):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"{kind} did not mount: {log.read_text()[-2000:]}")
             time.sleep(0.05)
-        found = [Path(d) / "big.bam" for d, _, names in os.walk(mount_point)
-                 if "big.bam" in names]
+        found = [Path(d) / "big.bam" for d, _, names in os.walk(mount_point) if "big.bam" in names]
         if len(found) != 1:
             raise SystemExit(f"{kind}: expected one big.bam in the mount, found {found}")
         yield found[0], proc
@@ -137,8 +149,10 @@ def main() -> None:
         source = random_file(work / "src" / "big.bam", size)
         for mp in mount_points.values():
             mp.mkdir()
-        with Platform(work / "data", [source], access="open") as platform, \
-                Nginx(work / "src") as nginx:
+        with (
+            Platform(work / "data", [source], access="open") as platform,
+            Nginx(work / "src") as nginx,
+        ):
             object_id = platform.object_ids[0]
             env = {**platform.client_env(), "SCORE_CLIENT_CONF_DIR": str(work / "no-conf")}
             seq: dict[str, list[float]] = {SCORE: [], RCLONE: [], DOWNLOAD: []}
@@ -147,23 +161,34 @@ def main() -> None:
             for run in range(args.runs):
                 kinds = [SCORE, RCLONE] if run % 2 == 0 else [RCLONE, SCORE]
                 for kind in kinds:
-                    with mounted(kind, mount_points[kind], env, nginx.url,
-                                 work / f"{kind.split()[0]}.log") as (path, proc):
+                    with mounted(
+                        kind, mount_points[kind], env, nginx.url, work / f"{kind.split()[0]}.log"
+                    ) as (path, proc):
                         seconds, _ = run_timed(["dd", f"if={path}", "of=/dev/null", "bs=1M"])
                         seq[kind].append(seconds)
                         peaks[kind].append(vm_hwm(proc.pid))
                 out = work / "out"
-                seconds, peak = run_timed([str(BIN / "score-client"), "--quiet", "download",
-                                           "--object-id", object_id, "--output-dir", str(out)],
-                                          env)
+                seconds, peak = run_timed(
+                    [
+                        str(BIN / "score-client"),
+                        "--quiet",
+                        "download",
+                        "--object-id",
+                        object_id,
+                        "--output-dir",
+                        str(out),
+                    ],
+                    env,
+                )
                 if (out / "big.bam").stat().st_size != size:
                     raise SystemExit("score-client download wrote the wrong size")
                 shutil.rmtree(out)
                 seq[DOWNLOAD].append(seconds)
                 peaks[DOWNLOAD].append(peak)
                 for kind in kinds:
-                    with mounted(kind, mount_points[kind], env, nginx.url,
-                                 work / f"{kind.split()[0]}.log") as (path, proc):
+                    with mounted(
+                        kind, mount_points[kind], env, nginx.url, work / f"{kind.split()[0]}.log"
+                    ) as (path, proc):
                         n = random_reads(path, size, source, args.seconds, args.seed + run)
                         rnd[kind].append(n / args.seconds)
                         peaks[kind].append(vm_hwm(proc.pid))
@@ -174,21 +199,30 @@ def main() -> None:
             med = statistics.median(seq[kind])
             r = f"{statistics.median(rnd[kind]):,.0f}" if kind in rnd else "—"
             vs_r = f"{statistics.median(rnd[kind]) / base_rnd:.2f}×" if kind in rnd else "—"
-            rows.append(f"| {kind} | {size / med / 1e6:,.0f} MB/s | {med:.2f} s | "
-                        f"{base_seq / med:.2f}× | {r} | {vs_r} | "
-                        f"{max(peaks[kind]) / 1024:.0f} MiB |")
-        table = "\n".join([
-            f"### mount, {args.size_mib} MiB file, median of {args.runs} "
-            f"({time.strftime('%Y-%m-%d %H:%M')})",
-            "Sequential: dd bs=1M through the mount to /dev/null, or score-client download to "
-            "disk (MD5-verified, fsync'ed); a fresh mount for every measurement, so nothing "
-            f"comes from the kernel's page cache. Random: 64 KiB preads at seeded offsets for "
-            f"{args.seconds:g} s, each checked. rclone: `rclone mount :http: --read-only "
-            "--vfs-cache-mode off` of nginx serving the same file. Targets: mount ≥ 0.8× "
-            "download (sequential); score-client ≥ rclone (random). Peak RSS: the mount "
-            "process (the download: score-client).",
-            "", "| path | sequential | time | vs download | random reads/s | vs rclone | "
-            "peak RSS |", "|---|---|---|---|---|---|---|", *rows, ""])
+            rows.append(
+                f"| {kind} | {size / med / 1e6:,.0f} MB/s | {med:.2f} s | "
+                f"{base_seq / med:.2f}× | {r} | {vs_r} | "
+                f"{max(peaks[kind]) / 1024:.0f} MiB |"
+            )
+        table = "\n".join(
+            [
+                f"### mount, {args.size_mib} MiB file, median of {args.runs} "
+                f"({time.strftime('%Y-%m-%d %H:%M')})",
+                "Sequential: dd bs=1M through the mount to /dev/null, or score-client download to "
+                "disk (MD5-verified, fsync'ed); a fresh mount for every measurement, so nothing "
+                f"comes from the kernel's page cache. Random: 64 KiB preads at seeded offsets for "
+                f"{args.seconds:g} s, each checked. rclone: `rclone mount :http: --read-only "
+                "--vfs-cache-mode off` of nginx serving the same file. Targets: mount ≥ 0.8× "
+                "download (sequential); score-client ≥ rclone (random). Peak RSS: the mount "
+                "process (the download: score-client).",
+                "",
+                "| path | sequential | time | vs download | random reads/s | vs rclone | "
+                "peak RSS |",
+                "|---|---|---|---|---|---|---|",
+                *rows,
+                "",
+            ]
+        )
         report(table, args)
     finally:
         for mp in mount_points.values():

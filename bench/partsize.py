@@ -37,36 +37,56 @@ def main() -> None:
         source = random_file(work / "big.bam", args.size_mib * MiB)
         times: dict[str, list[float]] = {}
         with ExitStack() as stack:
-            platforms = {size: stack.enter_context(Platform(work / f"d{size}", [source],
-                                                            part_mib=size))
-                         for size in args.sizes}
+            platforms = {
+                size: stack.enter_context(Platform(work / f"d{size}", [source], part_mib=size))
+                for size in args.sizes
+            }
             first = platforms[args.sizes[0]]
             url = score_client(first.client_env(), "url", "--object-id", first.object_ids[0])
             for _ in range(args.runs):
                 for size, platform in platforms.items():
                     out = work / "out"
                     shutil.rmtree(out, ignore_errors=True)
-                    seconds, _ = run_timed([str(BIN / "score-client"), "--quiet", "download",
-                                            "--object-id", platform.object_ids[0],
-                                            "--output-dir", str(out)], platform.client_env())
+                    seconds, _ = run_timed(
+                        [
+                            str(BIN / "score-client"),
+                            "--quiet",
+                            "download",
+                            "--object-id",
+                            platform.object_ids[0],
+                            "--output-dir",
+                            str(out),
+                        ],
+                        platform.client_env(),
+                    )
                     times.setdefault(f"score-client, {size} MiB parts", []).append(seconds)
                 out = work / "out"
                 shutil.rmtree(out, ignore_errors=True)
                 out.mkdir()
-                seconds, _ = run_timed(["aria2c", "-q", "-x8", "-s8", "-d", str(out), "-o",
-                                        "big.bam", url])
+                seconds, _ = run_timed(
+                    ["aria2c", "-q", "-x8", "-s8", "-d", str(out), "-o", "big.bam", url]
+                )
                 times.setdefault("aria2c -x8 -s8", []).append(seconds)
         base = statistics.median(times["aria2c -x8 -s8"])
         size = args.size_mib * MiB
-        rows = [f"| {name} | {size / statistics.median(t) / 1e6:,.0f} MB/s | "
-                f"{statistics.median(t):.2f} s | {base / statistics.median(t):.2f}× |"
-                for name, t in times.items()]
-        table = "\n".join([
-            f"### part size, {args.size_mib} MiB download, median of {args.runs} "
-            f"({time.strftime('%Y-%m-%d %H:%M')})",
-            "The same object from platforms differing only in --part-size; score-client "
-            "verifies MD5 and fsyncs. Ratio = aria2c's time / the row's time.", "",
-            "| client | throughput | time | vs aria2c |", "|---|---|---|---|", *rows, ""])
+        rows = [
+            f"| {name} | {size / statistics.median(t) / 1e6:,.0f} MB/s | "
+            f"{statistics.median(t):.2f} s | {base / statistics.median(t):.2f}× |"
+            for name, t in times.items()
+        ]
+        table = "\n".join(
+            [
+                f"### part size, {args.size_mib} MiB download, median of {args.runs} "
+                f"({time.strftime('%Y-%m-%d %H:%M')})",
+                "The same object from platforms differing only in --part-size; score-client "
+                "verifies MD5 and fsyncs. Ratio = aria2c's time / the row's time.",
+                "",
+                "| client | throughput | time | vs aria2c |",
+                "|---|---|---|---|",
+                *rows,
+                "",
+            ]
+        )
         print(table)
         if not args.no_record:
             record(table)

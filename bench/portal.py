@@ -41,20 +41,28 @@ def fill(data_dir: Path, files: int, seed: int = 7) -> None:
     with platform.db.session() as s:
         studies = [f"ST{i:02d}" for i in range(12)]
         per_analysis = 4
-        donors = [(studies[d % len(studies)], f"DO{d:07d}", f"SA{d:07d}")
-                  for d in range(files // 20)]
-        add_donors(s, studies, [(st, donor, "SP" + donor[2:], sample)
-                                for st, donor, sample in donors])
+        donors = [
+            (studies[d % len(studies)], f"DO{d:07d}", f"SA{d:07d}") for d in range(files // 20)
+        ]
+        add_donors(
+            s, studies, [(st, donor, "SP" + donor[2:], sample) for st, donor, sample in donors]
+        )
         n = 0
         while n < files:
             st, donor, sample = rng.choice(donors)
             ftype, dtype, atype = rng.choice(KINDS)
             analysis_id = str(uuid.UUID(int=rng.getrandbits(128)))
-            rows = [{"object_id": str(uuid.UUID(int=rng.getrandbits(128))),
-                     "file_name": f"{donor}.{k}.{ftype.lower()}",
-                     "file_size": rng.randint(10**6, 10**11), "file_type": ftype,
-                     "file_access": rng.choice(("open", "controlled")), "data_type": dtype}
-                    for k in range(per_analysis)]
+            rows = [
+                {
+                    "object_id": str(uuid.UUID(int=rng.getrandbits(128))),
+                    "file_name": f"{donor}.{k}.{ftype.lower()}",
+                    "file_size": rng.randint(10**6, 10**11),
+                    "file_type": ftype,
+                    "file_access": rng.choice(("open", "controlled")),
+                    "data_type": dtype,
+                }
+                for k in range(per_analysis)
+            ]
             add_published_analysis(s, analysis_id, st, sample, atype, now, rows)
             n += per_analysis
             if n % 20000 < per_analysis:
@@ -72,15 +80,27 @@ def main() -> None:
     import subprocess
 
     try:
-        subprocess.run([str(BIN / "score-server"), "init", "--data-dir", str(work / "d")],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [str(BIN / "score-server"), "init", "--data-dir", str(work / "d")],
+            check=True,
+            capture_output=True,
+        )
         started = time.perf_counter()
         fill(work / "d", args.files)
         fill_s = time.perf_counter() - started
         port = free_port()
-        proc = subprocess.Popen([str(BIN / "score-server"), "serve", "--data-dir",
-                                 str(work / "d"), "--port", str(port)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [
+                str(BIN / "score-server"),
+                "serve",
+                "--data-dir",
+                str(work / "d"),
+                "--port",
+                str(port),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             for _ in range(100):
@@ -93,7 +113,7 @@ def main() -> None:
                 "first page, no filter": "/repository",
                 "filtered (study + file type)": "/repository?study=ST03&file_type=BAM",
                 "filtered + sorted by size desc": "/repository?access=open&file_type=VCF"
-                                                  "&sort=size&order=desc",
+                "&sort=size&order=desc",
                 "text search": "/repository?q=DO00012",
                 "page 400": "/repository?page=400",
             }
@@ -106,8 +126,10 @@ def main() -> None:
                     wall_ms.append((time.perf_counter() - t) * 1000)
                     r.raise_for_status()
                     server_ms.append(float(r.headers["server-timing"].split("dur=")[1]))
-                rows.append(f"| {name} | {statistics.median(server_ms):.0f} ms | "
-                            f"{statistics.median(wall_ms):.0f} ms |")
+                rows.append(
+                    f"| {name} | {statistics.median(server_ms):.0f} ms | "
+                    f"{statistics.median(wall_ms):.0f} ms |"
+                )
             t = time.perf_counter()
             manifest = httpx.get(url + "/repository/manifest.tsv?study=ST03", timeout=120)
             manifest_ms = (time.perf_counter() - t) * 1000
@@ -115,13 +137,20 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait(10)
-        table = "\n".join([
-            f"### portal, {args.files:,} published files, median of {args.runs} "
-            f"({time.strftime('%Y-%m-%d %H:%M')})",
-            f"SQLite; filled in {fill_s:.0f} s. Server time from Server-Timing (query + "
-            "render); wall includes the loopback round trip. Target: < 300 ms.", "",
-            "| view | server | wall |", "|---|---|---|", *rows,
-            f"| manifest TSV of one study ({lines:,} rows) | — | {manifest_ms:.0f} ms |", ""])
+        table = "\n".join(
+            [
+                f"### portal, {args.files:,} published files, median of {args.runs} "
+                f"({time.strftime('%Y-%m-%d %H:%M')})",
+                f"SQLite; filled in {fill_s:.0f} s. Server time from Server-Timing (query + "
+                "render); wall includes the loopback round trip. Target: < 300 ms.",
+                "",
+                "| view | server | wall |",
+                "|---|---|---|",
+                *rows,
+                f"| manifest TSV of one study ({lines:,} rows) | — | {manifest_ms:.0f} ms |",
+                "",
+            ]
+        )
         print(table)
         record(table)
     finally:

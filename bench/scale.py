@@ -84,8 +84,11 @@ def main() -> None:
     try:
         source = random_file(work / "big.bam", size)
         pg_started = True
-        out = subprocess.run(["bash", str(POSTGRES), "start", str(pg_dir), str(free_port())],
-                             capture_output=True, text=True)
+        out = subprocess.run(
+            ["bash", str(POSTGRES), "start", str(pg_dir), str(free_port())],
+            capture_output=True,
+            text=True,
+        )
         if out.returncode != 0:
             raise SystemExit(f"postgres.sh start failed: {out.stderr}")
         pg_url = exported(out.stdout)["PYSCORE_TEST_POSTGRES"]
@@ -95,19 +98,37 @@ def main() -> None:
             conn.execute("CREATE DATABASE pyscore_bench")
         db_url = pg_url.rsplit("/", 1)[0] + "/pyscore_bench"
         ceph_started = True
-        out = subprocess.run(["bash", str(S3), "start", str(ceph_dir), str(free_port())],
-                             capture_output=True, text=True,
-                             env={**os.environ, "S3_SERVER": "ceph"})
+        out = subprocess.run(
+            ["bash", str(S3), "start", str(ceph_dir), str(free_port())],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "S3_SERVER": "ceph"},
+        )
         if out.returncode != 0:
             raise SystemExit(f"Ceph RGW did not start:\n{out.stderr}")
         s3 = exported(out.stdout)
-        init_args = ["--database-url", db_url, "--store", "s3://pyscore-bench/objects",
-                     "--s3-endpoint", s3["S3_ENDPOINT"], "--s3-access-key", s3["S3_ACCESS_KEY"],
-                     "--s3-secret-key", s3["S3_SECRET_KEY"]]
+        init_args = [
+            "--database-url",
+            db_url,
+            "--store",
+            "s3://pyscore-bench/objects",
+            "--s3-endpoint",
+            s3["S3_ENDPOINT"],
+            "--s3-access-key",
+            s3["S3_ACCESS_KEY"],
+            "--s3-secret-key",
+            s3["S3_SECRET_KEY"],
+        ]
         with ExitStack() as stack:
-            first = stack.enter_context(Platform(work / "data", [source], access="controlled",
-                                                 workers=args.workers[0],
-                                                 init_args=init_args))
+            first = stack.enter_context(
+                Platform(
+                    work / "data",
+                    [source],
+                    access="controlled",
+                    workers=args.workers[0],
+                    init_args=init_args,
+                )
+            )
             urls = {args.workers[0]: first.url}
             for n in args.workers[1:]:
                 urls[n] = stack.enter_context(Serve(first.data_dir, workers=n)).url
@@ -120,14 +141,34 @@ def main() -> None:
             parts = r.json()["parts"]
             if not all(p["url"].startswith(s3["S3_ENDPOINT"]) for p in parts):
                 raise SystemExit("part URLs do not point at the object store")
-            env = {"METADATA_URL": first.url, "STORAGE_URL": first.url, "ACCESSTOKEN": token,
-                   "SCORE_CLIENT_CONF_DIR": str(work / "no-conf")}
+            env = {
+                "METADATA_URL": first.url,
+                "STORAGE_URL": first.url,
+                "ACCESSTOKEN": token,
+                "SCORE_CLIENT_CONF_DIR": str(work / "no-conf"),
+            }
             presigned = score_client(env, "url", "--object-id", object_id)
             tools = {
-                "score-client": lambda out: [str(BIN / "score-client"), "--quiet", "download",
-                                             "--object-id", object_id, "--output-dir", str(out)],
-                "aria2c -x8 -s8": lambda out: ["aria2c", "-q", "-x8", "-s8", "-d", str(out),
-                                               "-o", "big.bam", presigned],
+                "score-client": lambda out: [
+                    str(BIN / "score-client"),
+                    "--quiet",
+                    "download",
+                    "--object-id",
+                    object_id,
+                    "--output-dir",
+                    str(out),
+                ],
+                "aria2c -x8 -s8": lambda out: [
+                    "aria2c",
+                    "-q",
+                    "-x8",
+                    "-s8",
+                    "-d",
+                    str(out),
+                    "-o",
+                    "big.bam",
+                    presigned,
+                ],
             }
             specs: dict[int, list[dict]] = {n: [] for n in urls}
             times: dict[str, list[float]] = {t: [] for t in tools}
@@ -135,8 +176,7 @@ def main() -> None:
             for run in range(args.runs):
                 order = list(urls) if run % 2 == 0 else list(reversed(urls))
                 for n in order:
-                    specs[n].append(wrk(urls[n] + spec_path, token, args.connections,
-                                        args.seconds))
+                    specs[n].append(wrk(urls[n] + spec_path, token, args.connections, args.seconds))
                 order = list(tools) if run % 2 == 0 else list(reversed(tools))
                 for name in order:
                     out = work / "out"
@@ -152,34 +192,47 @@ def main() -> None:
         spec_rows = []
         for n, results in specs.items():
             rps = statistics.median(r["rps"] for r in results)
-            spec_rows.append(f"| --workers {n} | {rps:,.0f} | {rps / base_rps:.2f}× | "
-                             f"{statistics.median(r['p50'] for r in results):.1f} ms | "
-                             f"{statistics.median(r['p99'] for r in results):.1f} ms |")
+            spec_rows.append(
+                f"| --workers {n} | {rps:,.0f} | {rps / base_rps:.2f}× | "
+                f"{statistics.median(r['p50'] for r in results):.1f} ms | "
+                f"{statistics.median(r['p99'] for r in results):.1f} ms |"
+            )
         base = statistics.median(times["aria2c -x8 -s8"])
         rows = []
         for name in tools:
             med = statistics.median(times[name])
-            rows.append(f"| {name} | {size / med / 1e6:,.0f} MB/s | {med:.2f} s | "
-                        f"{base / med:.2f}× | {max(peaks[name]) / 1024:.0f} MiB |")
+            rows.append(
+                f"| {name} | {size / med / 1e6:,.0f} MB/s | {med:.2f} s | "
+                f"{base / med:.2f}× | {max(peaks[name]) / 1024:.0f} MiB |"
+            )
         stamp = time.strftime("%Y-%m-%d %H:%M")
-        table = "\n".join([
-            f"### scale: download-spec requests/s on PostgreSQL + Ceph RGW, median of "
-            f"{args.runs} ({stamp})",
-            f"wrk -t1 -c{args.connections} -d{args.seconds:g}s, GET /download/{{id}}"
-            f"?offset=0&length=-1 with a study READ token on a controlled {args.size_mib} MiB "
-            f"object ({len(parts)} parts, all with the one presigned URL: S3 URLs bind no "
-            "range); PostgreSQL 15, S3 store on Ceph RGW; the servers share the database "
-            "and bucket. 2 cores: wrk and the servers compete for them. Ratio vs the first "
-            "row.",
-            "", "| server processes | requests/s | ratio | p50 latency | p99 latency |",
-            "|---|---|---|---|---|", *spec_rows, "",
-            f"### scale: {args.size_mib} MiB download through Ceph RGW presigned URLs, median "
-            f"of {args.runs} ({stamp})",
-            "Object bytes go from RGW to the client; score-server only signs. score-client "
-            "verifies MD5 and fsyncs; aria2c does neither. Ratio = aria2c's time / the tool's "
-            "time.",
-            "", "| tool | throughput | time | vs aria2c | peak RSS |", "|---|---|---|---|---|",
-            *rows, ""])
+        table = "\n".join(
+            [
+                f"### scale: download-spec requests/s on PostgreSQL + Ceph RGW, median of "
+                f"{args.runs} ({stamp})",
+                f"wrk -t1 -c{args.connections} -d{args.seconds:g}s, GET /download/{{id}}"
+                f"?offset=0&length=-1 with a study READ token on a controlled {args.size_mib} MiB "
+                f"object ({len(parts)} parts, all with the one presigned URL: S3 URLs bind no "
+                "range); PostgreSQL 15, S3 store on Ceph RGW; the servers share the database "
+                "and bucket. 2 cores: wrk and the servers compete for them. Ratio vs the first "
+                "row.",
+                "",
+                "| server processes | requests/s | ratio | p50 latency | p99 latency |",
+                "|---|---|---|---|---|",
+                *spec_rows,
+                "",
+                f"### scale: {args.size_mib} MiB download through Ceph RGW presigned URLs, median "
+                f"of {args.runs} ({stamp})",
+                "Object bytes go from RGW to the client; score-server only signs. score-client "
+                "verifies MD5 and fsyncs; aria2c does neither. Ratio = aria2c's time / the tool's "
+                "time.",
+                "",
+                "| tool | throughput | time | vs aria2c | peak RSS |",
+                "|---|---|---|---|---|",
+                *rows,
+                "",
+            ]
+        )
         report(table, args)
     finally:
         if ceph_started:

@@ -49,9 +49,21 @@ UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 def wrk(url: str, token: str, connections: int, seconds: float) -> dict[str, float]:
     """Requests/s and latency percentiles (ms) from one wrk run; every answer must be 2xx."""
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency",
-                          "-H", f"Authorization: Bearer {token}", url],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds:g}s",
+            "--latency",
+            "-H",
+            f"Authorization: Bearer {token}",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     if "Non-2xx" in out or "Socket errors" in out:
         raise SystemExit(f"wrk saw failures:\n{out}")
     result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])}
@@ -64,15 +76,29 @@ def wrk(url: str, token: str, connections: int, seconds: float) -> dict[str, flo
 def parallel_ranges(url: str, size: int, ranges: int) -> float:
     """Seconds for `ranges` concurrent curl -r GETs that together cover [0, size)."""
     step = -(-size // ranges)
-    cmds = [["curl", "-s", "-f", "-r", f"{lo}-{min(lo + step, size) - 1}", "-o", "/dev/null",
-             "-w", "%{size_download}", url] for lo in range(0, size, step)]
+    cmds = [
+        [
+            "curl",
+            "-s",
+            "-f",
+            "-r",
+            f"{lo}-{min(lo + step, size) - 1}",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{size_download}",
+            url,
+        ]
+        for lo in range(0, size, step)
+    ]
     started = time.perf_counter()
     procs = [subprocess.Popen(c, stdout=subprocess.PIPE, text=True) for c in cmds]
     got = [int(p.communicate()[0] or 0) for p in procs]
     seconds = time.perf_counter() - started
     if any(p.returncode for p in procs) or sum(got) != size:
-        raise SystemExit(f"ranged GETs failed: codes {[p.returncode for p in procs]}, "
-                         f"{sum(got)} of {size} bytes")
+        raise SystemExit(
+            f"ranged GETs failed: codes {[p.returncode for p in procs]}, {sum(got)} of {size} bytes"
+        )
     return seconds
 
 
@@ -92,9 +118,11 @@ def main() -> None:
     try:
         (work / "src").mkdir()
         source = random_file(work / "src" / "big.bam", size)
-        with Platform(work / "data", [source], access="controlled") as one, \
-                Serve(one.data_dir, workers=2) as two, Nginx(work / "src",
-                                                            args.nginx_workers) as nginx:
+        with (
+            Platform(work / "data", [source], access="controlled") as one,
+            Serve(one.data_dir, workers=2) as two,
+            Nginx(work / "src", args.nginx_workers) as nginx,
+        ):
             object_id = one.object_ids[0]
             token = create_token(one.data_dir, "PROGRAMDATA-BENCH.READ")
             servers = {"score-server --workers 1": one.url, "score-server --workers 2": two.url}
@@ -103,9 +131,15 @@ def main() -> None:
                 r = httpx.get(url + spec_path, headers={"Authorization": f"Bearer {token}"})
                 r.raise_for_status()
                 parts = len(r.json()["parts"])
-            signed = {name: score_client({"METADATA_URL": url, "STORAGE_URL": url,
-                                          "ACCESSTOKEN": token}, "url", "--object-id", object_id)
-                      for name, url in servers.items()}
+            signed = {
+                name: score_client(
+                    {"METADATA_URL": url, "STORAGE_URL": url, "ACCESSTOKEN": token},
+                    "url",
+                    "--object-id",
+                    object_id,
+                )
+                for name, url in servers.items()
+            }
             nginx_name = f"nginx (worker_processes {args.nginx_workers})"
             targets = {**signed, nginx_name: f"{nginx.url}/big.bam"}
             specs: dict[str, list[dict]] = {name: [] for name in servers}
@@ -113,8 +147,9 @@ def main() -> None:
             for run in range(args.runs):
                 order = list(servers) if run % 2 == 0 else list(reversed(servers))
                 for name in order:
-                    specs[name].append(wrk(servers[name] + spec_path, token, args.connections,
-                                           args.seconds))
+                    specs[name].append(
+                        wrk(servers[name] + spec_path, token, args.connections, args.seconds)
+                    )
                 order = list(targets) if run % 2 == 0 else list(reversed(targets))
                 for name in order:
                     ranged[name].append(parallel_ranges(targets[name], size, args.ranges))
@@ -122,31 +157,43 @@ def main() -> None:
         spec_rows = []
         for name, results in specs.items():
             rps = statistics.median(r["rps"] for r in results)
-            spec_rows.append(f"| {name} | {rps:,.0f} | {rps / base_rps:.2f}× | "
-                             f"{statistics.median(r['p50'] for r in results):.1f} ms | "
-                             f"{statistics.median(r['p99'] for r in results):.1f} ms |")
+            spec_rows.append(
+                f"| {name} | {rps:,.0f} | {rps / base_rps:.2f}× | "
+                f"{statistics.median(r['p50'] for r in results):.1f} ms | "
+                f"{statistics.median(r['p99'] for r in results):.1f} ms |"
+            )
         base_range = statistics.median(ranged[nginx_name])
         range_rows = []
         for name, times in ranged.items():
             med = statistics.median(times)
-            range_rows.append(f"| {name} | {size / med / 1e6:,.0f} MB/s | {med:.2f} s | "
-                              f"{base_range / med:.2f}× |")
+            range_rows.append(
+                f"| {name} | {size / med / 1e6:,.0f} MB/s | {med:.2f} s | {base_range / med:.2f}× |"
+            )
         stamp = time.strftime("%Y-%m-%d %H:%M")
-        table = "\n".join([
-            f"### server: download-spec requests/s, median of {args.runs} ({stamp})",
-            f"wrk -t1 -c{args.connections} -d{args.seconds:g}s, GET /download/{{id}}"
-            f"?offset=0&length=-1 with a study READ token on a controlled {args.size_mib} MiB "
-            f"object ({parts} signed part URLs per answer); SQLite, local store, both "
-            "servers on one data directory. Ratio vs --workers 1.",
-            "", "| server | requests/s | vs 1 worker | p50 latency | p99 latency |",
-            "|---|---|---|---|---|", *spec_rows, "",
-            f"### server: {args.ranges} parallel ranged GETs of a {args.size_mib} MiB object, "
-            f"median of {args.runs} ({stamp})",
-            f"{args.ranges} concurrent `curl -r` to /dev/null covering the whole object; "
-            "score-server's signed whole-object URL (`score-client url`) vs nginx (sendfile) "
-            "serving the same file. Ratio = nginx's time / the server's time.",
-            "", "| server | throughput | time | vs nginx |", "|---|---|---|---|",
-            *range_rows, ""])
+        table = "\n".join(
+            [
+                f"### server: download-spec requests/s, median of {args.runs} ({stamp})",
+                f"wrk -t1 -c{args.connections} -d{args.seconds:g}s, GET /download/{{id}}"
+                f"?offset=0&length=-1 with a study READ token on a controlled {args.size_mib} MiB "
+                f"object ({parts} signed part URLs per answer); SQLite, local store, both "
+                "servers on one data directory. Ratio vs --workers 1.",
+                "",
+                "| server | requests/s | vs 1 worker | p50 latency | p99 latency |",
+                "|---|---|---|---|---|",
+                *spec_rows,
+                "",
+                f"### server: {args.ranges} parallel ranged GETs of a {args.size_mib} MiB object, "
+                f"median of {args.runs} ({stamp})",
+                f"{args.ranges} concurrent `curl -r` to /dev/null covering the whole object; "
+                "score-server's signed whole-object URL (`score-client url`) vs nginx (sendfile) "
+                "serving the same file. Ratio = nginx's time / the server's time.",
+                "",
+                "| server | throughput | time | vs nginx |",
+                "|---|---|---|---|",
+                *range_rows,
+                "",
+            ]
+        )
         report(table, args)
     finally:
         shutil.rmtree(work, ignore_errors=True)

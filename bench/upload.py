@@ -62,8 +62,9 @@ def fresh_object(http: httpx.Client, payload: dict) -> str:
     return files.json()[0]["objectId"]
 
 
-def curl_upload(http: httpx.Client, object_id: str, path: Path, md5: str,
-                work: Path) -> tuple[float, float, int]:
+def curl_upload(
+    http: httpx.Client, object_id: str, path: Path, md5: str, work: Path
+) -> tuple[float, float, int]:
     """Initiate a one-part upload, `curl -T` the part, finalize it, complete. Returns the
     seconds of curl alone, of everything, and curl's peak RSS (KiB)."""
     size = path.stat().st_size
@@ -75,15 +76,22 @@ def curl_upload(http: httpx.Client, object_id: str, path: Path, md5: str,
         raise SystemExit(f"expected one part, the server planned {len(spec['parts'])}")
     part = spec["parts"][0]
     headers = work / "curl-headers.txt"
-    seconds, peak = run_timed(["curl", "-s", "-f", "-T", str(path), "-D", str(headers),
-                               "-o", "/dev/null", part["url"]])
+    seconds, peak = run_timed(
+        ["curl", "-s", "-f", "-T", str(path), "-D", str(headers), "-o", "/dev/null", part["url"]]
+    )
     match = re.search(r"^etag:\s*\"?([0-9a-fA-F]+)\"?", headers.read_text(), re.I | re.M)
     if not match:
         raise SystemExit(f"no ETag in the PUT response: {headers.read_text()}")
     etag = match[1]
-    r = http.post(f"/upload/{object_id}/parts", params={
-        "uploadId": spec["uploadId"], "partNumber": part["partNumber"], "md5": md5,
-        "etag": etag})
+    r = http.post(
+        f"/upload/{object_id}/parts",
+        params={
+            "uploadId": spec["uploadId"],
+            "partNumber": part["partNumber"],
+            "md5": md5,
+            "etag": etag,
+        },
+    )
     r.raise_for_status()
     r = http.post(f"/upload/{object_id}", params={"uploadId": spec["uploadId"]})
     r.raise_for_status()
@@ -94,8 +102,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size-mib", type=int, default=2048)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--parallel", type=int, default=None,
-                    help="score-client upload --parallel (default: its transport.parallel)")
+    ap.add_argument(
+        "--parallel",
+        type=int,
+        default=None,
+        help="score-client upload --parallel (default: its transport.parallel)",
+    )
     add_record_flag(ap)
     args = ap.parse_args()
     need_tools("curl", "md5sum")
@@ -107,14 +119,22 @@ def main() -> None:
         payload = song_payload(STUDY, [source], donor="up")
         md5 = payload["files"][0]["fileMd5sum"]
         seed = random_file(work / "seed.bam", 4096, seed=5)  # Platform publishes something
-        with Platform(work / "multi", [seed]) as multi, \
-                Platform(work / "single", [seed], part_mib=args.size_mib) as single:
+        with (
+            Platform(work / "multi", [seed]) as multi,
+            Platform(work / "single", [seed], part_mib=args.size_mib) as single,
+        ):
             from pyscore.server.app import Platform as Server
             from pyscore.server.settings import Settings
 
             stores = {p: Server.open(Settings.load(p.data_dir)).store for p in (multi, single)}
-            clients = {p: httpx.Client(base_url=p.url, timeout=600, headers={
-                "Authorization": f"Bearer {p.admin_token}"}) for p in (multi, single)}
+            clients = {
+                p: httpx.Client(
+                    base_url=p.url,
+                    timeout=600,
+                    headers={"Authorization": f"Bearer {p.admin_token}"},
+                )
+                for p in (multi, single)
+            }
             times: dict[str, list[float]] = {SCORE: [], CURL: [], CURL_API: [], CHECKED: []}
             md5sum_cpu: list[float] = []
             peaks: dict[str, list[int]] = {SCORE: [], CURL: []}
@@ -134,20 +154,30 @@ def main() -> None:
                         client0, server0 = children_cpu(), tree_cpu(platform.proc.pid)
                         if name == SCORE:
                             seconds, peak = run_timed(
-                                [str(BIN / "score-client"), "--quiet", "upload",
-                                 "--object-id", object_id, "--file", str(source),
-                                 "--md5", md5, *extra],
-                                platform.client_env(platform.admin_token))
+                                [
+                                    str(BIN / "score-client"),
+                                    "--quiet",
+                                    "upload",
+                                    "--object-id",
+                                    object_id,
+                                    "--file",
+                                    str(source),
+                                    "--md5",
+                                    md5,
+                                    *extra,
+                                ],
+                                platform.client_env(platform.admin_token),
+                            )
                             times[SCORE].append(seconds)
                         else:
-                            seconds, total, peak = curl_upload(http, object_id, source, md5,
-                                                               work)
+                            seconds, total, peak = curl_upload(http, object_id, source, md5, work)
                             times[CURL].append(seconds)
                             times[CURL_API].append(total)
                             times[CHECKED].append(md5sum_seconds + total)
                         peaks[name].append(peak)
-                        cpu[name].append((children_cpu() - client0,
-                                          tree_cpu(platform.proc.pid) - server0))
+                        cpu[name].append(
+                            (children_cpu() - client0, tree_cpu(platform.proc.pid) - server0)
+                        )
                         if http.get(f"/upload/{object_id}").json() is not True:
                             raise SystemExit(f"{name}: object {object_id} is not uploaded")
                         stored = stores[platform].stat(object_id)
@@ -166,25 +196,32 @@ def main() -> None:
             if name == CHECKED:
                 client += statistics.median(md5sum_cpu)
             server = statistics.median(s for _, s in cpu[tool])
-            rows.append(f"| {name} | {size / med / 1e6:,.0f} MB/s | {med:.2f} s | "
-                        f"{base / med:.2f}× | {client:.1f} s | {server:.1f} s | "
-                        f"{max(peaks[tool]) / 1024:.0f} MiB |")
-        table = "\n".join([
-            f"### upload, {args.size_mib} MiB file, median of {args.runs} "
-            f"({time.strftime('%Y-%m-%d %H:%M')})",
-            "Local store of score-server (one worker) on loopback; each run uploads a fresh "
-            "object. score-client: 64 MiB parts in parallel, part MD5s checked against the "
-            "store's, whole-file MD5 checked, then completed. curl: one PUT of the whole file "
-            "as a single part to its signed URL (a platform with --part-size >= the file); the "
-            "third row adds the initiate, finalize-part and complete API calls to curl's time; "
-            "the fourth adds an `md5sum` of the file run first (a peer that checks at least "
-            "the whole file's MD5, as score-client does besides every part's). "
-            "Ratio = curl -T's time / the tool's time (target ≥ 1.0×). CPU columns: seconds "
-            "of CPU used by the client and by the server's processes during the upload; with "
-            "both on the same two cores, the wall time cannot beat their sum / 2.",
-            "", "| tool | throughput | time | vs curl -T | client CPU | server CPU | peak RSS |",
-            "|---|---|---|---|---|---|---|",
-            *rows, ""])
+            rows.append(
+                f"| {name} | {size / med / 1e6:,.0f} MB/s | {med:.2f} s | "
+                f"{base / med:.2f}× | {client:.1f} s | {server:.1f} s | "
+                f"{max(peaks[tool]) / 1024:.0f} MiB |"
+            )
+        table = "\n".join(
+            [
+                f"### upload, {args.size_mib} MiB file, median of {args.runs} "
+                f"({time.strftime('%Y-%m-%d %H:%M')})",
+                "Local store of score-server (one worker) on loopback; each run uploads a fresh "
+                "object. score-client: 64 MiB parts in parallel, part MD5s checked against the "
+                "store's, whole-file MD5 checked, then completed. curl: one PUT of the whole file "
+                "as a single part to its signed URL (a platform with --part-size >= the file); the "
+                "third row adds the initiate, finalize-part and complete API calls to curl's time; "
+                "the fourth adds an `md5sum` of the file run first (a peer that checks at least "
+                "the whole file's MD5, as score-client does besides every part's). "
+                "Ratio = curl -T's time / the tool's time (target ≥ 1.0×). CPU columns: seconds "
+                "of CPU used by the client and by the server's processes during the upload; with "
+                "both on the same two cores, the wall time cannot beat their sum / 2.",
+                "",
+                "| tool | throughput | time | vs curl -T | client CPU | server CPU | peak RSS |",
+                "|---|---|---|---|---|---|---|",
+                *rows,
+                "",
+            ]
+        )
         report(table, args)
     finally:
         shutil.rmtree(work, ignore_errors=True)

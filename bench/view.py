@@ -73,9 +73,17 @@ def write_sam(out, reference: bytes, contig_len: int, reads: int, seed: int) -> 
             pos += rng.random() * 2 * mean_gap
             p = min(int(pos), span - 1)
             q = rng.randrange(len(quals) - READ_LENGTH)
-            lines.append(b"r%d\t%d\t%s\t%d\t60\t100M\t*\t0\t0\t%s\t%s\n" % (
-                n, 16 if n & 1 else 0, name, p + 1, reference[base + p: base + p + READ_LENGTH],
-                quals[q: q + READ_LENGTH]))
+            lines.append(
+                b"r%d\t%d\t%s\t%d\t60\t100M\t*\t0\t0\t%s\t%s\n"
+                % (
+                    n,
+                    16 if n & 1 else 0,
+                    name,
+                    p + 1,
+                    reference[base + p : base + p + READ_LENGTH],
+                    quals[q : q + READ_LENGTH],
+                )
+            )
             n += 1
             if len(lines) == 20000:
                 out.write(b"".join(lines))
@@ -85,15 +93,17 @@ def write_sam(out, reference: bytes, contig_len: int, reads: int, seed: int) -> 
 
 def header(contig_len: int) -> bytes:
     return b"@HD\tVN:1.6\tSO:unsorted\n" + b"".join(
-        b"@SQ\tSN:chr%d\tLN:%d\n" % (c + 1, contig_len) for c in range(CONTIGS))
+        b"@SQ\tSN:chr%d\tLN:%d\n" % (c + 1, contig_len) for c in range(CONTIGS)
+    )
 
 
 def pilot_bytes(path: Path, reference: bytes, contig_len: int, reads: int, seed: int) -> int:
     """Size of a BAM of `reads` generated reads on contigs of `contig_len`."""
     pilot = path.with_suffix(".pilot.tmp.bam")
     try:
-        with subprocess.Popen(["samtools", "view", "-b", "-@2", "-o", str(pilot), "-"],
-                              stdin=subprocess.PIPE) as view:
+        with subprocess.Popen(
+            ["samtools", "view", "-b", "-@2", "-o", str(pilot), "-"], stdin=subprocess.PIPE
+        ) as view:
             view.stdin.write(header(contig_len))
             write_sam(view.stdin, reference, contig_len, reads, seed)
             view.stdin.close()
@@ -107,7 +117,8 @@ def make_bam(path: Path, size: int, reference_mb: int, seed: int = 11) -> None:
     rng = random.Random(seed)
     contig_len = reference_mb * 1_000_000 // CONTIGS
     reference = rng.randbytes(contig_len * CONTIGS).translate(
-        bytes(b"ACGT"[b & 3] for b in range(256)))
+        bytes(b"ACGT"[b & 3] for b in range(256))
+    )
     # Bytes per read depend on coverage (overlapping reads share sequence), so estimate it
     # twice: sparse first, then at the estimated coverage on a proportionally short reference.
     pilot_reads = 200_000
@@ -117,15 +128,31 @@ def make_bam(path: Path, size: int, reference_mb: int, seed: int = 11) -> None:
         pilot_len = max(READ_LENGTH * 10, int(contig_len * pilot_reads / reads))
         per_read = pilot_bytes(path, reference, pilot_len, pilot_reads, seed) / pilot_reads
         reads = int(size * 1.02 / per_read) // CONTIGS * CONTIGS
-    print(f"generating {path.name}: {reads:,} reads of {READ_LENGTH} bp on {reference_mb} Mb "
-          f"(~{per_read:.0f} B/read)", file=sys.stderr)
+    print(
+        f"generating {path.name}: {reads:,} reads of {READ_LENGTH} bp on {reference_mb} Mb "
+        f"(~{per_read:.0f} B/read)",
+        file=sys.stderr,
+    )
     tmp = path.with_suffix(".tmp.bam")
     started = time.perf_counter()
-    view = subprocess.Popen(["samtools", "view", "-u", "-"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE)
-    sort = subprocess.Popen(["samtools", "sort", "-@2", "-m", "512M", "-T",
-                             str(path.with_suffix(".sorting")), "-o", str(tmp), "-"],
-                            stdin=view.stdout)
+    view = subprocess.Popen(
+        ["samtools", "view", "-u", "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    sort = subprocess.Popen(
+        [
+            "samtools",
+            "sort",
+            "-@2",
+            "-m",
+            "512M",
+            "-T",
+            str(path.with_suffix(".sorting")),
+            "-o",
+            str(tmp),
+            "-",
+        ],
+        stdin=view.stdout,
+    )
     view.stdout.close()
     try:
         view.stdin.write(header(contig_len))
@@ -145,8 +172,11 @@ def make_bam(path: Path, size: int, reference_mb: int, seed: int = 11) -> None:
             leftover.unlink()
         for leftover in path.parent.glob(path.with_suffix("").name + ".sorting*"):
             leftover.unlink()
-    print(f"generated {path} ({path.stat().st_size / GiB:.2f} GiB) in "
-          f"{time.perf_counter() - started:.0f} s", file=sys.stderr)
+    print(
+        f"generated {path} ({path.stat().st_size / GiB:.2f} GiB) in "
+        f"{time.perf_counter() - started:.0f} s",
+        file=sys.stderr,
+    )
 
 
 def cached_bam(cache: Path, size_gib: float, reference_mb: int) -> Path:
@@ -186,30 +216,55 @@ def main() -> None:
         files.mkdir()
         (files / "big.bam").symlink_to(bam)
         (files / "big.bam.bai").symlink_to(bai)
-        with Platform(work / "data", [files / "big.bam", files / "big.bam.bai"],
-                      access="open") as platform:
+        with Platform(
+            work / "data", [files / "big.bam", files / "big.bam.bai"], access="open"
+        ) as platform:
             bam_id, bai_id = platform.object_ids
             proxy = FaultProxy(platform.port)
-            env = {"METADATA_URL": proxy.url, "STORAGE_URL": proxy.url, "ACCESSTOKEN": "",
-                   "SCORE_CLIENT_CONF_DIR": str(work / "no-conf")}
-            stats = subprocess.run(["samtools", "idxstats", str(bam)], capture_output=True,
-                                   text=True, check=True).stdout.splitlines()
+            env = {
+                "METADATA_URL": proxy.url,
+                "STORAGE_URL": proxy.url,
+                "ACCESSTOKEN": "",
+                "SCORE_CLIENT_CONF_DIR": str(work / "no-conf"),
+            }
+            stats = subprocess.run(
+                ["samtools", "idxstats", str(bam)], capture_output=True, text=True, check=True
+            ).stdout.splitlines()
             total = sum(int(c[2]) + int(c[3]) for c in (line.split("\t") for line in stats))
-            expected = int(subprocess.run(["samtools", "view", "-c", str(bam), region],
-                                          capture_output=True, text=True,
-                                          check=True).stdout)
+            expected = int(
+                subprocess.run(
+                    ["samtools", "view", "-c", str(bam), region],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout
+            )
             client = BIN / "score-client"
             tools = {
-                "score-client view": lambda: [str(BIN / "score-client"), "--quiet", "view",
-                                              "--object-id", bam_id, "--query", region],
-                "samtools view -X": lambda: ["samtools", "view", "-X",
-                                             score_client(env, "url", "--object-id", bam_id),
-                                             score_client(env, "url", "--object-id", bai_id),
-                                             region],
+                "score-client view": lambda: [
+                    str(BIN / "score-client"),
+                    "--quiet",
+                    "view",
+                    "--object-id",
+                    bam_id,
+                    "--query",
+                    region,
+                ],
+                "samtools view -X": lambda: [
+                    "samtools",
+                    "view",
+                    "-X",
+                    score_client(env, "url", "--object-id", bam_id),
+                    score_client(env, "url", "--object-id", bai_id),
+                    region,
+                ],
                 # what a researcher with only object ids runs: the URLs, then samtools
                 URLS_THEN_SAMTOOLS: lambda: [
-                    "sh", "-c", f'samtools view -X "$({client} url --object-id {bam_id})" '
-                    f'"$({client} url --object-id {bai_id})" {region}'],
+                    "sh",
+                    "-c",
+                    f'samtools view -X "$({client} url --object-id {bam_id})" '
+                    f'"$({client} url --object-id {bai_id})" {region}',
+                ],
             }
             times: dict[str, list[float]] = {t: [] for t in tools}
             moved: dict[str, list[int]] = {t: [] for t in tools}
@@ -227,29 +282,39 @@ def main() -> None:
                     shutil.rmtree(cwd)
         for name, seen in counts.items():
             if seen != {expected}:
-                raise SystemExit(f"{name} returned {sorted(seen)} records; samtools on the "
-                                 f"local file finds {expected}")
+                raise SystemExit(
+                    f"{name} returned {sorted(seen)} records; samtools on the "
+                    f"local file finds {expected}"
+                )
         base = statistics.median(times["samtools view -X"])
         rows = []
         for name in tools:
             med = statistics.median(times[name])
             b = statistics.median(moved[name])
-            rows.append(f"| {name} | {med:.2f} s | {med / base:.2f}× | {b / 1e6:,.1f} MB | "
-                        f"{100 * b / size:.2f}% |")
-        table = "\n".join([
-            f"### view, {region} ({args.region_kb:,} kb) of a {size / GiB:.2f} GiB BAM, "
-            f"median of {args.runs} ({time.strftime('%Y-%m-%d %H:%M')})",
-            f"Generated BAM: {total:,} reads of {READ_LENGTH} bp on a {args.reference_mb} Mb "
-            f"random reference in {CONTIGS} contigs; the region holds {expected:,} records "
-            f"(both tools returned exactly that), its share of the reads is "
-            f"{100 * expected / total:.2f}%. Bytes = object bytes (BAM + BAI) the server sent "
-            "through a counting proxy, including what htslib's first open-ended GET pushed "
-            "before it hung up. Time ratio = the tool's time / samtools' (target ≤ 1.1×); "
-            "bytes target < 1% of the file. score-client's time includes its API calls and "
-            "Python start-up; samtools' signed URLs were fetched beforehand, except in the "
-            "last row, which times getting them too (as a researcher holding object ids must).",
-            "", "| tool | time | vs samtools | bytes moved | of the file |",
-            "|---|---|---|---|---|", *rows, ""])
+            rows.append(
+                f"| {name} | {med:.2f} s | {med / base:.2f}× | {b / 1e6:,.1f} MB | "
+                f"{100 * b / size:.2f}% |"
+            )
+        table = "\n".join(
+            [
+                f"### view, {region} ({args.region_kb:,} kb) of a {size / GiB:.2f} GiB BAM, "
+                f"median of {args.runs} ({time.strftime('%Y-%m-%d %H:%M')})",
+                f"Generated BAM: {total:,} reads of {READ_LENGTH} bp on a {args.reference_mb} Mb "
+                f"random reference in {CONTIGS} contigs; the region holds {expected:,} records "
+                f"(both tools returned exactly that), its share of the reads is "
+                f"{100 * expected / total:.2f}%. Bytes = object bytes (BAM + BAI) the server sent "
+                "through a counting proxy, including what htslib's first open-ended GET pushed "
+                "before it hung up. Time ratio = the tool's time / samtools' (target ≤ 1.1×); "
+                "bytes target < 1% of the file. score-client's time includes its API calls and "
+                "Python start-up; samtools' signed URLs were fetched beforehand, except in the "
+                "last row, which times getting them too (as a researcher holding object ids must).",
+                "",
+                "| tool | time | vs samtools | bytes moved | of the file |",
+                "|---|---|---|---|---|",
+                *rows,
+                "",
+            ]
+        )
         report(table, args)
     finally:
         if proxy is not None:

@@ -19,7 +19,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 bash scripts/setup.sh test
 export PYSCORE_REQUIRE_TOOLS=1
-.venv/bin/ruff check src tests $(ls -d bench 2>/dev/null)
+.venv/bin/ruff check src tests bench
+.venv/bin/ruff format --check src tests bench
 
 WORK=$(mktemp -d /tmp/pyscore-test.XXXXXX)
 chmod 755 "$WORK"  # PostgreSQL runs as its own user and must reach its data dir

@@ -10,18 +10,32 @@ import httpx
 
 from tests.publish import md5
 
-SONG_ERROR_KEYS = {"errorId", "httpStatusName", "httpStatusCode", "message", "requestUrl",
-                   "debugMessage", "timestamp", "stackTrace"}
+SONG_ERROR_KEYS = {
+    "errorId",
+    "httpStatusName",
+    "httpStatusCode",
+    "message",
+    "requestUrl",
+    "debugMessage",
+    "timestamp",
+    "stackTrace",
+}
 
 
-def song_error(response: httpx.Response, status: int, error_id: str | None = None,
-               *mentions: str, every_field: bool = False) -> dict:
+def song_error(
+    response: httpx.Response,
+    status: int,
+    error_id: str | None = None,
+    *mentions: str,
+    every_field: bool = False,
+) -> dict:
     """Assert `response` is a Song error: the status, JSON (never HTML), all 8 SongError keys,
     the errorId (unless None), and a message naming each of `mentions`. With every_field,
     also a stackTrace list, a timestamp, and the request's path in requestUrl."""
     assert response.status_code == status, f"{response.status_code}: {response.text[:500]}"
-    assert response.headers.get("content-type", "").startswith("application/json"), \
+    assert response.headers.get("content-type", "").startswith("application/json"), (
         response.headers.get("content-type")
+    )
     assert not response.text.lstrip().startswith("<"), "error body is HTML"
     body = response.json()
     assert isinstance(body, dict), body
@@ -56,14 +70,14 @@ def mint_tokens(data_dir: Path, scopes: dict[str, str]) -> dict[str, str]:
     db = Database(Settings.load(data_dir).database_url)
     try:
         with db.session() as s:
-            return {user: auth.create_token(s, user, [scope])[1]
-                    for user, scope in scopes.items()}
+            return {user: auth.create_token(s, user, [scope])[1] for user, scope in scopes.items()}
     finally:
         db.engine.dispose()
 
 
-def submit(http: httpx.Client, payload: dict, headers: dict[str, str] | None = None
-           ) -> tuple[str, dict[str, str]]:
+def submit(
+    http: httpx.Client, payload: dict, headers: dict[str, str] | None = None
+) -> tuple[str, dict[str, str]]:
     """POST a payload to /submit/{its studyId}, which must take it; the new analysis id and
     its files' object ids by file name."""
     study = payload["studyId"]
@@ -75,24 +89,34 @@ def submit(http: httpx.Client, payload: dict, headers: dict[str, str] | None = N
     return analysis_id, {f["fileName"]: f["objectId"] for f in files.json()}
 
 
-def upload(http: httpx.Client, object_id: str, data: bytes,
-           headers: dict[str, str] | None = None) -> None:
+def upload(
+    http: httpx.Client, object_id: str, data: bytes, headers: dict[str, str] | None = None
+) -> None:
     """Upload one object through the storage API as score-client does: initiate, PUT each
     part to its signed URL (the store's ETag must be the part's MD5), finalize each part,
     complete. Every step must succeed."""
-    r = http.post(f"/upload/{object_id}/uploads", headers=headers,
-                  params={"fileSize": len(data), "md5": md5(data)})
+    r = http.post(
+        f"/upload/{object_id}/uploads",
+        headers=headers,
+        params={"fileSize": len(data), "md5": md5(data)},
+    )
     assert r.status_code == 200, r.text
     spec = r.json()
     for part in spec["parts"]:
-        chunk = data[part["offset"]: part["offset"] + part["partSize"]]
+        chunk = data[part["offset"] : part["offset"] + part["partSize"]]
         put = httpx.put(part["url"], content=chunk)
         assert put.status_code == 200, put.text
         assert put.headers["ETag"].strip('"') == md5(chunk)
-        r = http.post(f"/upload/{object_id}/parts", headers=headers,
-                      params={"uploadId": spec["uploadId"], "partNumber": part["partNumber"],
-                              "md5": md5(chunk), "etag": put.headers["ETag"]})
+        r = http.post(
+            f"/upload/{object_id}/parts",
+            headers=headers,
+            params={
+                "uploadId": spec["uploadId"],
+                "partNumber": part["partNumber"],
+                "md5": md5(chunk),
+                "etag": put.headers["ETag"],
+            },
+        )
         assert r.status_code == 200, r.text
-    r = http.post(f"/upload/{object_id}", params={"uploadId": spec["uploadId"]},
-                  headers=headers)
+    r = http.post(f"/upload/{object_id}", params={"uploadId": spec["uploadId"]}, headers=headers)
     assert r.status_code == 200, r.text

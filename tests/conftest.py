@@ -29,13 +29,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run(*args: str, env: dict | None = None, timeout: float = 120, cwd: Path | None = None,
-        check: bool = False) -> subprocess.CompletedProcess:
-    result = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout,
-                            env={**os.environ, **(env or {})}, cwd=cwd)
+def run(
+    *args: str,
+    env: dict | None = None,
+    timeout: float = 120,
+    cwd: Path | None = None,
+    check: bool = False,
+) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        list(args),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+    )
     if check and result.returncode != 0:
-        raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stdout}\n"
-                             f"{result.stderr}")
+        raise AssertionError(
+            f"{args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
     return result
 
 
@@ -58,27 +70,57 @@ class Server:
     manifest: Path | None = None
 
     def token(self, scopes: str, *extra: str) -> str:
-        out = run(SERVER, "token", "create", "--data-dir", str(self.data_dir), "--scopes",
-                  scopes, *extra, check=True)
+        out = run(
+            SERVER,
+            "token",
+            "create",
+            "--data-dir",
+            str(self.data_dir),
+            "--scopes",
+            scopes,
+            *extra,
+            check=True,
+        )
         return out.stdout.strip().splitlines()[-1]
 
     def client_env(self, token: str | None = None) -> dict[str, str]:
-        env = {"METADATA_URL": self.url, "STORAGE_URL": self.url, "ACCESSTOKEN": token or "",
-               "SCORE_CLIENT_CONF_DIR": str(self.data_dir / "no-conf")}
+        env = {
+            "METADATA_URL": self.url,
+            "STORAGE_URL": self.url,
+            "ACCESSTOKEN": token or "",
+            "SCORE_CLIENT_CONF_DIR": str(self.data_dir / "no-conf"),
+        }
         return env
 
-    def client(self, *args: str, token: str | None = None, timeout: float = 120,
-               cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
-        return run(CLIENT, *args, env={**self.client_env(token), **(env or {})},
-                   timeout=timeout, cwd=cwd)
+    def client(
+        self,
+        *args: str,
+        token: str | None = None,
+        timeout: float = 120,
+        cwd: Path | None = None,
+        env: dict | None = None,
+    ) -> subprocess.CompletedProcess:
+        return run(
+            CLIENT, *args, env={**self.client_env(token), **(env or {})}, timeout=timeout, cwd=cwd
+        )
 
     def start(self, *extra: str) -> None:
         self.port = self.port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         with open(self.data_dir / "server.log", "ab") as log:
             self.process = subprocess.Popen(
-                [SERVER, "serve", "--data-dir", str(self.data_dir), "--port", str(self.port),
-                 *extra], stdout=log, stderr=subprocess.STDOUT)
+                [
+                    SERVER,
+                    "serve",
+                    "--data-dir",
+                    str(self.data_dir),
+                    "--port",
+                    str(self.port),
+                    *extra,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -126,16 +168,27 @@ def backend_args() -> list[str]:
     s3 = os.environ.get("PYSCORE_TEST_S3")
     if s3:
         endpoint, key, secret = s3.split(",")
-        args += ["--store", f"s3://pyscore-{tag}/objects", "--s3-endpoint", endpoint,
-                 "--s3-access-key", key, "--s3-secret-key", secret]
+        args += [
+            "--store",
+            f"s3://pyscore-{tag}/objects",
+            "--s3-endpoint",
+            endpoint,
+            "--s3-access-key",
+            key,
+            "--s3-secret-key",
+            secret,
+        ]
     return args
 
 
 LOCAL_STORE = not os.environ.get("PYSCORE_TEST_S3")
-local_store_only = pytest.mark.skipif(not LOCAL_STORE, reason="exercises the local store's "
-                                      "own URLs (the S3 run covers presigned S3 URLs)")
-sqlite_only = pytest.mark.skipif(bool(os.environ.get("PYSCORE_TEST_POSTGRES")),
-                                 reason="holds SQLite's write lock")
+local_store_only = pytest.mark.skipif(
+    not LOCAL_STORE,
+    reason="exercises the local store's own URLs (the S3 run covers presigned S3 URLs)",
+)
+sqlite_only = pytest.mark.skipif(
+    bool(os.environ.get("PYSCORE_TEST_POSTGRES")), reason="holds SQLite's write lock"
+)
 
 
 @contextmanager

@@ -123,8 +123,13 @@ class FaultProxy:
             self.stats.statuses.append(resp.status)
         h.send_response_only(resp.status, resp.reason)
         for key, value in resp.getheaders():
-            if key.lower() not in ("connection", "transfer-encoding", "keep-alive", "date",
-                                   "server"):
+            if key.lower() not in (
+                "connection",
+                "transfer-encoding",
+                "keep-alive",
+                "date",
+                "server",
+            ):
                 h.send_header(key, value)
         body_length = resp.getheader("Content-Length")
         if body_length is None and h.command != "HEAD":
@@ -150,10 +155,13 @@ class FaultProxy:
                 if not chunk:
                     break
                 lo = base + sent
-                if corrupt and lo <= self.faults.corrupt_offset < lo + len(chunk) \
-                        and self._take("corruptions"):
+                if (
+                    corrupt
+                    and lo <= self.faults.corrupt_offset < lo + len(chunk)
+                    and self._take("corruptions")
+                ):
                     i = self.faults.corrupt_offset - lo
-                    chunk = chunk[:i] + bytes([chunk[i] ^ 0xFF]) + chunk[i + 1:]
+                    chunk = chunk[:i] + bytes([chunk[i] ^ 0xFF]) + chunk[i + 1 :]
                 if drop and sent + len(chunk) > self.faults.drop_after:
                     keep = max(self.faults.drop_after - sent, 0)
                     h.wfile.write(chunk[:keep])

@@ -24,8 +24,12 @@ DEFAULTS: dict[str, str] = {
     "view.htsget": "true",  # slice through the server's htsget tickets when it has them
 }
 ENV_ALIASES = {"accessToken": ("ACCESSTOKEN", "ACCESS_TOKEN", "SCORE_ACCESS_TOKEN")}
-INT_KEYS = ("transport.parallel", "storage.retryNumber", "client.connectTimeoutSeconds",
-            "client.readTimeoutSeconds")
+INT_KEYS = (
+    "transport.parallel",
+    "storage.retryNumber",
+    "client.connectTimeoutSeconds",
+    "client.readTimeoutSeconds",
+)
 
 
 def env_names(key: str) -> tuple[str, ...]:
@@ -51,7 +55,7 @@ def read_properties(path: Path) -> dict[str, str]:
         sep = min((i for i in (line.find("="), line.find(":")) if i > 0), default=-1)
         if sep < 0:
             continue
-        out[line[:sep].strip()] = line[sep + 1:].strip()
+        out[line[:sep].strip()] = line[sep + 1 :].strip()
     return out
 
 
@@ -102,8 +106,9 @@ class ClientSettings:
         return rows
 
 
-def resolve(flags: dict[str, str | None] | None = None,
-            profile: str | None = None) -> ClientSettings:
+def resolve(
+    flags: dict[str, str | None] | None = None, profile: str | None = None
+) -> ClientSettings:
     """Settings from every source, highest precedence last applied."""
     profile = profile or os.environ.get("STORAGE_PROFILE") or "default"
     settings = ClientSettings(profile=profile)
@@ -136,6 +141,8 @@ def resolve(flags: dict[str, str | None] | None = None,
         except ValueError:
             from pyscore.errors import UsageError
 
-            raise UsageError(f"{key}={settings.values[key]!r} (from {settings.sources[key]}) is "
-                             "not a whole number") from None
+            raise UsageError(
+                f"{key}={settings.values[key]!r} (from {settings.sources[key]}) is "
+                "not a whole number"
+            ) from None
     return settings

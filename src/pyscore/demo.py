@@ -40,7 +40,7 @@ def reference(out: Path, rng: random.Random) -> Path:
             seq = "".join(rng.choice(BASES) for _ in range(length))
             f.write(f">{name}\n")
             for i in range(0, length, 60):
-                f.write(seq[i: i + 60] + "\n")
+                f.write(seq[i : i + 60] + "\n")
     pysam.faidx(str(fasta))
     return fasta
 
@@ -53,14 +53,17 @@ def _mutate(seq: str, rng: random.Random) -> str:
     return "".join(chars)
 
 
-def alignments(out: Path, name: str, fasta: Path, rng: random.Random,
-               reads_per_contig: int) -> Path:
+def alignments(
+    out: Path, name: str, fasta: Path, rng: random.Random, reads_per_contig: int
+) -> Path:
     """A coordinate-sorted, indexed BAM with varied CIGARs, pairs and unmapped reads."""
     ref = pysam.FastaFile(str(fasta))
-    header = {"HD": {"VN": "1.6", "SO": "coordinate"},
-              "SQ": [{"SN": n, "LN": ln} for n, ln in CONTIGS],
-              "RG": [{"ID": f"{name}.rg1", "SM": name, "PL": "ILLUMINA", "LB": f"{name}.lib"}],
-              "PG": [{"ID": "pyscore-demo", "PN": "pyscore-demo", "VN": "1"}]}
+    header = {
+        "HD": {"VN": "1.6", "SO": "coordinate"},
+        "SQ": [{"SN": n, "LN": ln} for n, ln in CONTIGS],
+        "RG": [{"ID": f"{name}.rg1", "SM": name, "PL": "ILLUMINA", "LB": f"{name}.lib"}],
+        "PG": [{"ID": "pyscore-demo", "PN": "pyscore-demo", "VN": "1"}],
+    }
     unsorted = out / f"{name}.unsorted.bam"
     with pysam.AlignmentFile(str(unsorted), "wb", header=header) as bam:
         serial = 0
@@ -75,15 +78,18 @@ def alignments(out: Path, name: str, fasta: Path, rng: random.Random,
                     seq, cigar = ref.fetch(contig, pos, pos + READ_LEN), [(0, READ_LEN)]
                 elif kind < 0.9:  # soft clip
                     seq = ref.fetch(contig, pos, pos + READ_LEN - 10) + "".join(
-                        rng.choice(BASES) for _ in range(10))
+                        rng.choice(BASES) for _ in range(10)
+                    )
                     cigar = [(0, READ_LEN - 10), (4, 10)]
                 elif kind < 0.95:  # deletion
-                    seq = ref.fetch(contig, pos, pos + 50) + ref.fetch(contig, pos + 53,
-                                                                        pos + 103)
+                    seq = ref.fetch(contig, pos, pos + 50) + ref.fetch(contig, pos + 53, pos + 103)
                     cigar = [(0, 50), (2, 3), (0, 50)]
                 else:  # insertion
-                    seq = ref.fetch(contig, pos, pos + 48) + "TTTT" + ref.fetch(
-                        contig, pos + 48, pos + 96)
+                    seq = (
+                        ref.fetch(contig, pos, pos + 48)
+                        + "TTTT"
+                        + ref.fetch(contig, pos + 48, pos + 96)
+                    )
                     cigar = [(0, 48), (1, 4), (0, 48)]
                 seg.query_sequence = _mutate(seq, rng)
                 seg.flag = rng.choice((0, 16, 99, 147, 83, 163))
@@ -92,7 +98,8 @@ def alignments(out: Path, name: str, fasta: Path, rng: random.Random,
                 seg.mapping_quality = rng.choice((0, 20, 37, 60, 60, 60))
                 seg.cigartuples = cigar
                 seg.query_qualities = pysam.qualitystring_to_array(
-                    "".join(chr(33 + rng.randint(20, 40)) for _ in range(len(seq))))
+                    "".join(chr(33 + rng.randint(20, 40)) for _ in range(len(seq)))
+                )
                 if seg.flag & 1:
                     seg.next_reference_id = tid
                     seg.next_reference_start = min(length - READ_LEN, pos + rng.randint(100, 400))
@@ -140,8 +147,13 @@ def variants(out: Path, name: str, fasta: Path, rng: random.Random, per_contig: 
             for pos in sorted(rng.sample(range(1, length - 1), per_contig)):
                 ref_base = ref.fetch(contig, pos - 1, pos).upper()
                 alt = rng.choice([b for b in BASES if b != ref_base])
-                rec = vcf.new_record(contig=contig, start=pos - 1, alleles=(ref_base, alt),
-                                     qual=rng.randint(10, 99), filter="PASS")
+                rec = vcf.new_record(
+                    contig=contig,
+                    start=pos - 1,
+                    alleles=(ref_base, alt),
+                    qual=rng.randint(10, 99),
+                    filter="PASS",
+                )
                 rec.info["DP"] = rng.randint(5, 80)
                 rec.samples[name]["GT"] = rng.choice(((0, 1), (1, 1)))
                 rec.samples[name]["DP"] = rec.info["DP"]
@@ -154,15 +166,18 @@ def clinical(out: Path, donors: list[str], rng: random.Random) -> Path:
     path = out / "clinical.tsv"
     rows = ["submitter_donor_id\tsex\tage_at_diagnosis\tprimary_site\tvital_status"]
     for d in donors:
-        rows.append(f"{d}\t{rng.choice(('Male', 'Female'))}\t{rng.randint(30, 80)}\t"
-                    f"{rng.choice(('Pancreas', 'Breast', 'Lung'))}\t"
-                    f"{rng.choice(('Alive', 'Deceased'))}")
+        rows.append(
+            f"{d}\t{rng.choice(('Male', 'Female'))}\t{rng.randint(30, 80)}\t"
+            f"{rng.choice(('Pancreas', 'Breast', 'Lung'))}\t"
+            f"{rng.choice(('Alive', 'Deceased'))}"
+        )
     path.write_text("\n".join(rows) + "\n")
     return path
 
 
-def generate(out: Path, seed: int = 42, reads_per_contig: int = 3000,
-             variants_per_contig: int = 200) -> list[DemoAnalysis]:
+def generate(
+    out: Path, seed: int = 42, reads_per_contig: int = 3000, variants_per_contig: int = 200
+) -> list[DemoAnalysis]:
     """Write the demo files under `out` and describe how they group into analyses."""
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
@@ -174,18 +189,43 @@ def generate(out: Path, seed: int = 42, reads_per_contig: int = 3000,
         bam = alignments(out, sample, fasta, rng, reads_per_contig)
         cram = to_cram(bam, fasta)
         vcf = variants(out, sample, fasta, rng, variants_per_contig)
-        plan.append(DemoAnalysis(donor, "sequencingRead", [
-            DemoFile(bam, "BAM", "controlled", "Aligned Reads"),
-            DemoFile(Path(f"{bam}.bai"), "BAI", "controlled", "Aligned Reads Index")]))
-        cram_files = [DemoFile(cram, "CRAM", "controlled", "Aligned Reads"),
-                      DemoFile(Path(f"{cram}.crai"), "CRAI", "controlled", "Aligned Reads Index")]
+        plan.append(
+            DemoAnalysis(
+                donor,
+                "sequencingRead",
+                [
+                    DemoFile(bam, "BAM", "controlled", "Aligned Reads"),
+                    DemoFile(Path(f"{bam}.bai"), "BAI", "controlled", "Aligned Reads Index"),
+                ],
+            )
+        )
+        cram_files = [
+            DemoFile(cram, "CRAM", "controlled", "Aligned Reads"),
+            DemoFile(Path(f"{cram}.crai"), "CRAI", "controlled", "Aligned Reads Index"),
+        ]
         if donor == donors[0]:  # the reference once, open, beside the first CRAM
-            cram_files += [DemoFile(fasta, "FASTA", "open", "Reference Genome"),
-                           DemoFile(Path(f"{fasta}.fai"), "FAI", "open", "Reference Genome")]
+            cram_files += [
+                DemoFile(fasta, "FASTA", "open", "Reference Genome"),
+                DemoFile(Path(f"{fasta}.fai"), "FAI", "open", "Reference Genome"),
+            ]
         plan.append(DemoAnalysis(donor, "sequencingRead", cram_files))
-        plan.append(DemoAnalysis(donor, "variantCall", [
-            DemoFile(vcf, "VCF", "controlled", "Simple Nucleotide Variation"),
-            DemoFile(Path(f"{vcf}.tbi"), "TBI", "controlled", "Simple Nucleotide Variation")]))
-    plan.append(DemoAnalysis("", "clinicalData", [
-        DemoFile(clinical(out, donors, rng), "TSV", "open", "Clinical Data")]))
+        plan.append(
+            DemoAnalysis(
+                donor,
+                "variantCall",
+                [
+                    DemoFile(vcf, "VCF", "controlled", "Simple Nucleotide Variation"),
+                    DemoFile(
+                        Path(f"{vcf}.tbi"), "TBI", "controlled", "Simple Nucleotide Variation"
+                    ),
+                ],
+            )
+        )
+    plan.append(
+        DemoAnalysis(
+            "",
+            "clinicalData",
+            [DemoFile(clinical(out, donors, rng), "TSV", "open", "Clinical Data")],
+        )
+    )
     return plan

@@ -10,9 +10,19 @@ from collections.abc import Iterable
 from pyscore.errors import UsageError
 from pyscore.models import ManifestRow
 
-ARGO_COLUMNS = ("repository_code", "analysis_id", "object_id", "file_type", "file_name",
-                "file_size", "md5sum", "index_object_id", "donor_id", "sample_id(s)",
-                "program_id")
+ARGO_COLUMNS = (
+    "repository_code",
+    "analysis_id",
+    "object_id",
+    "file_type",
+    "file_name",
+    "file_size",
+    "md5sum",
+    "index_object_id",
+    "donor_id",
+    "sample_id(s)",
+    "program_id",
+)
 GDC_REQUIRED = ("id",)
 
 
@@ -48,8 +58,10 @@ def _int(value: str, where: str) -> int | None:
 def parse_download(text: str, source: str) -> list[ManifestRow]:
     """Rows of a download manifest, in order; bad input raises one-line UsageErrors."""
     if source.lower().endswith(".xml") or text.lstrip().startswith("<"):
-        raise UsageError(f"Manifest '{source}' looks like a GNOS-format XML manifest; please use "
-                         "a tab-delimited manifest from the File Repository")
+        raise UsageError(
+            f"Manifest '{source}' looks like a GNOS-format XML manifest; please use "
+            "a tab-delimited manifest from the File Repository"
+        )
     lines = text.splitlines()
     if not lines or not any(line.strip() for line in lines[1:]):
         raise UsageError(f"Manifest '{source}' is empty")
@@ -64,14 +76,22 @@ def parse_download(text: str, source: str) -> list[ManifestRow]:
         where = f"{source} line {number}"
         if len(cells) != 11:
             raise UsageError(f"{where}: expected 11 tab-separated columns, found {len(cells)}")
-        rows.append(ManifestRow(
-            objectId=_object_id(cells[2], f"{where} column 3 (object_id)"),
-            analysisId=cells[1] or None, fileName=cells[4] or None,
-            fileSize=_int(cells[5], f"{where} column 6 (file_size)"),
-            fileMd5sum=cells[6].lower() or None,
-            indexObjectId=(_object_id(cells[7], f"{where} column 8 (index_object_id)")
-                           if cells[7] else None),
-            studyId=cells[10] or None, line=number))
+        rows.append(
+            ManifestRow(
+                objectId=_object_id(cells[2], f"{where} column 3 (object_id)"),
+                analysisId=cells[1] or None,
+                fileName=cells[4] or None,
+                fileSize=_int(cells[5], f"{where} column 6 (file_size)"),
+                fileMd5sum=cells[6].lower() or None,
+                indexObjectId=(
+                    _object_id(cells[7], f"{where} column 8 (index_object_id)")
+                    if cells[7]
+                    else None
+                ),
+                studyId=cells[10] or None,
+                line=number,
+            )
+        )
     return rows
 
 
@@ -84,17 +104,22 @@ def _parse_gdc(lines: list[str], header: list[str], source: str) -> list[Manifes
         cells = [c.strip() for c in line.split("\t")]
         where = f"{source} line {number}"
         if len(cells) != len(header):
-            raise UsageError(f"{where}: expected {len(header)} tab-separated columns, found "
-                             f"{len(cells)}")
+            raise UsageError(
+                f"{where}: expected {len(header)} tab-separated columns, found {len(cells)}"
+            )
 
         def get(name: str, cells: list[str] = cells) -> str:
             return cells[col[name]] if name in col else ""
 
-        rows.append(ManifestRow(
-            objectId=_object_id(get("id"), f"{where} column {col['id'] + 1} (id)"),
-            fileName=get("filename") or None,
-            fileSize=_int(get("size"), f"{where} column (size)"),
-            fileMd5sum=get("md5").lower() or None, line=number))
+        rows.append(
+            ManifestRow(
+                objectId=_object_id(get("id"), f"{where} column {col['id'] + 1} (id)"),
+                fileName=get("filename") or None,
+                fileSize=_int(get("size"), f"{where} column (size)"),
+                fileMd5sum=get("md5").lower() or None,
+                line=number,
+            )
+        )
     return rows
 
 
@@ -113,8 +138,10 @@ def parse_upload(text: str, source: str) -> tuple[str | None, list[tuple[str, st
         cells = [c.strip() for c in line.split("\t")]
         where = f"{source} line {number}"
         if len(cells) != 3:
-            raise UsageError(f"{where}: expected 3 tab-separated columns (object id, path, md5), "
-                             f"found {len(cells)}")
+            raise UsageError(
+                f"{where}: expected 3 tab-separated columns (object id, path, md5), "
+                f"found {len(cells)}"
+            )
         object_id = _object_id(cells[0], f"{where} column 1")
         md5 = cells[2].lower()
         if len(md5) != 32 or any(c not in "0123456789abcdef" for c in md5):

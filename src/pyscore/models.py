@@ -77,8 +77,13 @@ class ManifestRow:
     line: int = 0
 
 
-HTSGET_FORMATS = ((".bam", "BAM"), (".cram", "CRAM"), (".vcf.gz", "VCF"), (".vcf.bgz", "VCF"),
-                  (".bcf", "BCF"))
+HTSGET_FORMATS = (
+    (".bam", "BAM"),
+    (".cram", "CRAM"),
+    (".vcf.gz", "VCF"),
+    (".vcf.bgz", "VCF"),
+    (".bcf", "BCF"),
+)
 
 
 def htsget_format(file_name: str) -> str | None:
@@ -95,8 +100,9 @@ def from_wire(kind: type[T], data: Any, what: str) -> T:
     try:
         return msgspec.convert(data, kind)
     except msgspec.ValidationError as exc:
-        raise ScoreError(f"{what}: the server's answer is not a valid {kind.__name__}: "
-                         f"{exc}") from None
+        raise ScoreError(
+            f"{what}: the server's answer is not a valid {kind.__name__}: {exc}"
+        ) from None
 
 
 def to_wire(obj: Any) -> dict:

@@ -22,9 +22,16 @@ def reader(demo_server) -> str:
 @pytest.mark.parametrize("layout", ["filename", "bundle", "id"])
 def test_manifest_download_each_layout(demo_server, demo_files, reader, tmp_path, layout):
     out = tmp_path / "out"
-    result = demo_server.client("download", "--manifest", str(demo_server.manifest),
-                                "--output-dir", str(out), "--output-layout", layout,
-                                token=reader)
+    result = demo_server.client(
+        "download",
+        "--manifest",
+        str(demo_server.manifest),
+        "--output-dir",
+        str(out),
+        "--output-layout",
+        layout,
+        token=reader,
+    )
     assert result.returncode == 0, result.stderr
     manifest_rows = rows(demo_server)
     for row in manifest_rows:
@@ -46,16 +53,18 @@ def test_manifest_download_each_layout(demo_server, demo_files, reader, tmp_path
 
 def test_open_file_needs_no_token(demo_server, demo_files, tmp_path):
     clinical = next(r for r in rows(demo_server) if r.fileName == "clinical.tsv")
-    result = demo_server.client("download", "--object-id", clinical.objectId,
-                                "--output-dir", str(tmp_path))
+    result = demo_server.client(
+        "download", "--object-id", clinical.objectId, "--output-dir", str(tmp_path)
+    )
     assert result.returncode == 0, result.stderr
     assert file_md5(tmp_path / "clinical.tsv") == file_md5(demo_files / "clinical.tsv")
 
 
 def test_controlled_file_refused_without_token(demo_server, tmp_path):
     bam = next(r for r in rows(demo_server) if r.fileName == "DONOR-1-N.bam")
-    result = demo_server.client("download", "--object-id", bam.objectId,
-                                "--output-dir", str(tmp_path))
+    result = demo_server.client(
+        "download", "--object-id", bam.objectId, "--output-dir", str(tmp_path)
+    )
     assert result.returncode == 3, result.stderr
     assert "access token" in result.stderr.lower()
     assert "Traceback" not in result.stderr
@@ -65,16 +74,23 @@ def test_controlled_file_refused_without_token(demo_server, tmp_path):
 def test_controlled_file_refused_with_other_study_scope(demo_server, tmp_path):
     other = demo_server.token("PROGRAMDATA-OTHER.READ")
     bam = next(r for r in rows(demo_server) if r.fileName == "DONOR-1-N.bam")
-    result = demo_server.client("download", "--object-id", bam.objectId,
-                                "--output-dir", str(tmp_path), token=other)
+    result = demo_server.client(
+        "download", "--object-id", bam.objectId, "--output-dir", str(tmp_path), token=other
+    )
     assert result.returncode == 3, result.stderr
     assert "PROGRAMDATA-DEMO.READ" in result.stderr
     assert not (tmp_path / "DONOR-1-N.bam").exists()
 
 
 def test_unknown_object_id(demo_server, tmp_path, reader):
-    result = demo_server.client("download", "--object-id", "00000000-0000-4000-8000-000000000000",
-                                "--output-dir", str(tmp_path), token=reader)
+    result = demo_server.client(
+        "download",
+        "--object-id",
+        "00000000-0000-4000-8000-000000000000",
+        "--output-dir",
+        str(tmp_path),
+        token=reader,
+    )
     assert result.returncode == 1
     assert "00000000-0000-4000-8000-000000000000" in result.stderr
     assert "Traceback" not in result.stderr
@@ -85,8 +101,9 @@ def test_malformed_manifest_names_line(demo_server, tmp_path, reader):
     lines = demo_server.manifest.read_text().splitlines()
     lines[2] = "\t".join(lines[2].split("\t")[:5])
     bad.write_text("\n".join(lines) + "\n")
-    result = demo_server.client("download", "--manifest", str(bad), "--output-dir",
-                                str(tmp_path / "o"), token=reader)
+    result = demo_server.client(
+        "download", "--manifest", str(bad), "--output-dir", str(tmp_path / "o"), token=reader
+    )
     assert result.returncode == 2
     assert "line 3" in result.stderr and "11" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
@@ -104,8 +121,9 @@ def test_existing_file_skipped_then_forced(demo_server, tmp_path, reader):
 
 def test_json_events(demo_server, tmp_path):
     clinical = next(r for r in rows(demo_server) if r.fileName == "clinical.tsv")
-    result = demo_server.client("download", "--json", "--object-id", clinical.objectId,
-                                "--output-dir", str(tmp_path))
+    result = demo_server.client(
+        "download", "--json", "--object-id", clinical.objectId, "--output-dir", str(tmp_path)
+    )
     assert result.returncode == 0
     events = [json.loads(line) for line in result.stdout.splitlines()]
     kinds = [e["event"] for e in events]

@@ -43,14 +43,33 @@ def proxy(platform):
     p.close()
 
 
-def download(platform, proxy, out: Path, *extra: str, env: dict | None = None,
-             object_id: str | None = None):
-    env = {**platform.client_env(platform.reader), "METADATA_URL": proxy.url,
-           "STORAGE_URL": proxy.url, "TRANSPORT_PARALLEL": str(PARALLEL), **(env or {})}
-    return subprocess.run([CLIENT, "download", "--object-id", object_id or platform.big_id,
-                           "--output-dir", str(out), "--index", "false", *extra],
-                          capture_output=True, text=True, timeout=180,
-                          env={**os.environ, **env})
+def download(
+    platform, proxy, out: Path, *extra: str, env: dict | None = None, object_id: str | None = None
+):
+    env = {
+        **platform.client_env(platform.reader),
+        "METADATA_URL": proxy.url,
+        "STORAGE_URL": proxy.url,
+        "TRANSPORT_PARALLEL": str(PARALLEL),
+        **(env or {}),
+    }
+    return subprocess.run(
+        [
+            CLIENT,
+            "download",
+            "--object-id",
+            object_id or platform.big_id,
+            "--output-dir",
+            str(out),
+            "--index",
+            "false",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, **env},
+    )
 
 
 def assert_complete(platform, out: Path, result) -> None:
@@ -118,9 +137,13 @@ def test_expired_urls_renewed(tmp_path_factory, tmp_path):
     try:
         proxy.faults.delay_request, proxy.faults.delays = 3.0, 1
         env = {**server.client_env(), "METADATA_URL": proxy.url, "STORAGE_URL": proxy.url}
-        result = subprocess.run([CLIENT, "download", "--object-id", object_id, "--output-dir",
-                                 str(tmp_path)], capture_output=True, text=True, timeout=120,
-                                env={**os.environ, **env})
+        result = subprocess.run(
+            [CLIENT, "download", "--object-id", object_id, "--output-dir", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, **env},
+        )
         assert result.returncode == 0, result.stderr
         assert file_md5(tmp_path / "big.bam") == file_md5(source)
         assert 403 in proxy.stats.statuses, "no URL expired: the test did not test renewal"
@@ -132,12 +155,28 @@ def test_expired_urls_renewed(tmp_path_factory, tmp_path):
 
 def test_server_restart_mid_download(platform, proxy, tmp_path):
     proxy.faults.rate = 12 * MiB
-    env = {**platform.client_env(platform.reader), "METADATA_URL": proxy.url,
-           "STORAGE_URL": proxy.url, "TRANSPORT_PARALLEL": str(PARALLEL)}
-    client = subprocess.Popen([CLIENT, "download", "--object-id", platform.big_id,
-                               "--output-dir", str(tmp_path), "--index", "false"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env={**os.environ, **env})
+    env = {
+        **platform.client_env(platform.reader),
+        "METADATA_URL": proxy.url,
+        "STORAGE_URL": proxy.url,
+        "TRANSPORT_PARALLEL": str(PARALLEL),
+    }
+    client = subprocess.Popen(
+        [
+            CLIENT,
+            "download",
+            "--object-id",
+            platform.big_id,
+            "--output-dir",
+            str(tmp_path),
+            "--index",
+            "false",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env},
+    )
     time.sleep(1.0)
     platform.stop()
     time.sleep(1.5)
@@ -150,12 +189,27 @@ def test_server_restart_mid_download(platform, proxy, tmp_path):
 
 def test_resume_after_kill_9_refetches_little(platform, proxy, tmp_path):
     proxy.faults.rate = 8 * MiB  # per response; 4 in parallel: ~32 MB/s
-    env = {**platform.client_env(platform.reader), "METADATA_URL": proxy.url,
-           "STORAGE_URL": proxy.url, "TRANSPORT_PARALLEL": str(PARALLEL)}
-    client = subprocess.Popen([CLIENT, "download", "--object-id", platform.big_id,
-                               "--output-dir", str(tmp_path), "--index", "false"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              env={**os.environ, **env})
+    env = {
+        **platform.client_env(platform.reader),
+        "METADATA_URL": proxy.url,
+        "STORAGE_URL": proxy.url,
+        "TRANSPORT_PARALLEL": str(PARALLEL),
+    }
+    client = subprocess.Popen(
+        [
+            CLIENT,
+            "download",
+            "--object-id",
+            platform.big_id,
+            "--output-dir",
+            str(tmp_path),
+            "--index",
+            "false",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **env},
+    )
     deadline = time.monotonic() + 30
     while proxy.stats.data_bytes < SIZE // 3 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -182,8 +236,11 @@ def test_many_small_files_concurrently(platform, proxy, tmp_path):
 def test_disk_full_states_the_space_needed(platform, proxy, tmp_path):
     small = tmp_path / "small"
     small.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(small)],
-                             capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(small)],
+        capture_output=True,
+        text=True,
+    )
     if mounted.returncode != 0:
         if os.environ.get("PYSCORE_REQUIRE_TOOLS"):
             pytest.fail(f"cannot mount a small tmpfs: {mounted.stderr}")
@@ -209,12 +266,30 @@ def test_many_small_files_move_at_once_not_one_after_another(tmp_path_factory, t
         proxy = FaultProxy(server.port)
         try:
             proxy.faults.delay_request, proxy.faults.delays = 0.5, 1000
-            env = {**os.environ, **server.client_env(), "METADATA_URL": proxy.url,
-                   "STORAGE_URL": proxy.url, "TRANSPORT_PARALLEL": "8"}
+            env = {
+                **os.environ,
+                **server.client_env(),
+                "METADATA_URL": proxy.url,
+                "STORAGE_URL": proxy.url,
+                "TRANSPORT_PARALLEL": "8",
+            }
             started = time.monotonic()
-            result = subprocess.run([CLIENT, "download", "--object-id", *ids, "--output-dir",
-                                     str(tmp_path), "--index", "false"], env=env,
-                                    capture_output=True, text=True, timeout=120)
+            result = subprocess.run(
+                [
+                    CLIENT,
+                    "download",
+                    "--object-id",
+                    *ids,
+                    "--output-dir",
+                    str(tmp_path),
+                    "--index",
+                    "false",
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             seconds = time.monotonic() - started
         finally:
             proxy.close()

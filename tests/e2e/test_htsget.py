@@ -74,9 +74,11 @@ def random_regions(kind: str) -> list[tuple[str, Region]]:
     return out
 
 
-REGION_CASES = [pytest.param(kind, region, id=f"{kind}-{label}")
-                for kind in KINDS
-                for label, region in fixed_regions(kind) + random_regions(kind)]
+REGION_CASES = [
+    pytest.param(kind, region, id=f"{kind}-{label}")
+    for kind in KINDS
+    for label, region in fixed_regions(kind) + random_regions(kind)
+]
 
 
 def region_params(region: Region) -> dict[str, str | int]:
@@ -122,8 +124,13 @@ def overlaps(kind: str, line: str, region: Region) -> bool:
 
 # -- peer tools -----------------------------------------------------------------------------
 def tool(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    result = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=60,
-                            env={**os.environ, **TOOL_ENV, **(env or {})})
+    result = subprocess.run(
+        [str(a) for a in args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **TOOL_ENV, **(env or {})},
+    )
     assert result.returncode == 0, f"{args} failed ({result.returncode}): {result.stderr}"
     return result
 
@@ -139,8 +146,13 @@ def local_records(kind: str, files: Path, region: Region | None = None) -> list[
         return []  # a zero-length region holds nothing (and the tools reject it)
     where = [] if region is None else [tool_region(kind, region)]
     if kind == "vcf":
-        args: list[str | Path] = ["bcftools", "view", "-H", *(["-r", *where] if where else []),
-                                  path]
+        args: list[str | Path] = [
+            "bcftools",
+            "view",
+            "-H",
+            *(["-r", *where] if where else []),
+            path,
+        ]
     else:
         args = [*samtools_args(kind, files / "reference.fa"), path, *where]
     return tool(*args).stdout.splitlines()
@@ -178,8 +190,7 @@ def valid_records(kind: str, path: Path, files: Path) -> list[str]:
     data = path.read_bytes()
     if kind == "vcf":
         lines = gzip.decompress(data).decode().splitlines()
-        n_head = next((i for i, line in enumerate(lines) if not line.startswith("#")),
-                      len(lines))
+        n_head = next((i for i, line in enumerate(lines) if not line.startswith("#")), len(lines))
         assert lines[:n_head] == local_header(kind, files), "header differs (or repeats)"
         stray = [line for line in lines[n_head:] if line.startswith("#") or not line]
         assert not stray, f"header (or blank) lines in the body: {stray[:3]}"
@@ -201,8 +212,14 @@ def valid_records(kind: str, path: Path, files: Path) -> list[str]:
         assert data.startswith(magic)
         assert data.count(magic) == 1, "a second CRAM file definition inside the body"
         assert data.endswith(local[-38:]), "no CRAM EOF container"
-    header = tool("samtools", "view", "-H", "--no-PG", *(
-        ["-T", files / "reference.fa"] if kind == "cram" else []), path)
+    header = tool(
+        "samtools",
+        "view",
+        "-H",
+        "--no-PG",
+        *(["-T", files / "reference.fa"] if kind == "cram" else []),
+        path,
+    )
     assert header.stdout.splitlines() == local_header(kind, files)
     result = tool(*samtools_args(kind, files / "reference.fa"), path)
     assert result.stderr == "", result.stderr
@@ -229,7 +246,7 @@ def block(entry: dict, storage: httpx.Client, local: bytes) -> bytes:
     if wanted:
         lo, hi = int(wanted[1]), int(wanted[2])
         assert response.status_code == 206, "the storage URL ignored the Range header"
-        assert data == local[lo: hi + 1], f"storage bytes {lo}-{hi} differ from the file"
+        assert data == local[lo : hi + 1], f"storage bytes {lo}-{hi} differ from the file"
     return data
 
 
@@ -261,20 +278,30 @@ class Htsget:
     def headers(self, token: str | None) -> dict[str, str]:
         return bearer(token)
 
-    def get(self, kind: str, params: dict | None = None, name: str | None = None,
-            token: str | None = "default") -> httpx.Response:
+    def get(
+        self,
+        kind: str,
+        params: dict | None = None,
+        name: str | None = None,
+        token: str | None = "default",
+    ) -> httpx.Response:
         token = self.token if token == "default" else token
-        return httpx.get(self.url(kind, name), params=params, headers=self.headers(token),
-                         timeout=30)
+        return httpx.get(
+            self.url(kind, name), params=params, headers=self.headers(token), timeout=30
+        )
 
-    def post(self, kind: str, body: dict | str, name: str | None = None,
-             token: str | None = "default") -> httpx.Response:
+    def post(
+        self, kind: str, body: dict | str, name: str | None = None, token: str | None = "default"
+    ) -> httpx.Response:
         token = self.token if token == "default" else token
         content = body if isinstance(body, str) else None
-        return httpx.post(self.url(kind, name), json=None if content else body,
-                          content=content, headers={**self.headers(token),
-                                                    "Content-Type": "application/json"},
-                          timeout=30)
+        return httpx.post(
+            self.url(kind, name),
+            json=None if content else body,
+            content=content,
+            headers={**self.headers(token), "Content-Type": "application/json"},
+            timeout=30,
+        )
 
 
 def ok_ticket(response: httpx.Response, kind: str) -> dict:
@@ -322,8 +349,9 @@ def fetch(api, demo_files, tmp_path_factory) -> Callable[..., Path]:
         params = {"format": FORMAT[kind], **(params or {})}
         response = api.post(kind, body) if body is not None else api.get(kind, params)
         suffix = {"bam": "bam", "cram": "cram", "vcf": "vcf.gz"}[kind]
-        return assemble(ok_ticket(response, kind), folder / f"{next(counter)}.{suffix}",
-                        local[kind])
+        return assemble(
+            ok_ticket(response, kind), folder / f"{next(counter)}.{suffix}", local[kind]
+        )
 
     return run
 
@@ -345,8 +373,9 @@ def test_region_records_equal_peer_tool(fetch, demo_files, kind, region):
 def test_random_regions_cover_data(demo_files, tools):
     """A guard on the generator: most random regions hold records."""
     for kind in KINDS:
-        held = sum(1 for _, region in random_regions(kind)
-                   if local_records(kind, demo_files, region))
+        held = sum(
+            1 for _, region in random_regions(kind) if local_records(kind, demo_files, region)
+        )
         assert held >= RANDOM_PER_KIND // 2, kind
 
 
@@ -385,8 +414,10 @@ POST_CASES = [
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize(("label", "regions"), POST_CASES, ids=[c[0] for c in POST_CASES])
 def test_post_regions(fetch, demo_files, kind, label, regions):
-    body = {"format": FORMAT[kind],
-            "regions": [{"referenceName": n, "start": s, "end": e} for n, s, e in regions]}
+    body = {
+        "format": FORMAT[kind],
+        "regions": [{"referenceName": n, "start": s, "end": e} for n, s, e in regions],
+    }
     records = valid_records(kind, fetch(kind, body=body), demo_files)
     for region in regions:
         want = local_records(kind, demo_files, region)
@@ -399,8 +430,11 @@ def test_post_regions(fetch, demo_files, kind, label, regions):
 
 
 # -- peer clients ---------------------------------------------------------------------------
-PYPI_CASES = [("bam", ("chr2", 30_000, 34_000)), ("cram", ("chr1", 60_000, 61_000)),
-              ("vcf", ("chr1", 10_000, 50_000))]
+PYPI_CASES = [
+    ("bam", ("chr2", 30_000, 34_000)),
+    ("cram", ("chr1", 60_000, 61_000)),
+    ("vcf", ("chr1", 10_000, 50_000)),
+]
 
 
 @pytest.mark.parametrize(("kind", "region"), PYPI_CASES, ids=[c[0] for c in PYPI_CASES])
@@ -409,30 +443,44 @@ def test_pypi_htsget_client(api, demo_files, tmp_path, kind, region):
     name, start, end = region
     out = tmp_path / f"out.{FILES[kind].split('.', 1)[1]}"
     with open(out, "wb") as f:
-        htsget.get(api.url(kind), f, reference_name=name, start=start, end=end,
-                   data_format=FORMAT[kind], bearer_token=api.token, max_retries=0,
-                   timeout=30)
+        htsget.get(
+            api.url(kind),
+            f,
+            reference_name=name,
+            start=start,
+            end=end,
+            data_format=FORMAT[kind],
+            bearer_token=api.token,
+            max_retries=0,
+            timeout=30,
+        )
     records = valid_records(kind, out, demo_files)
     want = local_records(kind, demo_files, region)
     assert want
     assert [line for line in records if overlaps(kind, line, region)] == want
 
 
-HTSLIB_CASES = [("bam", ("chr2", 40_000, 42_000)), ("cram", ("chr3", 1_000, 3_000)),
-                ("bam", ("*", None, None)), ("cram", ("*", None, None)),
-                ("vcf", ("chr2", 5_000, 30_000))]
+HTSLIB_CASES = [
+    ("bam", ("chr2", 40_000, 42_000)),
+    ("cram", ("chr3", 1_000, 3_000)),
+    ("bam", ("*", None, None)),
+    ("cram", ("*", None, None)),
+    ("vcf", ("chr2", 5_000, 30_000)),
+]
 
 
-@pytest.mark.parametrize(("kind", "region"), HTSLIB_CASES,
-                         ids=[f"{k}-{r[0]}" for k, r in HTSLIB_CASES])
+@pytest.mark.parametrize(
+    ("kind", "region"), HTSLIB_CASES, ids=[f"{k}-{r[0]}" for k, r in HTSLIB_CASES]
+)
 def test_htslib_reads_htsget_url(api, demo_files, tmp_path, kind, region):
     """samtools / bcftools given the ticket URL follow the ticket themselves."""
     token_file = tmp_path / "token"
     token_file.write_text(api.token)
-    env = {"HTS_AUTH_LOCATION": str(token_file),
-           "HTS_ALLOW_UNENCRYPTED_AUTHORIZATION_HEADER": "I understand the risks"}
-    url = str(httpx.URL(api.url(kind), params={"format": FORMAT[kind],
-                                               **region_params(region)}))
+    env = {
+        "HTS_AUTH_LOCATION": str(token_file),
+        "HTS_ALLOW_UNENCRYPTED_AUTHORIZATION_HEADER": "I understand the risks",
+    }
+    url = str(httpx.URL(api.url(kind), params={"format": FORMAT[kind], **region_params(region)}))
     if kind == "vcf":
         result = tool("bcftools", "view", "-H", url, env=env)
     else:
@@ -446,15 +494,17 @@ def test_htslib_reads_htsget_url(api, demo_files, tmp_path, kind, region):
 @local_store_only
 def test_storage_urls_are_bound_to_their_range(api, demo_files):
     """A ranged ticket URL serves its own bytes without a token, and nothing else."""
-    ticket = ok_ticket(api.get("bam", {"referenceName": "chr2", "start": 1000, "end": 2000}),
-                       "bam")
-    entry = next(e for e in ticket["htsget"]["urls"]
-                 if not e["url"].startswith("data:") and e.get("class") == "body")
+    ticket = ok_ticket(api.get("bam", {"referenceName": "chr2", "start": 1000, "end": 2000}), "bam")
+    entry = next(
+        e
+        for e in ticket["htsget"]["urls"]
+        if not e["url"].startswith("data:") and e.get("class") == "body"
+    )
     lo, hi = map(int, re.fullmatch(r"bytes=(\d+)-(\d+)", entry["headers"]["Range"]).groups())
     assert lo > 0
     local = local_bytes(demo_files / FILES["bam"])
     with httpx.Client(timeout=30) as storage:
-        assert block(entry, storage, local) == local[lo: hi + 1]
+        assert block(entry, storage, local) == local[lo : hi + 1]
         wider = storage.get(entry["url"], headers={"Range": f"bytes=0-{len(local) - 1}"})
         assert wider.status_code in (403, 416), wider.status_code
         url = httpx.URL(entry["url"])
@@ -470,74 +520,151 @@ def test_storage_urls_are_bound_to_their_range(api, demo_files):
 #  body (str), token ("reader", "none", "garbage", "other-study"), status, htsget error)
 ERRORS = [
     ("unknown-id-reads", "reads", "no-such-object", {}, "reader", 404, "NotFound"),
-    ("unknown-id-variants", "variants", "00000000-0000-0000-0000-000000000000", {}, "reader",
-     404, "NotFound"),
-    ("cram-format-on-bam", "bam", None, {"format": "CRAM"}, "reader", 400,
-     "UnsupportedFormat"),
-    ("bam-format-on-cram", "cram", None, {"format": "BAM"}, "reader", 400,
-     "UnsupportedFormat"),
+    (
+        "unknown-id-variants",
+        "variants",
+        "00000000-0000-0000-0000-000000000000",
+        {},
+        "reader",
+        404,
+        "NotFound",
+    ),
+    ("cram-format-on-bam", "bam", None, {"format": "CRAM"}, "reader", 400, "UnsupportedFormat"),
+    ("bam-format-on-cram", "cram", None, {"format": "BAM"}, "reader", 400, "UnsupportedFormat"),
     ("bcf-format-on-vcf", "vcf", None, {"format": "BCF"}, "reader", 400, "UnsupportedFormat"),
-    ("vcf-format-on-reads", "bam", None, {"format": "VCF"}, "reader", 400,
-     "UnsupportedFormat"),
+    ("vcf-format-on-reads", "bam", None, {"format": "VCF"}, "reader", 400, "UnsupportedFormat"),
     ("sam-format", "bam", None, {"format": "SAM"}, "reader", 400, "UnsupportedFormat"),
     ("reads-endpoint-on-vcf", "reads", FILES["vcf"], {}, "reader", 400, "UnsupportedFormat"),
-    ("variants-endpoint-on-bam", "variants", FILES["bam"], {}, "reader", 400,
-     "UnsupportedFormat"),
+    ("variants-endpoint-on-bam", "variants", FILES["bam"], {}, "reader", 400, "UnsupportedFormat"),
     ("clinical-tsv-on-reads", "reads", "clinical.tsv", {}, "none", 400, "UnsupportedFormat"),
-    ("clinical-tsv-on-variants", "variants", "clinical.tsv", {}, "reader", 400,
-     "UnsupportedFormat"),
-    ("unknown-reference-bam", "bam", None, {"referenceName": "chr9"}, "reader", 404,
-     "NotFound"),
-    ("unknown-reference-cram", "cram", None, {"format": "CRAM", "referenceName": "chrX",
-                                              "start": 0, "end": 10}, "reader", 404,
-     "NotFound"),
+    (
+        "clinical-tsv-on-variants",
+        "variants",
+        "clinical.tsv",
+        {},
+        "reader",
+        400,
+        "UnsupportedFormat",
+    ),
+    ("unknown-reference-bam", "bam", None, {"referenceName": "chr9"}, "reader", 404, "NotFound"),
+    (
+        "unknown-reference-cram",
+        "cram",
+        None,
+        {"format": "CRAM", "referenceName": "chrX", "start": 0, "end": 10},
+        "reader",
+        404,
+        "NotFound",
+    ),
     ("cram-asked-as-default-bam", "cram", None, {}, "reader", 400, "UnsupportedFormat"),
     ("unknown-reference-vcf", "vcf", None, {"referenceName": "1"}, "reader", 404, "NotFound"),
-    ("start-after-end", "bam", None, {"referenceName": "chr1", "start": 5000, "end": 4000},
-     "reader", 400, "InvalidRange"),
-    ("start-after-end-vcf", "vcf", None, {"referenceName": "chr1", "start": 10, "end": 9},
-     "reader", 400, "InvalidRange"),
+    (
+        "start-after-end",
+        "bam",
+        None,
+        {"referenceName": "chr1", "start": 5000, "end": 4000},
+        "reader",
+        400,
+        "InvalidRange",
+    ),
+    (
+        "start-after-end-vcf",
+        "vcf",
+        None,
+        {"referenceName": "chr1", "start": 10, "end": 9},
+        "reader",
+        400,
+        "InvalidRange",
+    ),
     ("start-without-reference", "bam", None, {"start": 100}, "reader", 400, "InvalidInput"),
     ("end-without-reference", "vcf", None, {"end": 100}, "reader", 400, "InvalidInput"),
-    ("header-class-with-region", "bam", None, {"class": "header", "referenceName": "chr1"},
-     "reader", 400, "InvalidInput"),
-    ("header-class-with-region-vcf", "vcf", None, {"class": "header",
-                                                   "referenceName": "chr2", "start": 0,
-                                                   "end": 100}, "reader", 400,
-     "InvalidInput"),
-    ("start-not-a-number", "bam", None, {"referenceName": "chr1", "start": "one"}, "reader",
-     400, "InvalidInput"),
-    ("unmapped-with-start", "bam", None, {"referenceName": "*", "start": 10}, "reader", 400,
-     "InvalidInput"),
+    (
+        "header-class-with-region",
+        "bam",
+        None,
+        {"class": "header", "referenceName": "chr1"},
+        "reader",
+        400,
+        "InvalidInput",
+    ),
+    (
+        "header-class-with-region-vcf",
+        "vcf",
+        None,
+        {"class": "header", "referenceName": "chr2", "start": 0, "end": 100},
+        "reader",
+        400,
+        "InvalidInput",
+    ),
+    (
+        "start-not-a-number",
+        "bam",
+        None,
+        {"referenceName": "chr1", "start": "one"},
+        "reader",
+        400,
+        "InvalidInput",
+    ),
+    (
+        "unmapped-with-start",
+        "bam",
+        None,
+        {"referenceName": "*", "start": 10},
+        "reader",
+        400,
+        "InvalidInput",
+    ),
     ("no-token", "bam", None, {}, "none", 401, "InvalidAuthentication"),
-    ("no-token-vcf", "vcf", None, {"referenceName": "chr1"}, "none", 401,
-     "InvalidAuthentication"),
+    ("no-token-vcf", "vcf", None, {"referenceName": "chr1"}, "none", 401, "InvalidAuthentication"),
     ("bad-token", "cram", None, {}, "garbage", 401, "InvalidAuthentication"),
     ("other-study-token", "bam", None, {}, "other-study", 403, "PermissionDenied"),
     ("other-study-token-vcf", "vcf", None, {}, "other-study", 403, "PermissionDenied"),
     ("post-not-json", "bam", None, "{not json", "reader", 400, "InvalidInput"),
-    ("post-region-without-name", "bam", None,
-     '{"format": "BAM", "regions": [{"start": 1, "end": 100}]}', "reader", 400,
-     "InvalidInput"),
-    ("post-start-after-end", "vcf", None,
-     '{"regions": [{"referenceName": "chr1", "start": 100, "end": 1}]}', "reader", 400,
-     "InvalidRange"),
-    ("post-unknown-reference", "cram", None,
-     '{"format": "CRAM", "regions": [{"referenceName": "chr1"}, {"referenceName": "chr7"}]}',
-     "reader", 404, "NotFound"),
-    ("post-format-mismatch", "vcf", None, '{"format": "BAM"}', "reader", 400,
-     "UnsupportedFormat"),
+    (
+        "post-region-without-name",
+        "bam",
+        None,
+        '{"format": "BAM", "regions": [{"start": 1, "end": 100}]}',
+        "reader",
+        400,
+        "InvalidInput",
+    ),
+    (
+        "post-start-after-end",
+        "vcf",
+        None,
+        '{"regions": [{"referenceName": "chr1", "start": 100, "end": 1}]}',
+        "reader",
+        400,
+        "InvalidRange",
+    ),
+    (
+        "post-unknown-reference",
+        "cram",
+        None,
+        '{"format": "CRAM", "regions": [{"referenceName": "chr1"}, {"referenceName": "chr7"}]}',
+        "reader",
+        404,
+        "NotFound",
+    ),
+    ("post-format-mismatch", "vcf", None, '{"format": "BAM"}', "reader", 400, "UnsupportedFormat"),
 ]
 
 
 @pytest.fixture(scope="module")
 def tokens(demo_server, reader) -> dict[str, str | None]:
-    return {"reader": reader, "none": None, "garbage": "not-a-real-token",
-            "other-study": demo_server.token("PROGRAMDATA-OTHER.READ", "--user", "outsider")}
+    return {
+        "reader": reader,
+        "none": None,
+        "garbage": "not-a-real-token",
+        "other-study": demo_server.token("PROGRAMDATA-OTHER.READ", "--user", "outsider"),
+    }
 
 
-@pytest.mark.parametrize(("kind", "name", "request_", "who", "status", "error"),
-                         [pytest.param(*case[1:], id=case[0]) for case in ERRORS])
+@pytest.mark.parametrize(
+    ("kind", "name", "request_", "who", "status", "error"),
+    [pytest.param(*case[1:], id=case[0]) for case in ERRORS],
+)
 def test_errors_are_htsget_json(api, tokens, kind, name, request_, who, status, error):
     name = api.ids.get(name, name) if name else None
     if isinstance(request_, str):
@@ -558,13 +685,20 @@ def test_errors_are_htsget_json(api, tokens, kind, name, request_, who, status, 
 def test_errors_cover_each_kind():
     """A guard on the table: every error type the brief names appears."""
     kinds = {case[-1] for case in ERRORS}
-    assert kinds >= {"NotFound", "UnsupportedFormat", "InvalidRange", "InvalidInput",
-                     "InvalidAuthentication", "PermissionDenied"}
+    assert kinds >= {
+        "NotFound",
+        "UnsupportedFormat",
+        "InvalidRange",
+        "InvalidInput",
+        "InvalidAuthentication",
+        "PermissionDenied",
+    }
 
 
 # -- service-info ---------------------------------------------------------------------------
-@pytest.mark.parametrize(("endpoint", "formats"), [("reads", {"BAM", "CRAM"}),
-                                                   ("variants", {"VCF", "BCF"})])
+@pytest.mark.parametrize(
+    ("endpoint", "formats"), [("reads", {"BAM", "CRAM"}), ("variants", {"VCF", "BCF"})]
+)
 def test_service_info(demo_server, endpoint, formats):
     response = httpx.get(f"{demo_server.url}/htsget/{endpoint}/service-info", timeout=30)
     assert response.status_code == 200, response.text
@@ -594,14 +728,20 @@ def test_a_replaced_object_gets_tickets_for_its_new_bytes(fresh_server, tmp_path
         folder.mkdir()
         versions.append(demo.alignments(folder, "DONOR-9-N", fasta, random.Random(seed), 400))
     first = versions[0]
-    bam_id, bai_id = publish(fresh_server.data_dir, [first, Path(f"{first}.bai")],
-                             study="MEMO", access="open")
+    bam_id, bai_id = publish(
+        fresh_server.data_dir, [first, Path(f"{first}.bai")], study="MEMO", access="open"
+    )
     region = ("chr1", 1_000, 60_000)
 
     def served(tag: str, expected: Path) -> list[str]:
-        response = httpx.post(f"{fresh_server.url}/htsget/reads/{bam_id}", json={
-            "format": "BAM", "regions": [{"referenceName": region[0], "start": region[1],
-                                          "end": region[2]}]}, timeout=30)
+        response = httpx.post(
+            f"{fresh_server.url}/htsget/reads/{bam_id}",
+            json={
+                "format": "BAM",
+                "regions": [{"referenceName": region[0], "start": region[1], "end": region[2]}],
+            },
+            timeout=30,
+        )
         ticket = ok_ticket(response, "bam")
         dest = tmp_path / f"{tag}.bam"
         with httpx.Client(timeout=30) as storage, open(dest, "wb") as out:
@@ -618,7 +758,8 @@ def test_a_replaced_object_gets_tickets_for_its_new_bytes(fresh_server, tmp_path
     platform = Platform.open(Settings.load(fresh_server.data_dir))
     with platform.db.session() as s:
         objects.ingest(s, platform.store, bam_id, second, platform.settings.part_size)
-        objects.ingest(s, platform.store, bai_id, Path(f"{second}.bai"),
-                       platform.settings.part_size)
+        objects.ingest(
+            s, platform.store, bai_id, Path(f"{second}.bai"), platform.settings.part_size
+        )
     assert local(second) != local(first)
     assert served("after", second) == local(second)

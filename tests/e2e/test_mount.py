@@ -67,8 +67,9 @@ class Mount:
 
 def mount_pids(point: Path) -> list[int]:
     """Ids of processes whose command line names this mount point (pgrep -f)."""
-    out = subprocess.run(["pgrep", "-f", "--", f"--mount-point {point}"],
-                         capture_output=True, text=True, timeout=10)
+    out = subprocess.run(
+        ["pgrep", "-f", "--", f"--mount-point {point}"], capture_output=True, text=True, timeout=10
+    )
     return [int(p) for p in out.stdout.split()]
 
 
@@ -104,38 +105,48 @@ class Mounter:
     def env(self, server: Server, token: str | None, extra: dict | None = None) -> dict:
         return {**os.environ, **server.client_env(token), **(extra or {})}
 
-    def start(self, server: Server, token: str | None, *args: str,
-              env: dict | None = None) -> Mount:
+    def start(
+        self, server: Server, token: str | None, *args: str, env: dict | None = None
+    ) -> Mount:
         """A foreground mount in a Popen, returned once mounted."""
         point = self.point()
         log = point.with_suffix(".log")
         with open(log, "wb") as out:
-            proc = subprocess.Popen([CLIENT, "mount", "--mount-point", str(point), *args],
-                                    stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                    env=self.env(server, token, env))
+            proc = subprocess.Popen(
+                [CLIENT, "mount", "--mount-point", str(point), *args],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                env=self.env(server, token, env),
+            )
         m = Mount(point, proc, log)
         self.mounts.append(m)
-        mounted = wait_until(lambda: os.path.ismount(point) or proc.poll() is not None,
-                             MOUNT_TIMEOUT)
-        assert mounted and os.path.ismount(point), \
-            f"not mounted (exit {proc.poll()}):\n{m.stderr}"
+        mounted = wait_until(
+            lambda: os.path.ismount(point) or proc.poll() is not None, MOUNT_TIMEOUT
+        )
+        assert mounted and os.path.ismount(point), f"not mounted (exit {proc.poll()}):\n{m.stderr}"
         return m
 
-    def daemonize(self, server: Server, token: str | None, *args: str
-                  ) -> tuple[Mount, subprocess.CompletedProcess]:
+    def daemonize(
+        self, server: Server, token: str | None, *args: str
+    ) -> tuple[Mount, subprocess.CompletedProcess]:
         point = self.point()
         m = Mount(point, None, point.with_suffix(".log"))
         self.mounts.append(m)
-        result = subprocess.run([CLIENT, "mount", "--mount-point", str(point), "--daemonize",
-                                 *args], capture_output=True, text=True, timeout=90,
-                                stdin=subprocess.DEVNULL, env=self.env(server, token))
+        result = subprocess.run(
+            [CLIENT, "mount", "--mount-point", str(point), "--daemonize", *args],
+            capture_output=True,
+            text=True,
+            timeout=90,
+            stdin=subprocess.DEVNULL,
+            env=self.env(server, token),
+        )
         m.log.write_text(result.stderr)
         return m, result
 
     def cleanup(self) -> None:
         for m in self.mounts:
-            subprocess.run([FUSERMOUNT, "-u", "-z", str(m.point)], capture_output=True,
-                           timeout=30)
+            subprocess.run([FUSERMOUNT, "-u", "-z", str(m.point)], capture_output=True, timeout=30)
             procs = [m.proc] if m.proc is not None else []
             for p in procs:
                 if p.poll() is None:
@@ -204,8 +215,9 @@ def demo_mount(demo_server: Server, reader: str, tmp_path_factory):
 
 
 def expected_bundle(ents: list[dict], readable: set[str] | None = None) -> set[str]:
-    return {f"{e['gnosId']}/{e['fileName']}" for e in ents
-            if readable is None or e["id"] in readable}
+    return {
+        f"{e['gnosId']}/{e['fileName']}" for e in ents if readable is None or e["id"] in readable
+    }
 
 
 # -- bundle layout, sizes, mtimes, contents ----------------------------------------------------
@@ -250,9 +262,13 @@ def test_sizes_and_mtimes_are_real(demo_mount, demo_server, reader, demo_files):
         assert st.st_blocks * 512 >= size  # du counts real blocks
         total += size
     # the same through find, du and stat
-    found = subprocess.run(["find", str(demo_mount.point), "-type", "f", "-printf",
-                            "%P\t%s\t%T@\n"], capture_output=True, text=True, timeout=60,
-                           check=True).stdout.splitlines()
+    found = subprocess.run(
+        ["find", str(demo_mount.point), "-type", "f", "-printf", "%P\t%s\t%T@\n"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.splitlines()
     assert len(found) == len(ents)
     by_path = {f"{e['gnosId']}/{e['fileName']}": i for i, e in ents.items()}
     for line in found:
@@ -260,21 +276,29 @@ def test_sizes_and_mtimes_are_real(demo_mount, demo_server, reader, demo_files):
         object_id = by_path[rel]
         assert int(size) == listed[object_id]["size"]
         assert abs(float(mtime) - listed[object_id]["lastModified"] / 1000) < 1.0
-    du = subprocess.run(["du", "-sb", str(demo_mount.point)], capture_output=True, text=True,
-                        timeout=60, check=True).stdout.split()[0]
+    du = subprocess.run(
+        ["du", "-sb", str(demo_mount.point)], capture_output=True, text=True, timeout=60, check=True
+    ).stdout.split()[0]
     assert int(du) == total
-    du_blocks = subprocess.run(["du", "-sk", str(demo_mount.point)], capture_output=True,
-                               text=True, timeout=60, check=True).stdout.split()[0]
+    du_blocks = subprocess.run(
+        ["du", "-sk", str(demo_mount.point)], capture_output=True, text=True, timeout=60, check=True
+    ).stdout.split()[0]
     assert int(du_blocks) * 1024 >= total
     some = next(iter(ents.values()))
-    out = subprocess.run(["stat", "-c", "%s %F", str(demo_mount.path(some["gnosId"],
-                                                                      some["fileName"]))],
-                         capture_output=True, text=True, timeout=30, check=True).stdout.split()
+    out = subprocess.run(
+        ["stat", "-c", "%s %F", str(demo_mount.path(some["gnosId"], some["fileName"]))],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout.split()
     assert int(out[0]) == listed[some["id"]]["size"] and out[1] == "regular"
     # an analysis directory is as new as its newest file
     for analysis in os.listdir(demo_mount.point):
-        newest = max(listed[i]["lastModified"] for i, e in ents.items()
-                     if e["gnosId"] == analysis) / 1000
+        newest = (
+            max(listed[i]["lastModified"] for i, e in ents.items() if e["gnosId"] == analysis)
+            / 1000
+        )
         assert abs(os.stat(demo_mount.path(analysis)).st_mtime - newest) < 1.0
 
 
@@ -283,10 +307,17 @@ def test_md5sum_of_every_file_equals_the_source(demo_mount, demo_server, demo_fi
     files = sorted(tree(demo_mount.point))
     local = sorted(p.name for p in demo_files.iterdir() if p.name != demo_server.manifest.name)
     assert sorted(Path(f).name for f in files) == local
-    out = subprocess.run(["md5sum", *files], cwd=demo_mount.point, capture_output=True,
-                         text=True, timeout=120, check=True).stdout
-    through_mount = {Path(line.split(None, 1)[1]).name: line.split()[0]
-                     for line in out.splitlines()}
+    out = subprocess.run(
+        ["md5sum", *files],
+        cwd=demo_mount.point,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    through_mount = {
+        Path(line.split(None, 1)[1]).name: line.split()[0] for line in out.splitlines()
+    }
     assert through_mount == {name: file_md5(demo_files / name) for name in local}
 
 
@@ -296,8 +327,13 @@ def test_samtools_region_through_the_mount(demo_mount, demo_server, demo_files, 
     mounted = demo_mount.path(row[1], "DONOR-1-N.bam")
 
     def view(path: Path, *extra: str) -> str:
-        result = subprocess.run([samtools, "view", *extra, str(path), "chr1:10000-12000"],
-                                cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [samtools, "view", *extra, str(path), "chr1:10000-12000"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.returncode == 0, result.stderr
         return result.stdout
 
@@ -334,13 +370,17 @@ def test_writes_fail_with_erofs(demo_mount):
     for flags in (os.O_WRONLY, os.O_RDWR, os.O_WRONLY | os.O_APPEND, os.O_RDONLY | os.O_TRUNC):
         erofs(os.open, existing, flags)
     erofs(os.symlink, existing, folder / "link")
-    result = subprocess.run(["touch", str(folder / "x")], capture_output=True, text=True,
-                            timeout=30)
+    result = subprocess.run(
+        ["touch", str(folder / "x")], capture_output=True, text=True, timeout=30
+    )
     assert result.returncode != 0 and "Read-only file system" in result.stderr
     assert file_md5(existing) == before
     assert sorted(os.listdir(folder)) == names
-    options = next(line.split()[3] for line in Path("/proc/mounts").read_text().splitlines()
-                   if line.split()[1] == str(demo_mount.point))
+    options = next(
+        line.split()[3]
+        for line in Path("/proc/mounts").read_text().splitlines()
+        if line.split()[1] == str(demo_mount.point)
+    )
     assert "ro" in options.split(",")
 
 
@@ -395,10 +435,12 @@ def manifest_expectation(server: Server, rows: list[list[str]]) -> set[str]:
     return expected_bundle([by_id[i] for i in wanted])
 
 
-def test_manifest_mount_shows_its_rows_and_their_index_files(mounter, demo_server, reader,
-                                                             demo_files, tmp_path):
-    rows = write_manifest(demo_server, tmp_path / "manifest.tsv",
-                          {"DONOR-1-N.bam", "DONOR-2-N.vcf.gz"})
+def test_manifest_mount_shows_its_rows_and_their_index_files(
+    mounter, demo_server, reader, demo_files, tmp_path
+):
+    rows = write_manifest(
+        demo_server, tmp_path / "manifest.tsv", {"DONOR-1-N.bam", "DONOR-2-N.vcf.gz"}
+    )
     m = mounter.start(demo_server, reader, "--manifest", str(tmp_path / "manifest.tsv"))
     expected = manifest_expectation(demo_server, rows)
     assert len(expected) == 4  # two data files, two index files
@@ -407,8 +449,7 @@ def test_manifest_mount_shows_its_rows_and_their_index_files(mounter, demo_serve
         assert file_md5(m.path(rel)) == file_md5(demo_files / Path(rel).name)
 
 
-def test_manifest_mount_adds_only_the_rows_own_index_files(mounter, demo_server, reader,
-                                                           tmp_path):
+def test_manifest_mount_adds_only_the_rows_own_index_files(mounter, demo_server, reader, tmp_path):
     rows = write_manifest(demo_server, tmp_path / "manifest.tsv", {"DONOR-1-N.cram"})
     m = mounter.start(demo_server, reader, "--manifest", str(tmp_path / "manifest.tsv"))
     expected = manifest_expectation(demo_server, rows)
@@ -431,8 +472,9 @@ def test_fusermount_unmounts_a_foreground_mount(mounter, demo_server, reader):
     assert not os.listdir(m.point)
 
 
-def test_daemonize_returns_once_mounted_and_unmount_leaves_nothing(mounter, demo_server,
-                                                                   reader, demo_files):
+def test_daemonize_returns_once_mounted_and_unmount_leaves_nothing(
+    mounter, demo_server, reader, demo_files
+):
     m, result = mounter.daemonize(demo_server, reader)
     assert result.returncode == 0, result.stderr
     assert os.path.ismount(m.point), "--daemonize returned before the mount was ready"
@@ -441,8 +483,9 @@ def test_daemonize_returns_once_mounted_and_unmount_leaves_nothing(mounter, demo
     row = next(r for r in manifest_rows(demo_server) if r[4] == "DONOR-2-N.bam")
     assert file_md5(m.path(row[1], row[4])) == row[6] == file_md5(demo_files / row[4])
     subprocess.run([FUSERMOUNT, "-u", str(m.point)], check=True, timeout=30)
-    assert wait_until(lambda: not mount_pids(m.point), EXIT_TIMEOUT), \
+    assert wait_until(lambda: not mount_pids(m.point), EXIT_TIMEOUT), (
         f"mount process still running: {mount_pids(m.point)}"
+    )
     assert not os.path.ismount(m.point)
     assert not os.listdir(m.point)
 
@@ -477,19 +520,22 @@ def test_signal_ends_the_mount_cleanly(mounter, demo_server, reader, signum):
     assert code in (0, 128 + signum), m.stderr
 
 
-def test_non_empty_or_missing_mount_point_is_a_one_line_usage_error(demo_server, reader,
-                                                                    tmp_path):
+def test_non_empty_or_missing_mount_point_is_a_one_line_usage_error(demo_server, reader, tmp_path):
     full = tmp_path / "full"
     full.mkdir()
     (full / "someone's file").write_text("keep me")
     a_file = tmp_path / "a-file"
     a_file.write_text("x")
-    cases = [(full, "not empty"), (tmp_path / "missing", "does not exist"),
-             (a_file, "not a directory")]
+    cases = [
+        (full, "not empty"),
+        (tmp_path / "missing", "does not exist"),
+        (a_file, "not a directory"),
+    ]
     for point, words in cases:
         for extra in ([], ["--daemonize"]):
-            result = demo_server.client("mount", "--mount-point", str(point), *extra,
-                                        token=reader, timeout=60)
+            result = demo_server.client(
+                "mount", "--mount-point", str(point), *extra, token=reader, timeout=60
+            )
             line = one_line_error(result)
             assert result.returncode == 2, result.stderr
             assert str(point) in line and words in line, line
@@ -507,8 +553,9 @@ def test_stale_mount_point_is_a_one_line_error(mounter, demo_server, reader):
         os.listdir(m.point)
     assert info.value.errno == errno.ENOTCONN
     for extra in ([], ["--daemonize"]):
-        result = demo_server.client("mount", "--mount-point", str(m.point), *extra,
-                                    token=reader, timeout=60)
+        result = demo_server.client(
+            "mount", "--mount-point", str(m.point), *extra, token=reader, timeout=60
+        )
         line = one_line_error(result)
         assert result.returncode == 2, result.stderr
         assert str(m.point) in line and "unmount" in line.lower(), line
@@ -541,11 +588,22 @@ def own(tmp_path_factory):
     (other_id,) = publish(server.data_dir, [other], study="OTHER")
     with server:
         ents = {e["id"]: e for e in entities(server)}
-        r = httpx.put(f"{server.url}/studies/MNT/analysis/unpublish/{ents[gone_id]['gnosId']}",
-                      headers=bearer(server.admin_token), timeout=30)
+        r = httpx.put(
+            f"{server.url}/studies/MNT/analysis/unpublish/{ents[gone_id]['gnosId']}",
+            headers=bearer(server.admin_token),
+            timeout=30,
+        )
         assert r.status_code == 200, r.text
-        yield Own(server, server.token("PROGRAMDATA-MNT.READ"), big, kept, big_id, kept_id,
-                  ents[big_id]["gnosId"], {gone_id: "gone.bam", other_id: "other.bam"})
+        yield Own(
+            server,
+            server.token("PROGRAMDATA-MNT.READ"),
+            big,
+            kept,
+            big_id,
+            kept_id,
+            ents[big_id]["gnosId"],
+            {gone_id: "gone.bam", other_id: "other.bam"},
+        )
 
 
 @pytest.fixture(scope="module")
@@ -563,8 +621,7 @@ def test_unpublished_and_forbidden_objects_are_absent_the_rest_reads(own, own_mo
     assert tree(own_mount.point) == {f"{own.analysis}/big.bam", f"{own.analysis}/kept.bam"}
     for object_id, name in own.hidden.items():
         warned = [line for line in own_mount.stderr.splitlines() if object_id in line]
-        assert len(warned) == 1 and "WARNING" in warned[0] and name in warned[0], \
-            own_mount.stderr
+        assert len(warned) == 1 and "WARNING" in warned[0] and name in warned[0], own_mount.stderr
     assert file_md5(own_mount.path(own.analysis, "kept.bam")) == file_md5(own.kept)
     assert own_mount.path(own.analysis, "big.bam").stat().st_size == BIG
     assert not tracebacks(own_mount.stderr), own_mount.stderr
@@ -594,7 +651,7 @@ def test_concurrent_readers_get_exact_bytes(own, own_mount):
                 offset = rng.randrange(BIG)
                 length = rng.choice((1, 17, 4096, 100_000, 256 * 1024 + 1, MiB + 7))
                 got = os.pread(fd, length, offset)
-                want = source[offset: offset + length]
+                want = source[offset : offset + length]
                 assert got == want, f"thread {n}: wrong bytes at {offset}+{length}"
                 checked += len(got)
             assert os.pread(fd, 10, BIG - 4) == source[-4:]  # short read at EOF
@@ -662,6 +719,7 @@ def test_no_mount_or_process_left_behind(tmp_path_factory):
 
     mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
     assert not [p for p in mounts if ours(p)]
-    procs = subprocess.run(["pgrep", "-af", "--", f"--mount-point {base}"],
-                           capture_output=True, text=True, timeout=10).stdout.splitlines()
+    procs = subprocess.run(
+        ["pgrep", "-af", "--", f"--mount-point {base}"], capture_output=True, text=True, timeout=10
+    ).stdout.splitlines()
     assert not [p for p in procs if ours(p)]

@@ -34,12 +34,27 @@ from tests.publish import KINDS, add_donors, add_published_analysis, file_md5, m
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 WAIT_MS = 10_000  # every Playwright wait is bounded by this
-DATA_FILES = ["DONOR-1-N.bam", "DONOR-1-N.cram", "DONOR-1-N.vcf.gz", "DONOR-2-N.bam",
-              "DONOR-2-N.cram", "DONOR-2-N.vcf.gz", "clinical.tsv", "reference.fa"]
+DATA_FILES = [
+    "DONOR-1-N.bam",
+    "DONOR-1-N.cram",
+    "DONOR-1-N.vcf.gz",
+    "DONOR-2-N.bam",
+    "DONOR-2-N.cram",
+    "DONOR-2-N.vcf.gz",
+    "clinical.tsv",
+    "reference.fa",
+]
 OPEN_FILES = {"clinical.tsv", "reference.fa"}
 
 
@@ -50,8 +65,7 @@ def browser():
     ARTIFACTS.mkdir(exist_ok=True)
     expect.set_options(timeout=WAIT_MS)
     with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS,
-                                     timeout=30_000)
+        chromium = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, timeout=30_000)
         yield chromium
         chromium.close()
 
@@ -167,8 +181,10 @@ def signed_in_as(page: Page, user: str) -> None:
 def meta(page: Page) -> dict[str, str]:
     """A file page's metadata list, term → text."""
     return page.eval_on_selector_all(
-        "dl.meta dt", "dts => Object.fromEntries(dts.map(dt => [dt.innerText.trim(), "
-        "dt.nextElementSibling.innerText.trim()]))")
+        "dl.meta dt",
+        "dts => Object.fromEntries(dts.map(dt => [dt.innerText.trim(), "
+        "dt.nextElementSibling.innerText.trim()]))",
+    )
 
 
 def donor_ids(page: Page) -> tuple[str, str]:
@@ -191,8 +207,12 @@ def test_repository_lists_the_demo_files_with_facet_counts(page, manifest):
     counts = facets(page)
     assert counts == {
         "study": {"DEMO": 8},
-        "data_type": {"Aligned Reads": 4, "Simple Nucleotide Variation": 2,
-                      "Clinical Data": 1, "Reference Genome": 1},
+        "data_type": {
+            "Aligned Reads": 4,
+            "Simple Nucleotide Variation": 2,
+            "Clinical Data": 1,
+            "Reference Genome": 1,
+        },
         "file_type": {"BAM": 2, "CRAM": 2, "VCF": 2, "FASTA": 1, "TSV": 1},
         "access": {"controlled": 6, "open": 2},
         "analysis_type": {"sequencingRead": 5, "variantCall": 2, "clinicalData": 1},
@@ -201,8 +221,14 @@ def test_repository_lists_the_demo_files_with_facet_counts(page, manifest):
     for values in counts.values():  # most frequent first
         assert list(values.values()) == sorted(values.values(), reverse=True)
     # each count is shown on the line of its value
-    for label, count in (("DEMO", "8"), ("BAM", "2"), ("CRAM", "2"), ("VCF", "2"),
-                         ("open", "2"), ("controlled", "6")):
+    for label, count in (
+        ("DEMO", "8"),
+        ("BAM", "2"),
+        ("CRAM", "2"),
+        ("VCF", "2"),
+        ("open", "2"),
+        ("controlled", "6"),
+    ):
         choice = page.locator(".choice").filter(has=page.get_by_label(label, exact=True))
         expect(choice.locator(".count")).to_have_text(count)
         box = choice.locator("label").bounding_box()
@@ -245,8 +271,7 @@ def test_facets_combine(page):
     tick(page, "BAM")
     tick(page, "CRAM")  # two values of one facet: either
     assert query(page)["file_type"] == ["BAM", "CRAM"]
-    assert names(page) == ["DONOR-1-N.bam", "DONOR-1-N.cram", "DONOR-2-N.bam",
-                           "DONOR-2-N.cram"]
+    assert names(page) == ["DONOR-1-N.bam", "DONOR-1-N.cram", "DONOR-2-N.bam", "DONOR-2-N.cram"]
     assert facets(page)["donor"] == {donor1: 2, donor2: 2}
     tick(page, donor2)  # and another facet: both
     assert query(page)["donor"] == [donor2]
@@ -268,8 +293,7 @@ def test_search_box_filters_and_clear_all_resets(page):
     search.press("Enter")
     page.wait_for_url(has_param("q", "DONOR-2"))
     # the submitter's donor id matches too: DONOR-2's own files and the clinical table
-    assert names(page) == ["DONOR-2-N.bam", "DONOR-2-N.cram", "DONOR-2-N.vcf.gz",
-                           "clinical.tsv"]
+    assert names(page) == ["DONOR-2-N.bam", "DONOR-2-N.cram", "DONOR-2-N.vcf.gz", "clinical.tsv"]
     assert total(page) == 4
     assert facets(page)["file_type"] == {"BAM": 1, "CRAM": 1, "VCF": 1, "TSV": 1}
     expect(search).to_have_value("DONOR-2")
@@ -293,8 +317,7 @@ def test_search_box_filters_and_clear_all_resets(page):
     page.get_by_label("Search").fill(donor2)
     page.get_by_label("Search").press("Enter")
     page.wait_for_url(has_param("q", donor2))
-    assert names(page) == ["DONOR-2-N.bam", "DONOR-2-N.cram", "DONOR-2-N.vcf.gz",
-                           "clinical.tsv"]
+    assert names(page) == ["DONOR-2-N.bam", "DONOR-2-N.cram", "DONOR-2-N.vcf.gz", "clinical.tsv"]
 
 
 def test_sorting_by_the_size_header(page):
@@ -303,8 +326,12 @@ def test_sorting_by_the_size_header(page):
     header = page.locator("th").filter(has=link)
     expect(header).to_have_attribute("aria-sort", "none")
     link.click()
-    page.wait_for_url(lambda url: dict(parse_qsl(urlparse(url).query)).get("sort") == "size"
-                      and dict(parse_qsl(urlparse(url).query)).get("order") == "asc")
+    page.wait_for_url(
+        lambda url: (
+            dict(parse_qsl(urlparse(url).query)).get("sort") == "size"
+            and dict(parse_qsl(urlparse(url).query)).get("order") == "asc"
+        )
+    )
     ascending = rows(page)
     sizes = [r["bytes"] for r in ascending]
     assert len(set(sizes)) == 8, "the demo files' sizes are distinct, so the order is strict"
@@ -354,8 +381,9 @@ def test_a_page_past_the_end_shows_the_last_page(page):
 
 
 # -- exports --------------------------------------------------------------------------------
-def test_file_manifest_of_the_selection_feeds_score_client(page, demo_server, demo_files,
-                                                           reader, tmp_path):
+def test_file_manifest_of_the_selection_feeds_score_client(
+    page, demo_server, demo_files, reader, tmp_path
+):
     page.goto("/repository")
     tick(page, "CRAM")
     shown = rows(page)
@@ -369,22 +397,27 @@ def test_file_manifest_of_the_selection_feeds_score_client(page, demo_server, de
     assert all(r.indexObjectId for r in listed)
 
     out = tmp_path / "out"
-    result = demo_server.client("download", "--manifest", str(path), "--output-dir", str(out),
-                                token=reader)
+    result = demo_server.client(
+        "download", "--manifest", str(path), "--output-dir", str(out), token=reader
+    )
     assert result.returncode == 0, result.stderr
     fetched = {p.relative_to(out).as_posix(): file_md5(p) for p in out.rglob("*") if p.is_file()}
     wanted = ["DONOR-1-N.cram", "DONOR-1-N.cram.crai", "DONOR-2-N.cram", "DONOR-2-N.cram.crai"]
     assert fetched == {n: file_md5(demo_files / n) for n in wanted}
     assert {r.fileName: r.fileMd5sum for r in listed} == {
-        n: fetched[n] for n in ("DONOR-1-N.cram", "DONOR-2-N.cram")}
+        n: fetched[n] for n in ("DONOR-1-N.cram", "DONOR-2-N.cram")
+    }
 
 
 def test_table_and_json_exports_return_the_whole_selection(page, tmp_path):
     selection = "access=controlled&q=DONOR-1&sort=size&order=desc"
     page.goto(f"/repository?{selection}")
     everything = rows(page)
-    assert [r["name"] for r in everything] == ["DONOR-1-N.bam", "DONOR-1-N.cram",
-                                               "DONOR-1-N.vcf.gz"]
+    assert [r["name"] for r in everything] == [
+        "DONOR-1-N.bam",
+        "DONOR-1-N.cram",
+        "DONOR-1-N.vcf.gz",
+    ]
     page.goto(f"/repository?{selection}&size=2")  # the exports are the selection, not the page
     assert len(rows(page)) == 2
     open_download_menu(page)
@@ -409,10 +442,10 @@ def test_table_and_json_exports_return_the_whole_selection(page, tmp_path):
 
 
 # -- file pages -----------------------------------------------------------------------------
-def test_file_page_metadata_links_and_commands(page, demo_server, demo_files, manifest,
-                                               reader, tmp_path):
-    page.context.grant_permissions(["clipboard-read", "clipboard-write"],
-                                   origin=demo_server.url)
+def test_file_page_metadata_links_and_commands(
+    page, demo_server, demo_files, manifest, reader, tmp_path
+):
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=demo_server.url)
     bam, bai = manifest["DONOR-1-N.bam"], manifest["DONOR-1-N.bam"].indexObjectId
     page.goto("/repository")
     row = next(r for r in rows(page) if r["name"] == "DONOR-1-N.bam")
@@ -440,9 +473,11 @@ def test_file_page_metadata_links_and_commands(page, demo_server, demo_files, ma
     download_cmd = page.get_by_label("Download with score-client")
     view_cmd = page.get_by_label("Slice a region without downloading the file")
     expect(download_cmd).to_have_value(
-        f"score-client download --object-id {bam.objectId} --output-dir data")
-    expect(view_cmd).to_have_value(re.compile(
-        rf"^score-client view --object-id {bam.objectId} --query \S+$"))
+        f"score-client download --object-id {bam.objectId} --output-dir data"
+    )
+    expect(view_cmd).to_have_value(
+        re.compile(rf"^score-client view --object-id {bam.objectId} --query \S+$")
+    )
     for field in (download_cmd, view_cmd):
         button = page.locator(".command").filter(has=field).get_by_role("button")
         expect(button).to_have_text("Copy")
@@ -462,8 +497,11 @@ def test_file_page_metadata_links_and_commands(page, demo_server, demo_files, ma
     result = demo_server.client(*args[1:], token=reader, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("@HD")
-    assert any(line.split("\t")[2] == "chr1" for line in result.stdout.splitlines()
-               if not line.startswith("@"))
+    assert any(
+        line.split("\t")[2] == "chr1"
+        for line in result.stdout.splitlines()
+        if not line.startswith("@")
+    )
 
     index.click()
     page.wait_for_url(f"**/file/{bai}")
@@ -472,9 +510,9 @@ def test_file_page_metadata_links_and_commands(page, demo_server, demo_files, ma
     assert meta(page)["MD5"] == file_md5(demo_files / "DONOR-1-N.bam.bai")
 
 
-def test_reader_sees_may_download_and_downloads_through_the_browser(page, demo_server,
-                                                                     demo_files, manifest,
-                                                                     reader):
+def test_reader_sees_may_download_and_downloads_through_the_browser(
+    page, demo_server, demo_files, manifest, reader
+):
     page.goto("/repository")
     assert {r["name"] for r in rows(page) if r["may"]} == OPEN_FILES
     sign_in(page, reader)
@@ -534,10 +572,10 @@ def test_anonymous_visitor_sees_metadata_and_may_fetch_open_files(page, demo_fil
     bam = manifest["DONOR-1-N.bam"]
     page.goto(f"/file/{bam.objectId}")
     assert meta(page)["MD5"] == bam.fileMd5sum
-    expect(page.get_by_label("Download with score-client")).to_have_value(
-        re.compile(bam.objectId))
+    expect(page.get_by_label("Download with score-client")).to_have_value(re.compile(bam.objectId))
     expect(page.locator(".locked")).to_contain_text(
-        "sign in with a token holding PROGRAMDATA-DEMO.READ")
+        "sign in with a token holding PROGRAMDATA-DEMO.READ"
+    )
     expect(page.get_by_role("link", name="Download through the browser")).to_have_count(0)
     assert page.request.get(f"/file/{bam.objectId}/download", max_redirects=0).status == 401
 
@@ -576,11 +614,11 @@ CONTROLS_JS = """els => els.map(e => [e.id, e.outerHTML, e.labels && e.labels.le
 
 
 def test_every_control_has_a_label(page, manifest):
-    for path, expected in (("/repository", 20), (f"/file/{manifest['DONOR-1-N.bam'].objectId}",
-                                                 4)):
+    for path, expected in (("/repository", 20), (f"/file/{manifest['DONOR-1-N.bam'].objectId}", 4)):
         page.goto(path)
         controls = page.eval_on_selector_all(
-            "input:not([type=hidden]), select, textarea", CONTROLS_JS)
+            "input:not([type=hidden]), select, textarea", CONTROLS_JS
+        )
         assert len(controls) >= expected, controls
         for element_id, html, label in controls:
             assert element_id and label, f"no label: {html}"
@@ -639,9 +677,10 @@ def fill(data_dir: Path) -> dict[str, Counter]:
     rng = random.Random(11)
     studies = [f"SCALE{i}" for i in range(5)]
     donors = [(studies[d % len(studies)], f"DO{d:06d}") for d in range(SCALE_DONORS)]
-    expected: dict[str, Counter] = {k: Counter() for k in
-                                    ("study", "data_type", "file_type", "access",
-                                     "analysis_type", "donor")}
+    expected: dict[str, Counter] = {
+        k: Counter()
+        for k in ("study", "data_type", "file_type", "access", "analysis_type", "donor")
+    }
     now = utcnow()
     ids = iter(uuid.UUID(int=rng.getrandbits(128), version=4) for _ in range(2 * SCALE_FILES))
     platform = Platform.open(Settings.load(data_dir))
@@ -654,13 +693,24 @@ def fill(data_dir: Path) -> dict[str, Counter]:
             files = []
             for k in range(4):
                 access = "open" if (a + k) % 3 == 0 else "controlled"
-                files.append({"object_id": str(next(ids)),
-                              "file_name": f"{donor}.{a}.{k}.{file_type.lower()}",
-                              "file_size": rng.randint(10**3, 10**12), "file_type": file_type,
-                              "file_access": access, "data_type": data_type})
-                for facet, value in (("study", st), ("data_type", data_type),
-                                     ("file_type", file_type), ("access", access),
-                                     ("analysis_type", analysis_type), ("donor", donor)):
+                files.append(
+                    {
+                        "object_id": str(next(ids)),
+                        "file_name": f"{donor}.{a}.{k}.{file_type.lower()}",
+                        "file_size": rng.randint(10**3, 10**12),
+                        "file_type": file_type,
+                        "file_access": access,
+                        "data_type": data_type,
+                    }
+                )
+                for facet, value in (
+                    ("study", st),
+                    ("data_type", data_type),
+                    ("file_type", file_type),
+                    ("access", access),
+                    ("analysis_type", analysis_type),
+                    ("donor", donor),
+                ):
                     expected[facet][value] += 1
             add_published_analysis(s, analysis_id, st, "SA" + donor, analysis_type, now, files)
         s.flush()

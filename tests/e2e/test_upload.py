@@ -22,8 +22,10 @@ PART = 8  # MiB
 
 @pytest.fixture
 def platform(tmp_path):
-    with init_server(tmp_path / "data", "--part-size", str(PART)) as server, \
-            httpx.Client(base_url=server.url, headers=bearer(server.admin_token)) as http:
+    with (
+        init_server(tmp_path / "data", "--part-size", str(PART)) as server,
+        httpx.Client(base_url=server.url, headers=bearer(server.admin_token)) as http,
+    ):
         assert http.post("/studies/UP/", json={"studyId": "UP", "name": "up"}).status_code == 200
         server.writer = server.token("PROGRAMDATA-UP.WRITE PROGRAMDATA-UP.READ")
         server.http = http
@@ -41,16 +43,27 @@ def submit(platform, files: list[Path], tag: str = "1") -> tuple[str, list[dict]
 
 def song_manifest(path: Path, analysis_id: str, files: list[dict], folder: Path) -> Path:
     """Exactly what overture-song's ManifestClient writes (no trailing newline)."""
-    lines = [f"{analysis_id}\t\t"] + [f"{f['objectId']}\t{folder.resolve()}/{f['fileName']}\t"
-                                       f"{f['fileMd5sum']}" for f in files]
+    lines = [f"{analysis_id}\t\t"] + [
+        f"{f['objectId']}\t{folder.resolve()}/{f['fileName']}\t{f['fileMd5sum']}" for f in files
+    ]
     path.write_text("\n".join(lines))
     return path
 
 
 def download_md5(platform, object_id: str, tmp: Path) -> str:
     out = tmp / f"dl-{object_id}"
-    r = platform.client("download", "--object-id", object_id, "--output-dir", str(out),
-                        "--index", "false", "--output-layout", "id", token=platform.writer)
+    r = platform.client(
+        "download",
+        "--object-id",
+        object_id,
+        "--output-dir",
+        str(out),
+        "--index",
+        "false",
+        "--output-layout",
+        "id",
+        token=platform.writer,
+    )
     assert r.returncode == 0, r.stderr
     return file_md5(out / object_id)
 
@@ -74,8 +87,16 @@ def test_upload_by_song_manifest_then_publish(platform, tmp_path):
 def test_upload_by_object_id(platform, tmp_path):
     f = random_file(tmp_path / "y.bam", 3 * MiB)
     _, files = submit(platform, [f], tag="2")
-    r = platform.client("upload", "--object-id", files[0]["objectId"], "--file", str(f),
-                        "--md5", file_md5(f), token=platform.writer)
+    r = platform.client(
+        "upload",
+        "--object-id",
+        files[0]["objectId"],
+        "--file",
+        str(f),
+        "--md5",
+        file_md5(f),
+        token=platform.writer,
+    )
     assert r.returncode == 0, r.stderr
     assert platform.http.get(f"/upload/{files[0]['objectId']}").json() is True
 
@@ -83,8 +104,16 @@ def test_upload_by_object_id(platform, tmp_path):
 def test_wrong_md5_refused(platform, tmp_path):
     f = random_file(tmp_path / "z.bam", MiB)
     _, files = submit(platform, [f], tag="3")
-    r = platform.client("upload", "--object-id", files[0]["objectId"], "--file", str(f),
-                        "--md5", "0" * 32, token=platform.writer)
+    r = platform.client(
+        "upload",
+        "--object-id",
+        files[0]["objectId"],
+        "--file",
+        str(f),
+        "--md5",
+        "0" * 32,
+        token=platform.writer,
+    )
     assert r.returncode == 2, r.stderr
     assert "MD5" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert platform.http.get(f"/upload/{files[0]['objectId']}").json() is False
@@ -95,8 +124,16 @@ def test_changed_local_file_refused_before_completion(platform, tmp_path):
     _, files = submit(platform, [f], tag="4")
     declared = file_md5(f)
     random_file(f, 2 * MiB, seed=77)  # same size, other bytes
-    r = platform.client("upload", "--object-id", files[0]["objectId"], "--file", str(f),
-                        "--md5", declared, token=platform.writer)
+    r = platform.client(
+        "upload",
+        "--object-id",
+        files[0]["objectId"],
+        "--file",
+        str(f),
+        "--md5",
+        declared,
+        token=platform.writer,
+    )
     assert r.returncode == 4, r.stderr
     assert platform.http.get(f"/upload/{files[0]['objectId']}").json() is False
 
@@ -104,9 +141,18 @@ def test_changed_local_file_refused_before_completion(platform, tmp_path):
 def test_empty_file_refused(platform, tmp_path):
     empty = tmp_path / "e.bam"
     empty.write_bytes(b"")
-    r = platform.client("upload", "--object-id", "5b0e8f1c-6c1e-4b3a-9a51-1f0d2c3b4a59",
-                        "--file", str(empty), "--md5", "d41d8cd98f00b204e9800998ecf8427e",
-                        "--verify-connection", "false", token=platform.writer)
+    r = platform.client(
+        "upload",
+        "--object-id",
+        "5b0e8f1c-6c1e-4b3a-9a51-1f0d2c3b4a59",
+        "--file",
+        str(empty),
+        "--md5",
+        "d41d8cd98f00b204e9800998ecf8427e",
+        "--verify-connection",
+        "false",
+        token=platform.writer,
+    )
     assert r.returncode == 2 and "empty" in r.stderr
 
 
@@ -130,11 +176,17 @@ def test_resume_after_kill_sends_only_missing_parts(platform, tmp_path):
     proxy = FaultProxy(platform.port)
     try:
         proxy.faults.delay_request, proxy.faults.delays = 0.6, 1000  # slow each part
-        env = {**os.environ, **platform.client_env(platform.writer),
-               "METADATA_URL": proxy.url, "STORAGE_URL": proxy.url, "TRANSPORT_PARALLEL": "2"}
+        env = {
+            **os.environ,
+            **platform.client_env(platform.writer),
+            "METADATA_URL": proxy.url,
+            "STORAGE_URL": proxy.url,
+            "TRANSPORT_PARALLEL": "2",
+        }
         args = [CLIENT, "upload", "--object-id", oid, "--file", str(f), "--md5", file_md5(f)]
-        client = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
+        client = subprocess.Popen(
+            args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + 30
         while proxy.stats.put_requests < 3 and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -166,12 +218,26 @@ def test_submit_resumes_after_interruption_one_analysis(platform, tmp_path):
     proxy = FaultProxy(platform.port)
     try:
         proxy.faults.rate = 4 * MiB
-        env = {**os.environ, **platform.client_env(platform.writer),
-               "METADATA_URL": proxy.url, "STORAGE_URL": proxy.url}
-        args = [CLIENT, "submit", "--study-id", "UP", "--payload", str(doc), "--dir",
-                str(folder), "--publish"]
-        client = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
+        env = {
+            **os.environ,
+            **platform.client_env(platform.writer),
+            "METADATA_URL": proxy.url,
+            "STORAGE_URL": proxy.url,
+        }
+        args = [
+            CLIENT,
+            "submit",
+            "--study-id",
+            "UP",
+            "--payload",
+            str(doc),
+            "--dir",
+            str(folder),
+            "--publish",
+        ]
+        client = subprocess.Popen(
+            args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + 30
         while proxy.stats.put_bytes < 8 * MiB and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -182,8 +248,9 @@ def test_submit_resumes_after_interruption_one_analysis(platform, tmp_path):
         assert r.returncode == 0, r.stderr
     finally:
         proxy.close()
-    analyses = platform.http.get("/studies/UP/analysis",
-                                 params={"analysisStates": "PUBLISHED,UNPUBLISHED"}).json()
+    analyses = platform.http.get(
+        "/studies/UP/analysis", params={"analysisStates": "PUBLISHED,UNPUBLISHED"}
+    ).json()
     mine = [a for a in analyses if {f["fileName"] for f in a["files"]} == {"s.bam", "s.bam.bai"}]
     assert len(mine) == 1
     assert mine[0]["analysisState"] == "PUBLISHED"

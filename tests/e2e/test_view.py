@@ -45,8 +45,13 @@ def header(text: str, comment: str) -> list[str]:
 
 
 def peer(*args: str | Path) -> str:
-    result = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=60,
-                            env={**os.environ, "REF_PATH": "/nonexistent"})
+    result = subprocess.run(
+        [str(a) for a in args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "REF_PATH": "/nonexistent"},
+    )
     assert result.returncode == 0, f"{args}: {result.stderr}"
     return result.stdout
 
@@ -126,15 +131,18 @@ def cases(kind: str) -> list[tuple[str, list[str]]]:
             contig = rng.choice(list(CONTIGS))
             start = rng.randint(1, CONTIGS[contig])
             span = rng.choice((1, 20, 300, 2_000, 15_000, None))
-            regions.append(f"{contig}:{start}" if span is None
-                           else f"{contig}:{start}-{start + span - 1}")
+            regions.append(
+                f"{contig}:{start}" if span is None else f"{contig}:{start}-{start + span - 1}"
+            )
         out.append((f"random{len(out) - len(fixed):02d}", regions))
     return out
 
 
-ALL_CASES = [pytest.param(kind, regions, id=f"{kind}-{i:02d}-{label}")
-             for kind in ("bam", "cram", "vcf")
-             for i, (label, regions) in enumerate(cases(kind))]
+ALL_CASES = [
+    pytest.param(kind, regions, id=f"{kind}-{i:02d}-{label}")
+    for kind in ("bam", "cram", "vcf")
+    for i, (label, regions) in enumerate(cases(kind))
+]
 
 
 # -- fixtures -------------------------------------------------------------------------------
@@ -162,10 +170,14 @@ def view(demo_server, demo_files, ids, reader, tools):
 
     def run(kind: str, *args: str, token: str | None = reader, **kw):
         name = FILES.get(kind, kind)
-        extra = ["--reference-file", str(demo_files / "reference.fa")] if name.endswith(
-            ".cram") and "--reference-file" not in args else []
-        return demo_server.client("view", "--object-id", ids[name], *extra, *args,
-                                  token=token, **kw)
+        extra = (
+            ["--reference-file", str(demo_files / "reference.fa")]
+            if name.endswith(".cram") and "--reference-file" not in args
+            else []
+        )
+        return demo_server.client(
+            "view", "--object-id", ids[name], *extra, *args, token=token, **kw
+        )
 
     return run
 
@@ -187,13 +199,23 @@ def test_regions_equal_peer_tool(view, demo_files, kind, regions):
     assert got == want
     assert header(result.stdout, comment), "the header is missing from the SAM/VCF text"
     if not regions and kind != "vcf":  # the whole file ends with the 150 unmapped reads
-        assert all(cells[2] == "*" and int(cells[1]) & 4
-                   for cells in (line.split("\t") for line in got[-150:]))
+        assert all(
+            cells[2] == "*" and int(cells[1]) & 4
+            for cells in (line.split("\t") for line in got[-150:])
+        )
 
 
-@pytest.mark.parametrize(("kind", "regions"), [
-    ("bam", ["chr1:10000-12000", "chr3:39000-40000"]), ("bam", ["*"]), ("bam", []),
-    ("cram", ["chr2:100-5000"]), ("vcf", ["chr3:1-5000", "chr1"]), ("vcf", [])])
+@pytest.mark.parametrize(
+    ("kind", "regions"),
+    [
+        ("bam", ["chr1:10000-12000", "chr3:39000-40000"]),
+        ("bam", ["*"]),
+        ("bam", []),
+        ("cram", ["chr2:100-5000"]),
+        ("vcf", ["chr3:1-5000", "chr1"]),
+        ("vcf", []),
+    ],
+)
 def test_without_htsget_the_original_way_gives_the_same(view, demo_files, kind, regions):
     """view.htsget=false: htslib reads the signed URL itself, as against an original Score."""
     result = ok(view(kind, *query(regions), env={"VIEW_HTSGET": "false"}))
@@ -203,8 +225,11 @@ def test_without_htsget_the_original_way_gives_the_same(view, demo_files, kind, 
 
 def test_random_cases_cover_data(demo_files, tools):
     """The random batches are not all trivially empty (a guard on the generator)."""
-    non_empty = sum(1 for _, regions in cases("bam")
-                    if regions and samtools_records(demo_files / FILES["bam"], regions[:1]))
+    non_empty = sum(
+        1
+        for _, regions in cases("bam")
+        if regions and samtools_records(demo_files / FILES["bam"], regions[:1])
+    )
     assert non_empty >= CASES_PER_KIND // 2
 
 
@@ -223,9 +248,15 @@ def test_unmapped_region_equals_samtools(view, demo_files, kind):
 
 
 # -- --contained ----------------------------------------------------------------------------
-CONTAINED = [("bam", "chr1:3000-4000"), ("bam", "chr2:50000-52000"), ("bam", "chr3:39000-45000"),
-             ("bam", "chr1:1-700"), ("bam", "chr2:7000-7150"), ("cram", "chr2:20000-23000"),
-             ("cram", "chr3")]
+CONTAINED = [
+    ("bam", "chr1:3000-4000"),
+    ("bam", "chr2:50000-52000"),
+    ("bam", "chr3:39000-45000"),
+    ("bam", "chr1:1-700"),
+    ("bam", "chr2:7000-7150"),
+    ("cram", "chr2:20000-23000"),
+    ("cram", "chr3"),
+]
 
 
 @pytest.mark.parametrize(("kind", "region"), CONTAINED, ids=[f"{k}-{r}" for k, r in CONTAINED])
@@ -250,11 +281,15 @@ def test_header_only_equals_samtools_h(view, demo_files):
 
 def test_header_only_cram_and_vcf(view, demo_files):
     cram = ok(view("cram", "--header-only"))
-    assert cram.stdout.splitlines() == peer("samtools", "view", "-H", "--no-PG",
-                                            demo_files / FILES["cram"]).splitlines()
+    assert (
+        cram.stdout.splitlines()
+        == peer("samtools", "view", "-H", "--no-PG", demo_files / FILES["cram"]).splitlines()
+    )
     vcf = ok(view("vcf", "--header-only"))
-    assert vcf.stdout.splitlines() == peer("bcftools", "view", "-h", "--no-version",
-                                           demo_files / FILES["vcf"]).splitlines()
+    assert (
+        vcf.stdout.splitlines()
+        == peer("bcftools", "view", "-h", "--no-version", demo_files / FILES["vcf"]).splitlines()
+    )
 
 
 def test_header_only_as_bam_file(view, demo_files, tmp_path):
@@ -263,7 +298,8 @@ def test_header_only_as_bam_file(view, demo_files, tmp_path):
     assert len(written) == 1
     peer("samtools", "quickcheck", written[0])
     assert peer("samtools", "view", "-H", "--no-PG", written[0]) == peer(
-        "samtools", "view", "-H", "--no-PG", demo_files / FILES["bam"])
+        "samtools", "view", "-H", "--no-PG", demo_files / FILES["bam"]
+    )
     assert peer("samtools", "view", written[0]) == ""
 
 
@@ -275,8 +311,20 @@ OUTPUTS = [("bam", "BAM"), ("bam", "CRAM"), ("cram", "BAM"), ("cram", "CRAM"), (
 def test_output_file_valid_and_indexed(view, demo_files, tmp_path, kind, fmt):
     regions = ["chr1:20000-30000", "chr3:1000-4000"]
     ref = demo_files / "reference.fa"
-    result = ok(view(kind, "--query", *regions, "--output-format", fmt, "--output-dir",
-                     str(tmp_path), "--output-index", "--reference-file", str(ref)))
+    result = ok(
+        view(
+            kind,
+            "--query",
+            *regions,
+            "--output-format",
+            fmt,
+            "--output-dir",
+            str(tmp_path),
+            "--output-index",
+            "--reference-file",
+            str(ref),
+        )
+    )
     assert result.stdout == ""
     written = list(tmp_path.glob(f"*.{fmt.lower()}"))
     assert len(written) == 1, list(tmp_path.iterdir())
@@ -306,8 +354,9 @@ def test_output_file_valid_and_indexed(view, demo_files, tmp_path, kind, fmt):
 
 
 def test_cram_output_needs_reference(view, demo_files, tmp_path):
-    result = view("bam", "--query", "chr1:1-1000", "--output-format", "CRAM",
-                  "--output-dir", str(tmp_path))
+    result = view(
+        "bam", "--query", "chr1:1-1000", "--output-format", "CRAM", "--output-dir", str(tmp_path)
+    )
     assert result.returncode == 2
     assert "--reference-file" in one_line_error(result)
 
@@ -315,8 +364,18 @@ def test_cram_output_needs_reference(view, demo_files, tmp_path):
 @pytest.mark.parametrize("fmt", ["BCF", "VCF"])
 def test_variant_output_file(view, demo_files, tmp_path, fmt):
     regions = ["chr1:1000-60000", "chr2:5000-40000"]
-    ok(view("vcf", "--query", *regions, "--output-format", fmt, "--output-dir", str(tmp_path),
-            "--output-index"))
+    ok(
+        view(
+            "vcf",
+            "--query",
+            *regions,
+            "--output-format",
+            fmt,
+            "--output-dir",
+            str(tmp_path),
+            "--output-index",
+        )
+    )
     written = list(tmp_path.glob(f"*.{fmt.lower()}"))
     assert len(written) == 1, list(tmp_path.iterdir())
     want = expected_records("vcf", demo_files, regions)
@@ -362,14 +421,18 @@ def test_bed_is_zero_based_half_open(view, demo_files, tmp_path):
     name, last = cells[0], int(cells[3]) + 99
     bed = tmp_path / "edge.bed"
     bed.write_text(f"chr2\t{last}\t{last + 300}\n")
-    after = [line.split("\t")[0] for line in body(ok(view("bam", "--bed-query", str(bed)))
-                                                  .stdout, "@")]
+    after = [
+        line.split("\t")[0] for line in body(ok(view("bam", "--bed-query", str(bed))).stdout, "@")
+    ]
     assert name not in after
-    assert after == [line.split("\t")[0] for line in
-                     expected_records("bam", demo_files, [f"chr2:{last + 1}-{last + 300}"])]
+    assert after == [
+        line.split("\t")[0]
+        for line in expected_records("bam", demo_files, [f"chr2:{last + 1}-{last + 300}"])
+    ]
     bed.write_text(f"chr2\t{last - 1}\t{last + 300}\n")
-    before = [line.split("\t")[0] for line in body(ok(view("bam", "--bed-query", str(bed)))
-                                                   .stdout, "@")]
+    before = [
+        line.split("\t")[0] for line in body(ok(view("bam", "--bed-query", str(bed))).stdout, "@")
+    ]
     assert name in before
 
 
@@ -391,9 +454,19 @@ def test_bad_bed_line(view, tmp_path):
 
 # -- local files ----------------------------------------------------------------------------
 def local(*args: str, cwd: Path | None = None, env: dict | None = None):
-    return subprocess.run([CLIENT, "view", *args], capture_output=True, text=True, timeout=120,
-                          cwd=cwd, env={**os.environ, "SCORE_CLIENT_CONF_DIR": "/nonexistent",
-                                        "ACCESSTOKEN": "", **(env or {})})
+    return subprocess.run(
+        [CLIENT, "view", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        env={
+            **os.environ,
+            "SCORE_CLIENT_CONF_DIR": "/nonexistent",
+            "ACCESSTOKEN": "",
+            **(env or {}),
+        },
+    )
 
 
 @pytest.mark.parametrize("kind", ["bam", "cram", "vcf"])
@@ -410,9 +483,17 @@ def test_input_file_with_explicit_index(demo_files, tools, tmp_path):
     data = tmp_path / "reads.bam"
     shutil.copy(demo_files / FILES["bam"], data)
     shutil.copy(demo_files / f"{FILES['bam']}.bai", tmp_path / "elsewhere.bai")
-    result = ok(local("--input-file", str(data), "--input-file-index",
-                      str(tmp_path / "elsewhere.bai"), "--query", "chr2:10000-12000",
-                      "--stdout"))
+    result = ok(
+        local(
+            "--input-file",
+            str(data),
+            "--input-file-index",
+            str(tmp_path / "elsewhere.bai"),
+            "--query",
+            "chr2:10000-12000",
+            "--stdout",
+        )
+    )
     assert body(result.stdout, "@") == expected_records("bam", demo_files, ["chr2:10000-12000"])
 
 
@@ -432,10 +513,17 @@ def test_input_file_relative_path(demo_files, tools, tmp_path):
 # -- pipes, connection, stray files -----------------------------------------------------------
 def test_pipe_to_head_exits_quietly(demo_server, ids, reader, tmp_path, tools):
     rc_file = tmp_path / "rc"
-    script = (f'"{CLIENT}" view --object-id {ids[FILES["bam"]]} | head -n 1; '
-              f'echo "${{PIPESTATUS[0]}}" > "{rc_file}"')
-    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120,
-                            env={**os.environ, **demo_server.client_env(reader)})
+    script = (
+        f'"{CLIENT}" view --object-id {ids[FILES["bam"]]} | head -n 1; '
+        f'echo "${{PIPESTATUS[0]}}" > "{rc_file}"'
+    )
+    result = subprocess.run(
+        ["bash", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **demo_server.client_env(reader)},
+    )
     assert result.returncode == 0
     assert result.stdout.splitlines() == ["@HD\tVN:1.6\tSO:coordinate"]
     assert result.stderr == "", result.stderr
@@ -444,54 +532,88 @@ def test_pipe_to_head_exits_quietly(demo_server, ids, reader, tmp_path, tools):
 
 def test_no_connection_check_and_no_stray_files(view, demo_files, tmp_path):
     """htslib caches remote indexes in the cwd; score-client must not leave them there."""
-    result = ok(view("cram", "--query", "chr2:1000-3000", "--verify-connection", "false",
-                     cwd=tmp_path))
+    result = ok(
+        view("cram", "--query", "chr2:1000-3000", "--verify-connection", "false", cwd=tmp_path)
+    )
     assert body(result.stdout, "@") == expected_records("cram", demo_files, ["chr2:1000-3000"])
     ok(view("vcf", "--query", "chr2:1000-30000", cwd=tmp_path))
     assert list(tmp_path.iterdir()) == []
 
 
 def test_unreachable_server(demo_server, ids, reader):
-    result = demo_server.client("view", "--object-id", ids[FILES["bam"]], "--query", "chr1",
-                                token=reader, env={"METADATA_URL": "http://127.0.0.1:9",
-                                                   "STORAGE_URL": "http://127.0.0.1:9",
-                                                   "STORAGE_RETRYNUMBER": "0"})
+    result = demo_server.client(
+        "view",
+        "--object-id",
+        ids[FILES["bam"]],
+        "--query",
+        "chr1",
+        token=reader,
+        env={
+            "METADATA_URL": "http://127.0.0.1:9",
+            "STORAGE_URL": "http://127.0.0.1:9",
+            "STORAGE_RETRYNUMBER": "0",
+        },
+    )
     assert result.returncode == 5
     one_line_error(result)
 
 
 # -- manifest -------------------------------------------------------------------------------
-def test_manifest_slices_alignment_and_variant_rows(demo_server, demo_files, reader, tmp_path,
-                                                    tools):
+def test_manifest_slices_alignment_and_variant_rows(
+    demo_server, demo_files, reader, tmp_path, tools
+):
     """BAM and VCF rows are sliced, TSV and FASTA rows skipped. The CRAM rows are left out
     here; the test below covers names that would collide."""
     lines = demo_server.manifest.read_text().splitlines()
     kept = [lines[0]] + [line for line in lines[1:] if "\tCRAM\t" not in line]
-    assert any("\tTSV\t" in line for line in kept) and any("\tFASTA\t" in line
-                                                            for line in kept)
+    assert any("\tTSV\t" in line for line in kept) and any("\tFASTA\t" in line for line in kept)
     manifest = tmp_path / "manifest.tsv"
     manifest.write_text("\n".join(kept) + "\n")
     out = tmp_path / "out"
-    ok(demo_server.client("view", "--manifest", str(manifest), "--query", "chr1:1000-4000",
-                          "chr3:30000-31000", "--output-dir", str(out), token=reader))
+    ok(
+        demo_server.client(
+            "view",
+            "--manifest",
+            str(manifest),
+            "--query",
+            "chr1:1000-4000",
+            "chr3:30000-31000",
+            "--output-dir",
+            str(out),
+            token=reader,
+        )
+    )
     regions = ["chr1:1000-4000", "chr3:30000-31000"]
-    want = {f"{donor}.chr1_1000-4000__chr3_30000-31000.{ext}" for donor in ("DONOR-1-N",
-                                                                          "DONOR-2-N")
-            for ext in ("sam", "vcf")}
+    want = {
+        f"{donor}.chr1_1000-4000__chr3_30000-31000.{ext}"
+        for donor in ("DONOR-1-N", "DONOR-2-N")
+        for ext in ("sam", "vcf")
+    }
     assert {p.name for p in out.iterdir()} == want
     for donor in ("DONOR-1-N", "DONOR-2-N"):
         stem = f"{donor}.chr1_1000-4000__chr3_30000-31000"
         assert body((out / f"{stem}.sam").read_text(), "@") == samtools_records(
-            demo_files / f"{donor}.bam", regions)
+            demo_files / f"{donor}.bam", regions
+        )
         assert body((out / f"{stem}.vcf").read_text(), "#") == bcftools_records(
-            demo_files / f"{donor}.vcf.gz", regions)
+            demo_files / f"{donor}.vcf.gz", regions
+        )
 
 
 def test_manifest_one_output_per_row(demo_server, demo_files, reader, tmp_path, ids):
     out = tmp_path / "out"
-    result = demo_server.client("view", "--manifest", str(demo_server.manifest), "--query",
-                                "chr1:1000-4000", "--output-dir", str(out), "--reference-file",
-                                str(demo_files / "reference.fa"), token=reader)
+    result = demo_server.client(
+        "view",
+        "--manifest",
+        str(demo_server.manifest),
+        "--query",
+        "chr1:1000-4000",
+        "--output-dir",
+        str(out),
+        "--reference-file",
+        str(demo_files / "reference.fa"),
+        token=reader,
+    )
     ok(result)
     sliceable = [n for n in ids if n.endswith((".bam", ".cram", ".vcf.gz"))]
     assert len(sliceable) == 6
@@ -499,8 +621,9 @@ def test_manifest_one_output_per_row(demo_server, demo_files, reader, tmp_path, 
 
 
 def test_manifest_needs_output_dir(demo_server, reader):
-    result = demo_server.client("view", "--manifest", str(demo_server.manifest), "--query",
-                                "chr1", token=reader)
+    result = demo_server.client(
+        "view", "--manifest", str(demo_server.manifest), "--query", "chr1", token=reader
+    )
     assert result.returncode == 2
     one_line_error(result)
 
@@ -538,9 +661,10 @@ BAD_REGIONS = [
 ]
 
 
-@pytest.mark.parametrize(("kind", "regions", "mention"),
-                         [pytest.param(k, r, m, id=f"{k}-{label}")
-                          for label, k, r, m in BAD_REGIONS])
+@pytest.mark.parametrize(
+    ("kind", "regions", "mention"),
+    [pytest.param(k, r, m, id=f"{k}-{label}") for label, k, r, m in BAD_REGIONS],
+)
 def test_bad_region(view, kind, regions, mention):
     result = view(kind, "--query", *regions)
     assert result.returncode == 2
@@ -566,8 +690,9 @@ def test_non_alignment_content_named_bam(demo_files, tools, tmp_path):
 
 
 def test_unknown_object_id(demo_server, reader):
-    result = demo_server.client("view", "--object-id", str(uuid.uuid4()), "--query", "chr1",
-                                token=reader)
+    result = demo_server.client(
+        "view", "--object-id", str(uuid.uuid4()), "--query", "chr1", token=reader
+    )
     one_line_error(result)
 
 
@@ -580,8 +705,7 @@ def test_missing_local_file(tmp_path, tools):
 def missing_index(kind: str, demo_files: Path, tmp_path: Path):
     shutil.copy(demo_files / FILES[kind], tmp_path)
     extra = ["--reference-file", str(demo_files / "reference.fa")] if kind == "cram" else []
-    return local("--input-file", str(tmp_path / FILES[kind]), "--query", "chr1:1000-2000",
-                 *extra)
+    return local("--input-file", str(tmp_path / FILES[kind]), "--query", "chr1:1000-2000", *extra)
 
 
 def test_missing_index_bam(demo_files, tools, tmp_path):
@@ -604,8 +728,14 @@ def test_missing_index_vcf(demo_files, tools, tmp_path):
 
 def test_wrong_index(demo_files, tools, tmp_path):
     shutil.copy(demo_files / FILES["bam"], tmp_path)
-    result = local("--input-file", str(tmp_path / FILES["bam"]), "--input-file-index",
-                   str(demo_files / f"{FILES['vcf']}.tbi"), "--query", "chr1:1-10000")
+    result = local(
+        "--input-file",
+        str(tmp_path / FILES["bam"]),
+        "--input-file-index",
+        str(demo_files / f"{FILES['vcf']}.tbi"),
+        "--query",
+        "chr1:1-10000",
+    )
     one_line_error(result)
 
 
@@ -643,8 +773,11 @@ def test_cram_without_reference_header_only_still_works(cram_without_reference):
 
 
 def test_usage_errors(demo_server, reader, tools):
-    for args in (["--query", "chr1"], ["--object-id", "not-a-uuid"],
-                 ["--input-file-index", "/tmp/x.bai", "--object-id", str(uuid.uuid4())]):
+    for args in (
+        ["--query", "chr1"],
+        ["--object-id", "not-a-uuid"],
+        ["--input-file-index", "/tmp/x.bai", "--object-id", str(uuid.uuid4())],
+    ):
         result = demo_server.client("view", *args, token=reader)
         assert result.returncode == 2, args
         one_line_error(result)

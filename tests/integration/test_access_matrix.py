@@ -23,24 +23,39 @@ READ = f"PROGRAMDATA-{STUDY}.READ"
 WRITE = f"PROGRAMDATA-{STUDY}.WRITE"
 ADMIN = "score.ADMIN"
 
-CALLERS = ["anonymous", "invalid", "revoked", "expired", "other_reader", "reader", "writer",
-           "score_read", "admin"]
-SCOPES = {"expired": READ, "revoked": READ, "other_reader": "PROGRAMDATA-OTHER.READ",
-          "reader": READ, "writer": WRITE, "score_read": "score.READ"}
+CALLERS = [
+    "anonymous",
+    "invalid",
+    "revoked",
+    "expired",
+    "other_reader",
+    "reader",
+    "writer",
+    "score_read",
+    "admin",
+]
+SCOPES = {
+    "expired": READ,
+    "revoked": READ,
+    "other_reader": "PROGRAMDATA-OTHER.READ",
+    "reader": READ,
+    "writer": WRITE,
+    "score_read": "score.READ",
+}
 
 # GET /download/{id}: 200 = spec with URLs; 409 = refused because the analysis is not published
 # (only said to callers who may read the file); 403 always names PROGRAMDATA-MTX.READ.
 DOWNLOAD = {
     #               open+published  controlled+published  open+unpublished  controlled+unpublished
-    "anonymous":    (200,           401,                  409,              401),
-    "invalid":      (401,           401,                  401,              401),
-    "revoked":      (401,           401,                  401,              401),
-    "expired":      (401,           401,                  401,              401),
-    "other_reader": (200,           403,                  409,              403),
-    "reader":       (200,           200,                  409,              409),
-    "writer":       (200,           403,                  409,              403),
-    "score_read":   (200,           200,                  409,              409),
-    "admin":        (200,           200,                  409,              409),
+    "anonymous": (200, 401, 409, 401),
+    "invalid": (401, 401, 401, 401),
+    "revoked": (401, 401, 401, 401),
+    "expired": (401, 401, 401, 401),
+    "other_reader": (200, 403, 409, 403),
+    "reader": (200, 200, 409, 409),
+    "writer": (200, 403, 409, 403),
+    "score_read": (200, 200, 409, 409),
+    "admin": (200, 200, 409, 409),
 }
 FILES = ["open+published", "controlled+published", "open+unpublished", "controlled+unpublished"]
 
@@ -48,50 +63,66 @@ FILES = ["open+published", "controlled+published", "open+unpublished", "controll
 OK = 200
 WRITES = {
     #               submit  publish  upload initiate
-    "anonymous":    (401,   401,     401),
-    "invalid":      (401,   401,     401),
-    "revoked":      (401,   401,     401),
-    "expired":      (401,   401,     401),
-    "other_reader": (403,   403,     403),
-    "reader":       (403,   403,     403),
-    "writer":       (OK,    OK,      OK),
-    "score_read":   (403,   403,     403),
-    "admin":        (OK,    OK,      OK),
+    "anonymous": (401, 401, 401),
+    "invalid": (401, 401, 401),
+    "revoked": (401, 401, 401),
+    "expired": (401, 401, 401),
+    "other_reader": (403, 403, 403),
+    "reader": (403, 403, 403),
+    "writer": (OK, OK, OK),
+    "score_read": (403, 403, 403),
+    "admin": (OK, OK, OK),
 }
 ADMIN_CALLS = {
     #               create study  register schema
-    "anonymous":    (401,         401),
-    "invalid":      (401,         401),
-    "revoked":      (401,         401),
-    "expired":      (401,         401),
-    "other_reader": (403,         403),
-    "reader":       (403,         403),
-    "writer":       (403,         403),
-    "score_read":   (403,         403),
-    "admin":        (OK,          OK),
+    "anonymous": (401, 401),
+    "invalid": (401, 401),
+    "revoked": (401, 401),
+    "expired": (401, 401),
+    "other_reader": (403, 403),
+    "reader": (403, 403),
+    "writer": (403, 403),
+    "score_read": (403, 403),
+    "admin": (OK, OK),
 }
-WHY_401 = {"anonymous": "required", "invalid": "Invalid", "revoked": "revoked",
-           "expired": "expired"}
+WHY_401 = {
+    "anonymous": "required",
+    "invalid": "Invalid",
+    "revoked": "revoked",
+    "expired": "expired",
+}
 
 
 def cells(table: dict, columns: list[str]):
-    return [pytest.param(who, col, table[who][i], id=f"{who}-{col}")
-            for who in CALLERS for i, col in enumerate(columns)]
+    return [
+        pytest.param(who, col, table[who][i], id=f"{who}-{col}")
+        for who in CALLERS
+        for i, col in enumerate(columns)
+    ]
 
 
 # -- helpers --------------------------------------------------------------------------------
 def new_token(data_dir, scopes: str, user: str) -> tuple[str, str]:
     """(token id, secret) from the real CLI."""
-    out = run(SERVER, "token", "create", "--data-dir", str(data_dir), "--scopes", scopes,
-              "--user", user, *(["--expires-in", "1s"] if user == "expired" else []),
-              check=True)
+    out = run(
+        SERVER,
+        "token",
+        "create",
+        "--data-dir",
+        str(data_dir),
+        "--scopes",
+        scopes,
+        "--user",
+        user,
+        *(["--expires-in", "1s"] if user == "expired" else []),
+        check=True,
+    )
     token_id = re.search(r"Token (\w+) for", out.stderr)[1]
     return token_id, out.stdout.strip().splitlines()[-1]
 
 
 class Env:
-    def __init__(self, server, tokens: dict[str, str | None], files: dict[str, str],
-                 tmp) -> None:
+    def __init__(self, server, tokens: dict[str, str | None], files: dict[str, str], tmp) -> None:
         self.server = server
         self.tokens = tokens
         self.files = files  # FILES label -> object id
@@ -105,8 +136,9 @@ class Env:
 
     def submit(self, files: dict[str, bytes], access: str = "controlled") -> tuple[str, dict]:
         self.count += 1
-        return submit(self.http, song_payload(STUDY, files, donor=f"D{self.count}",
-                                              access=access), self.admin)
+        return submit(
+            self.http, song_payload(STUDY, files, donor=f"D{self.count}", access=access), self.admin
+        )
 
     def upload(self, object_id: str, data: bytes) -> None:
         upload(self.http, object_id, data, self.admin)
@@ -116,22 +148,38 @@ class Env:
 def env(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("access")
     with init_server(root / "data") as server:
-        tokens: dict[str, str | None] = {"anonymous": None, "invalid": "not-a-real-token",
-                                         "admin": server.admin_token}
+        tokens: dict[str, str | None] = {
+            "anonymous": None,
+            "invalid": "not-a-real-token",
+            "admin": server.admin_token,
+        }
         e = Env(server, tokens, {}, root)
         try:
             # The expiring and the revoked token go through the real CLI, the expiring one
             # first; the others are minted in-process (the CLI costs about a second each).
             made_at = time.monotonic()
             with ThreadPoolExecutor(2) as pool:
-                futures = {who: pool.submit(new_token, server.data_dir, SCOPES[who], who)
-                           for who in ("expired", "revoked")}
-                tokens.update(mint_tokens(server.data_dir, {
-                    who: scope for who, scope in SCOPES.items() if who not in futures}))
+                futures = {
+                    who: pool.submit(new_token, server.data_dir, SCOPES[who], who)
+                    for who in ("expired", "revoked")
+                }
+                tokens.update(
+                    mint_tokens(
+                        server.data_dir,
+                        {who: scope for who, scope in SCOPES.items() if who not in futures},
+                    )
+                )
                 made = {who: future.result() for who, future in futures.items()}
             tokens.update({who: secret for who, (_, secret) in made.items()})
-            run(SERVER, "token", "revoke", "--data-dir", str(server.data_dir),
-                made["revoked"][0], check=True)
+            run(
+                SERVER,
+                "token",
+                "revoke",
+                "--data-dir",
+                str(server.data_dir),
+                made["revoked"][0],
+                check=True,
+            )
             r = e.http.post(f"/studies/{STUDY}/", headers=e.admin, json={"studyId": STUDY})
             assert r.status_code == 200, r.text
             for access in ("open", "controlled"):
@@ -141,8 +189,7 @@ def env(tmp_path_factory: pytest.TempPathFactory):
                     (object_id,) = ids.values()
                     e.upload(object_id, data)
                     if published == "published":
-                        r = e.http.put(f"/studies/{STUDY}/analysis/publish/{aid}",
-                                       headers=e.admin)
+                        r = e.http.put(f"/studies/{STUDY}/analysis/publish/{aid}", headers=e.admin)
                         assert r.status_code == 200, r.text
                     e.files[f"{access}+{published}"] = object_id
             time.sleep(max(0.0, 2.1 - (time.monotonic() - made_at)))  # --expires-in 1s
@@ -178,8 +225,9 @@ def test_download(env, who, file, status):
 # -- writes ---------------------------------------------------------------------------------
 def do_submit(env: Env, who: str) -> httpx.Response:
     files = {f"w-{who}.bam": os.urandom(64)}
-    return env.http.post(f"/submit/{STUDY}", json=song_payload(STUDY, files),
-                         headers=env.headers(who))
+    return env.http.post(
+        f"/submit/{STUDY}", json=song_payload(STUDY, files), headers=env.headers(who)
+    )
 
 
 def do_publish(env: Env, who: str) -> httpx.Response:
@@ -189,15 +237,19 @@ def do_publish(env: Env, who: str) -> httpx.Response:
         aid, ids = env.submit({"publishable.bam": data})
         env.upload(ids["publishable.bam"], data)
         env.files["publishable"] = aid
-    return env.http.put(f"/studies/{STUDY}/analysis/publish/{env.files['publishable']}",
-                        headers=env.headers(who))
+    return env.http.put(
+        f"/studies/{STUDY}/analysis/publish/{env.files['publishable']}", headers=env.headers(who)
+    )
 
 
 def do_initiate(env: Env, who: str) -> httpx.Response:
     data = os.urandom(300)
     _, ids = env.submit({f"u-{who}.bam": data})
-    return env.http.post(f"/upload/{ids[f'u-{who}.bam']}/uploads", headers=env.headers(who),
-                         params={"fileSize": len(data), "md5": md5(data)})
+    return env.http.post(
+        f"/upload/{ids[f'u-{who}.bam']}/uploads",
+        headers=env.headers(who),
+        params={"fileSize": len(data), "md5": md5(data)},
+    )
 
 
 WRITE_CALLS = {"submit": do_submit, "publish": do_publish, "upload initiate": do_initiate}
@@ -216,15 +268,20 @@ def test_write(env, who, call, status):
 # -- admin ----------------------------------------------------------------------------------
 def do_create_study(env: Env, who: str) -> httpx.Response:
     study = f"NEW-{who}"
-    return env.http.post(f"/studies/{study}/", json={"studyId": study, "name": who},
-                         headers=env.headers(who))
+    return env.http.post(
+        f"/studies/{study}/", json={"studyId": study, "name": who}, headers=env.headers(who)
+    )
 
 
 def do_register_schema(env: Env, who: str) -> httpx.Response:
-    schema = {"type": "object", "required": ["experiment"],
-              "properties": {"experiment": {"type": "object"}}}
-    return env.http.post("/schemas", json={"name": f"type-{who}", "schema": schema},
-                         headers=env.headers(who))
+    schema = {
+        "type": "object",
+        "required": ["experiment"],
+        "properties": {"experiment": {"type": "object"}},
+    }
+    return env.http.post(
+        "/schemas", json={"name": f"type-{who}", "schema": schema}, headers=env.headers(who)
+    )
 
 
 ADMIN_FUNCS = {"create study": do_create_study, "register schema": do_register_schema}

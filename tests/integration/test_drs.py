@@ -51,12 +51,14 @@ def test_bundle_for_an_analysis(drs):
     names = {c["name"] for c in bundle["contents"]}
     assert names == {"DONOR-1-N.bam", "DONOR-1-N.bam.bai"}
     assert all(c["drs_uri"][0].startswith("drs://") for c in bundle["contents"])
-    assert bundle["size"] == sum(get(server, f"/objects/{c['id']}", reader).json()["size"]
-                                 for c in bundle["contents"])
+    assert bundle["size"] == sum(
+        get(server, f"/objects/{c['id']}", reader).json()["size"] for c in bundle["contents"]
+    )
 
 
-@pytest.mark.parametrize("who, status", [("anonymous", 401), ("invalid", 401),
-                                         ("other", 403), ("reader", 200)])
+@pytest.mark.parametrize(
+    "who, status", [("anonymous", 401), ("invalid", 401), ("other", 403), ("reader", 200)]
+)
 def test_controlled_object_access_rules(drs, who, status):
     server, rows, reader, other = drs
     token = {"anonymous": None, "invalid": "nope", "other": other, "reader": reader}[who]

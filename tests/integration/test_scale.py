@@ -18,10 +18,13 @@ from tests.conftest import CLIENT, LOCAL_STORE, SERVER, Server, init_server, run
 from tests.faultproxy import FaultProxy
 from tests.publish import MiB, file_md5, random_file, song_payload
 
-needs_s3 = pytest.mark.skipif(not os.environ.get("PYSCORE_TEST_S3"),
-                              reason="needs PYSCORE_TEST_S3 (CI's Ceph RGW pass)")
-needs_shared_db = pytest.mark.skipif(not os.environ.get("PYSCORE_TEST_POSTGRES"),
-                                     reason="needs PYSCORE_TEST_POSTGRES (CI's PostgreSQL pass)")
+needs_s3 = pytest.mark.skipif(
+    not os.environ.get("PYSCORE_TEST_S3"), reason="needs PYSCORE_TEST_S3 (CI's Ceph RGW pass)"
+)
+needs_shared_db = pytest.mark.skipif(
+    not os.environ.get("PYSCORE_TEST_POSTGRES"),
+    reason="needs PYSCORE_TEST_POSTGRES (CI's PostgreSQL pass)",
+)
 
 
 def second_host(server: Server, data_dir) -> Server:
@@ -50,19 +53,43 @@ def test_bytes_go_to_the_object_store_not_the_server(tmp_path):
         big = random_file(folder / "big.bam", 20 * MiB)
         doc = tmp_path / "payload.json"
         doc.write_text(json.dumps(song_payload("SC", [big])))
-        env = {**os.environ, "METADATA_URL": proxy.url, "STORAGE_URL": proxy.url,
-               "ACCESSTOKEN": server.admin_token}
-        r = subprocess.run([CLIENT, "submit", "--study-id", "SC", "--payload", str(doc),
-                            "--dir", str(folder), "--publish"], env=env, capture_output=True,
-                           text=True, timeout=120)
+        env = {
+            **os.environ,
+            "METADATA_URL": proxy.url,
+            "STORAGE_URL": proxy.url,
+            "ACCESSTOKEN": server.admin_token,
+        }
+        r = subprocess.run(
+            [
+                CLIENT,
+                "submit",
+                "--study-id",
+                "SC",
+                "--payload",
+                str(doc),
+                "--dir",
+                str(folder),
+                "--publish",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert r.returncode == 0, r.stderr
         oid = http.get(f"/studies/SC/analysis/{r.stdout.strip()}/files").json()[0]["objectId"]
         spec = http.get(f"/download/{oid}").json()
-        assert all(p["url"].startswith(os.environ["PYSCORE_TEST_S3"].split(",")[0])
-                   for p in spec["parts"])
+        assert all(
+            p["url"].startswith(os.environ["PYSCORE_TEST_S3"].split(",")[0]) for p in spec["parts"]
+        )
         out = tmp_path / "out"
-        r = subprocess.run([CLIENT, "download", "--object-id", oid, "--output-dir", str(out)],
-                           env=env, capture_output=True, text=True, timeout=120)
+        r = subprocess.run(
+            [CLIENT, "download", "--object-id", oid, "--output-dir", str(out)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert r.returncode == 0, r.stderr
         assert file_md5(out / "big.bam") == file_md5(big)
         assert proxy.stats.put_bytes == 0 and proxy.stats.data_bytes == 0
@@ -79,23 +106,41 @@ def test_upload_and_download_across_two_processes(tmp_path):
     b = second_host(a, tmp_path / "b")
     try:
         admin = bearer(a.admin_token)
-        assert httpx.post(f"{a.url}/studies/SC/", json={"studyId": "SC"},
-                          headers=admin).status_code == 200
+        assert (
+            httpx.post(f"{a.url}/studies/SC/", json={"studyId": "SC"}, headers=admin).status_code
+            == 200
+        )
         f = random_file(tmp_path / "x.bam", 40 * MiB)
-        analysis_id = httpx.post(f"{b.url}/submit/SC", json=song_payload("SC", [f]),
-                                 headers=admin).json()["analysisId"]
+        analysis_id = httpx.post(
+            f"{b.url}/submit/SC", json=song_payload("SC", [f]), headers=admin
+        ).json()["analysisId"]
         oid = httpx.get(f"{a.url}/studies/SC/analysis/{analysis_id}/files").json()[0]["objectId"]
         writer = a.token("PROGRAMDATA-SC.WRITE PROGRAMDATA-SC.READ")
-        args = [CLIENT, "upload", "--object-id", oid, "--file", str(f), "--md5", file_md5(f),
-                "--parallel", "1"]
+        args = [
+            CLIENT,
+            "upload",
+            "--object-id",
+            oid,
+            "--file",
+            str(f),
+            "--md5",
+            file_md5(f),
+            "--parallel",
+            "1",
+        ]
         # start on A, stop half way, finish on B
-        proc = subprocess.Popen(args, env={**os.environ, **a.client_env(writer)},
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            args,
+            env={**os.environ, **a.client_env(writer)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 60
         done = 0
         while time.monotonic() < deadline and proc.poll() is None:
-            status = httpx.get(f"{b.url}/upload/{oid}/status", headers=admin,
-                               params={"fileSize": 40 * MiB})
+            status = httpx.get(
+                f"{b.url}/upload/{oid}/status", headers=admin, params={"fileSize": 40 * MiB}
+            )
             if status.status_code == 200:
                 done = sum(1 for p in status.json()["parts"] if p.get("md5"))
                 if done >= 2:
@@ -103,15 +148,28 @@ def test_upload_and_download_across_two_processes(tmp_path):
             time.sleep(0.02)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        r = subprocess.run(args, env={**os.environ, **b.client_env(writer)},
-                           capture_output=True, text=True, timeout=120)
+        r = subprocess.run(
+            args,
+            env={**os.environ, **b.client_env(writer)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert r.returncode == 0, r.stderr
-        assert httpx.put(f"{a.url}/studies/SC/analysis/publish/{analysis_id}",
-                         headers=admin).status_code == 200
+        assert (
+            httpx.put(
+                f"{a.url}/studies/SC/analysis/publish/{analysis_id}", headers=admin
+            ).status_code
+            == 200
+        )
         out = tmp_path / "out"
-        r = subprocess.run([CLIENT, "download", "--object-id", oid, "--output-dir", str(out)],
-                           env={**os.environ, **b.client_env(writer)}, capture_output=True,
-                           text=True, timeout=120)
+        r = subprocess.run(
+            [CLIENT, "download", "--object-id", oid, "--output-dir", str(out)],
+            env={**os.environ, **b.client_env(writer)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert r.returncode == 0, r.stderr
         assert file_md5(out / "x.bam") == file_md5(f)
         # a token revoked through one host is refused by the other at once
@@ -136,8 +194,9 @@ def test_several_workers_serve_one_platform(tmp_path):
         admin = bearer(server.admin_token)
         with httpx.Client(base_url=server.url, headers=admin) as http:
             for i in range(20):  # new connections spread over the workers
-                r = httpx.post(f"{server.url}/studies/W{i}/", json={"studyId": f"W{i}"},
-                               headers=admin)
+                r = httpx.post(
+                    f"{server.url}/studies/W{i}/", json={"studyId": f"W{i}"}, headers=admin
+                )
                 assert r.status_code == 200, r.text
             for _ in range(10):
                 assert len(httpx.get(f"{server.url}/studies/all").json()) == 20

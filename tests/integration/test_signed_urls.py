@@ -48,8 +48,11 @@ class World:
     big: Obj  # 12 MiB, for clients that hang up
 
     def spec(self, obj: Obj, **params) -> dict:
-        r = httpx.get(f"{self.server.url}/download/{obj.object_id}", params=params,
-                      headers=bearer(self.server.admin_token))
+        r = httpx.get(
+            f"{self.server.url}/download/{obj.object_id}",
+            params=params,
+            headers=bearer(self.server.admin_token),
+        )
         assert r.status_code == 200, r.text
         return r.json()
 
@@ -68,8 +71,9 @@ class World:
 def world(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("signed")
     with init_server(root / "data") as server:
-        with httpx.Client(base_url=server.url, headers=bearer(server.admin_token),
-                          timeout=60) as http:
+        with httpx.Client(
+            base_url=server.url, headers=bearer(server.admin_token), timeout=60
+        ) as http:
             assert http.post(f"/studies/{STUDY}/", json={"studyId": STUDY}).status_code == 200
             data = {"small.bam": os.urandom(10_000), "big.bam": os.urandom(12 * MiB)}
             for name, content in data.items():
@@ -79,8 +83,9 @@ def world(tmp_path_factory: pytest.TempPathFactory):
                 upload(http, ids[name], content)
             r = http.put(f"/studies/{STUDY}/analysis/publish/{analysis_id}")
             assert r.status_code == 200, r.text
-        yield World(server, Obj(ids["small.bam"], data["small.bam"]),
-                    Obj(ids["big.bam"], data["big.bam"]))
+        yield World(
+            server, Obj(ids["small.bam"], data["small.bam"]), Obj(ids["big.bam"], data["big.bam"])
+        )
 
 
 def signing_store(server: Server):
@@ -126,13 +131,16 @@ def test_whole_object_without_range(world):
     assert r.headers["Accept-Ranges"] == "bytes"
 
 
-@pytest.mark.parametrize("header, start, end", [
-    ("bytes=9000-", 9000, 10_000),  # open-ended
-    ("bytes=-100", 9900, 10_000),  # suffix
-    ("bytes=-20000", 0, 10_000),  # suffix longer than the object: all of it
-    ("bytes=9990-20000", 9990, 10_000),  # end past the object: clipped
-    ("bytes=0-9999", 0, 10_000),
-])
+@pytest.mark.parametrize(
+    "header, start, end",
+    [
+        ("bytes=9000-", 9000, 10_000),  # open-ended
+        ("bytes=-100", 9900, 10_000),  # suffix
+        ("bytes=-20000", 0, 10_000),  # suffix longer than the object: all of it
+        ("bytes=9990-20000", 9990, 10_000),  # end past the object: clipped
+        ("bytes=0-9999", 0, 10_000),
+    ],
+)
 def test_open_ended_and_suffix_ranges(world, header, start, end):
     data = world.small.data
     r = httpx.get(world.whole_url(world.small), headers={"Range": header})
@@ -142,8 +150,9 @@ def test_open_ended_and_suffix_ranges(world, header, start, end):
     assert r.headers["Content-Length"] == str(end - start)
 
 
-@pytest.mark.parametrize("header", ["bytes=10000-", "bytes=10000-10010", "bytes=20000-30000",
-                                    "bytes=-0"])
+@pytest.mark.parametrize(
+    "header", ["bytes=10000-", "bytes=10000-10010", "bytes=20000-30000", "bytes=-0"]
+)
 def test_unsatisfiable_range_is_416(world, header):
     r = httpx.get(world.whole_url(world.small), headers={"Range": header})
     assert r.status_code == 416
@@ -198,8 +207,9 @@ def test_part_url_with_range_inside_it(world):
     assert whole.content == data[1000:1500]
 
 
-@pytest.mark.parametrize("header", ["bytes=0-99", "bytes=1400-1600", "bytes=900-1100",
-                                    "bytes=1000-", "bytes=-10"])
+@pytest.mark.parametrize(
+    "header", ["bytes=0-99", "bytes=1400-1600", "bytes=900-1100", "bytes=1000-", "bytes=-10"]
+)
 def test_range_outside_a_part_url_is_403(world, header):
     url = world.part_url(world.small, 1000, 500)
     song_error(httpx.get(url, headers={"Range": header}), 403, "signature.range")
@@ -210,8 +220,10 @@ def flip(text: str) -> str:
     return ("1" if text[0] != "1" else "2") + text[1:]
 
 
-@pytest.mark.parametrize("tamper", ["sig", "sig-missing", "exp", "exp-garbage", "range",
-                                    "range-dropped", "object-id", "method"])
+@pytest.mark.parametrize(
+    "tamper",
+    ["sig", "sig-missing", "exp", "exp-garbage", "range", "range-dropped", "object-id", "method"],
+)
 def test_tampered_url_is_403(world, tamper):
     url = world.part_url(world.small, 1000, 500)
     query = dict(parse_qsl(urlsplit(url).query))
@@ -245,11 +257,11 @@ def test_expired_url_is_403(world):
     store = signing_store(world.server)
     fresh = store.url_for_get(world.small.object_id, base_url=world.server.url, expires_in=60)
     assert httpx.get(fresh).content == world.small.data  # the minted URL is otherwise good
-    expired = store.url_for_get(world.small.object_id, base_url=world.server.url,
-                                expires_in=-10)
+    expired = store.url_for_get(world.small.object_id, base_url=world.server.url, expires_in=-10)
     song_error(httpx.get(expired), 403, "signature.expired", "expired")
-    ranged = store.url_for_get(world.small.object_id, base_url=world.server.url,
-                               expires_in=-10, offset=0, length=10)
+    ranged = store.url_for_get(
+        world.small.object_id, base_url=world.server.url, expires_in=-10, offset=0, length=10
+    )
     song_error(httpx.get(ranged, headers={"Range": "bytes=0-9"}), 403, "signature.expired")
 
 
@@ -266,8 +278,10 @@ def test_client_disconnecting_mid_body_does_not_break_the_server(world):
     for attempt in range(5):
         with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
             ranged = f"Range: bytes={attempt}-\r\n" if attempt % 2 else ""
-            sock.sendall(f"GET {target} HTTP/1.1\r\nHost: {url.netloc}\r\n{ranged}"
-                         "Connection: close\r\n\r\n".encode())
+            sock.sendall(
+                f"GET {target} HTTP/1.1\r\nHost: {url.netloc}\r\n{ranged}"
+                "Connection: close\r\n\r\n".encode()
+            )
             received = b""
             while len(received) < 256 * 1024:  # some of the body, then hang up
                 chunk = sock.recv(65536)

@@ -27,8 +27,9 @@ UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]
 
 
 # -- helpers --------------------------------------------------------------------------------
-def song_error(response: httpx.Response, status: int, error_id: str | None = None,
-               *mentions: str) -> dict:
+def song_error(
+    response: httpx.Response, status: int, error_id: str | None = None, *mentions: str
+) -> dict:
     """Song errors here are checked field by field (tests.api.song_error with every_field)."""
     return api.song_error(response, status, error_id, *mentions, every_field=True)
 
@@ -48,9 +49,16 @@ def make_files(directory: Path, sizes: dict[str, int]) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
     with init_server(tmp_path_factory.mktemp("song-api") / "data") as srv:
-        r = httpx.post(f"{srv.url}/studies/{STUDY}/", headers=bearer(srv.admin_token),
-                       json={"studyId": STUDY, "name": "Song API tests",
-                             "organization": "pyscore", "description": "integration"})
+        r = httpx.post(
+            f"{srv.url}/studies/{STUDY}/",
+            headers=bearer(srv.admin_token),
+            json={
+                "studyId": STUDY,
+                "name": "Song API tests",
+                "organization": "pyscore",
+                "description": "integration",
+            },
+        )
         assert r.status_code == 200, r.text
         yield srv
 
@@ -78,8 +86,9 @@ class Submitted:
         self.payload = body
 
 
-def submit(http: httpx.Client, token: str, directory: Path, sizes: dict[str, int] | None = None,
-           **kw) -> Submitted:
+def submit(
+    http: httpx.Client, token: str, directory: Path, sizes: dict[str, int] | None = None, **kw
+) -> Submitted:
     files = make_files(directory, sizes or {"x.bam": 3000, "x.bam.bai": 200})
     body = song_payload(STUDY, files, **kw)
     r = http.post(f"/submit/{STUDY}", json=body, headers=bearer(token))
@@ -90,8 +99,13 @@ def submit(http: httpx.Client, token: str, directory: Path, sizes: dict[str, int
 @pytest.fixture(scope="module")
 def submitted(http, writer, tmp_path_factory) -> Submitted:
     """An UNPUBLISHED analysis that nobody changes: x.bam + x.bam.bai, donor D1."""
-    return submit(http, writer, tmp_path_factory.mktemp("submitted"), donor="D1",
-                  info={"batch": "b-42", "lab": "north"})
+    return submit(
+        http,
+        writer,
+        tmp_path_factory.mktemp("submitted"),
+        donor="D1",
+        info={"batch": "b-42", "lab": "north"},
+    )
 
 
 def object_ids(http: httpx.Client, analysis_id: str) -> dict[str, str]:
@@ -114,13 +128,18 @@ def test_is_alive(http):
 def test_serve_refuses_a_port_already_in_use(server, tmp_path):
     log = tmp_path / "second.log"
     with open(log, "wb") as out:
-        second = subprocess.Popen([SERVER, "serve", "--data-dir", str(server.data_dir),
-                                   "--port", str(server.port)], stdout=out,
-                                  stderr=subprocess.STDOUT)
+        second = subprocess.Popen(
+            [SERVER, "serve", "--data-dir", str(server.data_dir), "--port", str(server.port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 20
-        while (time.monotonic() < deadline and second.poll() is None
-               and "Started worker" not in log.read_text(errors="replace")):
+        while (
+            time.monotonic() < deadline
+            and second.poll() is None
+            and "Started worker" not in log.read_text(errors="replace")
+        ):
             time.sleep(0.1)
         running = second.poll() is None
     finally:
@@ -154,14 +173,19 @@ def test_get_study(http):
 @pytest.mark.parametrize("slash", ["/", ""])
 def test_create_study_with_and_without_trailing_slash(http, admin, slash):
     study = f"NEW{len(slash)}"
-    r = http.post(f"/studies/{study}{slash}", headers=admin,
-                  json={"studyId": study, "name": f"study {study}"})
+    r = http.post(
+        f"/studies/{study}{slash}", headers=admin, json={"studyId": study, "name": f"study {study}"}
+    )
     assert r.status_code == 200, r.text
     assert r.text.strip().strip('"') == study
     assert http.get(f"/studies/{study}").json()["name"] == f"study {study}"
     assert study in http.get("/studies/all").json()
-    song_error(http.post(f"/studies/{study}/", headers=admin, json={"studyId": study}),
-               409, "study.already.exists", study)
+    song_error(
+        http.post(f"/studies/{study}/", headers=admin, json={"studyId": study}),
+        409,
+        "study.already.exists",
+        study,
+    )
 
 
 def test_create_study_body_id_mismatch(http, admin):
@@ -172,11 +196,17 @@ def test_create_study_body_id_mismatch(http, admin):
 
 
 def test_study_id_mismatch_status_is_409_as_in_song(http, admin, tmp_path):
-    song_error(http.post("/studies/MISMATCH2/", headers=admin, json={"studyId": "OTHER"}),
-               409, "study.id.mismatch")
+    song_error(
+        http.post("/studies/MISMATCH2/", headers=admin, json={"studyId": "OTHER"}),
+        409,
+        "study.id.mismatch",
+    )
     files = make_files(tmp_path, {"m.bam": 100})
-    song_error(http.post(f"/submit/{STUDY}", headers=admin,
-                         json=song_payload("ELSEWHERE", files)), 409, "study.id.mismatch")
+    song_error(
+        http.post(f"/submit/{STUDY}", headers=admin, json=song_payload("ELSEWHERE", files)),
+        409,
+        "study.id.mismatch",
+    )
 
 
 def test_unknown_study_is_404(http):
@@ -224,8 +254,12 @@ def test_schema_get_by_name_and_version(http):
     assert http.get("/schemas/sequencingRead", params={"version": 1}).json()["version"] == 1
     raw = http.get("/schemas/sequencingRead", params={"unrenderedOnly": "true"}).json()
     assert "files" not in raw["schema"]["properties"]
-    song_error(http.get("/schemas/sequencingRead", params={"version": 99}), 404,
-               "analysis.type.not.found", "sequencingRead")
+    song_error(
+        http.get("/schemas/sequencingRead", params={"version": 99}),
+        404,
+        "analysis.type.not.found",
+        "sequencingRead",
+    )
     song_error(http.get("/schemas/noSuchType"), 404, "analysis.type.not.found", "noSuchType")
 
 
@@ -240,14 +274,19 @@ def test_legacy_schema_paths(http):
     assert one.json()["name"] == "variantCall"
 
 
-QC_SCHEMA = {"type": "object", "required": ["experiment"],
-             "properties": {"experiment": {"type": "object",
-                                           "properties": {"tool": {"type": "string"}}}}}
+QC_SCHEMA = {
+    "type": "object",
+    "required": ["experiment"],
+    "properties": {"experiment": {"type": "object", "properties": {"tool": {"type": "string"}}}},
+}
 
 
 def test_register_analysis_type_as_admin_versions_it(http, admin):
-    first = http.post("/schemas", headers=admin, json={"name": "qcMetrics", "schema": QC_SCHEMA,
-                                                       "options": {"fileTypes": ["BAM"]}})
+    first = http.post(
+        "/schemas",
+        headers=admin,
+        json={"name": "qcMetrics", "schema": QC_SCHEMA, "options": {"fileTypes": ["BAM"]}},
+    )
     assert first.status_code == 200, first.text
     assert first.json()["name"] == "qcMetrics"
     assert first.json()["version"] == 1
@@ -255,8 +294,9 @@ def test_register_analysis_type_as_admin_versions_it(http, admin):
     second = http.post("/schemas", headers=admin, json={"name": "qcMetrics", "schema": QC_SCHEMA})
     assert second.json()["version"] == 2
     assert http.get("/schemas/qcMetrics").json()["version"] == 2
-    assert http.get("/schemas/qcMetrics", params={"version": 1}).json()["options"][
-        "fileTypes"] == ["BAM"]
+    assert http.get("/schemas/qcMetrics", params={"version": 1}).json()["options"]["fileTypes"] == [
+        "BAM"
+    ]
     listed = http.get("/schemas", params={"names": "qcMetrics"}).json()["resultSet"]
     assert [(t["name"], t["version"]) for t in listed] == [("qcMetrics", 2)]
 
@@ -264,17 +304,19 @@ def test_register_analysis_type_as_admin_versions_it(http, admin):
 def test_register_analysis_type_refused_for_non_admin(http, writer):
     body = {"name": "sneaky", "schema": QC_SCHEMA}
     song_error(http.post("/schemas", json=body), 401, "unauthorized.token")
-    song_error(http.post("/schemas", json=body, headers=bearer(writer)), 403, None,
-               "score.ADMIN")
+    song_error(http.post("/schemas", json=body, headers=bearer(writer)), 403, None, "score.ADMIN")
     song_error(http.get("/schemas/sneaky"), 404, "analysis.type.not.found")
 
 
-@pytest.mark.parametrize("body, mention", [
-    ({"name": "bad1", "schema": {"type": "object", "properties": {"files": {}}}}, "files"),
-    ({"name": "bad2", "schema": {"type": "array"}}, "object"),
-    ({"name": "bad name!", "schema": QC_SCHEMA}, "bad name!"),
-    ({"schema": QC_SCHEMA}, "name"),
-])
+@pytest.mark.parametrize(
+    "body, mention",
+    [
+        ({"name": "bad1", "schema": {"type": "object", "properties": {"files": {}}}}, "files"),
+        ({"name": "bad2", "schema": {"type": "array"}}, "object"),
+        ({"name": "bad name!", "schema": QC_SCHEMA}, "bad name!"),
+        ({"schema": QC_SCHEMA}, "name"),
+    ],
+)
 def test_register_analysis_type_invalid(http, admin, body, mention):
     r = http.post("/schemas", headers=admin, json=body)
     song_error(r, 400, None, mention)
@@ -304,8 +346,13 @@ def test_submit_assigns_ids_and_links_index(http, submitted):
     # the legacy entity of the data file, then its index found the way score-client does it:
     # siblings in the same analysis (gnosId), named <file>.bai
     bam = http.get(f"/entities/{files['x.bam']['objectId']}").json()
-    assert bam == {"id": files["x.bam"]["objectId"], "gnosId": submitted.analysis_id,
-                   "fileName": "x.bam", "projectCode": STUDY, "access": "controlled"}
+    assert bam == {
+        "id": files["x.bam"]["objectId"],
+        "gnosId": submitted.analysis_id,
+        "fileName": "x.bam",
+        "projectCode": STUDY,
+        "access": "controlled",
+    }
     siblings = http.get("/entities", params={"gnosId": bam["gnosId"], "size": 2000}).json()
     by_name = {e["fileName"]: e for e in siblings["content"]}
     assert set(by_name) == {"x.bam", "x.bam.bai"}
@@ -326,8 +373,12 @@ def test_duplicate_submission(http, writer, submitted):
     r = http.post(f"/submit/{STUDY}", json=submitted.payload, headers=bearer(writer))
     song_error(r, 409, "duplicate.analysis.attempt", submitted.analysis_id)
     # the same files again, on purpose (other info, so info searches stay unambiguous)
-    ok = http.post(f"/submit/{STUDY}", json={**submitted.payload, "info": {"batch": "dup"}},
-                   headers=bearer(writer), params={"allowDuplicates": "true"})
+    ok = http.post(
+        f"/submit/{STUDY}",
+        json={**submitted.payload, "info": {"batch": "dup"}},
+        headers=bearer(writer),
+        params={"allowDuplicates": "true"},
+    )
     assert ok.status_code == 200, ok.text
     assert ok.json()["status"] == "OK"
     assert ok.json()["analysisId"] != submitted.analysis_id
@@ -352,37 +403,88 @@ def _file(**changes) -> list[dict]:
     return [{k: v for k, v in entry.items() if v is not None}]
 
 
-@pytest.mark.parametrize("body, status, error_id, mentions", [
-    pytest.param(_bad(files=_file(fileMd5sum="not-an-md5")), 400, "schema.violation",
-                 ["fileMd5sum"], id="bad-md5"),
-    pytest.param(_bad(files=None), 400, "schema.violation", ["files"],
-                 id="missing-files"),
-    pytest.param(_bad(files=[]), 400, "schema.violation", ["files"],
-                 id="empty-files"),
-    pytest.param(_bad(files=_file(fileSize=None)), 400, "schema.violation",
-                 ["fileSize"], id="missing-file-size"),
-    pytest.param(_bad(files=_file(fileAccess="public")), 400, "schema.violation",
-                 ["public"], id="bad-access"),
-    pytest.param(_bad(files=_file(fileType="VCF")), 400, "schema.violation",
-                 ["VCF"], id="file-type-not-allowed-for-type"),
-    pytest.param(_bad(files=_file(fileName="../escape.bam")), 400,
-                 "schema.violation", ["fileName"], id="bad-file-name"),
-    pytest.param(_bad(samples=[]), 400, "schema.violation", ["samples"],
-                 id="no-samples"),
-    pytest.param(_bad(experiment=None), 400, "schema.violation", ["experiment"],
-                 id="missing-experiment"),
-    pytest.param(_bad(analysisId="mine"), 400, "schema.violation", ["analysisId"],
-                 id="client-analysis-id"),
-    pytest.param(_bad(analysisType=None), 400, None,  # Song: malformed.parameter
-                 ["analysisType"], id="missing-analysis-type"),
-    pytest.param(_bad(analysisType={"name": "noSuchType"}), 404,
-                 "analysis.type.not.found", ["noSuchType"], id="unknown-analysis-type"),
-    pytest.param(_bad(analysisType={"name": "sequencingRead", "version": 7}), 404,
-                 "analysis.type.not.found", ["sequencingRead"], id="unknown-type-version"),
-    pytest.param(_bad(studyId="ELSEWHERE"), None, "study.id.mismatch",
-                 ["ELSEWHERE", STUDY], id="study-id-mismatch"),
-    pytest.param([1, 2, 3], 400, "schema.violation", [], id="json-array"),
-])
+@pytest.mark.parametrize(
+    "body, status, error_id, mentions",
+    [
+        pytest.param(
+            _bad(files=_file(fileMd5sum="not-an-md5")),
+            400,
+            "schema.violation",
+            ["fileMd5sum"],
+            id="bad-md5",
+        ),
+        pytest.param(_bad(files=None), 400, "schema.violation", ["files"], id="missing-files"),
+        pytest.param(_bad(files=[]), 400, "schema.violation", ["files"], id="empty-files"),
+        pytest.param(
+            _bad(files=_file(fileSize=None)),
+            400,
+            "schema.violation",
+            ["fileSize"],
+            id="missing-file-size",
+        ),
+        pytest.param(
+            _bad(files=_file(fileAccess="public")),
+            400,
+            "schema.violation",
+            ["public"],
+            id="bad-access",
+        ),
+        pytest.param(
+            _bad(files=_file(fileType="VCF")),
+            400,
+            "schema.violation",
+            ["VCF"],
+            id="file-type-not-allowed-for-type",
+        ),
+        pytest.param(
+            _bad(files=_file(fileName="../escape.bam")),
+            400,
+            "schema.violation",
+            ["fileName"],
+            id="bad-file-name",
+        ),
+        pytest.param(_bad(samples=[]), 400, "schema.violation", ["samples"], id="no-samples"),
+        pytest.param(
+            _bad(experiment=None), 400, "schema.violation", ["experiment"], id="missing-experiment"
+        ),
+        pytest.param(
+            _bad(analysisId="mine"),
+            400,
+            "schema.violation",
+            ["analysisId"],
+            id="client-analysis-id",
+        ),
+        pytest.param(
+            _bad(analysisType=None),
+            400,
+            None,  # Song: malformed.parameter
+            ["analysisType"],
+            id="missing-analysis-type",
+        ),
+        pytest.param(
+            _bad(analysisType={"name": "noSuchType"}),
+            404,
+            "analysis.type.not.found",
+            ["noSuchType"],
+            id="unknown-analysis-type",
+        ),
+        pytest.param(
+            _bad(analysisType={"name": "sequencingRead", "version": 7}),
+            404,
+            "analysis.type.not.found",
+            ["sequencingRead"],
+            id="unknown-type-version",
+        ),
+        pytest.param(
+            _bad(studyId="ELSEWHERE"),
+            None,
+            "study.id.mismatch",
+            ["ELSEWHERE", STUDY],
+            id="study-id-mismatch",
+        ),
+        pytest.param([1, 2, 3], 400, "schema.violation", [], id="json-array"),
+    ],
+)
 def test_submit_bad_payload(http, admin, body, status, error_id, mentions):
     r = http.post(f"/submit/{STUDY}", json=body, headers=admin)
     song_error(r, status or r.status_code, error_id, *mentions)
@@ -390,49 +492,70 @@ def test_submit_bad_payload(http, admin, body, status, error_id, mentions):
 
 
 def test_submit_malformed_json_is_422(http, admin):
-    r = http.post(f"/submit/{STUDY}", content=b'{"studyId": "SONG", "files": [',
-                  headers={**admin, "Content-Type": "application/json"})
+    r = http.post(
+        f"/submit/{STUDY}",
+        content=b'{"studyId": "SONG", "files": [',
+        headers={**admin, "Content-Type": "application/json"},
+    )
     song_error(r, 422, "payload.parsing")
 
 
 def test_submit_to_unknown_study(http, admin):
     body = song_payload("NOSTUDY", BAD_FILES)
-    song_error(http.post("/submit/NOSTUDY", json=body, headers=admin), 404,
-               "study.id.does.not.exist", "NOSTUDY")
+    song_error(
+        http.post("/submit/NOSTUDY", json=body, headers=admin),
+        404,
+        "study.id.does.not.exist",
+        "NOSTUDY",
+    )
 
 
 def test_submit_needs_write_scope(http, server):
     body = song_payload(STUDY, {"auth.bam": b"abc"})
     song_error(http.post(f"/submit/{STUDY}", json=body), 401, "unauthorized.token")
     reader = server.token(f"PROGRAMDATA-{STUDY}.READ")
-    song_error(http.post(f"/submit/{STUDY}", json=body, headers=bearer(reader)), 403, None,
-               f"PROGRAMDATA-{STUDY}.WRITE")
+    song_error(
+        http.post(f"/submit/{STUDY}", json=body, headers=bearer(reader)),
+        403,
+        None,
+        f"PROGRAMDATA-{STUDY}.WRITE",
+    )
 
 
 # -- reading analyses -----------------------------------------------------------------------
 def test_analysis_files(http, submitted):
     r = http.get(f"/studies/{STUDY}/analysis/{submitted.analysis_id}/files")
     assert r.status_code == 200
-    got = {f["fileName"]: (f["fileSize"], f["fileMd5sum"], f["fileAccess"], f["studyId"])
-           for f in r.json()}
-    assert got == {name: (len(d), md5(d), "controlled", STUDY)
-                   for name, d in submitted.files.items()}
+    got = {
+        f["fileName"]: (f["fileSize"], f["fileMd5sum"], f["fileAccess"], f["studyId"])
+        for f in r.json()
+    }
+    assert got == {
+        name: (len(d), md5(d), "controlled", STUDY) for name, d in submitted.files.items()
+    }
 
 
 def test_analysis_not_found(http, admin):
     missing = str(uuid.uuid4())
-    song_error(http.get(f"/studies/{STUDY}/analysis/{missing}"), 404, "analysis.id.not.found",
-               missing)
-    song_error(http.get(f"/studies/{STUDY}/analysis/{missing}/files"), 404,
-               "analysis.id.not.found")
-    song_error(http.put(f"/studies/{STUDY}/analysis/publish/{missing}", headers=admin), 404,
-               "analysis.id.not.found")
+    song_error(
+        http.get(f"/studies/{STUDY}/analysis/{missing}"), 404, "analysis.id.not.found", missing
+    )
+    song_error(http.get(f"/studies/{STUDY}/analysis/{missing}/files"), 404, "analysis.id.not.found")
+    song_error(
+        http.put(f"/studies/{STUDY}/analysis/publish/{missing}", headers=admin),
+        404,
+        "analysis.id.not.found",
+    )
 
 
 def test_analysis_of_another_study_is_not_found_there(http, admin, submitted):
     http.post("/studies/OTHERSTUDY/", headers=admin, json={"studyId": "OTHERSTUDY"})
-    song_error(http.get(f"/studies/OTHERSTUDY/analysis/{submitted.analysis_id}"), 404,
-               "analysis.id.not.found", submitted.analysis_id)
+    song_error(
+        http.get(f"/studies/OTHERSTUDY/analysis/{submitted.analysis_id}"),
+        404,
+        "analysis.id.not.found",
+        submitted.analysis_id,
+    )
 
 
 def test_list_analyses_by_state(http, submitted):
@@ -440,24 +563,33 @@ def test_list_analyses_by_state(http, submitted):
     assert default.status_code == 200
     assert all(a["analysisState"] == "PUBLISHED" for a in default.json())
     assert submitted.analysis_id not in {a["analysisId"] for a in default.json()}
-    unpublished = http.get(f"/studies/{STUDY}/analysis",
-                           params={"analysisStates": "UNPUBLISHED"}).json()
+    unpublished = http.get(
+        f"/studies/{STUDY}/analysis", params={"analysisStates": "UNPUBLISHED"}
+    ).json()
     assert submitted.analysis_id in {a["analysisId"] for a in unpublished}
     assert all(a["analysisState"] == "UNPUBLISHED" for a in unpublished)
-    both = http.get(f"/studies/{STUDY}/analysis",
-                    params={"analysisStates": "PUBLISHED,UNPUBLISHED"}).json()
+    both = http.get(
+        f"/studies/{STUDY}/analysis", params={"analysisStates": "PUBLISHED,UNPUBLISHED"}
+    ).json()
     assert len(both) == len(default.json()) + len(unpublished)
-    song_error(http.get(f"/studies/{STUDY}/analysis", params={"analysisStates": "BOGUS"}),
-               400, "malformed.parameter", "BOGUS")
+    song_error(
+        http.get(f"/studies/{STUDY}/analysis", params={"analysisStates": "BOGUS"}),
+        400,
+        "malformed.parameter",
+        "BOGUS",
+    )
 
 
 def test_list_analyses_paginated(http, submitted):
-    everything = http.get(f"/studies/{STUDY}/analysis",
-                          params={"analysisStates": "UNPUBLISHED"}).json()
+    everything = http.get(
+        f"/studies/{STUDY}/analysis", params={"analysisStates": "UNPUBLISHED"}
+    ).json()
     seen = []
     for offset in range(len(everything) + 1):  # bounded walk, one analysis per page
-        page = http.get(f"/studies/{STUDY}/analysis/paginated",
-                        params={"analysisStates": "UNPUBLISHED", "limit": 1, "offset": offset})
+        page = http.get(
+            f"/studies/{STUDY}/analysis/paginated",
+            params={"analysisStates": "UNPUBLISHED", "limit": 1, "offset": offset},
+        )
         assert page.status_code == 200
         body = page.json()
         assert body["totalAnalyses"] == len(everything)
@@ -466,8 +598,11 @@ def test_list_analyses_paginated(http, submitted):
             break
     assert seen == [a["analysisId"] for a in everything]
     assert submitted.analysis_id in seen
-    song_error(http.get(f"/studies/{STUDY}/analysis/paginated", params={"limit": 0}), 400,
-               "malformed.parameter")
+    song_error(
+        http.get(f"/studies/{STUDY}/analysis/paginated", params={"limit": 0}),
+        400,
+        "malformed.parameter",
+    )
 
 
 # -- publish / unpublish / suppress ---------------------------------------------------------
@@ -476,8 +611,14 @@ def test_publish_refused_until_every_file_is_in_storage(http, server, writer, tm
     ids = object_ids(http, sub.analysis_id)
     h = bearer(writer)
     url = f"/studies/{STUDY}/analysis/publish/{sub.analysis_id}"
-    body = song_error(http.put(url, headers=h), 409, "missing.storage.objects", "p.bam",
-                      "p.bam.bai", sub.analysis_id)
+    body = song_error(
+        http.put(url, headers=h),
+        409,
+        "missing.storage.objects",
+        "p.bam",
+        "p.bam.bai",
+        sub.analysis_id,
+    )
     assert body["errorId"] == "missing.storage.objects"
     upload(http, ids["p.bam"], sub.files["p.bam"], bearer(writer))
     r = http.put(url, headers=h)
@@ -500,8 +641,7 @@ def test_publish_refused_until_every_file_is_in_storage(http, server, writer, tm
     assert spec.json()["objectMd5"] == md5(sub.files["p.bam"])
 
 
-def change_state(http: httpx.Client, token: str, analysis_id: str,
-                 action: str) -> httpx.Response:
+def change_state(http: httpx.Client, token: str, analysis_id: str, action: str) -> httpx.Response:
     """PUT /studies/SONG/analysis/{action}/{analysis_id}: publish, unpublish or suppress."""
     return http.put(f"/studies/{STUDY}/analysis/{action}/{analysis_id}", headers=bearer(token))
 
@@ -522,14 +662,22 @@ def test_unpublish_then_republish(http, server, writer, tmp_path):
     assert "unpublished" in r.text
     assert state(http, sub.analysis_id) == "UNPUBLISHED"
     object_id = next(iter(object_ids(http, sub.analysis_id).values()))
-    song_error(http.get(f"/download/{object_id}", headers=bearer(server.admin_token)), 409,
-               None, "UNPUBLISHED")
+    song_error(
+        http.get(f"/download/{object_id}", headers=bearer(server.admin_token)),
+        409,
+        None,
+        "UNPUBLISHED",
+    )
     r = change_state(http, writer, sub.analysis_id, "publish")
     assert r.status_code == 200
     history = http.get(f"/studies/{STUDY}/analysis/{sub.analysis_id}").json()[
-        "analysisStateHistory"]
+        "analysisStateHistory"
+    ]
     assert [(e["initialState"], e["updatedState"]) for e in history] == [
-        ("UNPUBLISHED", "PUBLISHED"), ("PUBLISHED", "UNPUBLISHED"), ("UNPUBLISHED", "PUBLISHED")]
+        ("UNPUBLISHED", "PUBLISHED"),
+        ("PUBLISHED", "UNPUBLISHED"),
+        ("UNPUBLISHED", "PUBLISHED"),
+    ]
 
 
 def test_suppress_is_final(http, server, writer, tmp_path):
@@ -538,13 +686,22 @@ def test_suppress_is_final(http, server, writer, tmp_path):
     assert r.status_code == 200, r.text
     assert "suppressed" in r.text
     assert state(http, sub.analysis_id) == "SUPPRESSED"
-    song_error(change_state(http, writer, sub.analysis_id, "unpublish"), 400,
-               "suppressed.state.transition", sub.analysis_id)
-    song_error(change_state(http, writer, sub.analysis_id, "publish"), 400,
-               "suppressed.state.transition", sub.analysis_id)
+    song_error(
+        change_state(http, writer, sub.analysis_id, "unpublish"),
+        400,
+        "suppressed.state.transition",
+        sub.analysis_id,
+    )
+    song_error(
+        change_state(http, writer, sub.analysis_id, "publish"),
+        400,
+        "suppressed.state.transition",
+        sub.analysis_id,
+    )
     assert state(http, sub.analysis_id) == "SUPPRESSED"
-    suppressed = http.get(f"/studies/{STUDY}/analysis",
-                          params={"analysisStates": "SUPPRESSED"}).json()
+    suppressed = http.get(
+        f"/studies/{STUDY}/analysis", params={"analysisStates": "SUPPRESSED"}
+    ).json()
     assert [a["analysisId"] for a in suppressed] == [sub.analysis_id]
 
 
@@ -584,24 +741,31 @@ def test_search_by_id(http, submitted):
     sample = analysis["samples"][0]
     object_id = analysis["files"][0]["objectId"]
     search = f"/studies/{STUDY}/analysis/search/id"
-    for params in ({"sampleId": sample["sampleId"]}, {"donorId": sample["donor"]["donorId"]},
-                   {"fileId": object_id}):
+    for params in (
+        {"sampleId": sample["sampleId"]},
+        {"donorId": sample["donor"]["donorId"]},
+        {"fileId": object_id},
+    ):
         r = http.get(search, params=params)
         assert r.status_code == 200, (params, r.text)
         assert submitted.analysis_id in {a["analysisId"] for a in r.json()}, params
     by_file = http.get(search, params={"fileId": object_id}).json()
     assert [a["analysisId"] for a in by_file] == [submitted.analysis_id]
     assert http.get(search, params={"donorId": "DO000000000000"}).json() == []
-    song_error(http.get("/studies/NOPE/analysis/search/id", params={"fileId": object_id}),
-               404, "study.id.does.not.exist")
+    song_error(
+        http.get("/studies/NOPE/analysis/search/id", params={"fileId": object_id}),
+        404,
+        "study.id.does.not.exist",
+    )
 
 
 def test_search_by_info(http, submitted):
     search = f"/studies/{STUDY}/analysis/search/info"
     r = http.get(search, params={"batch": "b-42", "includeInfo": "true"})
     assert r.status_code == 200
-    assert r.json() == [{"analysisId": submitted.analysis_id,
-                         "info": {"batch": "b-42", "lab": "north"}}]
+    assert r.json() == [
+        {"analysisId": submitted.analysis_id, "info": {"batch": "b-42", "lab": "north"}}
+    ]
     # the SDK sends Python's bool spelling
     bare = http.get(search, params={"includeInfo": "False", "batch": "b-42", "lab": "north"})
     assert bare.json() == [{"analysisId": submitted.analysis_id}]
@@ -622,20 +786,28 @@ def test_update_file_info(http, writer, tmp_path):
     sub = submit(http, writer, tmp_path, {"u.bam": 700}, donor="D5")
     object_id = object_ids(http, sub.analysis_id)["u.bam"]
     url = f"/studies/{STUDY}/files/{object_id}"
-    r = http.put(url, json={"info": {"qc": "passed"}, "dataType": "Reads"},
-                 headers=bearer(writer))
+    r = http.put(url, json={"info": {"qc": "passed"}, "dataType": "Reads"}, headers=bearer(writer))
     assert r.status_code == 200, r.text
     assert r.json()["unpublishedAnalysis"] is False
     got = http.get(url).json()
     assert got["info"] == {"qc": "passed"}
     assert got["dataType"] == "Reads"
     song_error(http.put(url, json={"info": {"qc": "x"}}), 401, "unauthorized.token")
-    song_error(http.put(url, json={"fileMd5sum": "abc"}, headers=bearer(writer)), 400, None,
-               "fileMd5sum")
-    song_error(http.put(url, json={"fileAccess": "public"}, headers=bearer(writer)), 400, None,
-               "fileAccess")
-    song_error(http.put(url, json={"fileName": 3, "objectId": 4, "bogus": 1},
-                        headers=bearer(writer)), 400, None, "bogus")
+    song_error(
+        http.put(url, json={"fileMd5sum": "abc"}, headers=bearer(writer)), 400, None, "fileMd5sum"
+    )
+    song_error(
+        http.put(url, json={"fileAccess": "public"}, headers=bearer(writer)),
+        400,
+        None,
+        "fileAccess",
+    )
+    song_error(
+        http.put(url, json={"fileName": 3, "objectId": 4, "bogus": 1}, headers=bearer(writer)),
+        400,
+        None,
+        "bogus",
+    )
     assert http.get(url).json()["info"] == {"qc": "passed"}
 
 
@@ -643,17 +815,21 @@ def test_update_file_md5_unpublishes(http, server, writer, tmp_path):
     sub = _published(http, server, writer, tmp_path, "D6", {"m.bam": 1500})
     object_id = object_ids(http, sub.analysis_id)["m.bam"]
     new_md5 = md5(b"different content")
-    r = http.put(f"/studies/{STUDY}/files/{object_id}", json={"fileMd5sum": new_md5},
-                 headers=bearer(writer))
+    r = http.put(
+        f"/studies/{STUDY}/files/{object_id}", json={"fileMd5sum": new_md5}, headers=bearer(writer)
+    )
     assert r.status_code == 200, r.text
     assert r.json()["unpublishedAnalysis"] is True
     assert r.json()["originalAnalysisState"] in ("PUBLISHED", "UNPUBLISHED")
     assert state(http, sub.analysis_id) == "UNPUBLISHED"
     assert http.get(f"/studies/{STUDY}/files/{object_id}").json()["fileMd5sum"] == new_md5
     # storage still holds the old bytes: publishing now is refused, naming the checksum
-    song_error(http.put(f"/studies/{STUDY}/analysis/publish/{sub.analysis_id}",
-                        headers=bearer(writer)), 409, "mismatching.storage.object.checksums",
-               "m.bam")
+    song_error(
+        http.put(f"/studies/{STUDY}/analysis/publish/{sub.analysis_id}", headers=bearer(writer)),
+        409,
+        "mismatching.storage.object.checksums",
+        "m.bam",
+    )
 
 
 def test_update_file_response_uses_song_update_types(http, writer, tmp_path):
@@ -689,10 +865,11 @@ def test_entities_filters(http, submitted):
 
 
 def test_entities_fields(http, submitted):
-    repeated = http.get("/entities", params=[("fields", "id"), ("fields", "fileName"),
-                                             ("gnosId", submitted.analysis_id)])
-    comma = http.get("/entities", params={"fields": "id,fileName",
-                                          "gnosId": submitted.analysis_id})
+    repeated = http.get(
+        "/entities",
+        params=[("fields", "id"), ("fields", "fileName"), ("gnosId", submitted.analysis_id)],
+    )
+    comma = http.get("/entities", params={"fields": "id,fileName", "gnosId": submitted.analysis_id})
     for r in (repeated, comma):
         assert r.status_code == 200, r.text
         content = r.json()["content"]
@@ -718,12 +895,15 @@ def test_entities_paging(http, submitted):
     assert past["content"] == []
 
 
-@pytest.mark.parametrize("params, error_id, mention", [
-    ({"bogus": "1"}, "illegal.query.parameter", "bogus"),
-    ({"size": "0"}, "malformed.parameter", "size"),
-    ({"page": "-1"}, "malformed.parameter", "page"),
-    ({"page": "abc"}, "malformed.parameter", "page"),
-])
+@pytest.mark.parametrize(
+    "params, error_id, mention",
+    [
+        ({"bogus": "1"}, "illegal.query.parameter", "bogus"),
+        ({"size": "0"}, "malformed.parameter", "size"),
+        ({"page": "-1"}, "malformed.parameter", "page"),
+        ({"page": "abc"}, "malformed.parameter", "page"),
+    ],
+)
 def test_entities_bad_parameters(http, params, error_id, mention):
     song_error(http.get("/entities", params=params), 400, error_id, mention)
 
@@ -739,14 +919,17 @@ def test_entity_by_id(http, submitted):
 
 
 # -- every other error is Song-shaped JSON too ----------------------------------------------
-@pytest.mark.parametrize("method, path, status", [
-    ("GET", "/no/such/route", 404),
-    ("GET", "/studies/SONG/analysis/x/y/z/w", 404),
-    ("POST", "/nothing-here", 404),
-    ("DELETE", "/isAlive", 405),
-    ("GET", "/submit/SONG", 405),
-    ("PATCH", "/studies/SONG", 405),
-])
+@pytest.mark.parametrize(
+    "method, path, status",
+    [
+        ("GET", "/no/such/route", 404),
+        ("GET", "/studies/SONG/analysis/x/y/z/w", 404),
+        ("POST", "/nothing-here", 404),
+        ("DELETE", "/isAlive", 405),
+        ("GET", "/submit/SONG", 405),
+        ("PATCH", "/studies/SONG", 405),
+    ],
+)
 def test_unknown_routes_and_methods_answer_song_json(http, method, path, status):
     song_error(http.request(method, path), status)
 
@@ -754,8 +937,15 @@ def test_unknown_routes_and_methods_answer_song_json(http, method, path, status)
 def test_sdk_style_headers_accepted(http, submitted):
     """The SDK sends Content-Type: application/json even on GETs and body-less PUTs."""
     h = {"Content-Type": "application/json"}
-    assert http.get(f"/studies/{STUDY}/analysis/{submitted.analysis_id}", headers=h).json()[
-        "analysisId"] == submitted.analysis_id
+    assert (
+        http.get(f"/studies/{STUDY}/analysis/{submitted.analysis_id}", headers=h).json()[
+            "analysisId"
+        ]
+        == submitted.analysis_id
+    )
     # body-less PUT with a JSON content type and no token: refused for auth, not for the body
-    song_error(http.put(f"/studies/{STUDY}/analysis/publish/{submitted.analysis_id}",
-                        headers=h), 401, "unauthorized.token")
+    song_error(
+        http.put(f"/studies/{STUDY}/analysis/publish/{submitted.analysis_id}", headers=h),
+        401,
+        "unauthorized.token",
+    )

@@ -81,8 +81,9 @@ def test_study_client_has_is_false_for_a_missing_study(api):
 def test_sdk_flow_create_submit_manifest_upload_publish(server, api, tmp_path):
     studies = StudyClient(api)
     assert studies.has(STUDY) is False
-    studies.create(Study.create(STUDY, name="SDK study", description="made by the SDK",
-                                organization="pyscore"))
+    studies.create(
+        Study.create(STUDY, name="SDK study", description="made by the SDK", organization="pyscore")
+    )
     assert studies.has(STUDY) is True
     study = studies.read(STUDY)
     assert (study.studyId, study.name, study.organization) == (STUDY, "SDK study", "pyscore")
@@ -93,9 +94,15 @@ def test_sdk_flow_create_submit_manifest_upload_publish(server, api, tmp_path):
     files = {"x.bam": os.urandom(50_000), "x.bam.bai": os.urandom(700)}
     for name, data in files.items():
         (source / name).write_bytes(data)
-    submitted = api.submit(song_payload(
-        STUDY, files, donor="SDK-D1", info={"pipeline": "sdk-test"},
-        experiment={"libraryStrategy": "WGS", "aligned": True, "pairedEnd": True}))
+    submitted = api.submit(
+        song_payload(
+            STUDY,
+            files,
+            donor="SDK-D1",
+            info={"pipeline": "sdk-test"},
+            experiment={"libraryStrategy": "WGS", "aligned": True, "pairedEnd": True},
+        )
+    )
     analysis_id = submitted.analysisId
     assert analysis_id and submitted.status == "OK"
     assert api.get_analysis(analysis_id).analysisState == "UNPUBLISHED"
@@ -113,8 +120,9 @@ def test_sdk_flow_create_submit_manifest_upload_publish(server, api, tmp_path):
     lines = manifest.read_text().split("\n")
     assert lines[0] == f"{analysis_id}\t\t"
     rows = sorted(line.split("\t") for line in lines[1:])
-    assert rows == sorted([by_name[n].objectId, os.path.realpath(source / n), md5(d)]
-                          for n, d in files.items())
+    assert rows == sorted(
+        [by_name[n].objectId, os.path.realpath(source / n), md5(d)] for n, d in files.items()
+    )
 
     with pytest.raises(SongError) as refused:
         api.publish(analysis_id)
@@ -128,11 +136,15 @@ def test_sdk_flow_create_submit_manifest_upload_publish(server, api, tmp_path):
 
     # a reader downloads what was published
     reader = server.token(f"PROGRAMDATA-{STUDY}.READ")
-    spec = httpx.get(f"{server.url}/download/{by_name['x.bam'].objectId}",
-                     headers=bearer(reader)).json()
-    got = b"".join(httpx.get(p["url"], headers={
-        "Range": f"bytes={p['offset']}-{p['offset'] + p['partSize'] - 1}"}).content
-        for p in sorted(spec["parts"], key=lambda p: p["offset"]))
+    spec = httpx.get(
+        f"{server.url}/download/{by_name['x.bam'].objectId}", headers=bearer(reader)
+    ).json()
+    got = b"".join(
+        httpx.get(
+            p["url"], headers={"Range": f"bytes={p['offset']}-{p['offset'] + p['partSize'] - 1}"}
+        ).content
+        for p in sorted(spec["parts"], key=lambda p: p["offset"])
+    )
     assert got == files["x.bam"]
 
 
@@ -159,8 +171,9 @@ def test_sdk_reads_searches_and_updates(api, server):
     update = FileUpdateRequest()
     update.info = {"checked": "yes"}
     api.update_file(bam.objectId, update)
-    assert httpx.get(f"{server.url}/studies/{STUDY}/files/{bam.objectId}").json()[
-        "info"] == {"checked": "yes"}
+    assert httpx.get(f"{server.url}/studies/{STUDY}/files/{bam.objectId}").json()["info"] == {
+        "checked": "yes"
+    }
     assert api.get_analysis(analysis.analysisId).analysisState == "PUBLISHED"
 
     api.unpublish(analysis.analysisId)

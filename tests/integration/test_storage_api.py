@@ -61,35 +61,43 @@ class Platform:
         for name, size in sizes.items():
             data[name] = os.urandom(size)
             (folder / name).write_bytes(data[name])
-        analysis_id, ids = submit(self.http, song_payload(study, data, donor=f"D{self.count}",
-                                                          access=access), self.admin)
+        analysis_id, ids = submit(
+            self.http, song_payload(study, data, donor=f"D{self.count}", access=access), self.admin
+        )
         return Analysis(analysis_id, data, ids)
 
-    def initiate(self, object_id: str, size: int, checksum: str | None = None,
-                 **extra) -> httpx.Response:
+    def initiate(
+        self, object_id: str, size: int, checksum: str | None = None, **extra
+    ) -> httpx.Response:
         params = {"fileSize": size, **({"md5": checksum} if checksum else {}), **extra}
         return self.http.post(f"/upload/{object_id}/uploads", params=params, headers=self.admin)
 
-    def send_part(self, object_id: str, upload_id: str, part: dict, data: bytes,
-                  finalize: bool = True) -> httpx.Response:
-        chunk = data[part["offset"]: part["offset"] + part["partSize"]]
+    def send_part(
+        self, object_id: str, upload_id: str, part: dict, data: bytes, finalize: bool = True
+    ) -> httpx.Response:
+        chunk = data[part["offset"] : part["offset"] + part["partSize"]]
         put = httpx.put(part["url"], content=chunk)
         assert put.status_code == 200, put.text
         assert put.headers["ETag"].strip('"') == md5(chunk)
         if not finalize:
             return put
-        return self.finalize(object_id, upload_id, part["partNumber"], md5(chunk),
-                             put.headers["ETag"])
+        return self.finalize(
+            object_id, upload_id, part["partNumber"], md5(chunk), put.headers["ETag"]
+        )
 
-    def finalize(self, object_id: str, upload_id: str, number: int, checksum: str,
-                 etag: str) -> httpx.Response:
-        return self.http.post(f"/upload/{object_id}/parts", headers=self.admin,
-                              params={"uploadId": upload_id, "partNumber": number,
-                                      "md5": checksum, "etag": etag})
+    def finalize(
+        self, object_id: str, upload_id: str, number: int, checksum: str, etag: str
+    ) -> httpx.Response:
+        return self.http.post(
+            f"/upload/{object_id}/parts",
+            headers=self.admin,
+            params={"uploadId": upload_id, "partNumber": number, "md5": checksum, "etag": etag},
+        )
 
     def complete(self, object_id: str, upload_id: str) -> httpx.Response:
-        return self.http.post(f"/upload/{object_id}", params={"uploadId": upload_id},
-                              headers=self.admin)
+        return self.http.post(
+            f"/upload/{object_id}", params={"uploadId": upload_id}, headers=self.admin
+        )
 
     def upload(self, object_id: str, data: bytes) -> None:
         upload(self.http, object_id, data, self.admin)
@@ -98,8 +106,9 @@ class Platform:
         for name, object_id in analysis.ids.items():
             self.upload(object_id, analysis.data[name])
         if publish:
-            r = self.http.put(f"/studies/{study}/analysis/publish/{analysis.analysis_id}",
-                              headers=self.admin)
+            r = self.http.put(
+                f"/studies/{study}/analysis/publish/{analysis.analysis_id}", headers=self.admin
+            )
             assert r.status_code == 200, r.text
 
     def spec(self, object_id: str, token: str | None = None, **params) -> httpx.Response:
@@ -123,9 +132,14 @@ def world(tmp_path_factory: pytest.TempPathFactory):
     with init_server(root / "data", "--part-size", "5") as server:
         p = Platform(server, root / "files")
         try:
-            tokens = mint_tokens(server.data_dir, {"store_reader": f"PROGRAMDATA-{STUDY}.READ",
-                                                   "other_reader": f"PROGRAMDATA-{OTHER}.READ",
-                                                   "score_reader": "score.READ"})
+            tokens = mint_tokens(
+                server.data_dir,
+                {
+                    "store_reader": f"PROGRAMDATA-{STUDY}.READ",
+                    "other_reader": f"PROGRAMDATA-{OTHER}.READ",
+                    "score_reader": "score.READ",
+                },
+            )
             for study in (STUDY, OTHER):
                 r = p.http.post(f"/studies/{study}/", headers=p.admin, json={"studyId": study})
                 assert r.status_code == 200, r.text
@@ -170,7 +184,7 @@ def test_spec_parts_cover_the_object_and_carry_part_md5s(world):
     whole = b""
     for part in parts:
         assert part["offset"] == position, "parts must be contiguous"
-        chunk = data[part["offset"]: part["offset"] + part["partSize"]]
+        chunk = data[part["offset"] : part["offset"] + part["partSize"]]
         assert part["sourceMd5"] == md5(chunk)
         got = fetch(part)
         assert got.status_code == 206
@@ -181,12 +195,15 @@ def test_spec_parts_cover_the_object_and_carry_part_md5s(world):
     assert md5(whole) == spec["objectMd5"]
 
 
-@pytest.mark.parametrize("offset, length", [
-    (0, 100),
-    (1000, PART + 10),  # spans parts: two parts of the range
-    (2 * PART, -1),  # to the end
-    (BIG - 1, 1),  # the last byte
-])
+@pytest.mark.parametrize(
+    "offset, length",
+    [
+        (0, 100),
+        (1000, PART + 10),  # spans parts: two parts of the range
+        (2 * PART, -1),  # to the end
+        (BIG - 1, 1),  # the last byte
+    ],
+)
 def test_spec_for_a_byte_range(world, offset, length):
     data = world.published.data["big.bam"]
     r = world.p.spec(world.published.ids["big.bam"], offset=offset, length=length)
@@ -204,8 +221,9 @@ def test_spec_for_a_byte_range(world, offset, length):
 @pytest.mark.parametrize("offset, length", [(0, BIG + 1), (-1, 10), (BIG, 1)])
 def test_spec_range_outside_the_object_is_400(world, offset, length):
     object_id = world.published.ids["big.bam"]
-    song_error(world.p.spec(object_id, offset=offset, length=length), 400, "invalid.range",
-               object_id)
+    song_error(
+        world.p.spec(object_id, offset=offset, length=length), 400, "invalid.range", object_id
+    )
 
 
 def test_zero_length_range(world):
@@ -241,8 +259,14 @@ def test_spec_exclude_urls_has_no_urls(world):
 
 def test_only_published_objects_are_downloadable(world):
     object_id = world.unpublished.ids["unpub.bam"]
-    song_error(world.p.spec(object_id), 409, "analysis.not.published", object_id,
-               "UNPUBLISHED", "PUBLISHED")
+    song_error(
+        world.p.spec(object_id),
+        409,
+        "analysis.not.published",
+        object_id,
+        "UNPUBLISHED",
+        "PUBLISHED",
+    )
     # Song's publish check asks for the spec without URLs: allowed
     r = world.p.spec(object_id, **{"exclude-urls": "true"})
     assert r.status_code == 200, r.text
@@ -273,27 +297,50 @@ def test_spec_of_unknown_or_never_uploaded_object(world):
 def test_upload_refused_once_published(world):
     object_id = world.published.ids["big.bam"]
     data = world.published.data["big.bam"]
-    song_error(world.p.initiate(object_id, len(data), md5(data)), 409,
-               "analysis.not.unpublished", object_id, "PUBLISHED")
-    song_error(world.p.initiate(object_id, len(data), md5(data), overwrite="true"), 409,
-               "analysis.not.unpublished")
+    song_error(
+        world.p.initiate(object_id, len(data), md5(data)),
+        409,
+        "analysis.not.unpublished",
+        object_id,
+        "PUBLISHED",
+    )
+    song_error(
+        world.p.initiate(object_id, len(data), md5(data), overwrite="true"),
+        409,
+        "analysis.not.unpublished",
+    )
 
 
 def test_upload_initiate_refuses_wrong_size_md5_and_empty(world):
     a = world.p.submit(STUDY, {"check.bam": 3000})
     object_id, data = a.ids["check.bam"], a.data["check.bam"]
-    song_error(world.p.initiate(object_id, 2999, md5(data)), 400, "upload.size.mismatch",
-               "2999", "3000", "check.bam")
+    song_error(
+        world.p.initiate(object_id, 2999, md5(data)),
+        400,
+        "upload.size.mismatch",
+        "2999",
+        "3000",
+        "check.bam",
+    )
     wrong = md5(b"not it")
-    song_error(world.p.initiate(object_id, 3000, wrong), 400, "upload.md5.mismatch", wrong,
-               md5(data))
+    song_error(
+        world.p.initiate(object_id, 3000, wrong), 400, "upload.md5.mismatch", wrong, md5(data)
+    )
     song_error(world.p.initiate(object_id, 0), 400, "upload.empty", object_id)
-    song_error(world.p.http.post(f"/upload/{object_id}/uploads", headers=world.p.admin), 400,
-               "malformed.parameter", "fileSize")
+    song_error(
+        world.p.http.post(f"/upload/{object_id}/uploads", headers=world.p.admin),
+        400,
+        "malformed.parameter",
+        "fileSize",
+    )
     song_error(world.p.initiate(str(uuid.uuid4()), 3000), 404, "file.not.found")
     # none of those left an upload behind
-    song_error(world.p.http.get(f"/upload/{object_id}/status", headers=world.p.admin), 404,
-               "upload.not.found", object_id)
+    song_error(
+        world.p.http.get(f"/upload/{object_id}/status", headers=world.p.admin),
+        404,
+        "upload.not.found",
+        object_id,
+    )
 
 
 def test_upload_status_recovery_exists_and_complete(world):
@@ -307,31 +354,35 @@ def test_upload_status_recovery_exists_and_complete(world):
     upload_id = spec["uploadId"]
     assert spec["objectSize"] == len(data)
     assert [(q["offset"], q["partSize"]) for q in spec["parts"]] == [(0, PART), (PART, MiB)]
-    song_error(p.initiate(object_id, len(data), md5(data)), 409, "upload.in.progress",
-               upload_id)
+    song_error(p.initiate(object_id, len(data), md5(data)), 409, "upload.in.progress", upload_id)
 
     assert p.send_part(object_id, upload_id, spec["parts"][0], data).status_code == 200
-    status = p.http.get(f"/upload/{object_id}/status", headers=p.admin,
-                        params={"fileSize": len(data)})
+    status = p.http.get(
+        f"/upload/{object_id}/status", headers=p.admin, params={"fileSize": len(data)}
+    )
     assert status.status_code == 200, status.text
     parts = {q["partNumber"]: q for q in status.json()["parts"]}
     assert status.json()["uploadId"] == upload_id
     assert parts[1]["md5"] == md5(data[:PART]) and not parts[1].get("url")
     assert not parts[2].get("md5") and parts[2]["url"]
-    song_error(p.http.get(f"/upload/{object_id}/status", headers=p.admin,
-                          params={"fileSize": len(data) + 1}), 409, "upload.size.changed")
-    recovery = p.http.post(f"/upload/{object_id}/recovery", headers=p.admin,
-                           params={"fileSize": len(data)})
+    song_error(
+        p.http.get(
+            f"/upload/{object_id}/status", headers=p.admin, params={"fileSize": len(data) + 1}
+        ),
+        409,
+        "upload.size.changed",
+    )
+    recovery = p.http.post(
+        f"/upload/{object_id}/recovery", headers=p.admin, params={"fileSize": len(data)}
+    )
     assert recovery.status_code == 200, recovery.text
 
     song_error(p.complete(object_id, upload_id), 409, "upload.incomplete", "[2]")
     assert p.send_part(object_id, upload_id, parts[2], data).status_code == 200
     assert p.complete(object_id, upload_id).status_code == 200
     assert p.http.get(f"/upload/{object_id}", headers=p.admin).json() is True
-    song_error(p.http.get(f"/upload/{object_id}/status", headers=p.admin), 404,
-               "upload.not.found")
-    song_error(p.initiate(object_id, len(data), md5(data)), 409, "object.already.exists",
-               object_id)
+    song_error(p.http.get(f"/upload/{object_id}/status", headers=p.admin), 404, "upload.not.found")
+    song_error(p.initiate(object_id, len(data), md5(data)), 409, "object.already.exists", object_id)
     spec = p.spec(object_id, **{"exclude-urls": "true"}).json()
     assert spec["objectMd5"] == md5(data)
     assert [q["sourceMd5"] for q in spec["parts"]] == [md5(data[:PART]), md5(data[PART:])]
@@ -345,8 +396,7 @@ def test_upload_cancel_forgets_the_parts(world):
     assert p.send_part(object_id, spec["uploadId"], spec["parts"][0], data).status_code == 200
     r = p.http.delete(f"/upload/{object_id}", headers=p.admin)
     assert r.status_code == 200, r.text
-    song_error(p.http.get(f"/upload/{object_id}/status", headers=p.admin), 404,
-               "upload.not.found")
+    song_error(p.http.get(f"/upload/{object_id}/status", headers=p.admin), 404, "upload.not.found")
     song_error(p.complete(object_id, spec["uploadId"]), 404, "upload.not.found")
     song_error(p.http.delete(f"/upload/{object_id}", headers=p.admin), 404, "upload.not.found")
     # the old part URL leads nowhere now
@@ -367,13 +417,18 @@ def test_part_finalize_checks_the_md5(world):
     upload_id = spec["uploadId"]
     first = spec["parts"][0]
     # not sent yet
-    song_error(p.finalize(object_id, upload_id, 1, md5(data[:PART]), md5(data[:PART])), 409,
-               "upload.part.missing", "1")
+    song_error(
+        p.finalize(object_id, upload_id, 1, md5(data[:PART]), md5(data[:PART])),
+        409,
+        "upload.part.missing",
+        "1",
+    )
     put = p.send_part(object_id, upload_id, first, data, finalize=False)
     etag = put.headers["ETag"].strip('"')
     wrong = md5(b"something else")
-    song_error(p.finalize(object_id, upload_id, 1, wrong, wrong), 409, "upload.part.checksum",
-               wrong)
+    song_error(
+        p.finalize(object_id, upload_id, 1, wrong, wrong), 409, "upload.part.checksum", wrong
+    )
     song_error(p.finalize(object_id, upload_id, 1, wrong, etag), 409, "upload.part.checksum")
     song_error(p.finalize(object_id, upload_id, 3, etag, etag), 400, "upload.part.number", "3")
     song_error(p.finalize(object_id, "not-the-upload", 1, etag, etag), 404, "upload.not.found")
@@ -396,8 +451,13 @@ def test_finalized_part_is_recorded_once_acknowledged(world):
     recorded = None
     with ThreadPoolExecutor(1) as pool:
         with database_write_locked(p.server.data_dir):
-            future = pool.submit(httpx.post, f"{p.url}/upload/{object_id}/parts", params=params,
-                                 headers=p.admin, timeout=60)
+            future = pool.submit(
+                httpx.post,
+                f"{p.url}/upload/{object_id}/parts",
+                params=params,
+                headers=p.admin,
+                timeout=60,
+            )
             try:
                 answered = future.result(timeout=1.5)
             except TimeoutError:  # waiting for the lock before answering: right
@@ -428,9 +488,12 @@ def test_uploads_need_the_write_scope(world):
     object_id = a.ids["scope.bam"]
     url = f"/upload/{object_id}/uploads"
     song_error(p.http.post(url, params={"fileSize": 100}), 401, "unauthorized.token")
-    song_error(p.http.post(url, params={"fileSize": 100},
-                           headers=bearer(world.tokens["store_reader"])), 403, None,
-               f"PROGRAMDATA-{STUDY}.WRITE")
+    song_error(
+        p.http.post(url, params={"fileSize": 100}, headers=bearer(world.tokens["store_reader"])),
+        403,
+        None,
+        f"PROGRAMDATA-{STUDY}.WRITE",
+    )
     song_error(p.http.get(f"/upload/{object_id}"), 401, "unauthorized.token")
 
 

@@ -17,11 +17,17 @@ def conf(tmp_path, monkeypatch):
     folder.mkdir()
     (folder / "application.properties").write_text(
         "# comment\naccessToken=from-file-1234567890\nmetadata.url = http://file:1\n"
-        "storage.url: http://file:2\ntransport.parallel=3\n")
+        "storage.url: http://file:2\ntransport.parallel=3\n"
+    )
     (folder / "application-collab.properties").write_text("storage.url=http://collab:9\n")
     monkeypatch.setenv("SCORE_CLIENT_CONF_DIR", str(folder))
-    for name in ("ACCESSTOKEN", "METADATA_URL", "STORAGE_URL", "STORAGE_PROFILE",
-                 "TRANSPORT_PARALLEL"):
+    for name in (
+        "ACCESSTOKEN",
+        "METADATA_URL",
+        "STORAGE_URL",
+        "STORAGE_PROFILE",
+        "TRANSPORT_PARALLEL",
+    ):
         monkeypatch.delenv(name, raising=False)
     return folder
 
@@ -36,8 +42,11 @@ def test_file_then_profile_then_env_then_flags(conf, monkeypatch):
     monkeypatch.setenv("STORAGE_URL", "http://env:3")
     monkeypatch.setenv("TRANSPORT_PARALLEL", "5")
     s = resolve(profile="collab")
-    assert (s.storage_url, s.parallel, s.sources["storage.url"]) == ("http://env:3", 5,
-                                                                     "environment")
+    assert (s.storage_url, s.parallel, s.sources["storage.url"]) == (
+        "http://env:3",
+        5,
+        "environment",
+    )
     s = resolve({"transport.parallel": "7"}, profile="collab")
     assert (s.parallel, s.sources["transport.parallel"]) == (7, "command line")
 
@@ -60,9 +69,16 @@ def test_properties_format(tmp_path):
 
 
 def test_info_shows_sources_and_masks_token(conf):
-    out = subprocess.run([CLIENT, "info"], capture_output=True, text=True,
-                         env={"SCORE_CLIENT_CONF_DIR": str(conf), "PATH": "/usr/bin:/bin",
-                              "ACCESSTOKEN": "secret-token-abcdef"})
+    out = subprocess.run(
+        [CLIENT, "info"],
+        capture_output=True,
+        text=True,
+        env={
+            "SCORE_CLIENT_CONF_DIR": str(conf),
+            "PATH": "/usr/bin:/bin",
+            "ACCESSTOKEN": "secret-token-abcdef",
+        },
+    )
     assert out.returncode == 0, out.stderr
     assert "secret-token-abcdef" not in out.stdout
     assert "accessToken" in out.stdout and "[environment]" in out.stdout

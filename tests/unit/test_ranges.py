@@ -42,5 +42,8 @@ def test_journal_round_trip_and_torn_last_line(tmp_path):
     with open(path, "a") as f:
         f.write("60 7")  # killed mid-write
     assert Journal(path, {"objectId": "a", "size": 100}).load().spans() == [
-        (0, 10), (20, 30), (40, 50)]
+        (0, 10),
+        (20, 30),
+        (40, 50),
+    ]
     assert Journal(path, {"objectId": "a", "size": 101}).load().spans() == []

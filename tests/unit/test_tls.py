@@ -26,9 +26,28 @@ def https_server(tmp_path_factory) -> Iterator[tuple[str, Path]]:
     need("openssl")
     folder = tmp_path_factory.mktemp("tls")
     cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
 
     class Hello(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -65,7 +84,7 @@ def fetch(url: str, context: ssl.SSLContext) -> bytes:
     got = bytearray(5)
 
     def sink(chunk: memoryview, offset: int) -> None:
-        got[offset: offset + len(chunk)] = chunk
+        got[offset : offset + len(chunk)] = chunk
 
     try:
         get_range(conns, url, 0, 5, memoryview(bytearray(5)), sink, "object")

@@ -109,9 +109,15 @@ class Stats:
 class BlockStore:
     """Reads byte ranges of remote objects through the block cache."""
 
-    def __init__(self, sign: Callable[[str], str], memory_limit: int = 256 * 1024 * 1024,
-                 disk: DiskLRU | None = None, parallel: int = 8, attempts: int = 5,
-                 timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        sign: Callable[[str], str],
+        memory_limit: int = 256 * 1024 * 1024,
+        disk: DiskLRU | None = None,
+        parallel: int = 8,
+        attempts: int = 5,
+        timeout: float = 30.0,
+    ) -> None:
         self.sign = sign  # objectId → fresh signed whole-object URL
         self.memory = MemoryLRU(memory_limit)
         self.disk = disk
@@ -155,8 +161,15 @@ class BlockStore:
         renewed = False
         while got < end - start:
             try:
-                get_range(self._conns(), self.url(obj), start + got, end, view[got:], sink,
-                          f"{obj.object_id} bytes {start + got}-{end - 1}")
+                get_range(
+                    self._conns(),
+                    self.url(obj),
+                    start + got,
+                    end,
+                    view[got:],
+                    sink,
+                    f"{obj.object_id} bytes {start + got}-{end - 1}",
+                )
             except UrlRejected:
                 if renewed:
                     raise
@@ -166,8 +179,9 @@ class BlockStore:
                 attempt += 1
                 if attempt >= self.attempts:
                     cause = exc.__cause__
-                    raise cause if isinstance(cause, ScoreError) else ScoreError(str(cause)) \
-                        from None
+                    raise (
+                        cause if isinstance(cause, ScoreError) else ScoreError(str(cause))
+                    ) from None
                 time.sleep(delay(attempt))
         with self.lock:
             self.stats.requests += 1
@@ -177,7 +191,7 @@ class BlockStore:
             lo = i * BLOCK
             if start + lo >= end:
                 break
-            data = bytes(view[lo: min(lo + BLOCK, end - start)])
+            data = bytes(view[lo : min(lo + BLOCK, end - start)])
             blocks[first + i] = data
             self.memory.put((obj.object_id, first + i), data)
             if self.disk is not None:
@@ -257,8 +271,8 @@ class BlockStore:
             self._schedule(obj, last + 1, ahead)
         lo = offset - first * BLOCK
         if len(parts) == 1:  # the usual case: one copy, no join
-            return parts[0][lo: lo + (end - offset)]
-        return b"".join(parts)[lo: lo + (end - offset)]
+            return parts[0][lo : lo + (end - offset)]
+        return b"".join(parts)[lo : lo + (end - offset)]
 
 
 class Readahead:

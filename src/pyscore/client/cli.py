@@ -71,77 +71,130 @@ def object_id(text: str) -> str:
 
 
 def build_parser() -> Parser:
-    p = Parser(prog="score-client", formatter_class=argparse.RawDescriptionHelpFormatter,
-               description="Fast, resumable, verified transfers from Overture Score/Song "
-               "compatible repositories (ICGC ARGO, pyscore).", epilog=EPILOG)
+    p = Parser(
+        prog="score-client",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Fast, resumable, verified transfers from Overture Score/Song "
+        "compatible repositories (ICGC ARGO, pyscore).",
+        epilog=EPILOG,
+    )
     p.add_argument("--profile", help="settings profile (application-<profile>.properties)")
     p.add_argument("--quiet", action="store_true", help="no progress bars, only messages")
     p.add_argument("--silent", action="store_true", help="nothing but errors")
     p.add_argument("--version", action="store_true", help="same as the version command")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
-    d = sub.add_parser("download", help=COMMANDS["download"], epilog=EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = sub.add_parser(
+        "download",
+        help=COMMANDS["download"],
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     src = d.add_argument_group("what to download (one of)")
     src.add_argument("--manifest", help="File Repository manifest TSV: path or URL")
     src.add_argument("--object-id", nargs="+", type=object_id, metavar="ID")
     src.add_argument("--analysis-id", help="every file of an analysis (needs --study-id)")
     src.add_argument("--study-id", "--program-id", dest="study_id")
     d.add_argument("--output-dir", required=True, type=Path)
-    d.add_argument("--output-layout", default="filename", type=str.lower,
-                   choices=("filename", "bundle", "id"))
-    d.add_argument("--index", type=boolean, default=True, metavar="true|false",
-                   help="also fetch the index (.bai/.crai/.tbi) (default true)")
-    d.add_argument("--validate", type=boolean, default=True, metavar="true|false",
-                   help="verify size and MD5 (default true)")
+    d.add_argument(
+        "--output-layout", default="filename", type=str.lower, choices=("filename", "bundle", "id")
+    )
+    d.add_argument(
+        "--index",
+        type=boolean,
+        default=True,
+        metavar="true|false",
+        help="also fetch the index (.bai/.crai/.tbi) (default true)",
+    )
+    d.add_argument(
+        "--validate",
+        type=boolean,
+        default=True,
+        metavar="true|false",
+        help="verify size and MD5 (default true)",
+    )
     d.add_argument("--verify-connection", type=boolean, default=True, metavar="true|false")
     d.add_argument("--offset", type=int, default=0, help="first byte (default 0)")
     d.add_argument("--length", type=int, default=-1, help="bytes (default: to the end)")
     d.add_argument("--force", action="store_true", help="fetch again even if present")
     d.add_argument("--parallel", type=int, help="connections (default transport.parallel)")
-    d.add_argument("--json", action="store_true", help="newline-delimited JSON events on "
-                   "stdout")
+    d.add_argument("--json", action="store_true", help="newline-delimited JSON events on stdout")
 
-    v = sub.add_parser("view", help=COMMANDS["view"], epilog=EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    v = sub.add_parser(
+        "view",
+        help=COMMANDS["view"],
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     v.add_argument("--object-id", type=object_id)
     v.add_argument("--input-file", type=Path, help="a local BAM/CRAM/VCF instead")
     v.add_argument("--input-file-index", type=Path)
     v.add_argument("--manifest", help="slice every alignment/variant file of a manifest")
-    v.add_argument("--query", nargs="+", action="extend", default=[], metavar="REGION",
-                   help="contig, contig:start or contig:start-end (1-based, inclusive); "
-                   "'*' for unplaced unmapped reads")
+    v.add_argument(
+        "--query",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="REGION",
+        help="contig, contig:start or contig:start-end (1-based, inclusive); "
+        "'*' for unplaced unmapped reads",
+    )
     v.add_argument("--bed-query", type=Path, help="regions from a BED file (overrides --query)")
     v.add_argument("--header-only", action="store_true")
-    v.add_argument("--contained", action="store_true",
-                   help="only records entirely inside the region")
-    v.add_argument("--output-original-header", action="store_true",
-                   help="accepted for compatibility: the original header is always kept")
-    v.add_argument("--output-format", default="SAM", type=str.upper,
-                   help="SAM (default), BAM or CRAM; VCF or BCF for variant files")
-    v.add_argument("--output-type", default="TRIMMED", type=str.upper,
-                   choices=("TRIMMED",), help="only TRIMMED, as in the original")
+    v.add_argument(
+        "--contained", action="store_true", help="only records entirely inside the region"
+    )
+    v.add_argument(
+        "--output-original-header",
+        action="store_true",
+        help="accepted for compatibility: the original header is always kept",
+    )
+    v.add_argument(
+        "--output-format",
+        default="SAM",
+        type=str.upper,
+        help="SAM (default), BAM or CRAM; VCF or BCF for variant files",
+    )
+    v.add_argument(
+        "--output-type",
+        default="TRIMMED",
+        type=str.upper,
+        choices=("TRIMMED",),
+        help="only TRIMMED, as in the original",
+    )
     v.add_argument("--output-dir", type=Path, help="write files here instead of stdout")
     v.add_argument("--output-index", action="store_true", help="index written BAM/CRAM/VCF")
     v.add_argument("--stdout", action="store_true", help="write to stdout (the default)")
     v.add_argument("--reference-file", type=Path, help="FASTA for CRAM")
     v.add_argument("--verify-connection", type=boolean, default=True, metavar="true|false")
 
-    up = sub.add_parser("upload", help=COMMANDS["upload"], epilog=EPILOG,
-                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    up.add_argument("--manifest", type=Path, help="Song upload manifest: a first line, then "
-                    "objectId<TAB>path<TAB>md5 per file")
+    up = sub.add_parser(
+        "upload",
+        help=COMMANDS["upload"],
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    up.add_argument(
+        "--manifest",
+        type=Path,
+        help="Song upload manifest: a first line, then objectId<TAB>path<TAB>md5 per file",
+    )
     up.add_argument("--object-id", type=object_id)
     up.add_argument("--file", type=Path)
     up.add_argument("--md5", help="the MD5 the analysis declares for --file")
-    up.add_argument("--force", action="store_true",
-                    help="replace an object of an unpublished analysis")
+    up.add_argument(
+        "--force", action="store_true", help="replace an object of an unpublished analysis"
+    )
     up.add_argument("--parallel", type=int)
     up.add_argument("--verify-connection", type=boolean, default=True, metavar="true|false")
     up.add_argument("--json", action="store_true")
 
-    sb = sub.add_parser("submit", help=COMMANDS["submit"], epilog=EPILOG,
-                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sb = sub.add_parser(
+        "submit",
+        help=COMMANDS["submit"],
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sb.add_argument("--study-id", required=True)
     sb.add_argument("--payload", required=True, type=Path, help="Song analysis payload (JSON)")
     sb.add_argument("--dir", required=True, type=Path, help="where the payload's files are")
@@ -149,15 +202,25 @@ def build_parser() -> Parser:
     sb.add_argument("--parallel", type=int)
     sb.add_argument("--json", action="store_true")
 
-    mt = sub.add_parser("mount", help=COMMANDS["mount"], epilog=EPILOG,
-                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    mt = sub.add_parser(
+        "mount",
+        help=COMMANDS["mount"],
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     mt.add_argument("--mount-point", required=True, type=Path)
     mt.add_argument("--manifest", help="mount only these files (and their index files)")
     mt.add_argument("--layout", default="bundle", choices=("bundle", "object-id"))
-    mt.add_argument("--cache-metadata", action="store_true",
-                    help="list the repository once and keep it for the whole session")
-    mt.add_argument("--daemonize", action="store_true",
-                    help="return once mounted, leaving the mount running in the background")
+    mt.add_argument(
+        "--cache-metadata",
+        action="store_true",
+        help="list the repository once and keep it for the whole session",
+    )
+    mt.add_argument(
+        "--daemonize",
+        action="store_true",
+        help="return once mounted, leaving the mount running in the background",
+    )
     mt.add_argument("--options", help="extra FUSE options, e.g. allow_other,debug")
     mt.add_argument("--cache-size", type=int, default=256, help="memory cache in MiB")
     mt.add_argument("--disk-cache", type=Path, help="also cache blocks on disk here")
@@ -208,38 +271,52 @@ def cmd_download(args: argparse.Namespace) -> int:
 
     sources = [x for x in (args.manifest, args.object_id, args.analysis_id) if x]
     if len(sources) != 1:
-        raise UsageError("Give exactly one of --object-id, --manifest, or --analysis-id "
-                         "(with --study-id)")
+        raise UsageError(
+            "Give exactly one of --object-id, --manifest, or --analysis-id (with --study-id)"
+        )
     if args.analysis_id and not args.study_id:
         raise UsageError("--analysis-id needs --study-id (or --program-id)")
     if args.offset < 0 or args.length < -1 or args.length == 0:
         raise UsageError("--offset must be >= 0 and --length positive (or -1 for the rest)")
-    settings = resolve({"transport.parallel": str(args.parallel) if args.parallel else None},
-                       args.profile)
+    settings = resolve(
+        {"transport.parallel": str(args.parallel) if args.parallel else None}, args.profile
+    )
     api = Api(settings)
     report = reporter(args.json, args.quiet, args.silent)
     try:
         if args.manifest:
-            ids = [r.objectId for r in parse_download(read_manifest_text(args.manifest),
-                                                      args.manifest)]
+            ids = [
+                r.objectId for r in parse_download(read_manifest_text(args.manifest), args.manifest)
+            ]
         elif args.analysis_id:
-            ids = [e.id for e in api.entities(gnosId=args.analysis_id,
-                                              projectCode=args.study_id)]
+            ids = [e.id for e in api.entities(gnosId=args.analysis_id, projectCode=args.study_id)]
             if not ids:
-                raise UsageError(f"Analysis {args.analysis_id} of study {args.study_id} has no "
-                                 "files (or does not exist)")
+                raise UsageError(
+                    f"Analysis {args.analysis_id} of study {args.study_id} has no "
+                    "files (or does not exist)"
+                )
         else:
             ids = args.object_id
         if args.verify_connection:
             api.ping()
-        request = Request(ids, args.output_dir, args.output_layout, args.index, args.validate,
-                          args.offset, args.length, args.force)
+        request = Request(
+            ids,
+            args.output_dir,
+            args.output_layout,
+            args.index,
+            args.validate,
+            args.offset,
+            args.length,
+            args.force,
+        )
         outcome = download(api, request, report, settings.parallel)
     finally:
         report.close()
         api.close()
-    report.notice(("Done: " if not outcome.failures else "Finished with errors: ")
-                  + report.summary(len(outcome.failures)))
+    report.notice(
+        ("Done: " if not outcome.failures else "Finished with errors: ")
+        + report.summary(len(outcome.failures))
+    )
     return outcome.exit_code
 
 
@@ -256,13 +333,21 @@ def cmd_view(args: argparse.Namespace) -> int:
         raise UsageError("--input-file-index needs --input-file")
     if args.manifest and not args.output_dir:
         raise UsageError("--manifest needs --output-dir")
-    regions = (view.parse_bed(args.bed_query) if args.bed_query
-               else [view.parse_region(q) for q in args.query])
-    job = view.Job(regions=regions, output_format=args.output_format,
-                   header_only=args.header_only, contained=args.contained,
-                   output_dir=args.output_dir, output_index=args.output_index,
-                   reference=str(args.reference_file) if args.reference_file else None,
-                   bed=args.bed_query)
+    regions = (
+        view.parse_bed(args.bed_query)
+        if args.bed_query
+        else [view.parse_region(q) for q in args.query]
+    )
+    job = view.Job(
+        regions=regions,
+        output_format=args.output_format,
+        header_only=args.header_only,
+        contained=args.contained,
+        output_dir=args.output_dir,
+        output_index=args.output_index,
+        reference=str(args.reference_file) if args.reference_file else None,
+        bed=args.bed_query,
+    )
     if args.input_file:
         return view.run_local(job, args.input_file, args.input_file_index)
     settings = resolve(None, args.profile)
@@ -271,8 +356,9 @@ def cmd_view(args: argparse.Namespace) -> int:
     else:
         rows = parse_download(read_manifest_text(args.manifest), args.manifest)
         ids = [r.objectId for r in rows]
-    return view.run_remote(job, settings, ids, verify=args.verify_connection,
-                           from_manifest=bool(args.manifest))
+    return view.run_remote(
+        job, settings, ids, verify=args.verify_connection, from_manifest=bool(args.manifest)
+    )
 
 
 def _uploader(args: argparse.Namespace):
@@ -280,8 +366,9 @@ def _uploader(args: argparse.Namespace):
     from pyscore.client.progress import reporter
     from pyscore.client.upload import Uploader
 
-    settings = resolve({"transport.parallel": str(args.parallel) if args.parallel else None},
-                       args.profile)
+    settings = resolve(
+        {"transport.parallel": str(args.parallel) if args.parallel else None}, args.profile
+    )
     api = Api(settings)
     report = reporter(args.json, args.quiet, args.silent)
     return api, report, Uploader(api, report, settings.parallel)
@@ -303,8 +390,10 @@ def cmd_upload(args: argparse.Namespace) -> int:
         text = read_manifest_text(str(args.manifest))
         _, rows = parse_upload(text, str(args.manifest))
         base = args.manifest.parent
-        items = [Item(oid, (base / path) if not Path(path).is_absolute() else Path(path), md5)
-                 for oid, path, md5 in rows]
+        items = [
+            Item(oid, (base / path) if not Path(path).is_absolute() else Path(path), md5)
+            for oid, path, md5 in rows
+        ]
     api, report, uploader = _uploader(args)
     failures = 0
     try:
@@ -330,8 +419,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     api, report, uploader = _uploader(args)
     try:
-        analysis_id = submit(api, uploader, report, args.study_id, args.payload, args.dir,
-                             args.publish)
+        analysis_id = submit(
+            api, uploader, report, args.study_id, args.payload, args.dir, args.publish
+        )
     finally:
         report.close()
         api.close()
@@ -349,21 +439,33 @@ def cmd_mount(args: argparse.Namespace) -> int:
     mount.check_mount_point(args.mount_point)
     if args.daemonize:
         log = mount.daemonize(sys.argv[1:], args.mount_point)
-        report.notice(f"Mounted at {args.mount_point} (background; log {log}); unmount with "
-                      f"'fusermount3 -u {args.mount_point}'")
+        report.notice(
+            f"Mounted at {args.mount_point} (background; log {log}); unmount with "
+            f"'fusermount3 -u {args.mount_point}'"
+        )
         return EXIT_OK
     api = Api(resolve(None, args.profile))
     wanted = None
     if args.manifest:
-        wanted = {r.objectId for r in parse_download(read_manifest_text(args.manifest),
-                                                     args.manifest)}
+        wanted = {
+            r.objectId for r in parse_download(read_manifest_text(args.manifest), args.manifest)
+        }
     try:
         if args.verify_connection:
             api.ping()
-        mount.mount(api, args.mount_point, args.layout, wanted, args.cache_metadata,
-                    mount.parse_options(args.options), args.cache_size * 1024 * 1024,
-                    args.disk_cache, args.disk_cache_size * 1024 * 1024, report.warn,
-                    report.notice)
+        mount.mount(
+            api,
+            args.mount_point,
+            args.layout,
+            wanted,
+            args.cache_metadata,
+            mount.parse_options(args.options),
+            args.cache_size * 1024 * 1024,
+            args.disk_cache,
+            args.disk_cache_size * 1024 * 1024,
+            report.warn,
+            report.notice,
+        )
     finally:
         api.close()
     return EXIT_OK
@@ -390,8 +492,19 @@ def cmd_manifest(args: argparse.Namespace) -> int:
     header = ("object_id", "file_name", "file_size", "md5sum", "analysis_id", "index_object_id")
     print("\t".join(header))
     for r in rows:
-        print("\t".join(str(v) if v is not None else "" for v in (
-            r.objectId, r.fileName, r.fileSize, r.fileMd5sum, r.analysisId, r.indexObjectId)))
+        print(
+            "\t".join(
+                str(v) if v is not None else ""
+                for v in (
+                    r.objectId,
+                    r.fileName,
+                    r.fileSize,
+                    r.fileMd5sum,
+                    r.analysisId,
+                    r.indexObjectId,
+                )
+            )
+        )
     return EXIT_OK
 
 
@@ -413,9 +526,17 @@ def cmd_version(_: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-HANDLERS = {"download": cmd_download, "view": cmd_view, "upload": cmd_upload,
-            "submit": cmd_submit, "mount": cmd_mount, "url": cmd_url, "manifest": cmd_manifest,
-            "info": cmd_info, "version": cmd_version}
+HANDLERS = {
+    "download": cmd_download,
+    "view": cmd_view,
+    "upload": cmd_upload,
+    "submit": cmd_submit,
+    "mount": cmd_mount,
+    "url": cmd_url,
+    "manifest": cmd_manifest,
+    "info": cmd_info,
+    "version": cmd_version,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -448,8 +569,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get("PYSCORE_DEBUG"):
             raise
-        print(f"score-client: internal error: {type(exc).__name__}: {exc} (set PYSCORE_DEBUG=1 "
-              "for details, and please report it)", file=sys.stderr)
+        print(
+            f"score-client: internal error: {type(exc).__name__}: {exc} (set PYSCORE_DEBUG=1 "
+            "for details, and please report it)",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
 
 

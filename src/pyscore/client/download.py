@@ -69,8 +69,13 @@ def _parallel(fn, items: list, threads: int = LOOKUP_THREADS) -> list:
         return list(pool.map(safe, items))
 
 
-def resolve_entities(api: Api, ids: Iterable[str], with_index: bool,
-                     failures: dict[str, ScoreError], reporter: Reporter) -> list[Entity]:
+def resolve_entities(
+    api: Api,
+    ids: Iterable[str],
+    with_index: bool,
+    failures: dict[str, ScoreError],
+    reporter: Reporter,
+) -> list[Entity]:
     """Entities for the ids (in order, de-duplicated), plus their index files if asked."""
     unique = list(dict.fromkeys(ids))
     found = _parallel(api.entity, unique)
@@ -82,8 +87,10 @@ def resolve_entities(api: Api, ids: Iterable[str], with_index: bool,
         else:
             entities.append(result)
     if with_index:
-        indexes = _parallel(api.index_entity, [e for e in entities if not e.fileName.lower()
-                                               .endswith(INDEX_EXTENSIONS)])
+        indexes = _parallel(
+            api.index_entity,
+            [e for e in entities if not e.fileName.lower().endswith(INDEX_EXTENSIONS)],
+        )
         seen = {e.id for e in entities}
         for index in indexes:
             if isinstance(index, ScoreError):
@@ -94,8 +101,13 @@ def resolve_entities(api: Api, ids: Iterable[str], with_index: bool,
     return entities
 
 
-def plan(api: Api, req: Request, entities: list[Entity], failures: dict[str, ScoreError],
-         reporter: Reporter) -> list[Target]:
+def plan(
+    api: Api,
+    req: Request,
+    entities: list[Entity],
+    failures: dict[str, ScoreError],
+    reporter: Reporter,
+) -> list[Target]:
     """Targets still to fetch: layout paths, duplicates and existing files handled."""
     chosen: list[tuple[Entity, Path]] = []
     names: dict[Path, str] = {}
@@ -107,8 +119,10 @@ def plan(api: Api, req: Request, entities: list[Entity], failures: dict[str, Sco
             reporter.error(str(exc))
             continue
         if final in names:
-            reporter.warn(f"File '{e.fileName}' (object id '{names[final]}') is already "
-                          f"scheduled; omitting object id '{e.id}' with the same name")
+            reporter.warn(
+                f"File '{e.fileName}' (object id '{names[final]}') is already "
+                f"scheduled; omitting object id '{e.id}' with the same name"
+            )
             continue
         names[final] = e.id
         chosen.append((e, final))
@@ -122,17 +136,26 @@ def plan(api: Api, req: Request, entities: list[Entity], failures: dict[str, Sco
             continue
         if final.exists() and not req.force:
             if final.stat().st_size == spec.objectSize:
-                reporter.skipped(e.fileName, f"{final} already exists (use --force to fetch "
-                                 "again)")
+                reporter.skipped(e.fileName, f"{final} already exists (use --force to fetch again)")
                 continue
-            failures[e.id] = ScoreError(f"{final} exists with a different size; move it away "
-                                        "or use --force")
+            failures[e.id] = ScoreError(
+                f"{final} exists with a different size; move it away or use --force"
+            )
             reporter.error(str(failures[e.id]))
             continue
         if req.force:
             _forget(req.output_dir, e.id)
-        targets.append(Target(e.id, e.fileName, final, spec, validate=req.validate,
-                              offset=req.offset, partial=partial))
+        targets.append(
+            Target(
+                e.id,
+                e.fileName,
+                final,
+                spec,
+                validate=req.validate,
+                offset=req.offset,
+                partial=partial,
+            )
+        )
     return targets
 
 
@@ -152,8 +175,10 @@ def check_space(output_dir: Path, targets: list[Target]) -> None:
         needed += max(t.size - have, 0)
     free = shutil.disk_usage(output_dir).free
     if needed > free:
-        raise DiskFullError(f"Not enough disk space in {output_dir}: the download needs "
-                            f"{human(needed)} more, {human(free)} is available")
+        raise DiskFullError(
+            f"Not enough disk space in {output_dir}: the download needs "
+            f"{human(needed)} more, {human(free)} is available"
+        )
 
 
 def download(api: Api, req: Request, reporter: Reporter, parallel: int) -> Outcome:
@@ -164,9 +189,13 @@ def download(api: Api, req: Request, reporter: Reporter, parallel: int) -> Outco
     check_space(req.output_dir, targets)
     reporter.plan(len(targets), sum(t.size for t in targets))
     settings = api.settings
-    engine = Downloader(parallel, settings.int("storage.retryNumber"),
-                        float(settings.int("client.readTimeoutSeconds")),
-                        float(settings.int("client.connectTimeoutSeconds")), reporter)
+    engine = Downloader(
+        parallel,
+        settings.int("storage.retryNumber"),
+        float(settings.int("client.readTimeoutSeconds")),
+        float(settings.int("client.connectTimeoutSeconds")),
+        reporter,
+    )
 
     def renew(target: Target):
         return api.download_spec(target.object_id, req.offset, req.length)
@@ -178,9 +207,11 @@ def download(api: Api, req: Request, reporter: Reporter, parallel: int) -> Outco
         for t in retry:
             _forget(req.output_dir, t.object_id)
             t.spec = renew(t)
-        results.update(Downloader(parallel, engine.attempts, engine.timeout,
-                                  engine.connect_timeout, reporter).run(req.output_dir, retry,
-                                                                        renew))
+        results.update(
+            Downloader(
+                parallel, engine.attempts, engine.timeout, engine.connect_timeout, reporter
+            ).run(req.output_dir, retry, renew)
+        )
     for object_id, error in results.items():
         if error is not None:
             failures[object_id] = error

@@ -41,8 +41,9 @@ class Connections:
         conn = self.pool.get(key)
         if conn is None:
             if scheme == "https":
-                conn = http.client.HTTPSConnection(netloc, timeout=self.connect_timeout,
-                                                   context=self.context)
+                conn = http.client.HTTPSConnection(
+                    netloc, timeout=self.connect_timeout, context=self.context
+                )
             else:
                 conn = http.client.HTTPConnection(netloc, timeout=self.connect_timeout)
             self.pool[key] = conn
@@ -101,8 +102,15 @@ def _status_error(resp: http.client.HTTPResponse, what: str) -> Exception:
     return error
 
 
-def get_range(conns: Connections, url: str, start: int, end: int, buf: memoryview,
-              sink: Callable[[memoryview, int], None], what: str) -> None:
+def get_range(
+    conns: Connections,
+    url: str,
+    start: int,
+    end: int,
+    buf: memoryview,
+    sink: Callable[[memoryview, int], None],
+    what: str,
+) -> None:
     """GET [start, end) of the object at url; hand each received chunk to sink(chunk, offset).
 
     Raises Transient for what is worth retrying from the last byte sunk (drops, stalls, 5xx),
@@ -112,9 +120,15 @@ def get_range(conns: Connections, url: str, start: int, end: int, buf: memoryvie
     target = parts.path + (f"?{parts.query}" if parts.query else "")
     conn = conns.get(parts.scheme, parts.netloc)
     try:
-        conn.request("GET", target, headers={"Range": f"bytes={start}-{end - 1}",
-                                             "User-Agent": USER_AGENT,
-                                             "Accept-Encoding": "identity"})
+        conn.request(
+            "GET",
+            target,
+            headers={
+                "Range": f"bytes={start}-{end - 1}",
+                "User-Agent": USER_AGENT,
+                "Accept-Encoding": "identity",
+            },
+        )
         resp = conn.getresponse()
         if conn.sock is not None:
             conn.sock.settimeout(conns.timeout)
@@ -122,8 +136,10 @@ def get_range(conns: Connections, url: str, start: int, end: int, buf: memoryvie
             match = CONTENT_RANGE.match(resp.getheader("Content-Range", ""))
             if not match or int(match[1]) != start:
                 conns.drop(parts.scheme, parts.netloc)
-                raise ScoreError(f"{what}: object store sent the wrong range "
-                                 f"({resp.getheader('Content-Range')!r} for {start}-{end - 1})")
+                raise ScoreError(
+                    f"{what}: object store sent the wrong range "
+                    f"({resp.getheader('Content-Range')!r} for {start}-{end - 1})"
+                )
         elif resp.status == 200 and start == 0:
             pass  # the store ignored Range; the first (end - start) bytes are ours
         elif resp.status == 200:
@@ -147,7 +163,8 @@ def get_range(conns: Connections, url: str, start: int, end: int, buf: memoryvie
                     conns.drop(parts.scheme, parts.netloc)
                     raise Transient() from UnreachableError(
                         f"{what}: connection closed after {pos + filled - start} of "
-                        f"{end - start} bytes")
+                        f"{end - start} bytes"
+                    )
                 filled += n
             sink(buf[:filled], pos)
             pos += filled
@@ -159,15 +176,20 @@ def get_range(conns: Connections, url: str, start: int, end: int, buf: memoryvie
         raise Transient() from UnreachableError(f"{what}: {kind}: {exc}")
 
 
-def put(conns: Connections, url: str, body, what: str,
-        headers: dict[str, str] | None = None) -> str:
+def put(
+    conns: Connections, url: str, body, what: str, headers: dict[str, str] | None = None
+) -> str:
     """PUT a part body; return the ETag the store answered (quotes stripped)."""
     parts = urlsplit(url)
     target = parts.path + (f"?{parts.query}" if parts.query else "")
     conn = conns.get(parts.scheme, parts.netloc)
     try:
-        conn.request("PUT", target, body=body, headers={
-            "Content-Length": str(len(body)), "User-Agent": USER_AGENT, **(headers or {})})
+        conn.request(
+            "PUT",
+            target,
+            body=body,
+            headers={"Content-Length": str(len(body)), "User-Agent": USER_AGENT, **(headers or {})},
+        )
         resp = conn.getresponse()
         if resp.status not in (200, 201, 204):
             error = _status_error(resp, what)

@@ -13,15 +13,24 @@ LAYOUTS = ("filename", "bundle", "id")
 
 def safe_name(name: str, what: str) -> str:
     """A single path component: no separators, no '.', '..', NUL or control characters."""
-    if (not name or name in (".", "..") or "/" in name or "\\" in name
-            or any(ord(c) < 32 for c in name) or len(name.encode()) > 255):
-        raise UsageError(f"Refusing {what} {name!r}: it is not a plain file name and could "
-                         "escape the output directory")
+    if (
+        not name
+        or name in (".", "..")
+        or "/" in name
+        or "\\" in name
+        or any(ord(c) < 32 for c in name)
+        or len(name.encode()) > 255
+    ):
+        raise UsageError(
+            f"Refusing {what} {name!r}: it is not a plain file name and could "
+            "escape the output directory"
+        )
     return name
 
 
-def target_path(output_dir: Path, layout: str, object_id: str, file_name: str,
-                analysis_id: str) -> Path:
+def target_path(
+    output_dir: Path, layout: str, object_id: str, file_name: str, analysis_id: str
+) -> Path:
     """The final path of an object under `output_dir`, checked to stay inside it."""
     if layout == "id":
         relative = Path(safe_name(object_id, "object id"))

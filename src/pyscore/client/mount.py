@@ -33,8 +33,15 @@ from pyscore.models import Entity
 os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")  # mfusepy reads this at import
 REFRESH_SECONDS = 300.0
 # The original always adds these; kernel caching is safe because objects never change.
-FUSE_DEFAULTS = {"ro": True, "kernel_cache": True, "entry_timeout": 3600, "attr_timeout": 3600,
-                 "negative_timeout": 60, "fsname": "score-client", "subtype": "score"}
+FUSE_DEFAULTS = {
+    "ro": True,
+    "kernel_cache": True,
+    "entry_timeout": 3600,
+    "attr_timeout": 3600,
+    "negative_timeout": 60,
+    "fsname": "score-client",
+    "subtype": "score",
+}
 KERNEL_READAHEAD = 1024 * 1024  # as the original asks for; set at init (libfuse3 has no -o)
 
 
@@ -65,8 +72,7 @@ class Tree:
         return node
 
 
-def build_tree(entities: list[Entity], listing: dict[str, tuple[int, float]],
-               layout: str) -> Tree:
+def build_tree(entities: list[Entity], listing: dict[str, tuple[int, float]], layout: str) -> Tree:
     """The directory tree from entities (names) and the listing (size, mtime, readability)."""
     root = Node("", True, mtime=time.time())
     tree = Tree(root)
@@ -122,8 +128,10 @@ def check_mount_point(path: Path) -> None:
         st = path.stat()
     except OSError as exc:
         if exc.errno == errno.ENOTCONN:
-            raise UsageError(f"{path} is a stale mount (transport endpoint not connected); "
-                             f"run 'fusermount3 -u {path}' first") from None
+            raise UsageError(
+                f"{path} is a stale mount (transport endpoint not connected); "
+                f"run 'fusermount3 -u {path}' first"
+            ) from None
         raise UsageError(f"Mount point {path} does not exist") from None
     if not stat.S_ISDIR(st.st_mode):
         raise UsageError(f"Mount point {path} is not a directory")
@@ -146,8 +154,9 @@ def parse_options(text: str | None) -> dict[str, object]:
     return out
 
 
-def make_operations(api: Api, blocks: BlockStore, layout: str, wanted: set[str] | None,
-                    cache_metadata: bool, warn):
+def make_operations(
+    api: Api, blocks: BlockStore, layout: str, wanted: set[str] | None, cache_metadata: bool, warn
+):
     import mfusepy as fuse
 
     class ScoreFS(fuse.Operations):
@@ -188,14 +197,23 @@ def make_operations(api: Api, blocks: BlockStore, layout: str, wanted: set[str] 
         def getattr(self, path: str, fh: int | None = None) -> dict:
             node = self._node(path)
             ns = int(node.mtime * 1e9)
-            common = {"st_uid": os.getuid(), "st_gid": os.getgid(), "st_atime": ns,
-                      "st_mtime": ns, "st_ctime": ns}
+            common = {
+                "st_uid": os.getuid(),
+                "st_gid": os.getgid(),
+                "st_atime": ns,
+                "st_mtime": ns,
+                "st_ctime": ns,
+            }
             if node.is_dir:
-                return {**common, "st_mode": stat.S_IFDIR | 0o555, "st_nlink": 2,
-                        "st_size": 0}
-            return {**common, "st_mode": stat.S_IFREG | 0o444, "st_nlink": 1,
-                    "st_size": node.size, "st_blocks": -(-node.size // 512),
-                    "st_blksize": 1024 * 1024}
+                return {**common, "st_mode": stat.S_IFDIR | 0o555, "st_nlink": 2, "st_size": 0}
+            return {
+                **common,
+                "st_mode": stat.S_IFREG | 0o444,
+                "st_nlink": 1,
+                "st_size": node.size,
+                "st_blocks": -(-node.size // 512),
+                "st_blksize": 1024 * 1024,
+            }
 
         def readdir(self, path: str, fh: int) -> list[str]:
             node = self._node(path)
@@ -213,7 +231,8 @@ def make_operations(api: Api, blocks: BlockStore, layout: str, wanted: set[str] 
                 obj = self.objects.get(node.object_id or "")
                 if obj is None:
                     obj = self.objects[node.object_id or ""] = RemoteObject(
-                        node.object_id or "", node.size)
+                        node.object_id or "", node.size
+                    )
                 fh = self.next_fh
                 self.next_fh += 1
                 self.handles[fh] = (obj, Readahead())
@@ -234,16 +253,24 @@ def make_operations(api: Api, blocks: BlockStore, layout: str, wanted: set[str] 
 
         def statfs(self, path: str) -> dict:
             total = sum(n.size for n in _walk(self._tree().root) if not n.is_dir)
-            return {"f_bsize": 1024 * 1024, "f_frsize": 1024 * 1024,
-                    "f_blocks": -(-total // (1024 * 1024)), "f_bfree": 0, "f_bavail": 0,
-                    "f_files": self._tree().files, "f_ffree": 0, "f_namemax": 255}
+            return {
+                "f_bsize": 1024 * 1024,
+                "f_frsize": 1024 * 1024,
+                "f_blocks": -(-total // (1024 * 1024)),
+                "f_bfree": 0,
+                "f_bavail": 0,
+                "f_files": self._tree().files,
+                "f_ffree": 0,
+                "f_namemax": 255,
+            }
 
         # A read-only file system says so, rather than "function not implemented".
         def _readonly(self, *args: object) -> int:
             raise fuse.FuseOSError(errno.EROFS)
 
-        create = write = truncate = unlink = mkdir = rmdir = rename = chmod = chown = \
-            symlink = link = utimens = _readonly
+        create = write = truncate = unlink = mkdir = rmdir = rename = chmod = chown = symlink = (
+            link
+        ) = utimens = _readonly
 
     return ScoreFS()
 
@@ -254,9 +281,19 @@ def _walk(node: Node):
         yield from _walk(child)
 
 
-def mount(api: Api, mount_point: Path, layout: str, wanted: set[str] | None,
-          cache_metadata: bool, options: dict[str, object], memory_cache: int,
-          disk_cache: Path | None, disk_cache_size: int, warn, info) -> None:
+def mount(
+    api: Api,
+    mount_point: Path,
+    layout: str,
+    wanted: set[str] | None,
+    cache_metadata: bool,
+    options: dict[str, object],
+    memory_cache: int,
+    disk_cache: Path | None,
+    disk_cache_size: int,
+    warn,
+    info,
+) -> None:
     """Mount in the foreground until unmounted (fusermount3 -u) or interrupted."""
     import mfusepy as fuse
 
@@ -266,11 +303,18 @@ def mount(api: Api, mount_point: Path, layout: str, wanted: set[str] | None,
         return api.download_spec(object_id, external=True).parts[0].url or ""
 
     disk = DiskLRU(disk_cache, disk_cache_size) if disk_cache else None
-    blocks = BlockStore(sign, memory_cache, disk, parallel=api.settings.parallel,
-                        attempts=max(api.settings.int("storage.retryNumber"), 1))
+    blocks = BlockStore(
+        sign,
+        memory_cache,
+        disk,
+        parallel=api.settings.parallel,
+        attempts=max(api.settings.int("storage.retryNumber"), 1),
+    )
     operations = make_operations(api, blocks, layout, wanted, cache_metadata, warn)
-    info(f"Mounting {operations.tree.files} files at {mount_point} (read-only); "
-         f"unmount with 'fusermount3 -u {mount_point}' or Ctrl-C")
+    info(
+        f"Mounting {operations.tree.files} files at {mount_point} (read-only); "
+        f"unmount with 'fusermount3 -u {mount_point}' or Ctrl-C"
+    )
     kwargs = {**FUSE_DEFAULTS, **options}
     try:
         fuse.FUSE(operations, str(mount_point), foreground=True, **kwargs)
@@ -278,13 +322,14 @@ def mount(api: Api, mount_point: Path, layout: str, wanted: set[str] | None,
         # libfuse3's fuse_main returns non-zero when a signal (SIGINT, SIGTERM) ended it,
         # after unmounting: that is the normal way to stop a foreground mount.
         if os.path.ismount(mount_point):
-            raise ScoreError(f"the FUSE mount at {mount_point} failed (libfuse: {exc})") \
-                from None
+            raise ScoreError(f"the FUSE mount at {mount_point} failed (libfuse: {exc})") from None
     finally:
         blocks.close()
         s = blocks.stats
-        info(f"Unmounted {mount_point}: {s.requests} requests, {s.bytes:,} bytes fetched, "
-             f"{s.hits} cache hits")
+        info(
+            f"Unmounted {mount_point}: {s.requests} requests, {s.bytes:,} bytes fetched, "
+            f"{s.hits} cache hits"
+        )
 
 
 def daemonize(argv: list[str], mount_point: Path, timeout: float = 60.0) -> Path:
@@ -295,9 +340,13 @@ def daemonize(argv: list[str], mount_point: Path, timeout: float = 60.0) -> Path
     name = str(mount_point.resolve()).strip("/").replace("/", "_") or "root"
     log_path = logs / f"{name}.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "pyscore.client.cli", *child_args],
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pyscore.client.cli", *child_args],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if os.path.ismount(mount_point):

@@ -106,8 +106,10 @@ class Reporter:
     def summary(self, failed: int) -> str:
         t = self.totals
         rate = t.bytes_moved / t.seconds
-        return (f"{t.done} {self.verb}, {t.skipped} skipped, {failed} failed; "
-                f"{human(t.bytes_moved)} transferred in {t.seconds:.1f} s ({human(rate)}/s)")
+        return (
+            f"{t.done} {self.verb}, {t.skipped} skipped, {failed} failed; "
+            f"{human(t.bytes_moved)} transferred in {t.seconds:.1f} s ({human(rate)}/s)"
+        )
 
 
 class PlainReporter(Reporter):
@@ -131,8 +133,10 @@ class PlainReporter(Reporter):
             left = max(t.bytes_expected - t.bytes_done, 0)
             eta = f", ETA {left / rate:.0f} s" if rate > 0 else ""
             pct = 100 * t.bytes_done / t.bytes_expected if t.bytes_expected else 100
-            self._line(f"{t.done}/{t.files} files, {human(t.bytes_done)} of "
-                       f"{human(t.bytes_expected)} ({pct:.0f}%), {human(rate)}/s{eta}")
+            self._line(
+                f"{t.done}/{t.files} files, {human(t.bytes_done)} of "
+                f"{human(t.bytes_expected)} ({pct:.0f}%), {human(rate)}/s{eta}"
+            )
 
     def close(self) -> None:
         self.stop.set()
@@ -154,9 +158,15 @@ class RichReporter(Reporter):
         )
 
         self.console = Console(file=self.stream)
-        self.progress = Progress(TextColumn("{task.description}", justify="left"), BarColumn(),
-                                 DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
-                                 console=self.console, transient=False)
+        self.progress = Progress(
+            TextColumn("{task.description}", justify="left"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
+        )
         self.overall = self.progress.add_task("total", total=0)
         self.tasks: dict[str, int] = {}
         self.progress.start()
@@ -166,14 +176,14 @@ class RichReporter(Reporter):
 
     def plan(self, files: int, total_bytes: int) -> None:
         super().plan(files, total_bytes)
-        self.progress.update(self.overall, total=total_bytes,
-                             description=f"total ({files} files)")
+        self.progress.update(self.overall, total=total_bytes, description=f"total ({files} files)")
 
     def started(self, target, already: int) -> None:
         super().started(target, already)
         name = target.file_name if len(target.file_name) < 40 else target.file_name[:37] + "…"
-        self.tasks[target.object_id] = self.progress.add_task(name, total=target.size,
-                                                              completed=already)
+        self.tasks[target.object_id] = self.progress.add_task(
+            name, total=target.size, completed=already
+        )
         self.progress.advance(self.overall, already)
 
     def advanced(self, target, nbytes: int) -> None:
@@ -210,8 +220,11 @@ class JsonReporter(Reporter):
 
     def emit(self, event: str, **fields: object) -> None:
         with self.lock:
-            print(json.dumps({"event": event, "time": round(time.time(), 3), **fields}),
-                  file=self.out, flush=True)
+            print(
+                json.dumps({"event": event, "time": round(time.time(), 3), **fields}),
+                file=self.out,
+                flush=True,
+            )
 
     def info(self, message: str) -> None:
         self.emit("info", message=message)
@@ -231,26 +244,46 @@ class JsonReporter(Reporter):
 
     def started(self, target, already: int) -> None:
         super().started(target, already)
-        self.emit("start", objectId=target.object_id, fileName=target.file_name,
-                  size=target.size, resumedBytes=already)
+        self.emit(
+            "start",
+            objectId=target.object_id,
+            fileName=target.file_name,
+            size=target.size,
+            resumedBytes=already,
+        )
 
     def advanced(self, target, nbytes: int) -> None:
         super().advanced(target, nbytes)
         now = time.monotonic()
         if now - self.last.get(target.object_id, 0) >= 1.0:
             self.last[target.object_id] = now
-            self.emit("progress", objectId=target.object_id, bytesDone=self.totals.bytes_done,
-                      bytesTotal=self.totals.bytes_expected)
+            self.emit(
+                "progress",
+                objectId=target.object_id,
+                bytesDone=self.totals.bytes_done,
+                bytesTotal=self.totals.bytes_expected,
+            )
 
     def finished(self, target, seconds: float) -> None:
         with self.lock:
             self.totals.done += 1
-        self.emit("done", objectId=target.object_id, fileName=target.file_name,
-                  path=str(target.final), size=target.size, seconds=round(seconds, 3))
+        self.emit(
+            "done",
+            objectId=target.object_id,
+            fileName=target.file_name,
+            path=str(target.final),
+            size=target.size,
+            seconds=round(seconds, 3),
+        )
 
     def failed(self, target, error: ScoreError) -> None:
-        self.emit("failed", objectId=target.object_id, fileName=target.file_name,
-                  error=str(error), exitCode=error.exit_code)
+        self.emit(
+            "failed",
+            objectId=target.object_id,
+            fileName=target.file_name,
+            error=str(error),
+            exitCode=error.exit_code,
+        )
 
     def skipped(self, name: str, reason: str) -> None:
         with self.lock:

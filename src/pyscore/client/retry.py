@@ -26,8 +26,12 @@ def delay(attempt: int, base: float = BASE_DELAY, cap: float = MAX_DELAY) -> flo
     return random.uniform(0, min(cap, base * (2**attempt))) + base / 2
 
 
-def retrying(call: Callable[[], T], attempts: int, on_retry: Callable[[int, Exception], None]
-             | None = None, sleep: Callable[[float], None] = time.sleep) -> T:
+def retrying(
+    call: Callable[[], T],
+    attempts: int,
+    on_retry: Callable[[int, Exception], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
     """Run `call`; on Transient, wait and retry, up to `attempts` tries (negative: forever)."""
     attempt = 0
     while True:

@@ -23,10 +23,14 @@ def read_payload(path: Path) -> dict:
     except OSError as exc:
         raise UsageError(f"Cannot read payload {path}: {exc.strerror}") from None
     except json.JSONDecodeError as exc:
-        raise UsageError(f"Payload {path} is not valid JSON: line {exc.lineno} column "
-                         f"{exc.colno}: {exc.msg}") from None
-    if not isinstance(payload, dict) or not isinstance(payload.get("files"), list) \
-            or not payload["files"]:
+        raise UsageError(
+            f"Payload {path} is not valid JSON: line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
+    if (
+        not isinstance(payload, dict)
+        or not isinstance(payload.get("files"), list)
+        or not payload["files"]
+    ):
         raise UsageError(f"Payload {path} must be a JSON object with a non-empty 'files' list")
     return payload
 
@@ -40,8 +44,9 @@ def local_files(payload: dict, folder: Path) -> dict[str, Path]:
         if not path.is_file():
             raise UsageError(f"{name} is named in the payload but {path} does not exist")
         if isinstance(entry.get("fileSize"), int) and path.stat().st_size != entry["fileSize"]:
-            raise UsageError(f"{path} has {path.stat().st_size} bytes; the payload declares "
-                             f"{entry['fileSize']}")
+            raise UsageError(
+                f"{path} has {path.stat().st_size} bytes; the payload declares {entry['fileSize']}"
+            )
         found[name] = path
     return found
 
@@ -60,8 +65,15 @@ def existing_analysis(api: Api, study_id: str, files: list[dict]) -> str | None:
     return None
 
 
-def submit(api: Api, uploader: Uploader, reporter: Reporter, study_id: str, payload_path: Path,
-           folder: Path, publish: bool) -> str:
+def submit(
+    api: Api,
+    uploader: Uploader,
+    reporter: Reporter,
+    study_id: str,
+    payload_path: Path,
+    folder: Path,
+    publish: bool,
+) -> str:
     payload = read_payload(payload_path)
     if payload.get("studyId") not in (None, study_id):
         raise UsageError(f"The payload's studyId {payload['studyId']!r} is not {study_id!r}")
@@ -78,8 +90,10 @@ def submit(api: Api, uploader: Uploader, reporter: Reporter, study_id: str, payl
             reporter.info(f"{f['fileName']} is already in storage")
             continue
         if analysis.get("analysisState") != "UNPUBLISHED":
-            raise ScoreError(f"{f['fileName']} is missing from storage but analysis "
-                             f"{analysis_id} is {analysis.get('analysisState')}")
+            raise ScoreError(
+                f"{f['fileName']} is missing from storage but analysis "
+                f"{analysis_id} is {analysis.get('analysisState')}"
+            )
         uploader.upload(Item(f["objectId"], paths[f["fileName"]], f["fileMd5sum"]))
     if publish and analysis.get("analysisState") != "PUBLISHED":
         api.publish(study_id, analysis_id)

@@ -101,9 +101,16 @@ class FileDownload:
     def __post_init__(self) -> None:
         self.state_dir = self.root / STATE_DIR
         self.part_path = self.state_dir / f"{self.target.object_id}.part"
-        self.journal = Journal(self.state_dir / f"{self.target.object_id}.journal", {
-            "objectId": self.target.object_id, "size": self.target.size,
-            "md5": self.target.spec.objectMd5, "offset": self.target.offset, "v": 1})
+        self.journal = Journal(
+            self.state_dir / f"{self.target.object_id}.journal",
+            {
+                "objectId": self.target.object_id,
+                "size": self.target.size,
+                "md5": self.target.spec.objectMd5,
+                "offset": self.target.offset,
+                "v": 1,
+            },
+        )
         # A small file is fetched again rather than resumed: no journal, no periodic syncs
         # (with thousands of small files those fsyncs, not the network, set the pace).
         self.journaled = self.target.size > SMALL_FILE
@@ -116,15 +123,18 @@ class FileDownload:
     def open(self) -> None:
         """Open or resume the .part file; preallocate; take the per-object lock."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.lock_fd = os.open(self.state_dir / f"{self.target.object_id}.lock",
-                               os.O_RDWR | os.O_CREAT, 0o644)
+        self.lock_fd = os.open(
+            self.state_dir / f"{self.target.object_id}.lock", os.O_RDWR | os.O_CREAT, 0o644
+        )
         try:
             fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(self.lock_fd)
             self.lock_fd = -1
-            raise UsageError(f"{self.target.file_name}: another score-client is downloading "
-                             f"object {self.target.object_id} into this directory") from None
+            raise UsageError(
+                f"{self.target.file_name}: another score-client is downloading "
+                f"object {self.target.object_id} into this directory"
+            ) from None
         done = self.journal.load() if self.journaled and self.part_path.exists() else Ranges()
         self.fd = os.open(self.part_path, os.O_RDWR | os.O_CREAT, 0o644)
         if os.fstat(self.fd).st_size != self.size:
@@ -145,7 +155,8 @@ class FileDownload:
                 raise DiskFullError(
                     f"{self.target.file_name}: not enough disk space in {self.state_dir.parent}: "
                     f"needs {self.size - done.total():,} more bytes, {free:,} available; "
-                    "finished parts are kept, re-run to resume") from None
+                    "finished parts are kept, re-run to resume"
+                ) from None
             if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
                 os.ftruncate(self.fd, self.size)
             else:
@@ -178,16 +189,20 @@ class FileDownload:
             if self.target.spec.parts and url not in {p.url for p in self.target.spec.parts}:
                 return  # another worker already renewed
             if self.renewals >= 5:
-                raise ScoreError(f"{self.target.file_name}: object store keeps refusing fresh "
-                                 "signed URLs")
+                raise ScoreError(
+                    f"{self.target.file_name}: object store keeps refusing fresh signed URLs"
+                )
             self._renew_locked()
 
     def _renew_locked(self) -> None:
         fresh = self.renew()
         if [(p.offset, p.partSize) for p in fresh.parts] != [
-                (p.offset, p.partSize) for p in self.target.spec.parts]:
-            raise ScoreError(f"{self.target.file_name}: the object changed on the server "
-                             "during the download; re-run with --force")
+            (p.offset, p.partSize) for p in self.target.spec.parts
+        ]:
+            raise ScoreError(
+                f"{self.target.file_name}: the object changed on the server "
+                "during the download; re-run with --force"
+            )
         self.target.spec = fresh
         self.renewals += 1
 
@@ -269,8 +284,9 @@ class FileDownload:
                     if frontier > pos or pos >= self.size:
                         break
                     if self.pending_tasks == 0 and pos < self.size:
-                        self.error = ScoreError(f"{self.target.file_name}: download ended with "
-                                                f"bytes {pos}.. missing")
+                        self.error = ScoreError(
+                            f"{self.target.file_name}: download ended with bytes {pos}.. missing"
+                        )
                         return None
                     self.cond.wait(1.0)
             if pos >= self.size:
@@ -290,20 +306,22 @@ class FileDownload:
                 with mmap.mmap(self.fd, length, prot=mmap.PROT_READ, offset=start) as window:
                     window.madvise(mmap.MADV_SEQUENTIAL)
                     with memoryview(window) as mv:
-                        md5.update(mv[pos - start:length])
+                        md5.update(mv[pos - start : length])
                 pos = start + length
 
     def _verify(self, digest: str) -> None:
         size = os.fstat(self.fd).st_size
         if size != self.size:
-            raise IntegrityError(f"{self.target.file_name}: size {size} differs from the "
-                                 f"expected {self.size}")
+            raise IntegrityError(
+                f"{self.target.file_name}: size {size} differs from the expected {self.size}"
+            )
         expected = (self.target.spec.objectMd5 or "").lower()
         if not self.target.validate or not expected or self.target.partial:
             return
         if digest != expected:
-            raise IntegrityError(f"{self.target.file_name}: MD5 {digest} differs from the "
-                                 f"expected {expected}")
+            raise IntegrityError(
+                f"{self.target.file_name}: MD5 {digest} differs from the expected {expected}"
+            )
 
     def close(self) -> None:
         with self.io:
@@ -327,8 +345,9 @@ def _fsync_dir(path: Path) -> None:
 class Downloader:
     """A pool of workers shared by every file, so many small files go at once."""
 
-    def __init__(self, parallel: int, attempts: int, timeout: float, connect_timeout: float,
-                 events: Events) -> None:
+    def __init__(
+        self, parallel: int, attempts: int, timeout: float, connect_timeout: float, events: Events
+    ) -> None:
         self.parallel = parallel
         self.attempts = attempts
         self.timeout = timeout
@@ -360,8 +379,10 @@ class Downloader:
     def _os_error(self, task: Task, exc: OSError) -> ScoreError:
         if exc.errno == errno.ENOSPC:
             free = shutil.disk_usage(task.download.state_dir).free
-            return DiskFullError(f"{task.download.target.file_name}: disk full; finished parts "
-                                 f"are kept; {free:,} bytes free")
+            return DiskFullError(
+                f"{task.download.target.file_name}: disk full; finished parts "
+                f"are kept; {free:,} bytes free"
+            )
         return ScoreError(f"{task.download.target.file_name}: {exc}")
 
     def _fetch(self, task: Task, conns: Connections, buf: memoryview) -> None:
@@ -381,8 +402,15 @@ class Downloader:
                 return
             url = d.url_for(task)
             try:
-                get_range(conns, url, pos + origin, task.end + origin, buf, sink,
-                          f"{name} bytes {pos}-{task.end - 1}")
+                get_range(
+                    conns,
+                    url,
+                    pos + origin,
+                    task.end + origin,
+                    buf,
+                    sink,
+                    f"{name} bytes {pos}-{task.end - 1}",
+                )
                 attempt = 0
             except UrlRejected:
                 attempt += 1
@@ -393,30 +421,36 @@ class Downloader:
                 attempt += 1
                 if 0 <= self.attempts <= attempt:
                     cause = exc.__cause__
-                    raise cause if isinstance(cause, ScoreError) else ScoreError(
-                        f"{name}: {cause}") from None
-                self.events.warn(f"{name}: {exc.__cause__}; retrying ({attempt}/"
-                                 f"{self.attempts})")
+                    raise (
+                        cause if isinstance(cause, ScoreError) else ScoreError(f"{name}: {cause}")
+                    ) from None
+                self.events.warn(f"{name}: {exc.__cause__}; retrying ({attempt}/{self.attempts})")
                 time.sleep(delay(attempt))
 
     # -- orchestration --------------------------------------------------------------------
-    def run(self, root: Path, targets: list[Target],
-            renew: Callable[[Target], ObjectSpecification]) -> dict[str, ScoreError | None]:
+    def run(
+        self, root: Path, targets: list[Target], renew: Callable[[Target], ObjectSpecification]
+    ) -> dict[str, ScoreError | None]:
         """Fetch every target; return objectId → None (ok) or the error that stopped it."""
         results: dict[str, ScoreError | None] = {}
-        workers = [threading.Thread(target=self._worker, name=f"download-{i}", daemon=True)
-                   for i in range(self.parallel)]
+        workers = [
+            threading.Thread(target=self._worker, name=f"download-{i}", daemon=True)
+            for i in range(self.parallel)
+        ]
         for w in workers:
             w.start()
         active: list[FileDownload] = []
         syncer_stop = threading.Event()
-        syncer = threading.Thread(target=self._syncer, args=(active, syncer_stop),
-                                  name="download-sync", daemon=True)
+        syncer = threading.Thread(
+            target=self._syncer, args=(active, syncer_stop), name="download-sync", daemon=True
+        )
         syncer.start()
         try:
             for target in targets:
-                while self._reap(active, results) >= self.parallel * 2 or \
-                        self.queue.qsize() >= self.parallel * 2:
+                while (
+                    self._reap(active, results) >= self.parallel * 2
+                    or self.queue.qsize() >= self.parallel * 2
+                ):
                     time.sleep(0.005)
                 d = FileDownload(target, root, lambda t=target: renew(t), self.events)
                 try:
@@ -429,8 +463,9 @@ class Downloader:
                 self.events.started(target, d.done.total())
                 tasks = d.tasks(self.parallel)
                 active.append(d)
-                threading.Thread(target=d.hash_and_finish, name=f"hash-{target.object_id[:8]}",
-                                 daemon=True).start()
+                threading.Thread(
+                    target=d.hash_and_finish, name=f"hash-{target.object_id[:8]}", daemon=True
+                ).start()
                 for task in tasks:
                     self.queue.put(task)
             while self._reap(active, results):

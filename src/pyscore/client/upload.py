@@ -56,10 +56,11 @@ class PartBody:
             self.close()  # the previous slice was sent before this call
             self.map_start = self.pos - self.pos % mmap.ALLOCATIONGRANULARITY
             self.map_end = min(self.end, self.map_start + MAP_WINDOW)
-            self.map = mmap.mmap(self.fd, self.map_end - self.map_start,
-                                 prot=mmap.PROT_READ, offset=self.map_start)
+            self.map = mmap.mmap(
+                self.fd, self.map_end - self.map_start, prot=mmap.PROT_READ, offset=self.map_start
+            )
         lo = self.pos - self.map_start
-        chunk = memoryview(self.map)[lo: lo + min(max(n, READ_BLOCK), self.map_end - self.pos)]
+        chunk = memoryview(self.map)[lo : lo + min(max(n, READ_BLOCK), self.map_end - self.pos)]
         self.pos += len(chunk)
         self.md5.update(chunk)
         return chunk
@@ -98,38 +99,45 @@ class Uploader:
         if size == 0:
             raise UsageError(f"{path} is empty; empty files cannot be uploaded")
         if self.api.upload_exists(object_id) and not force:
-            raise UsageError(f"object {object_id} ({path.name}) is already uploaded; use --force "
-                             "to replace it (only while its analysis is unpublished)")
+            raise UsageError(
+                f"object {object_id} ({path.name}) is already uploaded; use --force "
+                "to replace it (only while its analysis is unpublished)"
+            )
         status = None if force else self.api.upload_status(object_id, size)
         if status is not None:
             upload_id, parts = status.uploadId, status.parts
             done = sum(p.partSize for p in parts if p.md5)
-            self.reporter.info(f"Resuming upload of {path.name}: {human(done)} of "
-                               f"{human(size)} already on the server")
+            self.reporter.info(
+                f"Resuming upload of {path.name}: {human(done)} of "
+                f"{human(size)} already on the server"
+            )
         else:
             spec = self.api.initiate_upload(object_id, size, item.md5, overwrite=force)
             upload_id, parts = spec.uploadId, spec.parts
         self.reporter.plan(1, size)
-        self.reporter.started(_Named(path.name, object_id, size, path),
-                              sum(p.partSize for p in parts if p.md5))
+        self.reporter.started(
+            _Named(path.name, object_id, size, path), sum(p.partSize for p in parts if p.md5)
+        )
         fd = os.open(path, os.O_RDONLY)
         try:
             hasher = _Hasher(fd, size)
             hasher.start()
-            self._send_parts(fd, object_id, upload_id, [p for p in parts if not p.md5],
-                             path, size)
+            self._send_parts(fd, object_id, upload_id, [p for p in parts if not p.md5], path, size)
             digest = hasher.result()
         finally:
             os.close(fd)
         if digest != item.md5.lower():
             self.api.cancel_upload(object_id)
-            raise IntegrityError(f"{path}: MD5 {digest} differs from {item.md5}, which the "
-                                 "analysis declares; the upload was cancelled")
+            raise IntegrityError(
+                f"{path}: MD5 {digest} differs from {item.md5}, which the "
+                "analysis declares; the upload was cancelled"
+            )
         self.api.complete_upload(object_id, upload_id)
         self.reporter.finished(_Named(path.name, object_id, size, path), 0.0)
 
-    def _send_parts(self, fd: int, object_id: str, upload_id: str, parts: list[Part],
-                    path: Path, size: int) -> None:
+    def _send_parts(
+        self, fd: int, object_id: str, upload_id: str, parts: list[Part], path: Path, size: int
+    ) -> None:
         work: queue.Queue[Part | None] = queue.Queue()
         for p in parts:
             work.put(p)
@@ -141,8 +149,7 @@ class Uploader:
         def renew() -> None:
             status = self.api.upload_status(object_id, size)
             if status is None or status.uploadId != upload_id:
-                raise ScoreError(f"{path.name}: the upload was cancelled or replaced on the "
-                                 "server")
+                raise ScoreError(f"{path.name}: the upload was cancelled or replaced on the server")
             with lock:
                 urls.update({p.partNumber: p.url for p in status.parts if p.url})
 
@@ -154,8 +161,7 @@ class Uploader:
                         part = work.get_nowait()
                     except queue.Empty:
                         return
-                    self._send_one(conns, fd, object_id, upload_id, part, urls, lock, renew,
-                                   path)
+                    self._send_one(conns, fd, object_id, upload_id, part, urls, lock, renew, path)
                     self.reporter.advanced(named, part.partSize)
             except ScoreError as exc:
                 errors.append(exc)
@@ -164,8 +170,10 @@ class Uploader:
             finally:
                 conns.close()
 
-        threads = [threading.Thread(target=worker, daemon=True)
-                   for _ in range(min(self.parallel, max(len(parts), 1)))]
+        threads = [
+            threading.Thread(target=worker, daemon=True)
+            for _ in range(min(self.parallel, max(len(parts), 1)))
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -173,8 +181,18 @@ class Uploader:
         if errors:
             raise errors[0]
 
-    def _send_one(self, conns: Connections, fd: int, object_id: str, upload_id: str,
-                  part: Part, urls: dict, lock: threading.Lock, renew, path: Path) -> None:
+    def _send_one(
+        self,
+        conns: Connections,
+        fd: int,
+        object_id: str,
+        upload_id: str,
+        part: Part,
+        urls: dict,
+        lock: threading.Lock,
+        renew,
+        path: Path,
+    ) -> None:
         attempt = 0
         what = f"{path.name} part {part.partNumber}"
         while True:

@@ -119,8 +119,9 @@ class Tickets:
         import base64
 
         url = f"{self.api.settings.storage_url}/htsget/{self.kind}/{self.object_id}"
-        ticket = self.api.request("POST", url, f"htsget ticket for {self.object_id}",
-                                  json=body).json()["htsget"]
+        ticket = self.api.request(
+            "POST", url, f"htsget ticket for {self.object_id}", json=body
+        ).json()["htsget"]
         self.count += 1
         path = self.folder / f"part{self.count}.{self.fmt.lower()}"
         with open(path, "wb") as out:
@@ -128,8 +129,13 @@ class Tickets:
                 if block["url"].startswith("data:"):
                     out.write(base64.b64decode(block["url"].split(",", 1)[1]))
                 else:
-                    _fetch_into(self.api, block["url"], out, f"an htsget block of {self.object_id}",
-                                block.get("headers"))
+                    _fetch_into(
+                        self.api,
+                        block["url"],
+                        out,
+                        f"an htsget block of {self.object_id}",
+                        block.get("headers"),
+                    )
         return path
 
 
@@ -147,16 +153,18 @@ def check_region(region: Region, contigs: dict[str, int], name: str) -> tuple[st
     length = contigs[region.contig]
     start = (region.start or 1) - 1
     if start >= length:
-        raise UsageError(f"{name}: {region.label()} starts beyond the end of {region.contig} "
-                         f"({length:,} bp)")
+        raise UsageError(
+            f"{name}: {region.label()} starts beyond the end of {region.contig} ({length:,} bp)"
+        )
     end = min(region.end if region.end is not None else length, length)
     return region.contig, start, end
 
 
 def _open_reads(source: Source, reference: str | None) -> pysam.AlignmentFile:
     try:
-        return pysam.AlignmentFile(source.data, "r", index_filename=source.index,
-                                   reference_filename=reference)
+        return pysam.AlignmentFile(
+            source.data, "r", index_filename=source.index, reference_filename=reference
+        )
     except (OSError, ValueError) as exc:
         hint = ""
         if source.name.lower().endswith(".cram") and not reference:
@@ -171,9 +179,15 @@ def alignment_format(output_format: str) -> str:
     return fmt
 
 
-def slice_reads(source: Source, regions: list[Region], out: str, output_format: str = "SAM",
-                header_only: bool = False, contained: bool = False,
-                reference: str | None = None) -> int:
+def slice_reads(
+    source: Source,
+    regions: list[Region],
+    out: str,
+    output_format: str = "SAM",
+    header_only: bool = False,
+    contained: bool = False,
+    reference: str | None = None,
+) -> int:
     """Write the alignments overlapping (or contained in) the regions; return how many."""
     fmt = alignment_format(output_format)
     mode = {"SAM": "w", "BAM": "wb", "CRAM": "wc"}[fmt]
@@ -194,17 +208,29 @@ def slice_reads(source: Source, regions: list[Region], out: str, output_format: 
                 return 0
             for contig, start, end in wanted or [(None, 0, 0)]:
                 for read in _records(source, inp, contig, start, end, hint, reference):
-                    if contained and contig not in (None, UNMAPPED) and (
-                            read.reference_start < start or
-                            (read.reference_end or read.reference_start + 1) > end):
+                    if (
+                        contained
+                        and contig not in (None, UNMAPPED)
+                        and (
+                            read.reference_start < start
+                            or (read.reference_end or read.reference_start + 1) > end
+                        )
+                    ):
                         continue
                     dst.write(read)
                     count += 1
     return count
 
 
-def _records(source: Source, handle, contig: str | None, start: int, end: int,
-             hint: str = "", reference: str | None = None) -> Iterator:
+def _records(
+    source: Source,
+    handle,
+    contig: str | None,
+    start: int,
+    end: int,
+    hint: str = "",
+    reference: str | None = None,
+) -> Iterator:
     """A region's records: from the remote file through its index, or, through htsget,
     from the ticket's blocks, keeping exactly the records the index query would return."""
     if source.tickets is None:
@@ -213,8 +239,11 @@ def _records(source: Source, handle, contig: str | None, start: int, end: int,
     path = source.tickets.region(contig, start, end)
     reads = isinstance(handle, pysam.AlignmentFile)
     try:
-        part = (pysam.AlignmentFile(str(path), "r", reference_filename=reference) if reads
-                else pysam.VariantFile(str(path)))
+        part = (
+            pysam.AlignmentFile(str(path), "r", reference_filename=reference)
+            if reads
+            else pysam.VariantFile(str(path))
+        )
     except (OSError, ValueError) as exc:
         raise ScoreError(f"{source.name}: cannot read the htsget answer: {exc}{hint}") from None
     with closing_quietly(part, source.name):
@@ -254,15 +283,22 @@ class closing_quietly:
                 raise ScoreError(f"{self.name}: closing failed: {error}") from None
 
 
-def _fetch(handle, contig: str | None, start: int, end: int, name: str,
-           hint: str = "") -> Iterator:
+def _fetch(handle, contig: str | None, start: int, end: int, name: str, hint: str = "") -> Iterator:
     """Records of a region (None: the whole file), with read errors as one-line ScoreErrors."""
-    where = "the file" if contig is None else "unmapped reads" if contig == UNMAPPED \
+    where = (
+        "the file"
+        if contig is None
+        else "unmapped reads"
+        if contig == UNMAPPED
         else f"{contig}:{start + 1}-{end}"
+    )
     try:
         if contig is None:
-            yield from (handle.fetch(until_eof=True) if isinstance(handle, pysam.AlignmentFile)
-                        else handle.fetch())
+            yield from (
+                handle.fetch(until_eof=True)
+                if isinstance(handle, pysam.AlignmentFile)
+                else handle.fetch()
+            )
         elif contig == UNMAPPED:
             yield from handle.fetch(region=UNMAPPED)
         else:
@@ -271,8 +307,13 @@ def _fetch(handle, contig: str | None, start: int, end: int, name: str,
         raise ScoreError(f"{name}: reading {where} failed: {exc}{hint}") from None
 
 
-def slice_variants(source: Source, regions: list[Region], out: str, output_format: str = "VCF",
-                   header_only: bool = False) -> int:
+def slice_variants(
+    source: Source,
+    regions: list[Region],
+    out: str,
+    output_format: str = "VCF",
+    header_only: bool = False,
+) -> int:
     fmt = output_format.upper()
     if fmt not in ("VCF", "BCF", "SAM"):  # SAM is the option's default: treat as VCF text
         raise UsageError(f"--output-format {output_format} is not VCF or BCF for variants")
@@ -299,8 +340,9 @@ def slice_variants(source: Source, regions: list[Region], out: str, output_forma
     return count
 
 
-def output_name(file_name: str, regions: list[Region], header_only: bool, bed: Path | None,
-                ext: str) -> str:
+def output_name(
+    file_name: str, regions: list[Region], header_only: bool, bed: Path | None, ext: str
+) -> str:
     """The original's naming: <base>.<q1>__<q2>.<ext>, .header., or .<bed name>., ≤128 chars."""
     base = file_name
     for suffix in (*VARIANT_SUFFIXES, *ALIGNMENT_SUFFIXES):
@@ -388,8 +430,7 @@ def slice_one(job: Job, source: Source) -> Path | None:
     if kind == "variants":
         slice_variants(source, job.regions, out, fmt, job.header_only)
     else:
-        slice_reads(source, job.regions, out, fmt, job.header_only, job.contained,
-                    job.reference)
+        slice_reads(source, job.regions, out, fmt, job.header_only, job.contained, job.reference)
     if path is not None and job.output_index and not job.header_only and fmt != "SAM":
         if kind == "variants" and fmt == "VCF":
             return path  # plain text VCF cannot be indexed
@@ -419,13 +460,19 @@ def _direct_source(api, entity, job: Job, folder: Path) -> Source:
     index = api.index_entity(entity)
     if index is None:
         if job.regions and not job.header_only:
-            raise ScoreError(f"{entity.fileName}: no index file (.bai/.crai/.tbi/.csi) is "
-                             "registered beside it, so regions cannot be sliced")
+            raise ScoreError(
+                f"{entity.fileName}: no index file (.bai/.crai/.tbi/.csi) is "
+                "registered beside it, so regions cannot be sliced"
+            )
         return Source(data_url, None, entity.fileName)
     index_path = folder / f"index-{index.fileName}"
     with open(index_path, "wb") as out:
-        _fetch_into(api, api.download_spec(index.id, external=True).parts[0].url or "", out,
-                    f"the index {index.fileName}")
+        _fetch_into(
+            api,
+            api.download_spec(index.id, external=True).parts[0].url or "",
+            out,
+            f"the index {index.fileName}",
+        )
     return Source(data_url, str(index_path), entity.fileName)
 
 
@@ -452,8 +499,9 @@ def _fetch_into(api, url: str, out, what: str, headers: dict | None = None) -> N
         raise ScoreError(f"downloading {what} failed: {exc}") from None
 
 
-def run_remote(job: Job, settings, object_ids: list[str], verify: bool = True,
-               from_manifest: bool = False) -> int:
+def run_remote(
+    job: Job, settings, object_ids: list[str], verify: bool = True, from_manifest: bool = False
+) -> int:
     from pyscore.client.api import Api
 
     api = Api(settings)

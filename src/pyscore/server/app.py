@@ -72,8 +72,12 @@ PrincipalDep = Annotated[Principal | None, Depends(principal)]
 
 def signer(request: Request, p: PlatformDep) -> Signer:
     base = p.settings.public_url or str(request.base_url)
-    return Signer(p.store, base.rstrip("/"), p.settings.download_expiry_seconds,
-                  p.settings.upload_expiry_seconds)
+    return Signer(
+        p.store,
+        base.rstrip("/"),
+        p.settings.download_expiry_seconds,
+        p.settings.upload_expiry_seconds,
+    )
 
 
 SignerDep = Annotated[Signer, Depends(signer)]
@@ -82,8 +86,11 @@ SignerDep = Annotated[Signer, Depends(signer)]
 def create_app(settings: Settings) -> FastAPI:
     from pyscore.server import drs, htsget, portal, score, song
 
-    app = FastAPI(title="pyscore", version=__version__,
-                  description="Song- and Score-compatible genomics data platform")
+    app = FastAPI(
+        title="pyscore",
+        version=__version__,
+        description="Song- and Score-compatible genomics data platform",
+    )
     app.state.platform = Platform.open(settings)
     errors.install(app)
     app.include_router(song.router)

@@ -26,8 +26,9 @@ READ_ALL = "score.READ"
 WRITE_ALL = "score.WRITE"
 ADMIN = "score.ADMIN"
 STUDY_PREFIX = "PROGRAMDATA-"
-SCOPE_RE = re.compile(r"^(score\.(READ|WRITE|ADMIN)|PROGRAMDATA-[A-Za-z0-9_.\-]+\.(READ|WRITE))$",
-                      re.IGNORECASE)
+SCOPE_RE = re.compile(
+    r"^(score\.(READ|WRITE|ADMIN)|PROGRAMDATA-[A-Za-z0-9_.\-]+\.(READ|WRITE))$", re.IGNORECASE
+)
 
 
 class Action(Enum):
@@ -54,19 +55,27 @@ def study_scope(study_id: str, action: Action) -> str:
 def validate_scopes(scopes: list[str]) -> list[str]:
     bad = [s for s in scopes if not SCOPE_RE.match(s)]
     if bad:
-        raise ValueError(f"unknown scope {bad[0]!r}; expected score.READ, score.WRITE, "
-                         "score.ADMIN, PROGRAMDATA-<study>.READ or PROGRAMDATA-<study>.WRITE")
+        raise ValueError(
+            f"unknown scope {bad[0]!r}; expected score.READ, score.WRITE, "
+            "score.ADMIN, PROGRAMDATA-<study>.READ or PROGRAMDATA-<study>.WRITE"
+        )
     return scopes
 
 
-def create_token(session: Session, user: str, scopes: list[str],
-                 expires_in: timedelta | None = None) -> tuple[Token, str]:
+def create_token(
+    session: Session, user: str, scopes: list[str], expires_in: timedelta | None = None
+) -> tuple[Token, str]:
     """Store a new token; return its record and the secret, which is never stored."""
     secret = secrets.token_urlsafe(32)
     now = utcnow()
-    token = Token(token_id=secrets.token_hex(6), token_hash=hash_token(secret), user=user,
-                  scopes=validate_scopes(scopes), created_at=now,
-                  expires_at=now + expires_in if expires_in else None)
+    token = Token(
+        token_id=secrets.token_hex(6),
+        token_hash=hash_token(secret),
+        user=user,
+        scopes=validate_scopes(scopes),
+        created_at=now,
+        expires_at=now + expires_in if expires_in else None,
+    )
     session.add(token)
     return token, secret
 
@@ -89,8 +98,13 @@ def principal_for(session: Session, authorization: str | None) -> Principal | No
     return Principal(token.token_id, token.user, frozenset(s.upper() for s in token.scopes))
 
 
-def authorize(principal: Principal | None, action: Action, study_id: str | None = None,
-              access: str | None = None, what: str = "access this resource") -> None:
+def authorize(
+    principal: Principal | None,
+    action: Action,
+    study_id: str | None = None,
+    access: str | None = None,
+    what: str = "access this resource",
+) -> None:
     """The only place that says yes or no to a request. Returns quietly or raises 401/403.
 
     READ of an `open` file needs nothing; other READs need score.READ or the study's READ
@@ -115,8 +129,12 @@ def authorize(principal: Principal | None, action: Action, study_id: str | None 
     raise forbidden(needed, what)
 
 
-def can(principal: Principal | None, action: Action, study_id: str | None = None,
-        access: str | None = None) -> bool:
+def can(
+    principal: Principal | None,
+    action: Action,
+    study_id: str | None = None,
+    access: str | None = None,
+) -> bool:
     try:
         authorize(principal, action, study_id, access)
     except ApiError:

@@ -26,8 +26,10 @@ def _open(data_dir: str):
 
     settings = Settings.load(data_dir)
     if not (Path(data_dir) / "server.json").exists():
-        raise CommandError(f"{data_dir} is not a pyscore data directory; run "
-                           f"'score-server init --data-dir {data_dir}' first")
+        raise CommandError(
+            f"{data_dir} is not a pyscore data directory; run "
+            f"'score-server init --data-dir {data_dir}' first"
+        )
     return Platform.open(settings)
 
 
@@ -40,13 +42,21 @@ def cmd_init(args: argparse.Namespace) -> None:
 
     data_dir = Path(args.data_dir)
     if data_dir.exists() and any(data_dir.iterdir()):
-        raise CommandError(f"{data_dir} already exists and is not empty; nothing was changed "
-                           "(use a new directory, or 'serve' this one)")
-    settings = Settings(data_dir=data_dir, database_url=args.database_url or "",
-                        store=args.store, s3_endpoint=args.s3_endpoint or "",
-                        s3_region=args.s3_region, s3_access_key=args.s3_access_key or "",
-                        s3_secret_key=args.s3_secret_key or "",
-                        part_size=args.part_size * MiB, public_url=args.public_url or "")
+        raise CommandError(
+            f"{data_dir} already exists and is not empty; nothing was changed "
+            "(use a new directory, or 'serve' this one)"
+        )
+    settings = Settings(
+        data_dir=data_dir,
+        database_url=args.database_url or "",
+        store=args.store,
+        s3_endpoint=args.s3_endpoint or "",
+        s3_region=args.s3_region,
+        s3_access_key=args.s3_access_key or "",
+        s3_secret_key=args.s3_secret_key or "",
+        part_size=args.part_size * MiB,
+        public_url=args.public_url or "",
+    )
     created = not data_dir.exists()
     data_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -87,17 +97,29 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     settings = Settings.load(args.data_dir)
     if not (Path(args.data_dir) / "server.json").exists():
-        raise CommandError(f"{args.data_dir} is not a pyscore data directory; run "
-                           f"'score-server init --data-dir {args.data_dir}' first")
+        raise CommandError(
+            f"{args.data_dir} is not a pyscore data directory; run "
+            f"'score-server init --data-dir {args.data_dir}' first"
+        )
     _check_port_free(args.host, args.port)
     migrate(settings.database_url)
     _rebuild_repository_if_empty(settings)
     os.environ["PYSCORE_DATA_DIR"] = str(Path(args.data_dir).resolve())
-    print(f"pyscore {__version__} serving {args.data_dir} on http://{args.host}:{args.port}",
-          file=sys.stderr, flush=True)
-    Granian("pyscore.server.app:factory", factory=True, interface=Interfaces.ASGI,
-            address=args.host, port=args.port, workers=args.workers,
-            log_access=args.access_log, backlog=2048).serve()
+    print(
+        f"pyscore {__version__} serving {args.data_dir} on http://{args.host}:{args.port}",
+        file=sys.stderr,
+        flush=True,
+    )
+    Granian(
+        "pyscore.server.app:factory",
+        factory=True,
+        interface=Interfaces.ASGI,
+        address=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_access=args.access_log,
+        backlog=2048,
+    ).serve()
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -126,8 +148,9 @@ def _rebuild_repository_if_empty(settings: Settings) -> None:
     db = Database(settings.database_url)
     with db.session() as s:
         shown = s.scalar(select(func.count()).select_from(RepositoryEntry))
-        published = s.scalar(select(func.count()).select_from(Analysis)
-                             .where(Analysis.state == "PUBLISHED"))
+        published = s.scalar(
+            select(func.count()).select_from(Analysis).where(Analysis.state == "PUBLISHED")
+        )
         if not shown and published:
             repository.rebuild(s)
     db.engine.dispose()
@@ -149,18 +172,23 @@ def cmd_token(args: argparse.Namespace) -> None:
                 token, secret = auth.create_token(s, args.user, scopes, expires)
             except ValueError as exc:
                 raise CommandError(str(exc)) from None
-            print(f"Token {token.token_id} for {token.user}: {' '.join(token.scopes)}"
-                  + (f", expires {token.expires_at:%Y-%m-%d %H:%M} UTC" if expires else ""),
-                  file=sys.stderr)
+            print(
+                f"Token {token.token_id} for {token.user}: {' '.join(token.scopes)}"
+                + (f", expires {token.expires_at:%Y-%m-%d %H:%M} UTC" if expires else ""),
+                file=sys.stderr,
+            )
             print(secret)
         elif args.token_command == "list":
             print("id\tuser\tscopes\tcreated\texpires\tstatus")
             for t in s.scalars(select(Token).order_by(Token.created_at)):
-                status = ("revoked" if t.revoked_at else
-                          "expired" if auth.expired_at(t) else "active")
+                status = (
+                    "revoked" if t.revoked_at else "expired" if auth.expired_at(t) else "active"
+                )
                 expires = f"{t.expires_at:%Y-%m-%d %H:%M}" if t.expires_at else "never"
-                print(f"{t.token_id}\t{t.user}\t{' '.join(t.scopes)}\t"
-                      f"{t.created_at:%Y-%m-%d %H:%M}\t{expires}\t{status}")
+                print(
+                    f"{t.token_id}\t{t.user}\t{' '.join(t.scopes)}\t"
+                    f"{t.created_at:%Y-%m-%d %H:%M}\t{expires}\t{status}"
+                )
         elif args.token_command == "revoke":
             token = s.get(Token, args.token_id)
             if token is None:
@@ -176,9 +204,15 @@ def cmd_study(args: argparse.Namespace) -> None:
     platform = _open(args.data_dir)
     with platform.db.session() as s:
         try:
-            metadata.create_study(s, args.study_id, {"name": args.name or args.study_id,
-                                                     "organization": args.organization,
-                                                     "description": args.description})
+            metadata.create_study(
+                s,
+                args.study_id,
+                {
+                    "name": args.name or args.study_id,
+                    "organization": args.organization,
+                    "description": args.description,
+                },
+            )
         except ApiError as exc:
             raise CommandError(exc.message) from None
     print(f"Created study {args.study_id}")
@@ -195,24 +229,31 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="score-server", description=(
-        "A Song- and Score-compatible genomics data platform in one process."))
+    p = argparse.ArgumentParser(
+        prog="score-server",
+        description=("A Song- and Score-compatible genomics data platform in one process."),
+    )
     p.add_argument("--version", action="version", version=f"score-server {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    init = sub.add_parser("init", help="create a new platform (database, object store, admin "
-                          "token)")
+    init = sub.add_parser(
+        "init", help="create a new platform (database, object store, admin token)"
+    )
     init.add_argument("--data-dir", required=True)
-    init.add_argument("--database-url", help="default: SQLite in the data dir; or "
-                      "postgresql://user@host/db")
+    init.add_argument(
+        "--database-url", help="default: SQLite in the data dir; or postgresql://user@host/db"
+    )
     init.add_argument("--store", default="local", help="'local' (default) or s3://bucket[/prefix]")
     init.add_argument("--s3-endpoint")
     init.add_argument("--s3-region", default="us-east-1")
     init.add_argument("--s3-access-key")
     init.add_argument("--s3-secret-key")
     init.add_argument("--part-size", type=int, default=64, help="part size in MiB (default 64)")
-    init.add_argument("--public-url", help="URL clients use to reach this server, if not the "
-                      "one they connect to (e.g. behind a proxy)")
+    init.add_argument(
+        "--public-url",
+        help="URL clients use to reach this server, if not the "
+        "one they connect to (e.g. behind a proxy)",
+    )
     init.set_defaults(func=cmd_init)
 
     serve = sub.add_parser("serve", help="serve the APIs")
@@ -227,8 +268,9 @@ def parser() -> argparse.ArgumentParser:
     tsub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
     create = tsub.add_parser("create", help="print a new token (shown once)")
     create.add_argument("--data-dir", required=True)
-    create.add_argument("--scopes", required=True, help='e.g. "PROGRAMDATA-DEMO.READ" or '
-                        '"score.READ score.WRITE"')
+    create.add_argument(
+        "--scopes", required=True, help='e.g. "PROGRAMDATA-DEMO.READ" or "score.READ score.WRITE"'
+    )
     create.add_argument("--expires-in", help="e.g. 30d, 12h (default: never)")
     create.add_argument("--user", default="user")
     lst = tsub.add_parser("list", help="list tokens (no secrets)")
@@ -246,12 +288,14 @@ def parser() -> argparse.ArgumentParser:
     study.add_argument("--description")
     study.set_defaults(func=cmd_study)
 
-    demo = sub.add_parser("demo", help="generate, upload and publish a demo study; print the "
-                          "path of its manifest")
+    demo = sub.add_parser(
+        "demo", help="generate, upload and publish a demo study; print the path of its manifest"
+    )
     demo.add_argument("--data-dir", required=True)
     demo.add_argument("--study-id", default="DEMO")
-    demo.add_argument("--files-dir", help="where to generate the files (default: "
-                      "<data-dir>/demo-files)")
+    demo.add_argument(
+        "--files-dir", help="where to generate the files (default: <data-dir>/demo-files)"
+    )
     demo.add_argument("--reads", type=int, default=3000, help="reads per contig per BAM")
     demo.set_defaults(func=cmd_demo)
     return p
@@ -273,8 +317,11 @@ def main(argv: list[str] | None = None) -> int:
 
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
         kind = "database" if isinstance(exc, SQLAlchemyError) else type(exc).__name__
-        print(f"score-server: error: {kind}: {reason[0] if reason else exc} (set "
-              "PYSCORE_DEBUG=1 for details)", file=sys.stderr)
+        print(
+            f"score-server: error: {kind}: {reason[0] if reason else exc} (set "
+            "PYSCORE_DEBUG=1 for details)",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

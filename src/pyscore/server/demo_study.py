@@ -15,15 +15,23 @@ from pyscore.server.tables import AnalysisType, Study
 
 CLINICAL_TYPE = {
     "type": "object",
-    "properties": {"clinical": {"type": "object",
-                                "properties": {"dictionaryVersion": {"type": "string"}}}},
+    "properties": {
+        "clinical": {"type": "object", "properties": {"dictionaryVersion": {"type": "string"}}}
+    },
     "required": ["clinical"],
     "file_types": ["TSV", "TXT"],
 }
 EXPERIMENTS = {
-    "sequencingRead": {"experiment": {"libraryStrategy": "WGS", "aligned": True,
-                                      "alignmentTool": "pyscore-demo", "pairedEnd": True,
-                                      "insertSize": 350, "referenceGenome": "pyscore-demo-ref"}},
+    "sequencingRead": {
+        "experiment": {
+            "libraryStrategy": "WGS",
+            "aligned": True,
+            "alignmentTool": "pyscore-demo",
+            "pairedEnd": True,
+            "insertSize": 350,
+            "referenceGenome": "pyscore-demo-ref",
+        }
+    },
     "clinicalData": {"clinical": {"dictionaryVersion": "1.0"}},
 }
 
@@ -37,41 +45,62 @@ def _md5(path: Path) -> str:
 
 
 def _sample(donor: str) -> dict:
-    return {"submitterSampleId": f"{donor}-N", "sampleType": "Total DNA",
-            "matchedNormalSubmitterSampleId": None,
-            "specimen": {"submitterSpecimenId": f"{donor}-SP-N",
-                         "specimenTissueSource": "Blood derived",
-                         "tumourNormalDesignation": "Normal", "specimenType": "Normal"},
-            "donor": {"submitterDonorId": donor,
-                      "gender": "Female" if donor.endswith("1") else "Male"}}
+    return {
+        "submitterSampleId": f"{donor}-N",
+        "sampleType": "Total DNA",
+        "matchedNormalSubmitterSampleId": None,
+        "specimen": {
+            "submitterSpecimenId": f"{donor}-SP-N",
+            "specimenTissueSource": "Blood derived",
+            "tumourNormalDesignation": "Normal",
+            "specimenType": "Normal",
+        },
+        "donor": {"submitterDonorId": donor, "gender": "Female" if donor.endswith("1") else "Male"},
+    }
 
 
 def payload(study_id: str, analysis: DemoAnalysis, donors: list[str]) -> dict:
     extra = EXPERIMENTS.get(analysis.analysis_type) or {
-        "experiment": {"variantCallingTool": "pyscore-demo-caller",
-                       "matchedNormalSampleSubmitterId": f"{analysis.donor}-N"}}
+        "experiment": {
+            "variantCallingTool": "pyscore-demo-caller",
+            "matchedNormalSampleSubmitterId": f"{analysis.donor}-N",
+        }
+    }
     return {
         "studyId": study_id,
         "analysisType": {"name": analysis.analysis_type},
         "samples": [_sample(d) for d in ([analysis.donor] if analysis.donor else donors)],
-        "files": [{"fileName": f.path.name, "fileSize": f.path.stat().st_size,
-                   "fileMd5sum": _md5(f.path), "fileType": f.file_type, "fileAccess": f.access,
-                   "dataType": f.data_type} for f in analysis.files],
+        "files": [
+            {
+                "fileName": f.path.name,
+                "fileSize": f.path.stat().st_size,
+                "fileMd5sum": _md5(f.path),
+                "fileType": f.file_type,
+                "fileAccess": f.access,
+                "dataType": f.data_type,
+            }
+            for f in analysis.files
+        ],
         **extra,
     }
 
 
-def load_demo(platform, out: Path, study_id: str = "DEMO",
-              reads_per_contig: int = 3000) -> Path:
+def load_demo(platform, out: Path, study_id: str = "DEMO", reads_per_contig: int = 3000) -> Path:
     """Generate, submit, store and publish the demo study; return the manifest's path."""
     plan = generate(out, reads_per_contig=reads_per_contig)
     donors = sorted({a.donor for a in plan if a.donor})
     part_size = platform.settings.part_size
     with platform.db.session() as s:
         if s.get(Study, study_id) is None:
-            metadata.create_study(s, study_id, {
-                "name": "pyscore demo study", "organization": "pyscore",
-                "description": "Synthetic data: two donors, BAM/CRAM/VCF, clinical TSV"})
+            metadata.create_study(
+                s,
+                study_id,
+                {
+                    "name": "pyscore demo study",
+                    "organization": "pyscore",
+                    "description": "Synthetic data: two donors, BAM/CRAM/VCF, clinical TSV",
+                },
+            )
         if s.get(AnalysisType, ("clinicalData", 1)) is None:
             metadata.register_analysis_type(s, "clinicalData", CLINICAL_TYPE)
     for analysis in plan:
@@ -83,15 +112,21 @@ def load_demo(platform, out: Path, study_id: str = "DEMO",
                 if exc.error_id != "duplicate.analysis.attempt":
                     raise
                 analysis_id = metadata.find_duplicate(s, study_id, body["files"])
-            for f, entry in zip(metadata.analysis_files(s, analysis_id),
-                                sorted(analysis.files, key=lambda d: d.path.name), strict=True):
+            for f, entry in zip(
+                metadata.analysis_files(s, analysis_id),
+                sorted(analysis.files, key=lambda d: d.path.name),
+                strict=True,
+            ):
                 if not objects.object_exists(s, f.object_id):
                     objects.ingest(s, platform.store, f.object_id, entry.path, part_size)
             s.flush()
             metadata.change_state(s, study_id, analysis_id, "publish")
     manifest = out / f"{study_id}-manifest.tsv"
     with platform.db.session() as s:
-        rows = repository.manifest_rows(s, repository.Filters({"study": [study_id]}),
-                                        platform.settings.extra.get("repository_code", "PYSCORE"))
+        rows = repository.manifest_rows(
+            s,
+            repository.Filters({"study": [study_id]}),
+            platform.settings.extra.get("repository_code", "PYSCORE"),
+        )
     manifest.write_text(format_argo(rows))
     return manifest

@@ -38,14 +38,18 @@ def file_object(session: Session, request: Request, f: File) -> dict[str, Any]:
     obj = objects.stored(session, f.object_id)
     analysis = session.get(Analysis, f.analysis_id)
     return {
-        "id": f.object_id, "name": f.file_name, "self_uri": _self_uri(request, f.object_id),
-        "size": obj.size, "created_time": iso(analysis.created_at if analysis else None),
-        "updated_time": iso(obj.last_modified), "version": obj.md5 or "",
+        "id": f.object_id,
+        "name": f.file_name,
+        "self_uri": _self_uri(request, f.object_id),
+        "size": obj.size,
+        "created_time": iso(analysis.created_at if analysis else None),
+        "updated_time": iso(obj.last_modified),
+        "version": obj.md5 or "",
         "mime_type": "application/octet-stream",
         "checksums": [{"checksum": obj.md5, "type": "md5"}] if obj.md5 else [],
         "access_methods": [{"type": "https", "access_id": ACCESS_ID}],
         "description": f"{f.file_type or 'file'} of analysis {f.analysis_id} in study "
-                       f"{f.study_id} ({f.file_access})",
+        f"{f.study_id} ({f.file_access})",
         "aliases": [f"{f.study_id}/{f.analysis_id}/{f.file_name}"],
     }
 
@@ -55,35 +59,45 @@ def bundle_object(session: Session, request: Request, analysis: Analysis) -> dic
     files = metadata.analysis_files(session, analysis.analysis_id)
     contents, sizes, sums = [], 0, []
     for f in files:
-        contents.append({"name": f.file_name, "id": f.object_id,
-                         "drs_uri": [_self_uri(request, f.object_id)]})
+        contents.append(
+            {"name": f.file_name, "id": f.object_id, "drs_uri": [_self_uri(request, f.object_id)]}
+        )
         sizes += f.file_size
         sums.append(f.file_md5sum)
     return {
-        "id": analysis.analysis_id, "name": analysis.analysis_id,
-        "self_uri": _self_uri(request, analysis.analysis_id), "size": sizes,
-        "created_time": iso(analysis.created_at), "updated_time": iso(analysis.updated_at),
+        "id": analysis.analysis_id,
+        "name": analysis.analysis_id,
+        "self_uri": _self_uri(request, analysis.analysis_id),
+        "size": sizes,
+        "created_time": iso(analysis.created_at),
+        "updated_time": iso(analysis.updated_at),
         # DRS: a bundle's checksum covers its contents' checksums, sorted.
-        "checksums": [{"checksum": hashlib.md5("".join(sorted(sums)).encode()).hexdigest(),
-                       "type": "md5"}],
+        "checksums": [
+            {"checksum": hashlib.md5("".join(sorted(sums)).encode()).hexdigest(), "type": "md5"}
+        ],
         "contents": contents,
         "description": f"analysis {analysis.analysis_id} ({analysis.type_name}) of study "
-                       f"{analysis.study_id}",
+        f"{analysis.study_id}",
     }
 
 
 @router.get("/service-info")
 def service_info(request: Request) -> dict:
-    return {"id": "org.pyscore.drs", "name": "pyscore DRS",
-            "type": {"group": "org.ga4gh", "artifact": "drs", "version": "1.4.0"},
-            "organization": {"name": "pyscore", "url": "https://pypi.org/project/pyscore/"},
-            "version": "1.4.0", "drs": {"maxBulkRequestLength": 1},
-            "description": f"DRS for {request.url.netloc}"}
+    return {
+        "id": "org.pyscore.drs",
+        "name": "pyscore DRS",
+        "type": {"group": "org.ga4gh", "artifact": "drs", "version": "1.4.0"},
+        "organization": {"name": "pyscore", "url": "https://pypi.org/project/pyscore/"},
+        "version": "1.4.0",
+        "drs": {"maxBulkRequestLength": 1},
+        "description": f"DRS for {request.url.netloc}",
+    }
 
 
 @router.get("/objects/{object_id}")
-def get_object(object_id: str, request: Request, s: SessionDep, who: PrincipalDep,
-               expand: bool = False) -> dict:
+def get_object(
+    object_id: str, request: Request, s: SessionDep, who: PrincipalDep, expand: bool = False
+) -> dict:
     f = _published_file(s, object_id, who)
     if f is not None:
         return file_object(s, request, f)
@@ -94,8 +108,9 @@ def get_object(object_id: str, request: Request, s: SessionDep, who: PrincipalDe
 
 
 @router.get("/objects/{object_id}/access/{access_id}")
-def get_access(object_id: str, access_id: str, s: SessionDep, who: PrincipalDep,
-               signer: SignerDep) -> dict:
+def get_access(
+    object_id: str, access_id: str, s: SessionDep, who: PrincipalDep, signer: SignerDep
+) -> dict:
     f = _published_file(s, object_id, who)
     if f is None:
         raise ApiError(404, "not.found", f"no published object {object_id}")

@@ -59,22 +59,35 @@ def song_body(request: Request, error: ApiError) -> dict:
     }
 
 
-HTSGET_ERRORS = {400: "InvalidInput", 401: "InvalidAuthentication", 403: "PermissionDenied",
-                 404: "NotFound", 413: "PayloadTooLarge"}
+HTSGET_ERRORS = {
+    400: "InvalidInput",
+    401: "InvalidAuthentication",
+    403: "PermissionDenied",
+    404: "NotFound",
+    413: "PayloadTooLarge",
+}
 
 
 def render(request: Request, error: ApiError) -> JSONResponse:
     path = request.url.path
     headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
     if path.startswith("/htsget/"):
-        kind = error.error_id if error.error_id[:1].isupper() else HTSGET_ERRORS.get(
-            error.status, "InvalidInput")
+        kind = (
+            error.error_id
+            if error.error_id[:1].isupper()
+            else HTSGET_ERRORS.get(error.status, "InvalidInput")
+        )
         body: dict = {"htsget": {"error": kind, "message": error.message}}
-        return JSONResponse(body, error.status, headers=headers,
-                            media_type="application/vnd.ga4gh.htsget.v1.3.0+json")
+        return JSONResponse(
+            body,
+            error.status,
+            headers=headers,
+            media_type="application/vnd.ga4gh.htsget.v1.3.0+json",
+        )
     if path.startswith("/ga4gh/drs/"):
-        return JSONResponse({"msg": error.message, "status_code": error.status}, error.status,
-                            headers=headers)
+        return JSONResponse(
+            {"msg": error.message, "status_code": error.status}, error.status, headers=headers
+        )
     return JSONResponse(song_body(request, error), error.status, headers=headers)
 
 

@@ -34,8 +34,7 @@ MEDIA = "application/vnd.ga4gh.htsget.v1.3.0+json"
 KINDS = {"reads": ("BAM", "CRAM"), "variants": ("VCF", "BCF")}
 MAX_HEADER = 64 * 1024 * 1024
 CRAM_EOF_PREFIX = bytes.fromhex("0f000000ffffffff0fe0454f46")
-FIELDS = {"QNAME", "FLAG", "RNAME", "POS", "MAPQ", "CIGAR", "RNEXT", "PNEXT", "TLEN", "SEQ",
-          "QUAL"}
+FIELDS = {"QNAME", "FLAG", "RNAME", "POS", "MAPQ", "CIGAR", "RNEXT", "PNEXT", "TLEN", "SEQ", "QUAL"}
 
 router = APIRouter(tags=["htsget"])
 MEMO_BYTES = 32 * 1024 * 1024  # of parsed index files; parsed, a BAI takes ~8x its size
@@ -133,8 +132,10 @@ class Blocks:
 
 def inline(data: bytes, klass: str) -> list[Piece]:
     """Bytes as BGZF blocks small enough that even incompressible data fits a block."""
-    return [Piece(data=deflate_block(data[i: i + 32768]), klass=klass)
-            for i in range(0, len(data), 32768)]
+    return [
+        Piece(data=deflate_block(data[i : i + 32768]), klass=klass)
+        for i in range(0, len(data), 32768)
+    ]
 
 
 def between(blocks: Blocks, vbeg: int, vend: int, klass: str = "body") -> list[Piece]:
@@ -173,7 +174,7 @@ def bam_header(blocks: Blocks) -> tuple[int, list[str]]:
             names = []
             for _ in range(n_ref):
                 l_name = struct.unpack_from("<i", buf, pos)[0]
-                names.append(buf[pos + 4: pos + 4 + l_name - 1].decode())
+                names.append(buf[pos + 4 : pos + 4 + l_name - 1].decode())
                 pos += 4 + l_name + 4
             if pos > len(buf):
                 continue
@@ -198,7 +199,7 @@ def vcf_header(blocks: Blocks, bcf: bool) -> tuple[int, list[str]]:
                 raise IndexError_("not a BCF file")
             l_text = struct.unpack_from("<I", buf, 5)[0]
             if len(buf) >= 9 + l_text:
-                text = buf[9: 9 + l_text].decode(errors="replace")
+                text = buf[9 : 9 + l_text].decode(errors="replace")
                 return 9 + l_text, CONTIG.findall(text)
             continue
         pos = 0
@@ -243,16 +244,19 @@ def parse_query(kind: str, params: dict[str, Any], body: bool = False) -> Query:
         if key == "fields" and value and not set(value) <= FIELDS:
             raise invalid("InvalidInput", f"unknown fields {sorted(set(value) - FIELDS)}")
         params[key] = value
-    if params.get("tags") and params.get("notags") and \
-            set(params["tags"]) & set(params["notags"]):
+    if params.get("tags") and params.get("notags") and set(params["tags"]) & set(params["notags"]):
         raise invalid("InvalidInput", "tags and notags overlap")
     regions: list[tuple[str, int | None, int | None]] = []
     raw_regions = params.get("regions") if body else None
     if raw_regions is None and params.get("referenceName") is not None:
-        raw_regions = [{"referenceName": params.get("referenceName"),
-                        "start": params.get("start"), "end": params.get("end")}]
-    elif raw_regions is None and (params.get("start") is not None or
-                                  params.get("end") is not None):
+        raw_regions = [
+            {
+                "referenceName": params.get("referenceName"),
+                "start": params.get("start"),
+                "end": params.get("end"),
+            }
+        ]
+    elif raw_regions is None and (params.get("start") is not None or params.get("end") is not None):
         raise invalid("InvalidInput", "start and end need referenceName")
     for region in raw_regions or []:
         if not isinstance(region, dict) or not region.get("referenceName"):
@@ -288,8 +292,9 @@ def _names_check(names: list[str], wanted: str) -> int:
         raise invalid("NotFound", f"reference {wanted!r} is not in this file", 404) from None
 
 
-def binned_pieces(blocks: Blocks, q: Query, index: indexes.BinnedIndex, header_len: int,
-                  names: list[str]) -> list[Piece]:
+def binned_pieces(
+    blocks: Blocks, q: Query, index: indexes.BinnedIndex, header_len: int, names: list[str]
+) -> list[Piece]:
     head_end = blocks.voffset_of(header_len)
     pieces = between(blocks, 0, head_end, "header")
     if q.header_only:  # with an EOF marker, so readers do not warn of truncation
@@ -309,8 +314,9 @@ def binned_pieces(blocks: Blocks, q: Query, index: indexes.BinnedIndex, header_l
     return [*pieces, Piece(data=BGZF_EOF, klass="body")]
 
 
-def cram_pieces(store, object_id: str, size: int, q: Query, crai: list[indexes.CraiEntry],
-                names: list[str]) -> list[Piece]:
+def cram_pieces(
+    store, object_id: str, size: int, q: Query, crai: list[indexes.CraiEntry], names: list[str]
+) -> list[Piece]:
     containers = sorted({e.container for e in crai})
     tail = store.read_range(object_id, max(size - 38, 0), 38)
     eof_at = size - 38 if tail.startswith(CRAM_EOF_PREFIX) else size
@@ -348,8 +354,13 @@ def coalesce(pieces: list[Piece]) -> list[Piece]:
     out: list[Piece] = []
     for p in pieces:
         prev = out[-1] if out else None
-        if prev and p.data is None and prev.data is None and prev.end == p.start \
-                and prev.klass == p.klass:
+        if (
+            prev
+            and p.data is None
+            and prev.data is None
+            and prev.end == p.start
+            and prev.klass == p.klass
+        ):
             out[-1] = Piece(prev.start, p.end, klass=p.klass)
         elif prev and p.data is not None and prev.data is not None and prev.klass == p.klass:
             out[-1] = Piece(data=prev.data + p.data, klass=p.klass)
@@ -362,32 +373,41 @@ def ticket(session, signer, kind: str, f: File, q: Query) -> dict:
     object_id = f.object_id
     fmt = htsget_format(f.file_name)
     if fmt is None or fmt not in KINDS[kind]:
-        raise invalid("UnsupportedFormat", f"{f.file_name} is not a {kind} file "
-                      f"({'/'.join(KINDS[kind])})")
+        raise invalid(
+            "UnsupportedFormat", f"{f.file_name} is not a {kind} file ({'/'.join(KINDS[kind])})"
+        )
     if q.fmt != fmt:
-        raise invalid("UnsupportedFormat", f"{f.file_name} is {fmt}; it cannot be served as "
-                      f"{q.fmt}")
+        raise invalid(
+            "UnsupportedFormat", f"{f.file_name} is {fmt}; it cannot be served as {q.fmt}"
+        )
     obj = objects.stored(session, object_id)
     store = signer.store
     index = next(iter(metadata.index_files(session, object_id)), None)
     if index is None and (q.regions or fmt == "CRAM"):
-        raise invalid("NotFound", f"{f.file_name} has no index file, so it cannot be sliced",
-                      404)
+        raise invalid("NotFound", f"{f.file_name} has no index file, so it cannot be sliced", 404)
     key = version(store, obj)
     try:
         if fmt == "CRAM":
             crai = _parsed_index(session, store, index, CRAM_INDEXES)
             first = min((e.container for e in crai), default=obj.size)
-            names = memo.get(("names", *key), lambda: cram_names(store, object_id, first),
-                             min(first, MAX_HEADER))
+            names = memo.get(
+                ("names", *key), lambda: cram_names(store, object_id, first), min(first, MAX_HEADER)
+            )
             pieces = cram_pieces(store, object_id, obj.size, q, crai, names)
         else:
             blocks = Blocks(store, object_id, obj.size)
-            header_len, names = memo.get(("header", *key), lambda: (
-                bam_header(blocks) if fmt == "BAM" else vcf_header(blocks, bcf=fmt == "BCF")),
-                64 * 1024)
-            binned = _parsed_index(session, store, index, BINNED_INDEXES) \
-                if index is not None else indexes.BinnedIndex([])
+            header_len, names = memo.get(
+                ("header", *key),
+                lambda: (
+                    bam_header(blocks) if fmt == "BAM" else vcf_header(blocks, bcf=fmt == "BCF")
+                ),
+                64 * 1024,
+            )
+            binned = (
+                _parsed_index(session, store, index, BINNED_INDEXES)
+                if index is not None
+                else indexes.BinnedIndex([])
+            )
             if binned.names:
                 names = binned.names
             pieces = binned_pieces(blocks, q, binned, header_len, names)
@@ -396,19 +416,28 @@ def ticket(session, signer, kind: str, f: File, q: Query) -> dict:
     urls = []
     for p in coalesce(pieces):
         if p.data is not None:
-            urls.append({"url": "data:application/octet-stream;base64," +
-                         base64.b64encode(p.data).decode(), "class": p.klass})
+            urls.append(
+                {
+                    "url": "data:application/octet-stream;base64,"
+                    + base64.b64encode(p.data).decode(),
+                    "class": p.klass,
+                }
+            )
         elif p.end > p.start:
-            url = store.url_for_get(object_id, base_url=signer.base_url,
-                                    expires_in=signer.download_expiry, offset=p.start,
-                                    length=p.end - p.start)
-            urls.append({"url": url, "headers": {"Range": f"bytes={p.start}-{p.end - 1}"},
-                         "class": p.klass})
+            url = store.url_for_get(
+                object_id,
+                base_url=signer.base_url,
+                expires_in=signer.download_expiry,
+                offset=p.start,
+                length=p.end - p.start,
+            )
+            urls.append(
+                {"url": url, "headers": {"Range": f"bytes={p.start}-{p.end - 1}"}, "class": p.klass}
+            )
     return {"htsget": {"format": fmt, "urls": urls}}
 
 
-BINNED_INDEXES = {".bai": indexes.parse_bai, ".csi": indexes.parse_csi,
-                  ".tbi": indexes.parse_tbi}
+BINNED_INDEXES = {".bai": indexes.parse_bai, ".csi": indexes.parse_csi, ".tbi": indexes.parse_tbi}
 CRAM_INDEXES = {".crai": indexes.parse_crai}
 
 
@@ -417,12 +446,15 @@ def _parsed_index(session, store, index, parsers: dict[str, Callable[[bytes], An
     format can use."""
     suffix = next((s for s in parsers if index.file_name.lower().endswith(s)), None)
     if suffix is None:
-        raise IndexError_(f"index {index.file_name} is not "
-                          f"{' or '.join(s[1:].upper() for s in parsers)}")
+        raise IndexError_(
+            f"index {index.file_name} is not {' or '.join(s[1:].upper() for s in parsers)}"
+        )
     obj = objects.stored(session, index.object_id)
-    return memo.get(("index", *version(store, obj)),
-                    lambda: parsers[suffix](store.read_range(index.object_id, 0, obj.size)),
-                    obj.size)
+    return memo.get(
+        ("index", *version(store, obj)),
+        lambda: parsers[suffix](store.read_range(index.object_id, 0, obj.size)),
+        obj.size,
+    )
 
 
 # -- HTTP ----------------------------------------------------------------------------------
@@ -437,7 +469,8 @@ def _answer(session, signer, who, kind: str, object_id: str, q: Query) -> JSONRe
 
 
 SERVICE_INFO = {
-    "id": "org.pyscore.htsget", "name": "pyscore htsget",
+    "id": "org.pyscore.htsget",
+    "name": "pyscore htsget",
     "type": {"group": "org.ga4gh", "artifact": "htsget", "version": "1.3.0"},
     "organization": {"name": "pyscore", "url": "https://pypi.org/project/pyscore/"},
     "version": "1.3.0",
@@ -459,19 +492,34 @@ async def json_body(request: Request) -> dict:
 def _routes(kind: str) -> None:
     @router.get(f"/htsget/{kind}/service-info", name=f"{kind}_service_info")
     def service_info() -> JSONResponse:
-        return JSONResponse({**SERVICE_INFO, "htsget": {
-            "datatype": kind, "formats": list(KINDS[kind]),
-            "fieldsParametersEffective": False, "tagsParametersEffective": False}})
+        return JSONResponse(
+            {
+                **SERVICE_INFO,
+                "htsget": {
+                    "datatype": kind,
+                    "formats": list(KINDS[kind]),
+                    "fieldsParametersEffective": False,
+                    "tagsParametersEffective": False,
+                },
+            }
+        )
 
     @router.get(f"/htsget/{kind}/{{object_id}}", name=f"{kind}_ticket")
-    def get(object_id: str, request: Request, s: SessionDep, who: PrincipalDep,
-            signer: SignerDep) -> JSONResponse:
-        return _answer(s, signer, who, kind, object_id,
-                       parse_query(kind, dict(request.query_params)))
+    def get(
+        object_id: str, request: Request, s: SessionDep, who: PrincipalDep, signer: SignerDep
+    ) -> JSONResponse:
+        return _answer(
+            s, signer, who, kind, object_id, parse_query(kind, dict(request.query_params))
+        )
 
     @router.post(f"/htsget/{kind}/{{object_id}}", name=f"{kind}_ticket_post")
-    def post(object_id: str, data: Annotated[dict, Depends(json_body)], s: SessionDep,
-             who: PrincipalDep, signer: SignerDep) -> JSONResponse:
+    def post(
+        object_id: str,
+        data: Annotated[dict, Depends(json_body)],
+        s: SessionDep,
+        who: PrincipalDep,
+        signer: SignerDep,
+    ) -> JSONResponse:
         return _answer(s, signer, who, kind, object_id, parse_query(kind, data, body=True))
 
 

@@ -41,7 +41,7 @@ def block_size(head: bytes) -> int:
 
 def inflate_block(block: bytes) -> bytes:
     xlen = struct.unpack_from("<H", block, 10)[0]
-    return zlib.decompress(block[12 + xlen: -8], -15)
+    return zlib.decompress(block[12 + xlen : -8], -15)
 
 
 def deflate_block(data: bytes) -> bytes:
@@ -49,8 +49,9 @@ def deflate_block(data: bytes) -> bytes:
     compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
     payload = compressor.compress(data) + compressor.flush()
     bsize = 18 + len(payload) + 8 - 1
-    head = b"\x1f\x8b\x08\x04" + b"\x00" * 4 + b"\x00\xff" + struct.pack("<HBBHH", 6, 66, 67, 2,
-                                                                           bsize)
+    head = (
+        b"\x1f\x8b\x08\x04" + b"\x00" * 4 + b"\x00\xff" + struct.pack("<HBBHH", 6, 66, 67, 2, bsize)
+    )
     return head + payload + struct.pack("<II", zlib.crc32(data), len(data))
 
 
@@ -114,8 +115,7 @@ class BinnedIndex:
                     continue
                 if max_off is not None and cbeg >= max_off:
                     continue
-                found.append((max(cbeg, min_off), cend if max_off is None
-                              else min(cend, max_off)))
+                found.append((max(cbeg, min_off), cend if max_off is None else min(cend, max_off)))
         return merge(found)
 
     def _max_offset(self, idx: RefIndex, end: int) -> int | None:
@@ -138,8 +138,7 @@ class BinnedIndex:
 
     def last_offset(self) -> int:
         """Where placed records end: unplaced unmapped reads start at or after this."""
-        ends = [cend for ref in self.refs for chunks in ref.bins.values()
-                for _, cend in chunks]
+        ends = [cend for ref in self.refs for chunks in ref.bins.values() for _, cend in chunks]
         return max(ends, default=0)
 
 
@@ -169,7 +168,7 @@ class _Reader:
         return self.take(fmt)[0]
 
     def raw(self, n: int) -> bytes:
-        chunk = self.data[self.pos: self.pos + n]
+        chunk = self.data[self.pos : self.pos + n]
         self.pos += n
         return chunk
 
@@ -271,8 +270,9 @@ def parse_crai(data: bytes) -> list[CraiEntry]:
     return entries
 
 
-def crai_containers(entries: list[CraiEntry], ref: int, beg: int | None,
-                    end: int | None) -> list[int]:
+def crai_containers(
+    entries: list[CraiEntry], ref: int, beg: int | None, end: int | None
+) -> list[int]:
     """Offsets of containers with slices overlapping ref:[beg, end) (0-based, half-open);
     ref -1 means the unmapped reads."""
     wanted = set()

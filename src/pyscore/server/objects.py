@@ -53,9 +53,12 @@ def analysis_state(session: Session, f: File) -> str:
 def require_published(session: Session, f: File) -> None:
     state = analysis_state(session, f)
     if state != "PUBLISHED":
-        raise ApiError(409, "analysis.not.published",
-                       f"Cannot complete download for objectId '{f.object_id}' with analysisState "
-                       f"'{state}': only files of PUBLISHED analyses can be downloaded")
+        raise ApiError(
+            409,
+            "analysis.not.published",
+            f"Cannot complete download for objectId '{f.object_id}' with analysisState "
+            f"'{state}': only files of PUBLISHED analyses can be downloaded",
+        )
 
 
 def stored(session: Session, object_id: str) -> StoredObject:
@@ -65,15 +68,25 @@ def stored(session: Session, object_id: str) -> StoredObject:
     return obj
 
 
-def download_spec(session: Session, signer: Signer, f: File, offset: int = 0, length: int = -1,
-                  external: bool = False, exclude_urls: bool = False) -> ObjectSpecification:
+def download_spec(
+    session: Session,
+    signer: Signer,
+    f: File,
+    offset: int = 0,
+    length: int = -1,
+    external: bool = False,
+    exclude_urls: bool = False,
+) -> ObjectSpecification:
     """The ObjectSpecification for [offset, offset+length) of a file, with signed part URLs."""
     obj = stored(session, f.object_id)
     if length == -1:
         length = obj.size - offset
     if offset < 0 or length < 1 or offset + length > obj.size:
-        raise bad_request("invalid.range", f"Range offset={offset} length={length} is outside "
-                          f"object '{f.object_id}' of {obj.size} bytes")
+        raise bad_request(
+            "invalid.range",
+            f"Range offset={offset} length={length} is outside "
+            f"object '{f.object_id}' of {obj.size} bytes",
+        )
     whole = offset == 0 and length == obj.size
     if external:
         layout = [(offset, length)]
@@ -89,19 +102,29 @@ def download_spec(session: Session, signer: Signer, f: File, offset: int = 0, le
             ranged = not (external and whole)
             if signer.store.signs_ranges or shared_url is None:
                 url = signer.store.url_for_get(
-                    f.object_id, base_url=signer.base_url, expires_in=signer.download_expiry,
-                    offset=off if ranged else None, length=size if ranged else None)
+                    f.object_id,
+                    base_url=signer.base_url,
+                    expires_in=signer.download_expiry,
+                    offset=off if ranged else None,
+                    length=size if ranged else None,
+                )
                 shared_url = url
             else:
                 url = shared_url
         source_md5 = None
         if whole and not external and len(obj.part_md5s) == len(layout):
             source_md5 = obj.part_md5s[number - 1]
-        parts.append(Part(partNumber=number, partSize=size, offset=off, url=url,
-                          sourceMd5=source_md5))
-    return ObjectSpecification(objectKey=f"data/{f.object_id}", objectId=f.object_id,
-                               uploadId=obj.upload_id, parts=parts, objectSize=length,
-                               objectMd5=obj.md5)
+        parts.append(
+            Part(partNumber=number, partSize=size, offset=off, url=url, sourceMd5=source_md5)
+        )
+    return ObjectSpecification(
+        objectKey=f"data/{f.object_id}",
+        objectId=f.object_id,
+        uploadId=obj.upload_id,
+        parts=parts,
+        objectSize=length,
+        objectMd5=obj.md5,
+    )
 
 
 def ping_url(signer: Signer) -> str:
@@ -114,29 +137,44 @@ def listing(session: Session, readable: set[str] | None) -> list[ListingEntry]:
         select(StoredObject, File.study_id, File.file_access)
         .join(File, File.object_id == StoredObject.object_id)
         .join(Analysis, Analysis.analysis_id == File.analysis_id)
-        .where(Analysis.state == "PUBLISHED").order_by(StoredObject.object_id))
+        .where(Analysis.state == "PUBLISHED")
+        .order_by(StoredObject.object_id)
+    )
     out = []
     for obj, study_id, access in rows:
         if access == "open" or readable is None or study_id in readable:
-            out.append(ListingEntry(id=obj.object_id, size=obj.size,
-                                    lastModified=int(as_utc(obj.last_modified).timestamp() * 1000)))
+            out.append(
+                ListingEntry(
+                    id=obj.object_id,
+                    size=obj.size,
+                    lastModified=int(as_utc(obj.last_modified).timestamp() * 1000),
+                )
+            )
     return out
 
 
 # -- uploads ------------------------------------------------------------------------------
-def _upload_parts(session: Session, upload: Upload, signer: Signer,
-                  with_urls: bool) -> list[Part]:
-    done = {p.part_number: p.md5 for p in session.scalars(
-        select(UploadPart).where(UploadPart.upload_id == upload.upload_id))}
+def _upload_parts(session: Session, upload: Upload, signer: Signer, with_urls: bool) -> list[Part]:
+    done = {
+        p.part_number: p.md5
+        for p in session.scalars(select(UploadPart).where(UploadPart.upload_id == upload.upload_id))
+    }
     parts = []
     for number, (off, size) in enumerate(part_layout(upload.file_size, upload.part_size), 1):
         url = None
         if with_urls and number not in done:
-            url = signer.store.url_for_part(upload.object_id, upload.upload_id, number, off, size,
-                                            base_url=signer.base_url,
-                                            expires_in=signer.upload_expiry)
-        parts.append(Part(partNumber=number, partSize=size, offset=off, url=url,
-                          md5=done.get(number)))
+            url = signer.store.url_for_part(
+                upload.object_id,
+                upload.upload_id,
+                number,
+                off,
+                size,
+                base_url=signer.base_url,
+                expires_in=signer.upload_expiry,
+            )
+        parts.append(
+            Part(partNumber=number, partSize=size, offset=off, url=url, md5=done.get(number))
+        )
     return parts
 
 
@@ -144,63 +182,107 @@ def current_upload(session: Session, object_id: str) -> Upload | None:
     return session.scalar(select(Upload).where(Upload.object_id == object_id))
 
 
-def initiate_upload(session: Session, signer: Signer, f: File, file_size: int,
-                    md5: str | None, overwrite: bool, part_size: int) -> ObjectSpecification:
+def initiate_upload(
+    session: Session,
+    signer: Signer,
+    f: File,
+    file_size: int,
+    md5: str | None,
+    overwrite: bool,
+    part_size: int,
+) -> ObjectSpecification:
     if analysis_state(session, f) != "UNPUBLISHED":
-        raise conflict("analysis.not.unpublished",
-                       f"Cannot upload object '{f.object_id}': its analysis '{f.analysis_id}' is "
-                       f"{analysis_state(session, f)}; uploads are only allowed while UNPUBLISHED")
+        raise conflict(
+            "analysis.not.unpublished",
+            f"Cannot upload object '{f.object_id}': its analysis '{f.analysis_id}' is "
+            f"{analysis_state(session, f)}; uploads are only allowed while UNPUBLISHED",
+        )
     if file_size <= 0:
         raise bad_request("upload.empty", f"Refusing to upload an empty file for '{f.object_id}'")
     if file_size != f.file_size:
-        raise bad_request("upload.size.mismatch",
-                          f"File size {file_size} differs from the {f.file_size} bytes the "
-                          f"analysis declares for {f.file_name} ({f.object_id})")
+        raise bad_request(
+            "upload.size.mismatch",
+            f"File size {file_size} differs from the {f.file_size} bytes the "
+            f"analysis declares for {f.file_name} ({f.object_id})",
+        )
     if md5 and md5.lower() != f.file_md5sum:
-        raise bad_request("upload.md5.mismatch",
-                          f"MD5 {md5.lower()} differs from {f.file_md5sum}, which the analysis "
-                          f"declares for {f.file_name} ({f.object_id})")
+        raise bad_request(
+            "upload.md5.mismatch",
+            f"MD5 {md5.lower()} differs from {f.file_md5sum}, which the analysis "
+            f"declares for {f.file_name} ({f.object_id})",
+        )
     if session.get(StoredObject, f.object_id) is not None and not overwrite:
-        raise conflict("object.already.exists",
-                       f"Object '{f.object_id}' is already uploaded; use overwrite to replace it")
+        raise conflict(
+            "object.already.exists",
+            f"Object '{f.object_id}' is already uploaded; use overwrite to replace it",
+        )
     previous = current_upload(session, f.object_id)
     if previous is not None:
         if not overwrite and previous.file_size == file_size:
-            raise conflict("upload.in.progress",
-                           f"An upload of '{f.object_id}' is already in progress "
-                           f"(uploadId {previous.upload_id}); resume it or cancel it first")
+            raise conflict(
+                "upload.in.progress",
+                f"An upload of '{f.object_id}' is already in progress "
+                f"(uploadId {previous.upload_id}); resume it or cancel it first",
+            )
         cancel_upload(session, signer.store, f.object_id)
     upload_id = signer.store.initiate(f.object_id, file_size)
-    upload = Upload(upload_id=upload_id, object_id=f.object_id, file_size=file_size,
-                    part_size=effective_part_size(file_size, part_size),
-                    md5=f.file_md5sum, created_at=utcnow())
+    upload = Upload(
+        upload_id=upload_id,
+        object_id=f.object_id,
+        file_size=file_size,
+        part_size=effective_part_size(file_size, part_size),
+        md5=f.file_md5sum,
+        created_at=utcnow(),
+    )
     session.add(upload)
     session.flush()
-    return ObjectSpecification(objectKey=f"data/{f.object_id}", objectId=f.object_id,
-                               uploadId=upload_id, objectSize=file_size, objectMd5=upload.md5,
-                               parts=_upload_parts(session, upload, signer, with_urls=True))
+    return ObjectSpecification(
+        objectKey=f"data/{f.object_id}",
+        objectId=f.object_id,
+        uploadId=upload_id,
+        objectSize=file_size,
+        objectMd5=upload.md5,
+        parts=_upload_parts(session, upload, signer, with_urls=True),
+    )
 
 
 def get_upload(session: Session, object_id: str, upload_id: str | None = None) -> Upload:
     upload = current_upload(session, object_id)
     if upload is None or (upload_id is not None and upload.upload_id != upload_id):
-        raise not_found("upload.not.found", f"No upload of '{object_id}' is in progress"
-                        + (f" with uploadId {upload_id}" if upload_id else ""))
+        raise not_found(
+            "upload.not.found",
+            f"No upload of '{object_id}' is in progress"
+            + (f" with uploadId {upload_id}" if upload_id else ""),
+        )
     return upload
 
 
-def upload_status(session: Session, signer: Signer, object_id: str,
-                  file_size: int | None) -> UploadProgress:
+def upload_status(
+    session: Session, signer: Signer, object_id: str, file_size: int | None
+) -> UploadProgress:
     upload = get_upload(session, object_id)
     if file_size is not None and file_size != upload.file_size:
-        raise conflict("upload.size.changed", f"The upload of '{object_id}' in progress is for "
-                       f"{upload.file_size} bytes, not {file_size}")
-    return UploadProgress(objectId=object_id, uploadId=upload.upload_id,
-                          parts=_upload_parts(session, upload, signer, with_urls=True))
+        raise conflict(
+            "upload.size.changed",
+            f"The upload of '{object_id}' in progress is for "
+            f"{upload.file_size} bytes, not {file_size}",
+        )
+    return UploadProgress(
+        objectId=object_id,
+        uploadId=upload.upload_id,
+        parts=_upload_parts(session, upload, signer, with_urls=True),
+    )
 
 
-def finalize_part(session: Session, store: ObjectStore, object_id: str, upload_id: str,
-                  part_number: int, md5: str, etag: str) -> None:
+def finalize_part(
+    session: Session,
+    store: ObjectStore,
+    object_id: str,
+    upload_id: str,
+    part_number: int,
+    md5: str,
+    etag: str,
+) -> None:
     """Record a part the client sent, after checking the store holds it with that checksum."""
     upload = get_upload(session, object_id, upload_id)
     count = len(part_layout(upload.file_size, upload.part_size))
@@ -208,32 +290,47 @@ def finalize_part(session: Session, store: ObjectStore, object_id: str, upload_i
         raise bad_request("upload.part.number", f"Part number {part_number} is not in 1..{count}")
     held = store.list_parts(object_id, upload_id).get(part_number)
     if held is None:
-        raise conflict("upload.part.missing", f"Part {part_number} of '{object_id}' has not "
-                       "reached the store")
+        raise conflict(
+            "upload.part.missing", f"Part {part_number} of '{object_id}' has not reached the store"
+        )
     if held.strip('"').lower() != etag.strip('"').lower() or held.strip('"').lower() != md5.lower():
-        raise conflict("upload.part.checksum",
-                       f"Part {part_number} of '{object_id}' has MD5 {held} in the store; the "
-                       f"client sent {md5}")
-    session.merge(UploadPart(upload_id=upload_id, part_number=part_number, md5=md5.lower(),
-                             etag=etag.strip('"')))
+        raise conflict(
+            "upload.part.checksum",
+            f"Part {part_number} of '{object_id}' has MD5 {held} in the store; the "
+            f"client sent {md5}",
+        )
+    session.merge(
+        UploadPart(
+            upload_id=upload_id, part_number=part_number, md5=md5.lower(), etag=etag.strip('"')
+        )
+    )
 
 
 def delete_part(session: Session, object_id: str, upload_id: str, part_number: int) -> None:
     get_upload(session, object_id, upload_id)
-    session.execute(delete(UploadPart).where(UploadPart.upload_id == upload_id,
-                                             UploadPart.part_number == part_number))
+    session.execute(
+        delete(UploadPart).where(
+            UploadPart.upload_id == upload_id, UploadPart.part_number == part_number
+        )
+    )
 
 
-def complete_upload(session: Session, store: ObjectStore, object_id: str,
-                    upload_id: str) -> StoredObject:
+def complete_upload(
+    session: Session, store: ObjectStore, object_id: str, upload_id: str
+) -> StoredObject:
     upload = get_upload(session, object_id, upload_id)
     layout = part_layout(upload.file_size, upload.part_size)
-    done = {p.part_number: p for p in session.scalars(
-        select(UploadPart).where(UploadPart.upload_id == upload_id))}
+    done = {
+        p.part_number: p
+        for p in session.scalars(select(UploadPart).where(UploadPart.upload_id == upload_id))
+    }
     missing = [n for n in range(1, len(layout) + 1) if n not in done]
     if missing:
-        raise conflict("upload.incomplete", f"Upload of '{object_id}' is missing parts "
-                       f"{missing[:10]}{'...' if len(missing) > 10 else ''}")
+        raise conflict(
+            "upload.incomplete",
+            f"Upload of '{object_id}' is missing parts "
+            f"{missing[:10]}{'...' if len(missing) > 10 else ''}",
+        )
     store.complete(object_id, upload_id, {n: p.etag for n, p in done.items()})
     obj = session.get(StoredObject, object_id) or StoredObject(object_id=object_id)
     obj.size, obj.md5, obj.part_size = upload.file_size, upload.md5, upload.part_size
@@ -254,8 +351,9 @@ def cancel_upload(session: Session, store: ObjectStore, object_id: str) -> None:
     session.flush()
 
 
-def ingest(session: Session, store: ObjectStore, object_id: str, path: Path,
-           part_size: int) -> StoredObject:
+def ingest(
+    session: Session, store: ObjectStore, object_id: str, path: Path, part_size: int
+) -> StoredObject:
     """Put a local file into the store as a finished object, with its MD5 and part MD5s."""
     size = path.stat().st_size
     whole = hashlib.md5()
@@ -283,12 +381,22 @@ def ingest(session: Session, store: ObjectStore, object_id: str, path: Path,
 
 def meta(obj: StoredObject) -> dict:
     """What the original keeps in `data/<id>.meta`: the spec with each part's MD5."""
-    parts = [Part(partNumber=n, partSize=size, offset=off, sourceMd5=md5)
-             for n, ((off, size), md5) in enumerate(
-                 zip(part_layout(obj.size, obj.part_size), obj.part_md5s, strict=False), 1)]
-    return to_wire(ObjectSpecification(objectKey=f"data/{obj.object_id}",
-                                       objectId=obj.object_id, uploadId=obj.upload_id,
-                                       parts=parts, objectSize=obj.size, objectMd5=obj.md5))
+    parts = [
+        Part(partNumber=n, partSize=size, offset=off, sourceMd5=md5)
+        for n, ((off, size), md5) in enumerate(
+            zip(part_layout(obj.size, obj.part_size), obj.part_md5s, strict=False), 1
+        )
+    ]
+    return to_wire(
+        ObjectSpecification(
+            objectKey=f"data/{obj.object_id}",
+            objectId=obj.object_id,
+            uploadId=obj.upload_id,
+            parts=parts,
+            objectSize=obj.size,
+            objectMd5=obj.md5,
+        )
+    )
 
 
 def cancel_all_uploads(session: Session, store: ObjectStore) -> int:

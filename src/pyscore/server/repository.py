@@ -29,23 +29,31 @@ FACETS = {  # URL parameter → column
     "analysis_type": RepositoryEntry.analysis_type,
     "donor": RepositoryDonor.donor_id,
 }
-SORTS = {"file_name": RepositoryEntry.file_name, "size": RepositoryEntry.size,
-         "study": RepositoryEntry.study_id, "file_type": RepositoryEntry.file_type,
-         "data_type": RepositoryEntry.data_type, "access": RepositoryEntry.access,
-         "analysis_type": RepositoryEntry.analysis_type,
-         "published": RepositoryEntry.published_at, "object_id": RepositoryEntry.object_id}
+SORTS = {
+    "file_name": RepositoryEntry.file_name,
+    "size": RepositoryEntry.size,
+    "study": RepositoryEntry.study_id,
+    "file_type": RepositoryEntry.file_type,
+    "data_type": RepositoryEntry.data_type,
+    "access": RepositoryEntry.access,
+    "analysis_type": RepositoryEntry.analysis_type,
+    "published": RepositoryEntry.published_at,
+    "object_id": RepositoryEntry.object_id,
+}
 
 
 # -- keeping the view in step ----------------------------------------------------------------
 def _people(session: Session, analysis_id: str) -> tuple[list[str], list[str], list[str]]:
     """Donor ids, sample ids, and the submitters' own ids for both (searchable too)."""
     rows = session.execute(
-        select(Donor.donor_id, Sample.sample_id, Donor.submitter_donor_id,
-               Sample.submitter_sample_id)
+        select(
+            Donor.donor_id, Sample.sample_id, Donor.submitter_donor_id, Sample.submitter_sample_id
+        )
         .join(Specimen, Specimen.donor_id == Donor.donor_id)
         .join(Sample, Sample.specimen_id == Specimen.specimen_id)
         .join(AnalysisSample, AnalysisSample.sample_id == Sample.sample_id)
-        .where(AnalysisSample.analysis_id == analysis_id)).all()
+        .where(AnalysisSample.analysis_id == analysis_id)
+    ).all()
     submitted = sorted({r[2] for r in rows} | {r[3] for r in rows})
     return sorted({r[0] for r in rows}), sorted({r[1] for r in rows}), submitted
 
@@ -65,14 +73,27 @@ def refresh_analysis(session: Session, analysis_id: str) -> None:
     for f in files:
         if f.index_for:
             continue
-        session.add(RepositoryEntry(
-            object_id=f.object_id, study_id=f.study_id, analysis_id=analysis_id,
-            analysis_type=analysis.type_name, file_name=f.file_name, file_type=f.file_type,
-            data_type=f.data_type, access=f.file_access, size=f.file_size, md5=f.file_md5sum,
-            index_object_id=indexes.get(f.object_id), donors="|".join(donors),
-            samples="|".join(samples), published_at=analysis.published_at,
-            search_text=" ".join([f.file_name, f.object_id, analysis_id, *donors,
-                                  *samples, *submitted]).lower()))
+        session.add(
+            RepositoryEntry(
+                object_id=f.object_id,
+                study_id=f.study_id,
+                analysis_id=analysis_id,
+                analysis_type=analysis.type_name,
+                file_name=f.file_name,
+                file_type=f.file_type,
+                data_type=f.data_type,
+                access=f.file_access,
+                size=f.file_size,
+                md5=f.file_md5sum,
+                index_object_id=indexes.get(f.object_id),
+                donors="|".join(donors),
+                samples="|".join(samples),
+                published_at=analysis.published_at,
+                search_text=" ".join(
+                    [f.file_name, f.object_id, analysis_id, *donors, *samples, *submitted]
+                ).lower(),
+            )
+        )
         session.flush()
         session.add_all(RepositoryDonor(object_id=f.object_id, donor_id=d) for d in donors)
     session.flush()
@@ -82,8 +103,9 @@ def rebuild(session: Session) -> int:
     """Recompute the whole view (after a migration); returns the number of files shown."""
     session.execute(delete(RepositoryDonor))
     session.execute(delete(RepositoryEntry))
-    for analysis_id in session.scalars(select(Analysis.analysis_id)
-                                       .where(Analysis.state == "PUBLISHED")):
+    for analysis_id in session.scalars(
+        select(Analysis.analysis_id).where(Analysis.state == "PUBLISHED")
+    ):
         refresh_analysis(session, analysis_id)
     return session.scalar(select(func.count()).select_from(RepositoryEntry)) or 0
 
@@ -103,8 +125,11 @@ class Filters:
         """Run the free-text search once, so the page's several queries reuse its result
         instead of each scanning every row's text again."""
         if self._text() and self.hits is None:
-            ids = list(session.scalars(select(RepositoryEntry.object_id)
-                                       .where(*self._text()).limit(most + 1)))
+            ids = list(
+                session.scalars(
+                    select(RepositoryEntry.object_id).where(*self._text()).limit(most + 1)
+                )
+            )
             if len(ids) <= most:
                 self.hits = ids
         return self
@@ -122,9 +147,13 @@ class Filters:
             if facet == skip or not values:
                 continue
             if facet == "donor":
-                out.append(RepositoryEntry.object_id.in_(
-                    select(RepositoryDonor.object_id)
-                    .where(RepositoryDonor.donor_id.in_(values))))
+                out.append(
+                    RepositoryEntry.object_id.in_(
+                        select(RepositoryDonor.object_id).where(
+                            RepositoryDonor.donor_id.in_(values)
+                        )
+                    )
+                )
             else:
                 out.append(FACETS[facet].in_(values))
         if self.hits is not None:
@@ -137,21 +166,31 @@ class Filters:
 def totals(session: Session, filters: Filters) -> tuple[int, int]:
     """(files, bytes) of the selection, in one pass."""
     count, size = session.execute(
-        select(func.count(), func.coalesce(func.sum(RepositoryEntry.size), 0))
-        .where(*filters.conditions())).one()
+        select(func.count(), func.coalesce(func.sum(RepositoryEntry.size), 0)).where(
+            *filters.conditions()
+        )
+    ).one()
     return count or 0, size or 0
 
 
-def search(session: Session, filters: Filters, offset: int = 0,
-           limit: int | None = 50, total: int | None = None) -> tuple[list[RepositoryEntry], int]:
+def search(
+    session: Session,
+    filters: Filters,
+    offset: int = 0,
+    limit: int | None = 50,
+    total: int | None = None,
+) -> tuple[list[RepositoryEntry], int]:
     where = filters.conditions()
     if total is None:
-        total = session.scalar(select(func.count()).select_from(RepositoryEntry)
-                               .where(*where)) or 0
+        total = session.scalar(select(func.count()).select_from(RepositoryEntry).where(*where)) or 0
     column = SORTS.get(filters.sort, RepositoryEntry.file_name)
     ordering = column.desc() if filters.order == "desc" else column.asc()
-    query = (select(RepositoryEntry).where(*where)
-             .order_by(ordering, RepositoryEntry.object_id).offset(offset))
+    query = (
+        select(RepositoryEntry)
+        .where(*where)
+        .order_by(ordering, RepositoryEntry.object_id)
+        .offset(offset)
+    )
     if limit is not None:
         query = query.limit(limit)
     return list(session.scalars(query)), total
@@ -172,25 +211,41 @@ def facet_counts(session: Session, filters: Filters, limit: int = 100) -> dict[s
         if facet == "donor":
             base = select(column).select_from(RepositoryDonor)
             if where:  # a semi-join: far cheaper than joining 100,000 rows
-                base = base.where(RepositoryDonor.object_id.in_(
-                    select(RepositoryEntry.object_id).where(*where)))
+                base = base.where(
+                    RepositoryDonor.object_id.in_(select(RepositoryEntry.object_id).where(*where))
+                )
         else:
             base = select(column).select_from(RepositoryEntry).where(*where)
-        rows = session.execute(base.add_columns(func.count()).group_by(column)
-                               .order_by(func.count().desc(), column).limit(limit)).all()
+        rows = session.execute(
+            base.add_columns(func.count())
+            .group_by(column)
+            .order_by(func.count().desc(), column)
+            .limit(limit)
+        ).all()
         distinct = len(rows)
         if distinct == limit:
-            distinct = session.scalar(select(func.count()).select_from(
-                base.group_by(column).subquery())) or distinct
+            distinct = (
+                session.scalar(select(func.count()).select_from(base.group_by(column).subquery()))
+                or distinct
+            )
         out[facet] = Facet([(str(v) if v is not None else "", n) for v, n in rows], distinct)
     return out
 
 
 def manifest_row(e: RepositoryEntry, repository_code: str) -> dict:
-    return {"repository_code": repository_code, "analysis_id": e.analysis_id,
-            "object_id": e.object_id, "file_type": e.file_type, "file_name": e.file_name,
-            "file_size": e.size, "md5sum": e.md5, "index_object_id": e.index_object_id or "",
-            "donor_id": e.donors, "sample_id(s)": e.samples, "program_id": e.study_id}
+    return {
+        "repository_code": repository_code,
+        "analysis_id": e.analysis_id,
+        "object_id": e.object_id,
+        "file_type": e.file_type,
+        "file_name": e.file_name,
+        "file_size": e.size,
+        "md5sum": e.md5,
+        "index_object_id": e.index_object_id or "",
+        "donor_id": e.donors,
+        "sample_id(s)": e.samples,
+        "program_id": e.study_id,
+    }
 
 
 def manifest_rows(session: Session, filters: Filters, repository_code: str) -> list[dict]:

@@ -24,11 +24,19 @@ def profile() -> str:
     return "s3"
 
 
-@router.get("/download/{object_id}", response_model=ObjectSpecification,
-            response_model_exclude_none=True)
-def download(object_id: str, s: SessionDep, who: PrincipalDep, signer: SignerDep,
-             offset: int = 0, length: int = -1, external: bool = False,
-             exclude_urls: bool = Query(False, alias="exclude-urls")) -> ObjectSpecification:
+@router.get(
+    "/download/{object_id}", response_model=ObjectSpecification, response_model_exclude_none=True
+)
+def download(
+    object_id: str,
+    s: SessionDep,
+    who: PrincipalDep,
+    signer: SignerDep,
+    offset: int = 0,
+    length: int = -1,
+    external: bool = False,
+    exclude_urls: bool = Query(False, alias="exclude-urls"),
+) -> ObjectSpecification:
     f = metadata.get_file(s, object_id)
     authorize(who, Action.READ, f.study_id, f.file_access, f"download {f.file_name}")
     if not exclude_urls:
@@ -47,25 +55,44 @@ def _writable(s: SessionDep, who: PrincipalDep, object_id: str, what: str) -> Fi
     return f
 
 
-@router.post("/upload/{object_id}/uploads", response_model=ObjectSpecification,
-             response_model_exclude_none=True)
-def initiate(object_id: str, fileSize: int, s: SessionDep, who: PrincipalDep,
-             signer: SignerDep, p: PlatformDep, overwrite: bool = False,
-             md5: str | None = None) -> ObjectSpecification:
+@router.post(
+    "/upload/{object_id}/uploads",
+    response_model=ObjectSpecification,
+    response_model_exclude_none=True,
+)
+def initiate(
+    object_id: str,
+    fileSize: int,
+    s: SessionDep,
+    who: PrincipalDep,
+    signer: SignerDep,
+    p: PlatformDep,
+    overwrite: bool = False,
+    md5: str | None = None,
+) -> ObjectSpecification:
     f = _writable(s, who, object_id, "upload")
     return objects.initiate_upload(s, signer, f, fileSize, md5, overwrite, p.settings.part_size)
 
 
 @router.post("/upload/{object_id}/parts")
-def finalize_part(object_id: str, uploadId: str, partNumber: int, md5: str,
-                  etag: str, s: SessionDep, who: PrincipalDep, p: PlatformDep) -> None:
+def finalize_part(
+    object_id: str,
+    uploadId: str,
+    partNumber: int,
+    md5: str,
+    etag: str,
+    s: SessionDep,
+    who: PrincipalDep,
+    p: PlatformDep,
+) -> None:
     _writable(s, who, object_id, "upload")
     objects.finalize_part(s, p.store, object_id, uploadId, partNumber, md5, etag)
 
 
 @router.delete("/upload/{object_id}/parts")
-def delete_part(object_id: str, uploadId: str, partNumber: int,
-                s: SessionDep, who: PrincipalDep) -> None:
+def delete_part(
+    object_id: str, uploadId: str, partNumber: int, s: SessionDep, who: PrincipalDep
+) -> None:
     _writable(s, who, object_id, "upload")
     objects.delete_part(s, object_id, uploadId, partNumber)
 
@@ -77,23 +104,27 @@ def cancel_all(s: SessionDep, who: PrincipalDep, p: PlatformDep) -> None:
 
 
 @router.post("/upload/{object_id}/recovery")
-def recovery(object_id: str, fileSize: int, s: SessionDep, who: PrincipalDep,
-             signer: SignerDep) -> None:
+def recovery(
+    object_id: str, fileSize: int, s: SessionDep, who: PrincipalDep, signer: SignerDep
+) -> None:
     _writable(s, who, object_id, "upload")
     objects.upload_status(s, signer, object_id, fileSize)
 
 
-@router.get("/upload/{object_id}/status", response_model=UploadProgress,
-            response_model_exclude_none=True)
-def status(object_id: str, s: SessionDep, who: PrincipalDep, signer: SignerDep,
-           fileSize: int | None = None) -> UploadProgress:
+@router.get(
+    "/upload/{object_id}/status", response_model=UploadProgress, response_model_exclude_none=True
+)
+def status(
+    object_id: str, s: SessionDep, who: PrincipalDep, signer: SignerDep, fileSize: int | None = None
+) -> UploadProgress:
     _writable(s, who, object_id, "upload")
     return objects.upload_status(s, signer, object_id, fileSize)
 
 
 @router.post("/upload/{object_id}")
-def complete(object_id: str, uploadId: str, s: SessionDep, who: PrincipalDep,
-             p: PlatformDep) -> None:
+def complete(
+    object_id: str, uploadId: str, s: SessionDep, who: PrincipalDep, p: PlatformDep
+) -> None:
     _writable(s, who, object_id, "upload")
     objects.complete_upload(s, p.store, object_id, uploadId)
 

@@ -26,8 +26,9 @@ async def json_body(request: Request) -> Any:
     try:
         return json.loads(raw) if raw.strip() else None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(422, "payload.parsing",
-                       f"The request body is not valid JSON: {exc}") from None
+        raise ApiError(
+            422, "payload.parsing", f"The request body is not valid JSON: {exc}"
+        ) from None
 
 
 Body = Annotated[Any, Depends(json_body)]
@@ -69,12 +70,21 @@ def study_all(study_id: str, s: SessionDep) -> dict:
 
 # -- analysis types -----------------------------------------------------------------------
 @router.get("/schemas")
-def list_schemas(s: SessionDep, names: str | None = None, hideSchema: bool = True,
-                 limit: int = 50, offset: int = 0) -> dict:
+def list_schemas(
+    s: SessionDep,
+    names: str | None = None,
+    hideSchema: bool = True,
+    limit: int = 50,
+    offset: int = 0,
+) -> dict:
     wanted = [n.strip() for n in names.split(",")] if names else None
     found = metadata.list_analysis_types(s, wanted, hide_schema=hideSchema)
-    return {"limit": limit, "offset": offset, "count": len(found),
-            "resultSet": found[offset * limit: offset * limit + limit]}
+    return {
+        "limit": limit,
+        "offset": offset,
+        "count": len(found),
+        "resultSet": found[offset * limit : offset * limit + limit],
+    }
 
 
 @router.get("/schema/list", include_in_schema=False)
@@ -85,8 +95,9 @@ def list_schemas_legacy(s: SessionDep) -> dict:
 
 @router.get("/schemas/{name}")
 @router.get("/schema/{name}", include_in_schema=False)
-def get_schema(name: str, s: SessionDep, version: int | None = None,
-               unrenderedOnly: bool = False) -> dict:
+def get_schema(
+    name: str, s: SessionDep, version: int | None = None, unrenderedOnly: bool = False
+) -> dict:
     row = metadata.get_analysis_type(s, name, version)
     return metadata.analysis_type_json(row, unrendered=unrenderedOnly)
 
@@ -103,8 +114,9 @@ def register_schema(body: Body, s: SessionDep, who: PrincipalDep) -> dict:
 
 # -- submission and analyses --------------------------------------------------------------
 @router.post("/submit/{study_id}")
-def submit(study_id: str, body: Body, s: SessionDep, who: PrincipalDep,
-           allowDuplicates: bool = False) -> dict:
+def submit(
+    study_id: str, body: Body, s: SessionDep, who: PrincipalDep, allowDuplicates: bool = False
+) -> dict:
     authorize(who, Action.WRITE, study_id, what=f"submit to study {study_id}")
     analysis_id = metadata.submit(s, study_id, body, allowDuplicates)
     return {"analysisId": analysis_id, "status": "OK"}
@@ -116,27 +128,37 @@ def search_id(study_id: str, request: Request, s: SessionDep) -> list[dict]:
 
 
 @router.get("/studies/{study_id}/analysis/search/info")
-def search_info(study_id: str, request: Request, s: SessionDep,
-                includeInfo: bool = False) -> list[dict]:
+def search_info(
+    study_id: str, request: Request, s: SessionDep, includeInfo: bool = False
+) -> list[dict]:
     terms = {k: v for k, v in request.query_params.items() if k != "includeInfo"}
     return metadata.search_by_info(s, study_id, includeInfo, terms)
 
 
 @router.get("/studies/{study_id}/analysis/paginated")
-def analyses_paginated(study_id: str, s: SessionDep, analysisStates: str | None = None,
-                       limit: int = 100, offset: int = 0) -> dict:
+def analyses_paginated(
+    study_id: str,
+    s: SessionDep,
+    analysisStates: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> dict:
     if limit < 1 or offset < 0:
         raise bad_request("malformed.parameter", "limit must be >= 1 and offset >= 0")
-    rows, total = metadata.list_analyses(s, study_id, metadata.parse_states(analysisStates),
-                                         limit, offset)
-    return {"analyses": [metadata.analysis_json(s, r) for r in rows], "totalAnalyses": total,
-            "totalPages": -(-total // limit), "currentTotalAnalyses": len(rows),
-            "hasNext": offset + len(rows) < total}
+    rows, total = metadata.list_analyses(
+        s, study_id, metadata.parse_states(analysisStates), limit, offset
+    )
+    return {
+        "analyses": [metadata.analysis_json(s, r) for r in rows],
+        "totalAnalyses": total,
+        "totalPages": -(-total // limit),
+        "currentTotalAnalyses": len(rows),
+        "hasNext": offset + len(rows) < total,
+    }
 
 
 @router.get("/studies/{study_id}/analysis")
-def analyses(study_id: str, s: SessionDep,
-             analysisStates: str | None = None) -> list[dict]:
+def analyses(study_id: str, s: SessionDep, analysisStates: str | None = None) -> list[dict]:
     rows, _ = metadata.list_analyses(s, study_id, metadata.parse_states(analysisStates))
     return [metadata.analysis_json(s, r) for r in rows]
 
@@ -153,8 +175,13 @@ def get_analysis_files(study_id: str, analysis_id: str, s: SessionDep) -> list[d
 
 
 def _state_change(action: str):
-    def change(study_id: str, analysis_id: str, s: SessionDep, who: PrincipalDep,
-               ignoreUndefinedMd5: bool = False) -> str:
+    def change(
+        study_id: str,
+        analysis_id: str,
+        s: SessionDep,
+        who: PrincipalDep,
+        ignoreUndefinedMd5: bool = False,
+    ) -> str:
         authorize(who, Action.WRITE, study_id, what=f"{action} analyses of study {study_id}")
         return metadata.change_state(s, study_id, analysis_id, action, ignoreUndefinedMd5)
 
@@ -162,8 +189,11 @@ def _state_change(action: str):
 
 
 for _action in ("publish", "unpublish", "suppress"):
-    router.put(f"/studies/{{study_id}}/analysis/{_action}/{{analysis_id}}",
-               response_class=PlainTextResponse, name=_action)(_state_change(_action))
+    router.put(
+        f"/studies/{{study_id}}/analysis/{_action}/{{analysis_id}}",
+        response_class=PlainTextResponse,
+        name=_action,
+    )(_state_change(_action))
 
 
 # -- files --------------------------------------------------------------------------------
@@ -174,8 +204,9 @@ def get_file(study_id: str, object_id: str, s: SessionDep) -> dict:
 
 
 @router.put("/studies/{study_id}/files/{object_id}")
-def update_file(study_id: str, object_id: str, body: Body, s: SessionDep,
-                who: PrincipalDep) -> dict:
+def update_file(
+    study_id: str, object_id: str, body: Body, s: SessionDep, who: PrincipalDep
+) -> dict:
     authorize(who, Action.WRITE, study_id, what=f"update files of study {study_id}")
     return metadata.update_file(s, study_id, object_id, _object(body, "file update"))
 
@@ -186,8 +217,18 @@ def get_entity(object_id: str, s: SessionDep) -> dict:
     return metadata.entity_json(metadata.get_entity(s, object_id))
 
 
-ENTITY_PARAMS = {"id", "gnosId", "analysisId", "fileName", "projectCode", "access", "fields",
-                 "page", "size", "sort"}
+ENTITY_PARAMS = {
+    "id",
+    "gnosId",
+    "analysisId",
+    "fileName",
+    "projectCode",
+    "access",
+    "fields",
+    "page",
+    "size",
+    "sort",
+}
 
 
 @router.get("/entities")
@@ -195,14 +236,16 @@ def list_entities(request: Request, s: SessionDep, page: int = 0, size: int = 20
     params = request.query_params
     unknown = set(params) - ENTITY_PARAMS
     if unknown:
-        raise bad_request("illegal.query.parameter",
-                          f"Unknown query parameter(s) {sorted(unknown)}")
+        raise bad_request(
+            "illegal.query.parameter", f"Unknown query parameter(s) {sorted(unknown)}"
+        )
     if page < 0 or not 1 <= size <= 10_000:
         raise bad_request("malformed.parameter", "page must be >= 0 and size within 1..10000")
     # score-client repeats `fields=`; ARGO's gateway takes a comma list: accept both.
     fields = [f.strip() for v in params.getlist("fields") for f in v.split(",") if f.strip()]
-    filters = {k: params[k] for k in ("id", "gnosId", "fileName", "projectCode", "access")
-               if k in params}
+    filters = {
+        k: params[k] for k in ("id", "gnosId", "fileName", "projectCode", "access") if k in params
+    }
     if "analysisId" in params:
         filters["gnosId"] = params["analysisId"]
     return JSONResponse(metadata.list_entities(s, filters, fields, page, size))

@@ -191,5 +191,6 @@ class RepositoryEntry(Base):
 class RepositoryDonor(Base):
     __tablename__ = "repository_donors"
     object_id: Mapped[str] = mapped_column(
-        ForeignKey("repository_entries.object_id", ondelete="CASCADE"), primary_key=True)
+        ForeignKey("repository_entries.object_id", ondelete="CASCADE"), primary_key=True
+    )
     donor_id: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)

@@ -30,17 +30,52 @@ templates = Jinja2Templates(directory=HERE / "templates")
 router = APIRouter(include_in_schema=False)
 static = StaticFiles(directory=HERE / "static")
 
-FACET_LABELS = [("study", "Study"), ("data_type", "Data type"), ("file_type", "File type"),
-                ("access", "Access"), ("analysis_type", "Analysis type"), ("donor", "Donor")]
+FACET_LABELS = [
+    ("study", "Study"),
+    ("data_type", "Data type"),
+    ("file_type", "File type"),
+    ("access", "Access"),
+    ("analysis_type", "Analysis type"),
+    ("donor", "Donor"),
+]
 # What a researcher scans first comes first; the long ids last (the table scrolls sideways).
-COLUMNS = [("file_name", "File name"), ("file_type", "File type"), ("size", "Size"),
-           ("access", "Access"), ("study", "Study"), ("donor", "Donor"), ("sample", "Sample"),
-           ("data_type", "Data type"), ("analysis_type", "Analysis"), ("object_id", "Object id")]
-SORTABLE = {"file_name", "object_id", "study", "data_type", "file_type", "size", "access",
-            "analysis_type"}
-TABLE_FIELDS = ("file_name", "object_id", "study_id", "donors", "samples", "data_type",
-                "file_type", "size", "md5", "access", "analysis_id", "analysis_type",
-                "index_object_id")
+COLUMNS = [
+    ("file_name", "File name"),
+    ("file_type", "File type"),
+    ("size", "Size"),
+    ("access", "Access"),
+    ("study", "Study"),
+    ("donor", "Donor"),
+    ("sample", "Sample"),
+    ("data_type", "Data type"),
+    ("analysis_type", "Analysis"),
+    ("object_id", "Object id"),
+]
+SORTABLE = {
+    "file_name",
+    "object_id",
+    "study",
+    "data_type",
+    "file_type",
+    "size",
+    "access",
+    "analysis_type",
+}
+TABLE_FIELDS = (
+    "file_name",
+    "object_id",
+    "study_id",
+    "donors",
+    "samples",
+    "data_type",
+    "file_type",
+    "size",
+    "md5",
+    "access",
+    "analysis_id",
+    "analysis_type",
+    "index_object_id",
+)
 
 
 def viewer(request: Request, session: Session) -> Principal | None:
@@ -61,10 +96,12 @@ def read_filters(request: Request) -> repository.Filters:
     params = request.query_params
     selected = {facet: [v for v in params.getlist(facet) if v] for facet in repository.FACETS}
     sort = params.get("sort", "file_name")
-    return repository.Filters({k: v for k, v in selected.items() if v},
-                              params.get("q", "")[:200],
-                              sort if sort in repository.SORTS else "file_name",
-                              "desc" if params.get("order") == "desc" else "asc")
+    return repository.Filters(
+        {k: v for k, v in selected.items() if v},
+        params.get("q", "")[:200],
+        sort if sort in repository.SORTS else "file_name",
+        "desc" if params.get("order") == "desc" else "asc",
+    )
 
 
 def query_items(filters: repository.Filters, **extra: object) -> list[tuple[str, str]]:
@@ -122,21 +159,41 @@ def repository_page(request: Request, s: SessionDep) -> HTMLResponse:
     def may(e: RepositoryEntry) -> bool:
         return can(who, Action.READ, e.study_id, e.access)
 
-    response = templates.TemplateResponse(request, "repository.html", {
-        "who": who, "filters": filters, "facets": repository.facet_counts(s, filters),
-        "facet_labels": FACET_LABELS, "facet_limit": 25, "rows": rows, "total": total,
-        "total_size": human(total_bytes), "size": size, "page": page, "here": here(request),
-        "pages": pages, "columns": COLUMNS, "sortable": SORTABLE, "sort_link": sort_link,
-        "page_link": page_link, "query": urlencode(query_items(filters)),
-        "query_items": items, "human": human, "may": may,
-        "message": request.query_params.get("message")})
+    response = templates.TemplateResponse(
+        request,
+        "repository.html",
+        {
+            "who": who,
+            "filters": filters,
+            "facets": repository.facet_counts(s, filters),
+            "facet_labels": FACET_LABELS,
+            "facet_limit": 25,
+            "rows": rows,
+            "total": total,
+            "total_size": human(total_bytes),
+            "size": size,
+            "page": page,
+            "here": here(request),
+            "pages": pages,
+            "columns": COLUMNS,
+            "sortable": SORTABLE,
+            "sort_link": sort_link,
+            "page_link": page_link,
+            "query": urlencode(query_items(filters)),
+            "query_items": items,
+            "human": human,
+            "may": may,
+            "message": request.query_params.get("message"),
+        },
+    )
     response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
     return response
 
 
 def _attachment(body: str, name: str, media: str) -> Response:
-    return Response(body, media_type=media,
-                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    return Response(
+        body, media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'}
+    )
 
 
 @router.get("/repository/manifest.tsv")
@@ -144,8 +201,9 @@ def manifest(request: Request, s: SessionDep, p: PlatformDep) -> Response:
     code = p.settings.extra.get("repository_code", "PYSCORE")
     rows = repository.manifest_rows(s, read_filters(request), code)
     stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
-    return _attachment(format_argo(rows), f"score-manifest.{stamp}.tsv",
-                       "text/tab-separated-values")
+    return _attachment(
+        format_argo(rows), f"score-manifest.{stamp}.tsv", "text/tab-separated-values"
+    )
 
 
 @router.get("/repository/table.tsv")
@@ -154,8 +212,9 @@ def table(request: Request, s: SessionDep) -> Response:
     lines = ["\t".join(TABLE_FIELDS)]
     lines += ["\t".join(str(getattr(e, f) or "") for f in TABLE_FIELDS) for e in rows]
     stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
-    return _attachment("\n".join(lines) + "\n", f"file-table.{stamp}.tsv",
-                       "text/tab-separated-values")
+    return _attachment(
+        "\n".join(lines) + "\n", f"file-table.{stamp}.tsv", "text/tab-separated-values"
+    )
 
 
 @router.get("/repository/files.json")
@@ -163,8 +222,9 @@ def files_json(request: Request, s: SessionDep) -> JSONResponse:
     rows, total = repository.search(s, read_filters(request), limit=None)
     body = {"total": total, "files": [{f: getattr(e, f) for f in TABLE_FIELDS} for e in rows]}
     stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
-    return JSONResponse(body, headers={
-        "Content-Disposition": f'attachment; filename="files.{stamp}.json"'})
+    return JSONResponse(
+        body, headers={"Content-Disposition": f'attachment; filename="files.{stamp}.json"'}
+    )
 
 
 @router.get("/file/{object_id}", response_class=HTMLResponse)
@@ -176,53 +236,87 @@ def file_page(object_id: str, request: Request, s: SessionDep) -> HTMLResponse:
         raise ApiError(404, "file.not.found", f"File {object_id} is not published")
     samples = metadata.analysis_samples(s, f.analysis_id)
     index = next(iter(metadata.index_files(s, object_id)), None)
-    siblings = [o for o in metadata.analysis_files(s, f.analysis_id)
-                if o.object_id != object_id]
+    siblings = [o for o in metadata.analysis_files(s, f.analysis_id) if o.object_id != object_id]
     base = str(request.base_url).rstrip("/")
-    commands = [("Download with score-client",
-                 f"score-client download --object-id {object_id} --output-dir data")]
+    commands = [
+        (
+            "Download with score-client",
+            f"score-client download --object-id {object_id} --output-dir data",
+        )
+    ]
     if f.file_name.lower().endswith((".bam", ".cram", ".vcf.gz", ".bcf")):
         region = "chr1:1-100000"
-        commands.append(("Slice a region without downloading the file",
-                         f"score-client view --object-id {object_id} --query {region}"))
-    commands.append(("Settings for score-client",
-                     f"export METADATA_URL={base} STORAGE_URL={base} ACCESSTOKEN=<your token>"))
-    return templates.TemplateResponse(request, "file.html", {
-        "who": who, "f": f, "analysis": analysis, "index": index, "siblings": siblings,
-        "donors": sorted({x["donor"]["donorId"] for x in samples if x.get("donor")}),
-        "samples": sorted({x["sampleId"] for x in samples}), "commands": commands,
-        "human": human, "may": can(who, Action.READ, f.study_id, f.file_access),
-        "message": None, "here": here(request)})
+        commands.append(
+            (
+                "Slice a region without downloading the file",
+                f"score-client view --object-id {object_id} --query {region}",
+            )
+        )
+    commands.append(
+        (
+            "Settings for score-client",
+            f"export METADATA_URL={base} STORAGE_URL={base} ACCESSTOKEN=<your token>",
+        )
+    )
+    return templates.TemplateResponse(
+        request,
+        "file.html",
+        {
+            "who": who,
+            "f": f,
+            "analysis": analysis,
+            "index": index,
+            "siblings": siblings,
+            "donors": sorted({x["donor"]["donorId"] for x in samples if x.get("donor")}),
+            "samples": sorted({x["sampleId"] for x in samples}),
+            "commands": commands,
+            "human": human,
+            "may": can(who, Action.READ, f.study_id, f.file_access),
+            "message": None,
+            "here": here(request),
+        },
+    )
 
 
 @router.get("/file/{object_id}/download")
-def file_download(object_id: str, request: Request, s: SessionDep,
-                  signer: SignerDep) -> RedirectResponse:
+def file_download(
+    object_id: str, request: Request, s: SessionDep, signer: SignerDep
+) -> RedirectResponse:
     """A redirect to a signed storage URL: the bytes come from the store, not this page."""
     who = viewer(request, s)
     f = metadata.get_file(s, object_id)
     authorize(who, Action.READ, f.study_id, f.file_access, f"download {f.file_name}")
     objects.require_published(s, f)
-    url = signer.store.url_for_get(f.object_id, base_url=signer.base_url,
-                                   expires_in=signer.download_expiry, filename=f.file_name)
+    url = signer.store.url_for_get(
+        f.object_id,
+        base_url=signer.base_url,
+        expires_in=signer.download_expiry,
+        filename=f.file_name,
+    )
     return RedirectResponse(url, status_code=303)
 
 
 def _back(next_url: str) -> str:
-    return next_url if next_url.startswith("/") and not next_url.startswith("//") \
-        else "/repository"
+    return next_url if next_url.startswith("/") and not next_url.startswith("//") else "/repository"
 
 
 @router.post("/portal/sign-in")
-def sign_in(request: Request, s: SessionDep, token: str = Form(...),
-            next: str = Form("/repository")) -> RedirectResponse:
+def sign_in(
+    request: Request, s: SessionDep, token: str = Form(...), next: str = Form("/repository")
+) -> RedirectResponse:
     try:
         who = principal_for(s, f"Bearer {token.strip()}")
     except ApiError as exc:
         return RedirectResponse(_with_message(_back(next), exc.message), status_code=303)
     response = RedirectResponse(_back(next), status_code=303)
-    response.set_cookie(COOKIE, token.strip(), httponly=True, samesite="strict",
-                        secure=request.url.scheme == "https", max_age=12 * 3600)
+    response.set_cookie(
+        COOKIE,
+        token.strip(),
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        max_age=12 * 3600,
+    )
     if who is None:
         response.delete_cookie(COOKIE)
     return response
@@ -238,4 +332,3 @@ def sign_out(next: str = Form("/repository")) -> RedirectResponse:
 def install(app) -> None:
     app.include_router(router)
     app.mount("/portal/static", static, name="portal_static")
-

@@ -16,8 +16,9 @@ def content_disposition(filename: str) -> str:
     """`attachment` with the name both plain (ASCII fallback) and RFC 5987-encoded."""
     from urllib.parse import quote
 
-    plain = "".join(c if c.isascii() and c not in '"\\;' and c.isprintable() else "_"
-                    for c in filename)
+    plain = "".join(
+        c if c.isascii() and c not in '"\\;' and c.isprintable() else "_" for c in filename
+    )
     return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(filename)}"
 
 
@@ -39,9 +40,16 @@ class ObjectStore(Protocol):
         """Record a finished object's specification beside it (Score's `data/<id>.meta`)."""
         ...
 
-    def url_for_get(self, object_id: str, *, base_url: str, expires_in: int,
-                    offset: int | None = None, length: int | None = None,
-                    filename: str | None = None) -> str:
+    def url_for_get(
+        self,
+        object_id: str,
+        *,
+        base_url: str,
+        expires_in: int,
+        offset: int | None = None,
+        length: int | None = None,
+        filename: str | None = None,
+    ) -> str:
         """A signed GET URL for the whole object, or only for [offset, offset+length);
         with `filename`, browsers save it under that name."""
         ...
@@ -66,8 +74,17 @@ class ObjectStore(Protocol):
         """Start a multipart upload; return the store's upload id."""
         ...
 
-    def url_for_part(self, object_id: str, upload_id: str, part_number: int, offset: int,
-                     size: int, *, base_url: str, expires_in: int) -> str: ...
+    def url_for_part(
+        self,
+        object_id: str,
+        upload_id: str,
+        part_number: int,
+        offset: int,
+        size: int,
+        *,
+        base_url: str,
+        expires_in: int,
+    ) -> str: ...
 
     def list_parts(self, object_id: str, upload_id: str) -> dict[int, str]:
         """Parts the store holds for an upload: partNumber → ETag (the part's MD5 in hex)."""

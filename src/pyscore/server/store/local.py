@@ -60,11 +60,16 @@ class LocalStore:
         message = f"{method}\n{path}\n{exp}\n{rng}" + (f"\n{name}" if name else "")
         return hmac.new(self.secret, message.encode(), hashlib.sha256).hexdigest()
 
-    def _signed(self, method: str, base_url: str, path: str, expires_in: int, rng: str,
-                name: str = "") -> str:
+    def _signed(
+        self, method: str, base_url: str, path: str, expires_in: int, rng: str, name: str = ""
+    ) -> str:
         exp = int(time.time()) + expires_in
-        query = {"exp": exp, **({"range": rng} if rng else {}), **({"name": name} if name else {}),
-                 "sig": self.sign(method, path, exp, rng, name)}
+        query = {
+            "exp": exp,
+            **({"range": rng} if rng else {}),
+            **({"name": name} if name else {}),
+            "sig": self.sign(method, path, exp, rng, name),
+        }
         return f"{base_url.rstrip('/')}{path}?{urlencode(query)}"
 
     def verify(self, method: str, path: str, query: dict[str, str]) -> str:
@@ -92,12 +97,20 @@ class LocalStore:
     def path(self, object_id: str) -> Path:
         return self.data / _safe(object_id)
 
-    def url_for_get(self, object_id: str, *, base_url: str, expires_in: int,
-                    offset: int | None = None, length: int | None = None,
-                    filename: str | None = None) -> str:
+    def url_for_get(
+        self,
+        object_id: str,
+        *,
+        base_url: str,
+        expires_in: int,
+        offset: int | None = None,
+        length: int | None = None,
+        filename: str | None = None,
+    ) -> str:
         rng = "" if offset is None or length is None else f"{offset}-{offset + length - 1}"
-        return self._signed("GET", base_url, f"/store/objects/{_safe(object_id)}", expires_in,
-                            rng, filename or "")
+        return self._signed(
+            "GET", base_url, f"/store/objects/{_safe(object_id)}", expires_in, rng, filename or ""
+        )
 
     def stat(self, object_id: str) -> ObjectStat | None:
         try:
@@ -142,8 +155,17 @@ class LocalStore:
         self._upload_parts(upload_id).mkdir()
         return upload_id
 
-    def url_for_part(self, object_id: str, upload_id: str, part_number: int, offset: int,
-                     size: int, *, base_url: str, expires_in: int) -> str:
+    def url_for_part(
+        self,
+        object_id: str,
+        upload_id: str,
+        part_number: int,
+        offset: int,
+        size: int,
+        *,
+        base_url: str,
+        expires_in: int,
+    ) -> str:
         path = f"/store/uploads/{_safe(upload_id)}/{part_number}"
         return self._signed("PUT", base_url, path, expires_in, f"{offset}-{offset + size - 1}")
 
@@ -151,15 +173,21 @@ class LocalStore:
         folder = self._upload_parts(upload_id)
         if not folder.is_dir():
             return {}
-        return {int(p.name[5:], 16): p.read_text().strip()
-                for p in folder.iterdir() if p.name.startswith("part-")}
+        return {
+            int(p.name[5:], 16): p.read_text().strip()
+            for p in folder.iterdir()
+            if p.name.startswith("part-")
+        }
 
     def complete(self, object_id: str, upload_id: str, etags: dict[int, str]) -> None:
         held = self.list_parts(object_id, upload_id)
         for number, etag in etags.items():
             if held.get(number) != etag.strip('"'):
-                raise ApiError(409, "upload.part.missing",
-                               f"Part {number} of upload {upload_id} is missing or differs")
+                raise ApiError(
+                    409,
+                    "upload.part.missing",
+                    f"Part {number} of upload {upload_id} is missing or differs",
+                )
         os.replace(self._upload_data(upload_id), self.path(object_id))
         self._drop_parts(upload_id)
 
@@ -174,8 +202,9 @@ class LocalStore:
                 p.unlink()
             folder.rmdir()
 
-    async def receive_part(self, upload_id: str, part_number: int, rng: str,
-                           chunks: Iterator[bytes] | object) -> str:
+    async def receive_part(
+        self, upload_id: str, part_number: int, rng: str, chunks: Iterator[bytes] | object
+    ) -> str:
         """Write a part's body at its offset, hashing as it streams; return its MD5."""
         start, end = (int(x) for x in rng.split("-"))
         data = self._upload_data(upload_id)
@@ -194,8 +223,11 @@ class LocalStore:
         finally:
             os.close(fd)
         if written != end - start + 1:
-            raise ApiError(400, "upload.part.size",
-                           f"Part {part_number} has {written} bytes, expected {end - start + 1}")
+            raise ApiError(
+                400,
+                "upload.part.size",
+                f"Part {part_number} has {written} bytes, expected {end - start + 1}",
+            )
         digest = md5.hexdigest()
         marker = self._upload_parts(upload_id) / f"part-{part_number:08x}"
         tmp = marker.with_suffix(".tmp")
@@ -229,16 +261,20 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
 class RangeResponse(Response):
     """206 for [start, end] of a file (or 200 for all of it), read in chunks off the loop."""
 
-    def __init__(self, path: Path, start: int, end: int, size: int, headers: dict,
-                 partial: bool = True) -> None:
+    def __init__(
+        self, path: Path, start: int, end: int, size: int, headers: dict, partial: bool = True
+    ) -> None:
         extra = {"Content-Range": f"bytes {start}-{end}/{size}"} if partial else {}
-        super().__init__(status_code=206 if partial else 200, headers={
-            **headers, **extra, "Content-Length": str(end - start + 1)})
+        super().__init__(
+            status_code=206 if partial else 200,
+            headers={**headers, **extra, "Content-Length": str(end - start + 1)},
+        )
         self.path, self.start, self.end = path, start, end
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status_code,
-                    "headers": self.raw_headers})
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
         if scope["method"] == "HEAD":
             await send({"type": "http.response.body", "body": b""})
             return
@@ -272,8 +308,11 @@ def router(store: LocalStore) -> APIRouter:
         except FileNotFoundError:
             raise ApiError(404, "object.not.found", f"Object {object_id} not found") from None
         size = st.st_size
-        headers = {"Accept-Ranges": "bytes", "ETag": f'"{st.st_size:x}-{st.st_mtime_ns:x}"',
-                   "Cache-Control": "private, no-store"}
+        headers = {
+            "Accept-Ranges": "bytes",
+            "ETag": f'"{st.st_size:x}-{st.st_mtime_ns:x}"',
+            "Cache-Control": "private, no-store",
+        }
         if request.query_params.get("name"):  # signed: a download for a browser
             headers["Content-Disposition"] = content_disposition(request.query_params["name"])
         lo, hi = 0, size - 1
@@ -283,12 +322,14 @@ def router(store: LocalStore) -> APIRouter:
         try:
             wanted = parse_range(request.headers.get("range", ""), size)
         except RangeNotSatisfiable:
-            return Response(status_code=416,
-                            headers={**headers, "Content-Range": f"bytes */{size}"})
+            return Response(
+                status_code=416, headers={**headers, "Content-Range": f"bytes */{size}"}
+            )
         if wanted is None:
             if not signed and "range" not in request.headers:  # zero-copy whole file
-                return FileResponse(path, headers=headers, stat_result=st,
-                                    media_type="application/octet-stream")
+                return FileResponse(
+                    path, headers=headers, stat_result=st, media_type="application/octet-stream"
+                )
             if not signed:  # a Range we ignore (other unit, bad syntax, several ranges)
                 return RangeResponse(path, 0, size - 1, size, headers, partial=False)
             wanted = (lo, hi)

@@ -36,14 +36,20 @@ class S3Store:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> S3Store:
-        rest = settings.store[len("s3://"):]
+        rest = settings.store[len("s3://") :]
         bucket, _, prefix = rest.partition("/")
         client = boto3.client(
-            "s3", endpoint_url=settings.s3_endpoint or None, region_name=settings.s3_region,
+            "s3",
+            endpoint_url=settings.s3_endpoint or None,
+            region_name=settings.s3_region,
             aws_access_key_id=settings.s3_access_key or None,
             aws_secret_access_key=settings.s3_secret_key or None,
-            config=Config(signature_version="s3v4", retries={"max_attempts": 5},
-                          s3={"addressing_style": settings.s3_addressing_style}))
+            config=Config(
+                signature_version="s3v4",
+                retries={"max_attempts": 5},
+                s3={"addressing_style": settings.s3_addressing_style},
+            ),
+        )
         return cls(bucket, prefix, client)
 
     def _key(self, *parts: str) -> str:
@@ -59,14 +65,22 @@ class S3Store:
             self.client.create_bucket(Bucket=self.bucket)
 
     # -- objects ---------------------------------------------------------------------------
-    def url_for_get(self, object_id: str, *, base_url: str, expires_in: int,
-                    offset: int | None = None, length: int | None = None,
-                    filename: str | None = None) -> str:
+    def url_for_get(
+        self,
+        object_id: str,
+        *,
+        base_url: str,
+        expires_in: int,
+        offset: int | None = None,
+        length: int | None = None,
+        filename: str | None = None,
+    ) -> str:
         params = {"Bucket": self.bucket, "Key": self.data_key(object_id)}
         if filename:
             params["ResponseContentDisposition"] = content_disposition(filename)
-        return self.client.generate_presigned_url("get_object", Params=params,
-                                                  ExpiresIn=min(expires_in, MAX_PRESIGN))
+        return self.client.generate_presigned_url(
+            "get_object", Params=params, ExpiresIn=min(expires_in, MAX_PRESIGN)
+        )
 
     def stat(self, object_id: str) -> ObjectStat | None:
         try:
@@ -79,8 +93,11 @@ class S3Store:
         if length <= 0:
             return b""
         try:
-            body = self.client.get_object(Bucket=self.bucket, Key=self.data_key(object_id),
-                                          Range=f"bytes={offset}-{offset + length - 1}")["Body"]
+            body = self.client.get_object(
+                Bucket=self.bucket,
+                Key=self.data_key(object_id),
+                Range=f"bytes={offset}-{offset + length - 1}",
+            )["Body"]
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "InvalidRange":
                 return b""
@@ -99,37 +116,64 @@ class S3Store:
 
     def write_meta(self, object_id: str, spec: dict) -> None:
         """The original's `data/<id>.meta`: ObjectSpecification with part MD5s."""
-        self.client.put_object(Bucket=self.bucket, Key=self.data_key(object_id) + ".meta",
-                               Body=json.dumps(spec).encode(),
-                               ContentType="application/json")
+        self.client.put_object(
+            Bucket=self.bucket,
+            Key=self.data_key(object_id) + ".meta",
+            Body=json.dumps(spec).encode(),
+            ContentType="application/json",
+        )
 
     # -- multipart uploads -----------------------------------------------------------------
     def _upload_meta(self, object_id: str, upload_id: str) -> str:
         return self._key("upload", f"{object_id}_{upload_id}", ".meta")
 
     def initiate(self, object_id: str, size: int) -> str:
-        upload = self.client.create_multipart_upload(Bucket=self.bucket,
-                                                     Key=self.data_key(object_id))
+        upload = self.client.create_multipart_upload(
+            Bucket=self.bucket, Key=self.data_key(object_id)
+        )
         upload_id = upload["UploadId"]
-        self.client.put_object(Bucket=self.bucket, Key=self._upload_meta(object_id, upload_id),
-                               Body=json.dumps({"objectId": object_id, "uploadId": upload_id,
-                                                "objectSize": size}).encode())
+        self.client.put_object(
+            Bucket=self.bucket,
+            Key=self._upload_meta(object_id, upload_id),
+            Body=json.dumps(
+                {"objectId": object_id, "uploadId": upload_id, "objectSize": size}
+            ).encode(),
+        )
         return upload_id
 
-    def url_for_part(self, object_id: str, upload_id: str, part_number: int, offset: int,
-                     size: int, *, base_url: str, expires_in: int) -> str:
+    def url_for_part(
+        self,
+        object_id: str,
+        upload_id: str,
+        part_number: int,
+        offset: int,
+        size: int,
+        *,
+        base_url: str,
+        expires_in: int,
+    ) -> str:
         return self.client.generate_presigned_url(
-            "upload_part", Params={"Bucket": self.bucket, "Key": self.data_key(object_id),
-                                   "UploadId": upload_id, "PartNumber": part_number},
-            ExpiresIn=min(expires_in, MAX_PRESIGN))
+            "upload_part",
+            Params={
+                "Bucket": self.bucket,
+                "Key": self.data_key(object_id),
+                "UploadId": upload_id,
+                "PartNumber": part_number,
+            },
+            ExpiresIn=min(expires_in, MAX_PRESIGN),
+        )
 
     def list_parts(self, object_id: str, upload_id: str) -> dict[int, str]:
         parts: dict[int, str] = {}
         marker = 0
         while True:
             try:
-                page = self.client.list_parts(Bucket=self.bucket, Key=self.data_key(object_id),
-                                              UploadId=upload_id, PartNumberMarker=marker)
+                page = self.client.list_parts(
+                    Bucket=self.bucket,
+                    Key=self.data_key(object_id),
+                    UploadId=upload_id,
+                    PartNumberMarker=marker,
+                )
             except ClientError:
                 return parts
             for p in page.get("Parts", []):
@@ -141,17 +185,25 @@ class S3Store:
     def complete(self, object_id: str, upload_id: str, etags: dict[int, str]) -> None:
         try:
             self.client.complete_multipart_upload(
-                Bucket=self.bucket, Key=self.data_key(object_id), UploadId=upload_id,
-                MultipartUpload={"Parts": [{"PartNumber": n, "ETag": f'"{etags[n]}"'}
-                                           for n in sorted(etags)]})
+                Bucket=self.bucket,
+                Key=self.data_key(object_id),
+                UploadId=upload_id,
+                MultipartUpload={
+                    "Parts": [{"PartNumber": n, "ETag": f'"{etags[n]}"'} for n in sorted(etags)]
+                },
+            )
         except ClientError as exc:
-            raise ApiError(409, "upload.complete.failed",
-                           f"The object store refused to complete upload {upload_id}: "
-                           f"{exc.response.get('Error', {}).get('Message', exc)}") from None
+            raise ApiError(
+                409,
+                "upload.complete.failed",
+                f"The object store refused to complete upload {upload_id}: "
+                f"{exc.response.get('Error', {}).get('Message', exc)}",
+            ) from None
         self.client.delete_object(Bucket=self.bucket, Key=self._upload_meta(object_id, upload_id))
 
     def abort(self, object_id: str, upload_id: str) -> None:
         with contextlib.suppress(ClientError):  # already gone
-            self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.data_key(object_id),
-                                               UploadId=upload_id)
+            self.client.abort_multipart_upload(
+                Bucket=self.bucket, Key=self.data_key(object_id), UploadId=upload_id
+            )
         self.client.delete_object(Bucket=self.bucket, Key=self._upload_meta(object_id, upload_id))
