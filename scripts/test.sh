@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Set up everything the tests need on a fresh Debian machine, then run lint and the tests:
 #   1. the whole suite on the embedded default (SQLite + local object store);
-#   2. the integration suite on PostgreSQL + local store;
-#   3. the integration suite on PostgreSQL + a real S3 server (scripts/s3.sh: Ceph RGW, else SeaweedFS).
-# PYSCORE_BACKENDS=sqlite (or "sqlite postgres") runs fewer passes. Extra args go to pytest.
+#   2. the client's end-to-end tests on the oldest supported Python (3.9, in .venv-oldest), the
+#      rest having run on the newest (.venv);
+#   3. the integration suite on PostgreSQL + local store;
+#   4. the integration suite on PostgreSQL + a real S3 server (scripts/s3.sh: Ceph RGW, else SeaweedFS).
+# PYSCORE_BACKENDS=sqlite (or "sqlite oldest postgres") runs fewer passes. Extra args go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BACKENDS=${PYSCORE_BACKENDS:-sqlite postgres s3}
+BACKENDS=${PYSCORE_BACKENDS:-sqlite oldest postgres s3}
 
 missing=()
 for pair in samtools:samtools bcftools:bcftools tabix:tabix curl:curl fusermount3:fuse3 \
@@ -31,10 +33,19 @@ cleanup() {
 }
 trap cleanup EXIT
 BACKEND_SUITE=(tests/integration tests/e2e/test_download.py tests/e2e/test_upload.py)
+CLIENT_SUITE=(tests/unit tests/e2e/test_download.py tests/e2e/test_download_faults.py
+              tests/e2e/test_upload.py tests/e2e/test_view.py tests/e2e/test_mount.py
+              tests/e2e/test_cli_errors.py)
 
 if [[ " $BACKENDS " == *" sqlite "* ]]; then
-  echo "== tests: SQLite + local store"
+  echo "== tests: SQLite + local store, on $(.venv/bin/python -V)"
   .venv/bin/python -m pytest -q "$@"
+fi
+if [[ " $BACKENDS " == *" oldest "* ]]; then
+  OLDEST=$(bash scripts/python.sh oldest)
+  VENV=.venv-oldest PYTHON="$OLDEST" bash scripts/setup.sh test
+  echo "== tests: the client's end-to-end tests on $(.venv-oldest/bin/python -V)"
+  .venv-oldest/bin/python -m pytest -q "${CLIENT_SUITE[@]}" "$@"
 fi
 if [[ " $BACKENDS " == *" postgres "* || " $BACKENDS " == *" s3 "* ]]; then
   PG_ENV=$(bash scripts/postgres.sh start "$WORK/pg" 55432)  # a failure stops the run here

@@ -11,7 +11,7 @@ took ~200 ms of every score-client start.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, TypeVar
+from typing import Any, Optional, TypeVar
 
 from pyscore.errors import ScoreError
 
@@ -23,9 +23,9 @@ class Part:
     partNumber: int
     partSize: int
     offset: int
-    url: str | None = None
-    md5: str | None = None
-    sourceMd5: str | None = None
+    url: Optional[str] = None
+    md5: Optional[str] = None
+    sourceMd5: Optional[str] = None
 
 
 @dataclass
@@ -35,7 +35,7 @@ class ObjectSpecification:
     uploadId: str
     parts: list[Part]
     objectSize: int
-    objectMd5: str | None = None
+    objectMd5: Optional[str] = None
 
 
 @dataclass
@@ -68,12 +68,12 @@ class ManifestRow:
     """One row of a download manifest, whatever its dialect (ARGO, ICGC 25K, GDC)."""
 
     objectId: str
-    fileName: str | None = None
-    fileSize: int | None = None
-    fileMd5sum: str | None = None
-    analysisId: str | None = None
-    indexObjectId: str | None = None
-    studyId: str | None = None
+    fileName: Optional[str] = None
+    fileSize: Optional[int] = None
+    fileMd5sum: Optional[str] = None
+    analysisId: Optional[str] = None
+    indexObjectId: Optional[str] = None
+    studyId: Optional[str] = None
     line: int = 0
 
 

@@ -20,6 +20,7 @@ import struct
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Optional
 from urllib.parse import unquote_to_bytes
 
 import httpx
@@ -38,7 +39,7 @@ UNMAPPED = 150  # the demo's unplaced unmapped reads, sorted last
 RANDOM_PER_KIND = 15
 TOOL_ENV = {"REF_PATH": "/nonexistent"}  # never fetch reference sequences from the network
 
-Region = tuple[str, int | None, int | None]  # referenceName ("*": unplaced), start, end
+Region = tuple[str, Optional[int], Optional[int]]  # referenceName ("*": unplaced), start, end
 
 
 # -- regions --------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import subprocess
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
 import httpx
@@ -719,7 +720,7 @@ def test_publish_is_committed_before_it_is_acknowledged(http, server, writer, tm
             future = pool.submit(httpx.put, url, headers=bearer(writer), timeout=60)
             try:
                 answered = future.result(timeout=1.5)
-            except TimeoutError:  # waiting for the lock before answering: right
+            except FutureTimeout:  # waiting for the lock before answering: right
                 answered = None
             if answered is not None and answered.status_code == 200:
                 seen = state(http, sub.analysis_id)

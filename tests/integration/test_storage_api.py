@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -460,7 +461,7 @@ def test_finalized_part_is_recorded_once_acknowledged(world):
             )
             try:
                 answered = future.result(timeout=1.5)
-            except TimeoutError:  # waiting for the lock before answering: right
+            except FutureTimeout:  # waiting for the lock before answering: right
                 answered = None
             if answered is not None and answered.status_code == 200:
                 status = p.http.get(f"/upload/{object_id}/status", headers=p.admin).json()

@@ -80,7 +80,7 @@ def resolve_entities(
     unique = list(dict.fromkeys(ids))
     found = _parallel(api.entity, unique)
     entities = []
-    for object_id, result in zip(unique, found, strict=True):
+    for object_id, result in zip(unique, found):
         if isinstance(result, ScoreError):
             failures[object_id] = result
             reporter.error(str(result))
@@ -129,7 +129,7 @@ def plan(
     specs = _parallel(lambda pair: api.download_spec(pair[0].id, req.offset, req.length), chosen)
     targets = []
     partial = req.offset != 0 or req.length != -1
-    for (e, final), spec in zip(chosen, specs, strict=True):
+    for (e, final), spec in zip(chosen, specs):
         if isinstance(spec, ScoreError):
             failures[e.id] = spec
             reporter.error(str(spec))

@@ -172,7 +172,9 @@ def get_range(
             conns.drop(parts.scheme, parts.netloc)  # unread body left: don't reuse
     except (OSError, http.client.HTTPException) as exc:
         conns.drop(parts.scheme, parts.netloc)
-        kind = "timed out" if isinstance(exc, socket.timeout | TimeoutError) else type(exc).__name__
+        kind = (
+            "timed out" if isinstance(exc, (socket.timeout, TimeoutError)) else type(exc).__name__
+        )
         raise Transient() from UnreachableError(f"{what}: {kind}: {exc}")
 
 

@@ -29,10 +29,10 @@ class Ranges:
         self.ends[i:j] = [end]
 
     def spans(self) -> list[tuple[int, int]]:
-        return list(zip(self.starts, self.ends, strict=True))
+        return list(zip(self.starts, self.ends))
 
     def total(self) -> int:
-        return sum(e - s for s, e in zip(self.starts, self.ends, strict=True))
+        return sum(e - s for s, e in zip(self.starts, self.ends))
 
     def end_of_run(self, pos: int) -> int:
         """How far the data runs contiguously from pos (pos itself if nothing covers it)."""

@@ -198,7 +198,7 @@ def slice_reads(
     if source.name.lower().endswith(".cram"):
         hint = " (is the CRAM's reference available? pass --reference-file)"
     with closing_quietly(_open_reads(source, reference), source.name) as inp:
-        contigs = dict(zip(inp.references, inp.lengths, strict=True))
+        contigs = dict(zip(inp.references, inp.lengths))
         wanted = [check_region(r, contigs, source.name) for r in regions]
         if wanted and not header_only and source.tickets is None and not inp.has_index():
             raise ScoreError(f"{source.name}: no index available, so regions cannot be sliced")

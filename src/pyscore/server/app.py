@@ -11,7 +11,7 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 from fastapi import Depends, FastAPI, Request
 from sqlalchemy.orm import Session
@@ -67,7 +67,7 @@ def principal(request: Request, s: SessionDep) -> Principal | None:
     return principal_for(s, request.headers.get("authorization"))
 
 
-PrincipalDep = Annotated[Principal | None, Depends(principal)]
+PrincipalDep = Annotated[Optional[Principal], Depends(principal)]
 
 
 def signer(request: Request, p: PlatformDep) -> Signer:

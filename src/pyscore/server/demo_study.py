@@ -115,7 +115,6 @@ def load_demo(platform, out: Path, study_id: str = "DEMO", reads_per_contig: int
             for f, entry in zip(
                 metadata.analysis_files(s, analysis_id),
                 sorted(analysis.files, key=lambda d: d.path.name),
-                strict=True,
             ):
                 if not objects.object_exists(s, f.object_id):
                     objects.ingest(s, platform.store, f.object_id, entry.path, part_size)

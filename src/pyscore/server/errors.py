@@ -7,7 +7,7 @@ in their own spec's shape. Nothing the server returns for an error is HTML.
 from __future__ import annotations
 
 import traceback
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from http import HTTPStatus
 
 from fastapi import FastAPI, Request
@@ -54,7 +54,7 @@ def song_body(request: Request, error: ApiError) -> dict:
         "message": error.message,
         "requestUrl": str(request.url.path),
         "debugMessage": "",
-        "timestamp": datetime.now(UTC).isoformat(),
+        "timestamp": datetime.now(timezone.utc).isoformat(),
         "stackTrace": [],
     }
 

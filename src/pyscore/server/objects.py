@@ -384,7 +384,7 @@ def meta(obj: StoredObject) -> dict:
     parts = [
         Part(partNumber=n, partSize=size, offset=off, sourceMd5=md5)
         for n, ((off, size), md5) in enumerate(
-            zip(part_layout(obj.size, obj.part_size), obj.part_md5s, strict=False), 1
+            zip(part_layout(obj.size, obj.part_size), obj.part_md5s), 1
         )
     ]
     return to_wire(

@@ -6,6 +6,7 @@ Portable SQL only (SQLite and PostgreSQL); migrations live in `migrations/`.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Optional
 
 from sqlalchemy import (
     JSON,
@@ -28,9 +29,9 @@ class Base(DeclarativeBase):
 class Study(Base):
     __tablename__ = "studies"
     study_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    name: Mapped[str | None] = mapped_column(String(255))
-    organization: Mapped[str | None] = mapped_column(String(255))
-    description: Mapped[str | None] = mapped_column(Text)
+    name: Mapped[Optional[str]] = mapped_column(String(255))
+    organization: Mapped[Optional[str]] = mapped_column(String(255))
+    description: Mapped[Optional[str]] = mapped_column(Text)
     info: Mapped[dict] = mapped_column(JSON, default=dict)
 
 
@@ -49,7 +50,7 @@ class Donor(Base):
     donor_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     study_id: Mapped[str] = mapped_column(ForeignKey("studies.study_id"))
     submitter_donor_id: Mapped[str] = mapped_column(String(255))
-    gender: Mapped[str | None] = mapped_column(String(32))
+    gender: Mapped[Optional[str]] = mapped_column(String(32))
     info: Mapped[dict] = mapped_column(JSON, default=dict)
 
 
@@ -85,8 +86,8 @@ class Analysis(Base):
     state_history: Mapped[list] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    first_published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    first_published_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
+    published_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
 
 
 class AnalysisSample(Base):
@@ -103,12 +104,12 @@ class File(Base):
     file_name: Mapped[str] = mapped_column(String(512), index=True)
     file_size: Mapped[int] = mapped_column(BigInteger)
     file_md5sum: Mapped[str] = mapped_column(String(32))
-    file_type: Mapped[str | None] = mapped_column(String(64))
+    file_type: Mapped[Optional[str]] = mapped_column(String(64))
     file_access: Mapped[str] = mapped_column(String(16))
-    data_type: Mapped[str | None] = mapped_column(String(128))
+    data_type: Mapped[Optional[str]] = mapped_column(String(128))
     info: Mapped[dict] = mapped_column(JSON, default=dict)
     # For an index file (.bai .crai .tbi .csi): the data file it indexes, in the same analysis.
-    index_for: Mapped[str | None] = mapped_column(String(64), index=True)
+    index_for: Mapped[Optional[str]] = mapped_column(String(64), index=True)
 
 
 class StoredObject(Base):
@@ -117,7 +118,7 @@ class StoredObject(Base):
     __tablename__ = "objects"
     object_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     size: Mapped[int] = mapped_column(BigInteger)
-    md5: Mapped[str | None] = mapped_column(String(32))
+    md5: Mapped[Optional[str]] = mapped_column(String(32))
     part_size: Mapped[int] = mapped_column(BigInteger)
     part_md5s: Mapped[list] = mapped_column(JSON, default=list)
     upload_id: Mapped[str] = mapped_column(String(128))
@@ -132,7 +133,7 @@ class Upload(Base):
     object_id: Mapped[str] = mapped_column(String(64), unique=True)
     file_size: Mapped[int] = mapped_column(BigInteger)
     part_size: Mapped[int] = mapped_column(BigInteger)
-    md5: Mapped[str | None] = mapped_column(String(32))
+    md5: Mapped[Optional[str]] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
@@ -153,8 +154,8 @@ class Token(Base):
     user: Mapped[str] = mapped_column(String(255))
     scopes: Mapped[list] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
 
 
 class Setting(Base):
@@ -175,15 +176,15 @@ class RepositoryEntry(Base):
     analysis_id: Mapped[str] = mapped_column(String(64), index=True)
     analysis_type: Mapped[str] = mapped_column(String(128), index=True)
     file_name: Mapped[str] = mapped_column(String(512), index=True)
-    file_type: Mapped[str | None] = mapped_column(String(64), index=True)
-    data_type: Mapped[str | None] = mapped_column(String(128), index=True)
+    file_type: Mapped[Optional[str]] = mapped_column(String(64), index=True)
+    data_type: Mapped[Optional[str]] = mapped_column(String(128), index=True)
     access: Mapped[str] = mapped_column(String(16), index=True)
     size: Mapped[int] = mapped_column(BigInteger, index=True)
     md5: Mapped[str] = mapped_column(String(32))
-    index_object_id: Mapped[str | None] = mapped_column(String(64))
+    index_object_id: Mapped[Optional[str]] = mapped_column(String(64))
     donors: Mapped[str] = mapped_column(String(1024))  # "DO1|DO2", as the manifest shows
     samples: Mapped[str] = mapped_column(String(1024))
-    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    published_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
     # lower-cased name, ids, donors and samples: free-text search is one LIKE on one column
     search_text: Mapped[str] = mapped_column(Text)
 

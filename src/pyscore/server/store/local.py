@@ -21,7 +21,7 @@ import secrets
 import shutil
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -117,7 +117,7 @@ class LocalStore:
             st = self.path(object_id).stat()
         except FileNotFoundError:
             return None
-        return ObjectStat(st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
+        return ObjectStat(st.st_size, datetime.fromtimestamp(st.st_mtime, timezone.utc))
 
     def read_range(self, object_id: str, offset: int, length: int) -> bytes:
         fd = os.open(self.path(object_id), os.O_RDONLY)

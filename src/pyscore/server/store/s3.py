@@ -14,15 +14,20 @@ from __future__ import annotations
 
 import contextlib
 import json
+import warnings
 from pathlib import Path
 
 import boto3
+from boto3.exceptions import PythonDeprecationWarning
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from pyscore.server.errors import ApiError
 from pyscore.server.settings import Settings
 from pyscore.server.store.base import ObjectStat, content_disposition
+
+# On Python 3.9 boto3 warns on every client; the line would break one-line CLI errors.
+warnings.filterwarnings("ignore", category=PythonDeprecationWarning)
 
 MAX_PRESIGN = 7 * 24 * 3600  # SigV4's limit
 
