@@ -50,10 +50,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import (  # noqa: E402
     BIN,
+    RESULTS,
     Serve,
     add_record_flag,
     need_tools,
-    report,
     run_timed,
     stop,
 )
@@ -65,6 +65,7 @@ KiB = 1024
 STUDY, OTHER_STUDY = "WAN", "WAN2"
 REGION = "chr1:40001-60000"
 WORK = ("small120", "small1000", "big", "view", "upload", "mount")
+SECTION = "## Over a long link (bench/wan.py)"
 
 
 @dataclass
@@ -775,6 +776,19 @@ class Bench:
         )
 
 
+def record_in_section(table: str) -> None:
+    """Add the table at the end of RESULTS.md's SECTION (made at the end if missing), so
+    every run of this bench stays together whatever the other benches append."""
+    text = RESULTS.read_text() if RESULTS.exists() else ""
+    if SECTION not in text:
+        text = text.rstrip("\n") + f"\n\n{SECTION}\n\n"
+    start = text.index(SECTION) + len(SECTION)
+    following = text.find("\n## ", start)
+    end = len(text) if following < 0 else following + 1
+    head, tail = text[:end].rstrip("\n") + "\n\n", text[end:]
+    RESULTS.write_text(head + table.rstrip("\n") + "\n" + ("\n" + tail if tail else ""))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rtt", default=None, help="round-trip times in ms (default 0,25,100)")
@@ -812,7 +826,10 @@ def main() -> None:
         for (name, rtt, tool), m in sorted(bench.results.items()):
             if tool.startswith("score-client"):
                 print(f"{name} rtt={rtt:g} {tool}: {phases(m.median_stats())}", file=sys.stderr)
-        report(bench.table(rtts), args)
+        table = bench.table(rtts)
+        print(table)
+        if not args.no_record:
+            record_in_section(table)
     finally:
         bench.close()
         shutil.rmtree(work, ignore_errors=True)
