@@ -80,6 +80,24 @@ def url_expiry(url: str) -> float | None:
     return None
 
 
+def binds_range(url: str) -> bool:
+    """Whether a signed GET URL may only be fetched with exactly the Range it was signed for.
+
+    The original score-server signs each download part's Range header into its S3 URL
+    (SigV4 `X-Amz-SignedHeaders=host;range`): the store answers 403 to a sub-range, a resumed
+    tail, or no Range. So a part is fetched whole with its own Range unless the URL is known
+    not to bind it: pyscore's local store (`exp` + `sig`; any range inside the signed one),
+    SigV4 URLs whose signed headers lack `range`, SigV2 URLs (SigV2 cannot sign a Range).
+    Any other shape binds, as far as we can tell."""
+    parts = urlsplit(url)
+    query = {k.lower(): v[0] for k, v in parse_qs(parts.query).items()}
+    if "x-amz-signedheaders" in query:
+        return "range" in query["x-amz-signedheaders"].lower().split(";")
+    if "exp" in query and "sig" in query and parts.path.startswith("/store/objects/"):
+        return False
+    return not ("awsaccesskeyid" in query and "signature" in query and "expires" in query)
+
+
 def _read_error(resp: http.client.HTTPResponse) -> str:
     try:
         return resp.read(2048).decode("utf-8", "replace").strip().splitlines()[0][:200]
@@ -172,7 +190,8 @@ def get_range(
             conns.drop(parts.scheme, parts.netloc)  # unread body left: don't reuse
     except (OSError, http.client.HTTPException) as exc:
         conns.drop(parts.scheme, parts.netloc)
-        kind = "timed out" if isinstance(exc, socket.timeout | TimeoutError) else type(exc).__name__
+        timed_out = isinstance(exc, (socket.timeout, TimeoutError))  # not one class before 3.10
+        kind = "timed out" if timed_out else type(exc).__name__
         raise Transient() from UnreachableError(f"{what}: {kind}: {exc}")
 
 

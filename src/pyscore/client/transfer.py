@@ -27,7 +27,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pyscore.client.httpio import BUFFER, Connections, UrlRejected, get_range, url_expiry
+from pyscore.client.httpio import (
+    BUFFER,
+    Connections,
+    UrlRejected,
+    binds_range,
+    get_range,
+    url_expiry,
+)
 from pyscore.client.ranges import Journal, Ranges
 from pyscore.client.retry import Transient, delay
 from pyscore.errors import DiskFullError, IntegrityError, ScoreError, UsageError
@@ -75,6 +82,8 @@ class Task:
     part_index: int
     start: int  # file positions, [start, end)
     end: int
+    whole_part: bool = False  # the URL binds the part's Range: fetch, and refetch, it whole
+    credited: int = 0  # bytes of it already reported as done (a part refetched after resume)
 
 
 @dataclass
@@ -163,12 +172,20 @@ class FileDownload:
                 raise
 
     def tasks(self, parallel: int) -> list[Task]:
-        """Pieces still missing, within part bounds, sized so even one file fills the pool."""
+        """Pieces still missing, within part bounds, sized so even one file fills the pool.
+        A part whose URL binds its Range (binds_range) is one task, fetched whole even when
+        only some of it is missing."""
         piece = max(MIN_PIECE, -(-self.size // (parallel * 4)))
         out = []
         for index, part in enumerate(self.target.spec.parts):
             start = part.offset - self.target.offset
-            for gap_start, gap_end in self.done.missing(start, start + part.partSize):
+            gaps = self.done.missing(start, start + part.partSize)
+            if gaps and binds_range(part.url or ""):
+                missing = sum(e - s for s, e in gaps)
+                end = start + part.partSize
+                out.append(Task(self, index, start, end, True, part.partSize - missing))
+                continue
+            for gap_start, gap_end in gaps:
                 for s in range(gap_start, gap_end, piece):
                     out.append(Task(self, index, s, min(gap_end, s + piece)))
         self.pending_tasks = len(out)
@@ -215,7 +232,6 @@ class FileDownload:
             self.written.add(pos, pos + n)
             self.unsynced.append((pos, pos + n))
             self.cond.notify_all()
-        self.events.advanced(self.target, n)
 
     def task_done(self, error: ScoreError | None = None) -> None:
         with self.cond:
@@ -389,17 +405,23 @@ class Downloader:
         d = task.download
         name = d.target.file_name
         pos = task.start
+        reported = task.start + task.credited
         attempt = 0
         origin = d.target.offset
 
         def sink(chunk: memoryview, offset: int) -> None:
-            nonlocal pos
+            nonlocal pos, reported
             d.write(chunk, offset - origin)
             pos = offset - origin + len(chunk)
+            if pos > reported:  # a part fetched again is not progress twice
+                d.events.advanced(d.target, pos - reported)
+                reported = pos
 
         while pos < task.end:
             if d.error is not None or self.stop.is_set():
                 return
+            if task.whole_part:
+                pos = task.start  # its URL serves only the part's own Range
             url = d.url_for(task)
             try:
                 get_range(
