@@ -12,6 +12,7 @@ import re
 import socket
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
 from pyscore.client import tls
@@ -195,10 +196,17 @@ def get_range(
         raise Transient() from UnreachableError(f"{what}: {kind}: {exc}")
 
 
+class Stored(NamedTuple):
+    """What the store answered to a part PUT."""
+
+    etag: str  # quotes stripped: the part's MD5, unless `encryption` is aws:kms
+    encryption: str  # x-amz-server-side-encryption; with aws:kms the ETag is opaque
+
+
 def put(
     conns: Connections, url: str, body, what: str, headers: dict[str, str] | None = None
-) -> str:
-    """PUT a part body; return the ETag the store answered (quotes stripped)."""
+) -> Stored:
+    """PUT a part body; return the store's ETag and server-side encryption."""
     parts = urlsplit(url)
     target = parts.path + (f"?{parts.query}" if parts.query else "")
     conn = conns.get(parts.scheme, parts.netloc)
@@ -215,7 +223,10 @@ def put(
             conns.drop(parts.scheme, parts.netloc)
             raise error
         resp.read()
-        return (resp.getheader("ETag") or "").strip('"')
+        return Stored(
+            (resp.getheader("ETag") or "").strip('"'),
+            (resp.getheader("x-amz-server-side-encryption") or "").lower(),
+        )
     except (OSError, http.client.HTTPException) as exc:
         conns.drop(parts.scheme, parts.netloc)
         raise Transient() from UnreachableError(f"{what}: {type(exc).__name__}: {exc}")
