@@ -22,6 +22,7 @@ from pyscore.errors import ScoreError, UsageError
 from pyscore.models import htsget_format
 
 ALIGNMENT_SUFFIXES = (".bam", ".sam", ".cram")
+INDEX_LIMIT = 1024 * 1024 * 1024  # a whole-genome BAI is ~10 MB
 VARIANT_SUFFIXES = (".vcf.gz", ".vcf.bgz", ".bcf", ".vcf")
 REGION = re.compile(r"^(?P<contig>[^:]+?)(?::(?P<start>[\d,]+)(?:-(?P<end>[\d,]+))?)?$")
 
@@ -472,6 +473,7 @@ def _direct_source(api, entity, job: Job, folder: Path) -> Source:
             api.download_spec(index.id, external=True).parts[0].url or "",
             out,
             f"the index {index.fileName}",
+            limit=INDEX_LIMIT,
         )
     return Source(data_url, str(index_path), entity.fileName)
 
@@ -479,21 +481,32 @@ def _direct_source(api, entity, job: Job, folder: Path) -> Source:
 def _speaks_htsget(api) -> bool:
     """A pyscore server (or any htsget server at the storage URL) answers service-info."""
     try:
-        r = api.http.get(f"{api.settings.storage_url}/htsget/reads/service-info", timeout=10)
+        r = api.send_once(
+            "GET",
+            f"{api.settings.storage_url}/htsget/reads/service-info",
+            "htsget service-info",
+            timeout=10,
+        )
         return r.status_code == 200 and r.json().get("type", {}).get("artifact") == "htsget"
     except Exception:
         return False
 
 
-def _fetch_into(api, url: str, out, what: str, headers: dict | None = None) -> None:
-    """A signed object-store URL's bytes appended to `out`."""
+def _fetch_into(
+    api, url: str, out, what: str, headers: dict | None = None, limit: int | None = None
+) -> None:
+    """A signed object-store URL's bytes appended to `out` (refused beyond `limit` bytes)."""
     import httpx
 
+    got = 0
     try:
         with api.store.stream("GET", url, headers=headers) as r:
             if r.status_code >= 400:
                 raise ScoreError(f"object store answered {r.status_code} for {what}")
             for chunk in r.iter_bytes(1024 * 1024):
+                got += len(chunk)
+                if limit is not None and got > limit:
+                    raise ScoreError(f"{what} is larger than {limit:,} bytes; stopped reading")
                 out.write(chunk)
     except httpx.HTTPError as exc:
         raise ScoreError(f"downloading {what} failed: {exc}") from None
