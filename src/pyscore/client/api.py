@@ -247,6 +247,20 @@ class Api:
             f"analysis {analysis_id}",
         ).json()
 
+    def unpublished_analyses(self, study_id: str) -> set[str]:
+        """Ids of a study's analyses that the metadata calls UNPUBLISHED or SUPPRESSED (Song's
+        `GET /studies/{study}/analysis?analysisStates=`): their files cannot be read."""
+        body = self.request(
+            "GET",
+            f"{self.settings.metadata_url}/studies/{study_id}/analysis",
+            f"analyses of study {study_id}",
+            params={"analysisStates": "UNPUBLISHED,SUPPRESSED"},
+            limit=LISTING_LIMIT,
+        ).json()
+        if not isinstance(body, list):
+            raise ScoreError(f"analyses of study {study_id}: the answer is not a list")
+        return {a["analysisId"] for a in body if isinstance(a, dict) and "analysisId" in a}
+
     def publish(self, study_id: str, analysis_id: str) -> None:
         self.request(
             "PUT",
