@@ -134,6 +134,12 @@ def plan(
             failures[e.id] = spec
             reporter.error(str(spec))
             continue
+        if final.is_symlink():
+            failures[e.id] = ScoreError(
+                f"{final} is a symbolic link; refusing to write through it (remove it)"
+            )
+            reporter.error(str(failures[e.id]))
+            continue
         if final.exists() and not req.force:
             if final.stat().st_size == spec.objectSize:
                 reporter.skipped(e.fileName, f"{final} already exists (use --force to fetch again)")
@@ -171,7 +177,7 @@ def check_space(output_dir: Path, targets: list[Target]) -> None:
     needed = 0
     for t in targets:
         part = state / f"{t.object_id}.part"
-        have = part.stat().st_blocks * 512 if part.exists() else 0
+        have = part.lstat().st_blocks * 512 if part.exists() else 0
         needed += max(t.size - have, 0)
     free = shutil.disk_usage(output_dir).free
     if needed > free:

@@ -41,7 +41,8 @@ def target_path(
     else:
         raise UsageError(f"Unknown output layout {layout!r}; use one of {', '.join(LAYOUTS)}")
     root = output_dir.resolve()
-    final = (root / relative).resolve()
-    if not final.is_relative_to(root) or final == root:
+    final = root / relative  # the name itself is not resolved: a link there is replaced
+    folder = final.parent.resolve()
+    if folder != root and root not in folder.parents:
         raise UsageError(f"Refusing {file_name!r}: it resolves outside {output_dir}")
     return final

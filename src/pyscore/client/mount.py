@@ -31,6 +31,7 @@ from pyscore.client.blockcache import (
 )
 from pyscore.client.download import parallel_map
 from pyscore.client.layout import safe_name
+from pyscore.client.safefiles import open_private, private_dir
 from pyscore.errors import AuthError, ScoreError, UsageError
 from pyscore.models import Entity
 
@@ -382,11 +383,10 @@ def mount(
 def daemonize(argv: list[str], mount_point: Path, timeout: float = 60.0) -> Path:
     """Run the mount in a detached child; return (its log's path) once it is mounted."""
     child_args = [a for a in argv if a != "--daemonize"]
-    logs = default_cache_dir().parent / "mount-logs"
-    logs.mkdir(parents=True, exist_ok=True)
+    logs = private_dir(default_cache_dir().parent / "mount-logs", "mount logs")
     name = str(mount_point.resolve()).strip("/").replace("/", "_") or "root"
     log_path = logs / f"{name}.log"
-    with open(log_path, "wb") as log:
+    with os.fdopen(open_private(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "pyscore.client.cli", *child_args],
             stdin=subprocess.DEVNULL,

@@ -37,6 +37,7 @@ from pyscore.client.httpio import (
 )
 from pyscore.client.ranges import Journal, Ranges
 from pyscore.client.retry import Transient, delay
+from pyscore.client.safefiles import data_mode, open_dir, open_private, private_dir
 from pyscore.errors import DiskFullError, IntegrityError, ScoreError, UsageError
 from pyscore.models import ObjectSpecification
 
@@ -131,9 +132,9 @@ class FileDownload:
     # -- setup ----------------------------------------------------------------------------
     def open(self) -> None:
         """Open or resume the .part file; preallocate; take the per-object lock."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.lock_fd = os.open(
-            self.state_dir / f"{self.target.object_id}.lock", os.O_RDWR | os.O_CREAT, 0o644
+        private_dir(self.state_dir)
+        self.lock_fd = open_private(
+            self.state_dir / f"{self.target.object_id}.lock", os.O_RDWR | os.O_CREAT
         )
         try:
             fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -145,7 +146,7 @@ class FileDownload:
                 f"object {self.target.object_id} into this directory"
             ) from None
         done = self.journal.load() if self.journaled and self.part_path.exists() else Ranges()
-        self.fd = os.open(self.part_path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.fd = open_private(self.part_path, os.O_RDWR | os.O_CREAT)
         if os.fstat(self.fd).st_size != self.size:
             done = Ranges() if os.fstat(self.fd).st_size > self.size else done
             self._preallocate(done)
@@ -263,10 +264,9 @@ class FileDownload:
                 return
             self.sync()
             self._verify(digest)
+            os.fchmod(self.fd, data_mode())  # private while partial; then as the umask says
             os.fsync(self.fd)
-            self.target.final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(self.part_path, self.target.final)
-            _fsync_dir(self.target.final.parent)
+            self._move_into_place()
             self.journal.remove()
             (self.state_dir / f"{self.target.object_id}.lock").unlink(missing_ok=True)
             self.events.finished(self.target, time.monotonic() - self.started_at)
@@ -286,6 +286,17 @@ class FileDownload:
             if self.error is not None:
                 self.events.failed(self.target, self.error)
             self.finished.set()
+
+    def _move_into_place(self) -> None:
+        """Rename the verified .part to its final name, through directories opened without
+        following links (a link planted in the output directory is replaced, not followed)."""
+        relative = self.target.final.relative_to(self.root.resolve())
+        folder = open_dir(self.root, relative.parent.parts)
+        try:
+            os.replace(self.part_path, relative.name, dst_dir_fd=folder)
+            os.fsync(folder)
+        finally:
+            os.close(folder)
 
     def _hash_prefix(self) -> str | None:
         """MD5 of the file, following the contiguous written prefix; None if the file failed."""
@@ -348,14 +359,6 @@ class FileDownload:
             if self.lock_fd >= 0:
                 os.close(self.lock_fd)
                 self.lock_fd = -1
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Downloader:
