@@ -1,9 +1,11 @@
 """A fault-injecting HTTP proxy on loopback, for transfer tests.
 
 It forwards every request to the real server, passing the client's Host header through so
-signed URLs the server builds point back at the proxy. For object-data requests (paths under
-/store/) it can drop the connection after N bytes, stall, answer 5xx, corrupt a byte at an
-object offset, or throttle; it counts the data bytes it served.
+signed URLs the server builds point back at the proxy (or, in front of an S3 server, so
+SigV4 signatures made for the proxy's address hold). For object-data requests (paths under
+/store/, or the given prefix) it can drop the connection after N bytes, stall, answer 5xx,
+corrupt a byte at an object offset, or throttle; it counts the data bytes it served and
+records the Range of each data GET.
 """
 
 from __future__ import annotations
@@ -48,11 +50,13 @@ class Stats:
     spec_requests: int = 0
     put_bytes: int = 0
     put_requests: int = 0
+    ranges: list[str | None] = field(default_factory=list)  # the Range of each data GET
 
 
 class FaultProxy:
-    def __init__(self, upstream_port: int) -> None:
+    def __init__(self, upstream_port: int, data_path: str = DATA_PATH) -> None:
         self.upstream_port = upstream_port
+        self.data_path = data_path
         self.faults = Faults()
         self.stats = Stats()
         self.lock = threading.Lock()
@@ -93,7 +97,7 @@ class FaultProxy:
             return False
 
     def handle(self, h: BaseHTTPRequestHandler) -> None:
-        is_data = h.path.startswith(DATA_PATH) and "/heliograph" not in h.path
+        is_data = h.path.startswith(self.data_path) and "/heliograph" not in h.path
         length = int(h.headers.get("Content-Length") or 0)
         body = h.rfile.read(length) if length else None
         if h.path.startswith("/download/") and not h.path.startswith("/download/ping"):
@@ -106,6 +110,8 @@ class FaultProxy:
         if is_data:
             with self.lock:
                 self.stats.data_requests += 1
+                if h.command == "GET":
+                    self.stats.ranges.append(h.headers.get("Range"))
             if self._take("delays"):
                 time.sleep(self.faults.delay_request)
             if self._take("statuses"):
