@@ -26,8 +26,10 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, quote, urlsplit
+
+from tests.loopback import Loopback
 
 MiB = 1024 * 1024
 ORIGINAL_PART_SIZE = 20 * MiB  # score-server's upload.partsize floor
@@ -104,30 +106,11 @@ class OriginalPlatform:
         self.uploads: dict[str, Upload] = {}
         self.hits: list[Hit] = []
         self.lock = threading.Lock()
-        double = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                double._handle(self)
-
-            do_HEAD = do_PUT = do_POST = do_DELETE = do_GET
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.loopback = Loopback(self._handle)
+        self.port, self.url = self.loopback.port, self.loopback.url
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.loopback.close()
 
     def __enter__(self) -> OriginalPlatform:
         return self
