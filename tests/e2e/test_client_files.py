@@ -70,16 +70,33 @@ def test_a_link_planted_at_the_part_file_is_not_followed(double, tmp_path):
     assert not (out / "x.bam").is_symlink() and not (out / "x.bam").exists()
 
 
-def test_a_link_planted_at_the_final_name_is_not_followed(double, tmp_path):
+@pytest.mark.parametrize("where", ["file name", "analysis folder"])
+def test_a_link_planted_on_the_way_to_the_final_file_is_not_followed(double, tmp_path, where):
     object_id, _ = one_object(double, 1000)
+    analysis = double.files[object_id].analysis_id
     victim = tmp_path / "victim"
-    victim.write_bytes(b"precious\n")
+    victim.mkdir()
+    (victim / "x.bam").write_bytes(b"precious\n")
     out = tmp_path / "out"
     out.mkdir()
-    (out / "x.bam").symlink_to(victim)
-    result = download(double, object_id, out)
+    if where == "file name":
+        (out / "x.bam").symlink_to(victim / "x.bam")
+    else:
+        (out / analysis).symlink_to(victim)
+    result = score_client(
+        double,
+        "download",
+        "--object-id",
+        object_id,
+        "--output-dir",
+        str(out),
+        "--output-layout",
+        "filename" if where == "file name" else "bundle",
+    )
     assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert victim.read_bytes() == b"precious\n"
+    assert "symbolic link" in result.stderr
+    assert [p.name for p in victim.iterdir()] == ["x.bam"]
+    assert (victim / "x.bam").read_bytes() == b"precious\n"
 
 
 @pytest.mark.parametrize("kind", ["link", "someone-elses"])
