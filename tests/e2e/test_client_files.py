@@ -5,6 +5,7 @@ The server is tests/original_platform.py (no platform start-up needed)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import resource
@@ -33,7 +34,9 @@ def one_object(double: OriginalPlatform, size: int) -> tuple[str, bytes]:
     return double.add(double.analysis("FILES"), "x.bam", data, access="open"), data
 
 
-def score_client(double, *args: str, umask: int = 0o022) -> subprocess.CompletedProcess:
+def score_client(
+    double, *args: str, umask: int = 0o022, token: str | None = None
+) -> subprocess.CompletedProcess:
     """The CLI against the double, with this umask and its memory capped."""
 
     def child() -> None:
@@ -42,7 +45,7 @@ def score_client(double, *args: str, umask: int = 0o022) -> subprocess.Completed
 
     return subprocess.run(
         [CLIENT, *args],
-        env={**os.environ, **double.client_env()},
+        env={**os.environ, **double.client_env(token)},
         capture_output=True,
         text=True,
         timeout=90,
@@ -163,6 +166,30 @@ def test_an_endless_answer_is_cut_off_with_one_line(double, tmp_path, where):
     assert "larger than" in result.stderr and "Traceback" not in result.stderr
     streamed = [h for h in double.hits if h.path == endless]
     assert streamed and all(h.sent < 64 * MiB for h in streamed)
+
+
+def test_an_endless_answer_to_a_part_upload_is_not_read_to_its_end(double, tmp_path):
+    draft = double.analysis("FILES", state="UNPUBLISHED")
+    object_id = double.add(draft, "up.bam", None)
+    data = random.Random(5).randbytes(MiB)
+    (tmp_path / "up.bam").write_bytes(data)
+    double.endless.add(f"{BUCKET}/data/{object_id}")  # where the part PUTs go
+    result = score_client(
+        double,
+        "upload",
+        "--object-id",
+        object_id,
+        "--file",
+        str(tmp_path / "up.bam"),
+        "--md5",
+        hashlib.md5(data).hexdigest(),
+        token=double.token("score.WRITE"),
+    )
+    assert result.returncode == 4, result.stderr
+    assert "Traceback" not in result.stderr and "MemoryError" not in result.stderr
+    puts = [h for h in double.hits if h.method == "PUT"]
+    assert puts and all(h.sent < 64 * MiB for h in puts)
+    assert double.files[object_id].data is None
 
 
 def test_a_conf_file_holding_a_token_readable_by_others_is_named(tmp_path):

@@ -222,7 +222,9 @@ def put(
             error = _status_error(resp, what)
             conns.drop(parts.scheme, parts.netloc)
             raise error
-        resp.read()
+        resp.read(64 * 1024)  # S3 answers a part PUT with an empty body; never read without end
+        if not resp.isclosed():
+            conns.drop(parts.scheme, parts.netloc)
         return Stored(
             (resp.getheader("ETag") or "").strip('"'),
             (resp.getheader("x-amz-server-side-encryption") or "").lower(),
