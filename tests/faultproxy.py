@@ -1,9 +1,11 @@
 """A fault-injecting HTTP proxy on loopback, for transfer tests.
 
 It forwards every request to the real server, passing the client's Host header through so
-signed URLs the server builds point back at the proxy. For object-data requests (paths under
-/store/) it can drop the connection after N bytes, stall, answer 5xx, corrupt a byte at an
-object offset, or throttle; it counts the data bytes it served.
+signed URLs the server builds point back at the proxy (or, in front of an S3 server, so
+SigV4 signatures made for the proxy's address hold). For object-data requests (paths under
+/store/, or the given prefix) it can drop the connection after N bytes, stall, answer 5xx,
+corrupt a byte at an object offset, or throttle; it counts the data bytes it served and
+records the Range of each data GET.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from tests.loopback import Loopback
 
 DATA_PATH = "/store/"
 CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
@@ -48,40 +52,21 @@ class Stats:
     spec_requests: int = 0
     put_bytes: int = 0
     put_requests: int = 0
+    ranges: list[str | None] = field(default_factory=list)  # the Range of each data GET
 
 
 class FaultProxy:
-    def __init__(self, upstream_port: int) -> None:
+    def __init__(self, upstream_port: int, data_path: str = DATA_PATH) -> None:
         self.upstream_port = upstream_port
+        self.data_path = data_path
         self.faults = Faults()
         self.stats = Stats()
         self.lock = threading.Lock()
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            # Headers and body go out as separate writes; with Nagle on, a small body waits
-            # for the client's delayed ACK (40 ms), which real servers do not make clients pay.
-            disable_nagle_algorithm = True
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                proxy.handle(self)
-
-            do_HEAD = do_PUT = do_POST = do_DELETE = do_GET
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.loopback = Loopback(self.handle)
+        self.port, self.url = self.loopback.port, self.loopback.url
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.loopback.close()
 
     def _take(self, name: str) -> bool:
         """Use up one of a fault's remaining occurrences."""
@@ -93,7 +78,7 @@ class FaultProxy:
             return False
 
     def handle(self, h: BaseHTTPRequestHandler) -> None:
-        is_data = h.path.startswith(DATA_PATH) and "/heliograph" not in h.path
+        is_data = h.path.startswith(self.data_path) and "/heliograph" not in h.path
         length = int(h.headers.get("Content-Length") or 0)
         body = h.rfile.read(length) if length else None
         if h.path.startswith("/download/") and not h.path.startswith("/download/ping"):
@@ -106,6 +91,8 @@ class FaultProxy:
         if is_data:
             with self.lock:
                 self.stats.data_requests += 1
+                if h.command == "GET":
+                    self.stats.ranges.append(h.headers.get("Range"))
             if self._take("delays"):
                 time.sleep(self.faults.delay_request)
             if self._take("statuses"):

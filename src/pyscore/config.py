@@ -9,6 +9,8 @@ Files are Spring-style `key=value` properties: `application.properties` and, for
 from __future__ import annotations
 
 import os
+import stat
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +59,23 @@ def read_properties(path: Path) -> dict[str, str]:
             continue
         out[line[:sep].strip()] = line[sep + 1 :].strip()
     return out
+
+
+def warn_if_readable_token(path: Path, values: dict[str, str]) -> None:
+    """A properties file holding an access token should be the user's alone (0600); we read
+    it, never write it, so say so rather than fix it."""
+    if not values.get("accessToken"):
+        return
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return
+    if mode & 0o077:
+        print(
+            f"score-client: warning: {path} holds an access token and other users may read "
+            f"it (mode {mode:04o}); run 'chmod 600 {path}'",
+            file=sys.stderr,
+        )
 
 
 def _find(name: str) -> Path | None:
@@ -116,13 +135,14 @@ def resolve(
         settings.values[key] = value
         settings.sources[key] = "default"
     layers: list[tuple[str, dict[str, str]]] = []
-    base = _find("application.properties")
-    if base:
-        layers.append((str(base), read_properties(base)))
+    names = ["application.properties"]
     if profile != "default":
-        prof = _find(f"application-{profile}.properties")
-        if prof:
-            layers.append((str(prof), read_properties(prof)))
+        names.append(f"application-{profile}.properties")
+    for name in names:
+        found = _find(name)
+        if found:
+            layers.append((str(found), read_properties(found)))
+            warn_if_readable_token(found, layers[-1][1])
     env = {}
     for key in set(DEFAULTS) | {k for _, layer in layers for k in layer}:
         for name in env_names(key):

@@ -19,6 +19,7 @@ class ScoreError(Exception):
     """An error the user can act on; str(error) is the one line we print."""
 
     exit_code = EXIT_FAILED
+    status: int | None = None  # the HTTP status a server refused with, if that was the cause
 
 
 class UsageError(ScoreError):
@@ -30,6 +31,12 @@ class AuthError(ScoreError):
 
 
 class NotFoundError(ScoreError):
+    exit_code = EXIT_FAILED
+
+
+class NotPublishedError(ScoreError):
+    """The file exists but its analysis is not published: not the user's mistake in typing."""
+
     exit_code = EXIT_FAILED
 
 

@@ -3,8 +3,11 @@ exit code, nothing half-made left behind."""
 
 from __future__ import annotations
 
-from tests.conftest import SERVER, one_line_error, run
-from tests.publish import file_md5
+import httpx
+
+from tests.api import bearer
+from tests.conftest import SERVER, init_server, one_line_error, run
+from tests.publish import file_md5, publish, random_file
 
 
 def manifest_row(server, name: str):
@@ -103,3 +106,22 @@ def test_init_that_cannot_reach_its_store_leaves_nothing(tmp_path):
     assert result.returncode == 1
     assert "127.0.0.1:9" in one_line_error(result)
     assert not data.exists()
+
+
+def test_unpublished_object_is_named_as_such_with_exit_1(tmp_path):
+    """Not a usage error: the same line (and exit code) as against the original platform."""
+    server = init_server(tmp_path / "data")
+    source = random_file(tmp_path / "u.bam", 1000)
+    (object_id,) = publish(server.data_dir, [source], study="UNP", access="open")
+    with server:
+        analysis = httpx.get(f"{server.url}/entities/{object_id}", timeout=30).json()["gnosId"]
+        r = httpx.put(
+            f"{server.url}/studies/UNP/analysis/unpublish/{analysis}",
+            headers=bearer(server.admin_token),
+            timeout=30,
+        )
+        assert r.status_code == 200, r.text
+        result = server.client("url", "--object-id", object_id)
+    assert result.returncode == 1
+    line = one_line_error(result)
+    assert f"its analysis {analysis} is UNPUBLISHED" in line and object_id in line

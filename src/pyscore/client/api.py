@@ -6,6 +6,7 @@ Object bytes never go through here: transfer.py fetches them from the signed par
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +20,7 @@ from pyscore.config import ClientSettings
 from pyscore.errors import (
     AuthError,
     NotFoundError,
+    NotPublishedError,
     ScoreError,
     ServerError,
     UnreachableError,
@@ -28,40 +30,87 @@ from pyscore.models import Entity, ListingEntry, ObjectSpecification, UploadProg
 
 INDEX_EXTENSIONS = (".bai", ".crai", ".tbi", ".csi", ".idx", ".fai")
 USER_AGENT = f"pyscore-score-client/{__version__}"
+MiB = 1024 * 1024
+# Answers are read in pieces up to a cap: a broken or hostile server's endless body must not
+# grow the client without bound. An entity page of 2000 is ~0.5 MiB.
+JSON_LIMIT = 16 * MiB
+LISTING_LIMIT = 512 * MiB  # /listing names every object in the repository
+TEXT_LIMIT = 64 * 1024  # the ping URL, the sentinel object
+MANIFEST_LIMIT = 256 * MiB  # a million rows
+SPRING_ERROR = {"timestamp", "status", "error", "path"}  # Spring Boot's body: no message
+WWW_AUTH_DETAIL = (re.compile(r'error_description="([^"]*)"'), re.compile(r'error="([^"]*)"'))
+
+
+def read_capped(response: httpx.Response, limit: int, what: str) -> httpx.Response:
+    """A streamed response with its body read, but no more than `limit` bytes of it."""
+    chunks, size = [], 0
+    try:
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > limit:
+                raise ScoreError(
+                    f"{what}: the answer from {response.url.host} is larger than "
+                    f"{limit:,} bytes; stopped reading (is the URL right?)"
+                )
+            chunks.append(chunk)
+    finally:
+        response.close()
+    skip = ("content-encoding", "content-length", "transfer-encoding")  # already decoded
+    return httpx.Response(
+        response.status_code,
+        headers=[(k, v) for k, v in response.headers.multi_items() if k.lower() not in skip],
+        content=b"".join(chunks),
+        request=response.request,
+    )
 
 
 def server_message(response: httpx.Response) -> str:
-    """The human part of an error answer: Song's `message`, htsget's, or the first text line."""
+    """The human part of an error answer: Song's `message`, htsget's, DRS's `msg`, or a
+    plain-text body's first line; "" when there is none (an empty body, or Spring Boot's
+    `{timestamp, status, error, path}`, whose `error` is only the status's name)."""
     try:
         body = response.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
         text = response.text.strip().splitlines()
-        return text[0][:200] if text else response.reason_phrase
+        return text[0][:200] if text else ""
     if isinstance(body, dict):
         if isinstance(body.get("htsget"), dict):
             body = body["htsget"]
-        for key in ("message", "msg", "error"):
-            if isinstance(body.get(key), str):
+        for key in ("message", "msg"):
+            if isinstance(body.get(key), str) and body[key].strip():
                 return body[key]
+        if body.keys() >= SPRING_ERROR:
+            return ""
+        if isinstance(body.get("error"), str):
+            return body["error"]
     return str(body)[:200]
 
 
 def error_for(response: httpx.Response, what: str) -> ScoreError:
+    """The one-line error for a refused call, whichever server (ours, the original's Spring
+    Boot services, a proxy) refused it and however little it said."""
     message = server_message(response)
     status = response.status_code
+    bare = f"HTTP {status} {response.reason_phrase}".strip()
     if status == 401:
-        return AuthError(
-            f"{what}: access token rejected ({message}); check accessToken / ACCESSTOKEN"
+        challenge = response.headers.get("WWW-Authenticate", "")
+        found = [m[1] for m in (p.search(challenge) for p in WWW_AUTH_DETAIL) if m]
+        detail = message or (found and found[0]) or bare
+        error: ScoreError = AuthError(
+            f"{what}: access token rejected ({detail}); check accessToken / ACCESSTOKEN"
         )
-    if status == 403:
-        return AuthError(f"{what}: permission denied: {message}")
-    if status == 404:
-        return NotFoundError(f"{what}: not found: {message}")
-    if status in (400, 422):
-        return UsageError(f"{what}: {message}")
-    if status >= 500:
-        return ServerError(f"{what}: server error {status}: {message}")
-    return ScoreError(f"{what}: {message} (HTTP {status})")
+    elif status == 403:
+        error = AuthError(f"{what}: permission denied: {message or bare}")
+    elif status == 404:
+        error = NotFoundError(f"{what}: not found" + (f": {message}" if message else ""))
+    elif status in (400, 422) and message:
+        error = UsageError(f"{what}: {message}")
+    elif status >= 500:
+        error = ServerError(f"{what}: server error {status}: {message or bare}")
+    else:
+        error = ScoreError(f"{what}: refused by the server: {message or bare}")
+    error.status = status
+    return error
 
 
 class Api:
@@ -107,19 +156,33 @@ class Api:
         if self._store is not None:
             self._store.close()
 
+    def send_once(
+        self, method: str, url: str, what: str, limit: int = JSON_LIMIT, **kwargs: Any
+    ) -> httpx.Response:
+        """One call, its answer read up to `limit` bytes; a transport error is Transient."""
+        try:
+            request = self.http.build_request(method, url, **kwargs)
+            return read_capped(self.http.send(request, stream=True), limit, what)
+        except httpx.TransportError as exc:
+            host = httpx.URL(url).host
+            raise Transient() from UnreachableError(
+                f"{what}: cannot reach {host} ({type(exc).__name__}: {exc})"
+            )
+
     def request(
-        self, method: str, url: str, what: str, *, ok: tuple[int, ...] = (), **kwargs: Any
+        self,
+        method: str,
+        url: str,
+        what: str,
+        *,
+        ok: tuple[int, ...] = (),
+        limit: int = JSON_LIMIT,
+        **kwargs: Any,
     ) -> httpx.Response:
         """One call, retried on transport errors, 5xx and 429; other errors as ScoreErrors."""
 
         def once() -> httpx.Response:
-            try:
-                response = self.http.request(method, url, **kwargs)
-            except httpx.TransportError as exc:
-                host = httpx.URL(url).host
-                raise Transient() from UnreachableError(
-                    f"{what}: cannot reach {host} ({type(exc).__name__}: {exc})"
-                )
+            response = self.send_once(method, url, what, limit, **kwargs)
             if response.status_code >= 500 or response.status_code == 429:
                 raise Transient() from error_for(response, what)
             return response
@@ -184,6 +247,20 @@ class Api:
             f"analysis {analysis_id}",
         ).json()
 
+    def unpublished_analyses(self, study_id: str) -> set[str]:
+        """Ids of a study's analyses that the metadata calls UNPUBLISHED or SUPPRESSED (Song's
+        `GET /studies/{study}/analysis?analysisStates=`): their files cannot be read."""
+        body = self.request(
+            "GET",
+            f"{self.settings.metadata_url}/studies/{study_id}/analysis",
+            f"analyses of study {study_id}",
+            params={"analysisStates": "UNPUBLISHED,SUPPRESSED"},
+            limit=LISTING_LIMIT,
+        ).json()
+        if not isinstance(body, list):
+            raise ScoreError(f"analyses of study {study_id}: the answer is not a list")
+        return {a["analysisId"] for a in body if isinstance(a, dict) and "analysisId" in a}
+
     def publish(self, study_id: str, analysis_id: str) -> None:
         self.request(
             "PUT",
@@ -195,12 +272,19 @@ class Api:
     def ping(self) -> None:
         """--verify-connection: the sentinel URL must be fetchable."""
         url = self.request(
-            "GET", f"{self.settings.storage_url}/download/ping", "connection check"
+            "GET",
+            f"{self.settings.storage_url}/download/ping",
+            "connection check",
+            limit=TEXT_LIMIT,
         ).text.strip()
         if url.startswith("http"):
             what = "connection check (object store)"
             try:
-                r = self.store.get(url)
+                r = read_capped(
+                    self.store.send(self.store.build_request("GET", url), stream=True),
+                    TEXT_LIMIT,
+                    what,
+                )
             except httpx.TransportError as exc:
                 raise UnreachableError(
                     f"{what}: cannot reach {httpx.URL(url).host} ({type(exc).__name__}: {exc})"
@@ -212,16 +296,38 @@ class Api:
         self, object_id: str, offset: int = 0, length: int = -1, external: bool = False
     ) -> ObjectSpecification:
         params = {"offset": offset, "length": length, "external": str(external).lower()}
-        response = self.request(
-            "GET",
-            f"{self.settings.storage_url}/download/{object_id}",
-            f"object {object_id}",
-            params=params,
-        )
+        try:
+            response = self.request(
+                "GET",
+                f"{self.settings.storage_url}/download/{object_id}",
+                f"object {object_id}",
+                params=params,
+            )
+        except ScoreError as exc:
+            if exc.status in (400, 409):  # the original says 400 and nothing more
+                raise self._why_refused(object_id) or exc from None
+            raise
         return from_wire(ObjectSpecification, response.json(), f"object {object_id}")
 
+    def _why_refused(self, object_id: str) -> ScoreError | None:
+        """The metadata's reason a download was refused, if it is that the file's analysis is
+        not published; None if the metadata does not say so."""
+        try:
+            e = self.entity(object_id)
+            state = self.analysis(e.projectCode, e.gnosId).get("analysisState")
+        except (ScoreError, AttributeError):
+            return None
+        if not isinstance(state, str) or state == "PUBLISHED":
+            return None
+        return NotPublishedError(
+            f"object {object_id} ({e.fileName}): its analysis {e.gnosId} is {state}; "
+            "only files of published analyses can be downloaded"
+        )
+
     def listing(self) -> list[ListingEntry]:
-        body = self.request("GET", f"{self.settings.storage_url}/listing", "object listing").json()
+        body = self.request(
+            "GET", f"{self.settings.storage_url}/listing", "object listing", limit=LISTING_LIMIT
+        ).json()
         return [from_wire(ListingEntry, e, "object listing") for e in body]
 
     # -- upload ---------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pyscore.client.httpio import Connections, UrlRejected, get_range, url_expiry
 from pyscore.client.retry import Transient, delay
+from pyscore.client.safefiles import private_dir, write_private
 from pyscore.errors import ScoreError
 
 BLOCK = 256 * 1024
@@ -56,7 +57,7 @@ class DiskLRU:
 
     def __init__(self, root: Path, limit: int) -> None:
         self.root, self.limit, self.used = root, limit, 0
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root, "cached blocks")  # controlled data: ours alone
         self.order: OrderedDict[tuple[str, int], int] = OrderedDict()
         self.lock = threading.Lock()
 
@@ -75,10 +76,8 @@ class DiskLRU:
 
     def put(self, key: tuple[str, int], data: bytes) -> None:
         path = self._path(key)
-        path.parent.mkdir(exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        write_private(path, data)
         with self.lock:
             if key not in self.order:
                 self.order[key] = len(data)

@@ -247,8 +247,15 @@ def read_manifest_text(source: str) -> str:
     if source.startswith(("http://", "https://")):
         import httpx
 
+        from pyscore.client.api import MANIFEST_LIMIT, read_capped
+
         try:
-            r = httpx.get(source, follow_redirects=True, timeout=60)
+            with httpx.Client(follow_redirects=True, timeout=60) as http:
+                r = read_capped(
+                    http.send(http.build_request("GET", source), stream=True),
+                    MANIFEST_LIMIT,
+                    f"manifest {source}",
+                )
         except httpx.HTTPError as exc:
             raise UnreachableError(f"Cannot fetch manifest {source}: {exc}") from None
         if r.status_code >= 400:

@@ -54,7 +54,7 @@ class Outcome:
         return codes.pop()
 
 
-def _parallel(fn, items: list, threads: int = LOOKUP_THREADS) -> list:
+def parallel_map(fn, items: list, threads: int = LOOKUP_THREADS) -> list:
     """Map fn over items concurrently; each result is the value or the ScoreError raised."""
 
     def safe(item):
@@ -78,7 +78,7 @@ def resolve_entities(
 ) -> list[Entity]:
     """Entities for the ids (in order, de-duplicated), plus their index files if asked."""
     unique = list(dict.fromkeys(ids))
-    found = _parallel(api.entity, unique)
+    found = parallel_map(api.entity, unique)
     entities = []
     for object_id, result in zip(unique, found):
         if isinstance(result, ScoreError):
@@ -87,7 +87,7 @@ def resolve_entities(
         else:
             entities.append(result)
     if with_index:
-        indexes = _parallel(
+        indexes = parallel_map(
             api.index_entity,
             [e for e in entities if not e.fileName.lower().endswith(INDEX_EXTENSIONS)],
         )
@@ -126,13 +126,19 @@ def plan(
             continue
         names[final] = e.id
         chosen.append((e, final))
-    specs = _parallel(lambda pair: api.download_spec(pair[0].id, req.offset, req.length), chosen)
+    specs = parallel_map(lambda pair: api.download_spec(pair[0].id, req.offset, req.length), chosen)
     targets = []
     partial = req.offset != 0 or req.length != -1
     for (e, final), spec in zip(chosen, specs):
         if isinstance(spec, ScoreError):
             failures[e.id] = spec
             reporter.error(str(spec))
+            continue
+        if final.is_symlink():
+            failures[e.id] = ScoreError(
+                f"{final} is a symbolic link; refusing to write through it (remove it)"
+            )
+            reporter.error(str(failures[e.id]))
             continue
         if final.exists() and not req.force:
             if final.stat().st_size == spec.objectSize:
@@ -171,7 +177,7 @@ def check_space(output_dir: Path, targets: list[Target]) -> None:
     needed = 0
     for t in targets:
         part = state / f"{t.object_id}.part"
-        have = part.stat().st_blocks * 512 if part.exists() else 0
+        have = part.lstat().st_blocks * 512 if part.exists() else 0
         needed += max(t.size - have, 0)
     free = shutil.disk_usage(output_dir).free
     if needed > free:

@@ -12,6 +12,7 @@ import re
 import socket
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
 from pyscore.client import tls
@@ -78,6 +79,24 @@ def url_expiry(url: str) -> float | None:
     except (ValueError, OverflowError):
         return None
     return None
+
+
+def binds_range(url: str) -> bool:
+    """Whether a signed GET URL may only be fetched with exactly the Range it was signed for.
+
+    The original score-server signs each download part's Range header into its S3 URL
+    (SigV4 `X-Amz-SignedHeaders=host;range`): the store answers 403 to a sub-range, a resumed
+    tail, or no Range. So a part is fetched whole with its own Range unless the URL is known
+    not to bind it: pyscore's local store (`exp` + `sig`; any range inside the signed one),
+    SigV4 URLs whose signed headers lack `range`, SigV2 URLs (SigV2 cannot sign a Range).
+    Any other shape binds, as far as we can tell."""
+    parts = urlsplit(url)
+    query = {k.lower(): v[0] for k, v in parse_qs(parts.query).items()}
+    if "x-amz-signedheaders" in query:
+        return "range" in query["x-amz-signedheaders"].lower().split(";")
+    if "exp" in query and "sig" in query and parts.path.startswith("/store/objects/"):
+        return False
+    return not ("awsaccesskeyid" in query and "signature" in query and "expires" in query)
 
 
 def _read_error(resp: http.client.HTTPResponse) -> str:
@@ -172,16 +191,22 @@ def get_range(
             conns.drop(parts.scheme, parts.netloc)  # unread body left: don't reuse
     except (OSError, http.client.HTTPException) as exc:
         conns.drop(parts.scheme, parts.netloc)
-        kind = (
-            "timed out" if isinstance(exc, (socket.timeout, TimeoutError)) else type(exc).__name__
-        )
+        timed_out = isinstance(exc, (socket.timeout, TimeoutError))  # not one class before 3.10
+        kind = "timed out" if timed_out else type(exc).__name__
         raise Transient() from UnreachableError(f"{what}: {kind}: {exc}")
+
+
+class Stored(NamedTuple):
+    """What the store answered to a part PUT."""
+
+    etag: str  # quotes stripped: the part's MD5, unless `encryption` is aws:kms
+    encryption: str  # x-amz-server-side-encryption; with aws:kms the ETag is opaque
 
 
 def put(
     conns: Connections, url: str, body, what: str, headers: dict[str, str] | None = None
-) -> str:
-    """PUT a part body; return the ETag the store answered (quotes stripped)."""
+) -> Stored:
+    """PUT a part body; return the store's ETag and server-side encryption."""
     parts = urlsplit(url)
     target = parts.path + (f"?{parts.query}" if parts.query else "")
     conn = conns.get(parts.scheme, parts.netloc)
@@ -197,8 +222,13 @@ def put(
             error = _status_error(resp, what)
             conns.drop(parts.scheme, parts.netloc)
             raise error
-        resp.read()
-        return (resp.getheader("ETag") or "").strip('"')
+        resp.read(64 * 1024)  # S3 answers a part PUT with an empty body; never read without end
+        if not resp.isclosed():
+            conns.drop(parts.scheme, parts.netloc)
+        return Stored(
+            (resp.getheader("ETag") or "").strip('"'),
+            (resp.getheader("x-amz-server-side-encryption") or "").lower(),
+        )
     except (OSError, http.client.HTTPException) as exc:
         conns.drop(parts.scheme, parts.netloc)
         raise Transient() from UnreachableError(f"{what}: {type(exc).__name__}: {exc}")

@@ -41,7 +41,12 @@ def target_path(
     else:
         raise UsageError(f"Unknown output layout {layout!r}; use one of {', '.join(LAYOUTS)}")
     root = output_dir.resolve()
-    final = (root / relative).resolve()
-    if not final.is_relative_to(root) or final == root:
-        raise UsageError(f"Refusing {file_name!r}: it resolves outside {output_dir}")
-    return final
+    folder = root
+    for name in relative.parent.parts:  # safe names: only a link could lead elsewhere
+        folder = folder / name
+        if folder.is_symlink():
+            raise UsageError(
+                f"Refusing {file_name!r}: {folder} is a symbolic link and could lead outside "
+                f"{output_dir}"
+            )
+    return root / relative  # a link at the name itself is replaced, never written through

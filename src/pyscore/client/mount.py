@@ -1,9 +1,12 @@
 """`mount`: the repository as a read-only FUSE file system.
 
-The tree is what the token may read: objects in the storage listing (published, readable)
-named through the metadata entities. Objects the metadata knows but the listing does not
-(unpublished, or not readable with this token) are left out with a warning instead of
-breaking the mount (the original's score issue #312). Reads go through blockcache.
+The tree is what the token may read: objects in the storage listing named through the
+metadata entities. Objects the metadata knows but the listing does not are left out with a
+warning instead of breaking the mount (the original's score issue #312). The original's
+listing also names objects nobody may read yet (unpublished analyses) and objects of studies
+this token may not read; those are left out too (the metadata's unpublished analyses, one
+access probe per study), so no file in the tree fails with EIO on its first read. Reads go
+through blockcache.
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ from pyscore.client.blockcache import (
     RemoteObject,
     default_cache_dir,
 )
+from pyscore.client.download import parallel_map
 from pyscore.client.layout import safe_name
-from pyscore.errors import ScoreError, UsageError
+from pyscore.client.safefiles import open_private, private_dir
+from pyscore.errors import AuthError, ScoreError, UsageError
 from pyscore.models import Entity
 
 os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")  # mfusepy reads this at import
@@ -101,7 +106,47 @@ def build_tree(entities: list[Entity], listing: dict[str, tuple[int, float]], la
     return tree
 
 
-def fetch_tree(api: Api, layout: str, wanted: set[str] | None) -> Tree:
+def unreadable(api: Api, entities: list[Entity], warn) -> dict[str, str]:
+    """Listed objects a read would refuse, object id → why: files of analyses the metadata
+    calls unpublished, and controlled files of studies where one probe (a signed URL for one
+    of them) is refused to this token. When the metadata cannot say, files stay (a read
+    error then says why)."""
+
+    def unpublished_in(study: str) -> tuple[str, set[str] | ScoreError]:
+        try:
+            return study, api.unpublished_analyses(study)
+        except ScoreError as exc:
+            return study, exc
+
+    unpublished: set[str] = set()
+    for study, answer in parallel_map(unpublished_in, sorted({e.projectCode for e in entities})):
+        if isinstance(answer, ScoreError):
+            warn(f"cannot tell which analyses of study {study} are unpublished: {answer}")
+        else:
+            unpublished |= answer
+    why = {e.id: "unpublished" for e in entities if e.gnosId in unpublished}
+    probes: dict[str, str] = {}
+    for e in entities:
+        if e.access == "controlled" and e.id not in why:
+            probes.setdefault(e.projectCode, e.id)
+
+    def refused(study: str) -> tuple[str, bool]:
+        try:
+            api.download_spec(probes[study], external=True)
+        except AuthError:
+            return study, True
+        except ScoreError:
+            pass
+        return study, False
+
+    denied = {study for study, no in parallel_map(refused, list(probes)) if no}
+    for e in entities:
+        if e.access == "controlled" and e.projectCode in denied and e.id not in why:
+            why[e.id] = f"this token may not read study {e.projectCode}"
+    return why
+
+
+def fetch_tree(api: Api, layout: str, wanted: set[str] | None, warn) -> Tree:
     listing = {e.id: (e.size, e.lastModified / 1000) for e in api.listing()}
     if wanted is None:
         entities = list(api.entities())
@@ -113,7 +158,10 @@ def fetch_tree(api: Api, layout: str, wanted: set[str] | None) -> Tree:
             if index is not None and index.id not in seen:
                 entities.append(index)
                 seen.add(index.id)
-    return build_tree(entities, listing, layout)
+    why = unreadable(api, [e for e in entities if e.id in listing], warn)
+    tree = build_tree([e for e in entities if e.id not in why], listing, layout)
+    tree.hidden += [f"{e.fileName} ({e.id}): {why[e.id]}" for e in entities if e.id in why]
+    return tree
 
 
 def _entity_or_none(api: Api, object_id: str) -> Entity | None:
@@ -163,7 +211,7 @@ def make_operations(
         use_ns = True
 
         def __init__(self) -> None:
-            self.tree = fetch_tree(api, layout, wanted)
+            self.tree = fetch_tree(api, layout, wanted, warn)
             self.loaded = time.monotonic()
             self.guard = threading.Lock()  # not `lock`: that name is a FUSE callback
             self.handles: dict[int, tuple[RemoteObject, Readahead]] = {}
@@ -180,7 +228,7 @@ def make_operations(
         def _tree(self) -> Tree:
             if not cache_metadata and time.monotonic() - self.loaded > REFRESH_SECONDS:
                 try:
-                    fresh = fetch_tree(api, layout, wanted)
+                    fresh = fetch_tree(api, layout, wanted, warn)
                     with self.guard:
                         self.tree, self.loaded = fresh, time.monotonic()
                 except ScoreError as exc:
@@ -335,11 +383,10 @@ def mount(
 def daemonize(argv: list[str], mount_point: Path, timeout: float = 60.0) -> Path:
     """Run the mount in a detached child; return (its log's path) once it is mounted."""
     child_args = [a for a in argv if a != "--daemonize"]
-    logs = default_cache_dir().parent / "mount-logs"
-    logs.mkdir(parents=True, exist_ok=True)
+    logs = private_dir(default_cache_dir().parent / "mount-logs", "mount logs")
     name = str(mount_point.resolve()).strip("/").replace("/", "_") or "root"
     log_path = logs / f"{name}.log"
-    with open(log_path, "wb") as log:
+    with os.fdopen(open_private(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "pyscore.client.cli", *child_args],
             stdin=subprocess.DEVNULL,

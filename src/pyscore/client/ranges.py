@@ -7,6 +7,8 @@ import json
 import os
 from pathlib import Path
 
+from pyscore.client.safefiles import open_private
+
 
 class Ranges:
     """Disjoint, sorted half-open intervals [start, end) with merging on insert."""
@@ -76,9 +78,11 @@ class Journal:
     def load(self) -> Ranges:
         """The recorded ranges, or none if the journal is absent or for another object."""
         try:
-            text = self.path.read_text()
+            fd = open_private(self.path, os.O_RDONLY)
         except FileNotFoundError:
             return Ranges()
+        with os.fdopen(fd) as f:
+            text = f.read()
         lines = text.split("\n")
         try:
             if json.loads(lines[0]) != self.identity:
@@ -97,12 +101,12 @@ class Journal:
         tmp = self.path.with_suffix(".tmp")
         body = json.dumps(self.identity, sort_keys=True) + "\n"
         body += "".join(f"{s} {e}\n" for s, e in done.spans())
-        with open(tmp, "w") as f:
+        with os.fdopen(open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "w") as f:
             f.write(body)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        self.fd = open_private(self.path, os.O_WRONLY | os.O_APPEND)
 
     def append(self, spans: list[tuple[int, int]]) -> None:
         if spans and self.fd is not None:

@@ -27,9 +27,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pyscore.client.httpio import BUFFER, Connections, UrlRejected, get_range, url_expiry
+from pyscore.client.httpio import (
+    BUFFER,
+    Connections,
+    UrlRejected,
+    binds_range,
+    get_range,
+    url_expiry,
+)
 from pyscore.client.ranges import Journal, Ranges
 from pyscore.client.retry import Transient, delay
+from pyscore.client.safefiles import data_mode, open_dir, open_private, private_dir
 from pyscore.errors import DiskFullError, IntegrityError, ScoreError, UsageError
 from pyscore.models import ObjectSpecification
 
@@ -75,6 +83,8 @@ class Task:
     part_index: int
     start: int  # file positions, [start, end)
     end: int
+    whole_part: bool = False  # the URL binds the part's Range: fetch, and refetch, it whole
+    credited: int = 0  # bytes of it already reported as done (a part refetched after resume)
 
 
 @dataclass
@@ -122,9 +132,9 @@ class FileDownload:
     # -- setup ----------------------------------------------------------------------------
     def open(self) -> None:
         """Open or resume the .part file; preallocate; take the per-object lock."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.lock_fd = os.open(
-            self.state_dir / f"{self.target.object_id}.lock", os.O_RDWR | os.O_CREAT, 0o644
+        private_dir(self.state_dir)
+        self.lock_fd = open_private(
+            self.state_dir / f"{self.target.object_id}.lock", os.O_RDWR | os.O_CREAT
         )
         try:
             fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -136,7 +146,7 @@ class FileDownload:
                 f"object {self.target.object_id} into this directory"
             ) from None
         done = self.journal.load() if self.journaled and self.part_path.exists() else Ranges()
-        self.fd = os.open(self.part_path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.fd = open_private(self.part_path, os.O_RDWR | os.O_CREAT)
         if os.fstat(self.fd).st_size != self.size:
             done = Ranges() if os.fstat(self.fd).st_size > self.size else done
             self._preallocate(done)
@@ -163,12 +173,20 @@ class FileDownload:
                 raise
 
     def tasks(self, parallel: int) -> list[Task]:
-        """Pieces still missing, within part bounds, sized so even one file fills the pool."""
+        """Pieces still missing, within part bounds, sized so even one file fills the pool.
+        A part whose URL binds its Range (binds_range) is one task, fetched whole even when
+        only some of it is missing."""
         piece = max(MIN_PIECE, -(-self.size // (parallel * 4)))
         out = []
         for index, part in enumerate(self.target.spec.parts):
             start = part.offset - self.target.offset
-            for gap_start, gap_end in self.done.missing(start, start + part.partSize):
+            gaps = self.done.missing(start, start + part.partSize)
+            if gaps and binds_range(part.url or ""):
+                missing = sum(e - s for s, e in gaps)
+                end = start + part.partSize
+                out.append(Task(self, index, start, end, True, part.partSize - missing))
+                continue
+            for gap_start, gap_end in gaps:
                 for s in range(gap_start, gap_end, piece):
                     out.append(Task(self, index, s, min(gap_end, s + piece)))
         self.pending_tasks = len(out)
@@ -215,7 +233,6 @@ class FileDownload:
             self.written.add(pos, pos + n)
             self.unsynced.append((pos, pos + n))
             self.cond.notify_all()
-        self.events.advanced(self.target, n)
 
     def task_done(self, error: ScoreError | None = None) -> None:
         with self.cond:
@@ -247,10 +264,9 @@ class FileDownload:
                 return
             self.sync()
             self._verify(digest)
+            os.fchmod(self.fd, data_mode())  # private while partial; then as the umask says
             os.fsync(self.fd)
-            self.target.final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(self.part_path, self.target.final)
-            _fsync_dir(self.target.final.parent)
+            self._move_into_place()
             self.journal.remove()
             (self.state_dir / f"{self.target.object_id}.lock").unlink(missing_ok=True)
             self.events.finished(self.target, time.monotonic() - self.started_at)
@@ -270,6 +286,17 @@ class FileDownload:
             if self.error is not None:
                 self.events.failed(self.target, self.error)
             self.finished.set()
+
+    def _move_into_place(self) -> None:
+        """Rename the verified .part to its final name, through directories opened without
+        following links (a link planted in the output directory is replaced, not followed)."""
+        relative = self.target.final.relative_to(self.root.resolve())
+        folder = open_dir(self.root, relative.parent.parts)
+        try:
+            os.replace(self.part_path, relative.name, dst_dir_fd=folder)
+            os.fsync(folder)
+        finally:
+            os.close(folder)
 
     def _hash_prefix(self) -> str | None:
         """MD5 of the file, following the contiguous written prefix; None if the file failed."""
@@ -334,14 +361,6 @@ class FileDownload:
                 self.lock_fd = -1
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class Downloader:
     """A pool of workers shared by every file, so many small files go at once."""
 
@@ -389,17 +408,23 @@ class Downloader:
         d = task.download
         name = d.target.file_name
         pos = task.start
+        reported = task.start + task.credited
         attempt = 0
         origin = d.target.offset
 
         def sink(chunk: memoryview, offset: int) -> None:
-            nonlocal pos
+            nonlocal pos, reported
             d.write(chunk, offset - origin)
             pos = offset - origin + len(chunk)
+            if pos > reported:  # a part fetched again is not progress twice
+                d.events.advanced(d.target, pos - reported)
+                reported = pos
 
         while pos < task.end:
             if d.error is not None or self.stop.is_set():
                 return
+            if task.whole_part:
+                pos = task.start  # its URL serves only the part's own Range
             url = d.url_for(task)
             try:
                 get_range(

@@ -72,6 +72,12 @@ class PartBody:
             self.map = None
 
 
+def finished(part: Part) -> bool:
+    """Is this part of an upload status already on the server? pyscore marks finished parts
+    with `md5`, the original score-server with `sourceMd5`."""
+    return bool(part.md5 or part.sourceMd5)
+
+
 def file_md5(path: Path) -> str:
     h = hashlib.md5()
     with open(path, "rb") as f:
@@ -106,7 +112,7 @@ class Uploader:
         status = None if force else self.api.upload_status(object_id, size)
         if status is not None:
             upload_id, parts = status.uploadId, status.parts
-            done = sum(p.partSize for p in parts if p.md5)
+            done = sum(p.partSize for p in parts if finished(p))
             self.reporter.info(
                 f"Resuming upload of {path.name}: {human(done)} of "
                 f"{human(size)} already on the server"
@@ -116,13 +122,14 @@ class Uploader:
             upload_id, parts = spec.uploadId, spec.parts
         self.reporter.plan(1, size)
         self.reporter.started(
-            _Named(path.name, object_id, size, path), sum(p.partSize for p in parts if p.md5)
+            _Named(path.name, object_id, size, path), sum(p.partSize for p in parts if finished(p))
         )
         fd = os.open(path, os.O_RDONLY)
         try:
             hasher = _Hasher(fd, size)
             hasher.start()
-            self._send_parts(fd, object_id, upload_id, [p for p in parts if not p.md5], path, size)
+            missing = [p for p in parts if not finished(p)]
+            self._send_parts(fd, object_id, upload_id, missing, path, size)
             digest = hasher.result()
         finally:
             os.close(fd)
@@ -200,7 +207,7 @@ class Uploader:
             with lock:
                 url = urls[part.partNumber]
             try:
-                etag = put(conns, url or "", _Stream(body, part.partSize), what)
+                stored = put(conns, url or "", _Stream(body, part.partSize), what)
             except UrlRejected:
                 attempt += 1
                 if attempt > 3:
@@ -217,13 +224,17 @@ class Uploader:
             finally:
                 body.close()
             digest = body.md5.hexdigest()
-            if etag.lower() != digest:
+            # An SSE-KMS store's ETag is not the MD5 (the original skips the check too); the
+            # whole file's MD5 is still checked before the upload is completed.
+            if stored.encryption != "aws:kms" and stored.etag.lower() != digest:
                 attempt += 1
                 if attempt > 3:
-                    raise IntegrityError(f"{what}: the store received MD5 {etag}, not {digest}")
+                    raise IntegrityError(
+                        f"{what}: the store received MD5 {stored.etag}, not {digest}"
+                    )
                 self.reporter.warn(f"{what}: the store received different bytes; sending again")
                 continue
-            self.api.finalize_part(object_id, upload_id, part.partNumber, digest, etag)
+            self.api.finalize_part(object_id, upload_id, part.partNumber, digest, stored.etag)
             return
 
 

@@ -8,6 +8,7 @@ current directory by file name and reuses stale ones.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -18,10 +19,13 @@ from pathlib import Path
 
 import pysam
 
+from pyscore.client.safefiles import data_mode
 from pyscore.errors import ScoreError, UsageError
 from pyscore.models import htsget_format
 
 ALIGNMENT_SUFFIXES = (".bam", ".sam", ".cram")
+INDEX_LIMIT = 1024 * 1024 * 1024  # a whole-genome BAI is ~10 MB
+INDEX_SUFFIXES = (".bai", ".crai", ".csi", ".tbi")
 VARIANT_SUFFIXES = (".vcf.gz", ".vcf.bgz", ".bcf", ".vcf")
 REGION = re.compile(r"^(?P<contig>[^:]+?)(?::(?P<start>[\d,]+)(?:-(?P<end>[\d,]+))?)?$")
 
@@ -410,35 +414,52 @@ def _extension(kind: str, fmt: str) -> str:
 
 
 def slice_one(job: Job, source: Source) -> Path | None:
-    """Slice one file to stdout or into job.output_dir; return the written path, if any."""
+    """Slice one file to stdout or into job.output_dir; return the written path, if any.
+    A file is written (and indexed) under a temporary name, then renamed: no partial output
+    under the final name, and no link planted at that name is written through."""
     kind = kind_of(source.name)
     fmt = job.output_format.upper()
     if kind == "variants" and fmt == "SAM":
         fmt = "VCF"
-    out = "-"
-    path = None
     pysam.set_verbosity(0)  # our one-line errors say what failed; htslib's lines would repeat it
-    if job.output_dir is not None:
-        job.output_dir.mkdir(parents=True, exist_ok=True)
-        ext = _extension(kind, fmt)
-        name = output_name(source.name, job.regions, job.header_only, job.bed, ext)
-        if name in job.written:  # a.bam and a.cram would both give a.<region>.sam
-            name = output_name(source.name + ".x", job.regions, job.header_only, job.bed, ext)
-        job.written.add(name)
-        path = job.output_dir / name
-        out = str(path)
+    if job.output_dir is None:
+        _slice_to(job, source, kind, fmt, "-")
+        return None
+    job.output_dir.mkdir(parents=True, exist_ok=True)
+    ext = _extension(kind, fmt)
+    name = output_name(source.name, job.regions, job.header_only, job.bed, ext)
+    if name in job.written:  # a.bam and a.cram would both give a.<region>.sam
+        name = output_name(source.name + ".x", job.regions, job.header_only, job.bed, ext)
+    job.written.add(name)
+    path = job.output_dir / name
+    fd, tmp = tempfile.mkstemp(dir=job.output_dir, prefix=".score-view-", suffix=f"-{name}")
+    os.close(fd)
+    try:
+        _slice_to(job, source, kind, fmt, tmp)
+        os.chmod(tmp, data_mode())
+        for suffix in INDEX_SUFFIXES:  # an index first: never a data file without its index
+            if os.path.exists(tmp + suffix):
+                os.replace(tmp + suffix, str(path) + suffix)
+        os.replace(tmp, path)
+    finally:
+        for leftover in (tmp, *(tmp + suffix for suffix in INDEX_SUFFIXES)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leftover)
+    return path
+
+
+def _slice_to(job: Job, source: Source, kind: str, fmt: str, out: str) -> None:
+    """Slice into `out` ("-": stdout), indexing a written file if asked."""
     if kind == "variants":
         slice_variants(source, job.regions, out, fmt, job.header_only)
     else:
         slice_reads(source, job.regions, out, fmt, job.header_only, job.contained, job.reference)
-    if path is not None and job.output_index and not job.header_only and fmt != "SAM":
-        if kind == "variants" and fmt == "VCF":
-            return path  # plain text VCF cannot be indexed
-        if kind == "reads":
-            pysam.index(str(path))
-        else:
-            pysam.tabix_index(str(path), preset="vcf", force=True, csi=fmt == "BCF")
-    return path
+    if out == "-" or not job.output_index or job.header_only or fmt in ("SAM", "VCF"):
+        return  # SAM and plain-text VCF cannot be indexed
+    if kind == "reads":
+        pysam.index(out)
+    else:
+        pysam.tabix_index(out, preset="vcf", force=True, csi=fmt == "BCF")
 
 
 def run_local(job: Job, data: Path, index: Path | None) -> int:
@@ -472,6 +493,7 @@ def _direct_source(api, entity, job: Job, folder: Path) -> Source:
             api.download_spec(index.id, external=True).parts[0].url or "",
             out,
             f"the index {index.fileName}",
+            limit=INDEX_LIMIT,
         )
     return Source(data_url, str(index_path), entity.fileName)
 
@@ -479,21 +501,32 @@ def _direct_source(api, entity, job: Job, folder: Path) -> Source:
 def _speaks_htsget(api) -> bool:
     """A pyscore server (or any htsget server at the storage URL) answers service-info."""
     try:
-        r = api.http.get(f"{api.settings.storage_url}/htsget/reads/service-info", timeout=10)
+        r = api.send_once(
+            "GET",
+            f"{api.settings.storage_url}/htsget/reads/service-info",
+            "htsget service-info",
+            timeout=10,
+        )
         return r.status_code == 200 and r.json().get("type", {}).get("artifact") == "htsget"
     except Exception:
         return False
 
 
-def _fetch_into(api, url: str, out, what: str, headers: dict | None = None) -> None:
-    """A signed object-store URL's bytes appended to `out`."""
+def _fetch_into(
+    api, url: str, out, what: str, headers: dict | None = None, limit: int | None = None
+) -> None:
+    """A signed object-store URL's bytes appended to `out` (refused beyond `limit` bytes)."""
     import httpx
 
+    got = 0
     try:
         with api.store.stream("GET", url, headers=headers) as r:
             if r.status_code >= 400:
                 raise ScoreError(f"object store answered {r.status_code} for {what}")
             for chunk in r.iter_bytes(1024 * 1024):
+                got += len(chunk)
+                if limit is not None and got > limit:
+                    raise ScoreError(f"{what} is larger than {limit:,} bytes; stopped reading")
                 out.write(chunk)
     except httpx.HTTPError as exc:
         raise ScoreError(f"downloading {what} failed: {exc}") from None

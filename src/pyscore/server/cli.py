@@ -54,6 +54,7 @@ def cmd_init(args: argparse.Namespace) -> None:
         s3_region=args.s3_region,
         s3_access_key=args.s3_access_key or "",
         s3_secret_key=args.s3_secret_key or "",
+        s3_sign_part_range=args.s3_sign_part_range,
         part_size=args.part_size * MiB,
         public_url=args.public_url or "",
     )
@@ -248,6 +249,12 @@ def parser() -> argparse.ArgumentParser:
     init.add_argument("--s3-region", default="us-east-1")
     init.add_argument("--s3-access-key")
     init.add_argument("--s3-secret-key")
+    init.add_argument(
+        "--s3-sign-part-range",
+        action="store_true",
+        help="presign each download part's Range into its URL, as the original score-server "
+        "does (the store then serves that exact range only); default: one URL for all parts",
+    )
     init.add_argument("--part-size", type=int, default=64, help="part size in MiB (default 64)")
     init.add_argument(
         "--public-url",

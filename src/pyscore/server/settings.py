@@ -26,6 +26,7 @@ class Settings:
     s3_access_key: str = ""
     s3_secret_key: str = ""
     s3_addressing_style: str = "path"
+    s3_sign_part_range: bool = False  # sign each download part's Range, as the original does
     part_size: int = 64 * MiB
     download_expiry_seconds: int = 24 * 3600
     upload_expiry_seconds: int = 6 * 24 * 3600
@@ -60,5 +61,11 @@ class Settings:
         for name, f in known.items():
             env = os.environ.get(ENV_PREFIX + name.upper())
             if env is not None and name not in ("data_dir", "extra"):
-                body[name] = int(env) if f.type == "int" else env
+                body[name] = (
+                    int(env)
+                    if f.type == "int"
+                    else env.strip().lower() in ("1", "true", "yes", "on")
+                    if f.type == "bool"
+                    else env
+                )
         return cls(**{k: v for k, v in body.items() if k in known})

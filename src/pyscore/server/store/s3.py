@@ -6,8 +6,12 @@ Bucket layout follows the original score-server: `data/<objectId>` holds the obj
 its specification under `upload/<objectId>_<uploadId>/.meta`. The database stays the source of
 truth; the `.meta` files let tools written for the original read the bucket.
 
-Presigned GETs cover the whole object (no signed Range header), because clients split parts
-into smaller ranged requests; what a URL may read is still one object, for a limited time.
+By default presigned GETs cover the whole object (no signed Range header): one URL serves
+every part and clients may split parts into smaller ranged requests; what a URL may read is
+still one object, for a limited time. With `s3_sign_part_range` each download part's URL signs
+its Range header (SigV4 `X-Amz-SignedHeaders=host;range`), as the original score-server's
+do: the store then answers exactly that range and refuses any other, which is how to check
+that a client copes with the original's URLs.
 """
 
 from __future__ import annotations
@@ -34,10 +38,10 @@ MAX_PRESIGN = 7 * 24 * 3600  # SigV4's limit
 
 class S3Store:
     kind = "s3"
-    signs_ranges = False
 
-    def __init__(self, bucket: str, prefix: str, client) -> None:
+    def __init__(self, bucket: str, prefix: str, client, sign_part_range: bool = False) -> None:
         self.bucket, self.prefix, self.client = bucket, prefix.strip("/"), client
+        self.signs_ranges = sign_part_range  # then every part needs a URL of its own
 
     @classmethod
     def from_settings(cls, settings: Settings) -> S3Store:
@@ -55,7 +59,7 @@ class S3Store:
                 s3={"addressing_style": settings.s3_addressing_style},
             ),
         )
-        return cls(bucket, prefix, client)
+        return cls(bucket, prefix, client, settings.s3_sign_part_range)
 
     def _key(self, *parts: str) -> str:
         return "/".join(p for p in (self.prefix, *parts) if p)
@@ -81,6 +85,8 @@ class S3Store:
         filename: str | None = None,
     ) -> str:
         params = {"Bucket": self.bucket, "Key": self.data_key(object_id)}
+        if self.signs_ranges and offset is not None and length is not None:
+            params["Range"] = f"bytes={offset}-{offset + length - 1}"
         if filename:
             params["ResponseContentDisposition"] = content_disposition(filename)
         return self.client.generate_presigned_url(
