@@ -154,7 +154,7 @@ def publish_all(data_dir: Path, analyses: list[tuple[str, str, list[Path]]]) -> 
 
 def manifest(path: Path, rows: list[dict]) -> Path:
     """An ARGO file manifest: one row per data file, its index by index_object_id."""
-    from pyscore.manifest import format_argo
+    from pyscore.wire.manifest import format_argo
 
     by_analysis: dict[str, list[dict]] = {}
     for r in rows:

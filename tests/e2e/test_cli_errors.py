@@ -11,7 +11,7 @@ from tests.publish import file_md5, publish, random_file
 
 
 def manifest_row(server, name: str):
-    from pyscore.manifest import parse_download
+    from pyscore.wire.manifest import parse_download
 
     rows = parse_download(server.manifest.read_text(), "m")
     return next(r for r in rows if r.fileName == name)

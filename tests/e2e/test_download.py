@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pyscore.manifest import parse_download
+from pyscore.wire.manifest import parse_download
 from tests.publish import file_md5
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pyscore.manifest import format_argo
+from pyscore.wire.manifest import format_argo
 from tests.conftest import CLIENT, need, one_line_error, run
 from tests.mounts import Mounter, require_fuse, tracebacks, tree, wait_until
 from tests.original_platform import ORIGINAL_PART_SIZE, MiB, OriginalPlatform

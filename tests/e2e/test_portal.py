@@ -28,7 +28,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from pyscore.manifest import ARGO_COLUMNS, parse_download
+from pyscore.wire.manifest import ARGO_COLUMNS, parse_download
 from tests.conftest import init_server, need
 from tests.publish import KINDS, add_donors, add_published_analysis, file_md5, md5
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pyscore.manifest import parse_download
+from pyscore.wire.manifest import parse_download
 from tests.conftest import CLIENT, need, one_line_error
 
 CONTIGS = {"chr1": 120_000, "chr2": 80_000, "chr3": 40_000}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from pyscore.manifest import parse_download
+from pyscore.wire.manifest import parse_download
 from tests.api import bearer
 from tests.publish import md5
 

@@ -6,8 +6,8 @@ import subprocess
 
 import pytest
 
-from pyscore.config import read_properties, resolve
-from pyscore.errors import UsageError
+from pyscore.client.config import read_properties, resolve
+from pyscore.client.errors import UsageError
 from tests.conftest import CLIENT
 
 

@@ -9,15 +9,14 @@ import json
 import re
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from pyscore import __version__
 from pyscore.client import tls
-from pyscore.client.retry import Transient, retrying
-from pyscore.config import ClientSettings
-from pyscore.errors import (
+from pyscore.client.config import ClientSettings
+from pyscore.client.errors import (
     AuthError,
     NotFoundError,
     NotPublishedError,
@@ -26,9 +25,13 @@ from pyscore.errors import (
     UnreachableError,
     UsageError,
 )
-from pyscore.models import Entity, ListingEntry, ObjectSpecification, UploadProgress, from_wire
+from pyscore.client.retry import Transient, retrying
+from pyscore.wire.codec import WireError, from_wire
+from pyscore.wire.files import find_index
+from pyscore.wire.score import ListingEntry, ObjectSpecification, UploadProgress
+from pyscore.wire.song import Entity
 
-INDEX_EXTENSIONS = (".bai", ".crai", ".tbi", ".csi", ".idx", ".fai")
+T = TypeVar("T")
 USER_AGENT = f"pyscore-score-client/{__version__}"
 MiB = 1024 * 1024
 # Answers are read in pieces up to a cap: a broken or hostile server's endless body must not
@@ -113,6 +116,14 @@ def error_for(response: httpx.Response, what: str) -> ScoreError:
     return error
 
 
+def decode(kind: type[T], data: Any, what: str) -> T:
+    """A server's JSON as a wire object; one that breaks the contract is this file's failure."""
+    try:
+        return from_wire(kind, data, what)
+    except WireError as exc:
+        raise ScoreError(str(exc)) from None
+
+
 class Api:
     """The two services score-client talks to; both may be the same pyscore server."""
 
@@ -195,7 +206,7 @@ class Api:
     # -- metadata -------------------------------------------------------------------------
     def entity(self, object_id: str) -> Entity:
         url = f"{self.settings.metadata_url}/entities/{object_id}"
-        return from_wire(
+        return decode(
             Entity, self.request("GET", url, f"object {object_id}").json(), f"object {object_id}"
         )
 
@@ -208,7 +219,7 @@ class Api:
                 "GET", f"{self.settings.metadata_url}/entities", "entity listing", params=params
             ).json()
             for item in body.get("content", []):
-                yield from_wire(Entity, item, "entity listing")
+                yield decode(Entity, item, "entity listing")
             if body.get("last", True) or not body.get("content"):
                 return
             page += 1
@@ -222,14 +233,8 @@ class Api:
             siblings = {e.fileName.lower(): e for e in self.entities(gnosId=data.gnosId)}
             with self._lock:
                 self._siblings[data.gnosId] = siblings
-        name = data.fileName.lower()
-        stem = name.rsplit(".", 1)[0]
-        for ext in INDEX_EXTENSIONS:
-            for candidate in (name + ext, stem + ext):
-                found = siblings.get(candidate)
-                if found is not None and found.id != data.id:
-                    return found
-        return None
+        found = find_index(data.fileName, siblings)
+        return found if found is not None and found.id != data.id else None
 
     def submit(self, study_id: str, payload: dict) -> str:
         r = self.request(
@@ -307,7 +312,7 @@ class Api:
             if exc.status in (400, 409):  # the original says 400 and nothing more
                 raise self._why_refused(object_id) or exc from None
             raise
-        return from_wire(ObjectSpecification, response.json(), f"object {object_id}")
+        return decode(ObjectSpecification, response.json(), f"object {object_id}")
 
     def _why_refused(self, object_id: str) -> ScoreError | None:
         """The metadata's reason a download was refused, if it is that the file's analysis is
@@ -328,7 +333,7 @@ class Api:
         body = self.request(
             "GET", f"{self.settings.storage_url}/listing", "object listing", limit=LISTING_LIMIT
         ).json()
-        return [from_wire(ListingEntry, e, "object listing") for e in body]
+        return [decode(ListingEntry, e, "object listing") for e in body]
 
     # -- upload ---------------------------------------------------------------------------
     def upload_exists(self, object_id: str) -> bool:
@@ -347,7 +352,7 @@ class Api:
         )
         if r.status_code == 404:
             return None
-        return from_wire(UploadProgress, r.json(), f"upload of {object_id}")
+        return decode(UploadProgress, r.json(), f"upload of {object_id}")
 
     def initiate_upload(
         self, object_id: str, size: int, md5: str, overwrite: bool
@@ -358,7 +363,7 @@ class Api:
             f"upload of {object_id}",
             params={"fileSize": size, "md5": md5, "overwrite": str(overwrite).lower()},
         )
-        return from_wire(ObjectSpecification, r.json(), f"upload of {object_id}")
+        return decode(ObjectSpecification, r.json(), f"upload of {object_id}")
 
     def finalize_part(self, object_id: str, upload_id: str, part: int, md5: str, etag: str) -> None:
         self.request(

@@ -14,10 +14,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pyscore.client.errors import ScoreError
 from pyscore.client.httpio import Connections, UrlRejected, get_range, url_expiry
 from pyscore.client.retry import Transient, delay
 from pyscore.client.safefiles import private_dir, write_private
-from pyscore.errors import ScoreError
 
 BLOCK = 256 * 1024
 READAHEAD_MIN = 1024 * 1024

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import NoReturn
 
 from pyscore import __version__
-from pyscore.config import resolve
-from pyscore.errors import (
+from pyscore.client.config import resolve
+from pyscore.client.errors import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
@@ -19,6 +19,7 @@ from pyscore.errors import (
     UnreachableError,
     UsageError,
 )
+from pyscore.wire.manifest import ManifestError
 
 EPILOG = """exit codes:
   0  success
@@ -274,7 +275,7 @@ def cmd_download(args: argparse.Namespace) -> int:
     from pyscore.client.api import Api
     from pyscore.client.download import Request, download
     from pyscore.client.progress import reporter
-    from pyscore.manifest import parse_download
+    from pyscore.wire.manifest import parse_download
 
     sources = [x for x in (args.manifest, args.object_id, args.analysis_id) if x]
     if len(sources) != 1:
@@ -331,7 +332,7 @@ def cmd_view(args: argparse.Namespace) -> int:
     import signal
 
     from pyscore.client import view
-    from pyscore.manifest import parse_download
+    from pyscore.wire.manifest import parse_download
 
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `| head` ends us quietly, as samtools
     if not (args.input_file or args.object_id or args.manifest):
@@ -383,7 +384,7 @@ def _uploader(args: argparse.Namespace):
 
 def cmd_upload(args: argparse.Namespace) -> int:
     from pyscore.client.upload import Item
-    from pyscore.manifest import parse_upload
+    from pyscore.wire.manifest import parse_upload
 
     if bool(args.manifest) == bool(args.object_id):
         raise UsageError("Give either --manifest or --object-id (with --file and --md5)")
@@ -440,7 +441,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
     from pyscore.client import mount
     from pyscore.client.api import Api
     from pyscore.client.progress import reporter
-    from pyscore.manifest import parse_download
+    from pyscore.wire.manifest import parse_download
 
     report = reporter(False, args.quiet, args.silent)
     mount.check_mount_point(args.mount_point)
@@ -493,7 +494,7 @@ def cmd_url(args: argparse.Namespace) -> int:
 
 
 def cmd_manifest(args: argparse.Namespace) -> int:
-    from pyscore.manifest import parse_download
+    from pyscore.wire.manifest import parse_download
 
     rows = parse_download(read_manifest_text(args.manifest), args.manifest)
     header = ("object_id", "file_name", "file_size", "md5sum", "analysis_id", "index_object_id")
@@ -564,6 +565,9 @@ def main(argv: list[str] | None = None) -> int:
     except ScoreError as exc:
         print(f"score-client: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except ManifestError as exc:
+        print(f"score-client: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("score-client: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130

@@ -11,18 +11,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyscore.client.api import INDEX_EXTENSIONS, Api
-from pyscore.client.layout import target_path
-from pyscore.client.progress import Reporter, human
-from pyscore.client.transfer import STATE_DIR, Downloader, Target
-from pyscore.errors import (
+from pyscore.client.api import Api
+from pyscore.client.errors import (
     EXIT_FAILED,
     EXIT_OK,
     DiskFullError,
     IntegrityError,
     ScoreError,
 )
-from pyscore.models import Entity
+from pyscore.client.layout import target_path
+from pyscore.client.progress import Reporter, human
+from pyscore.client.transfer import STATE_DIR, Downloader, Target
+from pyscore.wire.files import is_index
+from pyscore.wire.song import Entity
 
 LOOKUP_THREADS = 8
 
@@ -89,7 +90,7 @@ def resolve_entities(
     if with_index:
         indexes = parallel_map(
             api.index_entity,
-            [e for e in entities if not e.fileName.lower().endswith(INDEX_EXTENSIONS)],
+            [e for e in entities if not is_index(e.fileName)],
         )
         seen = {e.id for e in entities}
         for index in indexes:

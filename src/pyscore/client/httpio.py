@@ -17,8 +17,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from pyscore.client import tls
 from pyscore.client.api import USER_AGENT
+from pyscore.client.errors import NotFoundError, ScoreError, UnreachableError
 from pyscore.client.retry import Transient
-from pyscore.errors import NotFoundError, ScoreError, UnreachableError
 
 BUFFER = 4 * 1024 * 1024
 CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pyscore.errors import UsageError
+from pyscore.client.errors import UsageError
 
 LAYOUTS = ("filename", "bundle", "id")
 

@@ -30,10 +30,10 @@ from pyscore.client.blockcache import (
     default_cache_dir,
 )
 from pyscore.client.download import parallel_map
+from pyscore.client.errors import AuthError, ScoreError, UsageError
 from pyscore.client.layout import safe_name
 from pyscore.client.safefiles import open_private, private_dir
-from pyscore.errors import AuthError, ScoreError, UsageError
-from pyscore.models import Entity
+from pyscore.wire.song import Entity
 
 os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")  # mfusepy reads this at import
 REFRESH_SECONDS = 300.0

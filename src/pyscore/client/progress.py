@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from pyscore.errors import ScoreError
+from pyscore.client.errors import ScoreError
 
 PLAIN_EVERY = 5.0
 

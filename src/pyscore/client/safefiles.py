@@ -18,7 +18,7 @@ import os
 import stat
 from pathlib import Path
 
-from pyscore.errors import ScoreError, UsageError
+from pyscore.client.errors import ScoreError, UsageError
 
 NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
 

@@ -11,10 +11,10 @@ import json
 from pathlib import Path
 
 from pyscore.client.api import Api
+from pyscore.client.errors import ScoreError, UsageError
 from pyscore.client.layout import safe_name
 from pyscore.client.progress import Reporter
 from pyscore.client.upload import Item, Uploader
-from pyscore.errors import ScoreError, UsageError
 
 
 def read_payload(path: Path) -> dict:

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pyscore.client.errors import DiskFullError, IntegrityError, ScoreError, UsageError
 from pyscore.client.httpio import (
     BUFFER,
     Connections,
@@ -38,8 +39,7 @@ from pyscore.client.httpio import (
 from pyscore.client.ranges import Journal, Ranges
 from pyscore.client.retry import Transient, delay
 from pyscore.client.safefiles import data_mode, open_dir, open_private, private_dir
-from pyscore.errors import DiskFullError, IntegrityError, ScoreError, UsageError
-from pyscore.models import ObjectSpecification
+from pyscore.wire.score import ObjectSpecification
 
 STATE_DIR = ".score-client"
 SYNC_SECONDS = 0.5

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pyscore.client.api import Api
+from pyscore.client.errors import IntegrityError, ScoreError, UsageError
 from pyscore.client.httpio import Connections, UrlRejected, put
 from pyscore.client.progress import Reporter, human
 from pyscore.client.retry import Transient, delay
-from pyscore.errors import IntegrityError, ScoreError, UsageError
-from pyscore.models import Part
+from pyscore.wire.score import Part
 
 READ_BLOCK = 1024 * 1024
 HASH_BLOCK = 8 * 1024 * 1024

@@ -19,13 +19,12 @@ from pathlib import Path
 
 import pysam
 
+from pyscore.client.errors import ScoreError, UsageError
 from pyscore.client.safefiles import data_mode
-from pyscore.errors import ScoreError, UsageError
-from pyscore.models import htsget_format
+from pyscore.wire.files import INDEX_SUFFIXES, htsget_format
 
 ALIGNMENT_SUFFIXES = (".bam", ".sam", ".cram")
 INDEX_LIMIT = 1024 * 1024 * 1024  # a whole-genome BAI is ~10 MB
-INDEX_SUFFIXES = (".bai", ".crai", ".csi", ".tbi")
 VARIANT_SUFFIXES = (".vcf.gz", ".vcf.bgz", ".bcf", ".vcf")
 REGION = re.compile(r"^(?P<contig>[^:]+?)(?::(?P<start>[\d,]+)(?:-(?P<end>[\d,]+))?)?$")
 

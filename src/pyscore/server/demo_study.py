@@ -8,10 +8,10 @@ import hashlib
 from pathlib import Path
 
 from pyscore.demo import DemoAnalysis, generate
-from pyscore.manifest import format_argo
 from pyscore.server import metadata, objects, repository
 from pyscore.server.errors import ApiError
 from pyscore.server.tables import AnalysisType, Study
+from pyscore.wire.manifest import format_argo
 
 CLINICAL_TYPE = {
     "type": "object",

@@ -22,13 +22,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from pyscore.models import htsget_format
 from pyscore.server import indexes, metadata, objects
 from pyscore.server.app import PrincipalDep, SessionDep, SignerDep
 from pyscore.server.auth import Action, authorize
 from pyscore.server.errors import ApiError
 from pyscore.server.indexes import BGZF_EOF, IndexError_, deflate_block, inflate_block, split
 from pyscore.server.tables import File
+from pyscore.wire.files import htsget_format
 
 MEDIA = "application/vnd.ga4gh.htsget.v1.3.0+json"
 KINDS = {"reads": ("BAM", "CRAM"), "variants": ("VCF", "BCF")}

@@ -31,9 +31,9 @@ from pyscore.server.tables import (
     StoredObject,
     Study,
 )
+from pyscore.wire.files import find_index, is_index
 
 STATES = ("PUBLISHED", "UNPUBLISHED", "SUPPRESSED")
-INDEX_SUFFIXES = (".bai", ".crai", ".tbi", ".csi", ".fai")
 ID_NAMESPACE = uuid.UUID("6f1e1d3e-2b7a-4c1e-9a43-5c0f0e5d9b11")
 BASE_KEYS = {"studyId", "analysisId", "analysisType", "samples", "files", "analysisState"}
 
@@ -358,23 +358,11 @@ def _upsert_sample(session: Session, study_id: str, entry: dict) -> str:
 def link_indexes(files: list[File]) -> None:
     """Point each index file at the data file it indexes, by name within the analysis."""
     by_name = {f.file_name.lower(): f for f in files}
-    for f in files:
-        name = f.file_name.lower()
-        for suffix in INDEX_SUFFIXES:
-            if name.endswith(suffix):
-                data = by_name.get(name[: -len(suffix)])
-                if data is None:  # samtools also names them a.bai for a.bam
-                    stem = name[: -len(suffix)]
-                    data = next(
-                        (
-                            d
-                            for d in files
-                            if d.file_name.lower().rsplit(".", 1)[0] == stem and d is not f
-                        ),
-                        None,
-                    )
-                if data is not None:
-                    f.index_for = data.object_id
+    for data in files:
+        if not is_index(data.file_name):
+            index = find_index(data.file_name, by_name)
+            if index is not None and index is not data:
+                index.index_for = data.object_id
 
 
 def submit(session: Session, study_id: str, payload: Any, allow_duplicates: bool = False) -> str:

@@ -13,11 +13,12 @@ from pathlib import Path
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from pyscore.models import ListingEntry, ObjectSpecification, Part, UploadProgress, to_wire
 from pyscore.server.db import as_utc, utcnow
 from pyscore.server.errors import ApiError, bad_request, conflict, not_found
 from pyscore.server.store.base import ObjectStore
 from pyscore.server.tables import Analysis, File, StoredObject, Upload, UploadPart
+from pyscore.wire.codec import to_wire
+from pyscore.wire.score import ListingEntry, ObjectSpecification, Part, UploadProgress
 
 SENTINEL = "heliograph"
 MAX_PARTS = 10_000

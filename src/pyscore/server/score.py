@@ -5,11 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
 
-from pyscore.models import ListingEntry, ObjectSpecification, UploadProgress
 from pyscore.server import metadata, objects
 from pyscore.server.app import PlatformDep, PrincipalDep, SessionDep, SignerDep
 from pyscore.server.auth import Action, authorize, readable_studies
 from pyscore.server.tables import File
+from pyscore.wire.score import ListingEntry, ObjectSpecification, UploadProgress
 
 router = APIRouter(tags=["storage"])
 

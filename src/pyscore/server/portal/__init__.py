@@ -17,12 +17,12 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 
 from pyscore.client.progress import human
-from pyscore.manifest import format_argo
 from pyscore.server import metadata, objects, repository
 from pyscore.server.app import PlatformDep, SessionDep, SignerDep
 from pyscore.server.auth import Action, Principal, authorize, can, principal_for
 from pyscore.server.errors import ApiError
 from pyscore.server.tables import Analysis, RepositoryEntry
+from pyscore.wire.manifest import format_argo
 
 HERE = Path(__file__).parent
 COOKIE = "score_token"

@@ -159,7 +159,7 @@ def resolve(
         try:
             int(settings.values[key])
         except ValueError:
-            from pyscore.errors import UsageError
+            from pyscore.client.errors import UsageError
 
             raise UsageError(
                 f"{key}={settings.values[key]!r} (from {settings.sources[key]}) is "

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from pyscore.errors import ScoreError
-from pyscore.models import ObjectSpecification, Part, from_wire, to_wire
+from pyscore.wire.codec import WireError, from_wire, to_wire
+from pyscore.wire.files import find_index, htsget_format, index_names, is_index
+from pyscore.wire.score import ObjectSpecification, Part
 
 SPEC = {
     "objectKey": "data/x",
@@ -45,7 +46,7 @@ def test_a_score_answer_becomes_typed_objects_and_unknown_fields_are_ignored():
     ],
 )
 def test_a_malformed_answer_is_one_line_naming_the_field(change, says):
-    with pytest.raises(ScoreError) as error:
+    with pytest.raises(WireError) as error:
         from_wire(ObjectSpecification, {**SPEC, **change}, "object x")
     message = str(error.value)
     assert message.startswith("object x: the server's answer is not a valid ObjectSpecification")
@@ -53,7 +54,7 @@ def test_a_malformed_answer_is_one_line_naming_the_field(change, says):
 
 
 def test_a_non_object_answer_is_refused():
-    with pytest.raises(ScoreError, match="not a valid ObjectSpecification"):
+    with pytest.raises(WireError, match="not a valid ObjectSpecification"):
         from_wire(ObjectSpecification, ["not", "an", "object"], "object x")
 
 
@@ -67,3 +68,36 @@ def test_to_wire_leaves_out_none_at_every_depth():
         "objectMd5": "0" * 32,
         "parts": [{"partNumber": 1, "partSize": 10, "offset": 0, "url": "http://s/x"}],
     }
+
+
+@pytest.mark.parametrize(
+    ("data", "index"),
+    [
+        ("A.bam", "a.bam.bai"),
+        ("a.bam", "A.BAI"),  # samtools' other convention, any case (as the original)
+        ("x.cram", "x.cram.crai"),
+        ("v.vcf.gz", "v.vcf.gz.tbi"),
+        ("v.vcf.gz", "v.vcf.gz.csi"),
+        ("v.vcf", "v.vcf.idx"),  # the original client's Tribble index
+    ],
+)
+def test_one_rule_pairs_a_data_file_with_its_index(data: str, index: str) -> None:
+    assert is_index(index) and not is_index(data)
+    assert find_index(data, {index.lower(): "found", "other.bam.bai": "no"}) == "found"
+
+
+def test_the_full_name_wins_over_the_stem() -> None:
+    names = index_names("a.bam")
+    assert names.index("a.bam.bai") < names.index("a.bai")
+    assert find_index("a.bam", {"a.bai": "stem", "a.bam.bai": "full"}) == "full"
+    assert find_index("a.bam", {"b.bam.bai": "other"}) is None
+
+
+def test_htsget_formats_by_name() -> None:
+    assert [htsget_format(n) for n in ("a.BAM", "a.cram", "a.vcf.gz", "a.bcf", "a.txt")] == [
+        "BAM",
+        "CRAM",
+        "VCF",
+        "BCF",
+        None,
+    ]

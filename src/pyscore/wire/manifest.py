@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Optional
 
-from pyscore.errors import UsageError
-from pyscore.models import ManifestRow
+from pyscore.wire.codec import WireError
 
 ARGO_COLUMNS = (
     "repository_code",
@@ -24,6 +25,24 @@ ARGO_COLUMNS = (
     "program_id",
 )
 GDC_REQUIRED = ("id",)
+
+
+class ManifestError(WireError):
+    """A manifest that cannot be read; the message names the line and the problem."""
+
+
+@dataclass
+class ManifestRow:
+    """One row of a download manifest, whatever its dialect (ARGO, ICGC 25K, GDC)."""
+
+    objectId: str
+    fileName: Optional[str] = None
+    fileSize: Optional[int] = None
+    fileMd5sum: Optional[str] = None
+    analysisId: Optional[str] = None
+    indexObjectId: Optional[str] = None
+    studyId: Optional[str] = None
+    line: int = 0
 
 
 def _cell(value: object) -> str:
@@ -43,7 +62,7 @@ def _object_id(value: str, where: str) -> str:
     try:
         return str(uuid.UUID(value))
     except ValueError:
-        raise UsageError(f"{where}: '{value}' is not an object id (a UUID)") from None
+        raise ManifestError(f"{where}: '{value}' is not an object id (a UUID)") from None
 
 
 def _int(value: str, where: str) -> int | None:
@@ -52,19 +71,19 @@ def _int(value: str, where: str) -> int | None:
     try:
         return int(value)
     except ValueError:
-        raise UsageError(f"{where}: file size '{value}' is not a whole number") from None
+        raise ManifestError(f"{where}: file size '{value}' is not a whole number") from None
 
 
 def parse_download(text: str, source: str) -> list[ManifestRow]:
-    """Rows of a download manifest, in order; bad input raises one-line UsageErrors."""
+    """Rows of a download manifest, in order; bad input raises one-line ManifestErrors."""
     if source.lower().endswith(".xml") or text.lstrip().startswith("<"):
-        raise UsageError(
+        raise ManifestError(
             f"Manifest '{source}' looks like a GNOS-format XML manifest; please use "
             "a tab-delimited manifest from the File Repository"
         )
     lines = text.splitlines()
     if not lines or not any(line.strip() for line in lines[1:]):
-        raise UsageError(f"Manifest '{source}' is empty")
+        raise ManifestError(f"Manifest '{source}' is empty")
     header = [h.strip().lower() for h in lines[0].split("\t")]
     if "id" in header and "filename" in header:
         return _parse_gdc(lines, header, source)
@@ -75,7 +94,7 @@ def parse_download(text: str, source: str) -> list[ManifestRow]:
         cells = [c.strip() for c in line.split("\t")]
         where = f"{source} line {number}"
         if len(cells) != 11:
-            raise UsageError(f"{where}: expected 11 tab-separated columns, found {len(cells)}")
+            raise ManifestError(f"{where}: expected 11 tab-separated columns, found {len(cells)}")
         rows.append(
             ManifestRow(
                 objectId=_object_id(cells[2], f"{where} column 3 (object_id)"),
@@ -104,7 +123,7 @@ def _parse_gdc(lines: list[str], header: list[str], source: str) -> list[Manifes
         cells = [c.strip() for c in line.split("\t")]
         where = f"{source} line {number}"
         if len(cells) != len(header):
-            raise UsageError(
+            raise ManifestError(
                 f"{where}: expected {len(header)} tab-separated columns, found {len(cells)}"
             )
 
@@ -128,7 +147,7 @@ def parse_upload(text: str, source: str) -> tuple[str | None, list[tuple[str, st
     objectId, path, md5 per line. Returns (analysis id or None, rows)."""
     lines = text.splitlines()
     if not lines:
-        raise UsageError(f"Upload manifest '{source}' is empty")
+        raise ManifestError(f"Upload manifest '{source}' is empty")
     first = [c.strip() for c in lines[0].split("\t")]
     analysis_id = first[0] if len(first) >= 1 and not any(first[1:]) and first[0] else None
     rows = []
@@ -138,15 +157,15 @@ def parse_upload(text: str, source: str) -> tuple[str | None, list[tuple[str, st
         cells = [c.strip() for c in line.split("\t")]
         where = f"{source} line {number}"
         if len(cells) != 3:
-            raise UsageError(
+            raise ManifestError(
                 f"{where}: expected 3 tab-separated columns (object id, path, md5), "
                 f"found {len(cells)}"
             )
         object_id = _object_id(cells[0], f"{where} column 1")
         md5 = cells[2].lower()
         if len(md5) != 32 or any(c not in "0123456789abcdef" for c in md5):
-            raise UsageError(f"{where} column 3: '{cells[2]}' is not an MD5 (32 hex digits)")
+            raise ManifestError(f"{where} column 3: '{cells[2]}' is not an MD5 (32 hex digits)")
         rows.append((object_id, cells[1], md5))
     if not rows:
-        raise UsageError(f"Upload manifest '{source}' lists no files")
+        raise ManifestError(f"Upload manifest '{source}' lists no files")
     return analysis_id, rows

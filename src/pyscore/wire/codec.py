@@ -1,0 +1,38 @@
+"""Checked decoding of JSON into wire dataclasses, and encoding them back."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class WireError(ValueError):
+    """Input that does not follow the contract; str(error) is one line naming the problem."""
+
+
+def from_wire(kind: type[T], data: Any, what: str) -> T:
+    """Decoded JSON as a wire object, checked: unknown fields are ignored (as the original's
+    Jackson mappers do); a missing or mistyped field is a one-line WireError."""
+    import msgspec
+
+    try:
+        return msgspec.convert(data, kind)
+    except msgspec.ValidationError as exc:
+        raise WireError(
+            f"{what}: the server's answer is not a valid {kind.__name__}: {exc}"
+        ) from None
+
+
+def to_wire(obj: Any) -> dict:
+    """A wire object as JSON-ready data, leaving out fields that are None (as Score does)."""
+
+    def prune(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: prune(v) for k, v in value.items() if v is not None}
+        if isinstance(value, list):
+            return [prune(v) for v in value]
+        return value
+
+    return prune(asdict(obj))
