@@ -292,10 +292,10 @@ def cmd_download(args: argparse.Namespace) -> int:
     api = Api(settings)
     report = reporter(args.json, args.quiet, args.silent)
     try:
+        rows = None
         if args.manifest:
-            ids = [
-                r.objectId for r in parse_download(read_manifest_text(args.manifest), args.manifest)
-            ]
+            rows = parse_download(read_manifest_text(args.manifest), args.manifest)
+            ids = [r.objectId for r in rows]
         elif args.analysis_id:
             ids = [e.id for e in api.entities(gnosId=args.analysis_id, projectCode=args.study_id)]
             if not ids:
@@ -305,8 +305,6 @@ def cmd_download(args: argparse.Namespace) -> int:
                 )
         else:
             ids = args.object_id
-        if args.verify_connection:
-            api.ping()
         request = Request(
             ids,
             args.output_dir,
@@ -316,8 +314,10 @@ def cmd_download(args: argparse.Namespace) -> int:
             args.offset,
             args.length,
             args.force,
+            rows,
         )
-        outcome = download(api, request, report, settings.parallel)
+        ping = api.ping if args.verify_connection else None
+        outcome = download(api, request, report, settings.parallel, ping)
     finally:
         report.close()
         api.close()

@@ -15,13 +15,41 @@ from collections.abc import Callable
 from typing import NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
+from pyscore import __version__
 from pyscore.client import tls
-from pyscore.client.api import USER_AGENT
 from pyscore.client.errors import NotFoundError, ScoreError, UnreachableError
 from pyscore.client.retry import Transient
 
-BUFFER = 4 * 1024 * 1024
+USER_AGENT = f"pyscore-score-client/{__version__}"
+BUFFER = 4 * 1024 * 1024  # the most one request reads before handing bytes on
+BUFFERS_BUDGET = 64 * 1024 * 1024  # what all of a transfer's buffers may hold together
+MIN_BUFFER = 256 * 1024
 CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+# A signed URL this close to its expiry is renewed before use: the one margin for every
+# transfer (download, mount, view), long enough for a request to wait in a queue and cross
+# a slow link.
+RENEW_MARGIN = 60.0
+
+
+def buffer_cap(parallel: int) -> int:
+    """How large each of `parallel` concurrent requests' buffers may grow: 4 MiB each at the
+    usual parallelism, less when many run at once, so all of them stay within the budget."""
+    return max(MIN_BUFFER, min(BUFFER, BUFFERS_BUDGET // max(parallel, 1)))
+
+
+class Buffer:
+    """A thread's reusable receive buffer, grown to the request's size up to a cap: a 2 KiB
+    file never holds a 4 MiB buffer."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.data = bytearray(0)
+
+    def view(self, wanted: int) -> memoryview:
+        size = max(1, min(self.cap, wanted))
+        if len(self.data) < size:
+            self.data = bytearray(size)
+        return memoryview(self.data)[:size]
 
 
 class UrlRejected(ScoreError):
@@ -79,6 +107,12 @@ def url_expiry(url: str) -> float | None:
     except (ValueError, OverflowError):
         return None
     return None
+
+
+def stale(url: str, now: float | None = None) -> bool:
+    """Whether a signed URL expires within RENEW_MARGIN (False when the URL does not say)."""
+    expiry = url_expiry(url)
+    return expiry is not None and expiry - (time.time() if now is None else now) < RENEW_MARGIN
 
 
 def binds_range(url: str) -> bool:
