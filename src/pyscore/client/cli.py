@@ -403,19 +403,18 @@ def cmd_upload(args: argparse.Namespace) -> int:
             for oid, path, md5 in rows
         ]
     api, report, uploader = _uploader(args)
-    failures = 0
     try:
-        if args.verify_connection:
-            api.ping()
-        for item in items:
-            try:
-                uploader.upload(item, force=args.force)
-            except ScoreError as exc:
-                if len(items) == 1:
-                    raise
-                failures += 1
-                report.error(str(exc))
+        ping = api.ping if args.verify_connection else None
+        if len(items) == 1:
+            if ping:
+                ping()
+            uploader.upload(items[0], force=args.force)
+            failures = 0
+        else:
+            errors = uploader.upload_many(items, force=args.force, ping=ping)
+            failures = sum(1 for e in errors if e is not None)
     finally:
+        uploader.close()
         report.close()
         api.close()
     report.notice(f"Uploaded {len(items) - failures} of {len(items)} file(s)")
@@ -431,6 +430,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             api, uploader, report, args.study_id, args.payload, args.dir, args.publish
         )
     finally:
+        uploader.close()
         report.close()
         api.close()
     print(analysis_id)

@@ -24,6 +24,9 @@ USER_AGENT = f"pyscore-score-client/{__version__}"
 BUFFER = 4 * 1024 * 1024  # the most one request reads before handing bytes on
 BUFFERS_BUDGET = 64 * 1024 * 1024  # what all of a transfer's buffers may hold together
 MIN_BUFFER = 256 * 1024
+# Requests for at most this many bytes are latency-bound: they run many at once whatever
+# --parallel says (which bounds the connections moving big bodies).
+SMALL_BODY = 1024 * 1024
 CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 # A signed URL this close to its expiry is renewed before use: the one margin for every
 # transfer (download, mount, view), long enough for a request to wait in a queue and cross
@@ -163,8 +166,11 @@ def get_range(
     buf: memoryview,
     sink: Callable[[memoryview, int], None],
     what: str,
+    whole: bool = False,
 ) -> None:
     """GET [start, end) of the object at url; hand each received chunk to sink(chunk, offset).
+    `whole`: [start, end) is the whole object and the URL does not bind a Range, so ask
+    without one (a store serves a whole file faster, zero-copy, than a range of it).
 
     Raises Transient for what is worth retrying from the last byte sunk (drops, stalls, 5xx),
     UrlRejected for 401/403, and ScoreError for the rest.
@@ -173,15 +179,10 @@ def get_range(
     target = parts.path + (f"?{parts.query}" if parts.query else "")
     conn = conns.get(parts.scheme, parts.netloc)
     try:
-        conn.request(
-            "GET",
-            target,
-            headers={
-                "Range": f"bytes={start}-{end - 1}",
-                "User-Agent": USER_AGENT,
-                "Accept-Encoding": "identity",
-            },
-        )
+        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+        if not whole:
+            headers["Range"] = f"bytes={start}-{end - 1}"
+        conn.request("GET", target, headers=headers)
         resp = conn.getresponse()
         if conn.sock is not None:
             conn.sock.settimeout(conns.timeout)
@@ -221,7 +222,7 @@ def get_range(
                 filled += n
             sink(buf[:filled], pos)
             pos += filled
-        if resp.status == 200 or (not resp.isclosed() and resp.length):
+        if not resp.isclosed() and resp.length != 0:
             conns.drop(parts.scheme, parts.netloc)  # unread body left: don't reuse
     except (OSError, http.client.HTTPException) as exc:
         conns.drop(parts.scheme, parts.netloc)

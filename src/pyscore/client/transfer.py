@@ -30,6 +30,7 @@ from typing import Optional
 from pyscore.client.digest import md5_mapped
 from pyscore.client.errors import DiskFullError, IntegrityError, ScoreError, UsageError
 from pyscore.client.httpio import (
+    SMALL_BODY,
     Buffer,
     Connections,
     UrlRejected,
@@ -47,10 +48,7 @@ STATE_DIR = ".score-client"
 SYNC_SECONDS = 0.5
 MIN_PIECE = 8 * 1024 * 1024
 SMALL_FILE = MIN_PIECE  # one request: nothing worth resuming inside it
-# Requests for at most this many bytes are latency-bound: they run SMALL_SLOTS at once
-# whatever --parallel says (which bounds the connections moving big bodies).
-SMALL_BODY = 1024 * 1024
-SMALL_SLOTS = 32
+SMALL_SLOTS = 32  # small (latency-bound) requests at once, whatever --parallel says
 
 
 @dataclass
@@ -590,6 +588,7 @@ class Downloader:
                     buffer.view(task.end - pos),
                     sink,
                     f"{name} bytes {pos}-{task.end - 1}",
+                    whole=pos == 0 and origin == 0 and task.end == d.size and not binds_range(url),
                 )
             except UrlRejected:
                 if not budget.renewed():
