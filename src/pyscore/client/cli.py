@@ -127,7 +127,14 @@ def build_parser() -> Parser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    v.add_argument("--object-id", type=object_id)
+    v.add_argument(
+        "--object-id",
+        nargs="+",
+        action="extend",
+        type=object_id,
+        metavar="ID",
+        help="one or more objects (several are sliced side by side)",
+    )
     v.add_argument("--input-file", type=Path, help="a local BAM/CRAM/VCF instead")
     v.add_argument("--input-file-index", type=Path)
     v.add_argument("--manifest", help="slice every alignment/variant file of a manifest")
@@ -359,13 +366,19 @@ def cmd_view(args: argparse.Namespace) -> int:
     if args.input_file:
         return view.run_local(job, args.input_file, args.input_file_index)
     settings = resolve(None, args.profile)
+    rows = None
     if args.object_id:
-        ids = [args.object_id]
+        ids = list(args.object_id)
     else:
         rows = parse_download(read_manifest_text(args.manifest), args.manifest)
         ids = [r.objectId for r in rows]
     return view.run_remote(
-        job, settings, ids, verify=args.verify_connection, from_manifest=bool(args.manifest)
+        job,
+        settings,
+        ids,
+        verify=args.verify_connection,
+        from_manifest=bool(args.manifest) and not args.object_id,
+        rows=rows,
     )
 
 
