@@ -70,8 +70,10 @@ class Request:
 
     def wanted(self) -> list[Wanted]:
         items = wanted_from_rows(self.rows) if self.rows else [Wanted(i) for i in self.object_ids]
-        seen: set[str] = set()
-        return [w for w in items if not (w.object_id in seen or seen.add(w.object_id))]
+        unique: dict[str, Wanted] = {}
+        for w in items:
+            unique.setdefault(w.object_id, w)
+        return list(unique.values())
 
 
 @dataclass

@@ -12,7 +12,7 @@ import re
 import socket
 import time
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
 from pyscore import __version__
@@ -239,7 +239,11 @@ class Stored(NamedTuple):
 
 
 def put(
-    conns: Connections, url: str, body, what: str, headers: dict[str, str] | None = None
+    conns: Connections,
+    url: str,
+    body: Any,
+    what: str,
+    headers: dict[str, str] | None = None,
 ) -> Stored:
     """PUT a part body; return the store's ETag and server-side encryption."""
     parts = urlsplit(url)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar, Union
 
@@ -72,14 +72,16 @@ class Lookups:
 
     def entities(self, ids: Iterable[str]) -> Iterator[tuple[str, Union[Entity, ScoreError]]]:
         """Entities of many ids, yielded as they come (the shape a batch source has)."""
-        return as_they_come([(i, self.entity(i)) for i in ids])
+        futures: list[tuple[str, Future[Entity]]] = [(i, self.entity(i)) for i in ids]
+        found = as_they_come(futures)
+        return found
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 def as_they_come(
-    keyed: list[tuple[str, Future[T]]],
+    keyed: Sequence[tuple[str, Future[T]]],
 ) -> Iterator[tuple[str, Union[T, ScoreError]]]:
     """(key, result or the ScoreError raised) for each future, in the order they finish."""
     from concurrent.futures import as_completed
@@ -113,7 +115,7 @@ def ordered(
                 item = next(source, _END)
                 if item is _END:
                     break
-                pending.append((item, pool.submit(safe, item)))  # type: ignore[arg-type]
+                pending.append((item, pool.submit(safe, item)))
             if not pending:
                 return
             item, future = pending.popleft()

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Protocol
 
 from pyscore.client.digest import md5_mapped
 from pyscore.client.errors import DiskFullError, IntegrityError, ScoreError, UsageError
@@ -69,7 +69,7 @@ class Target:
         return self.spec.objectSize
 
 
-class Events:
+class Events(Protocol):
     """What the engine reports; progress.py renders it. All methods may be called from any
     thread."""
 

@@ -62,6 +62,7 @@ class PartBody:
                 self.fd, self.map_end - self.map_start, prot=mmap.PROT_READ, offset=self.map_start
             )
         lo = self.pos - self.map_start
+        assert self.map is not None
         chunk = memoryview(self.map)[lo : lo + min(max(n, READ_BLOCK), self.map_end - self.pos)]
         self.pos += len(chunk)
         self.md5.update(chunk)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
+from typing import Any
 
 from pyscore.client.errors import ScoreError
 from pyscore.client.view.regions import UNMAPPED
@@ -28,7 +29,7 @@ class Tickets:
     def region(self, contig: str | None, start: int, end: int) -> Path:
         body: dict = {"format": self.fmt}
         if contig is not None:
-            region = {"referenceName": contig}
+            region: dict[str, Any] = {"referenceName": contig}
             if contig != UNMAPPED:
                 region.update(start=start, end=end)
             body["regions"] = [region]

@@ -65,7 +65,9 @@ def slice_reads(
         hint = " (is the CRAM's reference available? pass --reference-file)"
     with closing_quietly(_open_reads(source, reference), source.name) as inp:
         contigs = dict(zip(inp.references, inp.lengths))
-        wanted = [check_region(r, contigs, source.name) for r in regions]
+        wanted: list[tuple[Optional[str], int, int]] = [
+            check_region(r, contigs, source.name) for r in regions
+        ]
         if wanted and not header_only and source.tickets is None and not inp.has_index():
             raise ScoreError(f"{source.name}: no index available, so regions cannot be sliced")
         dst = pysam.AlignmentFile(out, mode, template=inp, reference_filename=reference)
@@ -190,8 +192,10 @@ def slice_variants(
         raise ScoreError(f"{source.name}: cannot open: {exc}") from None
     count = 0
     with closing_quietly(inp, source.name):
-        contigs = {name: (rec.length or 2**31 - 1) for name, rec in inp.header.contigs.items()}
-        wanted = [check_region(r, contigs, source.name) for r in regions]
+        contigs = {str(name): (rec.length or 2**31 - 1) for name, rec in inp.header.contigs.items()}
+        wanted: list[tuple[Optional[str], int, int]] = [
+            check_region(r, contigs, source.name) for r in regions
+        ]
         if any(contig == UNMAPPED for contig, _, _ in wanted):
             raise UsageError(f"{source.name}: '*' (unmapped reads) applies to alignment files")
         if wanted and not header_only and source.tickets is None and inp.index is None:
