@@ -156,30 +156,15 @@ def test_files_of_one_name_are_both_written_and_said(wan_server, tmp_path):  # n
     ids = publish_many(server.data_dir, [("WAN", made[0]), ("WAN2", made[1])])
     out = tmp_path / "out"
     second = ids[1][1][0]
-    result = server.client(
-        "download",
-        "--object-id",
-        ids[0][1][0],
-        second,
-        "--output-dir",
-        str(out),
-        token=server.admin_token,
-    )
+    args = ("download", "--object-id", ids[0][1][0], second, "--output-dir", str(out))
+    result = server.client(*args, token=server.admin_token)
     assert result.returncode == 0, result.stderr
     assert file_md5(out / "same.bam") == file_md5(made[0][0])
     assert file_md5(out / "same.bam.bai") == file_md5(made[0][1])
     assert file_md5(out / f"same.{second}.bam") == file_md5(made[1][0])
     assert file_md5(out / f"same.{second}.bam.bai") == file_md5(made[1][1])
     assert f"writing it as 'same.{second}.bam'" in result.stderr
-    again = server.client(  # a re-run finds both where it put them
-        "download",
-        "--object-id",
-        ids[0][1][0],
-        second,
-        "--output-dir",
-        str(out),
-        token=server.admin_token,
-    )
+    again = server.client(*args, token=server.admin_token)  # finds both where it put them
     assert again.returncode == 0 and "4 skipped" in again.stderr, again.stderr
 
 
