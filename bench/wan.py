@@ -58,7 +58,14 @@ from bench.common import (  # noqa: E402
     stop,
 )
 from bench.mount import unmount, vm_hwm  # noqa: E402
-from tests.publish import MiB, file_md5, random_file, song_payload  # noqa: E402
+from tests.publish import (  # noqa: E402
+    FILE_TYPES,
+    MiB,
+    file_md5,
+    publish_many,
+    random_file,
+    song_payload,
+)
 from tests.wanlink import LinkStats, RequestRecord, WanLink, peak_overlap  # noqa: E402
 
 KiB = 1024
@@ -110,45 +117,27 @@ def make_bam(folder: Path, reads_per_contig: int) -> Path:
 def publish_all(data_dir: Path, analyses: list[tuple[str, str, list[Path]]]) -> list[dict]:
     """Publish each (group, study, files) as one controlled analysis, in-process (one open
     of the platform); manifest rows (ARGO columns, plus group and path) for every file."""
-    from pyscore.server import metadata, objects
-    from pyscore.server.app import Platform
-    from pyscore.server.settings import Settings
-    from pyscore.server.tables import Study
-
-    platform = Platform.open(Settings.load(data_dir))
+    published = publish_many(data_dir, [(study, files) for _, study, files in analyses])
     rows = []
-    with platform.db.session() as s:
-        for study in sorted({st for _, st, _ in analyses}):
-            if s.get(Study, study) is None:
-                metadata.create_study(s, study, {"name": study})
-        for group, study, files in analyses:
-            payload = song_payload(study, files, donor=f"{study}-D1")
-            analysis_id = metadata.submit(s, study, payload, allow_duplicates=True)
-            by_name = {r.file_name: r for r in metadata.analysis_files(s, analysis_id)}
-            for f in files:
-                objects.ingest(
-                    s, platform.store, by_name[f.name].object_id, f, platform.settings.part_size
-                )
-            s.flush()
-            metadata.change_state(s, study, analysis_id, "publish")
-            for f in files:
-                rows.append(
-                    {
-                        "repository_code": "pyscore",
-                        "analysis_id": analysis_id,
-                        "object_id": by_name[f.name].object_id,
-                        "file_type": by_name[f.name].file_type,
-                        "file_name": f.name,
-                        "file_size": f.stat().st_size,
-                        "md5sum": by_name[f.name].file_md5sum,
-                        "index_object_id": "",
-                        "donor_id": f"{study}-D1",
-                        "sample_id(s)": f"{study}-D1-S",
-                        "program_id": study,
-                        "group": group,
-                        "path": f,
-                    }
-                )
+    for (group, study, files), (analysis_id, ids) in zip(analyses, published):
+        for f, object_id in zip(files, ids):
+            rows.append(
+                {
+                    "repository_code": "pyscore",
+                    "analysis_id": analysis_id,
+                    "object_id": object_id,
+                    "file_type": FILE_TYPES[f.name.rsplit(".", 1)[-1]],
+                    "file_name": f.name,
+                    "file_size": f.stat().st_size,
+                    "md5sum": file_md5(f),
+                    "index_object_id": "",
+                    "donor_id": f"{study}-D1",
+                    "sample_id(s)": f"{study}-D1-S",
+                    "program_id": study,
+                    "group": group,
+                    "path": f,
+                }
+            )
     return rows
 
 

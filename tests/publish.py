@@ -111,22 +111,7 @@ def publish(
     file_type: str = "BAM",
 ) -> list[str]:
     """Submit one analysis with these files, store them, publish; return their object ids."""
-    platform = Platform.open(Settings.load(data_dir))
-    with platform.db.session() as s:
-        if s.get(Study, study) is None:
-            metadata.create_study(s, study, {"name": study})
-        payload = song_payload(
-            study, files, donor=f"{study}-D1", access=access, file_type=file_type
-        )
-        analysis_id = metadata.submit(s, study, payload, allow_duplicates=True)
-        rows = {r.file_name: r for r in metadata.analysis_files(s, analysis_id)}
-        for f in files:
-            objects.ingest(
-                s, platform.store, rows[f.name].object_id, f, platform.settings.part_size
-            )
-        s.flush()
-        metadata.change_state(s, study, analysis_id, "publish")
-        return [rows[f.name].object_id for f in files]
+    return publish_many(data_dir, [(study, files)], access, file_type)[0][1]
 
 
 # -- rows straight into the database (no API, no validation, no stored bytes), for scale ----
@@ -199,3 +184,33 @@ def add_published_analysis(
         File(analysis_id=analysis_id, study_id=study, file_md5sum="0" * 32, info={}, **f)
         for f in files
     )
+
+
+def publish_many(
+    data_dir: Path,
+    analyses: list[tuple[str, list[Path]]],
+    access: str = "controlled",
+    file_type: str | None = None,
+) -> list[tuple[str, list[str]]]:
+    """Publish each (study, files) as one analysis, all in one opening of the platform; each
+    analysis's id and object ids (in the order of its files)."""
+    platform = Platform.open(Settings.load(data_dir))
+    out = []
+    with platform.db.session() as s:
+        for study in sorted({st for st, _ in analyses}):
+            if s.get(Study, study) is None:
+                metadata.create_study(s, study, {"name": study})
+        for study, files in analyses:
+            payload = song_payload(
+                study, files, donor=f"{study}-D1", access=access, file_type=file_type
+            )
+            analysis_id = metadata.submit(s, study, payload, allow_duplicates=True)
+            rows = {r.file_name: r for r in metadata.analysis_files(s, analysis_id)}
+            for f in files:
+                objects.ingest(
+                    s, platform.store, rows[f.name].object_id, f, platform.settings.part_size
+                )
+            s.flush()
+            metadata.change_state(s, study, analysis_id, "publish")
+            out.append((analysis_id, [rows[f.name].object_id for f in files]))
+    return out

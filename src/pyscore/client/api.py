@@ -13,7 +13,6 @@ from typing import Any, TypeVar
 
 import httpx
 
-from pyscore import __version__
 from pyscore.client import tls
 from pyscore.client.config import ClientSettings
 from pyscore.client.errors import (
@@ -25,6 +24,7 @@ from pyscore.client.errors import (
     UnreachableError,
     UsageError,
 )
+from pyscore.client.httpio import USER_AGENT
 from pyscore.client.retry import Transient, retrying
 from pyscore.wire.codec import WireError, from_wire
 from pyscore.wire.files import find_index
@@ -32,7 +32,6 @@ from pyscore.wire.score import ListingEntry, ObjectSpecification, UploadProgress
 from pyscore.wire.song import Entity
 
 T = TypeVar("T")
-USER_AGENT = f"pyscore-score-client/{__version__}"
 MiB = 1024 * 1024
 # Answers are read in pieces up to a cap: a broken or hostile server's endless body must not
 # grow the client without bound. An entity page of 2000 is ~0.5 MiB.
@@ -142,7 +141,7 @@ class Api:
             timeout=timeout,
             follow_redirects=True,
             verify=verify,
-            limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
         )
         self._store: httpx.Client | None = None
         self.attempts = settings.int("storage.retryNumber")

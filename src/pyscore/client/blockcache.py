@@ -7,23 +7,20 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pyscore.client.errors import ScoreError
-from pyscore.client.httpio import Connections, UrlRejected, get_range, url_expiry
-from pyscore.client.retry import Transient, delay
+from pyscore.client.httpio import Connections, UrlRejected, get_range, stale
+from pyscore.client.retry import Attempts, Transient
 from pyscore.client.safefiles import private_dir, write_private
 
 BLOCK = 256 * 1024
 READAHEAD_MIN = 1024 * 1024
 READAHEAD_MAX = 32 * 1024 * 1024
 FETCH_MAX = 4 * 1024 * 1024  # one ranged GET fetches at most this much
-RENEW_MARGIN = 120.0
 
 
 class MemoryLRU:
@@ -93,7 +90,6 @@ class RemoteObject:
     object_id: str
     size: int
     url: str = ""
-    expires: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -133,9 +129,8 @@ class BlockStore:
     # -- URLs -----------------------------------------------------------------------------
     def url(self, obj: RemoteObject, force: bool = False) -> str:
         with obj.lock:
-            if force or not obj.url or obj.expires - time.time() < RENEW_MARGIN:
+            if force or not obj.url or stale(obj.url):
                 obj.url = self.sign(obj.object_id)
-                obj.expires = url_expiry(obj.url) or time.time() + 3600
             return obj.url
 
     # -- fetching -------------------------------------------------------------------------
@@ -156,8 +151,7 @@ class BlockStore:
             nonlocal got  # the bytes were read straight into place: just count them
             got = offset - start + len(chunk)
 
-        attempt = 0
-        renewed = False
+        budget = Attempts(self.attempts)
         while got < end - start:
             try:
                 get_range(
@@ -170,18 +164,11 @@ class BlockStore:
                     f"{obj.object_id} bytes {start + got}-{end - 1}",
                 )
             except UrlRejected:
-                if renewed:
+                if not budget.renewed():
                     raise
-                renewed = True
                 self.url(obj, force=True)
             except Transient as exc:
-                attempt += 1
-                if attempt >= self.attempts:
-                    cause = exc.__cause__
-                    raise (
-                        cause if isinstance(cause, ScoreError) else ScoreError(str(cause))
-                    ) from None
-                time.sleep(delay(attempt))
+                budget.failed(exc)
         with self.lock:
             self.stats.requests += 1
             self.stats.bytes += end - start

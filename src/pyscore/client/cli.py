@@ -127,7 +127,14 @@ def build_parser() -> Parser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    v.add_argument("--object-id", type=object_id)
+    v.add_argument(
+        "--object-id",
+        nargs="+",
+        action="extend",
+        type=object_id,
+        metavar="ID",
+        help="one or more objects (several are sliced side by side)",
+    )
     v.add_argument("--input-file", type=Path, help="a local BAM/CRAM/VCF instead")
     v.add_argument("--input-file-index", type=Path)
     v.add_argument("--manifest", help="slice every alignment/variant file of a manifest")
@@ -292,10 +299,10 @@ def cmd_download(args: argparse.Namespace) -> int:
     api = Api(settings)
     report = reporter(args.json, args.quiet, args.silent)
     try:
+        rows = None
         if args.manifest:
-            ids = [
-                r.objectId for r in parse_download(read_manifest_text(args.manifest), args.manifest)
-            ]
+            rows = parse_download(read_manifest_text(args.manifest), args.manifest)
+            ids = [r.objectId for r in rows]
         elif args.analysis_id:
             ids = [e.id for e in api.entities(gnosId=args.analysis_id, projectCode=args.study_id)]
             if not ids:
@@ -305,8 +312,6 @@ def cmd_download(args: argparse.Namespace) -> int:
                 )
         else:
             ids = args.object_id
-        if args.verify_connection:
-            api.ping()
         request = Request(
             ids,
             args.output_dir,
@@ -316,8 +321,10 @@ def cmd_download(args: argparse.Namespace) -> int:
             args.offset,
             args.length,
             args.force,
+            rows,
         )
-        outcome = download(api, request, report, settings.parallel)
+        ping = api.ping if args.verify_connection else None
+        outcome = download(api, request, report, settings.parallel, ping)
     finally:
         report.close()
         api.close()
@@ -359,13 +366,19 @@ def cmd_view(args: argparse.Namespace) -> int:
     if args.input_file:
         return view.run_local(job, args.input_file, args.input_file_index)
     settings = resolve(None, args.profile)
+    rows = None
     if args.object_id:
-        ids = [args.object_id]
+        ids = list(args.object_id)
     else:
         rows = parse_download(read_manifest_text(args.manifest), args.manifest)
         ids = [r.objectId for r in rows]
     return view.run_remote(
-        job, settings, ids, verify=args.verify_connection, from_manifest=bool(args.manifest)
+        job,
+        settings,
+        ids,
+        verify=args.verify_connection,
+        from_manifest=bool(args.manifest) and not args.object_id,
+        rows=rows,
     )
 
 
@@ -403,19 +416,18 @@ def cmd_upload(args: argparse.Namespace) -> int:
             for oid, path, md5 in rows
         ]
     api, report, uploader = _uploader(args)
-    failures = 0
     try:
-        if args.verify_connection:
-            api.ping()
-        for item in items:
-            try:
-                uploader.upload(item, force=args.force)
-            except ScoreError as exc:
-                if len(items) == 1:
-                    raise
-                failures += 1
-                report.error(str(exc))
+        ping = api.ping if args.verify_connection else None
+        if len(items) == 1:
+            if ping:
+                ping()
+            uploader.upload(items[0], force=args.force)
+            failures = 0
+        else:
+            errors = uploader.upload_many(items, force=args.force, ping=ping)
+            failures = sum(1 for e in errors if e is not None)
     finally:
+        uploader.close()
         report.close()
         api.close()
     report.notice(f"Uploaded {len(items) - failures} of {len(items)} file(s)")
@@ -431,6 +443,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             api, uploader, report, args.study_id, args.payload, args.dir, args.publish
         )
     finally:
+        uploader.close()
         report.close()
         api.close()
     print(analysis_id)

@@ -8,6 +8,7 @@ Files are Spring-style `key=value` properties: `application.properties` and, for
 
 from __future__ import annotations
 
+import builtins
 import os
 import stat
 import sys
@@ -111,7 +112,7 @@ class ClientSettings:
         return self.get("storage.url").rstrip("/")
 
     @property
-    def parallel(self) -> int:
+    def parallel(self) -> builtins.int:
         return max(1, self.int("transport.parallel"))
 
     def shown(self) -> list[tuple[str, str, str]]:

@@ -1,5 +1,10 @@
-"""`download` as a plain function: resolve what to fetch, plan where it goes, run the engine,
-retry integrity failures once, and decide the exit code.
+"""`download` as one streaming pipeline: each object's lookups (entity, index, download
+specification) run many at once (lookup.py), each object is placed (layout, unique names,
+existing files, disk space) in input order as soon as its lookups are done, and handed to the
+engine (transfer.py), which fetches it while later objects are still being looked up. What a
+manifest already says (file name, analysis, study, index object id) is not asked again. A
+file that fails verification is fetched again once from scratch; the exit code is decided
+at the end.
 """
 
 from __future__ import annotations
@@ -7,25 +12,48 @@ from __future__ import annotations
 import contextlib
 import shutil
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Optional, TypeVar, Union
 
 from pyscore.client.api import Api
-from pyscore.client.errors import (
-    EXIT_FAILED,
-    EXIT_OK,
-    DiskFullError,
-    IntegrityError,
-    ScoreError,
-)
-from pyscore.client.layout import target_path
+from pyscore.client.errors import EXIT_FAILED, EXIT_OK, DiskFullError, ScoreError
+from pyscore.client.layout import Names
+from pyscore.client.lookup import Lookups, ordered
 from pyscore.client.progress import Reporter, human
 from pyscore.client.transfer import STATE_DIR, Downloader, Target
 from pyscore.wire.files import is_index
+from pyscore.wire.manifest import ManifestRow
+from pyscore.wire.score import ObjectSpecification
 from pyscore.wire.song import Entity
 
-LOOKUP_THREADS = 8
+T = TypeVar("T")
+R = TypeVar("R")
+LOOKUP_THREADS = 8  # for parallel_map (mount's few lookups)
+
+
+@dataclass
+class Wanted:
+    """One object asked for, with what its manifest row already says."""
+
+    object_id: str
+    entity: Optional[Entity] = None  # named by the manifest: no lookup
+    index_id: Optional[str] = None  # the manifest's index_object_id
+    index_known: bool = False  # the manifest says which index (or that there is none)
+    size: Optional[int] = None
+
+
+def wanted_from_rows(rows: Iterable[ManifestRow]) -> list[Wanted]:
+    """Manifest rows as what to fetch: a row naming its file and analysis needs no entity
+    lookup, and its index_object_id (ARGO's column) needs no listing of the analysis."""
+    out = []
+    for r in rows:
+        entity = None
+        if r.fileName and r.analysisId:
+            entity = Entity(r.objectId, r.analysisId, r.fileName, r.studyId or "", "")
+        out.append(Wanted(r.objectId, entity, r.indexObjectId, bool(r.indexObjectId), r.fileSize))
+    return out
 
 
 @dataclass
@@ -38,6 +66,14 @@ class Request:
     offset: int = 0
     length: int = -1
     force: bool = False
+    rows: Optional[list[ManifestRow]] = None  # the manifest's rows, when there is one
+
+    def wanted(self) -> list[Wanted]:
+        items = wanted_from_rows(self.rows) if self.rows else [Wanted(i) for i in self.object_ids]
+        unique: dict[str, Wanted] = {}
+        for w in items:
+            unique.setdefault(w.object_id, w)
+        return list(unique.values())
 
 
 @dataclass
@@ -55,10 +91,12 @@ class Outcome:
         return codes.pop()
 
 
-def parallel_map(fn, items: list, threads: int = LOOKUP_THREADS) -> list:
+def parallel_map(
+    fn: Callable[[T], R], items: list[T], threads: int = LOOKUP_THREADS
+) -> list[Union[R, ScoreError]]:
     """Map fn over items concurrently; each result is the value or the ScoreError raised."""
 
-    def safe(item):
+    def safe(item: T) -> Union[R, ScoreError]:
         try:
             return fn(item)
         except ScoreError as exc:
@@ -70,155 +108,223 @@ def parallel_map(fn, items: list, threads: int = LOOKUP_THREADS) -> list:
         return list(pool.map(safe, items))
 
 
-def resolve_entities(
-    api: Api,
-    ids: Iterable[str],
-    with_index: bool,
-    failures: dict[str, ScoreError],
-    reporter: Reporter,
-) -> list[Entity]:
-    """Entities for the ids (in order, de-duplicated), plus their index files if asked."""
-    unique = list(dict.fromkeys(ids))
-    found = parallel_map(api.entity, unique)
-    entities = []
-    for object_id, result in zip(unique, found):
-        if isinstance(result, ScoreError):
-            failures[object_id] = result
-            reporter.error(str(result))
-        else:
-            entities.append(result)
-    if with_index:
-        indexes = parallel_map(
-            api.index_entity,
-            [e for e in entities if not is_index(e.fileName)],
-        )
-        seen = {e.id for e in entities}
-        for index in indexes:
-            if isinstance(index, ScoreError):
-                reporter.warn(f"could not look up an index file: {index}")
-            elif index is not None and index.id not in seen:
-                seen.add(index.id)
-                entities.append(index)
-    return entities
+@dataclass
+class Found:
+    """An object resolved: its entity and specification, or why not."""
+
+    object_id: str
+    entity: Optional[Entity] = None
+    spec: Optional[ObjectSpecification] = None
+    error: Optional[ScoreError] = None
+    data_id: Optional[str] = None  # for an index file: the data file it belongs with
+    warning: Optional[str] = None
 
 
-def plan(
-    api: Api,
-    req: Request,
-    entities: list[Entity],
-    failures: dict[str, ScoreError],
-    reporter: Reporter,
-) -> list[Target]:
-    """Targets still to fetch: layout paths, duplicates and existing files handled."""
-    chosen: list[tuple[Entity, Path]] = []
-    names: dict[Path, str] = {}
-    for e in entities:
+def resolve(lookups: Lookups, w: Wanted, req: Request) -> list[Found]:
+    """Everything one wanted object needs before its bytes can move: its entity (unless the
+    manifest named it), its specification, and its index's (found by the manifest's index id,
+    else by listing its analysis). Runs in a resolver thread; the requests go at once."""
+    spec = lookups.spec(w.object_id, req.offset, req.length)
+    found = Found(w.object_id)
+    try:
+        found.entity = w.entity or lookups.entity(w.object_id).result()
+        found.spec = spec.result()
+    except ScoreError as exc:
+        found.error = exc
+    out = [found]
+    if not req.index or found.entity is None or is_index(found.entity.fileName):
+        return out
+    index: Optional[Future[Entity]] = None
+    index_id = w.index_id
+    if w.index_known:
+        if index_id:
+            index = lookups.entity(index_id)
+            lookups.spec(index_id, req.offset, req.length)  # under way beside the entity
+    else:
         try:
-            final = target_path(req.output_dir, req.layout, e.id, e.fileName, e.gnosId)
+            entity = lookups.index_of(found.entity)
         except ScoreError as exc:
-            failures[e.id] = exc
-            reporter.error(str(exc))
-            continue
-        if final in names:
-            reporter.warn(
-                f"File '{e.fileName}' (object id '{names[final]}') is already "
-                f"scheduled; omitting object id '{e.id}' with the same name"
+            out.append(Found("", warning=f"could not look up an index file: {exc}"))
+            return out
+        if entity is not None:
+            index, index_id = Future(), entity.id
+            index.set_result(entity)
+    if index is None or index_id is None:
+        return out
+    item = Found(index_id, data_id=w.object_id)
+    try:
+        item.entity = index.result()
+    except ScoreError as exc:
+        out.append(Found("", warning=f"could not look up an index file: {exc}"))
+        return out
+    try:
+        item.spec = lookups.spec(index_id, req.offset, req.length).result()
+    except ScoreError as exc:
+        item.error = exc
+    out.append(item)
+    return out
+
+
+@dataclass
+class Space:
+    """What the run may still write: the free space when it began, less what the files
+    planned so far need (beyond what their .part files already hold)."""
+
+    output_dir: Path
+    free: int = 0
+    needed: int = 0
+
+    def __post_init__(self) -> None:
+        self.free = shutil.disk_usage(self.output_dir).free
+
+    def have(self, object_id: str) -> int:
+        part = self.output_dir / STATE_DIR / f"{object_id}.part"
+        try:
+            return part.lstat().st_blocks * 512
+        except OSError:
+            return 0
+
+    def reserve(self, object_id: str, size: int) -> None:
+        self.needed += max(size - self.have(object_id), 0)
+        if self.needed > self.free:
+            raise DiskFullError(
+                f"Not enough disk space in {self.output_dir}: the download needs "
+                f"{human(self.needed)} more, {human(self.free)} is available"
             )
-            continue
-        names[final] = e.id
-        chosen.append((e, final))
-    specs = parallel_map(lambda pair: api.download_spec(pair[0].id, req.offset, req.length), chosen)
-    targets = []
-    partial = req.offset != 0 or req.length != -1
-    for (e, final), spec in zip(chosen, specs):
-        if isinstance(spec, ScoreError):
-            failures[e.id] = spec
-            reporter.error(str(spec))
-            continue
+
+
+@dataclass
+class Planner:
+    """Places resolved objects in input order: layout path (unique when the name is taken),
+    files already there, --force, disk space."""
+
+    req: Request
+    reporter: Reporter
+    failures: dict[str, ScoreError]
+    names: Names = field(init=False)
+    space: Space = field(init=False)
+    seen: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.names = Names(self.req.output_dir, self.req.layout)
+        self.space = Space(self.req.output_dir)
+
+    def fail(self, object_id: str, error: ScoreError) -> None:
+        self.failures[object_id] = error
+        self.reporter.error(str(error))
+
+    def place(self, f: Found) -> Optional[Target]:
+        req = self.req
+        e, spec = f.entity, f.spec
+        if f.error is not None or e is None or spec is None:
+            self.fail(f.object_id, f.error or ScoreError(f"object {f.object_id}: not found"))
+            return None
+        try:
+            final, said = self.names.claim(e.id, e.fileName, e.gnosId, f.data_id)
+        except ScoreError as exc:
+            self.fail(e.id, exc)
+            return None
+        if said:
+            self.reporter.warn(said)
         if final.is_symlink():
-            failures[e.id] = ScoreError(
-                f"{final} is a symbolic link; refusing to write through it (remove it)"
+            self.fail(
+                e.id,
+                ScoreError(f"{final} is a symbolic link; refusing to write through it (remove it)"),
             )
-            reporter.error(str(failures[e.id]))
-            continue
+            return None
         if final.exists() and not req.force:
             if final.stat().st_size == spec.objectSize:
-                reporter.skipped(e.fileName, f"{final} already exists (use --force to fetch again)")
-                continue
-            failures[e.id] = ScoreError(
-                f"{final} exists with a different size; move it away or use --force"
-            )
-            reporter.error(str(failures[e.id]))
-            continue
-        if req.force:
-            _forget(req.output_dir, e.id)
-        targets.append(
-            Target(
+                self.reporter.skipped(
+                    e.fileName, f"{final} already exists (use --force to fetch again)"
+                )
+                return None
+            self.fail(
                 e.id,
-                e.fileName,
-                final,
-                spec,
-                validate=req.validate,
-                offset=req.offset,
-                partial=partial,
+                ScoreError(f"{final} exists with a different size; move it away or use --force"),
             )
+            return None
+        if req.force:
+            forget(req.output_dir, e.id)
+        self.space.reserve(e.id, spec.objectSize)
+        partial = req.offset != 0 or req.length != -1
+        return Target(
+            e.id, e.fileName, final, spec, validate=req.validate, offset=req.offset, partial=partial
         )
-    return targets
 
 
-def _forget(output_dir: Path, object_id: str) -> None:
+def forget(output_dir: Path, object_id: str) -> None:
     state = output_dir / STATE_DIR
     for suffix in (".part", ".journal"):
         (state / f"{object_id}{suffix}").unlink(missing_ok=True)
 
 
-def check_space(output_dir: Path, targets: list[Target]) -> None:
-    """Refuse up front when the disk cannot hold what is left to fetch."""
-    state = output_dir / STATE_DIR
-    needed = 0
-    for t in targets:
-        part = state / f"{t.object_id}.part"
-        have = part.lstat().st_blocks * 512 if part.exists() else 0
-        needed += max(t.size - have, 0)
-    free = shutil.disk_usage(output_dir).free
-    if needed > free:
-        raise DiskFullError(
-            f"Not enough disk space in {output_dir}: the download needs "
-            f"{human(needed)} more, {human(free)} is available"
-        )
-
-
-def download(api: Api, req: Request, reporter: Reporter, parallel: int) -> Outcome:
+def download(
+    api: Api,
+    req: Request,
+    reporter: Reporter,
+    parallel: int,
+    ping: Optional[Callable[[], None]] = None,
+) -> Outcome:
+    """Run the pipeline. `ping` (--verify-connection) runs beside the first lookups; its
+    failure is the run's, before any lookup's failure is reported."""
     req.output_dir.mkdir(parents=True, exist_ok=True)
     failures: dict[str, ScoreError] = {}
-    entities = resolve_entities(api, req.object_ids, req.index, failures, reporter)
-    targets = plan(api, req, entities, failures, reporter)
-    check_space(req.output_dir, targets)
-    reporter.plan(len(targets), sum(t.size for t in targets))
+    wanted = req.wanted()
+    planner = Planner(req, reporter, failures)
+    known = [w.size for w in wanted]
+    if all(s is not None for s in known):  # the manifest says: check the space before anything
+        for w in wanted:
+            planner.space.reserve(w.object_id, w.size or 0)
+        planner.space.needed = 0
+    files = len(wanted) + sum(1 for w in wanted if w.index_id)
+    reporter.plan(files, sum(s or 0 for s in known))
+    lookups = Lookups(api)
+    checker = ThreadPoolExecutor(1, thread_name_prefix="ping")
+    pinged: Optional[Future[None]] = checker.submit(ping) if ping else None
+
+    def connection_checked() -> None:
+        nonlocal pinged
+        if pinged is not None:
+            done, pinged = pinged, None
+            done.result()  # its error is the run's
+
     settings = api.settings
-    engine = Downloader(
-        parallel,
-        settings.int("storage.retryNumber"),
-        float(settings.int("client.readTimeoutSeconds")),
-        float(settings.int("client.connectTimeoutSeconds")),
-        reporter,
-    )
-
-    def renew(target: Target):
-        return api.download_spec(target.object_id, req.offset, req.length)
-
-    results = engine.run(req.output_dir, targets, renew)
-    retry = [t for t in targets if isinstance(results.get(t.object_id), IntegrityError)]
-    if retry:
-        reporter.warn(f"retrying {len(retry)} file(s) that failed verification, from scratch")
-        for t in retry:
-            _forget(req.output_dir, t.object_id)
-            t.spec = renew(t)
-        results.update(
-            Downloader(
-                parallel, engine.attempts, engine.timeout, engine.connect_timeout, reporter
-            ).run(req.output_dir, retry, renew)
-        )
+    planned, planned_bytes = 0, 0
+    try:
+        with Downloader(
+            parallel,
+            settings.int("storage.retryNumber"),
+            float(settings.int("client.readTimeoutSeconds")),
+            float(settings.int("client.connectTimeoutSeconds")),
+            reporter,
+            req.output_dir,
+            lambda t: api.download_spec(t.object_id, req.offset, req.length),
+            lambda t: forget(req.output_dir, t.object_id),
+        ) as engine:
+            for _, result in ordered(lambda w: resolve(lookups, w, req), wanted):
+                if isinstance(result, ScoreError):  # not raised by resolve; for the type
+                    continue
+                for found in result:
+                    if found.warning:
+                        reporter.warn(found.warning)
+                        continue
+                    if found.object_id in planner.seen:
+                        continue
+                    planner.seen.add(found.object_id)
+                    if found.error is not None:
+                        connection_checked()
+                    target = planner.place(found)
+                    if target is not None:
+                        planned += 1
+                        planned_bytes += target.size
+                        engine.submit(target)
+            connection_checked()
+            if (planned, planned_bytes) != (files, sum(s or 0 for s in known)):
+                reporter.plan(planned, planned_bytes)
+            results = engine.finish()
+    finally:
+        lookups.close()
+        checker.shutdown(wait=False)
     for object_id, error in results.items():
         if error is not None:
             failures[object_id] = error

@@ -12,16 +12,47 @@ import re
 import socket
 import time
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
+from pyscore import __version__
 from pyscore.client import tls
-from pyscore.client.api import USER_AGENT
 from pyscore.client.errors import NotFoundError, ScoreError, UnreachableError
 from pyscore.client.retry import Transient
 
-BUFFER = 4 * 1024 * 1024
+USER_AGENT = f"pyscore-score-client/{__version__}"
+BUFFER = 4 * 1024 * 1024  # the most one request reads before handing bytes on
+BUFFERS_BUDGET = 64 * 1024 * 1024  # what all of a transfer's buffers may hold together
+MIN_BUFFER = 256 * 1024
+# Requests for at most this many bytes are latency-bound: they run many at once whatever
+# --parallel says (which bounds the connections moving big bodies).
+SMALL_BODY = 1024 * 1024
 CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+# A signed URL this close to its expiry is renewed before use: the one margin for every
+# transfer (download, mount, view), long enough for a request to wait in a queue and cross
+# a slow link.
+RENEW_MARGIN = 60.0
+
+
+def buffer_cap(parallel: int) -> int:
+    """How large each of `parallel` concurrent requests' buffers may grow: 4 MiB each at the
+    usual parallelism, less when many run at once, so all of them stay within the budget."""
+    return max(MIN_BUFFER, min(BUFFER, BUFFERS_BUDGET // max(parallel, 1)))
+
+
+class Buffer:
+    """A thread's reusable receive buffer, grown to the request's size up to a cap: a 2 KiB
+    file never holds a 4 MiB buffer."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.data = bytearray(0)
+
+    def view(self, wanted: int) -> memoryview:
+        size = max(1, min(self.cap, wanted))
+        if len(self.data) < size:
+            self.data = bytearray(size)
+        return memoryview(self.data)[:size]
 
 
 class UrlRejected(ScoreError):
@@ -81,6 +112,12 @@ def url_expiry(url: str) -> float | None:
     return None
 
 
+def stale(url: str, now: float | None = None) -> bool:
+    """Whether a signed URL expires within RENEW_MARGIN (False when the URL does not say)."""
+    expiry = url_expiry(url)
+    return expiry is not None and expiry - (time.time() if now is None else now) < RENEW_MARGIN
+
+
 def binds_range(url: str) -> bool:
     """Whether a signed GET URL may only be fetched with exactly the Range it was signed for.
 
@@ -129,8 +166,11 @@ def get_range(
     buf: memoryview,
     sink: Callable[[memoryview, int], None],
     what: str,
+    whole: bool = False,
 ) -> None:
     """GET [start, end) of the object at url; hand each received chunk to sink(chunk, offset).
+    `whole`: [start, end) is the whole object and the URL does not bind a Range, so ask
+    without one (a store serves a whole file faster, zero-copy, than a range of it).
 
     Raises Transient for what is worth retrying from the last byte sunk (drops, stalls, 5xx),
     UrlRejected for 401/403, and ScoreError for the rest.
@@ -139,15 +179,10 @@ def get_range(
     target = parts.path + (f"?{parts.query}" if parts.query else "")
     conn = conns.get(parts.scheme, parts.netloc)
     try:
-        conn.request(
-            "GET",
-            target,
-            headers={
-                "Range": f"bytes={start}-{end - 1}",
-                "User-Agent": USER_AGENT,
-                "Accept-Encoding": "identity",
-            },
-        )
+        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+        if not whole:
+            headers["Range"] = f"bytes={start}-{end - 1}"
+        conn.request("GET", target, headers=headers)
         resp = conn.getresponse()
         if conn.sock is not None:
             conn.sock.settimeout(conns.timeout)
@@ -187,7 +222,7 @@ def get_range(
                 filled += n
             sink(buf[:filled], pos)
             pos += filled
-        if resp.status == 200 or (not resp.isclosed() and resp.length):
+        if not resp.isclosed() and resp.length != 0:
             conns.drop(parts.scheme, parts.netloc)  # unread body left: don't reuse
     except (OSError, http.client.HTTPException) as exc:
         conns.drop(parts.scheme, parts.netloc)
@@ -204,7 +239,11 @@ class Stored(NamedTuple):
 
 
 def put(
-    conns: Connections, url: str, body, what: str, headers: dict[str, str] | None = None
+    conns: Connections,
+    url: str,
+    body: Any,
+    what: str,
+    headers: dict[str, str] | None = None,
 ) -> Stored:
     """PUT a part body; return the store's ETag and server-side encryption."""
     parts = urlsplit(url)

@@ -50,3 +50,51 @@ def target_path(
                 f"{output_dir}"
             )
     return root / relative  # a link at the name itself is replaced, never written through
+
+
+def unique_name(file_name: str, tag: str) -> str:
+    """`file_name` made unique by a tag (an object id) after its first part, so that a data
+    file and its index keep pairing: same.bam → same.<tag>.bam, same.bam.bai →
+    same.<tag>.bam.bai."""
+    dot = file_name.find(".", 1)
+    if dot < 0:
+        return f"{file_name}.{tag}"
+    return f"{file_name[:dot]}.{tag}{file_name[dot:]}"
+
+
+class Names:
+    """The final paths claimed so far in one run. A second object wanting a path already
+    claimed gets a name made unique by object id (never the first one's file): for an index,
+    the id of its data file, so the pair still matches."""
+
+    def __init__(self, output_dir: Path, layout: str) -> None:
+        self.output_dir, self.layout = output_dir, layout
+        self.owner: dict[Path, str] = {}  # final path → object id
+        self.tags: dict[str, str] = {}  # object id → the tag its name was made unique with
+
+    def claim(
+        self, object_id: str, file_name: str, analysis_id: str, data_id: str | None = None
+    ) -> tuple[Path, str | None]:
+        """The object's final path, and a line to say if it is not the plain one."""
+        final = target_path(self.output_dir, self.layout, object_id, file_name, analysis_id)
+        tag = self.tags.get(data_id) if data_id else None
+        if tag is None and final not in self.owner:
+            self.owner[final] = object_id
+            return final, None
+        first = self.owner.get(final)
+        tag = tag or data_id or object_id
+        name = unique_name(file_name, tag)
+        if self.owner.get(final.with_name(name)) is not None:
+            name = unique_name(file_name, object_id)
+        final = target_path(self.output_dir, self.layout, object_id, name, analysis_id)
+        self.owner[final] = object_id
+        self.tags[object_id] = tag
+        if first is None:  # the index of a renamed data file
+            return final, (
+                f"'{file_name}' (object id '{object_id}') is written as '{name}', beside "
+                "its data file's unique name"
+            )
+        return final, (
+            f"File '{file_name}' (object id '{object_id}') has the same name as object id "
+            f"'{first}'; writing it as '{name}'"
+        )

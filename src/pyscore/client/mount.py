@@ -71,9 +71,10 @@ class Tree:
         for part in path.strip("/").split("/"):
             if not part:
                 continue
-            node = node.children.get(part)
-            if node is None:
+            child = node.children.get(part)
+            if child is None:
                 return None
+            node = child
         return node
 
 
@@ -119,7 +120,10 @@ def unreadable(api: Api, entities: list[Entity], warn) -> dict[str, str]:
             return study, exc
 
     unpublished: set[str] = set()
-    for study, answer in parallel_map(unpublished_in, sorted({e.projectCode for e in entities})):
+    for found in parallel_map(unpublished_in, sorted({e.projectCode for e in entities})):
+        if isinstance(found, ScoreError):  # not raised: unpublished_in keeps it
+            continue
+        study, answer = found
         if isinstance(answer, ScoreError):
             warn(f"cannot tell which analyses of study {study} are unpublished: {answer}")
         else:
@@ -139,7 +143,11 @@ def unreadable(api: Api, entities: list[Entity], warn) -> dict[str, str]:
             pass
         return study, False
 
-    denied = {study for study, no in parallel_map(refused, list(probes)) if no}
+    denied = {
+        found[0]
+        for found in parallel_map(refused, list(probes))
+        if not isinstance(found, ScoreError) and found[1]
+    }
     for e in entities:
         if e.access == "controlled" and e.projectCode in denied and e.id not in why:
             why[e.id] = f"this token may not read study {e.projectCode}"

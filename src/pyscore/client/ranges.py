@@ -70,7 +70,7 @@ class Journal:
     line (kill -9 mid-append) is ignored.
     """
 
-    def __init__(self, path: Path, identity: dict) -> None:
+    def __init__(self, path: Path, identity: dict[str, object]) -> None:
         self.path = path
         self.identity = identity
         self.fd: int | None = None

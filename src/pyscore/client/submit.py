@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from pyscore.client.api import Api
+from pyscore.client.download import parallel_map
 from pyscore.client.errors import ScoreError, UsageError
 from pyscore.client.layout import safe_name
 from pyscore.client.progress import Reporter
@@ -85,8 +86,13 @@ def submit(
         analysis_id = api.submit(study_id, {**payload, "studyId": study_id})
         reporter.info(f"Submitted analysis {analysis_id}")
     analysis = api.analysis(study_id, analysis_id)
-    for f in analysis["files"]:
-        if api.upload_exists(f["objectId"]):
+    files = analysis["files"]
+    stored = parallel_map(lambda f: api.upload_exists(f["objectId"]), files)
+    missing = []
+    for f, there in zip(files, stored):
+        if isinstance(there, ScoreError):
+            raise there
+        if there:
             reporter.info(f"{f['fileName']} is already in storage")
             continue
         if analysis.get("analysisState") != "UNPUBLISHED":
@@ -94,7 +100,10 @@ def submit(
                 f"{f['fileName']} is missing from storage but analysis "
                 f"{analysis_id} is {analysis.get('analysisState')}"
             )
-        uploader.upload(Item(f["objectId"], paths[f["fileName"]], f["fileMd5sum"]))
+        missing.append(Item(f["objectId"], paths[f["fileName"]], f["fileMd5sum"]))
+    errors = [e for e in uploader.upload_many(missing) if e is not None]
+    if errors:
+        raise errors[0]
     if publish and analysis.get("analysisState") != "PUBLISHED":
         api.publish(study_id, analysis_id)
         reporter.info(f"Published analysis {analysis_id}")

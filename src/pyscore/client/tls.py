@@ -11,6 +11,7 @@ from __future__ import annotations
 import ssl
 import threading
 from functools import cache
+from typing import Any
 
 
 class LazyTrust(ssl.SSLContext):
@@ -32,11 +33,11 @@ class LazyTrust(ssl.SSLContext):
                     self.load_verify_locations(cafile=certifi.where())
                 self._loaded = True
 
-    def wrap_socket(self, *args, **kwargs):  # type: ignore[override]
+    def wrap_socket(self, *args: Any, **kwargs: Any) -> Any:
         self._trust()
         return super().wrap_socket(*args, **kwargs)
 
-    def wrap_bio(self, *args, **kwargs):  # type: ignore[override]
+    def wrap_bio(self, *args: Any, **kwargs: Any) -> Any:
         self._trust()
         return super().wrap_bio(*args, **kwargs)
 

@@ -17,27 +17,30 @@ import contextlib
 import errno
 import fcntl
 import hashlib
-import mmap
 import os
-import queue
 import shutil
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional, Protocol
 
+from pyscore.client.digest import md5_mapped
 from pyscore.client.errors import DiskFullError, IntegrityError, ScoreError, UsageError
 from pyscore.client.httpio import (
-    BUFFER,
+    SMALL_BODY,
+    Buffer,
     Connections,
     UrlRejected,
     binds_range,
+    buffer_cap,
     get_range,
-    url_expiry,
+    stale,
 )
 from pyscore.client.ranges import Journal, Ranges
-from pyscore.client.retry import Transient, delay
+from pyscore.client.retry import Attempts, Transient
 from pyscore.client.safefiles import data_mode, open_dir, open_private, private_dir
 from pyscore.wire.score import ObjectSpecification
 
@@ -45,8 +48,7 @@ STATE_DIR = ".score-client"
 SYNC_SECONDS = 0.5
 MIN_PIECE = 8 * 1024 * 1024
 SMALL_FILE = MIN_PIECE  # one request: nothing worth resuming inside it
-RENEW_MARGIN = 60.0
-HASH_WINDOW = 16 * 1024 * 1024
+SMALL_SLOTS = 32  # small (latency-bound) requests at once, whatever --parallel says
 
 
 @dataclass
@@ -60,13 +62,14 @@ class Target:
     validate: bool = True
     offset: int = 0  # first byte of the object wanted (--offset)
     partial: bool = False  # only a byte range: the whole-object MD5 cannot be checked
+    retried: bool = False  # fetched again from scratch after failing verification
 
     @property
     def size(self) -> int:
         return self.spec.objectSize
 
 
-class Events:
+class Events(Protocol):
     """What the engine reports; progress.py renders it. All methods may be called from any
     thread."""
 
@@ -196,8 +199,7 @@ class FileDownload:
     def url_for(self, task: Task) -> str:
         with self.cond:
             part = self.target.spec.parts[task.part_index]
-            expiry = url_expiry(part.url or "")
-            if expiry is not None and expiry - time.time() < RENEW_MARGIN:
+            if stale(part.url or ""):
                 self._renew_locked()
                 part = self.target.spec.parts[task.part_index]
             return part.url or ""
@@ -234,12 +236,14 @@ class FileDownload:
             self.unsynced.append((pos, pos + n))
             self.cond.notify_all()
 
-    def task_done(self, error: ScoreError | None = None) -> None:
+    def task_done(self, error: ScoreError | None = None) -> bool:
+        """Count a task finished (or failed); True if it was the file's last."""
         with self.cond:
             self.pending_tasks -= 1
             if error is not None and self.error is None:
                 self.error = error
             self.cond.notify_all()
+            return self.pending_tasks == 0
 
     # -- durability (syncer thread) -------------------------------------------------------
     def sync(self) -> None:
@@ -283,8 +287,6 @@ class FileDownload:
             if self.error is not None:
                 self.sync()
             self.close()
-            if self.error is not None:
-                self.events.failed(self.target, self.error)
             self.finished.set()
 
     def _move_into_place(self) -> None:
@@ -323,18 +325,9 @@ class FileDownload:
                     if self.error is not None:
                         return None
                 return md5.hexdigest() if md5 else ""
-            if md5 is None:
-                pos = frontier
-                continue
-            while pos < frontier:
-                # Hash straight from the page cache through a mapping: no copy into a buffer.
-                start = pos - pos % mmap.ALLOCATIONGRANULARITY
-                length = min(frontier, start + HASH_WINDOW) - start
-                with mmap.mmap(self.fd, length, prot=mmap.PROT_READ, offset=start) as window:
-                    window.madvise(mmap.MADV_SEQUENTIAL)
-                    with memoryview(window) as mv:
-                        md5.update(mv[pos - start : length])
-                pos = start + length
+            if md5 is not None:
+                md5_mapped(md5, self.fd, pos, frontier)
+            pos = frontier
 
     def _verify(self, digest: str) -> None:
         size = os.fstat(self.fd).st_size
@@ -361,56 +354,216 @@ class FileDownload:
                 self.lock_fd = -1
 
 
+class _Worker(threading.local):
+    """What each worker thread keeps between requests: its keep-alive connections and its
+    receive buffer."""
+
+    conns: Optional[Connections] = None
+    buffer: Optional[Buffer] = None
+
+
 class Downloader:
-    """A pool of workers shared by every file, so many small files go at once."""
+    """The engine: files are handed in one at a time (`submit`, as lookups resolve them) and
+    fetched at once by two pools shared by every file: `parallel` connections for big bodies
+    (bandwidth-bound), SMALL_SLOTS more for small requests (latency-bound: many small files
+    move side by side whatever --parallel says). A file that fails verification is fetched
+    again once from scratch. `finish()` waits for everything and returns objectId → None (ok)
+    or the error that stopped it.
+
+        with Downloader(...) as engine:
+            for target in targets: engine.submit(target)
+            results = engine.finish()
+    """
 
     def __init__(
-        self, parallel: int, attempts: int, timeout: float, connect_timeout: float, events: Events
+        self,
+        parallel: int,
+        attempts: int,
+        timeout: float,
+        connect_timeout: float,
+        events: Events,
+        root: Path,
+        renew: Callable[[Target], ObjectSpecification],
+        forget: Callable[[Target], None] = lambda target: None,
     ) -> None:
         self.parallel = parallel
         self.attempts = attempts
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.events = events
-        self.queue: queue.Queue[Task | None] = queue.Queue()
+        self.root = root
+        self.renew = renew
+        self.forget = forget
+        self.wide = ThreadPoolExecutor(parallel, thread_name_prefix="download")
+        self.narrow = ThreadPoolExecutor(SMALL_SLOTS, thread_name_prefix="fetch")
+        self.wide_cap = buffer_cap(parallel)
+        self.local = _Worker()
+        self.all_conns: list[Connections] = []
+        self.max_active = 2 * (parallel + SMALL_SLOTS)
+        self.active: list[FileDownload] = []
+        self.results: dict[str, ScoreError | None] = {}
+        self.cond = threading.Condition()
         self.stop = threading.Event()
+        self.syncer_stop = threading.Event()
+        self.syncer = threading.Thread(target=self._syncer, name="download-sync", daemon=True)
+        self.syncer.start()
+        self.closed = False
 
-    # -- workers --------------------------------------------------------------------------
-    def _worker(self) -> None:
-        conns = Connections(self.timeout, self.connect_timeout)
-        buf = memoryview(bytearray(BUFFER))
+    def __enter__(self) -> Downloader:
+        return self
+
+    def __exit__(self, kind: object, exc: object, tb: object) -> None:
+        if kind is not None:
+            self.stop.set()
+        self.close()
+
+    # -- handing files in -----------------------------------------------------------------
+    def submit(self, target: Target) -> None:
+        """Start fetching a file; waits while too many files are already under way."""
+        with self.cond:
+            while len(self.active) >= self.max_active and not self.stop.is_set():
+                self.cond.wait(0.5)
+        self._start(target)
+
+    def _start(self, target: Target) -> None:
+        d = FileDownload(target, self.root, lambda: self.renew(target), self.events)
         try:
-            while True:
-                task = self.queue.get()
-                if task is None:
-                    return
-                error = None
-                try:
-                    self._fetch(task, conns, buf)
-                except ScoreError as exc:
-                    error = exc
-                except OSError as exc:
-                    error = self._os_error(task, exc)
-                task.download.task_done(error)
-        finally:
+            d.open()
+        except ScoreError as exc:
+            d.close()
+            self._record(target, exc)
+            return
+        except OSError as exc:
+            d.close()
+            self._record(target, self._os_error(d, exc))
+            return
+        self.events.started(target, d.done.total())
+        tasks = d.tasks(self.parallel)
+        with self.cond:
+            self.active.append(d)
+        if not tasks:  # all there already (resumed): verify and finish
+            self._finish_file(d)
+            return
+        if d.size > SMALL_FILE:  # hash as the bytes arrive, beside the transfer
+            threading.Thread(
+                target=self._finish_file,
+                args=(d,),
+                name=f"hash-{target.object_id[:8]}",
+                daemon=True,
+            ).start()
+        for task in tasks:
+            if task.end - task.start <= SMALL_BODY:
+                self.narrow.submit(self._run, task, SMALL_BODY)
+            else:
+                self.wide.submit(self._run, task, self.wide_cap)
+
+    def finish(self) -> dict[str, ScoreError | None]:
+        """Wait for every file handed in; objectId → None or its error."""
+        with self.cond:
+            while self.active:
+                self.cond.wait(0.5)
+            return dict(self.results)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.wide.shutdown(wait=not self.stop.is_set(), cancel_futures=self.stop.is_set())
+        self.narrow.shutdown(wait=not self.stop.is_set(), cancel_futures=self.stop.is_set())
+        self.syncer_stop.set()
+        self.syncer.join()
+        with self.cond:
+            active = list(self.active)
+        for d in active:
+            with contextlib.suppress(OSError):
+                d.sync()
+        for conns in self.all_conns:
             conns.close()
 
-    def _os_error(self, task: Task, exc: OSError) -> ScoreError:
-        if exc.errno == errno.ENOSPC:
-            free = shutil.disk_usage(task.download.state_dir).free
-            return DiskFullError(
-                f"{task.download.target.file_name}: disk full; finished parts "
-                f"are kept; {free:,} bytes free"
-            )
-        return ScoreError(f"{task.download.target.file_name}: {exc}")
+    def run(self, targets: list[Target]) -> dict[str, ScoreError | None]:
+        """Fetch these targets; objectId → None (ok) or the error that stopped it."""
+        try:
+            for target in targets:
+                self.submit(target)
+            return self.finish()
+        except KeyboardInterrupt:
+            self.stop.set()
+            raise
 
-    def _fetch(self, task: Task, conns: Connections, buf: memoryview) -> None:
+    # -- settling a file ------------------------------------------------------------------
+    def _finish_file(self, d: FileDownload) -> None:
+        """Verify and move a file into place (or settle its failure); a file that failed
+        verification is fetched once more from scratch."""
+        d.hash_and_finish()
+        error = d.error
+        try:
+            if (
+                isinstance(error, IntegrityError)
+                and not d.target.retried
+                and not self.stop.is_set()
+            ):
+                self.events.warn(f"{error}; retrying it from scratch")
+                d.target.retried = True
+                try:
+                    self.forget(d.target)
+                    d.target.spec = self.renew(d.target)
+                except ScoreError as exc:
+                    self._record(d.target, exc)
+                else:
+                    self._start(d.target)
+            else:
+                self._record(d.target, error)
+        finally:
+            with self.cond:  # last: finish() returns once nothing is active
+                if d in self.active:
+                    self.active.remove(d)
+                self.cond.notify_all()
+
+    def _record(self, target: Target, error: ScoreError | None) -> None:
+        if error is not None:
+            self.events.failed(target, error)
+        with self.cond:
+            self.results[target.object_id] = error
+            self.cond.notify_all()
+
+    # -- workers --------------------------------------------------------------------------
+    def _run(self, task: Task, cap: int) -> None:
+        local = self.local
+        if local.conns is None or local.buffer is None:
+            local.conns = Connections(self.timeout, self.connect_timeout)
+            local.buffer = Buffer(cap)
+            with self.cond:
+                self.all_conns.append(local.conns)
+        error = None
+        try:
+            self._fetch(task, local.conns, local.buffer)
+        except ScoreError as exc:
+            error = exc
+        except OSError as exc:
+            error = self._os_error(task.download, exc)
+        d = task.download
+        if d.task_done(error) and d.size <= SMALL_FILE:
+            self._finish_file(d)  # small: verified and moved into place by this worker
+
+    @staticmethod
+    def _os_error(d: FileDownload, exc: OSError) -> ScoreError:
+        if exc.errno == errno.ENOSPC:
+            free = shutil.disk_usage(d.state_dir).free
+            return DiskFullError(
+                f"{d.target.file_name}: disk full; finished parts are kept; {free:,} bytes free"
+            )
+        return ScoreError(f"{d.target.file_name}: {exc}")
+
+    def _fetch(self, task: Task, conns: Connections, buffer: Buffer) -> None:
         d = task.download
         name = d.target.file_name
         pos = task.start
         reported = task.start + task.credited
-        attempt = 0
         origin = d.target.offset
+        budget = Attempts(
+            self.attempts,
+            lambda n, cause: self.events.warn(f"{name}: {cause}; retrying ({n}/{self.attempts})"),
+        )
 
         def sink(chunk: memoryview, offset: int) -> None:
             nonlocal pos, reported
@@ -432,94 +585,22 @@ class Downloader:
                     url,
                     pos + origin,
                     task.end + origin,
-                    buf,
+                    buffer.view(task.end - pos),
                     sink,
                     f"{name} bytes {pos}-{task.end - 1}",
+                    whole=pos == 0 and origin == 0 and task.end == d.size and not binds_range(url),
                 )
-                attempt = 0
             except UrlRejected:
-                attempt += 1
-                if attempt > 3:
+                if not budget.renewed():
                     raise
                 d.renew_after_rejection(url)
             except Transient as exc:
-                attempt += 1
-                if 0 <= self.attempts <= attempt:
-                    cause = exc.__cause__
-                    raise (
-                        cause if isinstance(cause, ScoreError) else ScoreError(f"{name}: {cause}")
-                    ) from None
-                self.events.warn(f"{name}: {exc.__cause__}; retrying ({attempt}/{self.attempts})")
-                time.sleep(delay(attempt))
+                budget.failed(exc)
 
-    # -- orchestration --------------------------------------------------------------------
-    def run(
-        self, root: Path, targets: list[Target], renew: Callable[[Target], ObjectSpecification]
-    ) -> dict[str, ScoreError | None]:
-        """Fetch every target; return objectId → None (ok) or the error that stopped it."""
-        results: dict[str, ScoreError | None] = {}
-        workers = [
-            threading.Thread(target=self._worker, name=f"download-{i}", daemon=True)
-            for i in range(self.parallel)
-        ]
-        for w in workers:
-            w.start()
-        active: list[FileDownload] = []
-        syncer_stop = threading.Event()
-        syncer = threading.Thread(
-            target=self._syncer, args=(active, syncer_stop), name="download-sync", daemon=True
-        )
-        syncer.start()
-        try:
-            for target in targets:
-                while (
-                    self._reap(active, results) >= self.parallel * 2
-                    or self.queue.qsize() >= self.parallel * 2
-                ):
-                    time.sleep(0.005)
-                d = FileDownload(target, root, lambda t=target: renew(t), self.events)
-                try:
-                    d.open()
-                except ScoreError as exc:
-                    d.close()
-                    results[target.object_id] = exc
-                    self.events.failed(target, exc)
-                    continue
-                self.events.started(target, d.done.total())
-                tasks = d.tasks(self.parallel)
-                active.append(d)
-                threading.Thread(
-                    target=d.hash_and_finish, name=f"hash-{target.object_id[:8]}", daemon=True
-                ).start()
-                for task in tasks:
-                    self.queue.put(task)
-            while self._reap(active, results):
-                time.sleep(0.005)
-        except KeyboardInterrupt:
-            self.stop.set()
-            raise
-        finally:
-            for _ in workers:
-                self.queue.put(None)
-            for w in workers:
-                w.join(timeout=5 if self.stop.is_set() else None)
-            syncer_stop.set()
-            syncer.join()
-            for d in list(active):
-                d.sync()
-        return results
-
-    @staticmethod
-    def _reap(active: list[FileDownload], results: dict[str, ScoreError | None]) -> int:
-        """Move finished files to results; return how many are still active."""
-        for d in list(active):
-            if d.finished.is_set():
-                active.remove(d)
-                results[d.target.object_id] = d.error
-        return len(active)
-
-    def _syncer(self, active: list[FileDownload], stop: threading.Event) -> None:
-        while not stop.wait(SYNC_SECONDS):
-            for d in list(active):
+    def _syncer(self) -> None:
+        while not self.syncer_stop.wait(SYNC_SECONDS):
+            with self.cond:
+                active = list(self.active)
+            for d in active:
                 with contextlib.suppress(OSError):  # the writing worker reports disk errors
                     d.sync()

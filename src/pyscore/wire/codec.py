@@ -25,7 +25,7 @@ def from_wire(kind: type[T], data: Any, what: str) -> T:
         ) from None
 
 
-def to_wire(obj: Any) -> dict:
+def to_wire(obj: Any) -> dict[str, Any]:
     """A wire object as JSON-ready data, leaving out fields that are None (as Score does)."""
 
     def prune(value: Any) -> Any:
@@ -35,4 +35,5 @@ def to_wire(obj: Any) -> dict:
             return [prune(v) for v in value]
         return value
 
-    return prune(asdict(obj))
+    pruned: dict[str, Any] = prune(asdict(obj))
+    return pruned

@@ -50,7 +50,7 @@ def _cell(value: object) -> str:
     return text.replace("\t", " ").replace("\n", " ")
 
 
-def format_argo(rows: Iterable[dict]) -> str:
+def format_argo(rows: Iterable[dict[str, object]]) -> str:
     """The ARGO "File Manifest" TSV: one data file per row, its index by index_object_id."""
     lines = ["\t".join(ARGO_COLUMNS)]
     for row in rows:

@@ -1,0 +1,210 @@
+"""Slicing with htslib (pysam): the records of some regions of an alignment or variant file,
+read from a local file, a signed URL (with its index fetched beforehand), or the blocks an
+htsget ticket names, into SAM/BAM/CRAM or VCF/BCF."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Optional
+
+import pysam
+
+from pyscore.client.errors import ScoreError, UsageError
+from pyscore.client.view.htsget import Tickets
+from pyscore.client.view.regions import UNMAPPED, Region, check_region
+
+
+@dataclass
+class Source:
+    """Where htslib should read: data path or URL, a local index, the name for messages;
+    or, with `tickets`, the server's htsget endpoint (then `data` is the header's file)."""
+
+    data: str
+    index: Optional[str]
+    name: str
+    tickets: Optional[Tickets] = None
+
+
+def _open_reads(source: Source, reference: str | None) -> pysam.AlignmentFile:
+    try:
+        return pysam.AlignmentFile(
+            source.data, "r", index_filename=source.index, reference_filename=reference
+        )
+    except (OSError, ValueError) as exc:
+        hint = ""
+        if source.name.lower().endswith(".cram") and not reference:
+            hint = " (a CRAM needs its reference: --reference-file)"
+        raise ScoreError(f"{source.name}: cannot open: {exc}{hint}") from None
+
+
+def alignment_format(output_format: str) -> str:
+    fmt = output_format.upper()
+    if fmt not in ("SAM", "BAM", "CRAM"):
+        raise UsageError(f"--output-format {output_format} is not SAM, BAM or CRAM")
+    return fmt
+
+
+def slice_reads(
+    source: Source,
+    regions: list[Region],
+    out: str,
+    output_format: str = "SAM",
+    header_only: bool = False,
+    contained: bool = False,
+    reference: str | None = None,
+) -> int:
+    """Write the alignments overlapping (or contained in) the regions; return how many."""
+    fmt = alignment_format(output_format)
+    mode = {"SAM": "w", "BAM": "wb", "CRAM": "wc"}[fmt]
+    if fmt == "CRAM" and not reference:
+        raise UsageError("CRAM output needs --reference-file")
+    count = 0
+    hint = ""
+    if source.name.lower().endswith(".cram"):
+        hint = " (is the CRAM's reference available? pass --reference-file)"
+    with closing_quietly(_open_reads(source, reference), source.name) as inp:
+        contigs = dict(zip(inp.references, inp.lengths))
+        wanted: list[tuple[Optional[str], int, int]] = [
+            check_region(r, contigs, source.name) for r in regions
+        ]
+        if wanted and not header_only and source.tickets is None and not inp.has_index():
+            raise ScoreError(f"{source.name}: no index available, so regions cannot be sliced")
+        dst = pysam.AlignmentFile(out, mode, template=inp, reference_filename=reference)
+        with closing_quietly(dst, out):
+            if header_only:
+                return 0
+            for contig, start, end in wanted or [(None, 0, 0)]:
+                for read in _records(source, inp, contig, start, end, hint, reference):
+                    if (
+                        contained
+                        and contig not in (None, UNMAPPED)
+                        and (
+                            read.reference_start < start
+                            or (read.reference_end or read.reference_start + 1) > end
+                        )
+                    ):
+                        continue
+                    dst.write(read)
+                    count += 1
+    return count
+
+
+def _records(
+    source: Source,
+    handle,
+    contig: str | None,
+    start: int,
+    end: int,
+    hint: str = "",
+    reference: str | None = None,
+) -> Iterator:
+    """A region's records: from the remote file through its index, or, through htsget,
+    from the ticket's blocks, keeping exactly the records the index query would return."""
+    if source.tickets is None:
+        yield from _fetch(handle, contig, start, end, source.name, hint)
+        return
+    path = source.tickets.region(contig, start, end)
+    reads = isinstance(handle, pysam.AlignmentFile)
+    try:
+        part = (
+            pysam.AlignmentFile(str(path), "r", reference_filename=reference)
+            if reads
+            else pysam.VariantFile(str(path))
+        )
+    except (OSError, ValueError) as exc:
+        raise ScoreError(f"{source.name}: cannot read the htsget answer: {exc}{hint}") from None
+    with closing_quietly(part, source.name):
+        for rec in _fetch(part, None, 0, 0, source.name, hint):
+            if contig is None or _overlaps(rec, reads, contig, start, end):
+                yield rec
+
+
+def _overlaps(rec, reads: bool, contig: str, start: int, end: int) -> bool:
+    """htslib's region test: begins before the end, ends after the start."""
+    if reads:
+        if contig == UNMAPPED:
+            return rec.reference_id < 0
+        if rec.reference_name != contig:
+            return False
+        first = rec.reference_start
+        last = rec.reference_end if rec.reference_end is not None else first + 1
+        return first < end and last > start
+    return rec.contig == contig and rec.start < end and rec.stop > start
+
+
+class closing_quietly:
+    """Close an htslib handle; a failure to close becomes a ScoreError, unless an error is
+    already on its way out (htslib's close would only repeat it)."""
+
+    def __init__(self, handle, name: str) -> None:
+        self.handle, self.name = handle, name
+
+    def __enter__(self):
+        return self.handle
+
+    def __exit__(self, kind, exc, tb) -> None:
+        try:
+            self.handle.close()
+        except (OSError, ValueError) as error:
+            if kind is None:
+                raise ScoreError(f"{self.name}: closing failed: {error}") from None
+
+
+def _fetch(handle, contig: str | None, start: int, end: int, name: str, hint: str = "") -> Iterator:
+    """Records of a region (None: the whole file), with read errors as one-line ScoreErrors."""
+    where = (
+        "the file"
+        if contig is None
+        else "unmapped reads"
+        if contig == UNMAPPED
+        else f"{contig}:{start + 1}-{end}"
+    )
+    try:
+        if contig is None:
+            yield from (
+                handle.fetch(until_eof=True)
+                if isinstance(handle, pysam.AlignmentFile)
+                else handle.fetch()
+            )
+        elif contig == UNMAPPED:
+            yield from handle.fetch(region=UNMAPPED)
+        else:
+            yield from handle.fetch(contig, start, end)
+    except (OSError, ValueError) as exc:
+        raise ScoreError(f"{name}: reading {where} failed: {exc}{hint}") from None
+
+
+def slice_variants(
+    source: Source,
+    regions: list[Region],
+    out: str,
+    output_format: str = "VCF",
+    header_only: bool = False,
+) -> int:
+    fmt = output_format.upper()
+    if fmt not in ("VCF", "BCF", "SAM"):  # SAM is the option's default: treat as VCF text
+        raise UsageError(f"--output-format {output_format} is not VCF or BCF for variants")
+    mode = "wb" if fmt == "BCF" else "w"
+    try:
+        inp = pysam.VariantFile(source.data, index_filename=source.index)
+    except (OSError, ValueError) as exc:
+        raise ScoreError(f"{source.name}: cannot open: {exc}") from None
+    count = 0
+    with closing_quietly(inp, source.name):
+        contigs = {str(name): (rec.length or 2**31 - 1) for name, rec in inp.header.contigs.items()}
+        wanted: list[tuple[Optional[str], int, int]] = [
+            check_region(r, contigs, source.name) for r in regions
+        ]
+        if any(contig == UNMAPPED for contig, _, _ in wanted):
+            raise UsageError(f"{source.name}: '*' (unmapped reads) applies to alignment files")
+        if wanted and not header_only and source.tickets is None and inp.index is None:
+            raise ScoreError(f"{source.name}: no index available, so regions cannot be sliced")
+        with closing_quietly(pysam.VariantFile(out, mode, header=inp.header), out) as dst:
+            if header_only:
+                return 0
+            for contig, start, end in wanted or [(None, 0, 0)]:
+                for rec in _records(source, inp, contig, start, end):
+                    dst.write(rec)
+                    count += 1
+    return count
