@@ -531,7 +531,7 @@ def test_reader_sees_may_download_and_downloads_through_the_browser(
     response = page.request.get(href, max_redirects=0)
     assert response.status == 303
     signed = response.headers["location"]
-    assert "sig=" in signed and "exp=" in signed
+    assert "sig=" in signed and "Expires=" in signed
     fetched = httpx.get(signed, timeout=10)
     assert fetched.status_code == 200
     assert md5(fetched.content) == vcf.fileMd5sum == file_md5(demo_files / "DONOR-1-N.vcf.gz")

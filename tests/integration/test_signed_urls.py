@@ -233,9 +233,9 @@ def test_tampered_url_is_403(world, tamper):
     elif tamper == "sig-missing":
         url = with_query(url, sig=None)
     elif tamper == "exp":
-        url = with_query(url, exp=str(int(query["exp"]) + 3600))
+        url = with_query(url, Expires=str(int(query["Expires"]) + 3600))
     elif tamper == "exp-garbage":
-        url = with_query(url, exp="tomorrow")
+        url = with_query(url, Expires="tomorrow")
     elif tamper == "range":
         url = with_query(url, range="0-9999")
     elif tamper == "range-dropped":  # would make it a whole-object URL

@@ -104,16 +104,23 @@ def authorize(
     study_id: str | None = None,
     access: str | None = None,
     what: str = "access this resource",
+    anonymous_forbidden: bool = False,
 ) -> None:
     """The only place that says yes or no to a request. Returns quietly or raises 401/403.
 
     READ of an `open` file needs nothing; other READs need score.READ or the study's READ
     scope; WRITE needs score.WRITE or the study's WRITE scope; ADMIN needs score.ADMIN,
-    which also satisfies everything else.
+    which also satisfies everything else. A caller without a token gets 401, or with
+    `anonymous_forbidden` 403 like any caller lacking the scope (the original Score's
+    `/download/{id}` answers so).
     """
     if action is Action.READ and access == "open":
         return
     if principal is None:
+        if anonymous_forbidden and action is not Action.ADMIN:
+            system = READ_ALL if action is Action.READ else WRITE_ALL
+            needed = study_scope(study_id, action) if study_id else system
+            raise forbidden(needed, f"{what} (no access token was sent)")
         raise unauthorized(f"A valid access token is required to {what}")
     scopes = principal.scopes
     if ADMIN.upper() in scopes:

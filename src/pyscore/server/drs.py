@@ -89,6 +89,8 @@ def service_info(request: Request) -> dict:
         "type": {"group": "org.ga4gh", "artifact": "drs", "version": "1.4.0"},
         "organization": {"name": "pyscore", "url": "https://pypi.org/project/pyscore/"},
         "version": "1.4.0",
+        # DRS 1.4 puts it at the top level; 1.3 clients read it under `drs`
+        "maxBulkRequestLength": 1,
         "drs": {"maxBulkRequestLength": 1},
         "description": f"DRS for {request.url.netloc}",
     }

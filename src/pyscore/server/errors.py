@@ -6,8 +6,9 @@ in their own spec's shape. Nothing the server returns for an error is HTML.
 
 from __future__ import annotations
 
+import time
 import traceback
-from datetime import UTC, datetime
+from datetime import datetime
 from http import HTTPStatus
 
 from fastapi import FastAPI, Request
@@ -47,14 +48,19 @@ def conflict(error_id: str, message: str) -> ApiError:
 
 
 def song_body(request: Request, error: ApiError) -> dict:
+    """SongError, field for field: `timestamp` in epoch milliseconds (a long), `datetime` the
+    same instant in ISO form in the server's zone, `requestUrl` the full URL with its query,
+    as Song's handler writes them."""
+    millis = int(time.time() * 1000)
     return {
         "errorId": error.error_id,
-        "httpStatusName": HTTPStatus(error.status).name,
         "httpStatusCode": error.status,
+        "httpStatusName": HTTPStatus(error.status).name,
+        "requestUrl": str(request.url),
+        "datetime": datetime.fromtimestamp(millis / 1000).astimezone().isoformat(),
+        "timestamp": millis,
         "message": error.message,
-        "requestUrl": str(request.url.path),
         "debugMessage": "",
-        "timestamp": datetime.now(UTC).isoformat(),
         "stackTrace": [],
     }
 
@@ -112,5 +118,5 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:
-        traceback.print_exception(exc)
+        traceback.print_exception(type(exc), exc, exc.__traceback__)
         return render(request, ApiError(500, "unknown.error", f"Internal error: {exc!r}"[:300]))

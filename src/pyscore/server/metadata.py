@@ -768,14 +768,24 @@ def update_file(session: Session, study_id: str, object_id: str, body: dict) -> 
 
 
 # -- legacy entities (what score-client and score-server call) ----------------------------
-def entity_json(f: File) -> dict:
+def entity_json(f: File, created: datetime | None) -> dict:
+    """Song's LegacyEntity, plus `createdTime` (the analysis's creation, epoch ms), a long
+    the Java score-client's Entity declares."""
+    created = as_utc(created)
     return {
         "id": f.object_id,
         "gnosId": f.analysis_id,
         "fileName": f.file_name,
         "projectCode": f.study_id,
         "access": f.file_access,
+        "createdTime": int(created.timestamp() * 1000) if created else 0,
     }
+
+
+def entity(session: Session, object_id: str) -> dict:
+    f = get_entity(session, object_id)
+    analysis = session.get(Analysis, f.analysis_id)
+    return entity_json(f, analysis.created_at if analysis else None)
 
 
 def get_entity(session: Session, object_id: str) -> File:
@@ -802,10 +812,15 @@ def list_entities(
     """Song's /entities page (Spring Page JSON), filtered by example, sorted by id."""
     where = [ENTITY_COLUMNS[k] == v for k, v in filters.items() if k in ENTITY_COLUMNS and v]
     total = session.scalar(select(func.count()).select_from(File).where(*where)) or 0
-    rows = session.scalars(
-        select(File).where(*where).order_by(File.object_id).limit(size).offset(page * size)
+    rows = session.execute(
+        select(File, Analysis.created_at)
+        .outerjoin(Analysis, Analysis.analysis_id == File.analysis_id)
+        .where(*where)
+        .order_by(File.object_id)
+        .limit(size)
+        .offset(page * size)
     ).all()
-    content = [entity_json(f) for f in rows]
+    content = [entity_json(f, created) for f, created in rows]
     if fields:
         content = [{k: v for k, v in e.items() if k in fields} for e in content]
     pages = (total + size - 1) // size if size else 1

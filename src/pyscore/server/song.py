@@ -214,7 +214,7 @@ def update_file(
 # -- legacy entities ----------------------------------------------------------------------
 @router.get("/entities/{object_id}", response_model=Entity)
 def get_entity(object_id: str, s: SessionDep) -> dict:
-    return metadata.entity_json(metadata.get_entity(s, object_id))
+    return metadata.entity(s, object_id)
 
 
 ENTITY_PARAMS = {
@@ -231,6 +231,9 @@ ENTITY_PARAMS = {
 }
 
 
+# The Java score-client's mount asks for `/entities/?fields=...`, its download for
+# `/entities?gnosId=...`: both are answered directly, not with a redirect to the other.
+@router.get("/entities/", include_in_schema=False)
 @router.get("/entities")
 def list_entities(request: Request, s: SessionDep, page: int = 0, size: int = 20) -> JSONResponse:
     params = request.query_params

@@ -6,8 +6,9 @@ Layout under the objects directory (mirrors Score's bucket keys):
   upload/<uploadId>/part-XXXXXXXX the MD5 of each part received (the store's ListParts)
 Completing an upload is a rename: parts never get copied or concatenated.
 
-A URL binds method, path, expiry and (for parts) the byte range; changing any of them breaks
-the signature. Reads honour HTTP Range (206/416), never holding a whole object in memory.
+A URL binds method, path, expiry (`Expires`, epoch seconds, as S3's SigV2 URLs carry it) and
+(for parts) the byte range; changing any of them breaks the signature. Reads honour HTTP Range
+(206/416), never holding a whole object in memory.
 """
 
 from __future__ import annotations
@@ -65,7 +66,9 @@ class LocalStore:
     ) -> str:
         exp = int(time.time()) + expires_in
         query = {
-            "exp": exp,
+            # SigV2's name for the expiry (epoch seconds), which the Java score-client's
+            # S3PresignedUrlValidator reads to renew URLs before resuming; it is signed.
+            "Expires": exp,
             **({"range": rng} if rng else {}),
             **({"name": name} if name else {}),
             "sig": self.sign(method, path, exp, rng, name),
@@ -75,7 +78,7 @@ class LocalStore:
     def verify(self, method: str, path: str, query: dict[str, str]) -> str:
         """Check a request's signature and expiry; return the signed range ('' if none)."""
         try:
-            exp = int(query.get("exp", ""))
+            exp = int(query.get("Expires", ""))
         except ValueError:
             raise ApiError(403, "signature.invalid", "Signed URL is malformed") from None
         rng = query.get("range", "")
@@ -184,7 +187,7 @@ class LocalStore:
         for number, etag in etags.items():
             if held.get(number) != etag.strip('"'):
                 raise ApiError(
-                    409,
+                    400,
                     "upload.part.missing",
                     f"Part {number} of upload {upload_id} is missing or differs",
                 )
