@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
+import anyio
+import anyio.to_thread
 from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from pyscore import __version__
-from pyscore.server import errors
+from pyscore.server import errors, limits
 from pyscore.server.auth import Principal, principal_for
 from pyscore.server.db import Database
 from pyscore.server.objects import Signer
@@ -36,7 +40,7 @@ class Platform:
 
     @classmethod
     def open(cls, settings: Settings) -> Platform:
-        db = Database(settings.database_url)
+        db = Database(settings.database_url, limits.pool_size(settings.max_concurrent_requests))
         with db.session() as session:
             row = session.get(Setting, SIGNING_KEY)
             if row is None:  # created at init; this only guards hand-made databases
@@ -83,16 +87,43 @@ def signer(request: Request, p: PlatformDep) -> Signer:
 SignerDep = Annotated[Signer, Depends(signer)]
 
 
+def busy(scope: dict, retry_after: int) -> JSONResponse:
+    """The answer to a request shed by admission control."""
+    response = errors.render(
+        Request(scope),
+        errors.ApiError(
+            503, "server.busy", f"The server is busy; retry in {retry_after} s (Retry-After)"
+        ),
+    )
+    response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
 def create_app(settings: Settings) -> FastAPI:
     from pyscore.server import drs, htsget, portal, score, song
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # enough threads that an admitted request never waits for one (see limits.py)
+        limiter = anyio.to_thread.current_default_thread_limiter()
+        limiter.total_tokens = limits.thread_tokens(settings.max_concurrent_requests)
+        yield
 
     app = FastAPI(
         title="pyscore",
         version=__version__,
         description="Song- and Score-compatible genomics data platform",
+        lifespan=lifespan,
     )
     app.state.platform = Platform.open(settings)
     errors.install(app)
+    app.add_middleware(
+        limits.AdmissionMiddleware,
+        admission=limits.Admission(
+            settings.max_concurrent_requests, settings.queue_timeout_seconds
+        ),
+        busy=busy,
+    )
     app.include_router(song.router)
     app.include_router(score.router)
     app.include_router(htsget.router)

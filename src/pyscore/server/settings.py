@@ -30,6 +30,11 @@ class Settings:
     download_expiry_seconds: int = 24 * 3600
     upload_expiry_seconds: int = 6 * 24 * 3600
     public_url: str = ""  # how clients reach us; default: the URL of each request
+    # Requests of the APIs at work at once per process; more wait up to queue_timeout_seconds
+    # for a slot, then get 503 + Retry-After. Each process opens up to this + 8 database
+    # connections (PostgreSQL: keep processes x (this + 8) below its max_connections).
+    max_concurrent_requests: int = 32
+    queue_timeout_seconds: int = 10
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:

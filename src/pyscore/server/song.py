@@ -41,7 +41,8 @@ def _object(body: Any, what: str) -> dict:
 
 
 @router.get("/isAlive")
-def is_alive() -> bool:
+async def is_alive() -> bool:
+    """On the event loop itself: no thread, no database, never queued (limits.py)."""
     return True
 
 

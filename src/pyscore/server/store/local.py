@@ -261,6 +261,17 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
     return start, min(end, size - 1)
 
 
+_READERS: list[anyio.CapacityLimiter] = []
+
+
+def _readers() -> anyio.CapacityLimiter:
+    """Threads of their own for reading object bytes, so many downloads never take the
+    threads the API's requests need (limits.py)."""
+    if not _READERS:
+        _READERS.append(anyio.CapacityLimiter(16))
+    return _READERS[0]
+
+
 class RangeResponse(Response):
     """206 for [start, end] of a file (or 200 for all of it), read in chunks off the loop."""
 
@@ -290,7 +301,7 @@ class RangeResponse(Response):
             while pos < end:
                 n = min(size, end - pos)
                 size = min(CHUNK, size * 4)
-                chunk = await anyio.to_thread.run_sync(os.pread, fd, n, pos)
+                chunk = await anyio.to_thread.run_sync(os.pread, fd, n, pos, limiter=_readers())
                 if not chunk:
                     break
                 pos += len(chunk)
