@@ -5,13 +5,14 @@ reproduced through the real server, and what a caller or operator sees now.
 from __future__ import annotations
 
 import os
+import socket
 
 import httpx
 import pytest
 
 from tests.api import bearer, mint_tokens, song_error, submit, upload
 from tests.conftest import Server, init_server
-from tests.publish import song_payload
+from tests.publish import MiB, song_payload
 
 
 class World:
@@ -83,3 +84,48 @@ def test_study_ids_in_scopes_are_case_exact(world):
     assert r.status_code == 200, r.text
     listed = world.http.get("/listing", headers=bearer(t["lower_read"])).json()
     assert object_id not in {e["id"] for e in listed}
+
+
+# -- B3: a body is read only for a caller who may send it, and only up to a cap -------------
+def answer_before_body(world, path: str, length: int, token: str | None = None) -> int | None:
+    """Send a POST's headers declaring `length` bytes and one byte of body, then wait 5 s for
+    an answer; its status, or None if the server waited for the body instead."""
+    port = int(world.url.rsplit(":", 1)[1])
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}"
+        f"Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n{{"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(head.encode())
+        try:
+            first = conn.recv(200)
+        except TimeoutError:
+            return None
+    return int(first.split()[1]) if first.startswith(b"HTTP/") else None
+
+
+def test_anonymous_writes_are_refused_before_their_body_is_read(world):
+    world.study("BODY")
+    # 10 MiB declared, one byte sent: the refusal comes without waiting for the rest
+    for path in ("/submit/BODY", "/studies/NEWONE/", "/schemas"):
+        assert answer_before_body(world, path, 10 * MiB) == 401, path
+    reader = world.tokens(reader="PROGRAMDATA-BODY.READ")["reader"]
+    assert answer_before_body(world, "/submit/BODY", 10 * MiB, reader) == 403
+
+
+def test_request_bodies_over_the_cap_get_413(world):
+    admin = world.server.admin_token
+    # declared too large: refused at once
+    assert answer_before_body(world, "/submit/BODY", 400 * MiB, admin) == 413
+    # streamed without a length: refused once past the cap (16 MiB by default)
+    chunks = (b" " * MiB for _ in range(40))
+    r = world.http.post(
+        "/submit/BODY",
+        content=chunks,
+        headers={**world.admin, "Content-Type": "application/json"},
+    )
+    song_error(r, 413, "payload.too.large", "limit")
+    # under the cap: read and judged
+    r = world.http.post("/submit/BODY", content=b"[]" + b" " * MiB, headers=world.admin)
+    song_error(r, 400, None)

@@ -99,6 +99,18 @@ def busy(scope: dict, retry_after: int) -> JSONResponse:
     return response
 
 
+def too_large(scope: dict) -> JSONResponse:
+    limit = scope["app"].state.platform.settings.max_body_bytes
+    error = errors.ApiError(
+        413,
+        "payload.too.large",
+        f"The request body is larger than the server's limit of {limit} bytes",
+    )
+    response = errors.render(Request(scope), error)
+    response.headers["Connection"] = "close"  # the rest of the body is not read
+    return response
+
+
 def create_app(settings: Settings) -> FastAPI:
     from pyscore.server import drs, htsget, portal, score, song
 
@@ -117,6 +129,9 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.platform = Platform.open(settings)
     errors.install(app)
+    app.add_middleware(
+        limits.BodyLimitMiddleware, max_bytes=settings.max_body_bytes, too_large=too_large
+    )
     app.add_middleware(
         limits.AdmissionMiddleware,
         admission=limits.Admission(

@@ -106,8 +106,14 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        error_id = {404: "not.found", 405: "method.not.allowed"}.get(exc.status_code, "http.error")
-        return render(request, ApiError(exc.status_code, error_id, str(exc.detail)))
+        error_id = {
+            404: "not.found",
+            405: "method.not.allowed",
+            413: "payload.too.large",
+        }.get(exc.status_code, "http.error")
+        response = render(request, ApiError(exc.status_code, error_id, str(exc.detail)))
+        response.headers.update(exc.headers or {})  # e.g. Allow on a 405
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

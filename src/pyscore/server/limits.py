@@ -17,6 +17,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from starlette.exceptions import HTTPException
+
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
@@ -111,3 +113,55 @@ class AdmissionMiddleware:
             await self.app(scope, receive, send)
         finally:
             await self.admission.leave()
+
+
+# -- request bodies ------------------------------------------------------------------------
+BODY_EXEMPT_PREFIXES = ("/store/uploads/",)  # part PUTs: bounded by their signed range
+
+
+class BodyLimitMiddleware:
+    """Refuses request bodies over `max_bytes` with 413: at once when Content-Length says
+    so, else as soon as a streamed body passes the cap (nothing buffers more than that)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, too_large: Callable[[Scope], Any]) -> None:
+        self.app, self.max_bytes, self.too_large = app, max_bytes, too_large
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or self.max_bytes <= 0
+            or scope.get("path", "").startswith(BODY_EXEMPT_PREFIXES)
+        ):
+            await self.app(scope, receive, send)
+            return
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        if declared is not None:
+            try:
+                too_big = int(declared[:20]) > self.max_bytes or len(declared) > 19
+            except ValueError:
+                too_big = False  # the server has refused a malformed length already
+            if too_big:
+                await self.too_large(scope)(scope, receive, send)
+                return
+        seen = 0
+
+        async def counted() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        await self.app(scope, counted, send)
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from `receive`: an HTTPException, so every reader of the body (FastAPI's form
+    parsing included) lets it through to the 413 answer."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            413, f"The request body is larger than the server's limit of {limit} bytes"
+        )

@@ -35,6 +35,9 @@ class Settings:
     # connections (PostgreSQL: keep processes x (this + 8) below its max_connections).
     max_concurrent_requests: int = 32
     queue_timeout_seconds: int = 10
+    # Request bodies above this are refused with 413 (object bytes go to signed part URLs,
+    # which are bounded by their part instead)
+    max_body_bytes: int = 16 * MiB
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -34,6 +34,21 @@ async def json_body(request: Request) -> Any:
 Body = Annotated[Any, Depends(json_body)]
 
 
+def allowed(action: Action, what: str) -> Any:
+    """A dependency that authorizes the caller for `action` on the path's study (`what` is
+    formatted with it), to be declared before a route's Body: FastAPI solves dependencies
+    in order, so a refused caller's body is never read."""
+
+    def check(request: Request, who: PrincipalDep) -> None:
+        study_id = request.path_params.get("study_id")
+        authorize(who, action, study_id, what=what.format(study=study_id))
+
+    return Depends(check)
+
+
+AdminOnly = Annotated[None, allowed(Action.ADMIN, "create study {study}")]
+
+
 def _object(body: Any, what: str) -> dict:
     if not isinstance(body, dict):
         raise bad_request("malformed.parameter", f"The {what} must be a JSON object")
@@ -59,8 +74,7 @@ def get_study(study_id: str, s: SessionDep) -> dict:
 
 @router.post("/studies/{study_id}/", response_class=PlainTextResponse)
 @router.post("/studies/{study_id}", response_class=PlainTextResponse, include_in_schema=False)
-def create_study(study_id: str, body: Body, s: SessionDep, who: PrincipalDep) -> str:
-    authorize(who, Action.ADMIN, what=f"create study {study_id}")
+def create_study(study_id: str, s: SessionDep, _: AdminOnly, body: Body) -> str:
     return metadata.create_study(s, study_id, _object(body, "study")).study_id
 
 
@@ -104,8 +118,11 @@ def get_schema(
 
 
 @router.post("/schemas")
-def register_schema(body: Body, s: SessionDep, who: PrincipalDep) -> dict:
-    authorize(who, Action.ADMIN, what="register an analysis type")
+def register_schema(
+    s: SessionDep,
+    _: Annotated[None, allowed(Action.ADMIN, "register an analysis type")],
+    body: Body,
+) -> dict:
     body = _object(body, "analysis type registration")
     if not isinstance(body.get("name"), str) or not isinstance(body.get("schema"), dict):
         raise bad_request("malformed.parameter", "Body must be {name, schema, options?}")
@@ -116,9 +133,12 @@ def register_schema(body: Body, s: SessionDep, who: PrincipalDep) -> dict:
 # -- submission and analyses --------------------------------------------------------------
 @router.post("/submit/{study_id}")
 def submit(
-    study_id: str, body: Body, s: SessionDep, who: PrincipalDep, allowDuplicates: bool = False
+    study_id: str,
+    s: SessionDep,
+    _: Annotated[None, allowed(Action.WRITE, "submit to study {study}")],
+    body: Body,
+    allowDuplicates: bool = False,
 ) -> dict:
-    authorize(who, Action.WRITE, study_id, what=f"submit to study {study_id}")
     analysis_id = metadata.submit(s, study_id, body, allowDuplicates)
     return {"analysisId": analysis_id, "status": "OK"}
 
@@ -206,9 +226,12 @@ def get_file(study_id: str, object_id: str, s: SessionDep) -> dict:
 
 @router.put("/studies/{study_id}/files/{object_id}")
 def update_file(
-    study_id: str, object_id: str, body: Body, s: SessionDep, who: PrincipalDep
+    study_id: str,
+    object_id: str,
+    s: SessionDep,
+    _: Annotated[None, allowed(Action.WRITE, "update files of study {study}")],
+    body: Body,
 ) -> dict:
-    authorize(who, Action.WRITE, study_id, what=f"update files of study {study_id}")
     return metadata.update_file(s, study_id, object_id, _object(body, "file update"))
 
 
