@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from tests.api import bearer, mint_tokens, song_error, submit, upload
-from tests.conftest import Server, init_server
-from tests.publish import MiB, song_payload
+from tests.conftest import Server, init_server, local_store_only
+from tests.publish import MiB, md5, song_payload
 
 
 class World:
@@ -129,3 +129,42 @@ def test_request_bodies_over_the_cap_get_413(world):
     # under the cap: read and judged
     r = world.http.post("/submit/BODY", content=b"[]" + b" " * MiB, headers=world.admin)
     song_error(r, 400, None)
+
+
+# -- B4: what reaches a part URL after the part is done changes nothing ---------------------
+@local_store_only
+def test_part_urls_cannot_change_a_finished_part(world):
+    world.study("PARTS")
+    data = os.urandom(3000)
+    aid, ids = submit(world.http, song_payload("PARTS", {"p.bam": data}), world.admin)
+    object_id = ids["p.bam"]
+    r = world.http.post(
+        f"/upload/{object_id}/uploads",
+        params={"fileSize": len(data), "md5": md5(data)},
+        headers=world.admin,
+    )
+    spec = r.json()
+    (part,) = spec["parts"]
+    url = part["url"]
+    # a refused body (wrong size) leaves nothing behind, before or after the good one
+    song_error(httpx.put(url, content=b"x" * 10), 400, "upload.part.size")
+    put = httpx.put(url, content=data)
+    assert put.status_code == 200, put.text
+    song_error(httpx.put(url, content=b"evil" * 100), 400, "upload.part.size")
+    params = {"uploadId": spec["uploadId"], "partNumber": 1, "md5": md5(data), "etag": md5(data)}
+    r = world.http.post(f"/upload/{object_id}/parts", params=params, headers=world.admin)
+    assert r.status_code == 200, r.text
+    # once recorded, the part takes no body at all, even one of the right size
+    song_error(httpx.put(url, content=b"e" * len(data)), 403, "upload.part.finalized")
+    song_error(httpx.put(url, content=b"e"), 403, "upload.part.finalized")
+    r = world.http.post(
+        f"/upload/{object_id}", params={"uploadId": spec["uploadId"]}, headers=world.admin
+    )
+    assert r.status_code == 200, r.text
+    # a completed upload's part URL leads nowhere
+    song_error(httpx.put(url, content=b"e" * len(data)), 404, "upload.not.found")
+    r = world.http.put(f"/studies/PARTS/analysis/publish/{aid}", headers=world.admin)
+    assert r.status_code == 200, r.text
+    spec = world.http.get(f"/download/{object_id}", headers=world.admin).json()
+    got = httpx.get(spec["parts"][0]["url"])
+    assert md5(got.content) == md5(data), "the stored object is not what was uploaded"

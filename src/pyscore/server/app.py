@@ -27,7 +27,7 @@ from pyscore.server.db import Database
 from pyscore.server.objects import Signer
 from pyscore.server.settings import Settings
 from pyscore.server.store import ObjectStore, open_store
-from pyscore.server.tables import Setting
+from pyscore.server.tables import Setting, UploadPart
 
 SIGNING_KEY = "url_signing_secret"
 
@@ -148,7 +148,13 @@ def create_app(settings: Settings) -> FastAPI:
     if store.kind == "local":
         from pyscore.server.store import local
 
-        app.include_router(local.router(store))  # type: ignore[arg-type]
+        platform = app.state.platform
+
+        def finalized(upload_id: str, part_number: int) -> bool:
+            with platform.db.session() as s:
+                return s.get(UploadPart, (upload_id, part_number)) is not None
+
+        app.include_router(local.router(store, finalized))  # type: ignore[arg-type]
     return app
 
 

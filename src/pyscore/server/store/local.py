@@ -1,10 +1,10 @@
 """Filesystem object store, served by the app itself through HMAC-signed, expiring URLs.
 
 Layout under the objects directory (mirrors Score's bucket keys):
-  data/<objectId>                 completed objects
-  upload/<uploadId>.data          a multipart upload in progress, parts written at their offsets
-  upload/<uploadId>/part-XXXXXXXX the MD5 of each part received (the store's ListParts)
-Completing an upload is a rename: parts never get copied or concatenated.
+  data/<objectId>                       completed objects
+  upload/<uploadId>/part-XXXXXXXX.<md5> each part received whole, named by its MD5
+Completing an upload joins the recorded parts in the kernel (copy_file_range) and renames the
+result into place.
 
 A URL binds method, path, expiry (`Expires`, epoch seconds, as S3's SigV2 URLs carry it) and
 (for parts) the byte range; changing any of them breaks the signature. Reads honour HTTP Range
@@ -21,7 +21,7 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlencode
@@ -145,17 +145,23 @@ class LocalStore:
         self.path(object_id).unlink(missing_ok=True)
 
     # -- multipart uploads -----------------------------------------------------------------
-    def _upload_data(self, upload_id: str) -> Path:
-        return self.uploads / f"{_safe(upload_id)}.data"
+    # A part's body streams into a temporary file and is committed, only once complete and of
+    # the right size, by renaming it to `part-<number>.<md5>`: the name binds the bytes to
+    # their MD5 and a committed file is never written again. Completing an upload joins the
+    # versions whose MD5 the database recorded, so nothing sent to a part URL afterwards (or
+    # refused) can change what the object becomes.
+    MAX_VERSIONS = 4  # of one part, before a completion or an abort clears them
 
-    def _upload_parts(self, upload_id: str) -> Path:
+    def _upload_dir(self, upload_id: str) -> Path:
         return self.uploads / _safe(upload_id)
+
+    def _legacy(self, upload_id: str) -> bool:
+        """An upload begun by a pyscore that wrote parts in place into `<id>.data`."""
+        return (self.uploads / f"{_safe(upload_id)}.data").exists()
 
     def initiate(self, object_id: str, size: int) -> str:
         upload_id = secrets.token_hex(16)
-        with open(self._upload_data(upload_id), "wb") as f:
-            f.truncate(size)  # sparse: parts land at their offsets
-        self._upload_parts(upload_id).mkdir()
+        self._upload_dir(upload_id).mkdir()
         return upload_id
 
     def url_for_part(
@@ -172,71 +178,131 @@ class LocalStore:
         path = f"/store/uploads/{_safe(upload_id)}/{part_number}"
         return self._signed("PUT", base_url, path, expires_in, f"{offset}-{offset + size - 1}")
 
-    def list_parts(self, object_id: str, upload_id: str) -> dict[int, str]:
-        folder = self._upload_parts(upload_id)
+    def _versions(self, upload_id: str) -> dict[int, list[tuple[float, str]]]:
+        """Committed part files: number -> [(mtime, md5)], oldest first."""
+        folder = self._upload_dir(upload_id)
+        found: dict[int, list[tuple[float, str]]] = {}
         if not folder.is_dir():
-            return {}
-        return {
-            int(p.name[5:], 16): p.read_text().strip()
-            for p in folder.iterdir()
-            if p.name.startswith("part-")
-        }
+            return found
+        for p in folder.iterdir():
+            name, _, digest = p.name.partition(".")
+            if name.startswith("part-") and len(digest) == 32:
+                try:
+                    found.setdefault(int(name[5:], 16), []).append((p.stat().st_mtime, digest))
+                except (ValueError, FileNotFoundError):
+                    continue
+        for versions in found.values():
+            versions.sort()
+        return found
+
+    def list_parts(self, object_id: str, upload_id: str) -> dict[int, str]:
+        """Each part's newest committed version."""
+        return {n: versions[-1][1] for n, versions in self._versions(upload_id).items()}
+
+    def _part_file(self, upload_id: str, number: int, digest: str) -> Path:
+        return self._upload_dir(upload_id) / f"part-{number:08x}.{digest}"
 
     def complete(self, object_id: str, upload_id: str, etags: dict[int, str]) -> None:
-        held = self.list_parts(object_id, upload_id)
-        for number, etag in etags.items():
-            if held.get(number) != etag.strip('"'):
+        if self._legacy(upload_id):
+            raise ApiError(
+                400,
+                "upload.legacy",
+                f"Upload {upload_id} was begun by an older pyscore; cancel it and upload again",
+            )
+        sources = []
+        for number in sorted(etags):
+            path = self._part_file(upload_id, number, etags[number].strip('"').lower())
+            if not path.is_file():
                 raise ApiError(
                     400,
                     "upload.part.missing",
                     f"Part {number} of upload {upload_id} is missing or differs",
                 )
-        os.replace(self._upload_data(upload_id), self.path(object_id))
-        self._drop_parts(upload_id)
+            sources.append(path)
+        target = self.path(object_id)
+        tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}")
+        try:
+            with open(tmp, "wb") as out:
+                for path in sources:
+                    with open(path, "rb") as src:
+                        _copy(src.fileno(), out.fileno(), os.fstat(src.fileno()).st_size)
+            tmp.replace(target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        self._drop(upload_id)
 
     def abort(self, object_id: str, upload_id: str) -> None:
-        self._upload_data(upload_id).unlink(missing_ok=True)
-        self._drop_parts(upload_id)
+        self._drop(upload_id)
 
-    def _drop_parts(self, upload_id: str) -> None:
-        folder = self._upload_parts(upload_id)
-        if folder.is_dir():
-            for p in folder.iterdir():
-                p.unlink()
-            folder.rmdir()
+    def _drop(self, upload_id: str) -> None:
+        (self.uploads / f"{_safe(upload_id)}.data").unlink(missing_ok=True)
+        shutil.rmtree(self._upload_dir(upload_id), ignore_errors=True)
 
     async def receive_part(
         self, upload_id: str, part_number: int, rng: str, chunks: Iterator[bytes] | object
     ) -> str:
-        """Write a part's body at its offset, hashing as it streams; return its MD5."""
+        """Take a part's body into a temporary file, hashing as it streams; commit it only if
+        it is exactly the part's size. Returns its MD5."""
         start, end = (int(x) for x in rng.split("-"))
-        data = self._upload_data(upload_id)
-        if not data.exists():
+        size = end - start + 1
+        folder = self._upload_dir(upload_id)
+        if not folder.is_dir():
             raise ApiError(404, "upload.not.found", f"Upload {upload_id} does not exist")
-        md5 = hashlib.md5()
-        written = 0
-        fd = os.open(data, os.O_WRONLY)
-        try:
-            async for chunk in chunks:  # type: ignore[attr-defined]
-                if written + len(chunk) > end - start + 1:
-                    raise ApiError(400, "upload.part.size", "Part body is larger than the part")
-                os.pwrite(fd, chunk, start + written)
-                md5.update(chunk)
-                written += len(chunk)
-        finally:
-            os.close(fd)
-        if written != end - start + 1:
+        if self._legacy(upload_id):
             raise ApiError(
                 400,
-                "upload.part.size",
-                f"Part {part_number} has {written} bytes, expected {end - start + 1}",
+                "upload.legacy",
+                f"Upload {upload_id} was begun by an older pyscore; cancel it and upload again",
             )
-        digest = md5.hexdigest()
-        marker = self._upload_parts(upload_id) / f"part-{part_number:08x}"
-        tmp = marker.with_suffix(".tmp")
-        tmp.write_text(digest)
-        tmp.replace(marker)
+        if len(self._versions(upload_id).get(part_number, ())) >= self.MAX_VERSIONS:
+            raise ApiError(
+                403, "upload.part.versions", f"Part {part_number} was sent too many times"
+            )
+        md5 = hashlib.md5()
+        written = 0
+        tmp = folder / f".tmp-{part_number:08x}-{secrets.token_hex(6)}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileNotFoundError:  # completed or cancelled meanwhile
+            raise ApiError(404, "upload.not.found", f"Upload {upload_id} does not exist") from None
+        try:
+            try:
+                async for chunk in chunks:  # type: ignore[attr-defined]
+                    if written + len(chunk) > size:
+                        raise ApiError(400, "upload.part.size", "Part body is larger than the part")
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    md5.update(chunk)
+                    written += len(chunk)
+            finally:
+                os.close(fd)
+            if written != size:
+                raise ApiError(
+                    400,
+                    "upload.part.size",
+                    f"Part {part_number} has {written} bytes, expected {size}",
+                )
+            digest = md5.hexdigest()
+            os.replace(tmp, self._part_file(upload_id, part_number, digest))
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         return digest
+
+
+def _copy(src: int, dst: int, length: int) -> None:
+    """`length` bytes from the start of src to dst's position, in the kernel where it can."""
+    left = length
+    while left:
+        try:
+            n = os.copy_file_range(src, dst, min(left, 1 << 30))
+        except OSError:  # e.g. across filesystems on old kernels
+            n = os.sendfile(dst, src, None, min(left, 1 << 30))
+        if n == 0:
+            raise OSError(f"part file ended {left} bytes early")
+        left -= n
 
 
 # -- serving -------------------------------------------------------------------------------
@@ -310,7 +376,9 @@ class RangeResponse(Response):
             os.close(fd)
 
 
-def router(store: LocalStore) -> APIRouter:
+def router(store: LocalStore, finalized: Callable[[str, int], bool]) -> APIRouter:
+    """The store's own URLs. `finalized(upload_id, part_number)` says whether the platform
+    has recorded a part as done: such a part takes no more bodies."""
     api = APIRouter(include_in_schema=False)
 
     @api.api_route("/store/objects/{object_id}", methods=["GET", "HEAD"])
@@ -354,6 +422,13 @@ def router(store: LocalStore) -> APIRouter:
     @api.put("/store/uploads/{upload_id}/{part_number}")
     async def put_part(upload_id: str, part_number: int, request: Request) -> Response:
         rng = store.verify("PUT", request.url.path, dict(request.query_params))
+        if await anyio.to_thread.run_sync(finalized, upload_id, part_number):
+            raise ApiError(
+                403,
+                "upload.part.finalized",
+                f"Part {part_number} of upload {upload_id} is already recorded; "
+                "delete it (DELETE /upload/{id}/parts) before sending it again",
+            )
         digest = await store.receive_part(upload_id, part_number, rng, request.stream())
         return Response(status_code=200, headers={"ETag": f'"{digest}"'})
 
