@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 import pytest
@@ -168,3 +169,25 @@ def test_part_urls_cannot_change_a_finished_part(world):
     spec = world.http.get(f"/download/{object_id}", headers=world.admin).json()
     got = httpx.get(spec["parts"][0]["url"])
     assert md5(got.content) == md5(data), "the stored object is not what was uploaded"
+
+
+# -- B10: one signature, one meaning --------------------------------------------------------
+@local_store_only
+def test_signed_fields_cannot_be_reshuffled(world):
+    world.study("SIGN")
+    _, object_id, data = world.published("SIGN", access="open")
+    r = world.http.get(f"/file/{object_id}/download", follow_redirects=False)
+    assert r.status_code == 303, r.text
+    url = r.headers["location"]
+    assert httpx.get(url).content == data
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    name = query.pop("name")
+    # before: range="" + name=N and range="\nN" + no name signed the same message (then 500)
+    moved = {**query, "range": "\n" + name}
+    r = httpx.get(urlunsplit(parts._replace(query=urlencode(moved))))
+    song_error(r, 403, None)
+    assert r.json()["errorId"].startswith("signature.")
+    # ids that end in a newline are not ids
+    r = httpx.get(url.replace(object_id, object_id + "%0A"))
+    assert r.status_code in (403, 404), r.text

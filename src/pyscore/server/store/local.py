@@ -34,14 +34,15 @@ from starlette.types import Receive, Scope, Send
 from pyscore.server.errors import ApiError
 from pyscore.server.store.base import ObjectStat, content_disposition
 
-UUIDISH = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")
+UUIDISH = re.compile(r"[A-Za-z0-9._\-]{1,128}")
+RANGE_RE = re.compile(r"[0-9]{1,19}-[0-9]{1,19}")
 CHUNK = 4 * 1024 * 1024
 FIRST_CHUNK = 64 * 1024
 
 
 def _safe(name: str) -> str:
-    if not UUIDISH.match(name) or name in (".", ".."):
-        raise ValueError(f"invalid object or upload id {name!r}")
+    if not UUIDISH.fullmatch(name) or name in (".", ".."):
+        raise ApiError(400, "malformed.id", f"Invalid object or upload id {name!r}")
     return name
 
 
@@ -58,7 +59,9 @@ class LocalStore:
 
     # -- signing ---------------------------------------------------------------------------
     def sign(self, method: str, path: str, exp: int, rng: str, name: str = "") -> str:
-        message = f"{method}\n{path}\n{exp}\n{rng}" + (f"\n{name}" if name else "")
+        # One canonical, unambiguous message: a JSON array of every field, so no two sets
+        # of fields (say range "" with name "n", and range "\nn" without) share a signature.
+        message = json.dumps([method, path, exp, rng, name], separators=(",", ":"))
         return hmac.new(self.secret, message.encode(), hashlib.sha256).hexdigest()
 
     def _signed(
@@ -76,12 +79,16 @@ class LocalStore:
         return f"{base_url.rstrip('/')}{path}?{urlencode(query)}"
 
     def verify(self, method: str, path: str, query: dict[str, str]) -> str:
-        """Check a request's signature and expiry; return the signed range ('' if none)."""
+        """Check a request's signature and expiry; return the signed range ('' if none).
+        `path` is the path as routed (the ASGI scope's), not as re-parsed from the URL, which
+        drops characters such as a trailing newline that the route still sees."""
         try:
             exp = int(query.get("Expires", ""))
         except ValueError:
             raise ApiError(403, "signature.invalid", "Signed URL is malformed") from None
         rng = query.get("range", "")
+        if rng and not RANGE_RE.fullmatch(rng):
+            raise ApiError(403, "signature.invalid", "Signed URL is malformed")
         expected = self.sign(method, path, exp, rng, query.get("name", ""))
         if not hmac.compare_digest(expected, query.get("sig", "")):
             raise ApiError(403, "signature.invalid", "Signed URL signature does not match")
@@ -383,7 +390,7 @@ def router(store: LocalStore, finalized: Callable[[str, int], bool]) -> APIRoute
 
     @api.api_route("/store/objects/{object_id}", methods=["GET", "HEAD"])
     async def get_object(object_id: str, request: Request) -> Response:
-        signed = store.verify("GET", request.url.path, dict(request.query_params))
+        signed = store.verify("GET", request.scope["path"], dict(request.query_params))
         path = store.path(object_id)
         try:
             st = path.stat()
@@ -421,7 +428,7 @@ def router(store: LocalStore, finalized: Callable[[str, int], bool]) -> APIRoute
 
     @api.put("/store/uploads/{upload_id}/{part_number}")
     async def put_part(upload_id: str, part_number: int, request: Request) -> Response:
-        rng = store.verify("PUT", request.url.path, dict(request.query_params))
+        rng = store.verify("PUT", request.scope["path"], dict(request.query_params))
         if await anyio.to_thread.run_sync(finalized, upload_id, part_number):
             raise ApiError(
                 403,
