@@ -7,7 +7,6 @@ settings; nothing a second process would need lives only in memory here.
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -21,15 +20,13 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from pyscore import __version__
-from pyscore.server import errors, limits
+from pyscore.server import errors, keys, limits
 from pyscore.server.auth import Principal, principal_for
 from pyscore.server.db import Database
 from pyscore.server.objects import Signer
 from pyscore.server.settings import Settings
 from pyscore.server.store import ObjectStore, open_store
-from pyscore.server.tables import Setting, UploadPart
-
-SIGNING_KEY = "url_signing_secret"
+from pyscore.server.tables import UploadPart
 
 
 @dataclass
@@ -42,12 +39,14 @@ class Platform:
     def open(cls, settings: Settings) -> Platform:
         db = Database(settings.database_url, limits.pool_size(settings.max_concurrent_requests))
         with db.session() as session:
-            row = session.get(Setting, SIGNING_KEY)
-            if row is None:  # created at init; this only guards hand-made databases
-                row = Setting(key=SIGNING_KEY, value=secrets.token_hex(32))
-                session.add(row)
-            secret = bytes.fromhex(row.value)
-        return cls(settings, db, open_store(settings, secret))
+            keys.ensure(session)  # made at init; carried over from a single legacy key
+
+        def load() -> list[dict]:
+            with db.session() as session:
+                return keys.load_ring(session)
+
+        ring = keys.KeyRing(load, settings.url_signing_pepper)
+        return cls(settings, db, open_store(settings, ring))
 
 
 def platform(request: Request) -> Platform:

@@ -27,8 +27,12 @@ class Settings:
     s3_secret_key: str = ""
     s3_addressing_style: str = "path"
     part_size: int = 64 * MiB
-    download_expiry_seconds: int = 24 * 3600
-    upload_expiry_seconds: int = 6 * 24 * 3600
+    # Signed URLs outlive the token that got them (revoking a token stops new URLs, not these):
+    # downloads renew expired URLs, so short lifetimes cost a request, not a restart.
+    download_expiry_seconds: int = 6 * 3600
+    upload_expiry_seconds: int = 24 * 3600
+    max_url_lifetime_seconds: int = 7 * 24 * 3600  # no URL is signed or honoured for longer
+    url_signing_pepper: str = ""  # hex; signing keys are HMAC(pepper, key in the database)
     public_url: str = ""  # how clients reach us; default: the URL of each request
     # Requests of the APIs at work at once per process; more wait up to queue_timeout_seconds
     # for a slot, then get 503 + Retry-After. Each process opens up to this + 8 database

@@ -32,6 +32,7 @@ from starlette.responses import FileResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from pyscore.server.errors import ApiError
+from pyscore.server.keys import KeyRing
 from pyscore.server.store.base import ObjectStat, content_disposition
 
 UUIDISH = re.compile(r"[A-Za-z0-9._\-]{1,128}")
@@ -50,31 +51,35 @@ class LocalStore:
     kind = "local"
     signs_ranges = True
 
-    def __init__(self, root: Path, secret: bytes) -> None:
+    def __init__(self, root: Path, keys: KeyRing | bytes, max_lifetime: int = 7 * 86400) -> None:
         self.root = Path(root)
-        self.secret = secret
+        self.keys = KeyRing.static(keys) if isinstance(keys, bytes) else keys
+        self.max_lifetime = max_lifetime  # no URL is signed, or honoured, for longer
         self.data = self.root / "data"
         self.uploads = self.root / "upload"
         self.prepare()
 
     # -- signing ---------------------------------------------------------------------------
-    def sign(self, method: str, path: str, exp: int, rng: str, name: str = "") -> str:
+    @staticmethod
+    def sign(key: bytes, method: str, path: str, exp: int, rng: str, name: str = "") -> str:
         # One canonical, unambiguous message: a JSON array of every field, so no two sets
         # of fields (say range "" with name "n", and range "\nn" without) share a signature.
         message = json.dumps([method, path, exp, rng, name], separators=(",", ":"))
-        return hmac.new(self.secret, message.encode(), hashlib.sha256).hexdigest()
+        return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
 
     def _signed(
         self, method: str, base_url: str, path: str, expires_in: int, rng: str, name: str = ""
     ) -> str:
-        exp = int(time.time()) + expires_in
+        exp = int(time.time()) + min(expires_in, self.max_lifetime)
+        kid, key = self.keys.current()
         query = {
             # SigV2's name for the expiry (epoch seconds), which the Java score-client's
             # S3PresignedUrlValidator reads to renew URLs before resuming; it is signed.
             "Expires": exp,
             **({"range": rng} if rng else {}),
             **({"name": name} if name else {}),
-            "sig": self.sign(method, path, exp, rng, name),
+            "kid": kid,
+            "sig": self.sign(key, method, path, exp, rng, name),
         }
         return f"{base_url.rstrip('/')}{path}?{urlencode(query)}"
 
@@ -83,17 +88,25 @@ class LocalStore:
         `path` is the path as routed (the ASGI scope's), not as re-parsed from the URL, which
         drops characters such as a trailing newline that the route still sees."""
         try:
-            exp = int(query.get("Expires", ""))
+            exp = int(query.get("Expires", "")[:20])
         except ValueError:
             raise ApiError(403, "signature.invalid", "Signed URL is malformed") from None
         rng = query.get("range", "")
         if rng and not RANGE_RE.fullmatch(rng):
             raise ApiError(403, "signature.invalid", "Signed URL is malformed")
-        expected = self.sign(method, path, exp, rng, query.get("name", ""))
+        key = self.keys.get(query.get("kid", "k0"))
+        if key is None:
+            raise ApiError(403, "signature.invalid", "Signed URL names an unknown or retired key")
+        expected = self.sign(key, method, path, exp, rng, query.get("name", ""))
         if not hmac.compare_digest(expected, query.get("sig", "")):
             raise ApiError(403, "signature.invalid", "Signed URL signature does not match")
-        if exp < time.time():
+        now = time.time()
+        if exp < now:
             raise ApiError(403, "signature.expired", "Signed URL has expired")
+        if exp > now + self.max_lifetime + 60:
+            raise ApiError(
+                403, "signature.expiry", "Signed URL outlives the server's maximum URL lifetime"
+            )
         return rng
 
     def prepare(self) -> None:
