@@ -191,3 +191,133 @@ def test_signed_fields_cannot_be_reshuffled(world):
     # ids that end in a newline are not ids
     r = httpx.get(url.replace(object_id, object_id + "%0A"))
     assert r.status_code in (403, 404), r.text
+
+
+# -- B5: what init leaves on disk, URL lifetimes, signing keys -----------------------------
+def mode(path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+@local_store_only
+def test_platform_files_are_private_to_the_operator(world):
+    world.study("PRIV")
+    _, object_id, _ = world.published("PRIV")
+    data_dir = world.server.data_dir
+    assert mode(data_dir) == 0o700
+    for name in ("pyscore.sqlite", "server.json"):
+        assert mode(data_dir / name) == 0o600, name
+    stored = data_dir / "objects" / "data" / object_id
+    assert stored.exists() and mode(stored) & 0o077 == 0, oct(mode(stored))
+
+
+def ring_secret(data_dir) -> tuple[str, bytes]:
+    """The newest signing key as the database holds it (what a reader of the file gets)."""
+    import json
+
+    from pyscore.server.db import Database
+    from pyscore.server.settings import Settings
+    from pyscore.server.tables import Setting
+
+    db = Database(Settings.load(data_dir).database_url)
+    try:
+        with db.session() as s:
+            row = s.get(Setting, "url_signing_keys") or s.get(Setting, "url_signing_secret")
+            value = row.value
+    finally:
+        db.engine.dispose()
+    if value.startswith("["):
+        key = json.loads(value)[-1]
+        return key["id"], bytes.fromhex(key["secret"])
+    return "k0", bytes.fromhex(value)
+
+
+def forged(url: str, object_id: str, key: bytes, kid: str, lifetime: int) -> str:
+    """A whole-object URL for `object_id` signed with `key`, living `lifetime` seconds."""
+    import time
+
+    from pyscore.server.store.local import LocalStore
+
+    exp = int(time.time()) + lifetime
+    path = f"/store/objects/{object_id}"
+    query = {"Expires": exp, "exp": exp, "kid": kid}
+    try:
+        sig = LocalStore.sign(key, "GET", path, exp, "", "")
+    except (TypeError, AttributeError):  # the store before keys: a method on one key
+        sig = LocalStore(world_dir_tmp(), key).sign("GET", path, exp, "", "")
+    return f"{url}{path}?{urlencode({**query, 'sig': sig})}"
+
+
+def world_dir_tmp():
+    import tempfile
+
+    return tempfile.mkdtemp()
+
+
+@local_store_only
+def test_the_database_alone_cannot_forge_a_years_long_url(world):
+    world.study("FORGE")
+    _, object_id, _ = world.published("FORGE", access="controlled")
+    kid, secret = ring_secret(world.server.data_dir)
+    url = forged(world.url, object_id, secret, kid, 10 * 365 * 86400)
+    song_error(httpx.get(url), 403, None)
+    assert httpx.get(url).json()["errorId"].startswith("signature.")
+
+
+@local_store_only
+def test_signing_keys_rotate_without_breaking_urls_and_can_void_them(world):
+    import time
+
+    from tests.conftest import SERVER, run
+
+    world.study("ROT")
+    _, object_id, data = world.published("ROT", access="open")
+    spec = world.http.get(f"/download/{object_id}", params={"external": "true"}).json()
+    before = spec["parts"][0]["url"]
+    assert httpx.get(before).content == data
+    d = str(world.server.data_dir)
+    out = run(SERVER, "signing-key", "rotate", "--data-dir", d, check=True)
+    new_kid = out.stdout.strip()
+    listed = run(SERVER, "signing-key", "list", "--data-dir", d, check=True).stdout
+    assert f"{new_kid}\t" in listed and "signing" in listed and "verifying" in listed
+    assert httpx.get(before).content == data, "a rotation broke a URL already handed out"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # servers pick the new key up within keys.REFRESH
+        spec = world.http.get(f"/download/{object_id}", params={"external": "true"}).json()
+        if f"kid={new_kid}" in spec["parts"][0]["url"]:
+            break
+        time.sleep(1)
+    after = spec["parts"][0]["url"]
+    assert f"kid={new_kid}" in after
+    assert httpx.get(after).content == data
+    run(SERVER, "signing-key", "rotate", "--data-dir", d, "--drop-old", check=True)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and httpx.get(after).status_code == 200:
+        time.sleep(1)
+    song_error(httpx.get(after), 403, None)
+    song_error(httpx.get(before), 403, None)
+
+
+# -- B6: opening a file to everyone needs READ as well as WRITE -----------------------------
+def test_write_only_token_cannot_open_a_controlled_file(world):
+    world.study("ACC")
+    _, object_id, _ = world.published("ACC")
+    t = world.tokens(writer="PROGRAMDATA-ACC.WRITE")
+    song_error(world.http.get(f"/download/{object_id}", headers=bearer(t["writer"])), 403)
+    r = world.http.put(
+        f"/studies/ACC/files/{object_id}",
+        json={"fileAccess": "open"},
+        headers=bearer(t["writer"]),
+    )
+    song_error(r, 403, None, "PROGRAMDATA-ACC.READ")
+    song_error(world.http.get(f"/download/{object_id}"), 403)
+    # other fields stay a writer's to change
+    r = world.http.put(
+        f"/studies/ACC/files/{object_id}", json={"info": {"k": "v"}}, headers=bearer(t["writer"])
+    )
+    assert r.status_code == 200, r.text
+    # READ and WRITE together (here: the admin) may open it
+    r = world.http.put(
+        f"/studies/ACC/files/{object_id}", json={"fileAccess": "open"}, headers=world.admin
+    )
+    assert r.status_code == 200, r.text
+    assert world.http.get(f"/download/{object_id}").status_code == 200

@@ -231,8 +231,20 @@ def update_file(
     s: SessionDep,
     _: Annotated[None, allowed(Action.WRITE, "update files of study {study}")],
     body: Body,
+    who: PrincipalDep,
 ) -> dict:
-    return metadata.update_file(s, study_id, object_id, _object(body, "file update"))
+    body = _object(body, "file update")
+    f = metadata.get_file(s, object_id, study_id)
+    if body.get("fileAccess") in ("open", "controlled") and body["fileAccess"] != f.file_access:
+        # who may read the bytes is decided by those who may read them: WRITE alone (which
+        # is refused controlled bytes) must not open a file to everyone
+        authorize(
+            who,
+            Action.READ,
+            study_id,
+            what=f"change who may read {f.file_name} (WRITE and READ are both needed)",
+        )
+    return metadata.update_file(s, study_id, object_id, body)
 
 
 # -- legacy entities ----------------------------------------------------------------------
