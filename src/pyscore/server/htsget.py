@@ -489,8 +489,10 @@ SERVICE_INFO = {
 async def json_body(request: Request) -> dict:
     try:
         data = await request.json()
-    except ValueError:
-        raise invalid("InvalidInput", "the request body is not JSON") from None
+    except (ValueError, RecursionError):
+        raise invalid(
+            "InvalidInput", "the request body is not JSON (or nested too deeply)"
+        ) from None
     if not isinstance(data, dict):
         raise invalid("InvalidInput", "the request body must be a JSON object")
     if request.query_params:

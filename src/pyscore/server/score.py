@@ -11,6 +11,7 @@ from pyscore.models import ListingEntry, ObjectSpecification, UploadProgress
 from pyscore.server import metadata, objects
 from pyscore.server.app import PlatformDep, PrincipalDep, SessionDep, SignerDep
 from pyscore.server.auth import Action, authorize, readable_studies
+from pyscore.server.errors import bad_request
 from pyscore.server.tables import File
 
 router = APIRouter(tags=["storage"])
@@ -70,6 +71,13 @@ def listing(s: SessionDep, who: PrincipalDep) -> list[ListingEntry]:
     return objects.listing(s, readable_studies(who, metadata.study_ids(s)))
 
 
+def part_number_within(number: int) -> None:
+    if not 1 <= number <= objects.MAX_PARTS:
+        raise bad_request(
+            "upload.part.number", f"Part number {number} is not in 1..{objects.MAX_PARTS}"
+        )
+
+
 def _writable(s: SessionDep, who: PrincipalDep, object_id: str, what: str) -> File:
     f = metadata.get_file(s, object_id)
     authorize(who, Action.WRITE, f.study_id, what=f"{what} {f.file_name}")
@@ -105,6 +113,7 @@ def finalize_part(
     p: PlatformDep,
 ) -> None:
     _writable(s, who, object_id, "upload")
+    part_number_within(partNumber)
     objects.finalize_part(s, p.store, object_id, uploadId, partNumber, md5, etag)
 
 
@@ -113,6 +122,7 @@ def delete_part(
     object_id: str, uploadId: str, partNumber: int, s: SessionDep, who: PrincipalDep
 ) -> None:
     _writable(s, who, object_id, "upload")
+    part_number_within(partNumber)
     objects.delete_part(s, object_id, uploadId, partNumber)
 
 

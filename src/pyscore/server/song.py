@@ -25,10 +25,21 @@ async def json_body(request: Request) -> Any:
     raw = await request.body()
     try:
         return json.loads(raw) if raw.strip() else None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, ValueError) as exc:  # ValueError: also numbers of >4300 digits
         raise ApiError(
-            422, "payload.parsing", f"The request body is not valid JSON: {exc}"
+            422, "payload.parsing", f"The request body is not valid JSON: {exc}"[:300]
         ) from None
+    except RecursionError:
+        raise ApiError(422, "payload.parsing", "The request body is nested too deeply") from None
+
+
+INT32 = 2**31 - 1
+
+
+def within(name: str, value: int | None, lo: int, hi: int = INT32) -> None:
+    """Refuse a number outside what the database can hold or a page could mean (400)."""
+    if value is not None and not lo <= value <= hi:
+        raise bad_request("malformed.parameter", f"{name} must be within {lo}..{hi}")
 
 
 Body = Annotated[Any, Depends(json_body)]
@@ -92,6 +103,8 @@ def list_schemas(
     limit: int = 50,
     offset: int = 0,
 ) -> dict:
+    within("limit", limit, 1)
+    within("offset", offset, 0)
     wanted = [n.strip() for n in names.split(",")] if names else None
     found = metadata.list_analysis_types(s, wanted, hide_schema=hideSchema)
     return {
@@ -113,6 +126,7 @@ def list_schemas_legacy(s: SessionDep) -> dict:
 def get_schema(
     name: str, s: SessionDep, version: int | None = None, unrenderedOnly: bool = False
 ) -> dict:
+    within("version", version, 1)
     row = metadata.get_analysis_type(s, name, version)
     return metadata.analysis_type_json(row, unrendered=unrenderedOnly)
 
@@ -164,8 +178,8 @@ def analyses_paginated(
     limit: int = 100,
     offset: int = 0,
 ) -> dict:
-    if limit < 1 or offset < 0:
-        raise bad_request("malformed.parameter", "limit must be >= 1 and offset >= 0")
+    within("limit", limit, 1)
+    within("offset", offset, 0)
     rows, total = metadata.list_analyses(
         s, study_id, metadata.parse_states(analysisStates), limit, offset
     )
@@ -278,8 +292,10 @@ def list_entities(request: Request, s: SessionDep, page: int = 0, size: int = 20
         raise bad_request(
             "illegal.query.parameter", f"Unknown query parameter(s) {sorted(unknown)}"
         )
-    if page < 0 or not 1 <= size <= 10_000:
-        raise bad_request("malformed.parameter", "page must be >= 0 and size within 1..10000")
+    if not 0 <= page <= INT32 or not 1 <= size <= 10_000:
+        raise bad_request(
+            "malformed.parameter", f"page must be within 0..{INT32} and size within 1..10000"
+        )
     # score-client repeats `fields=`; ARGO's gateway takes a comma list: accept both.
     fields = [f.strip() for v in params.getlist("fields") for f in v.split(",") if f.strip()]
     filters = {

@@ -332,7 +332,8 @@ class RangeNotSatisfiable(Exception):
 
 def parse_range(header: str, size: int) -> tuple[int, int] | None:
     """One 'bytes=' range → inclusive (start, end) clipped to the object; None = whole."""
-    match = re.fullmatch(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", header)
+    # at most 19 digits (int64): a longer number is no byte position, so the header is ignored
+    match = re.fullmatch(r"\s*bytes\s*=\s*(\d{0,19})\s*-\s*(\d{0,19})\s*", header)
     if not match or (match[1] == "" and match[2] == ""):
         return None  # malformed or multi-range: RFC 9110 lets us ignore it
     if match[1] == "":  # suffix range: the last N bytes
