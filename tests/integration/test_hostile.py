@@ -321,3 +321,106 @@ def test_write_only_token_cannot_open_a_controlled_file(world):
     )
     assert r.status_code == 200, r.text
     assert world.http.get(f"/download/{object_id}").status_code == 200
+
+
+# -- B11: malformed input is a 4xx naming the problem, never a 500 --------------------------
+HUGE = "9" * 25  # beyond any 64-bit integer
+
+
+@pytest.mark.parametrize(
+    "path, params",
+    [
+        ("/entities", {"page": HUGE}),
+        ("/entities", {"page": str(2**62)}),
+        ("/schemas", {"limit": HUGE}),
+        ("/schemas", {"offset": "-" + HUGE}),
+        ("/schemas/sequencingRead", {"version": HUGE}),
+        ("/studies/MAL/analysis/paginated", {"limit": HUGE}),
+        ("/studies/MAL/analysis/paginated", {"offset": HUGE}),
+    ],
+)
+def test_out_of_range_numbers_are_400(world, path, params):
+    if world.http.get("/studies/MAL").status_code == 404:
+        world.study("MAL")
+    song_error(world.http.get(path, params=params), 400, None)
+
+
+def test_part_numbers_out_of_range_are_400(world):
+    world.study("MALP")
+    data = os.urandom(100)
+    _, ids = submit(world.http, song_payload("MALP", {"m.bam": data}), world.admin)
+    object_id = ids["m.bam"]
+    spec = world.http.post(
+        f"/upload/{object_id}/uploads",
+        params={"fileSize": 100, "md5": md5(data)},
+        headers=world.admin,
+    ).json()
+    params = {"uploadId": spec["uploadId"], "partNumber": HUGE}
+    r = world.http.delete(f"/upload/{object_id}/parts", params=params, headers=world.admin)
+    song_error(r, 400, None)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 100_000 + b"]" * 100_000,  # 100k deep
+        b'{"studyId": ' + b"1" * 5000 + b"}",  # a 5000-digit number
+    ],
+    ids=["deep", "long-number"],
+)
+def test_unreadable_json_is_a_4xx(world, body):
+    world.study("JSONB") if world.http.get("/studies/JSONB").status_code == 404 else None
+    r = world.http.post(
+        "/submit/JSONB", content=body, headers={**world.admin, "Content-Type": "application/json"}
+    )
+    song_error(r, 422, "payload.parsing")
+    r = world.http.post(
+        "/htsget/reads/none", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert 400 <= r.status_code < 500, r.text[:300]
+
+
+@local_store_only
+def test_a_5000_digit_range_header_is_ignored_not_a_500(world):
+    world.study("RNG")
+    _, object_id, data = world.published("RNG", access="open")
+    spec = world.http.get(f"/download/{object_id}", params={"external": "true"}).json()
+    url = spec["parts"][0]["url"]
+    r = httpx.get(url, headers={"Range": "bytes=" + "1" * 5000 + "-"})
+    assert r.status_code == 200 and r.content == data
+
+
+# -- B12: names and fields are what they claim to be ----------------------------------------
+@pytest.mark.parametrize("name", ["..", ".", "x.bam\n", "a/b.bam"])
+def test_submit_refuses_names_that_are_not_file_names(world, name):
+    if world.http.get("/studies/NAMES").status_code == 404:
+        world.study("NAMES")
+    payload = song_payload("NAMES", {"ok.bam": b"x"}, file_type="BAM")
+    payload["files"][0]["fileName"] = name
+    r = world.http.post("/submit/NAMES", json=payload, headers=world.admin)
+    song_error(r, 400, "schema.violation")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"fileSize": "abc"},
+        {"fileSize": -1},
+        {"fileSize": True},
+        {"fileSize": 10**30},
+        {"info": "x"},
+        {"dataType": {}},
+        {"fileMd5sum": "g" * 32},
+    ],
+    ids=lambda c: f"{next(iter(c))}={next(iter(c.values()))!r}"[:30],
+)
+def test_file_update_refuses_fields_of_the_wrong_type(world, change):
+    if world.http.get("/studies/UPD").status_code == 404:
+        world.study("UPD")
+    data = os.urandom(10)
+    _, ids = submit(world.http, song_payload("UPD", {"u.bam": data}, donor="U"), world.admin)
+    (object_id,) = ids.values()
+    before = world.http.get(f"/studies/UPD/files/{object_id}").json()
+    r = world.http.put(f"/studies/UPD/files/{object_id}", json=change, headers=world.admin)
+    song_error(r, 400, "malformed.parameter")
+    assert world.http.get(f"/studies/UPD/files/{object_id}").json() == before
