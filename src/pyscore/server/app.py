@@ -7,6 +7,10 @@ settings; nothing a second process would need lives only in memory here.
 from __future__ import annotations
 
 import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -157,6 +161,29 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
+def end_with_parent(interval: float = 0.5, grace: float = 5.0) -> None:
+    """Make this worker process end when the process that started it does, even by
+    `kill -9` (which gives the parent no chance to stop its workers): a daemon thread
+    watches for the worker being handed to another parent, then asks it to stop (SIGTERM,
+    so requests in flight finish) and, after `grace` seconds, ends it."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        print(
+            f"pyscore worker {os.getpid()}: its server process {parent} is gone; stopping",
+            file=sys.stderr,
+            flush=True,
+        )
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="end-with-parent", daemon=True).start()
+
+
 def factory() -> FastAPI:
     """Entry for ASGI servers started in worker processes: settings come from the data dir."""
+    end_with_parent()
     return create_app(Settings.load(Path(os.environ["PYSCORE_DATA_DIR"])))
