@@ -424,3 +424,108 @@ def test_file_update_refuses_fields_of_the_wrong_type(world, change):
     r = world.http.put(f"/studies/UPD/files/{object_id}", json=change, headers=world.admin)
     song_error(r, 400, "malformed.parameter")
     assert world.http.get(f"/studies/UPD/files/{object_id}").json() == before
+
+
+# -- B7: the page's sign-in cannot be driven from another site; pages refuse framing ------
+def sign_in(world, url: str, token: str, **headers: str) -> httpx.Response:
+    return httpx.post(
+        f"{url}/portal/sign-in",
+        data={"token": token, "next": "/repository"},
+        headers=headers,
+        follow_redirects=False,
+    )
+
+
+def test_sign_in_and_out_refuse_other_sites(world):
+    token = world.server.admin_token
+    for headers in (
+        {"Origin": "https://evil.example"},
+        {"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"},
+        {"Sec-Fetch-Site": "same-site"},
+    ):
+        r = sign_in(world, world.url, token, **headers)
+        assert r.status_code == 403, (headers, r.status_code)
+        assert "set-cookie" not in r.headers
+        out = httpx.post(f"{world.url}/portal/sign-out", headers=headers, follow_redirects=False)
+        assert out.status_code == 403 and "set-cookie" not in out.headers
+    ok = sign_in(world, world.url, token, Origin=world.url, **{"Sec-Fetch-Site": "same-origin"})
+    assert ok.status_code == 303 and "score_token=" in ok.headers["set-cookie"]
+
+
+def test_pages_carry_csp_and_refuse_framing(world):
+    page = world.http.get("/repository")
+    assert page.status_code == 200
+    csp = page.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in csp and "default-src 'self'" in csp
+    assert page.headers["x-frame-options"] == "DENY"
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert world.http.get("/isAlive").headers["x-frame-options"] == "DENY"
+
+
+# -- B8/B9: behind a proxy, and the Host header --------------------------------------------
+def test_a_forged_host_reaches_no_url(world):
+    evil = {"Host": "evil.example"}
+    r = world.http.get("/download/ping", headers=evil)
+    song_error(r, 400, "host.not.allowed")
+    assert world.http.get("/isAlive", headers=evil).status_code == 200  # health checks
+    page = world.http.get("/repository", headers=evil)
+    assert page.status_code == 400 and "evil.example/" not in page.text
+    # the listening address's names are answered, and URLs use them
+    port = world.url.rsplit(":", 1)[1]
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}"):
+        ping = world.http.get("/download/ping", headers={"Host": host})
+        assert ping.status_code == 200 and ping.text.startswith(f"http://{host}/"), ping.text
+    # X-Forwarded-* from a peer nobody trusts is ignored
+    r = world.http.get(
+        "/download/ping",
+        headers={"X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "https"},
+    )
+    assert r.status_code == 200 and r.text.startswith(world.url + "/"), r.text
+
+
+def start_with(server: Server, **env: str) -> Server:
+    """Start a server with PYSCORE_* settings from the environment."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        server.start()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return server
+
+
+def test_behind_a_tls_proxy_the_cookie_is_secure(tmp_path):
+    server = init_server(tmp_path / "data", "--public-url", "https://data.example.org")
+    start_with(server)
+    try:
+        r = sign_in(None, server.url, server.admin_token)
+        assert r.status_code == 303, r.text
+        cookie = r.headers["set-cookie"]
+        assert "score_token=" in cookie and "secure" in cookie.lower(), cookie
+        ping = httpx.get(f"{server.url}/download/ping", headers={"Host": "other.example"})
+        assert ping.text.startswith("https://data.example.org/"), ping.text
+    finally:
+        server.stop()
+
+
+def test_trusted_proxies_say_what_the_client_used(tmp_path):
+    server = init_server(tmp_path / "data")
+    start_with(
+        server,
+        PYSCORE_TRUSTED_PROXIES="127.0.0.1/32",
+        PYSCORE_ALLOWED_HOSTS="data.example.org",
+    )
+    try:
+        forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "data.example.org"}
+        ping = httpx.get(f"{server.url}/download/ping", headers=forwarded)
+        assert ping.status_code == 200 and ping.text.startswith("https://data.example.org/")
+        r = sign_in(None, server.url, server.admin_token, **forwarded)
+        assert r.status_code == 303 and "secure" in r.headers["set-cookie"].lower()
+        evil = {**forwarded, "X-Forwarded-Host": "evil.example"}
+        song_error(httpx.get(f"{server.url}/download/ping", headers=evil), 400)
+    finally:
+        server.stop()

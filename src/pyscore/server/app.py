@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from pyscore import __version__
-from pyscore.server import errors, keys, limits
+from pyscore.server import edge, errors, keys, limits
 from pyscore.server.auth import Principal, principal_for
 from pyscore.server.db import Database
 from pyscore.server.objects import Signer
@@ -77,11 +77,17 @@ def principal(request: Request, s: SessionDep) -> Principal | None:
 PrincipalDep = Annotated[Principal | None, Depends(principal)]
 
 
+def base_url(request: Request) -> str:
+    """Where clients reach this server: `public_url`, else this request's scheme and Host
+    (checked by edge.HostCheck against the names of the listening address)."""
+    public = request.app.state.platform.settings.public_url
+    return (public or str(request.base_url)).rstrip("/")
+
+
 def signer(request: Request, p: PlatformDep) -> Signer:
-    base = p.settings.public_url or str(request.base_url)
     return Signer(
         p.store,
-        base.rstrip("/"),
+        base_url(request),
         p.settings.download_expiry_seconds,
         p.settings.upload_expiry_seconds,
     )
@@ -100,6 +106,18 @@ def busy(scope: dict, retry_after: int) -> JSONResponse:
     )
     response.headers["Retry-After"] = str(retry_after)
     return response
+
+
+def wrong_host(scope: dict, host: str) -> JSONResponse:
+    error = errors.ApiError(
+        400,
+        "host.not.allowed",
+        f"This server does not answer for host {host[:100]!r}; its operator can set "
+        "public_url, or add the name to allowed_hosts",
+    )
+    # described by the address it reached, not by the Host refused
+    unnamed = {**scope, "headers": [h for h in scope["headers"] if h[0] != b"host"]}
+    return errors.render(Request(unnamed), error)
 
 
 def too_large(scope: dict) -> JSONResponse:
@@ -142,6 +160,12 @@ def create_app(settings: Settings) -> FastAPI:
         ),
         busy=busy,
     )
+    # outermost last: proxies are believed (or not) first, then the Host is checked
+    app.add_middleware(edge.SecurityHeaders)
+    hosts = None if settings.public_url else edge.allowed_hosts(settings.allowed_hosts)
+    if hosts is not None:
+        app.add_middleware(edge.HostCheck, allowed=hosts, refuse=wrong_host)
+    app.add_middleware(edge.ProxyHeaders, trusted=settings.trusted_proxies)
     app.include_router(song.router)
     app.include_router(score.router)
     app.include_router(htsget.router)

@@ -109,6 +109,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     migrate(settings.database_url)
     _rebuild_repository_if_empty(settings)
     os.environ["PYSCORE_DATA_DIR"] = str(Path(args.data_dir).resolve())
+    os.environ["PYSCORE_BIND"] = f"{args.host}:{args.port}"  # edge.HostCheck's default names
     print(
         f"pyscore {__version__} serving {args.data_dir} on http://{args.host}:{args.port}",
         file=sys.stderr,

@@ -47,6 +47,17 @@ def conflict(error_id: str, message: str) -> ApiError:
     return ApiError(409, error_id, message)
 
 
+def request_url(request: Request) -> str:
+    """The full URL asked for, under `public_url` when one is set (the Host header is then
+    never echoed)."""
+    platform = getattr(request.app.state, "platform", None) if "app" in request.scope else None
+    public = platform.settings.public_url.rstrip("/") if platform else ""
+    if not public:
+        return str(request.url)
+    query = request.url.query
+    return public + request.url.path + (f"?{query}" if query else "")
+
+
 def song_body(request: Request, error: ApiError) -> dict:
     """SongError, field for field: `timestamp` in epoch milliseconds (a long), `datetime` the
     same instant in ISO form in the server's zone, `requestUrl` the full URL with its query,
@@ -56,7 +67,7 @@ def song_body(request: Request, error: ApiError) -> dict:
         "errorId": error.error_id,
         "httpStatusCode": error.status,
         "httpStatusName": HTTPStatus(error.status).name,
-        "requestUrl": str(request.url),
+        "requestUrl": request_url(request),
         "datetime": datetime.fromtimestamp(millis / 1000).astimezone().isoformat(),
         "timestamp": millis,
         "message": error.message,

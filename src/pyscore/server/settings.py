@@ -42,6 +42,10 @@ class Settings:
     # Request bodies above this are refused with 413 (object bytes go to signed part URLs,
     # which are bounded by their part instead)
     max_body_bytes: int = 16 * MiB
+    # Behind a proxy: the addresses/networks whose X-Forwarded-Proto/-Host/-For are believed
+    trusted_proxies: list = field(default_factory=list)
+    # With public_url unset, Host values answered besides the listening address's names
+    allowed_hosts: list = field(default_factory=list)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -72,5 +76,10 @@ class Settings:
         for name, f in known.items():
             env = os.environ.get(ENV_PREFIX + name.upper())
             if env is not None and name not in ("data_dir", "extra"):
-                body[name] = int(env) if f.type == "int" else env
+                if f.type == "int":
+                    body[name] = int(env)
+                elif f.type == "list":  # comma-separated
+                    body[name] = [x.strip() for x in env.split(",") if x.strip()]
+                else:
+                    body[name] = env
         return cls(**{k: v for k, v in body.items() if k in known})
