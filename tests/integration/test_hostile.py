@@ -529,3 +529,20 @@ def test_trusted_proxies_say_what_the_client_used(tmp_path):
         song_error(httpx.get(f"{server.url}/download/ping", headers=evil), 400)
     finally:
         server.stop()
+
+
+# -- B13: the OpenAPI document declares the errors; 405 says what is allowed ---------------
+def test_openapi_declares_error_answers_and_405_has_allow(world):
+    spec = world.http.get("/openapi.json").json()
+    download = spec["paths"]["/download/{object_id}"]["get"]["responses"]
+    for code in ("400", "401", "403", "404", "503"):
+        schema = download[code]["content"]["application/json"]["schema"]
+        assert schema["$ref"].endswith("/SongError"), (code, schema)
+    ticket = spec["paths"]["/htsget/reads/{object_id}"]["get"]["responses"]
+    assert "application/vnd.ga4gh.htsget.v1.3.0+json" in ticket["403"]["content"]
+    assert "application/vnd.ga4gh.htsget.v1.3.0+json" in ticket["200"]["content"]
+    publish = spec["paths"]["/studies/{study_id}/analysis/publish/{analysis_id}"]["put"]
+    assert "application/json" in publish["responses"]["409"]["content"]
+    r = world.http.delete("/isAlive")
+    song_error(r, 405, "method.not.allowed")
+    assert r.headers["allow"] == "GET"

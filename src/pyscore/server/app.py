@@ -166,10 +166,13 @@ def create_app(settings: Settings) -> FastAPI:
     if hosts is not None:
         app.add_middleware(edge.HostCheck, allowed=hosts, refuse=wrong_host)
     app.add_middleware(edge.ProxyHeaders, trusted=settings.trusted_proxies)
-    app.include_router(song.router)
-    app.include_router(score.router)
-    app.include_router(htsget.router)
-    app.include_router(drs.router)
+    # every route documents the errors it may answer, in its API's shape
+    app.include_router(song.router, responses=errors.documented(errors.SongError))
+    app.include_router(score.router, responses=errors.documented(errors.SongError))
+    app.include_router(
+        htsget.router, responses=errors.documented(errors.HtsgetError, media=htsget.MEDIA)
+    )
+    app.include_router(drs.router, responses=errors.documented(errors.DrsError))
     portal.install(app)
     store = app.state.platform.store
     if store.kind == "local":

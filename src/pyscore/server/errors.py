@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import traceback
+from dataclasses import dataclass
 from datetime import datetime
 from http import HTTPStatus
 
@@ -25,6 +26,62 @@ class ApiError(Exception):
         self.status = status
         self.error_id = error_id
         self.message = message
+
+
+# -- what the OpenAPI document declares of errors -------------------------------------------
+@dataclass
+class SongError:
+    errorId: str
+    httpStatusCode: int
+    httpStatusName: str
+    requestUrl: str
+    datetime: str
+    timestamp: int
+    message: str
+    debugMessage: str
+    stackTrace: list[str]
+
+
+@dataclass
+class HtsgetErrorDetail:
+    error: str
+    message: str
+
+
+@dataclass
+class HtsgetError:
+    htsget: HtsgetErrorDetail
+
+
+@dataclass
+class DrsError:
+    msg: str
+    status_code: int
+
+
+WHY = {
+    400: "Malformed or refused request (a final refusal: not worth retrying)",
+    401: "No valid access token (missing, unknown, revoked or expired)",
+    403: "The token lacks the scope the message names",
+    404: "No such resource",
+    409: "Conflicts with the current state (Song's answers)",
+    413: "Request body over the server's limit",
+    503: "Server busy: retry after Retry-After seconds",
+}
+
+
+def documented(model: type, codes: tuple[int, ...] = tuple(WHY), media: str = "") -> dict:
+    """The `responses` of a router: each error status with its body's schema."""
+    out: dict = {}
+    for code in codes:
+        entry: dict = {"description": WHY[code], "model": model}
+        # errors are JSON even on routes that answer text (the schema is the model's)
+        ref = {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+        entry["content"] = {media or "application/json": ref}
+        if code == 503:
+            entry["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
+        out[code] = entry
+    return out
 
 
 def unauthorized(message: str = "A valid access token is required") -> ApiError:

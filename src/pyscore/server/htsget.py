@@ -473,8 +473,12 @@ def readable(object_id: str, s: SessionDep, who: PrincipalDep) -> File:
 ReadableFile = Annotated[File, Depends(readable)]
 
 
+class Ticket(JSONResponse):
+    media_type = MEDIA
+
+
 def _answer(session, signer, kind: str, f: File, q: Query) -> JSONResponse:
-    return JSONResponse(ticket(session, signer, kind, f, q), media_type=MEDIA)
+    return Ticket(ticket(session, signer, kind, f, q))
 
 
 SERVICE_INFO = {
@@ -515,13 +519,13 @@ def _routes(kind: str) -> None:
             }
         )
 
-    @router.get(f"/htsget/{kind}/{{object_id}}", name=f"{kind}_ticket")
+    @router.get(f"/htsget/{kind}/{{object_id}}", name=f"{kind}_ticket", response_class=Ticket)
     def get(
         object_id: str, request: Request, s: SessionDep, f: ReadableFile, signer: SignerDep
     ) -> JSONResponse:
         return _answer(s, signer, kind, f, parse_query(kind, dict(request.query_params)))
 
-    @router.post(f"/htsget/{kind}/{{object_id}}", name=f"{kind}_ticket_post")
+    @router.post(f"/htsget/{kind}/{{object_id}}", name=f"{kind}_ticket_post", response_class=Ticket)
     def post(
         object_id: str,
         s: SessionDep,
