@@ -86,9 +86,9 @@ class ProxyHeaders:
 
 
 def bind_names(bind: str) -> set[str]:
-    """The Host values that name the address `host:port` a server listens on."""
-    host, _, port = bind.rpartition(":")
-    host = host.strip("[]")
+    """The host names (any port: a proxy on this machine may use its own) that name the
+    address `host:port` a server listens on."""
+    host = bind.rpartition(":")[0].strip("[]")
     names = {host, "localhost", "127.0.0.1", "::1"}
     if host in ("0.0.0.0", "::", ""):
         names.discard("")
@@ -96,17 +96,19 @@ def bind_names(bind: str) -> set[str]:
         names |= {hostname, socket.getfqdn()}
         with contextlib.suppress(OSError):
             names |= {info[4][0] for info in socket.getaddrinfo(hostname, None)}
-    allowed = set()
-    for name in names:
-        shown = f"[{name}]" if ":" in name else name
-        allowed |= {f"{shown}:{port}".lower()}
-        if port in ("80", "443"):
-            allowed.add(shown.lower())
-    return allowed
+    return {n.lower() for n in names}
+
+
+def host_name(host: str) -> str:
+    """`name:port`, `[v6]:port` or `name` -> the name alone."""
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
 class HostCheck:
-    """When URLs are built from the Host header, answer only the hosts that name us."""
+    """When URLs are built from the Host header, answer only the hosts that name us: a
+    configured `name` or `name:port`, or a name of the listening address with any port."""
 
     def __init__(
         self, app: ASGIApp, allowed: set[str], refuse: Callable[[Scope, str], Any]
@@ -116,7 +118,7 @@ class HostCheck:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope.get("path") != "/isAlive":
             host = (header(scope, b"host") or "").lower()
-            if host and host not in self.allowed:
+            if host and host not in self.allowed and host_name(host) not in self.allowed:
                 await self.refuse(scope, host)(scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -1,10 +1,11 @@
 """Filesystem object store, served by the app itself through HMAC-signed, expiring URLs.
 
 Layout under the objects directory (mirrors Score's bucket keys):
-  data/<objectId>                       completed objects
-  upload/<uploadId>/part-XXXXXXXX.<md5> each part received whole, named by its MD5
-Completing an upload joins the recorded parts in the kernel (copy_file_range) and renames the
-result into place.
+  data/<objectId>                 completed objects
+  upload/<uploadId>.data          a multipart upload in progress, parts copied to their offsets
+                                  once received whole
+  upload/<uploadId>/part-XXXXXXXX the MD5 of each part committed (the store's ListParts)
+Completing an upload is a rename: it never copies the object.
 
 A URL binds method, path, expiry (`Expires`, epoch seconds, as S3's SigV2 URLs carry it) and
 (for parts) the byte range; changing any of them breaks the signature. Reads honour HTTP Range
@@ -13,6 +14,7 @@ A URL binds method, path, expiry (`Expires`, epoch seconds, as S3's SigV2 URLs c
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import hmac
 import json
@@ -165,23 +167,25 @@ class LocalStore:
         self.path(object_id).unlink(missing_ok=True)
 
     # -- multipart uploads -----------------------------------------------------------------
-    # A part's body streams into a temporary file and is committed, only once complete and of
-    # the right size, by renaming it to `part-<number>.<md5>`: the name binds the bytes to
-    # their MD5 and a committed file is never written again. Completing an upload joins the
-    # versions whose MD5 the database recorded, so nothing sent to a part URL afterwards (or
-    # refused) can change what the object becomes.
-    MAX_VERSIONS = 4  # of one part, before a completion or an abort clears them
+    # A part's body streams into a temporary file. Only once it is whole and of the part's
+    # size is it committed: under an exclusive lock on the upload's data file, unless the
+    # platform has recorded the part meanwhile, its bytes are copied in the kernel to their
+    # offset and its MD5 marker written. Completion takes the same lock, checks the markers
+    # against the MD5s the platform recorded, and renames the data file into place; a commit
+    # that comes later finds the file gone. So a refused body changes nothing, a recorded
+    # part no more, and the object is the parts that were recorded.
 
-    def _upload_dir(self, upload_id: str) -> Path:
+    def _upload_data(self, upload_id: str) -> Path:
+        return self.uploads / f"{_safe(upload_id)}.data"
+
+    def _upload_parts(self, upload_id: str) -> Path:
         return self.uploads / _safe(upload_id)
-
-    def _legacy(self, upload_id: str) -> bool:
-        """An upload begun by a pyscore that wrote parts in place into `<id>.data`."""
-        return (self.uploads / f"{_safe(upload_id)}.data").exists()
 
     def initiate(self, object_id: str, size: int) -> str:
         upload_id = secrets.token_hex(16)
-        self._upload_dir(upload_id).mkdir()
+        with open(self._upload_data(upload_id), "wb") as f:
+            f.truncate(size)  # sparse: parts land at their offsets
+        self._upload_parts(upload_id).mkdir()
         return upload_id
 
     def url_for_part(
@@ -198,90 +202,101 @@ class LocalStore:
         path = f"/store/uploads/{_safe(upload_id)}/{part_number}"
         return self._signed("PUT", base_url, path, expires_in, f"{offset}-{offset + size - 1}")
 
-    def _versions(self, upload_id: str) -> dict[int, list[tuple[float, str]]]:
-        """Committed part files: number -> [(mtime, md5)], oldest first."""
-        folder = self._upload_dir(upload_id)
-        found: dict[int, list[tuple[float, str]]] = {}
-        if not folder.is_dir():
-            return found
-        for p in folder.iterdir():
-            name, _, digest = p.name.partition(".")
-            if name.startswith("part-") and len(digest) == 32:
-                try:
-                    found.setdefault(int(name[5:], 16), []).append((p.stat().st_mtime, digest))
-                except (ValueError, FileNotFoundError):
-                    continue
-        for versions in found.values():
-            versions.sort()
-        return found
-
     def list_parts(self, object_id: str, upload_id: str) -> dict[int, str]:
-        """Each part's newest committed version."""
-        return {n: versions[-1][1] for n, versions in self._versions(upload_id).items()}
+        folder = self._upload_parts(upload_id)
+        if not folder.is_dir():
+            return {}
+        return {
+            int(p.name[5:], 16): p.read_text().strip()
+            for p in folder.iterdir()
+            if p.name.startswith("part-") and not p.name.endswith(".tmp")
+        }
 
-    def _part_file(self, upload_id: str, number: int, digest: str) -> Path:
-        return self._upload_dir(upload_id) / f"part-{number:08x}.{digest}"
+    def _locked(self, upload_id: str) -> int:
+        """The upload's data file, open and exclusively locked; 404 once completed or
+        cancelled (also when that happened while waiting for the lock)."""
+        path = self._upload_data(upload_id)
+        try:
+            fd = os.open(path, os.O_WRONLY)
+        except FileNotFoundError:
+            raise ApiError(404, "upload.not.found", f"Upload {upload_id} does not exist") from None
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            still = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            still = False
+        if not still:
+            os.close(fd)
+            raise ApiError(404, "upload.not.found", f"Upload {upload_id} does not exist")
+        return fd
 
     def complete(self, object_id: str, upload_id: str, etags: dict[int, str]) -> None:
-        if self._legacy(upload_id):
-            raise ApiError(
-                400,
-                "upload.legacy",
-                f"Upload {upload_id} was begun by an older pyscore; cancel it and upload again",
-            )
-        sources = []
-        for number in sorted(etags):
-            path = self._part_file(upload_id, number, etags[number].strip('"').lower())
-            if not path.is_file():
-                raise ApiError(
-                    400,
-                    "upload.part.missing",
-                    f"Part {number} of upload {upload_id} is missing or differs",
-                )
-            sources.append(path)
-        target = self.path(object_id)
-        tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}")
+        fd = self._locked(upload_id)
         try:
-            with open(tmp, "wb") as out:
-                for path in sources:
-                    with open(path, "rb") as src:
-                        _copy(src.fileno(), out.fileno(), os.fstat(src.fileno()).st_size)
-            tmp.replace(target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        self._drop(upload_id)
+            held = self.list_parts(object_id, upload_id)
+            for number, etag in etags.items():
+                if held.get(number) != etag.strip('"'):
+                    raise ApiError(
+                        400,
+                        "upload.part.missing",
+                        f"Part {number} of upload {upload_id} is missing or differs",
+                    )
+            os.replace(self._upload_data(upload_id), self.path(object_id))
+            self._drop_parts(upload_id)
+        finally:
+            os.close(fd)
 
     def abort(self, object_id: str, upload_id: str) -> None:
-        self._drop(upload_id)
+        self._upload_data(upload_id).unlink(missing_ok=True)
+        self._drop_parts(upload_id)
 
-    def _drop(self, upload_id: str) -> None:
-        (self.uploads / f"{_safe(upload_id)}.data").unlink(missing_ok=True)
-        shutil.rmtree(self._upload_dir(upload_id), ignore_errors=True)
+    def _drop_parts(self, upload_id: str) -> None:
+        shutil.rmtree(self._upload_parts(upload_id), ignore_errors=True)
+
+    def _commit(
+        self,
+        upload_id: str,
+        part_number: int,
+        tmp: Path,
+        offset: int,
+        digest: str,
+        finalized: Callable[[str, int], bool],
+    ) -> None:
+        fd = self._locked(upload_id)
+        try:
+            if finalized(upload_id, part_number):
+                raise ApiError(
+                    403,
+                    "upload.part.finalized",
+                    f"Part {part_number} of upload {upload_id} was recorded meanwhile",
+                )
+            with open(tmp, "rb") as src:
+                _copy(src.fileno(), fd, os.fstat(src.fileno()).st_size, offset)
+            marker = self._upload_parts(upload_id) / f"part-{part_number:08x}"
+            with open(marker.with_suffix(".tmp"), "w") as f:
+                f.write(digest)
+            marker.with_suffix(".tmp").replace(marker)
+        finally:
+            os.close(fd)
 
     async def receive_part(
-        self, upload_id: str, part_number: int, rng: str, chunks: Iterator[bytes] | object
+        self,
+        upload_id: str,
+        part_number: int,
+        rng: str,
+        chunks: Iterator[bytes] | object,
+        finalized: Callable[[str, int], bool] = lambda upload_id, n: False,
     ) -> str:
         """Take a part's body into a temporary file, hashing as it streams; commit it only if
         it is exactly the part's size. Returns its MD5."""
         start, end = (int(x) for x in rng.split("-"))
         size = end - start + 1
-        folder = self._upload_dir(upload_id)
-        if not folder.is_dir():
+        folder = self._upload_parts(upload_id)
+        if not folder.is_dir() or not self._upload_data(upload_id).exists():
             raise ApiError(404, "upload.not.found", f"Upload {upload_id} does not exist")
-        if self._legacy(upload_id):
-            raise ApiError(
-                400,
-                "upload.legacy",
-                f"Upload {upload_id} was begun by an older pyscore; cancel it and upload again",
-            )
-        if len(self._versions(upload_id).get(part_number, ())) >= self.MAX_VERSIONS:
-            raise ApiError(
-                403, "upload.part.versions", f"Part {part_number} was sent too many times"
-            )
         md5 = hashlib.md5()
         written = 0
-        tmp = folder / f".tmp-{part_number:08x}-{secrets.token_hex(6)}"
+        tmp = folder / f".body-{part_number:08x}-{secrets.token_hex(6)}"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileNotFoundError:  # completed or cancelled meanwhile
@@ -305,24 +320,43 @@ class LocalStore:
                     f"Part {part_number} has {written} bytes, expected {size}",
                 )
             digest = md5.hexdigest()
-            os.replace(tmp, self._part_file(upload_id, part_number, digest))
-        except BaseException:
+            await anyio.to_thread.run_sync(
+                self._commit,
+                upload_id,
+                part_number,
+                tmp,
+                start,
+                digest,
+                finalized,
+                limiter=_writers(),
+            )
+        finally:
             tmp.unlink(missing_ok=True)
-            raise
         return digest
 
 
-def _copy(src: int, dst: int, length: int) -> None:
-    """`length` bytes from the start of src to dst's position, in the kernel where it can."""
-    left = length
-    while left:
+def _copy(src: int, dst: int, length: int, offset: int) -> None:
+    """`length` bytes from the start of src to `offset` in dst, in the kernel where it can."""
+    done = 0
+    while done < length:
         try:
-            n = os.copy_file_range(src, dst, min(left, 1 << 30))
-        except OSError:  # e.g. across filesystems on old kernels
-            n = os.sendfile(dst, src, None, min(left, 1 << 30))
+            n = os.copy_file_range(src, dst, length - done, done, offset + done)
+        except OSError:  # e.g. across filesystems on old kernels: read and write
+            chunk = os.pread(src, min(CHUNK, length - done), done)
+            n = os.pwrite(dst, chunk, offset + done) if chunk else 0
         if n == 0:
-            raise OSError(f"part file ended {left} bytes early")
-        left -= n
+            raise OSError(f"part body ended {length - done} bytes early")
+        done += n
+
+
+_WRITERS: list[anyio.CapacityLimiter] = []
+
+
+def _writers() -> anyio.CapacityLimiter:
+    """Threads of their own for committing parts (see _readers)."""
+    if not _WRITERS:
+        _WRITERS.append(anyio.CapacityLimiter(8))
+    return _WRITERS[0]
 
 
 # -- serving -------------------------------------------------------------------------------
@@ -450,7 +484,7 @@ def router(store: LocalStore, finalized: Callable[[str, int], bool]) -> APIRoute
                 f"Part {part_number} of upload {upload_id} is already recorded; "
                 "delete it (DELETE /upload/{id}/parts) before sending it again",
             )
-        digest = await store.receive_part(upload_id, part_number, rng, request.stream())
+        digest = await store.receive_part(upload_id, part_number, rng, request.stream(), finalized)
         return Response(status_code=200, headers={"ETag": f'"{digest}"'})
 
     return api
