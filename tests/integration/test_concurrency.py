@@ -109,17 +109,7 @@ def test_hundreds_of_parallel_downloads_and_drs_calls_do_not_stall(loaded):
 
 def test_beyond_the_limit_requests_are_shed_with_503_and_retry_after(tmp_path):
     server = init_server(tmp_path / "data")
-    env = {"PYSCORE_MAX_CONCURRENT_REQUESTS": "2", "PYSCORE_QUEUE_TIMEOUT_SECONDS": "0"}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        server.start()
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    server.start(env={"PYSCORE_MAX_CONCURRENT_REQUESTS": "2", "PYSCORE_QUEUE_TIMEOUT_SECONDS": "0"})
     try:
         object_id = publish_open_file(server)
         with AliveProbe(server.url) as probe:

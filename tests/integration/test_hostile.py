@@ -45,6 +45,27 @@ class World:
         assert r.status_code == 200, r.text
         return aid, ids[name], data
 
+    def initiated(self, study: str, size: int) -> tuple[str, str, bytes, dict]:
+        """(analysis id, object id, bytes, upload spec) of a new file in a new study whose
+        upload is initiated."""
+        self.study(study)
+        data = os.urandom(size)
+        aid, ids = submit(self.http, song_payload(study, {"u.bam": data}), self.admin)
+        r = self.http.post(
+            f"/upload/{ids['u.bam']}/uploads",
+            params={"fileSize": size, "md5": md5(data)},
+            headers=self.admin,
+        )
+        assert r.status_code == 200, r.text
+        return aid, ids["u.bam"], data, r.json()
+
+    def open_file_url(self, study: str) -> tuple[str, bytes, str]:
+        """(object id, bytes, whole-object signed URL) of a new open file in a new study."""
+        self.study(study)
+        _, object_id, data = self.published(study, access="open")
+        spec = self.http.get(f"/download/{object_id}", params={"external": "true"}).json()
+        return object_id, data, spec["parts"][0]["url"]
+
     def tokens(self, **scopes: str) -> dict[str, str]:
         return mint_tokens(self.server.data_dir, scopes)
 
@@ -135,16 +156,7 @@ def test_request_bodies_over_the_cap_get_413(world):
 # -- B4: what reaches a part URL after the part is done changes nothing ---------------------
 @local_store_only
 def test_part_urls_cannot_change_a_finished_part(world):
-    world.study("PARTS")
-    data = os.urandom(3000)
-    aid, ids = submit(world.http, song_payload("PARTS", {"p.bam": data}), world.admin)
-    object_id = ids["p.bam"]
-    r = world.http.post(
-        f"/upload/{object_id}/uploads",
-        params={"fileSize": len(data), "md5": md5(data)},
-        headers=world.admin,
-    )
-    spec = r.json()
+    aid, object_id, data, spec = world.initiated("PARTS", 3000)
     (part,) = spec["parts"]
     url = part["url"]
     # a refused body (wrong size) leaves nothing behind, before or after the good one
@@ -269,10 +281,7 @@ def test_signing_keys_rotate_without_breaking_urls_and_can_void_them(world):
 
     from tests.conftest import SERVER, run
 
-    world.study("ROT")
-    _, object_id, data = world.published("ROT", access="open")
-    spec = world.http.get(f"/download/{object_id}", params={"external": "true"}).json()
-    before = spec["parts"][0]["url"]
+    object_id, data, before = world.open_file_url("ROT")
     assert httpx.get(before).content == data
     d = str(world.server.data_dir)
     out = run(SERVER, "signing-key", "rotate", "--data-dir", d, check=True)
@@ -346,15 +355,7 @@ def test_out_of_range_numbers_are_400(world, path, params):
 
 
 def test_part_numbers_out_of_range_are_400(world):
-    world.study("MALP")
-    data = os.urandom(100)
-    _, ids = submit(world.http, song_payload("MALP", {"m.bam": data}), world.admin)
-    object_id = ids["m.bam"]
-    spec = world.http.post(
-        f"/upload/{object_id}/uploads",
-        params={"fileSize": 100, "md5": md5(data)},
-        headers=world.admin,
-    ).json()
+    _, object_id, _, spec = world.initiated("MALP", 100)
     params = {"uploadId": spec["uploadId"], "partNumber": HUGE}
     r = world.http.delete(f"/upload/{object_id}/parts", params=params, headers=world.admin)
     song_error(r, 400, None)
@@ -382,10 +383,7 @@ def test_unreadable_json_is_a_4xx(world, body):
 
 @local_store_only
 def test_a_5000_digit_range_header_is_ignored_not_a_500(world):
-    world.study("RNG")
-    _, object_id, data = world.published("RNG", access="open")
-    spec = world.http.get(f"/download/{object_id}", params={"external": "true"}).json()
-    url = spec["parts"][0]["url"]
+    _, data, url = world.open_file_url("RNG")
     r = httpx.get(url, headers={"Range": "bytes=" + "1" * 5000 + "-"})
     assert r.status_code == 200 and r.content == data
 
@@ -483,24 +481,9 @@ def test_a_forged_host_reaches_no_url(world):
     assert r.status_code == 200 and r.text.startswith(world.url + "/"), r.text
 
 
-def start_with(server: Server, **env: str) -> Server:
-    """Start a server with PYSCORE_* settings from the environment."""
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        server.start()
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    return server
-
-
 def test_behind_a_tls_proxy_the_cookie_is_secure(tmp_path):
     server = init_server(tmp_path / "data", "--public-url", "https://data.example.org")
-    start_with(server)
+    server.start()
     try:
         r = sign_in(None, server.url, server.admin_token)
         assert r.status_code == 303, r.text
@@ -514,10 +497,11 @@ def test_behind_a_tls_proxy_the_cookie_is_secure(tmp_path):
 
 def test_trusted_proxies_say_what_the_client_used(tmp_path):
     server = init_server(tmp_path / "data")
-    start_with(
-        server,
-        PYSCORE_TRUSTED_PROXIES="127.0.0.1/32",
-        PYSCORE_ALLOWED_HOSTS="data.example.org",
+    server.start(
+        env={
+            "PYSCORE_TRUSTED_PROXIES": "127.0.0.1/32",
+            "PYSCORE_ALLOWED_HOSTS": "data.example.org",
+        }
     )
     try:
         forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "data.example.org"}

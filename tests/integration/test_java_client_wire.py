@@ -96,6 +96,14 @@ class World:
         self.reader = server.token(f"PROGRAMDATA-{STUDY}.READ")
         self.admin = server.admin_token
 
+    def submitted(self, size: int, donor: str) -> tuple[str, bytes, str]:
+        """(object id, bytes, its /upload/{id} URL) of a new unpublished file."""
+        data = {f"{donor}.bam": os.urandom(size)}
+        with httpx.Client(base_url=self.url, headers=bearer(self.admin)) as http:
+            _, ids = submit(http, song_payload(STUDY, data, donor=donor), bearer(self.admin))
+        object_id = ids[f"{donor}.bam"]
+        return object_id, data[f"{donor}.bam"], f"{self.url}/upload/{object_id}"
+
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory):
@@ -221,35 +229,34 @@ def test_download_by_analysis_id(world):
     assert {e["fileName"] for e in body["content"]} == {"x.bam", "x.bam.BAI"}
 
 
-def test_url_command_is_one_whole_object_part(world):
+def url_command(world, object_id: str) -> str:
+    """What `url` (and view's and mount's external reads) ask: the spec with external=true,
+    which must have exactly one part; its URL."""
     r = call(
         "GET",
-        f"{world.url}/download/{world.ids['x.bam']}",
+        f"{world.url}/download/{object_id}",
         OBJ,
         world.reader,
         params={"offset": 0, "length": -1, "external": "true"},
     )
     (part,) = json_of(r)["parts"]
     assert isinstance(part["url"], str)
-    got = httpx.get(part["url"], timeout=30)
+    return part["url"]
+
+
+def test_url_command_is_one_whole_object_part(world):
+    got = httpx.get(url_command(world, world.ids["x.bam"]), timeout=30)
     assert got.status_code == 200 and got.content == world.data["x.bam"]
 
 
 def test_view_reads_with_head_then_ranges(world):
     for name in ("x.bam", "x.bam.BAI"):
-        r = call(
-            "GET",
-            f"{world.url}/download/{world.ids[name]}",
-            OBJ,
-            world.reader,
-            params={"offset": 0, "length": -1, "external": "true"},
-        )
-        (part,) = json_of(r)["parts"]
-        head = httpx.head(part["url"])  # htsjdk asks the length first
+        url = url_command(world, world.ids[name])
+        head = httpx.head(url)  # htsjdk asks the length first
         assert head.status_code == 200
         size = len(world.data[name])
         assert int(head.headers["content-length"]) == size
-        tail = httpx.get(part["url"], headers={"Range": f"bytes={size - 100}-{size - 1}"})
+        tail = httpx.get(url, headers={"Range": f"bytes={size - 100}-{size - 1}"})
         assert tail.status_code == 206 and tail.content == world.data[name][-100:]
 
 
@@ -272,19 +279,11 @@ def test_mount_entities_listing_and_access_probe(world):
         assert is_long(entry["size"])
     assert {e["id"]: e["size"] for e in listing}[world.ids["x.bam"]] == len(world.data["x.bam"])
     # the access probe: the url of the last entity, then a read of it
-    last = body["content"][-1]
-    r = call(
-        "GET",
-        f"{world.url}/download/{last['id']}",
-        OBJ,
-        world.reader,
-        params={"offset": 0, "length": -1, "external": "true"},
-    )
-    (part,) = json_of(r)["parts"]
-    whole = httpx.get(part["url"], timeout=30)  # no Range: for the size
+    url = url_command(world, body["content"][-1]["id"])
+    whole = httpx.get(url, timeout=30)  # no Range: for the size
     assert whole.status_code == 200
     size = int(whole.headers["content-length"])
-    rest = httpx.get(part["url"], headers={"Range": f"bytes=10-{size - 1}"})
+    rest = httpx.get(url, headers={"Range": f"bytes=10-{size - 1}"})
     assert rest.status_code == 206 and len(rest.content) == size - 10
 
 
@@ -298,11 +297,7 @@ def test_entities_with_and_without_slash_are_answered_directly(world):
 # -- upload ---------------------------------------------------------------------------------
 def test_upload_sequence(world):
     admin = world.admin
-    with httpx.Client(base_url=world.url, headers=bearer(admin)) as http:
-        data = {"up.bam": os.urandom(5 * MiB + 777)}
-        _, ids = submit(http, song_payload(STUDY, data, donor="U"), bearer(admin))
-    object_id, content = ids["up.bam"], data["up.bam"]
-    base = f"{world.url}/upload/{object_id}"
+    object_id, content, base = world.submitted(5 * MiB + 777, "U")
     exists = call("GET", base, OBJ, admin)
     assert json_of(exists) is False
     song_error(call("GET", f"{base}/status", OBJ, admin, params={"fileSize": len(content)}), 404)
@@ -367,11 +362,7 @@ def test_final_refusals_are_not_retried_by_the_java_client(world):
     """Each refusal the Java client can meet that no retry would change: 400/401/403/404,
     never a 409 it would retry for ~51 s."""
     admin = world.admin
-    with httpx.Client(base_url=world.url, headers=bearer(admin)) as http:
-        data = {"r.bam": os.urandom(5 * MiB + 10)}
-        _, ids = submit(http, song_payload(STUDY, data, donor="R"), bearer(admin))
-    object_id, content = ids["r.bam"], data["r.bam"]
-    base = f"{world.url}/upload/{object_id}"
+    object_id, content, base = world.submitted(5 * MiB + 10, "R")
     published = world.ids["x.bam"]
     refusals = {}
     spec_params = {"offset": 0, "length": -1}
