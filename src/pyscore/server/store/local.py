@@ -477,7 +477,9 @@ def router(store: LocalStore, finalized: Callable[[str, int], bool]) -> APIRoute
     @api.put("/store/uploads/{upload_id}/{part_number}")
     async def put_part(upload_id: str, part_number: int, request: Request) -> Response:
         rng = store.verify("PUT", request.scope["path"], dict(request.query_params))
-        if await anyio.to_thread.run_sync(finalized, upload_id, part_number):
+        # on the store's own threads, at most 8 at once: fewer than the database connections
+        # the pool keeps beyond the admitted requests, so this never waits on them (limits.py)
+        if await anyio.to_thread.run_sync(finalized, upload_id, part_number, limiter=_writers()):
             raise ApiError(
                 403,
                 "upload.part.finalized",
