@@ -7,6 +7,7 @@
 #   SCHEMATHESIS_SECONDS=30 bash bench/schemathesis.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+REPO=$(pwd)
 SECONDS_EACH=${SCHEMATHESIS_SECONDS:-90}
 [ -x .venv/bin/schemathesis ] || .venv/bin/pip install -q schemathesis
 WORK=$(mktemp -d /tmp/pyscore-schemathesis.XXXXXX)
@@ -33,9 +34,10 @@ for who in anonymous admin; do
   echo "== schemathesis, $who, ${SECONDS_EACH}s"
   auth=()
   [ "$who" = admin ] && auth=(-H "Authorization: Bearer $TOKEN")
-  .venv/bin/schemathesis run "http://127.0.0.1:$PORT/openapi.json" \
+  # from the scratch directory: schemathesis keeps a cache in its working directory
+  (cd "$WORK" && "$REPO/.venv/bin/schemathesis" run "http://127.0.0.1:$PORT/openapi.json" \
     --checks "$CHECKS" --max-time "$SECONDS_EACH" --workers 2 --request-timeout 30 \
-    --seed 1 --suppress-health-check all "${auth[@]}" || status=1
+    --seed 1 --suppress-health-check all "${auth[@]}") || status=1
 done
 if grep -q "Traceback" "$WORK/server.log"; then
   echo "the server logged a traceback:" >&2
