@@ -3,6 +3,7 @@ bearer headers, tokens minted in-process, and analyses submitted and uploaded ov
 
 from __future__ import annotations
 
+import time
 from http import HTTPStatus
 from pathlib import Path
 
@@ -18,6 +19,7 @@ SONG_ERROR_KEYS = {
     "requestUrl",
     "debugMessage",
     "timestamp",
+    "datetime",
     "stackTrace",
 }
 
@@ -29,9 +31,10 @@ def song_error(
     *mentions: str,
     every_field: bool = False,
 ) -> dict:
-    """Assert `response` is a Song error: the status, JSON (never HTML), all 8 SongError keys,
-    the errorId (unless None), and a message naming each of `mentions`. With every_field,
-    also a stackTrace list, a timestamp, and the request's path in requestUrl."""
+    """Assert `response` is a Song error: the status, JSON (never HTML), all 9 SongError keys,
+    the errorId (unless None), and a message naming each of `mentions`; `timestamp` a long
+    (epoch ms), as SongError has it. With every_field, also a stackTrace list, a timestamp
+    of now, and the request's full URL (with its query) in requestUrl."""
     assert response.status_code == status, f"{response.status_code}: {response.text[:500]}"
     assert response.headers.get("content-type", "").startswith("application/json"), (
         response.headers.get("content-type")
@@ -43,10 +46,12 @@ def song_error(
     assert not missing, f"SongError keys missing: {sorted(missing)} in {body}"
     assert body["httpStatusCode"] == status
     assert body["httpStatusName"] == HTTPStatus(status).name
+    assert isinstance(body["timestamp"], int), body["timestamp"]
     if every_field:
         assert isinstance(body["stackTrace"], list)
-        assert body["timestamp"]
-        assert response.url.path in body["requestUrl"]
+        assert abs(body["timestamp"] / 1000 - time.time()) < 600, body["timestamp"]
+        assert isinstance(body["datetime"], str) and body["datetime"][:4].isdigit()
+        assert body["requestUrl"] == str(response.request.url), body["requestUrl"]
     if error_id is not None:
         assert body["errorId"] == error_id, body
     for text in mentions:

@@ -104,7 +104,9 @@ class Server:
             CLIENT, *args, env={**self.client_env(token), **(env or {})}, timeout=timeout, cwd=cwd
         )
 
-    def start(self, *extra: str) -> None:
+    def start(self, *extra: str, env: dict[str, str] | None = None) -> None:
+        """Serve on 127.0.0.1 (`extra`: more `serve` arguments; `env`: more environment,
+        such as PYSCORE_<FIELD> settings)."""
         self.port = self.port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         with open(self.data_dir / "server.log", "ab") as log:
@@ -120,6 +122,7 @@ class Server:
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {})},
             )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

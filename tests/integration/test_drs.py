@@ -26,6 +26,8 @@ def test_service_info(drs):
     server, *_ = drs
     info = get(server, "/service-info").json()
     assert info["type"]["artifact"] == "drs"
+    # DRS 1.4 reads the bulk limit at the top level (1.3 under `drs`)
+    assert isinstance(info["maxBulkRequestLength"], int) and info["maxBulkRequestLength"] >= 1
 
 
 def test_object_fields_and_access_url_bytes(drs, demo_files):

@@ -89,21 +89,12 @@ def world(tmp_path_factory: pytest.TempPathFactory):
 
 
 def signing_store(server: Server):
-    """A LocalStore with the platform's own signing secret (the settings row
-    'url_signing_secret'), to mint URLs the server would never hand out."""
-    from pyscore.server.db import Database
+    """The platform's own local store, with its signing keys, to mint URLs the server would
+    never hand out."""
+    from pyscore.server.app import Platform
     from pyscore.server.settings import Settings
-    from pyscore.server.store.local import LocalStore
-    from pyscore.server.tables import Setting
 
-    settings = Settings.load(server.data_dir)
-    db = Database(settings.database_url)
-    try:
-        with db.session() as s:
-            secret = bytes.fromhex(s.get(Setting, "url_signing_secret").value)
-    finally:
-        db.engine.dispose()
-    return LocalStore(settings.objects_dir, secret)
+    return Platform.open(Settings.load(server.data_dir)).store
 
 
 # -- ranges on a whole-object URL -----------------------------------------------------------
@@ -233,9 +224,9 @@ def test_tampered_url_is_403(world, tamper):
     elif tamper == "sig-missing":
         url = with_query(url, sig=None)
     elif tamper == "exp":
-        url = with_query(url, exp=str(int(query["exp"]) + 3600))
+        url = with_query(url, Expires=str(int(query["Expires"]) + 3600))
     elif tamper == "exp-garbage":
-        url = with_query(url, exp="tomorrow")
+        url = with_query(url, Expires="tomorrow")
     elif tamper == "range":
         url = with_query(url, range="0-9999")
     elif tamper == "range-dropped":  # would make it a whole-object URL

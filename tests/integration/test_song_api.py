@@ -347,6 +347,8 @@ def test_submit_assigns_ids_and_links_index(http, submitted):
     # the legacy entity of the data file, then its index found the way score-client does it:
     # siblings in the same analysis (gnosId), named <file>.bai
     bam = http.get(f"/entities/{files['x.bam']['objectId']}").json()
+    created = bam.pop("createdTime")  # the Java client's Entity reads it as a long
+    assert isinstance(created, int) and abs(created / 1000 - time.time()) < 600
     assert bam == {
         "id": files["x.bam"]["objectId"],
         "gnosId": submitted.analysis_id,
@@ -665,8 +667,8 @@ def test_unpublish_then_republish(http, server, writer, tmp_path):
     object_id = next(iter(object_ids(http, sub.analysis_id).values()))
     song_error(
         http.get(f"/download/{object_id}", headers=bearer(server.admin_token)),
-        409,
-        None,
+        400,
+        "analysis.not.published",
         "UNPUBLISHED",
     )
     r = change_state(http, writer, sub.analysis_id, "publish")

@@ -262,7 +262,7 @@ def test_only_published_objects_are_downloadable(world):
     object_id = world.unpublished.ids["unpub.bam"]
     song_error(
         world.p.spec(object_id),
-        409,
+        400,
         "analysis.not.published",
         object_id,
         "UNPUBLISHED",
@@ -283,7 +283,7 @@ def test_suppressed_objects_are_not_downloadable(world):
     assert p.spec(object_id).status_code == 200
     r = p.http.put(f"/studies/{STUDY}/analysis/suppress/{a.analysis_id}", headers=p.admin)
     assert r.status_code == 200
-    song_error(p.spec(object_id), 409, "analysis.not.published", "SUPPRESSED")
+    song_error(p.spec(object_id), 400, "analysis.not.published", "SUPPRESSED")
 
 
 def test_spec_of_unknown_or_never_uploaded_object(world):
@@ -300,14 +300,14 @@ def test_upload_refused_once_published(world):
     data = world.published.data["big.bam"]
     song_error(
         world.p.initiate(object_id, len(data), md5(data)),
-        409,
+        400,
         "analysis.not.unpublished",
         object_id,
         "PUBLISHED",
     )
     song_error(
         world.p.initiate(object_id, len(data), md5(data), overwrite="true"),
-        409,
+        400,
         "analysis.not.unpublished",
     )
 
@@ -355,7 +355,7 @@ def test_upload_status_recovery_exists_and_complete(world):
     upload_id = spec["uploadId"]
     assert spec["objectSize"] == len(data)
     assert [(q["offset"], q["partSize"]) for q in spec["parts"]] == [(0, PART), (PART, MiB)]
-    song_error(p.initiate(object_id, len(data), md5(data)), 409, "upload.in.progress", upload_id)
+    song_error(p.initiate(object_id, len(data), md5(data)), 400, "upload.in.progress", upload_id)
 
     assert p.send_part(object_id, upload_id, spec["parts"][0], data).status_code == 200
     status = p.http.get(
@@ -370,7 +370,7 @@ def test_upload_status_recovery_exists_and_complete(world):
         p.http.get(
             f"/upload/{object_id}/status", headers=p.admin, params={"fileSize": len(data) + 1}
         ),
-        409,
+        400,
         "upload.size.changed",
     )
     recovery = p.http.post(
@@ -378,12 +378,12 @@ def test_upload_status_recovery_exists_and_complete(world):
     )
     assert recovery.status_code == 200, recovery.text
 
-    song_error(p.complete(object_id, upload_id), 409, "upload.incomplete", "[2]")
+    song_error(p.complete(object_id, upload_id), 400, "upload.incomplete", "[2]")
     assert p.send_part(object_id, upload_id, parts[2], data).status_code == 200
     assert p.complete(object_id, upload_id).status_code == 200
     assert p.http.get(f"/upload/{object_id}", headers=p.admin).json() is True
     song_error(p.http.get(f"/upload/{object_id}/status", headers=p.admin), 404, "upload.not.found")
-    song_error(p.initiate(object_id, len(data), md5(data)), 409, "object.already.exists", object_id)
+    song_error(p.initiate(object_id, len(data), md5(data)), 400, "object.already.exists", object_id)
     spec = p.spec(object_id, **{"exclude-urls": "true"}).json()
     assert spec["objectMd5"] == md5(data)
     assert [q["sourceMd5"] for q in spec["parts"]] == [md5(data[:PART]), md5(data[PART:])]
@@ -420,7 +420,7 @@ def test_part_finalize_checks_the_md5(world):
     # not sent yet
     song_error(
         p.finalize(object_id, upload_id, 1, md5(data[:PART]), md5(data[:PART])),
-        409,
+        400,
         "upload.part.missing",
         "1",
     )
@@ -428,15 +428,15 @@ def test_part_finalize_checks_the_md5(world):
     etag = put.headers["ETag"].strip('"')
     wrong = md5(b"something else")
     song_error(
-        p.finalize(object_id, upload_id, 1, wrong, wrong), 409, "upload.part.checksum", wrong
+        p.finalize(object_id, upload_id, 1, wrong, wrong), 400, "upload.part.checksum", wrong
     )
-    song_error(p.finalize(object_id, upload_id, 1, wrong, etag), 409, "upload.part.checksum")
+    song_error(p.finalize(object_id, upload_id, 1, wrong, etag), 400, "upload.part.checksum")
     song_error(p.finalize(object_id, upload_id, 3, etag, etag), 400, "upload.part.number", "3")
     song_error(p.finalize(object_id, "not-the-upload", 1, etag, etag), 404, "upload.not.found")
     status = p.http.get(f"/upload/{object_id}/status", headers=p.admin).json()
     assert all(not q.get("md5") for q in status["parts"]), "a refused part was recorded"
     assert p.finalize(object_id, upload_id, 1, etag, f'"{etag}"').status_code == 200
-    song_error(p.complete(object_id, upload_id), 409, "upload.incomplete", "2")
+    song_error(p.complete(object_id, upload_id), 400, "upload.incomplete", "2")
 
 
 @sqlite_only

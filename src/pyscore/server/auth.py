@@ -41,7 +41,18 @@ class Action(Enum):
 class Principal:
     token_id: str
     user: str
-    scopes: frozenset[str]  # upper-cased: the original matches scopes case-insensitively
+    scopes: frozenset[str]  # as `normal_scope` writes them
+
+
+def normal_scope(scope: str) -> str:
+    """A scope in the one spelling decisions compare: the original matches the words of a
+    scope (`score`, `PROGRAMDATA-`, `READ`...) ignoring case, but a study id is exact, so
+    `PROGRAMDATA-casea.READ` never reads study `CASEA`."""
+    upper = scope.upper()
+    if upper.startswith(STUDY_PREFIX) and "." in scope:
+        study, _, action = scope[len(STUDY_PREFIX) :].rpartition(".")
+        return f"{STUDY_PREFIX}{study}.{action.upper()}"
+    return upper
 
 
 def hash_token(secret: str) -> str:
@@ -95,7 +106,7 @@ def principal_for(session: Session, authorization: str | None) -> Principal | No
     expires = as_utc(token.expires_at)
     if expires is not None and expires <= utcnow():
         raise unauthorized("Access token has expired")
-    return Principal(token.token_id, token.user, frozenset(s.upper() for s in token.scopes))
+    return Principal(token.token_id, token.user, frozenset(normal_scope(s) for s in token.scopes))
 
 
 def authorize(
@@ -104,16 +115,23 @@ def authorize(
     study_id: str | None = None,
     access: str | None = None,
     what: str = "access this resource",
+    anonymous_forbidden: bool = False,
 ) -> None:
     """The only place that says yes or no to a request. Returns quietly or raises 401/403.
 
     READ of an `open` file needs nothing; other READs need score.READ or the study's READ
     scope; WRITE needs score.WRITE or the study's WRITE scope; ADMIN needs score.ADMIN,
-    which also satisfies everything else.
+    which also satisfies everything else. A caller without a token gets 401, or with
+    `anonymous_forbidden` 403 like any caller lacking the scope (the original Score's
+    `/download/{id}` answers so).
     """
     if action is Action.READ and access == "open":
         return
     if principal is None:
+        if anonymous_forbidden and action is not Action.ADMIN:
+            system = READ_ALL if action is Action.READ else WRITE_ALL
+            needed = study_scope(study_id, action) if study_id else system
+            raise forbidden(needed, f"{what} (no access token was sent)")
         raise unauthorized(f"A valid access token is required to {what}")
     scopes = principal.scopes
     if ADMIN.upper() in scopes:
@@ -123,7 +141,7 @@ def authorize(
     system = READ_ALL if action is Action.READ else WRITE_ALL
     if system.upper() in scopes:
         return
-    if study_id is not None and study_scope(study_id, action).upper() in scopes:
+    if study_id is not None and study_scope(study_id, action) in scopes:
         return
     needed = study_scope(study_id, action) if study_id else system
     raise forbidden(needed, what)
@@ -149,7 +167,7 @@ def readable_studies(principal: Principal | None, studies: list[str]) -> set[str
         return set()
     if {READ_ALL.upper(), ADMIN.upper()} & principal.scopes:
         return None
-    return {s for s in studies if study_scope(s, Action.READ).upper() in principal.scopes}
+    return {s for s in studies if study_scope(s, Action.READ) in principal.scopes}
 
 
 def parse_duration(text: str) -> timedelta:

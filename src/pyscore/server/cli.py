@@ -7,6 +7,7 @@ import os
 import secrets
 import shutil
 import sys
+import time
 from pathlib import Path
 
 from sqlalchemy import select
@@ -34,11 +35,10 @@ def _open(data_dir: str):
 
 
 def cmd_init(args: argparse.Namespace) -> None:
-    from pyscore.server import auth, metadata, objects
-    from pyscore.server.app import SIGNING_KEY, Platform
+    from pyscore.server import auth, keys, metadata, objects
+    from pyscore.server.app import Platform
     from pyscore.server.db import Database, migrate
     from pyscore.server.store import open_store
-    from pyscore.server.tables import Setting
 
     data_dir = Path(args.data_dir)
     if data_dir.exists() and any(data_dir.iterdir()):
@@ -57,16 +57,19 @@ def cmd_init(args: argparse.Namespace) -> None:
         s3_sign_part_range=args.s3_sign_part_range,
         part_size=args.part_size * MiB,
         public_url=args.public_url or "",
+        url_signing_pepper=secrets.token_hex(32),
     )
     created = not data_dir.exists()
     data_dir.mkdir(parents=True, exist_ok=True)
+    # the database holds the signing keys and token hashes, the store every object: only
+    # the operator's account may read them (files 0600 through the umask main() sets)
+    os.chmod(data_dir, 0o700)
     try:
         open_store(settings, b"").prepare()  # reach the store first: fail before writing
         migrate(settings.database_url)
         db = Database(settings.database_url)
         with db.session() as s:
-            if s.get(Setting, SIGNING_KEY) is None:
-                s.add(Setting(key=SIGNING_KEY, value=secrets.token_hex(32)))
+            keys.ensure(s)
             metadata.seed_analysis_types(s)
         settings.save()
         platform = Platform.open(settings)
@@ -103,9 +106,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
             f"'score-server init --data-dir {args.data_dir}' first"
         )
     _check_port_free(args.host, args.port)
+    _warn_if_readable(Path(args.data_dir))
     migrate(settings.database_url)
     _rebuild_repository_if_empty(settings)
     os.environ["PYSCORE_DATA_DIR"] = str(Path(args.data_dir).resolve())
+    os.environ["PYSCORE_BIND"] = f"{args.host}:{args.port}"  # edge.HostCheck's default names
     print(
         f"pyscore {__version__} serving {args.data_dir} on http://{args.host}:{args.port}",
         file=sys.stderr,
@@ -121,6 +126,49 @@ def cmd_serve(args: argparse.Namespace) -> None:
         log_access=args.access_log,
         backlog=2048,
     ).serve()
+
+
+def _warn_if_readable(data_dir: Path) -> None:
+    """Platforms made before init set modes 0700/0600 may be readable by other accounts."""
+    loose = [
+        p
+        for p in (data_dir, data_dir / "pyscore.sqlite", data_dir / "server.json")
+        if p.exists() and p.stat().st_mode & 0o077
+    ]
+    if loose:
+        print(
+            f"score-server: warning: {', '.join(map(str, loose))} can be read by other "
+            f"accounts; run: chmod -R go-rwx {data_dir}",
+            file=sys.stderr,
+        )
+
+
+def cmd_signing_key(args: argparse.Namespace) -> None:
+    from pyscore.server import keys
+
+    platform = _open(args.data_dir)
+    lifetime = platform.settings.max_url_lifetime_seconds
+    with platform.db.session() as s:
+        if args.key_command == "rotate":
+            fresh = keys.rotate(s, lifetime, drop_old=args.drop_old)
+            ring = keys.load_ring(s)
+            print(
+                f"New signing key {fresh['id']} signs from now on (servers pick it up within "
+                f"{keys.REFRESH:.0f} s); "
+                + (
+                    "every URL signed before is void"
+                    if args.drop_old
+                    else f"{len(ring) - 1} older key(s) still verify the URLs they signed"
+                ),
+                file=sys.stderr,
+            )
+            print(fresh["id"])
+        else:
+            print("id\tcreated\tstatus")
+            ring = keys.ensure(s)
+            for i, key in enumerate(ring):
+                created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(key["created"]))
+                print(f"{key['id']}\t{created}\t{'signing' if i == len(ring) - 1 else 'verifying'}")
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -295,6 +343,23 @@ def parser() -> argparse.ArgumentParser:
     study.add_argument("--description")
     study.set_defaults(func=cmd_study)
 
+    sk = sub.add_parser(
+        "signing-key", help="rotate or list the keys that sign the local store's URLs"
+    )
+    sksub = sk.add_subparsers(dest="key_command", required=True, metavar="ACTION")
+    rot = sksub.add_parser(
+        "rotate", help="a new key signs; old ones verify until their URLs expire"
+    )
+    rot.add_argument("--data-dir", required=True)
+    rot.add_argument(
+        "--drop-old",
+        action="store_true",
+        help="void every URL signed so far (a leaked key): old keys stop verifying at once",
+    )
+    sklist = sksub.add_parser("list", help="key ids, creation times, which one signs")
+    sklist.add_argument("--data-dir", required=True)
+    sk.set_defaults(func=cmd_signing_key)
+
     demo = sub.add_parser(
         "demo", help="generate, upload and publish a demo study; print the path of its manifest"
     )
@@ -310,6 +375,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    os.umask(0o077)  # every file the platform writes (database, objects, logs) is 0600
     try:
         args.func(args)
     except CommandError as exc:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import hashlib
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
 from sqlalchemy.orm import Session
 
 from pyscore.server import metadata, objects
-from pyscore.server.app import PrincipalDep, SessionDep, SignerDep
+from pyscore.server.app import PrincipalDep, SessionDep, SignerDep, base_url
 from pyscore.server.auth import Action, Principal, authorize
 from pyscore.server.errors import ApiError
 from pyscore.server.metadata import iso
@@ -21,7 +22,7 @@ ACCESS_ID = "https"
 
 
 def _self_uri(request: Request, object_id: str) -> str:
-    return f"drs://{request.url.netloc}/{object_id}"
+    return f"drs://{urlsplit(base_url(request)).netloc}/{object_id}"
 
 
 def _published_file(session: Session, object_id: str, who: Principal | None) -> File | None:
@@ -89,8 +90,10 @@ def service_info(request: Request) -> dict:
         "type": {"group": "org.ga4gh", "artifact": "drs", "version": "1.4.0"},
         "organization": {"name": "pyscore", "url": "https://pypi.org/project/pyscore/"},
         "version": "1.4.0",
+        # DRS 1.4 puts it at the top level; 1.3 clients read it under `drs`
+        "maxBulkRequestLength": 1,
         "drs": {"maxBulkRequestLength": 1},
-        "description": f"DRS for {request.url.netloc}",
+        "description": f"DRS for {urlsplit(base_url(request)).netloc}",
     }
 
 

@@ -6,8 +6,10 @@ in their own spec's shape. Nothing the server returns for an error is HTML.
 
 from __future__ import annotations
 
+import time
 import traceback
-from datetime import datetime, timezone
+from dataclasses import dataclass
+from datetime import datetime
 from http import HTTPStatus
 
 from fastapi import FastAPI, Request
@@ -24,6 +26,62 @@ class ApiError(Exception):
         self.status = status
         self.error_id = error_id
         self.message = message
+
+
+# -- what the OpenAPI document declares of errors -------------------------------------------
+@dataclass
+class SongError:
+    errorId: str
+    httpStatusCode: int
+    httpStatusName: str
+    requestUrl: str
+    datetime: str
+    timestamp: int
+    message: str
+    debugMessage: str
+    stackTrace: list[str]
+
+
+@dataclass
+class HtsgetErrorDetail:
+    error: str
+    message: str
+
+
+@dataclass
+class HtsgetError:
+    htsget: HtsgetErrorDetail
+
+
+@dataclass
+class DrsError:
+    msg: str
+    status_code: int
+
+
+WHY = {
+    400: "Malformed or refused request (a final refusal: not worth retrying)",
+    401: "No valid access token (missing, unknown, revoked or expired)",
+    403: "The token lacks the scope the message names",
+    404: "No such resource",
+    409: "Conflicts with the current state (Song's answers)",
+    413: "Request body over the server's limit",
+    503: "Server busy: retry after Retry-After seconds",
+}
+
+
+def documented(model: type, codes: tuple[int, ...] = tuple(WHY), media: str = "") -> dict:
+    """The `responses` of a router: each error status with its body's schema."""
+    out: dict = {}
+    for code in codes:
+        entry: dict = {"description": WHY[code], "model": model}
+        # errors are JSON even on routes that answer text (the schema is the model's)
+        ref = {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+        entry["content"] = {media or "application/json": ref}
+        if code == 503:
+            entry["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
+        out[code] = entry
+    return out
 
 
 def unauthorized(message: str = "A valid access token is required") -> ApiError:
@@ -46,15 +104,31 @@ def conflict(error_id: str, message: str) -> ApiError:
     return ApiError(409, error_id, message)
 
 
+def request_url(request: Request) -> str:
+    """The full URL asked for, under `public_url` when one is set (the Host header is then
+    never echoed)."""
+    platform = getattr(request.app.state, "platform", None) if "app" in request.scope else None
+    public = platform.settings.public_url.rstrip("/") if platform else ""
+    if not public:
+        return str(request.url)
+    query = request.url.query
+    return public + request.url.path + (f"?{query}" if query else "")
+
+
 def song_body(request: Request, error: ApiError) -> dict:
+    """SongError, field for field: `timestamp` in epoch milliseconds (a long), `datetime` the
+    same instant in ISO form in the server's zone, `requestUrl` the full URL with its query,
+    as Song's handler writes them."""
+    millis = int(time.time() * 1000)
     return {
         "errorId": error.error_id,
-        "httpStatusName": HTTPStatus(error.status).name,
         "httpStatusCode": error.status,
+        "httpStatusName": HTTPStatus(error.status).name,
+        "requestUrl": request_url(request),
+        "datetime": datetime.fromtimestamp(millis / 1000).astimezone().isoformat(),
+        "timestamp": millis,
         "message": error.message,
-        "requestUrl": str(request.url.path),
         "debugMessage": "",
-        "timestamp": datetime.now(timezone.utc).isoformat(),
         "stackTrace": [],
     }
 
@@ -100,8 +174,14 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        error_id = {404: "not.found", 405: "method.not.allowed"}.get(exc.status_code, "http.error")
-        return render(request, ApiError(exc.status_code, error_id, str(exc.detail)))
+        error_id = {
+            404: "not.found",
+            405: "method.not.allowed",
+            413: "payload.too.large",
+        }.get(exc.status_code, "http.error")
+        response = render(request, ApiError(exc.status_code, error_id, str(exc.detail)))
+        response.headers.update(exc.headers or {})  # e.g. Allow on a 405
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -112,5 +192,5 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:
-        traceback.print_exception(exc)
+        traceback.print_exception(type(exc), exc, exc.__traceback__)
         return render(request, ApiError(500, "unknown.error", f"Internal error: {exc!r}"[:300]))

@@ -458,14 +458,27 @@ def _parsed_index(session, store, index, parsers: dict[str, Callable[[bytes], An
 
 
 # -- HTTP ----------------------------------------------------------------------------------
-def _answer(session, signer, who, kind: str, object_id: str, q: Query) -> JSONResponse:
+def readable(object_id: str, s: SessionDep, who: PrincipalDep) -> File:
+    """The published file a caller may read (a dependency, so that a POST's body is read
+    only once the caller is allowed)."""
     try:
-        f = metadata.get_file(session, object_id)
+        f = metadata.get_file(s, object_id)
     except ApiError:
         raise invalid("NotFound", f"no object {object_id}", 404) from None
     authorize(who, Action.READ, f.study_id, f.file_access, f"read {f.file_name}")
-    objects.require_published(session, f)
-    return JSONResponse(ticket(session, signer, kind, f, q), media_type=MEDIA)
+    objects.require_published(s, f)
+    return f
+
+
+ReadableFile = Annotated[File, Depends(readable)]
+
+
+class Ticket(JSONResponse):
+    media_type = MEDIA
+
+
+def _answer(session, signer, kind: str, f: File, q: Query) -> JSONResponse:
+    return Ticket(ticket(session, signer, kind, f, q))
 
 
 SERVICE_INFO = {
@@ -480,8 +493,10 @@ SERVICE_INFO = {
 async def json_body(request: Request) -> dict:
     try:
         data = await request.json()
-    except ValueError:
-        raise invalid("InvalidInput", "the request body is not JSON") from None
+    except (ValueError, RecursionError):
+        raise invalid(
+            "InvalidInput", "the request body is not JSON (or nested too deeply)"
+        ) from None
     if not isinstance(data, dict):
         raise invalid("InvalidInput", "the request body must be a JSON object")
     if request.query_params:
@@ -504,23 +519,21 @@ def _routes(kind: str) -> None:
             }
         )
 
-    @router.get(f"/htsget/{kind}/{{object_id}}", name=f"{kind}_ticket")
+    @router.get(f"/htsget/{kind}/{{object_id}}", name=f"{kind}_ticket", response_class=Ticket)
     def get(
-        object_id: str, request: Request, s: SessionDep, who: PrincipalDep, signer: SignerDep
+        object_id: str, request: Request, s: SessionDep, f: ReadableFile, signer: SignerDep
     ) -> JSONResponse:
-        return _answer(
-            s, signer, who, kind, object_id, parse_query(kind, dict(request.query_params))
-        )
+        return _answer(s, signer, kind, f, parse_query(kind, dict(request.query_params)))
 
-    @router.post(f"/htsget/{kind}/{{object_id}}", name=f"{kind}_ticket_post")
+    @router.post(f"/htsget/{kind}/{{object_id}}", name=f"{kind}_ticket_post", response_class=Ticket)
     def post(
         object_id: str,
-        data: Annotated[dict, Depends(json_body)],
         s: SessionDep,
-        who: PrincipalDep,
+        f: ReadableFile,
+        data: Annotated[dict, Depends(json_body)],
         signer: SignerDep,
     ) -> JSONResponse:
-        return _answer(s, signer, who, kind, object_id, parse_query(kind, data, body=True))
+        return _answer(s, signer, kind, f, parse_query(kind, data, body=True))
 
 
 for _kind in KINDS:

@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Iterator
 from datetime import datetime
 from importlib import resources
 from typing import Any
 
-from jsonschema import Draft7Validator
+from jsonschema import Draft7Validator, ValidationError, validators
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -244,16 +245,48 @@ def list_analysis_types(
 
 
 # -- submission ---------------------------------------------------------------------------
+def _whole_pattern(validator: Any, pattern: str, instance: Any, schema: dict) -> Iterator[Any]:
+    """JSON Schema's `pattern`, with a final `$` meaning the end of the string: Python's `$`
+    also matches before a trailing newline, which let names such as "x.bam\n" through."""
+    if not validator.is_type(instance, "string"):
+        return
+    strict = (
+        pattern[:-1] + r"\Z" if pattern.endswith("$") and not pattern.endswith("\\$") else pattern
+    )
+    if not re.search(strict, instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+StrictValidator = validators.extend(Draft7Validator, {"pattern": _whole_pattern})
+INT64 = 2**63 - 1
+
+
+def check_file_fields(f: dict, where: str) -> None:
+    """What the base schema leaves open and the database or a filesystem would not take."""
+    name = f.get("fileName")
+    if isinstance(name, str) and (name in (".", "..") or len(name) > 255):
+        raise bad_request("schema.violation", f"{where}/fileName: {name!r} is not a file name")
+    size = f.get("fileSize")
+    if "fileSize" in f and (
+        not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= INT64
+    ):
+        raise bad_request(
+            "schema.violation", f"{where}/fileSize: must be an integer within 0..{INT64}"
+        )
+
+
 def validate(payload: Any, atype: AnalysisType) -> None:
     if not isinstance(payload, dict):
         raise bad_request("schema.violation", "The analysis payload must be a JSON object")
-    validator = Draft7Validator(render(atype.schema))
+    validator = StrictValidator(render(atype.schema))
     problems = sorted(validator.iter_errors(payload), key=lambda e: list(e.absolute_path))
     if problems:
         lines = [
             f"#/{'/'.join(str(p) for p in e.absolute_path)}: {e.message}" for e in problems[:10]
         ]
         raise bad_request("schema.violation", "; ".join(lines))
+    for i, f in enumerate(payload.get("files", [])):
+        check_file_fields(f, f"#/files/{i}")
     allowed = atype.options.get("fileTypes") or []
     for f in payload.get("files", []):
         if allowed and f.get("fileType") not in allowed:
@@ -274,8 +307,12 @@ def _type_ref(payload: dict) -> tuple[str, int | None]:
     if not isinstance(ref, dict) or not isinstance(ref.get("name"), str):
         raise bad_request("schema.violation", "#/analysisType: must be {name, version?}")
     version = ref.get("version")
-    if version is not None and not isinstance(version, int):
-        raise bad_request("schema.violation", "#/analysisType/version: must be an integer")
+    if version is not None and (
+        not isinstance(version, int) or isinstance(version, bool) or not 1 <= version < 2**31
+    ):
+        raise bad_request(
+            "schema.violation", "#/analysisType/version: must be an integer within 1..2^31-1"
+        )
     return ref["name"], version
 
 
@@ -724,9 +761,19 @@ def update_file(session: Session, study_id: str, object_id: str, body: dict) -> 
     if "fileAccess" in body and body["fileAccess"] not in ("open", "controlled"):
         raise bad_request("malformed.parameter", "fileAccess must be 'open' or 'controlled'")
     if "fileMd5sum" in body and not (
-        isinstance(body["fileMd5sum"], str) and len(body["fileMd5sum"]) == 32
+        isinstance(body["fileMd5sum"], str) and re.fullmatch(r"[0-9a-fA-F]{32}", body["fileMd5sum"])
     ):
         raise bad_request("malformed.parameter", "fileMd5sum must be 32 hex characters")
+    if "fileSize" in body:
+        size = body["fileSize"]
+        if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= INT64:
+            raise bad_request(
+                "malformed.parameter", f"fileSize must be an integer within 0..{INT64}"
+            )
+    if "dataType" in body and not (body["dataType"] is None or isinstance(body["dataType"], str)):
+        raise bad_request("malformed.parameter", "dataType must be a string")
+    if "info" in body and not isinstance(body["info"], dict):
+        raise bad_request("malformed.parameter", "info must be a JSON object")
     changed = False
     content_changed = False
     for key, column in UPDATABLE.items():
@@ -756,14 +803,24 @@ def update_file(session: Session, study_id: str, object_id: str, body: dict) -> 
 
 
 # -- legacy entities (what score-client and score-server call) ----------------------------
-def entity_json(f: File) -> dict:
+def entity_json(f: File, created: datetime | None) -> dict:
+    """Song's LegacyEntity, plus `createdTime` (the analysis's creation, epoch ms), a long
+    the Java score-client's Entity declares."""
+    created = as_utc(created)
     return {
         "id": f.object_id,
         "gnosId": f.analysis_id,
         "fileName": f.file_name,
         "projectCode": f.study_id,
         "access": f.file_access,
+        "createdTime": int(created.timestamp() * 1000) if created else 0,
     }
+
+
+def entity(session: Session, object_id: str) -> dict:
+    f = get_entity(session, object_id)
+    analysis = session.get(Analysis, f.analysis_id)
+    return entity_json(f, analysis.created_at if analysis else None)
 
 
 def get_entity(session: Session, object_id: str) -> File:
@@ -790,10 +847,15 @@ def list_entities(
     """Song's /entities page (Spring Page JSON), filtered by example, sorted by id."""
     where = [ENTITY_COLUMNS[k] == v for k, v in filters.items() if k in ENTITY_COLUMNS and v]
     total = session.scalar(select(func.count()).select_from(File).where(*where)) or 0
-    rows = session.scalars(
-        select(File).where(*where).order_by(File.object_id).limit(size).offset(page * size)
+    rows = session.execute(
+        select(File, Analysis.created_at)
+        .outerjoin(Analysis, Analysis.analysis_id == File.analysis_id)
+        .where(*where)
+        .order_by(File.object_id)
+        .limit(size)
+        .offset(page * size)
     ).all()
-    content = [entity_json(f) for f in rows]
+    content = [entity_json(f, created) for f, created in rows]
     if fields:
         content = [{k: v for k, v in e.items() if k in fields} for e in content]
     pages = (total + size - 1) // size if size else 1

@@ -2,6 +2,9 @@
 
 The store signs URLs; these functions decide which URLs, for which byte ranges, and keep the
 record of uploads in the database so any server process can continue what another began.
+
+Every refusal here is final, so it is a 400 (or 404), as the original's NotRetryableException:
+the Java score-client retries any other 4xx, 409 included, ten times over ~51 s.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from pyscore.server.db import as_utc, utcnow
-from pyscore.server.errors import ApiError, bad_request, conflict, not_found
+from pyscore.server.errors import bad_request, not_found
 from pyscore.server.store.base import ObjectStore
 from pyscore.server.tables import Analysis, File, StoredObject, Upload, UploadPart
 from pyscore.wire.codec import to_wire
@@ -54,8 +57,7 @@ def analysis_state(session: Session, f: File) -> str:
 def require_published(session: Session, f: File) -> None:
     state = analysis_state(session, f)
     if state != "PUBLISHED":
-        raise ApiError(
-            409,
+        raise bad_request(
             "analysis.not.published",
             f"Cannot complete download for objectId '{f.object_id}' with analysisState "
             f"'{state}': only files of PUBLISHED analyses can be downloaded",
@@ -173,8 +175,11 @@ def _upload_parts(session: Session, upload: Upload, signer: Signer, with_urls: b
                 base_url=signer.base_url,
                 expires_in=signer.upload_expiry,
             )
+        # A finished part: `md5` for the Java client's isCompleted() (it then checks its
+        # local bytes against it), `sourceMd5` as the original's status marks it.
+        md5 = done.get(number)
         parts.append(
-            Part(partNumber=number, partSize=size, offset=off, url=url, md5=done.get(number))
+            Part(partNumber=number, partSize=size, offset=off, url=url, md5=md5, sourceMd5=md5)
         )
     return parts
 
@@ -193,7 +198,7 @@ def initiate_upload(
     part_size: int,
 ) -> ObjectSpecification:
     if analysis_state(session, f) != "UNPUBLISHED":
-        raise conflict(
+        raise bad_request(
             "analysis.not.unpublished",
             f"Cannot upload object '{f.object_id}': its analysis '{f.analysis_id}' is "
             f"{analysis_state(session, f)}; uploads are only allowed while UNPUBLISHED",
@@ -213,14 +218,14 @@ def initiate_upload(
             f"declares for {f.file_name} ({f.object_id})",
         )
     if session.get(StoredObject, f.object_id) is not None and not overwrite:
-        raise conflict(
+        raise bad_request(
             "object.already.exists",
             f"Object '{f.object_id}' is already uploaded; use overwrite to replace it",
         )
     previous = current_upload(session, f.object_id)
     if previous is not None:
         if not overwrite and previous.file_size == file_size:
-            raise conflict(
+            raise bad_request(
                 "upload.in.progress",
                 f"An upload of '{f.object_id}' is already in progress "
                 f"(uploadId {previous.upload_id}); resume it or cancel it first",
@@ -263,7 +268,7 @@ def upload_status(
 ) -> UploadProgress:
     upload = get_upload(session, object_id)
     if file_size is not None and file_size != upload.file_size:
-        raise conflict(
+        raise bad_request(
             "upload.size.changed",
             f"The upload of '{object_id}' in progress is for "
             f"{upload.file_size} bytes, not {file_size}",
@@ -291,11 +296,11 @@ def finalize_part(
         raise bad_request("upload.part.number", f"Part number {part_number} is not in 1..{count}")
     held = store.list_parts(object_id, upload_id).get(part_number)
     if held is None:
-        raise conflict(
+        raise bad_request(
             "upload.part.missing", f"Part {part_number} of '{object_id}' has not reached the store"
         )
     if held.strip('"').lower() != etag.strip('"').lower() or held.strip('"').lower() != md5.lower():
-        raise conflict(
+        raise bad_request(
             "upload.part.checksum",
             f"Part {part_number} of '{object_id}' has MD5 {held} in the store; the "
             f"client sent {md5}",
@@ -327,7 +332,7 @@ def complete_upload(
     }
     missing = [n for n in range(1, len(layout) + 1) if n not in done]
     if missing:
-        raise conflict(
+        raise bad_request(
             "upload.incomplete",
             f"Upload of '{object_id}' is missing parts "
             f"{missing[:10]}{'...' if len(missing) > 10 else ''}",

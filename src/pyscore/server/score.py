@@ -2,20 +2,35 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from fastapi import APIRouter, Query
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from pyscore.server import metadata, objects
 from pyscore.server.app import PlatformDep, PrincipalDep, SessionDep, SignerDep
 from pyscore.server.auth import Action, authorize, readable_studies
+from pyscore.server.errors import bad_request
 from pyscore.server.tables import File
 from pyscore.wire.score import ListingEntry, ObjectSpecification, UploadProgress
 
 router = APIRouter(tags=["storage"])
 
 
+def score_json(obj: ObjectSpecification | UploadProgress) -> JSONResponse:
+    """What the original's Jackson writes: every field, nulls included (a download part's
+    `md5`, a missing `objectMd5`), except a part's `sourceMd5`, which is left out unless set."""
+    body = asdict(obj)
+    for part in body["parts"]:
+        if part["sourceMd5"] is None:
+            del part["sourceMd5"]
+    return JSONResponse(body)
+
+
 @router.get("/download/ping", response_class=PlainTextResponse)
-def ping(signer: SignerDep) -> str:
+def ping(signer: SignerDep, who: PrincipalDep) -> str:
+    """A signed URL of the sentinel object. Open to all, but a bad token is refused (401)
+    here as by the original, so `score-client` notices it before any download."""
     return objects.ping_url(signer)
 
 
@@ -24,9 +39,7 @@ def profile() -> str:
     return "s3"
 
 
-@router.get(
-    "/download/{object_id}", response_model=ObjectSpecification, response_model_exclude_none=True
-)
+@router.get("/download/{object_id}", response_model=ObjectSpecification)
 def download(
     object_id: str,
     s: SessionDep,
@@ -36,17 +49,33 @@ def download(
     length: int = -1,
     external: bool = False,
     exclude_urls: bool = Query(False, alias="exclude-urls"),
-) -> ObjectSpecification:
+) -> JSONResponse:
     f = metadata.get_file(s, object_id)
-    authorize(who, Action.READ, f.study_id, f.file_access, f"download {f.file_name}")
+    authorize(
+        who,
+        Action.READ,
+        f.study_id,
+        f.file_access,
+        f"download {f.file_name}",
+        anonymous_forbidden=True,
+    )
     if not exclude_urls:
         objects.require_published(s, f)
-    return objects.download_spec(s, signer, f, offset, length, external, exclude_urls)
+    return score_json(objects.download_spec(s, signer, f, offset, length, external, exclude_urls))
 
 
 @router.get("/listing", response_model=list[ListingEntry])
 def listing(s: SessionDep, who: PrincipalDep) -> list[ListingEntry]:
+    """What the caller may read. Unlike the original (401 without a token), an anonymous
+    caller gets the open files: a deliberate extension, as open files need no token."""
     return objects.listing(s, readable_studies(who, metadata.study_ids(s)))
+
+
+def part_number_within(number: int) -> None:
+    if not 1 <= number <= objects.MAX_PARTS:
+        raise bad_request(
+            "upload.part.number", f"Part number {number} is not in 1..{objects.MAX_PARTS}"
+        )
 
 
 def _writable(s: SessionDep, who: PrincipalDep, object_id: str, what: str) -> File:
@@ -55,11 +84,7 @@ def _writable(s: SessionDep, who: PrincipalDep, object_id: str, what: str) -> Fi
     return f
 
 
-@router.post(
-    "/upload/{object_id}/uploads",
-    response_model=ObjectSpecification,
-    response_model_exclude_none=True,
-)
+@router.post("/upload/{object_id}/uploads", response_model=ObjectSpecification)
 def initiate(
     object_id: str,
     fileSize: int,
@@ -69,9 +94,11 @@ def initiate(
     p: PlatformDep,
     overwrite: bool = False,
     md5: str | None = None,
-) -> ObjectSpecification:
+) -> JSONResponse:
     f = _writable(s, who, object_id, "upload")
-    return objects.initiate_upload(s, signer, f, fileSize, md5, overwrite, p.settings.part_size)
+    return score_json(
+        objects.initiate_upload(s, signer, f, fileSize, md5, overwrite, p.settings.part_size)
+    )
 
 
 @router.post("/upload/{object_id}/parts")
@@ -86,6 +113,7 @@ def finalize_part(
     p: PlatformDep,
 ) -> None:
     _writable(s, who, object_id, "upload")
+    part_number_within(partNumber)
     objects.finalize_part(s, p.store, object_id, uploadId, partNumber, md5, etag)
 
 
@@ -94,6 +122,7 @@ def delete_part(
     object_id: str, uploadId: str, partNumber: int, s: SessionDep, who: PrincipalDep
 ) -> None:
     _writable(s, who, object_id, "upload")
+    part_number_within(partNumber)
     objects.delete_part(s, object_id, uploadId, partNumber)
 
 
@@ -111,14 +140,12 @@ def recovery(
     objects.upload_status(s, signer, object_id, fileSize)
 
 
-@router.get(
-    "/upload/{object_id}/status", response_model=UploadProgress, response_model_exclude_none=True
-)
+@router.get("/upload/{object_id}/status", response_model=UploadProgress)
 def status(
     object_id: str, s: SessionDep, who: PrincipalDep, signer: SignerDep, fileSize: int | None = None
-) -> UploadProgress:
+) -> JSONResponse:
     _writable(s, who, object_id, "upload")
-    return objects.upload_status(s, signer, object_id, fileSize)
+    return score_json(objects.upload_status(s, signer, object_id, fileSize))
 
 
 @router.post("/upload/{object_id}")

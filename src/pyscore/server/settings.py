@@ -28,9 +28,25 @@ class Settings:
     s3_addressing_style: str = "path"
     s3_sign_part_range: bool = False  # sign each download part's Range, as the original does
     part_size: int = 64 * MiB
-    download_expiry_seconds: int = 24 * 3600
-    upload_expiry_seconds: int = 6 * 24 * 3600
+    # Signed URLs outlive the token that got them (revoking a token stops new URLs, not these):
+    # downloads renew expired URLs, so short lifetimes cost a request, not a restart.
+    download_expiry_seconds: int = 6 * 3600
+    upload_expiry_seconds: int = 24 * 3600
+    max_url_lifetime_seconds: int = 7 * 24 * 3600  # no URL is signed or honoured for longer
+    url_signing_pepper: str = ""  # hex; signing keys are HMAC(pepper, key in the database)
     public_url: str = ""  # how clients reach us; default: the URL of each request
+    # Requests of the APIs at work at once per process; more wait up to queue_timeout_seconds
+    # for a slot, then get 503 + Retry-After. Each process opens up to this + 8 database
+    # connections (PostgreSQL: keep processes x (this + 8) below its max_connections).
+    max_concurrent_requests: int = 32
+    queue_timeout_seconds: int = 10
+    # Request bodies above this are refused with 413 (object bytes go to signed part URLs,
+    # which are bounded by their part instead)
+    max_body_bytes: int = 16 * MiB
+    # Behind a proxy: the addresses/networks whose X-Forwarded-Proto/-Host/-For are believed
+    trusted_proxies: list = field(default_factory=list)
+    # With public_url unset, Host values answered besides the listening address's names
+    allowed_hosts: list = field(default_factory=list)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -61,11 +77,12 @@ class Settings:
         for name, f in known.items():
             env = os.environ.get(ENV_PREFIX + name.upper())
             if env is not None and name not in ("data_dir", "extra"):
-                body[name] = (
-                    int(env)
-                    if f.type == "int"
-                    else env.strip().lower() in ("1", "true", "yes", "on")
-                    if f.type == "bool"
-                    else env
-                )
+                if f.type == "int":
+                    body[name] = int(env)
+                elif f.type == "bool":
+                    body[name] = env.strip().lower() in ("1", "true", "yes", "on")
+                elif f.type == "list":  # comma-separated
+                    body[name] = [x.strip() for x in env.split(",") if x.strip()]
+                else:
+                    body[name] = env
         return cls(**{k: v for k, v in body.items() if k in known})

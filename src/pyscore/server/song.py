@@ -25,13 +25,39 @@ async def json_body(request: Request) -> Any:
     raw = await request.body()
     try:
         return json.loads(raw) if raw.strip() else None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, ValueError) as exc:  # ValueError: also numbers of >4300 digits
         raise ApiError(
-            422, "payload.parsing", f"The request body is not valid JSON: {exc}"
+            422, "payload.parsing", f"The request body is not valid JSON: {exc}"[:300]
         ) from None
+    except RecursionError:
+        raise ApiError(422, "payload.parsing", "The request body is nested too deeply") from None
+
+
+INT32 = 2**31 - 1
+
+
+def within(name: str, value: int | None, lo: int, hi: int = INT32) -> None:
+    """Refuse a number outside what the database can hold or a page could mean (400)."""
+    if value is not None and not lo <= value <= hi:
+        raise bad_request("malformed.parameter", f"{name} must be within {lo}..{hi}")
 
 
 Body = Annotated[Any, Depends(json_body)]
+
+
+def allowed(action: Action, what: str) -> Any:
+    """A dependency that authorizes the caller for `action` on the path's study (`what` is
+    formatted with it), to be declared before a route's Body: FastAPI solves dependencies
+    in order, so a refused caller's body is never read."""
+
+    def check(request: Request, who: PrincipalDep) -> None:
+        study_id = request.path_params.get("study_id")
+        authorize(who, action, study_id, what=what.format(study=study_id))
+
+    return Depends(check)
+
+
+AdminOnly = Annotated[None, allowed(Action.ADMIN, "create study {study}")]
 
 
 def _object(body: Any, what: str) -> dict:
@@ -41,7 +67,8 @@ def _object(body: Any, what: str) -> dict:
 
 
 @router.get("/isAlive")
-def is_alive() -> bool:
+async def is_alive() -> bool:
+    """On the event loop itself: no thread, no database, never queued (limits.py)."""
     return True
 
 
@@ -58,8 +85,7 @@ def get_study(study_id: str, s: SessionDep) -> dict:
 
 @router.post("/studies/{study_id}/", response_class=PlainTextResponse)
 @router.post("/studies/{study_id}", response_class=PlainTextResponse, include_in_schema=False)
-def create_study(study_id: str, body: Body, s: SessionDep, who: PrincipalDep) -> str:
-    authorize(who, Action.ADMIN, what=f"create study {study_id}")
+def create_study(study_id: str, s: SessionDep, _: AdminOnly, body: Body) -> str:
     return metadata.create_study(s, study_id, _object(body, "study")).study_id
 
 
@@ -77,6 +103,8 @@ def list_schemas(
     limit: int = 50,
     offset: int = 0,
 ) -> dict:
+    within("limit", limit, 1)
+    within("offset", offset, 0)
     wanted = [n.strip() for n in names.split(",")] if names else None
     found = metadata.list_analysis_types(s, wanted, hide_schema=hideSchema)
     return {
@@ -98,13 +126,17 @@ def list_schemas_legacy(s: SessionDep) -> dict:
 def get_schema(
     name: str, s: SessionDep, version: int | None = None, unrenderedOnly: bool = False
 ) -> dict:
+    within("version", version, 1)
     row = metadata.get_analysis_type(s, name, version)
     return metadata.analysis_type_json(row, unrendered=unrenderedOnly)
 
 
 @router.post("/schemas")
-def register_schema(body: Body, s: SessionDep, who: PrincipalDep) -> dict:
-    authorize(who, Action.ADMIN, what="register an analysis type")
+def register_schema(
+    s: SessionDep,
+    _: Annotated[None, allowed(Action.ADMIN, "register an analysis type")],
+    body: Body,
+) -> dict:
     body = _object(body, "analysis type registration")
     if not isinstance(body.get("name"), str) or not isinstance(body.get("schema"), dict):
         raise bad_request("malformed.parameter", "Body must be {name, schema, options?}")
@@ -115,9 +147,12 @@ def register_schema(body: Body, s: SessionDep, who: PrincipalDep) -> dict:
 # -- submission and analyses --------------------------------------------------------------
 @router.post("/submit/{study_id}")
 def submit(
-    study_id: str, body: Body, s: SessionDep, who: PrincipalDep, allowDuplicates: bool = False
+    study_id: str,
+    s: SessionDep,
+    _: Annotated[None, allowed(Action.WRITE, "submit to study {study}")],
+    body: Body,
+    allowDuplicates: bool = False,
 ) -> dict:
-    authorize(who, Action.WRITE, study_id, what=f"submit to study {study_id}")
     analysis_id = metadata.submit(s, study_id, body, allowDuplicates)
     return {"analysisId": analysis_id, "status": "OK"}
 
@@ -143,8 +178,8 @@ def analyses_paginated(
     limit: int = 100,
     offset: int = 0,
 ) -> dict:
-    if limit < 1 or offset < 0:
-        raise bad_request("malformed.parameter", "limit must be >= 1 and offset >= 0")
+    within("limit", limit, 1)
+    within("offset", offset, 0)
     rows, total = metadata.list_analyses(
         s, study_id, metadata.parse_states(analysisStates), limit, offset
     )
@@ -205,16 +240,31 @@ def get_file(study_id: str, object_id: str, s: SessionDep) -> dict:
 
 @router.put("/studies/{study_id}/files/{object_id}")
 def update_file(
-    study_id: str, object_id: str, body: Body, s: SessionDep, who: PrincipalDep
+    study_id: str,
+    object_id: str,
+    s: SessionDep,
+    _: Annotated[None, allowed(Action.WRITE, "update files of study {study}")],
+    body: Body,
+    who: PrincipalDep,
 ) -> dict:
-    authorize(who, Action.WRITE, study_id, what=f"update files of study {study_id}")
-    return metadata.update_file(s, study_id, object_id, _object(body, "file update"))
+    body = _object(body, "file update")
+    f = metadata.get_file(s, object_id, study_id)
+    if body.get("fileAccess") in ("open", "controlled") and body["fileAccess"] != f.file_access:
+        # who may read the bytes is decided by those who may read them: WRITE alone (which
+        # is refused controlled bytes) must not open a file to everyone
+        authorize(
+            who,
+            Action.READ,
+            study_id,
+            what=f"change who may read {f.file_name} (WRITE and READ are both needed)",
+        )
+    return metadata.update_file(s, study_id, object_id, body)
 
 
 # -- legacy entities ----------------------------------------------------------------------
 @router.get("/entities/{object_id}", response_model=Entity)
 def get_entity(object_id: str, s: SessionDep) -> dict:
-    return metadata.entity_json(metadata.get_entity(s, object_id))
+    return metadata.entity(s, object_id)
 
 
 ENTITY_PARAMS = {
@@ -231,6 +281,9 @@ ENTITY_PARAMS = {
 }
 
 
+# The Java score-client's mount asks for `/entities/?fields=...`, its download for
+# `/entities?gnosId=...`: both are answered directly, not with a redirect to the other.
+@router.get("/entities/", include_in_schema=False)
 @router.get("/entities")
 def list_entities(request: Request, s: SessionDep, page: int = 0, size: int = 20) -> JSONResponse:
     params = request.query_params
@@ -239,8 +292,10 @@ def list_entities(request: Request, s: SessionDep, page: int = 0, size: int = 20
         raise bad_request(
             "illegal.query.parameter", f"Unknown query parameter(s) {sorted(unknown)}"
         )
-    if page < 0 or not 1 <= size <= 10_000:
-        raise bad_request("malformed.parameter", "page must be >= 0 and size within 1..10000")
+    if not 0 <= page <= INT32 or not 1 <= size <= 10_000:
+        raise bad_request(
+            "malformed.parameter", f"page must be within 0..{INT32} and size within 1..10000"
+        )
     # score-client repeats `fields=`; ARGO's gateway takes a comma list: accept both.
     fields = [f.strip() for v in params.getlist("fields") for f in v.split(",") if f.strip()]
     filters = {

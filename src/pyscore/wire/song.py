@@ -14,3 +14,4 @@ class Entity:
     fileName: str
     projectCode: str
     access: str
+    createdTime: int = 0  # epoch ms; Song leaves it out, the Java client's Entity has it

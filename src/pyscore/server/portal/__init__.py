@@ -17,8 +17,8 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 
 from pyscore.client.progress import human
-from pyscore.server import metadata, objects, repository
-from pyscore.server.app import PlatformDep, SessionDep, SignerDep
+from pyscore.server import edge, metadata, objects, repository
+from pyscore.server.app import PlatformDep, SessionDep, SignerDep, base_url
 from pyscore.server.auth import Action, Principal, authorize, can, principal_for
 from pyscore.server.errors import ApiError
 from pyscore.server.tables import Analysis, RepositoryEntry
@@ -237,7 +237,7 @@ def file_page(object_id: str, request: Request, s: SessionDep) -> HTMLResponse:
     samples = metadata.analysis_samples(s, f.analysis_id)
     index = next(iter(metadata.index_files(s, object_id)), None)
     siblings = [o for o in metadata.analysis_files(s, f.analysis_id) if o.object_id != object_id]
-    base = str(request.base_url).rstrip("/")
+    base = base_url(request)
     commands = [
         (
             "Download with score-client",
@@ -300,10 +300,18 @@ def _back(next_url: str) -> str:
     return next_url if next_url.startswith("/") and not next_url.startswith("//") else "/repository"
 
 
+def _same_origin(request: Request) -> None:
+    """Sign-in and sign-out change who the browser is here: only this site's own pages may
+    ask (no cross-site form posts)."""
+    if not edge.same_origin_form(request.headers, base_url(request)):
+        raise ApiError(403, "csrf.refused", "Sign-in and sign-out are only taken from this site")
+
+
 @router.post("/portal/sign-in")
 def sign_in(
     request: Request, s: SessionDep, token: str = Form(...), next: str = Form("/repository")
 ) -> RedirectResponse:
+    _same_origin(request)
     try:
         who = principal_for(s, f"Bearer {token.strip()}")
     except ApiError as exc:
@@ -314,7 +322,8 @@ def sign_in(
         token.strip(),
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        # the cookie is the token itself: never over plain HTTP when clients use HTTPS
+        secure=base_url(request).startswith("https://") or request.url.scheme == "https",
         max_age=12 * 3600,
     )
     if who is None:
@@ -323,7 +332,8 @@ def sign_in(
 
 
 @router.post("/portal/sign-out")
-def sign_out(next: str = Form("/repository")) -> RedirectResponse:
+def sign_out(request: Request, next: str = Form("/repository")) -> RedirectResponse:
+    _same_origin(request)
     response = RedirectResponse(_back(next), status_code=303)
     response.delete_cookie(COOKIE)
     return response

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pyscore.server.settings import Settings
 from pyscore.server.store.base import ObjectStore
 
 
-def open_store(settings: Settings, secret: bytes) -> ObjectStore:
+def open_store(settings: Settings, keys: Any) -> ObjectStore:
+    """`keys`: the KeyRing (or a fixed key, as bytes) the local store signs its URLs with."""
     if settings.store == "local":
         from pyscore.server.store.local import LocalStore
 
-        return LocalStore(settings.objects_dir, secret)
+        return LocalStore(settings.objects_dir, keys, settings.max_url_lifetime_seconds)
     if settings.store.startswith("s3://"):
         from pyscore.server.store.s3 import S3Store
 

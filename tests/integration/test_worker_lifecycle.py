@@ -1,0 +1,67 @@
+"""`kill -9` of `score-server serve` leaves no worker behind holding the port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import init_server
+
+
+def children(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            # the command may hold spaces and parentheses: fields follow the last ')'
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+@pytest.mark.parametrize("workers", [1, 2])
+def test_workers_end_with_a_killed_server(tmp_path, workers):
+    server = init_server(tmp_path / "data")
+    server.start("--workers", str(workers))
+    pid = server.process.pid
+    try:
+        workers_pids = children(pid)
+        assert len(workers_pids) >= workers, workers_pids
+        os.kill(pid, signal.SIGKILL)
+        server.process.wait(10)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and (
+            any(alive(w) for w in workers_pids) or port_open(server.port)
+        ):
+            time.sleep(0.2)
+        left = [w for w in workers_pids if alive(w)]
+        assert not left, f"workers {left} outlived their server"
+        assert not port_open(server.port), "the port is still served"
+    finally:
+        for w in children(pid) + (workers_pids if "workers_pids" in locals() else []):
+            if alive(w):
+                os.kill(w, signal.SIGKILL)
