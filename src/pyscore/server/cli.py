@@ -23,7 +23,7 @@ class CommandError(Exception):
 
 
 def _open(data_dir: str):
-    from pyscore.server.app import Platform
+    from pyscore.server.platform import Platform
 
     settings = Settings.load(data_dir)
     if not (Path(data_dir) / "server.json").exists():
@@ -36,8 +36,8 @@ def _open(data_dir: str):
 
 def cmd_init(args: argparse.Namespace) -> None:
     from pyscore.server import auth, keys, metadata, objects
-    from pyscore.server.app import Platform
     from pyscore.server.db import Database, migrate
+    from pyscore.server.platform import Platform
     from pyscore.server.store import open_store
 
     data_dir = Path(args.data_dir)
@@ -268,7 +268,7 @@ def cmd_study(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from pyscore.server.demo_study import load_demo
+    from pyscore.server.demo.study import load_demo
 
     platform = _open(args.data_dir)
     out = Path(args.files_dir or Path(args.data_dir) / "demo-files")

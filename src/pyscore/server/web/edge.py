@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from pyscore.server.limits import ASGIApp, Receive, Scope, Send
+from pyscore.server.web.limits import ASGIApp, Receive, Scope, Send
 
 BIND_ENV = "PYSCORE_BIND"  # host:port that `score-server serve` listens on, for its workers
 CSP = (

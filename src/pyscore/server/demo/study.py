@@ -7,8 +7,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from pyscore.demo import DemoAnalysis, generate
 from pyscore.server import metadata, objects, repository
+from pyscore.server.demo.data import DemoAnalysis, generate
 from pyscore.server.errors import ApiError
 from pyscore.server.tables import AnalysisType, Study
 from pyscore.wire.manifest import format_argo

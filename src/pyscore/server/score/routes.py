@@ -8,10 +8,10 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from pyscore.server import metadata, objects
-from pyscore.server.app import PlatformDep, PrincipalDep, SessionDep, SignerDep
 from pyscore.server.auth import Action, authorize, readable_studies
 from pyscore.server.errors import bad_request
 from pyscore.server.tables import File
+from pyscore.server.web.deps import PlatformDep, PrincipalDep, SessionDep, SignerDep
 from pyscore.wire.score import ListingEntry, ObjectSpecification, UploadProgress
 
 router = APIRouter(tags=["storage"])

@@ -11,11 +11,11 @@ from fastapi import APIRouter, Request
 from sqlalchemy.orm import Session
 
 from pyscore.server import metadata, objects
-from pyscore.server.app import PrincipalDep, SessionDep, SignerDep, base_url
 from pyscore.server.auth import Action, Principal, authorize
 from pyscore.server.errors import ApiError
-from pyscore.server.metadata import iso
+from pyscore.server.metadata.song_json import iso
 from pyscore.server.tables import Analysis, File
+from pyscore.server.web.deps import PrincipalDep, SessionDep, SignerDep, base_url
 
 router = APIRouter(prefix="/ga4gh/drs/v1", tags=["drs"])
 ACCESS_ID = "https"
@@ -30,8 +30,7 @@ def _published_file(session: Session, object_id: str, who: Principal | None) -> 
     if f is None:
         return None
     authorize(who, Action.READ, f.study_id, f.file_access, f"read {f.file_name}")
-    if objects.analysis_state(session, f) != "PUBLISHED":
-        raise ApiError(404, "not.found", f"object {object_id} is not published")
+    objects.require_published(session, f)
     return f
 
 

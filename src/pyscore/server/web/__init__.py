@@ -1,0 +1,2 @@
+"""The HTTP edge shared by every API: dependencies, error answers, admission control, host
+and proxy checks, the local store's signed URLs, worker lifetime."""
