@@ -233,10 +233,10 @@ def cmd_token(args: argparse.Namespace) -> None:
                 status = (
                     "revoked" if t.revoked_at else "expired" if auth.expired_at(t) else "active"
                 )
-                expires = f"{t.expires_at:%Y-%m-%d %H:%M}" if t.expires_at else "never"
+                until = f"{t.expires_at:%Y-%m-%d %H:%M}" if t.expires_at else "never"
                 print(
                     f"{t.token_id}\t{t.user}\t{' '.join(t.scopes)}\t"
-                    f"{t.created_at:%Y-%m-%d %H:%M}\t{expires}\t{status}"
+                    f"{t.created_at:%Y-%m-%d %H:%M}\t{until}\t{status}"
                 )
         elif args.token_command == "revoke":
             token = s.get(Token, args.token_id)

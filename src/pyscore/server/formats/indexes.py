@@ -16,7 +16,7 @@ from pyscore.server.formats.bgzf import FormatError, inflate_all
 def reg2bins(beg: int, end: int, min_shift: int = 14, depth: int = 5) -> list[int]:
     """Bins that may hold records overlapping [beg, end) (0-based, half-open)."""
     end -= 1
-    bins = []
+    bins: list[int] = []
     s = min_shift + depth * 3
     t = 0
     for level in range(depth + 1):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pyscore.server import metadata, objects
@@ -109,7 +109,7 @@ def ticket(session, signer, kind: str, f: File, q: Query) -> dict:
             pieces = binned_pieces(blocks, q, binned, header_len, names)
     except FormatError as exc:
         raise invalid("InvalidInput", f"{f.file_name}: {exc}") from None
-    urls = []
+    urls: list[dict[str, Any]] = []
     for p in coalesce(pieces):
         if p.data is not None:
             urls.append(
@@ -137,7 +137,7 @@ BINNED_INDEXES = {".bai": indexes.parse_bai, ".csi": indexes.parse_csi, ".tbi": 
 CRAM_INDEXES = {".crai": indexes.parse_crai}
 
 
-def _parsed_index(session, store, index, parsers: dict[str, Callable[[bytes], Any]]) -> Any:
+def _parsed_index(session, store, index, parsers: Mapping[str, Callable[[bytes], Any]]) -> Any:
     """The index file parsed by the parser its name calls for, among those this data file's
     format can use."""
     suffix = next((s for s in parsers if index.file_name.lower().endswith(s)), None)

@@ -14,15 +14,11 @@ streams, static files) are not counted.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from starlette.exceptions import HTTPException
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict]]
-Send = Callable[[dict], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 EXEMPT_PREFIXES = ("/store/", "/portal/static/")
 EXEMPT_PATHS = ("/isAlive",)
@@ -134,7 +130,7 @@ class BodyLimitMiddleware:
                 return
         seen = 0
 
-        async def counted() -> dict:
+        async def counted() -> Message:
             nonlocal seen
             message = await receive()
             if message["type"] == "http.request":
