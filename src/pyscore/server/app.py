@@ -27,6 +27,7 @@ from pyscore.server.store.base import ServesItsUrls
 from pyscore.server.tables import UploadPart
 from pyscore.server.web import edge, errors, limits, signed
 from pyscore.server.web.workers import end_with_parent
+from pyscore.wire.htsget import MEDIA_TYPE
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -68,7 +69,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(song.router, responses=errors.documented(errors.SongError))
     app.include_router(score.router, responses=errors.documented(errors.SongError))
     app.include_router(
-        htsget.router, responses=errors.documented(errors.HtsgetError, media=htsget.MEDIA)
+        htsget.router, responses=errors.documented(errors.HtsgetError, media=MEDIA_TYPE)
     )
     app.include_router(drs.router, responses=errors.documented(errors.DrsError))
     portal.install(app)

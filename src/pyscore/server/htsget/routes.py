@@ -14,8 +14,8 @@ from pyscore.server.htsget.query import KINDS, Query, invalid, parse_query
 from pyscore.server.htsget.tickets import ticket
 from pyscore.server.tables import File
 from pyscore.server.web.deps import PrincipalDep, SessionDep, SignerDep
+from pyscore.wire.htsget import MEDIA_TYPE, ticket_to_json
 
-MEDIA = "application/vnd.ga4gh.htsget.v1.3.0+json"
 router = APIRouter(tags=["htsget"])
 
 
@@ -34,12 +34,12 @@ def readable(object_id: str, s: SessionDep, who: PrincipalDep) -> File:
 ReadableFile = Annotated[File, Depends(readable)]
 
 
-class Ticket(JSONResponse):
-    media_type = MEDIA
+class TicketResponse(JSONResponse):
+    media_type = MEDIA_TYPE
 
 
 def _answer(session, signer, kind: str, f: File, q: Query) -> JSONResponse:
-    return Ticket(ticket(session, signer, kind, f, q))
+    return TicketResponse(ticket_to_json(ticket(session, signer, kind, f, q)))
 
 
 SERVICE_INFO = {
@@ -80,13 +80,17 @@ def _routes(kind: str) -> None:
             }
         )
 
-    @router.get(f"/htsget/{kind}/{{object_id}}", name=f"{kind}_ticket", response_class=Ticket)
+    @router.get(
+        f"/htsget/{kind}/{{object_id}}", name=f"{kind}_ticket", response_class=TicketResponse
+    )
     def get(
         object_id: str, request: Request, s: SessionDep, f: ReadableFile, signer: SignerDep
     ) -> JSONResponse:
         return _answer(s, signer, kind, f, parse_query(kind, dict(request.query_params)))
 
-    @router.post(f"/htsget/{kind}/{{object_id}}", name=f"{kind}_ticket_post", response_class=Ticket)
+    @router.post(
+        f"/htsget/{kind}/{{object_id}}", name=f"{kind}_ticket_post", response_class=TicketResponse
+    )
     def post(
         object_id: str,
         s: SessionDep,

@@ -17,6 +17,7 @@ from pyscore.server.htsget.pieces import binned_pieces, coalesce, cram_pieces
 from pyscore.server.htsget.query import KINDS, Query, invalid
 from pyscore.server.tables import File
 from pyscore.wire.files import htsget_format
+from pyscore.wire.htsget import Ticket, TicketUrl
 
 MEMO_BYTES = 32 * 1024 * 1024  # of parsed index files; parsed, a BAI takes ~8x its size
 
@@ -59,7 +60,7 @@ def version(store, obj) -> tuple:
     return (id(store), obj.object_id, obj.upload_id, obj.size, obj.md5, obj.last_modified)
 
 
-def ticket(session, signer, kind: str, f: File, q: Query) -> dict:
+def ticket(session, signer, kind: str, f: File, q: Query) -> Ticket:
     object_id = f.object_id
     fmt = htsget_format(f.file_name)
     if fmt is None or fmt not in KINDS[kind]:
@@ -109,16 +110,11 @@ def ticket(session, signer, kind: str, f: File, q: Query) -> dict:
             pieces = binned_pieces(blocks, q, binned, header_len, names)
     except FormatError as exc:
         raise invalid("InvalidInput", f"{f.file_name}: {exc}") from None
-    urls: list[dict[str, Any]] = []
+    urls: list[TicketUrl] = []
     for p in coalesce(pieces):
         if p.data is not None:
-            urls.append(
-                {
-                    "url": "data:application/octet-stream;base64,"
-                    + base64.b64encode(p.data).decode(),
-                    "class": p.klass,
-                }
-            )
+            inline = "data:application/octet-stream;base64," + base64.b64encode(p.data).decode()
+            urls.append(TicketUrl(inline, klass=p.klass))
         elif p.end > p.start:
             url = store.url_for_get(
                 object_id,
@@ -127,10 +123,8 @@ def ticket(session, signer, kind: str, f: File, q: Query) -> dict:
                 offset=p.start,
                 length=p.end - p.start,
             )
-            urls.append(
-                {"url": url, "headers": {"Range": f"bytes={p.start}-{p.end - 1}"}, "class": p.klass}
-            )
-    return {"htsget": {"format": fmt, "urls": urls}}
+            urls.append(TicketUrl(url, {"Range": f"bytes={p.start}-{p.end - 1}"}, p.klass))
+    return Ticket(fmt, urls)
 
 
 BINNED_INDEXES = {".bai": indexes.parse_bai, ".csi": indexes.parse_csi, ".tbi": indexes.parse_tbi}

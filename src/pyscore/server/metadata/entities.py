@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 
 from sqlalchemy import func, select
@@ -13,26 +14,27 @@ from pyscore.server.tables import (
     Analysis,
     File,
 )
+from pyscore.wire.song import Entity
 
 
-def entity_json(f: File, created: datetime | None) -> dict:
+def entity_of(f: File, created: datetime | None) -> Entity:
     """Song's LegacyEntity, plus `createdTime` (the analysis's creation, epoch ms), a long
     the Java score-client's Entity declares."""
     created = as_utc(created)
-    return {
-        "id": f.object_id,
-        "gnosId": f.analysis_id,
-        "fileName": f.file_name,
-        "projectCode": f.study_id,
-        "access": f.file_access,
-        "createdTime": int(created.timestamp() * 1000) if created else 0,
-    }
+    return Entity(
+        id=f.object_id,
+        gnosId=f.analysis_id,
+        fileName=f.file_name,
+        projectCode=f.study_id,
+        access=f.file_access,
+        createdTime=int(created.timestamp() * 1000) if created else 0,
+    )
 
 
-def entity(session: Session, object_id: str) -> dict:
+def entity(session: Session, object_id: str) -> Entity:
     f = get_entity(session, object_id)
     analysis = session.get(Analysis, f.analysis_id)
-    return entity_json(f, analysis.created_at if analysis else None)
+    return entity_of(f, analysis.created_at if analysis else None)
 
 
 def get_entity(session: Session, object_id: str) -> File:
@@ -67,7 +69,7 @@ def list_entities(
         .limit(size)
         .offset(page * size)
     ).all()
-    content = [entity_json(f, created) for f, created in rows]
+    content = [asdict(entity_of(f, created)) for f, created in rows]
     if fields:
         content = [{k: v for k, v in e.items() if k in fields} for e in content]
     pages = (total + size - 1) // size if size else 1

@@ -263,7 +263,7 @@ def update_file(
 
 # -- legacy entities ----------------------------------------------------------------------
 @router.get("/entities/{object_id}", response_model=Entity)
-def get_entity(object_id: str, s: SessionDep) -> dict:
+def get_entity(object_id: str, s: SessionDep) -> Entity:
     return metadata.entity(s, object_id)
 
 

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pyscore.server.errors import ApiError
+from pyscore.wire.htsget import MEDIA_TYPE
 
 
 # -- what the OpenAPI document declares of errors -------------------------------------------
@@ -129,7 +130,7 @@ def render(request: Request, error: ApiError) -> JSONResponse:
             body,
             error.status,
             headers=headers,
-            media_type="application/vnd.ga4gh.htsget.v1.3.0+json",
+            media_type=MEDIA_TYPE,
         )
     if path.startswith("/ga4gh/drs/"):
         return JSONResponse(
