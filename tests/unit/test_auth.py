@@ -342,11 +342,6 @@ def test_unknown_scopes_are_refused_by_name(session: Session, scope: str):
         create_token(session, "alice", [scope])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: SCOPE_RE ends in '$', which also matches before a final newline, so "
-    "'score.READ\\n' is accepted (and stored, granting nothing)",
-)
 def test_a_scope_with_a_trailing_newline_is_refused():
     with pytest.raises(ValueError):
         validate_scopes(["score.READ\n"])

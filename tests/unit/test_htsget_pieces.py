@@ -199,12 +199,6 @@ def test_an_invalid_request(kind, params, body, error, status, says):
     assert says in caught.value.message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="bug: a POST body whose fields/tags/notags is not a list or string (a number, a "
-    "list of lists) reaches set() and raises TypeError (a 500), not InvalidInput",
-)
 @pytest.mark.parametrize(
     "params", [{"fields": 5}, {"tags": 5, "notags": ["NM"]}, {"tags": [["NM"]], "notags": [["NM"]]}]
 )

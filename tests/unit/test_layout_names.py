@@ -133,12 +133,6 @@ def test_many_objects_of_one_name_get_distinct_paths(tmp_path: Path, layout: str
     assert all(p.name.endswith(".vcf.gz") or layout == "id" for p in paths)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Names.claim falls back to unique_name(file_name, object_id), which is the "
-    "name it just found taken when the tag was the object's own id, so a file literally "
-    "named 'same.B.bam' and object B's renamed 'same.bam' share one path",
-)
 def test_a_literal_name_equal_to_a_unique_name_is_not_overwritten(tmp_path: Path):
     names = Names(tmp_path, "filename")
     first = names.claim("X", "same.B.bam", "AN")[0]

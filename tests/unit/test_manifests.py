@@ -282,12 +282,6 @@ def test_index_names_are_lower_case_and_never_the_data_file():
         assert len(names) == len(set(names))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the stem rule ignores the data format: with a.bam, a.bai, a.cram and a.crai "
-    "in one analysis, a.cram pairs with a.bai (a BAM index), since a.cram's candidates list "
-    "a.bai before a.crai; link_indexes then points a.bai at the CRAM",
-)
 def test_a_cram_does_not_pair_with_a_bam_index():
     files = {f: f for f in ("a.bam", "a.bai", "a.cram", "a.crai")}
     assert find_index("a.bam", files) == "a.bai"
