@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from pyscore.server.db import as_utc
-from pyscore.server.errors import not_found
+from pyscore.server.errors import ApiError, not_found
 from pyscore.server.tables import (
     Analysis,
     File,
@@ -18,13 +19,24 @@ from pyscore.server.tables import (
 def entity_json(f: File, created: datetime | None) -> dict:
     """Song's LegacyEntity, plus `createdTime` (the analysis's creation, epoch ms), a long
     the Java score-client's Entity declares."""
+    return _entity(f.object_id, f.analysis_id, f.file_name, f.study_id, f.file_access, created)
+
+
+def _entity(
+    object_id: str,
+    analysis_id: str,
+    file_name: str,
+    study_id: str,
+    access: str,
+    created: datetime | None,
+) -> dict:
     created = as_utc(created)
     return {
-        "id": f.object_id,
-        "gnosId": f.analysis_id,
-        "fileName": f.file_name,
-        "projectCode": f.study_id,
-        "access": f.file_access,
+        "id": object_id,
+        "gnosId": analysis_id,
+        "fileName": file_name,
+        "projectCode": study_id,
+        "access": access,
         "createdTime": int(created.timestamp() * 1000) if created else 0,
     }
 
@@ -35,13 +47,55 @@ def entity(session: Session, object_id: str) -> dict:
     return entity_json(f, analysis.created_at if analysis else None)
 
 
+def no_such_entity(object_id: str) -> ApiError:
+    return not_found(
+        "legacy.entity.not.found", f"The LegacyEntity with id '{object_id}' does not exist"
+    )
+
+
 def get_entity(session: Session, object_id: str) -> File:
     f = session.get(File, object_id)
     if f is None:
-        raise not_found(
-            "legacy.entity.not.found", f"The LegacyEntity with id '{object_id}' does not exist"
-        )
+        raise no_such_entity(object_id)
     return f
+
+
+_ENTITIES = select(
+    File.object_id,
+    File.analysis_id,
+    File.file_name,
+    File.study_id,
+    File.file_access,
+    Analysis.created_at,
+).outerjoin(Analysis, Analysis.analysis_id == File.analysis_id)
+IN_CHUNK = 500  # ids per IN (...) query
+
+
+def entities(session: Session, ids: Sequence[str]) -> list[dict]:
+    """Each id's entity (status 200) or its 404, as `GET /entities/{id}` would answer, in
+    order, in a query per IN_CHUNK ids (pyscore's batch extension)."""
+    unique = list(dict.fromkeys(ids))
+    found: dict[str, dict] = {}
+    for start in range(0, len(unique), IN_CHUNK):
+        for row in session.execute(
+            _ENTITIES.where(File.object_id.in_(unique[start : start + IN_CHUNK]))
+        ):
+            found[row[0]] = _entity(*row)
+    out = []
+    for i in ids:
+        if i in found:
+            out.append({"id": i, "status": 200, "entity": found[i]})
+        else:
+            error = no_such_entity(i)
+            out.append(
+                {
+                    "id": i,
+                    "status": error.status,
+                    "errorId": error.error_id,
+                    "message": error.message,
+                }
+            )
+    return out
 
 
 ENTITY_COLUMNS = {
