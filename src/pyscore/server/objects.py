@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Protocol
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from pyscore.server.auth import Action, Principal, authorize
@@ -122,11 +123,12 @@ _READABLE = (
     .outerjoin(Analysis, Analysis.analysis_id == File.analysis_id)
     .outerjoin(StoredObject, StoredObject.object_id == File.object_id)
 )
+_READABLE_ONE = _READABLE.where(File.object_id == bindparam("object_id"))  # built once
 IN_CHUNK = 500  # ids per IN (...) query: far below any database's limit on parameters
 
 
-def readable(session: Session, object_id: str) -> Readable | None:
-    row = session.execute(_READABLE.where(File.object_id == object_id)).first()
+def readable(session: Session | Connection, object_id: str) -> Readable | None:
+    row = session.execute(_READABLE_ONE, {"object_id": object_id}).first()
     return _readable(row) if row is not None else None
 
 
@@ -134,7 +136,7 @@ def _readable(row: Any) -> Readable:
     return Readable(*row)
 
 
-def readables(session: Session, object_ids: Sequence[str]) -> dict[str, Readable]:
+def readables(session: Session | Connection, object_ids: Sequence[str]) -> dict[str, Readable]:
     """`readable` of many objects, in a query per IN_CHUNK ids; unknown ids are left out."""
     unique = list(dict.fromkeys(object_ids))
     out: dict[str, Readable] = {}
@@ -289,11 +291,14 @@ def spec_json(spec: ObjectSpecification) -> dict[str, Any]:
 
 
 def download_specs(
-    session: Session, signer: Signer, who: Principal | None, wanted: Sequence[SpecWanted]
+    found: dict[str, Readable],
+    signer: Signer,
+    who: Principal | None,
+    wanted: Sequence[SpecWanted],
 ) -> list[dict[str, Any]]:
     """Each wanted object's specification or its own refusal (as the single call would
-    answer it), in order, from one query; one refusal never fails the others."""
-    found = readables(session, [w.objectId for w in wanted])
+    answer it), in order, from what `readables` read of them; one refusal never fails the
+    others."""
     out: list[dict[str, Any]] = []
     for w in wanted:
         try:

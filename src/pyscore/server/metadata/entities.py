@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import func, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from pyscore.server.db import as_utc
@@ -71,7 +72,7 @@ _ENTITIES = select(
 IN_CHUNK = 500  # ids per IN (...) query
 
 
-def entities(session: Session, ids: Sequence[str]) -> list[dict]:
+def entities(session: Session | Connection, ids: Sequence[str]) -> list[dict]:
     """Each id's entity (status 200) or its 404, as `GET /entities/{id}` would answer, in
     order, in a query per IN_CHUNK ids (pyscore's batch extension)."""
     unique = list(dict.fromkeys(ids))

@@ -275,7 +275,6 @@ def update_file(
     ENTITIES_PATH, response_model=EntityBatchAnswer, openapi_extra=body_schema(EntityBatchRequest)
 )
 def entities_batch(
-    s: SessionDep,
     p: PlatformDep,
     body: EntityBatchRequest = Depends(capped_body(EntityBatchRequest, batch_limit)),
 ) -> Response:
@@ -287,7 +286,8 @@ def entities_batch(
         raise ApiError(
             413, "batch.too.large", f"A batch may ask for at most {limit} ids, not {len(body.ids)}"
         )
-    return json_bytes({"results": metadata.entities(s, body.ids)})
+    with p.db.reading() as conn:  # no ORM session: a plain read (see score/routes.py)
+        return json_bytes({"results": metadata.entities(conn, body.ids)})
 
 
 @router.get("/entities/{object_id}", response_model=Entity)
