@@ -10,16 +10,19 @@ Each lookup is a future (`entity`, `spec`, `index_of`), and the same object aske
 run is asked once. Where the server offers batch lookups (pyscore's extension, learned from
 the first answer each service gives: see wire/batch.py), entities and specifications go in
 batches instead: each kind's `Batcher` sends one request per object only until the service
-has answered once (a few probes, which are useful lookups themselves), then queues the rest
-into batches of growing size (BATCH_SIZES), BATCHES_IN_FLIGHT at once, the earliest first;
-`prefetch()` queues a whole cohort's lookups ahead of the items that will wait on them
-(at most LOOKAHEAD ahead), so the first files' bytes move while later batches are being
-asked. Against a server that does not offer batches (the original, an older pyscore) every
-lookup is one request, LOOKUP_THREADS at once, as before.
+has answered once (at most PROBES, useful lookups themselves: `prefetch()` spends them on the
+first PROBE_ITEMS items entire, so their bytes move while the batches are asked), then queues
+the rest, cohort order first, into batches of growing size (BATCH_SIZES),
+BATCHES_IN_FLIGHT at once; `prefetch()` queues a whole cohort's lookups ahead of the items
+that will wait on them (at most LOOKAHEAD items ahead). Against a server that does not offer
+batches (the original, an older pyscore) every lookup is one request, LOOKUP_THREADS at
+once, as before.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import threading
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
@@ -43,11 +46,15 @@ BATCHES_IN_FLIGHT = 4  # batch requests of one kind at once
 LOOKAHEAD = 2000  # items prefetched beyond the consumer's, at most (signed URLs age)
 
 
+Ask = tuple[Any, "Future[Any]", int]  # (what to look up, its future, its priority)
+
+
 class Batcher:
     """One kind of lookup (specifications, or entities) towards one service: each lookup is
-    a single request while the service is not known to offer batches, else a place in the
-    next batch request. A batch goes as soon as none of its kind is in flight, or as soon as
-    a full one can be made (so lookups trickling in make few, not tiny, requests)."""
+    a single request while the service is not known to offer batches, else a place in a
+    batch request. Queued lookups go lowest priority first (the cohort's order: what the
+    first files wait for goes first), in batches of growing size, BATCHES_IN_FLIGHT at once;
+    lookups asked together (`ask_many`) are batched together."""
 
     def __init__(
         self,
@@ -64,11 +71,11 @@ class Batcher:
         self.mode = "unknown"  # then "single" or "batch"
         self.max_ids = 0
         self.probes = 0
-        self.held: list[tuple[Any, Future[Any]]] = []
-        self.queue: deque[tuple[Any, Future[Any]]] = deque()
+        self.held: list[Ask] = []
+        self.queue: list[tuple[int, int, Any, Future[Any]]] = []  # a heap
+        self.order = itertools.count()
         self.flying = 0
         self.sent = 0
-        self.requests = 0  # batch requests made (for tests and --verbose accounting)
 
     # -- deciding --------------------------------------------------------------------------
     def _decide(self) -> None:
@@ -81,8 +88,9 @@ class Batcher:
         self.mode = "batch" if max_ids else "single"
         self.max_ids = max_ids or 0
         held, self.held = self.held, []
-        for key, future in held:
-            self._route(key, future)
+        for ask in held:
+            self._route(ask)
+        self._dispatch(flush=True)
         self.decided.notify_all()
 
     def wait_decided(self, stop: threading.Event) -> str:
@@ -95,22 +103,27 @@ class Batcher:
             return self.mode
 
     # -- asking ----------------------------------------------------------------------------
-    def ask(self, key: Any, future: Future[Any]) -> None:
+    def ask_many(self, asks: Iterable[Ask], flush: bool) -> None:
+        """Route lookups; `flush`: they are all there is for now, so send even a short
+        batch (else a short one waits while one of its kind is in flight, for more)."""
         with self.lock:
             self._decide()
-            self._route(key, future)
+            for ask in asks:
+                self._route(ask)
+            self._dispatch(flush)
 
-    def _route(self, key: Any, future: Future[Any]) -> None:
+    def _route(self, ask: Ask) -> None:
+        """Under the lock: a single request, a place in the queue, or held until decided."""
+        key, future, priority = ask
         if self.mode == "batch":
-            self.queue.append((key, future))
-            self._dispatch()
+            heapq.heappush(self.queue, (priority, next(self.order), key, future))
         elif self.mode == "single":
             self._submit_single(key, future, probe=False)
         elif self.probes < PROBES:
             self.probes += 1
             self._submit_single(key, future, probe=True)
         else:
-            self.held.append((key, future))
+            self.held.append(ask)
 
     def _submit_single(self, key: Any, future: Future[Any], probe: bool) -> None:
         def run() -> None:
@@ -134,34 +147,34 @@ class Batcher:
                 self._decide()
 
     # -- batches ---------------------------------------------------------------------------
-    def _dispatch(self) -> None:
-        """Under the lock: send what is queued, in order, within BATCHES_IN_FLIGHT."""
+    def _dispatch(self, flush: bool = False) -> None:
+        """Under the lock: send what is queued, first things first, within
+        BATCHES_IN_FLIGHT; the first batches small (the first files start sooner). Lookups
+        trickling in one by one make few batches, not many tiny ones: a short batch waits
+        while another is in flight, unless `flush`."""
         while self.queue and self.flying < BATCHES_IN_FLIGHT:
             size = min(self.max_ids, BATCH_SIZES[min(self.sent, len(BATCH_SIZES) - 1)])
-            if self.flying and len(self.queue) < size:
-                return  # a fuller batch when one comes back
-            take = [self.queue.popleft() for _ in range(min(size, len(self.queue)))]
+            if self.flying and len(self.queue) < size and not flush:
+                return
+            take = [heapq.heappop(self.queue) for _ in range(min(size, len(self.queue)))]
             self.flying += 1
             self.sent += 1
-            self.requests += 1
-            self.pool.submit(self._send, take)
+            self.pool.submit(self._send, [(key, future) for _, _, key, future in take])
 
     def _send(self, take: list[tuple[Any, Future[Any]]]) -> None:
         try:
             results: Sequence[Any] = self.batch([key for key, _ in take])
-        except ScoreError as exc:
-            if isinstance(exc, NotOffered):
-                # offered but not answered (a proxy routes it elsewhere): one by one from now
-                with self.lock:
-                    self.api.no_batches(self.base)
-                    self.mode = "single"
-                    self.flying -= 1
-                    again = take + list(self.queue)
-                    self.queue.clear()
-                    for key, future in again:
-                        self._submit_single(key, future, probe=False)
-                return
-            results = [exc] * len(take)
+        except NotOffered:
+            # offered but not answered as a batch (a proxy routes it elsewhere): one by one
+            with self.lock:
+                self.api.no_batches(self.base)
+                self.mode = "single"
+                self.flying -= 1
+                again = take + [(key, future) for _, _, key, future in self.queue]
+                self.queue.clear()
+                for key, future in again:
+                    self._submit_single(key, future, probe=False)
+            return
         except BaseException as exc:
             results = [exc] * len(take)
         for (_, future), result in zip(take, results):
@@ -172,6 +185,10 @@ class Batcher:
         with self.lock:
             self.flying -= 1
             self._dispatch()
+
+
+PROBE_ITEMS = 3  # items of a prefetched cohort looked up at once, before any answer
+LATER = 1 << 62  # the priority of lookups no cohort order names
 
 
 class Lookups:
@@ -196,6 +213,7 @@ class Lookups:
         self.stop = threading.Event()
         self.ahead = threading.Condition(self.lock)
         self.progress = 0  # items of `prefetch` the consumer is done with
+        self.priority: dict[tuple[str, ...], int] = {}  # a cohort's order, from prefetch
         self.feeder: Optional[threading.Thread] = None
 
     def _once(self, key: tuple[str, ...], call: Callable[[], Any]) -> Future[Any]:
@@ -205,30 +223,57 @@ class Lookups:
                 future = self.memo[key] = self.pool.submit(call)
             return future
 
-    def _batched(self, key: tuple[str, ...], batcher: Batcher, arg: Hashable) -> Future[Any]:
+    def _batched(
+        self, batcher: Batcher, wanted: Sequence[tuple[tuple[str, ...], Hashable]]
+    ) -> list[Future[Any]]:
+        """The futures of lookups (memo key, what to ask), the new ones asked together."""
+        futures, asks = [], []
         with self.lock:
-            future = self.memo.get(key)
-            if future is not None:
-                return future
-            future = self.memo[key] = Future()
-        batcher.ask(arg, future)
-        return future
+            for key, arg in wanted:
+                future = self.memo.get(key)
+                if future is None:
+                    future = self.memo[key] = Future()
+                    asks.append((arg, future, self.priority.get(key, LATER)))
+                futures.append(future)
+        if asks:
+            batcher.ask_many(asks, flush=len(wanted) > 1)
+        return futures
+
+    @staticmethod
+    def _spec_key(object_id: str, offset: int, length: int) -> tuple[str, ...]:
+        return ("spec", object_id, str(offset), str(length))
 
     def entity(self, object_id: str) -> Future[Entity]:
-        return self._batched(("entity", object_id), self.entity_batcher, object_id)
+        return self._batched(self.entity_batcher, [(("entity", object_id), object_id)])[0]
 
     def spec(
         self, object_id: str, offset: int = 0, length: int = -1
     ) -> Future[ObjectSpecification]:
-        key = ("spec", object_id, str(offset), str(length))
-        return self._batched(key, self.specs, (object_id, offset, length))
+        key = self._spec_key(object_id, offset, length)
+        return self._batched(self.specs, [(key, (object_id, offset, length))])[0]
 
     def prefetch(self, items: Sequence[tuple[list[tuple[str, int, int]], list[str]]]) -> None:
-        """Queue a cohort's lookups into batches in the background, item by item in the
-        order they will be waited for (each item: the specifications and the entities it
-        needs), at most LOOKAHEAD items beyond the last one `reached`; once the services
-        are known to offer batches, and not otherwise (each lookup is then asked when first
-        needed, one request each)."""
+        """Ask a cohort's lookups ahead of need, item by item in the order they will be
+        waited for (each item: the specifications and the entities it needs): the first
+        PROBE_ITEMS at once (one request each, until the services have answered), the rest
+        in the background once the services are known to offer batches, at most LOOKAHEAD
+        items beyond the last one `reached`. Where no batches are offered the rest are asked
+        when first needed, one request each, as without prefetching."""
+
+        def wanted(chunk: Sequence[tuple[list[tuple[str, int, int]], list[str]]]) -> tuple:
+            specs = [(self._spec_key(*s), s) for item in chunk for s in item[0]]
+            entities = [(("entity", e), e) for item in chunk for e in item[1]]
+            return specs, entities
+
+        with self.lock:
+            for number, (specs, entities) in enumerate(items):
+                for s in specs:
+                    self.priority.setdefault(self._spec_key(*s), number)
+                for e in entities:
+                    self.priority.setdefault(("entity", e), number)
+        first_specs, first_entities = wanted(items[:PROBE_ITEMS])
+        self._batched(self.specs, first_specs)
+        self._batched(self.entity_batcher, first_entities)
 
         def feed() -> None:
             modes = (
@@ -237,18 +282,18 @@ class Lookups:
             )
             if "batch" not in modes:
                 return
-            for number, (specs, entities) in enumerate(items):
+            step = max(BATCH_SIZES)
+            for start in range(PROBE_ITEMS, len(items), step):
                 with self.lock:
-                    while number - self.progress >= LOOKAHEAD and not self.stop.is_set():
+                    while start - self.progress >= LOOKAHEAD and not self.stop.is_set():
                         self.ahead.wait(0.1)
                 if self.stop.is_set():
                     return
+                specs, entities = wanted(items[start : start + step])
                 if modes[0] == "batch":
-                    for object_id, offset, length in specs:
-                        self.spec(object_id, offset, length)
+                    self._batched(self.specs, specs)
                 if modes[1] == "batch":
-                    for object_id in entities:
-                        self.entity(object_id)
+                    self._batched(self.entity_batcher, entities)
 
         self.feeder = threading.Thread(target=feed, name="prefetch", daemon=True)
         self.feeder.start()
@@ -273,9 +318,9 @@ class Lookups:
 
     def entities(self, ids: Iterable[str]) -> Iterator[tuple[str, Union[Entity, ScoreError]]]:
         """Entities of many ids, yielded as they come (in batches where offered)."""
-        futures: list[tuple[str, Future[Entity]]] = [(i, self.entity(i)) for i in ids]
-        found = as_they_come(futures)
-        return found
+        ids = list(ids)
+        futures = self._batched(self.entity_batcher, [(("entity", i), i) for i in ids])
+        return as_they_come(list(zip(ids, futures)))
 
     def close(self) -> None:
         self.stop.set()
