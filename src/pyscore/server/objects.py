@@ -138,7 +138,8 @@ def _readable(row: Any) -> Readable:
 
 def readables(session: Session | Connection, object_ids: Sequence[str]) -> dict[str, Readable]:
     """`readable` of many objects, in a query per IN_CHUNK ids; unknown ids are left out."""
-    unique = list(dict.fromkeys(object_ids))
+    # no id holds a NUL (PostgreSQL would refuse the query rather than find nothing)
+    unique = [i for i in dict.fromkeys(object_ids) if "\x00" not in i]
     out: dict[str, Readable] = {}
     for start in range(0, len(unique), IN_CHUNK):
         chunk = unique[start : start + IN_CHUNK]

@@ -75,7 +75,7 @@ IN_CHUNK = 500  # ids per IN (...) query
 def entities(session: Session | Connection, ids: Sequence[str]) -> list[dict]:
     """Each id's entity (status 200) or its 404, as `GET /entities/{id}` would answer, in
     order, in a query per IN_CHUNK ids (pyscore's batch extension)."""
-    unique = list(dict.fromkeys(ids))
+    unique = [i for i in dict.fromkeys(ids) if "\x00" not in i]  # PostgreSQL refuses NULs
     found: dict[str, dict] = {}
     for start in range(0, len(unique), IN_CHUNK):
         for row in session.execute(
