@@ -90,7 +90,8 @@ SignerDep = Annotated[Signer, Depends(signer)]
 async def quick_read(p: Platform, work: Callable[[], T]) -> T:
     """Run a route's few-row read and the CPU work after it: on the event loop with SQLite
     (tens of microseconds, less than the hop to a thread and back), in the thread pool
-    with a database across the network."""
+    with a database across the network. `work` must only read: a write could wait for
+    SQLite's write lock, and the whole process with it."""
     if p.db.local:
         return work()
     return await run_in_threadpool(work)
