@@ -4,12 +4,13 @@ built once per process from the settings. Nothing a second process would need li
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pyscore.server import capacity, keys
 from pyscore.server.db import Database
 from pyscore.server.settings import Settings
 from pyscore.server.store import ObjectStore, open_store
+from pyscore.server.tokencache import TokenCache
 
 
 @dataclass
@@ -17,6 +18,7 @@ class Platform:
     settings: Settings
     db: Database
     store: ObjectStore
+    tokens: TokenCache = field(default_factory=lambda: TokenCache(0))  # verified tokens
 
     @classmethod
     def open(cls, settings: Settings) -> Platform:
@@ -29,4 +31,6 @@ class Platform:
                 return keys.load_ring(session)
 
         ring = keys.KeyRing(load, settings.url_signing_pepper)
-        return cls(settings, db, open_store(settings, ring))
+        return cls(
+            settings, db, open_store(settings, ring), TokenCache(settings.token_cache_seconds)
+        )
