@@ -730,7 +730,7 @@ class OriginalPlatform:
             if self.rate:
                 ahead = hit.sent / self.rate - (time.monotonic() - began)
                 if ahead > 0:
-                    time.sleep(ahead)
+                    time.sleep(min(ahead, 1.0))  # bounded: a slowed response still moves
 
 
 def _chunks(data: bytes, size: int) -> list[bytes]:
