@@ -98,6 +98,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from granian.constants import Interfaces
 
     from pyscore.server.db import migrate
+    from pyscore.server.web.workers import SERVER_PID
 
     settings = Settings.load(args.data_dir)
     if not (Path(args.data_dir) / "server.json").exists():
@@ -111,6 +112,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     _rebuild_repository_if_empty(settings)
     os.environ["PYSCORE_DATA_DIR"] = str(Path(args.data_dir).resolve())
     os.environ["PYSCORE_BIND"] = f"{args.host}:{args.port}"  # edge.HostCheck's default names
+    os.environ[SERVER_PID] = str(os.getpid())  # workers end with this process
     print(
         f"pyscore {__version__} serving {args.data_dir} on http://{args.host}:{args.port}",
         file=sys.stderr,

@@ -8,13 +8,16 @@ import sys
 import threading
 import time
 
+SERVER_PID = "PYSCORE_SERVER_PID"  # set by `score-server serve` for the workers it starts
+
 
 def end_with_parent(interval: float = 0.5, grace: float = 5.0) -> None:
     """Make this worker process end when the process that started it does, even by
     `kill -9` (which gives the parent no chance to stop its workers): a daemon thread
     watches for the worker being handed to another parent, then asks it to stop (SIGTERM,
-    so requests in flight finish) and, after `grace` seconds, ends it."""
-    parent = os.getppid()
+    so requests in flight finish) and, after `grace` seconds, ends it. The server's pid comes
+    from the environment, so a worker whose server died before it started stops too."""
+    parent = int(os.environ.get(SERVER_PID) or os.getppid())
 
     def watch() -> None:
         while os.getppid() == parent:
