@@ -1,0 +1,149 @@
+"""Opaque bearers (API keys) checked by asking their issuer: RFC 7662 token introspection,
+or Ego's `check_api_key`. Answers are cached for `cache_seconds` (never past the key's own
+expiry), so a revoked key stops working within that time; the cache is keyed by a hash of
+the key, which itself is never kept."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Optional, Union
+
+import httpx
+
+from pyscore.server.identity.jwks import Refused, Unavailable
+from pyscore.server.identity.jwt import ScopeRules
+
+STYLES = ("rfc7662", "ego")
+CACHE_ENTRIES = 10_000
+
+
+@dataclass(frozen=True)
+class Introspected:
+    subject: str
+    name: str
+    scopes: frozenset[str]
+
+
+Answer = Union[Introspected, Refused]
+
+
+class Introspector:
+    """Settings: `identity.introspection` = {url, style ("rfc7662" or "ego"), client_id,
+    client_secret, cache_seconds, scope_claim, scope_map, scope_patterns}."""
+
+    def __init__(
+        self,
+        http: httpx.Client,
+        url: str,
+        style: str = "rfc7662",
+        client_id: str = "",
+        client_secret: str = "",
+        cache_seconds: float = 60.0,
+        scopes: Optional[ScopeRules] = None,
+        issuer: str = "",
+    ) -> None:
+        if style not in STYLES:
+            raise ValueError(f"introspection style {style!r}: use one of {', '.join(STYLES)}")
+        if not url.startswith(("https://", "http://")):
+            raise ValueError(f"introspection url {url!r} must be an http(s) URL")
+        self.http, self.url, self.style = http, url, style
+        self.auth: httpx.Auth | tuple[str, str] = (
+            (client_id, client_secret) if client_id else httpx.Auth()  # Auth(): none
+        )
+        self.cache_seconds = cache_seconds
+        self.scopes = scopes or ScopeRules()
+        self.issuer = issuer or url
+        self.cache: OrderedDict[str, tuple[float, Answer]] = OrderedDict()
+        self.lock = threading.Lock()
+        self.asked = 0  # calls to the issuer (for tests and metrics)
+
+    @classmethod
+    def parse(cls, body: dict[str, Any], http: httpx.Client) -> Introspector:
+        style = str(body.get("style", "rfc7662"))
+        return cls(
+            http,
+            str(body.get("url", "")),
+            style,
+            str(body.get("client_id", "")),
+            str(body.get("client_secret", "")),
+            float(body.get("cache_seconds", 60)),
+            ScopeRules.parse(body),
+            str(body.get("issuer", "")),
+        )
+
+    def check(self, key: str) -> Introspected:
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        now = time.monotonic()
+        with self.lock:
+            hit = self.cache.get(digest)
+            if hit is not None and hit[0] > now:
+                self.cache.move_to_end(digest)
+                answer = hit[1]
+                if isinstance(answer, Refused):
+                    raise answer
+                return answer
+        answer, lifetime = self._ask(key, digest)
+        with self.lock:
+            self.cache[digest] = (now + lifetime, answer)
+            self.cache.move_to_end(digest)
+            while len(self.cache) > CACHE_ENTRIES:
+                self.cache.popitem(last=False)
+        if isinstance(answer, Refused):
+            raise answer
+        return answer
+
+    def _ask(self, key: str, digest: str) -> tuple[Answer, float]:
+        self.asked += 1
+        try:
+            if self.style == "ego":
+                # Ego: POST /o/check_api_key?apiKey=..., the resource server's client
+                # credentials as Basic auth; 200 with {user_id, scope[], exp} or an error
+                response = self.http.post(self.url, params={"apiKey": key}, auth=self.auth)
+            else:
+                response = self.http.post(
+                    self.url,
+                    data={"token": key, "token_type_hint": "access_token"},
+                    auth=self.auth,
+                    headers={"Accept": "application/json"},
+                )
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"cannot reach the token introspection endpoint: {exc}") from None
+        if self.style == "ego" and response.status_code in (400, 401, 403, 404):
+            return Refused(
+                "inactive_key", "the API key is not valid (unknown, expired or revoked)"
+            ), (self.cache_seconds)
+        if response.status_code != 200:
+            raise Unavailable(f"the token introspection endpoint answered {response.status_code}")
+        try:
+            body = response.json()
+        except ValueError:
+            raise Unavailable("the token introspection endpoint answered no JSON") from None
+        if not isinstance(body, dict):
+            raise Unavailable("the token introspection endpoint answered no JSON object")
+        return self._answer(body, digest)
+
+    def _answer(self, body: dict[str, Any], digest: str) -> tuple[Answer, float]:
+        lifetime = self.cache_seconds
+        if self.style == "rfc7662" and body.get("active") is not True:
+            return Refused(
+                "inactive_key", "the token is not active (unknown, expired or revoked)"
+            ), (lifetime)
+        exp = body.get("exp")
+        if isinstance(exp, (int, float)):
+            left = float(exp) - time.time()
+            if left <= 0:
+                return Refused("expired_token", "the API key has expired"), lifetime
+            lifetime = min(lifetime, left)
+        subject = str(body.get("sub") or body.get("user_id") or "")
+        name = str(body.get("username") or body.get("client_id") or subject)
+        # no subject: name the key by a fingerprint of it (never the key)
+        return (
+            Introspected(
+                subject or f"key:{digest[:12]}", name, frozenset(self.scopes.scopes(body))
+            ),
+            lifetime,
+        )

@@ -1,0 +1,113 @@
+"""An issuer's signing keys: found by OpenID discovery, cached, and refetched when a token
+names a key we have not seen (key rotation), at most once per `min_refetch` seconds so a
+flood of tokens with made-up key ids cannot make us hammer the issuer."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Optional
+
+import httpx
+from jwt import PyJWK
+from jwt.exceptions import PyJWKError
+
+DISCOVERY = "/.well-known/openid-configuration"
+
+
+class Refused(Exception):
+    """A bearer this server will not accept: 401, with a short `code` for metrics and the
+    audit trail and a one-line `message` for the caller."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+class Unavailable(Exception):
+    """The identity provider could not be asked (down, slow, or answering nonsense): 503,
+    as the caller's token may well be good."""
+
+
+def fetch_json(http: httpx.Client, url: str, what: str) -> dict[str, Any]:
+    try:
+        response = http.get(url)
+        response.raise_for_status()
+        body = response.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise Unavailable(f"cannot read {what} at {url}: {exc}") from None
+    if not isinstance(body, dict):
+        raise Unavailable(f"{what} at {url} is not a JSON object")
+    return body
+
+
+class KeySet:
+    """The JWKS of one issuer. `jwks_uri` empty: read from the issuer's discovery document
+    (whose `issuer` must be this issuer, as OpenID Connect Discovery requires)."""
+
+    def __init__(
+        self,
+        http: httpx.Client,
+        issuer: str,
+        jwks_uri: str = "",
+        ttl: float = 3600.0,
+        min_refetch: float = 30.0,
+    ) -> None:
+        self.http, self.issuer, self.jwks_uri = http, issuer, jwks_uri
+        self.ttl, self.min_refetch = ttl, min_refetch
+        self.keys: dict[str, PyJWK] = {}
+        self.fetched = float("-inf")  # monotonic time of the last fetch
+        self.fetches = 0
+        self.lock = threading.Lock()
+
+    def _uri(self) -> str:
+        if not self.jwks_uri:
+            doc = fetch_json(
+                self.http, self.issuer.rstrip("/") + DISCOVERY, "the OpenID configuration"
+            )
+            if doc.get("issuer", "").rstrip("/") != self.issuer.rstrip("/"):
+                raise Unavailable(
+                    f"the OpenID configuration of {self.issuer} names another issuer "
+                    f"({str(doc.get('issuer'))[:200]!r})"
+                )
+            uri = doc.get("jwks_uri")
+            if not isinstance(uri, str) or not uri.startswith(("https://", "http://")):
+                raise Unavailable(f"the OpenID configuration of {self.issuer} has no jwks_uri")
+            self.jwks_uri = uri
+        return self.jwks_uri
+
+    def _fetch(self) -> None:
+        body = fetch_json(self.http, self._uri(), "the signing keys (JWKS)")
+        keys: dict[str, PyJWK] = {}
+        for jwk in body.get("keys") or []:
+            if not isinstance(jwk, dict) or jwk.get("use", "sig") != "sig":
+                continue
+            try:
+                key = PyJWK(jwk)
+            except PyJWKError:
+                continue  # a key type or curve we cannot use: others may do
+            keys[str(jwk.get("kid", ""))] = key
+        self.keys = keys
+        self.fetched = time.monotonic()
+        self.fetches += 1
+
+    def key(self, kid: Optional[str]) -> PyJWK:
+        """The key a token's header names (a token without `kid`: the only key)."""
+        with self.lock:
+            now = time.monotonic()
+            if now - self.fetched > self.ttl:
+                self._fetch()
+            found = self._find(kid)
+            if found is None and now - self.fetched >= self.min_refetch:
+                self._fetch()  # rotated: the issuer may have published a new key
+                found = self._find(kid)
+            if found is None:
+                raise Refused(
+                    "unknown_key", f"the token is signed with a key {self.issuer} does not list"
+                )
+            return found
+
+    def _find(self, kid: Optional[str]) -> Optional[PyJWK]:
+        if kid is None:
+            return next(iter(self.keys.values())) if len(self.keys) == 1 else None
+        return self.keys.get(kid)

@@ -1,0 +1,138 @@
+"""One JSON line per request, with a request id, and the request's audit context.
+
+Each request gets an id: the caller's `X-Request-ID` when it is sane (1-128 characters of
+letters, digits and `._:-`, so a proxy's id carries through), else a new random one. It is
+echoed in the answer's `X-Request-ID` and written in the log line and the audit records, so
+an operator can follow one request from the proxy's log to ours to the trail.
+
+The line: {"time", "level", "request_id", "method", "route" (the template), "path",
+"status", "duration_ms", "principal" (token id or subject, never a secret), "client",
+"user_agent"}, to stderr (`request_log` setting: "-" stderr, "off", or a file path).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, Optional
+
+from pyscore.server import audit
+from pyscore.server.limits import ASGIApp, Receive, Scope, Send
+
+HEADER = b"x-request-id"
+SANE_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
+LOGGER = "pyscore.requests"
+QUIET_PATHS = ("/health/live", "/health/ready", "/metrics", "/isAlive")
+
+
+def request_logger(target: str) -> Optional[logging.Logger]:
+    """The logger request lines go to (None: `off`). Lines are the message alone: already
+    JSON, one per line."""
+    if target == "off":
+        return None
+    log = logging.getLogger(LOGGER)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    for old in list(log.handlers):
+        log.removeHandler(old)
+        old.close()
+    handler: logging.Handler
+    if target in ("", "-"):
+        handler = logging.StreamHandler(sys.stderr)
+    else:
+        handler = logging.FileHandler(target, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    return log
+
+
+def header(scope: Scope, name: bytes) -> bytes:
+    for k, v in scope.get("headers", []):
+        if k == name:
+            return bytes(v)
+    return b""
+
+
+class RequestLog:
+    """ASGI middleware, outside every other but the proxy headers' (so `client` is the real
+    client): opens the audit context, names the request, and at its end writes the log line
+    and hands the audit records to `record` (audit.Writer.put)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        logger: Optional[logging.Logger],
+        record: Optional[Callable[[list[audit.Record]], None]] = None,
+        observe: Optional[Callable[[list[audit.Record], list[str]], None]] = None,
+        quiet: tuple[str, ...] = QUIET_PATHS,
+    ) -> None:
+        self.app, self.logger, self.record, self.observe = app, logger, record, observe
+        self.quiet = quiet
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        given = header(scope, HEADER)
+        request_id = given.decode() if SANE_ID.match(given) else secrets.token_hex(12)
+        client = scope.get("client") or ("", 0)
+        ctx = audit.begin(
+            request_id,
+            str(client[0]),
+            header(scope, b"user-agent").decode("latin-1"),
+            scope.get("method", ""),
+        )
+        status = 500
+        id_header = (b"x-request-id", request_id.encode())
+
+        async def named(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != HEADER]
+                message = {**message, "headers": [*headers, id_header]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, named)
+        finally:
+            self.finish(scope, ctx, status, started)
+
+    def finish(self, scope: Scope, ctx: audit.Context, status: int, started: float) -> None:
+        route_obj = scope.get("route")
+        template = getattr(route_obj, "path", None)
+        route = template if isinstance(template, str) else "unmatched"
+        method = scope.get("method", "")
+        records = audit.finish(ctx, status, f"{method} {route}", scope.get("path_params") or {})
+        refusals = [d.code for d in ctx.decisions if not d.granted]
+        if not ctx.decisions and ctx.refused_token is not None and status in (401, 403):
+            refusals.append(ctx.refused_token.code)
+        if self.observe is not None:
+            self.observe(records, refusals)
+        if records and self.record is not None:
+            self.record(records)
+        path = scope.get("path", "")
+        if self.logger is not None and not (path in self.quiet and status < 400):
+            line: dict[str, Any] = {
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+                + f".{int(time.time() * 1000) % 1000:03d}Z",
+                "level": "error" if status >= 500 else "info",
+                "request_id": ctx.request_id,
+                "method": method,
+                "route": route,
+                "path": path[:512],
+                "status": status,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                "principal": ctx.who.id,
+                "client": ctx.client,
+                "user_agent": ctx.user_agent,
+            }
+            if ctx.who.issuer:
+                line["issuer"] = ctx.who.issuer
+            self.logger.info(json.dumps(line, separators=(",", ":")))
