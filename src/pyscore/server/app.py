@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -24,9 +24,10 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from pyscore import __version__
-from pyscore.server import edge, errors, keys, limits
+from pyscore.server import audit, edge, errors, keys, limits
 from pyscore.server.auth import Principal, principal_for
 from pyscore.server.db import Database
+from pyscore.server.identity import Identity
 from pyscore.server.objects import Signer
 from pyscore.server.settings import Settings
 from pyscore.server.store import ObjectStore, open_store
@@ -38,6 +39,8 @@ class Platform:
     settings: Settings
     db: Database
     store: ObjectStore
+    identity: Identity = field(default_factory=Identity)  # bearers of other issuers
+    trail: audit.Writer | None = None  # the audit trail's writer (server processes)
 
     @classmethod
     def open(cls, settings: Settings) -> Platform:
@@ -50,7 +53,9 @@ class Platform:
                 return keys.load_ring(session)
 
         ring = keys.KeyRing(load, settings.url_signing_pepper)
-        return cls(settings, db, open_store(settings, ring))
+        return cls(
+            settings, db, open_store(settings, ring), Identity.from_settings(settings.identity)
+        )
 
 
 def platform(request: Request) -> Platform:
@@ -70,8 +75,9 @@ def session(p: PlatformDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(session, scope="function")]
 
 
-def principal(request: Request, s: SessionDep) -> Principal | None:
-    return principal_for(s, request.headers.get("authorization"))
+def principal(request: Request, s: SessionDep, p: PlatformDep) -> Principal | None:
+    external = p.identity.resolve if p.identity.configured else None
+    return principal_for(s, request.headers.get("authorization"), external)
 
 
 PrincipalDep = Annotated[Optional[Principal], Depends(principal)]
@@ -134,6 +140,7 @@ def too_large(scope: dict) -> JSONResponse:
 
 def create_app(settings: Settings) -> FastAPI:
     from pyscore.server import drs, htsget, portal, score, song
+    from pyscore.server.web import health, logging, metrics
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -141,6 +148,8 @@ def create_app(settings: Settings) -> FastAPI:
         limiter = anyio.to_thread.current_default_thread_limiter()
         limiter.total_tokens = limits.thread_tokens(settings.max_concurrent_requests)
         yield
+        if trail is not None:  # the records still queued reach the database
+            await anyio.to_thread.run_sync(trail.close)
 
     app = FastAPI(
         title="pyscore",
@@ -149,6 +158,12 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.platform = Platform.open(settings)
+    trail = app.state.platform.trail = audit.Writer(
+        app.state.platform.db.session, settings.audit_log, on_drop=metrics.AUDIT_DROPPED.inc
+    )
+    metrics.instrument_pool(
+        app.state.platform.db.engine, limits.pool_size(settings.max_concurrent_requests)
+    )
     errors.install(app)
     app.add_middleware(
         limits.BodyLimitMiddleware, max_bytes=settings.max_body_bytes, too_large=too_large
@@ -165,6 +180,17 @@ def create_app(settings: Settings) -> FastAPI:
     hosts = None if settings.public_url else edge.allowed_hosts(settings.allowed_hosts)
     if hosts is not None:
         app.add_middleware(edge.HostCheck, allowed=hosts, refuse=wrong_host)
+    # operators' endpoints and the request log: before admission and the Host check
+    app.add_middleware(health.Health, checks=ready_checks(app.state.platform))
+    app.add_middleware(
+        metrics.Metrics, extra=metrics.DatabaseGauges(uploads_counter(app.state.platform))
+    )
+    app.add_middleware(
+        logging.RequestLog,
+        logger=logging.request_logger(settings.request_log),
+        record=trail.put,
+        observe=metrics.observe_audit,
+    )
     app.add_middleware(edge.ProxyHeaders, trusted=settings.trusted_proxies)
     # every route documents the errors it may answer, in its API's shape
     app.include_router(song.router, responses=errors.documented(errors.SongError))
@@ -186,6 +212,35 @@ def create_app(settings: Settings) -> FastAPI:
 
         app.include_router(local.router(store, finalized))  # type: ignore[arg-type]
     return app
+
+
+def ready_checks(platform: Platform) -> dict:
+    """What /health/ready asks: the database answers, the store holds the sentinel."""
+    from sqlalchemy import text
+
+    from pyscore.server.objects import SENTINEL
+
+    def database() -> None:
+        with platform.db.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def store() -> None:
+        if platform.store.stat(SENTINEL) is None:
+            raise RuntimeError(f"the sentinel object {SENTINEL!r} is missing")
+
+    return {"database": database, "object_store": store}
+
+
+def uploads_counter(platform: Platform):
+    from sqlalchemy import func, select
+
+    from pyscore.server.tables import Upload
+
+    def count() -> int:
+        with platform.db.session() as s:
+            return int(s.scalar(select(func.count()).select_from(Upload)) or 0)
+
+    return count
 
 
 def end_with_parent(interval: float = 0.5, grace: float = 5.0) -> None:
@@ -212,5 +267,10 @@ def end_with_parent(interval: float = 0.5, grace: float = 5.0) -> None:
 
 def factory() -> FastAPI:
     """Entry for ASGI servers started in worker processes: settings come from the data dir."""
+    import atexit
+
+    from pyscore.server.web import metrics
+
     end_with_parent()
+    atexit.register(metrics.process_ended, os.getpid())
     return create_app(Settings.load(Path(os.environ["PYSCORE_DATA_DIR"])))

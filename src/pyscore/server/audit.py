@@ -274,8 +274,10 @@ class Writer:
         interval: float = 0.2,
         batch: int = 500,
         capacity: int = 100_000,
+        on_drop: Optional[Any] = None,
     ) -> None:
         self.sessions = sessions  # a callable returning a context manager of a Session
+        self.on_drop = on_drop  # called once per record dropped (a metric counts them)
         self.sink = sink
         self.interval, self.batch = interval, batch
         self.queue: queue.Queue[Optional[Record]] = queue.Queue(capacity)
@@ -298,6 +300,8 @@ class Writer:
                 self.queue.put_nowait(record)
             except queue.Full:
                 self.dropped += 1
+                if self.on_drop is not None:
+                    self.on_drop()
                 if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
                     print(
                         f"pyscore audit: {self.dropped} record(s) dropped: the database has "

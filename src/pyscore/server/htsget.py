@@ -22,7 +22,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from pyscore.server import indexes, metadata, objects
+from pyscore.server import audit, indexes, metadata, objects
 from pyscore.server.app import PrincipalDep, SessionDep, SignerDep
 from pyscore.server.auth import Action, authorize
 from pyscore.server.errors import ApiError
@@ -465,7 +465,15 @@ def readable(object_id: str, s: SessionDep, who: PrincipalDep) -> File:
         f = metadata.get_file(s, object_id)
     except ApiError:
         raise invalid("NotFound", f"no object {object_id}", 404) from None
-    authorize(who, Action.READ, f.study_id, f.file_access, f"read {f.file_name}")
+    authorize(
+        who,
+        Action.READ,
+        f.study_id,
+        f.file_access,
+        f"read {f.file_name}",
+        object_id=f.object_id,
+        event="htsget",
+    )
     objects.require_published(s, f)
     return f
 
@@ -478,7 +486,20 @@ class Ticket(JSONResponse):
 
 
 def _answer(session, signer, kind: str, f: File, q: Query) -> JSONResponse:
-    return Ticket(ticket(session, signer, kind, f, q))
+    body = ticket(session, signer, kind, f, q)
+    audit.ranges(ticket_ranges(body))
+    return Ticket(body)
+
+
+def ticket_ranges(body: dict) -> list[tuple[int, int]]:
+    """(offset, length) of the stored object's bytes a ticket's URLs hand out."""
+    out = []
+    for u in body["htsget"]["urls"]:
+        rng = u.get("headers", {}).get("Range", "")
+        if rng.startswith("bytes="):
+            lo, _, hi = rng[6:].partition("-")
+            out.append((int(lo), int(hi) - int(lo) + 1))
+    return out
 
 
 SERVICE_INFO = {

@@ -7,7 +7,7 @@ from dataclasses import asdict
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from pyscore.server import metadata, objects
+from pyscore.server import audit, metadata, objects
 from pyscore.server.app import PlatformDep, PrincipalDep, SessionDep, SignerDep
 from pyscore.server.auth import Action, authorize, readable_studies
 from pyscore.server.errors import bad_request
@@ -58,17 +58,28 @@ def download(
         f.file_access,
         f"download {f.file_name}",
         anonymous_forbidden=True,
+        object_id=f.object_id,
+        event=None if exclude_urls else "download.external" if external else "download",
     )
     if not exclude_urls:
         objects.require_published(s, f)
-    return score_json(objects.download_spec(s, signer, f, offset, length, external, exclude_urls))
+    spec = objects.download_spec(s, signer, f, offset, length, external, exclude_urls)
+    audit.ranges([(part.offset, part.partSize) for part in spec.parts if part.url])
+    return score_json(spec)
 
 
 @router.get("/listing", response_model=list[ListingEntry])
 def listing(s: SessionDep, who: PrincipalDep) -> list[ListingEntry]:
     """What the caller may read. Unlike the original (401 without a token), an anonymous
     caller gets the open files: a deliberate extension, as open files need no token."""
-    return objects.listing(s, readable_studies(who, metadata.study_ids(s)))
+    readable = readable_studies(who, metadata.study_ids(s))
+    if readable is None or readable:  # controlled files are listed: recorded
+        audit.decided(
+            "listing",
+            True,
+            reason="every study" if readable is None else " ".join(sorted(readable)),
+        )
+    return objects.listing(s, readable)
 
 
 def part_number_within(number: int) -> None:
@@ -78,9 +89,19 @@ def part_number_within(number: int) -> None:
         )
 
 
-def _writable(s: SessionDep, who: PrincipalDep, object_id: str, what: str) -> File:
+def _writable(
+    s: SessionDep, who: PrincipalDep, object_id: str, what: str, event: str | None = None
+) -> File:
+    """The file, once the caller may write it (`event`: the grant is recorded as such)."""
     f = metadata.get_file(s, object_id)
-    authorize(who, Action.WRITE, f.study_id, what=f"{what} {f.file_name}")
+    authorize(
+        who,
+        Action.WRITE,
+        f.study_id,
+        what=f"{what} {f.file_name}",
+        object_id=object_id,
+        event=event,
+    )
     return f
 
 
@@ -95,7 +116,7 @@ def initiate(
     overwrite: bool = False,
     md5: str | None = None,
 ) -> JSONResponse:
-    f = _writable(s, who, object_id, "upload")
+    f = _writable(s, who, object_id, "upload", "upload.initiate")
     return score_json(
         objects.initiate_upload(s, signer, f, fileSize, md5, overwrite, p.settings.part_size)
     )
@@ -128,7 +149,7 @@ def delete_part(
 
 @router.post("/upload/cancel")
 def cancel_all(s: SessionDep, who: PrincipalDep, p: PlatformDep) -> None:
-    authorize(who, Action.ADMIN, what="cancel every upload")
+    authorize(who, Action.ADMIN, what="cancel every upload", event="upload.cancel.all")
     objects.cancel_all_uploads(s, p.store)
 
 
@@ -152,7 +173,7 @@ def status(
 def complete(
     object_id: str, uploadId: str, s: SessionDep, who: PrincipalDep, p: PlatformDep
 ) -> None:
-    _writable(s, who, object_id, "upload")
+    _writable(s, who, object_id, "upload", "upload.complete")
     objects.complete_upload(s, p.store, object_id, uploadId)
 
 
@@ -164,5 +185,5 @@ def exists(object_id: str, s: SessionDep, who: PrincipalDep) -> bool:
 
 @router.delete("/upload/{object_id}")
 def cancel(object_id: str, s: SessionDep, who: PrincipalDep, p: PlatformDep) -> None:
-    _writable(s, who, object_id, "cancel the upload of")
+    _writable(s, who, object_id, "cancel the upload of", "upload.cancel")
     objects.cancel_upload(s, p.store, object_id)

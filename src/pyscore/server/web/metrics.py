@@ -1,6 +1,6 @@
 """Prometheus metrics at `/metrics`, right with several worker processes.
 
-`score-server serve` gives each run a fresh PROMETHEUS_MULTIPROC_DIR (`prepare_dir`): every
+`score-server serve` gives each run a fresh PROMETHEUS_MULTIPROC_DIR (multiproc.py): every
 worker process writes its samples to files there, and whichever worker answers a scrape
 adds up all of them (prometheus-client's multiprocess mode). Without that variable (the app
 in a test, one process) the process's own registry is read.
@@ -22,11 +22,8 @@ Series:
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any, Optional
 
 import anyio.to_thread
@@ -44,8 +41,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from pyscore.server.limits import ASGIApp, Receive, Scope, Send
+from pyscore.server.web.multiproc import ENV
 
-ENV = "PROMETHEUS_MULTIPROC_DIR"
 PATH = "/metrics"
 
 REQUESTS = Counter(
@@ -97,23 +94,6 @@ POOL_SIZE = Gauge(
     "Database connections the pools keep (each may open a few more under load)",
     multiprocess_mode="livesum",
 )
-
-
-def prepare_dir(configured: str = "") -> tuple[Path, bool]:
-    """The multiprocess directory for one `serve`: the operator's (emptied of an earlier
-    run's files, which would otherwise be added to this run's counts), else a new private
-    one. Returns it and whether it is ours to remove at the end."""
-    if configured:
-        path = Path(configured)
-        path.mkdir(parents=True, exist_ok=True)
-        for stale in path.glob("*.db"):
-            stale.unlink()
-        return path, False
-    return Path(tempfile.mkdtemp(prefix="pyscore-metrics-")), True
-
-
-def remove_dir(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def process_ended(pid: int) -> None:
@@ -173,8 +153,11 @@ def route_of(scope: Scope) -> str:
     return path if isinstance(path, str) else "unmatched"
 
 
-def observe_refusals(codes: list[str]) -> None:
-    for code in codes:
+def observe_audit(records: list[Any], refusals: list[str]) -> None:
+    """Count a request's audit records by outcome and its refusals by reason."""
+    for record in records:
+        AUDIT_RECORDS.labels(record.outcome).inc()
+    for code in refusals:
         REFUSALS.labels(code or "other").inc()
 
 
