@@ -7,7 +7,8 @@ caller then answers "invalid token"), or raises `Refused` (401: expired, wrong a
 untrusted issuer...) or `Unavailable` (503: the provider could not be asked).
 
 Which provider: a JWT goes by its `iss` claim, to the OpenID issuer or passport broker of
-that name (any other issuer is refused); anything else is an API key, for introspection.
+that name (a JWT of any other issuer is refused, never sent to introspection); anything
+else is an API key, for introspection.
 Settings (`identity` in server.json, or PYSCORE_IDENTITY as JSON):
 
     {"oidc": [{"issuer": "https://login.example.org/realms/genomics",
@@ -101,9 +102,6 @@ class Identity:
             verified, scopes = self.passports.passport(token, iss)
             subject = str(verified.get("sub") or "unknown")
             return External(subject, subject, iss, frozenset(scopes))
-        if self.introspector is not None:  # RFC 7662 answers for JWTs too
-            got = self.introspector.check(token)
-            return External(got.subject, got.name, self.introspector.issuer, got.scopes)
         if not self.configured:
             return None
         raise Refused(

@@ -138,7 +138,8 @@ class Introspector:
             if left <= 0:
                 return Refused("expired_token", "the API key has expired"), lifetime
             lifetime = min(lifetime, left)
-        subject = str(body.get("sub") or body.get("user_id") or "")
+        # RFC 7662's `sub`, Ego's `user_id`; a client-credentials token names its client
+        subject = str(body.get("sub") or body.get("user_id") or body.get("client_id") or "")
         name = str(body.get("username") or body.get("client_id") or subject)
         # no subject: name the key by a fingerprint of it (never the key)
         return (
