@@ -43,6 +43,7 @@ from pyscore.server.db import as_utc, utcnow
 from pyscore.server.tables import Base
 
 GRANTED, REFUSED, ERROR = "granted", "refused", "error"
+ANONYMOUS = "anonymous"  # no token, or none that was valid
 MAX_RANGES_TEXT = 4000  # a 10,000-part spec lists its first ranges and how many more
 
 
@@ -132,9 +133,9 @@ class Decision:
 
 @dataclass
 class Who:
-    """A principal as the trail names it."""
+    """A principal as the trail names it ("": not asked, as on routes open to all)."""
 
-    id: str = "anonymous"
+    id: str = ""
     name: str = ""
     issuer: str = ""
 
@@ -238,7 +239,7 @@ def finish(ctx: Context, status: int, route: str, path_params: dict[str, Any]) -
                 action=d.action[:64],
                 outcome=outcome,
                 status=status,
-                principal=ctx.who.id[:255],
+                principal=(ctx.who.id or ANONYMOUS)[:255],
                 principal_name=ctx.who.name[:255],
                 issuer=ctx.who.issuer[:255],
                 study_id=d.study_id,

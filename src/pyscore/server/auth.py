@@ -104,6 +104,7 @@ def principal_for(
     when identity providers are configured): it returns an identity.External or None, or
     raises identity.Refused (401) or identity.Unavailable (503)."""
     if not authorization:
+        audit.identified(audit.ANONYMOUS)
         return None
     scheme, _, secret = authorization.strip().partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():

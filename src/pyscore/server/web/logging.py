@@ -6,7 +6,8 @@ echoed in the answer's `X-Request-ID` and written in the log line and the audit 
 an operator can follow one request from the proxy's log to ours to the trail.
 
 The line: {"time", "level", "request_id", "method", "route" (the template), "path",
-"status", "duration_ms", "principal" (token id or subject, never a secret), "client",
+"status", "duration_ms", "principal" (token id or subject, never a secret; "anonymous"
+without a token; null where the route does not ask, as /studies/all), "client",
 "user_agent"}, to stderr (`request_log` setting: "-" stderr, "off", or a file path).
 """
 
@@ -129,7 +130,7 @@ class RequestLog:
                 "path": path[:512],
                 "status": status,
                 "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                "principal": ctx.who.id,
+                "principal": ctx.who.id or None,  # None: the route did not ask
                 "client": ctx.client,
                 "user_agent": ctx.user_agent,
             }
