@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
@@ -167,6 +168,20 @@ def start_broker() -> Broker:
                 body = broker.jwks()
             elif self.path == "/.well-known/openid-configuration":
                 body = {"issuer": broker.issuer, "jwks_uri": f"{broker.issuer}/jwks"}
+            elif self.path == "/oauth/token/public_key":  # as Ego serves its key: PEM
+                pem = (
+                    broker.keys[broker.signing]
+                    .public_key()
+                    .public_bytes(
+                        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+                    )
+                )
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(pem)))
+                self.end_headers()
+                self.wfile.write(pem)
+                return
             else:
                 self.send_error(404)
                 return

@@ -55,6 +55,50 @@ def test_key_rotation_is_followed_and_refetches_are_rate_limited(broker) -> None
         assert broker.fetches == 2
 
 
+def test_ego_jwts_are_checked_with_its_pem_key(broker) -> None:
+    """Ego signs user JWTs with one RSA key it serves as PEM, names itself "ego" and puts
+    scopes in context.scope; its audience is the applications a user approved."""
+    identity = Identity.from_settings(
+        {
+            "oidc": [
+                {
+                    "issuer": "ego",
+                    "public_key_url": f"{broker.issuer}/oauth/token/public_key",
+                    "audience": "*",
+                    "scope_claim": "context.scope",
+                    "name_claim": "context.user.name",
+                }
+            ]
+        }
+    )
+    now = int(time.time())
+    claims = {
+        "iss": "ego",
+        "sub": "c0ffee-user",
+        "iat": now,
+        "exp": now + 60,
+        "aud": [],
+        "context": {
+            "scope": ["PROGRAMDATA-DEMO.READ", "song.READ"],
+            "user": {"name": "ada@example.org"},
+        },
+    }
+    got = identity.resolve(broker.sign(claims, kid=None))
+    assert got is not None
+    assert (got.subject, got.name, got.issuer) == ("c0ffee-user", "ada@example.org", "ego")
+    assert got.scopes == {"PROGRAMDATA-DEMO.READ"}
+    other = rsa_key()
+    with pytest.raises(Refused) as refused:  # signed by anyone else
+        identity.resolve(broker.sign(claims, key=other))
+    assert refused.value.code == "bad_signature"
+
+
+def rsa_key():
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
 class Ego(BaseHTTPRequestHandler):
     """Ego's POST /o/check_api_key?apiKey=...: 200 with the key's user and scopes, or 401."""
 

@@ -43,7 +43,8 @@ def fetch_json(http: httpx.Client, url: str, what: str) -> dict[str, Any]:
 
 class KeySet:
     """The JWKS of one issuer. `jwks_uri` empty: read from the issuer's discovery document
-    (whose `issuer` must be this issuer, as OpenID Connect Discovery requires)."""
+    (whose `issuer` must be this issuer, as OpenID Connect Discovery requires). Or
+    `public_key_url`: one PEM public key, as Ego serves it (`/oauth/token/public_key`)."""
 
     def __init__(
         self,
@@ -52,8 +53,10 @@ class KeySet:
         jwks_uri: str = "",
         ttl: float = 3600.0,
         min_refetch: float = 30.0,
+        public_key_url: str = "",
     ) -> None:
         self.http, self.issuer, self.jwks_uri = http, issuer, jwks_uri
+        self.public_key_url = public_key_url
         self.ttl, self.min_refetch = ttl, min_refetch
         self.keys: dict[str, PyJWK] = {}
         self.fetched = float("-inf")  # monotonic time of the last fetch
@@ -77,6 +80,11 @@ class KeySet:
         return self.jwks_uri
 
     def _fetch(self) -> None:
+        if self.public_key_url:
+            self.keys = {"": _pem_key(self.http, self.public_key_url)}
+            self.fetched = time.monotonic()
+            self.fetches += 1
+            return
         body = fetch_json(self.http, self._uri(), "the signing keys (JWKS)")
         keys: dict[str, PyJWK] = {}
         for jwk in body.get("keys") or []:
@@ -108,6 +116,22 @@ class KeySet:
             return found
 
     def _find(self, kid: Optional[str]) -> Optional[PyJWK]:
-        if kid is None:
+        if kid is None or self.public_key_url:  # a PEM key has no id: it is the one
             return next(iter(self.keys.values())) if len(self.keys) == 1 else None
         return self.keys.get(kid)
+
+
+def _pem_key(http: httpx.Client, url: str) -> PyJWK:
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+    from jwt.algorithms import RSAAlgorithm
+
+    try:
+        response = http.get(url)
+        response.raise_for_status()
+        key = load_pem_public_key(response.content)
+        if not isinstance(key, RSAPublicKey):
+            raise ValueError("not an RSA public key")
+        return PyJWK(RSAAlgorithm.to_jwk(key, as_dict=True), algorithm="RS256")
+    except (httpx.HTTPError, ValueError, TypeError, PyJWKError) as exc:
+        raise Unavailable(f"cannot read the public key at {url}: {exc}") from None

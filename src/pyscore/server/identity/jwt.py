@@ -99,7 +99,7 @@ class Issuer:
     """One trusted OpenID provider (settings: `identity.oidc[]`)."""
 
     issuer: str
-    audience: list[str]
+    audience: list[str]  # [] ("*" in the settings): not checked
     keys: KeySet
     scopes: ScopeRules
     subject_claim: str = "sub"
@@ -110,25 +110,41 @@ class Issuer:
     @classmethod
     def parse(cls, body: dict[str, Any], http: httpx.Client) -> Issuer:
         issuer = str(body.get("issuer", "")).strip()
-        if not issuer.startswith(("https://", "http://")):
-            raise ValueError(f"identity issuer {issuer!r} must be an http(s) URL")
+        jwks_uri = str(body.get("jwks_uri", ""))
+        public_key_url = str(body.get("public_key_url", ""))
+        if not issuer or (
+            not issuer.startswith(("https://", "http://")) and not (jwks_uri or public_key_url)
+        ):
+            # discovery needs a URL; Ego's issuer is "ego", with its key at public_key_url
+            raise ValueError(
+                f"identity issuer {issuer!r} must be an http(s) URL, or come with jwks_uri "
+                "or public_key_url"
+            )
         audience = body.get("audience")
         if not audience:
             # without it a token minted for any other service of the provider would do
-            raise ValueError(f"identity issuer {issuer}: set `audience` (this server's name)")
+            raise ValueError(
+                f'identity issuer {issuer}: set `audience` (this server\'s name; "*" only '
+                "for an issuer that mints tokens for this platform alone)"
+            )
         algorithms = tuple(body.get("algorithms") or ALGORITHMS)
         bad = [a for a in algorithms if a not in ALGORITHMS]
         if bad:
             raise ValueError(f"identity issuer {issuer}: algorithm {bad[0]} is not accepted")
         return cls(
             issuer=issuer,
-            audience=[audience] if isinstance(audience, str) else list(audience),
+            audience=[]
+            if audience == "*"
+            else [audience]
+            if isinstance(audience, str)
+            else list(audience),
             keys=KeySet(
                 http,
                 issuer,
-                str(body.get("jwks_uri", "")),
+                jwks_uri,
                 float(body.get("jwks_cache_seconds", 3600)),
                 float(body.get("jwks_min_refetch_seconds", 30)),
+                public_key_url,
             ),
             scopes=ScopeRules.parse(body),
             subject_claim=str(body.get("subject_claim", "sub")),
