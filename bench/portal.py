@@ -31,8 +31,8 @@ from tests.publish import KINDS, add_donors, add_published_analysis  # noqa: E40
 def fill(data_dir: Path, files: int, seed: int = 7) -> None:
     """Bulk-insert studies, donors, analyses and files, then build the repository view."""
     from pyscore.server import repository
-    from pyscore.server.app import Platform
     from pyscore.server.db import utcnow
+    from pyscore.server.platform import Platform
     from pyscore.server.settings import Settings
 
     rng = random.Random(seed)

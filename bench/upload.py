@@ -123,7 +123,7 @@ def main() -> None:
             Platform(work / "multi", [seed]) as multi,
             Platform(work / "single", [seed], part_mib=args.size_mib) as single,
         ):
-            from pyscore.server.app import Platform as Server
+            from pyscore.server.platform import Platform as Server
             from pyscore.server.settings import Settings
 
             stores = {p: Server.open(Settings.load(p.data_dir)).store for p in (multi, single)}

@@ -106,7 +106,7 @@ def small_file(path: Path, size: int, stamp: int, block: bytes) -> Path:
 
 def make_bam(folder: Path, reads_per_contig: int) -> Path:
     """One coordinate-sorted, indexed demo BAM (pysam, seeded)."""
-    from pyscore import demo
+    from pyscore.server.demo import data as demo
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(17)

@@ -25,6 +25,7 @@ npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error
 export PYSCORE_REQUIRE_TOOLS=1
 .venv/bin/ruff check src tests bench
 .venv/bin/ruff format --check src tests bench
+.venv/bin/mypy  # the files and strictness are in pyproject.toml
 
 WORK=$(mktemp -d /tmp/pyscore-test.XXXXXX)
 chmod 755 "$WORK"  # PostgreSQL runs as its own user and must reach its data dir
@@ -37,7 +38,8 @@ trap cleanup EXIT
 BACKEND_SUITE=(tests/integration tests/e2e/test_download.py tests/e2e/test_upload.py)
 CLIENT_SUITE=(tests/unit tests/e2e/test_download.py tests/e2e/test_download_faults.py
               tests/e2e/test_upload.py tests/e2e/test_view.py tests/e2e/test_mount.py
-              tests/e2e/test_cli_errors.py)
+              tests/e2e/test_cli_errors.py tests/e2e/test_client_files.py
+              tests/e2e/test_original_platform.py tests/e2e/test_wan.py)
 
 if [[ " $BACKENDS " == *" sqlite "* ]]; then
   echo "== tests: SQLite + local store, on $(.venv/bin/python -V)"

@@ -13,7 +13,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from pyscore.server import metadata, objects
-from pyscore.server.app import Platform
+from pyscore.server.platform import Platform
 from pyscore.server.settings import Settings
 from pyscore.server.tables import Analysis, AnalysisSample, Donor, File, Sample, Specimen, Study
 

@@ -715,9 +715,9 @@ def test_service_info(demo_server, endpoint, formats):
 def test_a_replaced_object_gets_tickets_for_its_new_bytes(fresh_server, tmp_path, tools):
     """The server keeps parsed indexes and headers between tickets; when an object's bytes are
     replaced (re-ingested under the same object id), tickets must follow the new file."""
-    from pyscore import demo
     from pyscore.server import objects
-    from pyscore.server.app import Platform
+    from pyscore.server.demo import data as demo
+    from pyscore.server.platform import Platform
     from pyscore.server.settings import Settings
     from tests.publish import publish
 

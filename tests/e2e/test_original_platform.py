@@ -183,7 +183,7 @@ def test_url_prints_a_whole_object_url(double):
 @pytest.fixture(scope="module")
 def bam_files(tmp_path_factory) -> tuple[Path, Path]:
     """A small coordinate-sorted BAM and its BAI, made with the demo's generator."""
-    from pyscore import demo
+    from pyscore.server.demo import data as demo
 
     out = tmp_path_factory.mktemp("bam")
     rng = random.Random(7)

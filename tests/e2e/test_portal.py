@@ -670,8 +670,8 @@ def fill(data_dir: Path) -> dict[str, Counter]:
     """Insert SCALE_FILES published files directly (250 analyses of 4 files, 125 donors) and
     build the repository view; return what each facet should count, tallied here."""
     from pyscore.server import repository
-    from pyscore.server.app import Platform
     from pyscore.server.db import utcnow
+    from pyscore.server.platform import Platform
     from pyscore.server.settings import Settings
 
     rng = random.Random(11)

@@ -171,7 +171,7 @@ def test_files_of_one_name_are_both_written_and_said(wan_server, tmp_path):  # n
 @pytest.fixture(scope="module")
 def bams(tmp_path_factory) -> list[Path]:
     """Two small indexed BAMs with different reads (pysam, seeded)."""
-    from pyscore import demo
+    from pyscore.server.demo import data as demo
 
     root = tmp_path_factory.mktemp("bams")
     fasta = demo.reference(root, random.Random(17))

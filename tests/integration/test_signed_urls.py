@@ -91,7 +91,7 @@ def world(tmp_path_factory: pytest.TempPathFactory):
 def signing_store(server: Server):
     """The platform's own local store, with its signing keys, to mint URLs the server would
     never hand out."""
-    from pyscore.server.app import Platform
+    from pyscore.server.platform import Platform
     from pyscore.server.settings import Settings
 
     return Platform.open(Settings.load(server.data_dir)).store

@@ -3,7 +3,7 @@ by the size of what was parsed, dropping the least recently used first."""
 
 from __future__ import annotations
 
-from pyscore.server.htsget import Memo
+from pyscore.server.htsget.tickets import Memo
 
 
 def test_hits_skip_the_parse_and_the_budget_evicts_least_recently_used():

@@ -7,6 +7,7 @@ import pytest
 
 from pyscore.wire.codec import WireError, from_wire, to_wire
 from pyscore.wire.files import find_index, htsget_format, index_names, is_index
+from pyscore.wire.htsget import Ticket, TicketUrl, ticket_from_json, ticket_to_json
 from pyscore.wire.score import ObjectSpecification, Part
 
 SPEC = {
@@ -101,3 +102,27 @@ def test_htsget_formats_by_name() -> None:
         "BCF",
         None,
     ]
+
+
+def test_an_htsget_ticket_round_trips_with_its_class_and_range():
+    ticket = Ticket(
+        "BAM",
+        [
+            TicketUrl("data:application/octet-stream;base64,AA==", klass="header"),
+            TicketUrl("https://s/x?sig=1", {"Range": "bytes=100-199"}, "body"),
+        ],
+    )
+    data = ticket_to_json(ticket)
+    assert data["htsget"]["urls"][0] == {
+        "url": "data:application/octet-stream;base64,AA==",
+        "class": "header",
+    }
+    back = ticket_from_json(data, "ticket")
+    assert back == ticket
+    assert [u.length() for u in back.urls] == [None, 100]
+
+
+@pytest.mark.parametrize("body", [{}, {"htsget": {"format": "BAM"}}, [], {"htsget": {"urls": [1]}}])
+def test_a_malformed_ticket_is_a_one_line_wire_error(body):
+    with pytest.raises(WireError, match="ticket"):
+        ticket_from_json(body, "ticket for x")

@@ -21,8 +21,9 @@ from pyscore.client.api import Api
 from pyscore.client.errors import EXIT_FAILED, EXIT_OK, DiskFullError, ScoreError
 from pyscore.client.layout import Names
 from pyscore.client.lookup import Lookups, ordered
-from pyscore.client.progress import Reporter, human
+from pyscore.client.progress import Reporter
 from pyscore.client.transfer import STATE_DIR, Downloader, Target
+from pyscore.wire.files import human_size as human
 from pyscore.wire.files import is_index
 from pyscore.wire.manifest import ManifestRow
 from pyscore.wire.score import ObjectSpecification

@@ -124,14 +124,16 @@ def binds_range(url: str) -> bool:
     The original score-server signs each download part's Range header into its S3 URL
     (SigV4 `X-Amz-SignedHeaders=host;range`): the store answers 403 to a sub-range, a resumed
     tail, or no Range. So a part is fetched whole with its own Range unless the URL is known
-    not to bind it: pyscore's local store (`exp` + `sig`; any range inside the signed one),
+    not to bind it: pyscore's local store (`sig` + `Expires`, or the older `exp`; any range
+    inside the signed one),
     SigV4 URLs whose signed headers lack `range`, SigV2 URLs (SigV2 cannot sign a Range).
     Any other shape binds, as far as we can tell."""
     parts = urlsplit(url)
     query = {k.lower(): v[0] for k, v in parse_qs(parts.query).items()}
     if "x-amz-signedheaders" in query:
         return "range" in query["x-amz-signedheaders"].lower().split(";")
-    if "exp" in query and "sig" in query and parts.path.startswith("/store/objects/"):
+    ours = "sig" in query and ("expires" in query or "exp" in query)
+    if ours and parts.path.startswith("/store/objects/"):
         return False
     return not ("awsaccesskeyid" in query and "signature" in query and "expires" in query)
 

@@ -12,16 +12,9 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from pyscore.client.errors import ScoreError
+from pyscore.wire.files import human_size as human
 
 PLAIN_EVERY = 5.0
-
-
-def human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
 
 
 @dataclass

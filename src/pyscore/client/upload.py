@@ -21,8 +21,9 @@ from pyscore.client.api import Api
 from pyscore.client.digest import file_md5
 from pyscore.client.errors import IntegrityError, ScoreError, UsageError
 from pyscore.client.httpio import SMALL_BODY, Connections, UrlRejected, buffer_cap, put
-from pyscore.client.progress import Reporter, human
+from pyscore.client.progress import Reporter
 from pyscore.client.retry import Attempts, Transient
+from pyscore.wire.files import human_size as human
 from pyscore.wire.score import Part
 
 READ_BLOCK = 1024 * 1024

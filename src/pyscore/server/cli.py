@@ -23,7 +23,7 @@ class CommandError(Exception):
 
 
 def _open(data_dir: str):
-    from pyscore.server.app import Platform
+    from pyscore.server.platform import Platform
 
     settings = Settings.load(data_dir)
     if not (Path(data_dir) / "server.json").exists():
@@ -36,8 +36,8 @@ def _open(data_dir: str):
 
 def cmd_init(args: argparse.Namespace) -> None:
     from pyscore.server import auth, keys, metadata, objects
-    from pyscore.server.app import Platform
     from pyscore.server.db import Database, migrate
+    from pyscore.server.platform import Platform
     from pyscore.server.store import open_store
 
     data_dir = Path(args.data_dir)
@@ -246,10 +246,10 @@ def cmd_token(args: argparse.Namespace) -> None:
                 status = (
                     "revoked" if t.revoked_at else "expired" if auth.expired_at(t) else "active"
                 )
-                expires = f"{t.expires_at:%Y-%m-%d %H:%M}" if t.expires_at else "never"
+                until = f"{t.expires_at:%Y-%m-%d %H:%M}" if t.expires_at else "never"
                 print(
                     f"{t.token_id}\t{t.user}\t{' '.join(t.scopes)}\t"
-                    f"{t.created_at:%Y-%m-%d %H:%M}\t{expires}\t{status}"
+                    f"{t.created_at:%Y-%m-%d %H:%M}\t{until}\t{status}"
                 )
         elif args.token_command == "revoke":
             token = s.get(Token, args.token_id)
@@ -310,7 +310,7 @@ def cmd_audit(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from pyscore.server.demo_study import load_demo
+    from pyscore.server.demo.study import load_demo
 
     platform = _open(args.data_dir)
     out = Path(args.files_dir or Path(args.data_dir) / "demo-files")

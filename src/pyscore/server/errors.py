@@ -1,21 +1,7 @@
-"""Server errors and their JSON shapes.
-
-Song's shape is the default (the overture-song SDK refuses anything else); GA4GH routes answer
-in their own spec's shape. Nothing the server returns for an error is HTML.
-"""
+"""The server's refusals as plain exceptions: domain code raises them, the HTTP edge
+(`web/errors.py`) renders them in each API's shape. No web framework here."""
 
 from __future__ import annotations
-
-import time
-import traceback
-from dataclasses import dataclass
-from datetime import datetime
-from http import HTTPStatus
-
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
 class ApiError(Exception):
@@ -26,62 +12,6 @@ class ApiError(Exception):
         self.status = status
         self.error_id = error_id
         self.message = message
-
-
-# -- what the OpenAPI document declares of errors -------------------------------------------
-@dataclass
-class SongError:
-    errorId: str
-    httpStatusCode: int
-    httpStatusName: str
-    requestUrl: str
-    datetime: str
-    timestamp: int
-    message: str
-    debugMessage: str
-    stackTrace: list[str]
-
-
-@dataclass
-class HtsgetErrorDetail:
-    error: str
-    message: str
-
-
-@dataclass
-class HtsgetError:
-    htsget: HtsgetErrorDetail
-
-
-@dataclass
-class DrsError:
-    msg: str
-    status_code: int
-
-
-WHY = {
-    400: "Malformed or refused request (a final refusal: not worth retrying)",
-    401: "No valid access token (missing, unknown, revoked or expired)",
-    403: "The token lacks the scope the message names",
-    404: "No such resource",
-    409: "Conflicts with the current state (Song's answers)",
-    413: "Request body over the server's limit",
-    503: "Server busy: retry after Retry-After seconds",
-}
-
-
-def documented(model: type, codes: tuple[int, ...] = tuple(WHY), media: str = "") -> dict:
-    """The `responses` of a router: each error status with its body's schema."""
-    out: dict = {}
-    for code in codes:
-        entry: dict = {"description": WHY[code], "model": model}
-        # errors are JSON even on routes that answer text (the schema is the model's)
-        ref = {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
-        entry["content"] = {media or "application/json": ref}
-        if code == 503:
-            entry["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
-        out[code] = entry
-    return out
 
 
 def unauthorized(message: str = "A valid access token is required") -> ApiError:
@@ -102,95 +32,3 @@ def bad_request(error_id: str, message: str) -> ApiError:
 
 def conflict(error_id: str, message: str) -> ApiError:
     return ApiError(409, error_id, message)
-
-
-def request_url(request: Request) -> str:
-    """The full URL asked for, under `public_url` when one is set (the Host header is then
-    never echoed)."""
-    platform = getattr(request.app.state, "platform", None) if "app" in request.scope else None
-    public = platform.settings.public_url.rstrip("/") if platform else ""
-    if not public:
-        return str(request.url)
-    query = request.url.query
-    return public + request.url.path + (f"?{query}" if query else "")
-
-
-def song_body(request: Request, error: ApiError) -> dict:
-    """SongError, field for field: `timestamp` in epoch milliseconds (a long), `datetime` the
-    same instant in ISO form in the server's zone, `requestUrl` the full URL with its query,
-    as Song's handler writes them."""
-    millis = int(time.time() * 1000)
-    return {
-        "errorId": error.error_id,
-        "httpStatusCode": error.status,
-        "httpStatusName": HTTPStatus(error.status).name,
-        "requestUrl": request_url(request),
-        "datetime": datetime.fromtimestamp(millis / 1000).astimezone().isoformat(),
-        "timestamp": millis,
-        "message": error.message,
-        "debugMessage": "",
-        "stackTrace": [],
-    }
-
-
-HTSGET_ERRORS = {
-    400: "InvalidInput",
-    401: "InvalidAuthentication",
-    403: "PermissionDenied",
-    404: "NotFound",
-    413: "PayloadTooLarge",
-}
-
-
-def render(request: Request, error: ApiError) -> JSONResponse:
-    path = request.url.path
-    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
-    if path.startswith("/htsget/"):
-        kind = (
-            error.error_id
-            if error.error_id[:1].isupper()
-            else HTSGET_ERRORS.get(error.status, "InvalidInput")
-        )
-        body: dict = {"htsget": {"error": kind, "message": error.message}}
-        return JSONResponse(
-            body,
-            error.status,
-            headers=headers,
-            media_type="application/vnd.ga4gh.htsget.v1.3.0+json",
-        )
-    if path.startswith("/ga4gh/drs/"):
-        return JSONResponse(
-            {"msg": error.message, "status_code": error.status}, error.status, headers=headers
-        )
-    return JSONResponse(song_body(request, error), error.status, headers=headers)
-
-
-def install(app: FastAPI) -> None:
-    """Route every failure, including framework ones, through `render`."""
-
-    @app.exception_handler(ApiError)
-    async def _api(request: Request, exc: ApiError) -> JSONResponse:
-        return render(request, exc)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        error_id = {
-            404: "not.found",
-            405: "method.not.allowed",
-            413: "payload.too.large",
-        }.get(exc.status_code, "http.error")
-        response = render(request, ApiError(exc.status_code, error_id, str(exc.detail)))
-        response.headers.update(exc.headers or {})  # e.g. Allow on a 405
-        return response
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        message = f"Invalid request: {where}: {first.get('msg', 'malformed')}"
-        return render(request, ApiError(400, "malformed.parameter", message))
-
-    @app.exception_handler(Exception)
-    async def _crash(request: Request, exc: Exception) -> JSONResponse:
-        traceback.print_exception(type(exc), exc, exc.__traceback__)
-        return render(request, ApiError(500, "unknown.error", f"Internal error: {exc!r}"[:300]))

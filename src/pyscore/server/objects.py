@@ -55,12 +55,14 @@ def analysis_state(session: Session, f: File) -> str:
 
 
 def require_published(session: Session, f: File) -> None:
+    """The one rule for every way to a file's bytes or page (storage API, htsget, DRS, the
+    portal): only files of PUBLISHED analyses, else 400, as the original answers."""
     state = analysis_state(session, f)
     if state != "PUBLISHED":
         raise bad_request(
             "analysis.not.published",
-            f"Cannot complete download for objectId '{f.object_id}' with analysisState "
-            f"'{state}': only files of PUBLISHED analyses can be downloaded",
+            f"Cannot read objectId '{f.object_id}' with analysisState "
+            f"'{state}': only files of PUBLISHED analyses can be read",
         )
 
 

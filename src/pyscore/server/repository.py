@@ -165,12 +165,12 @@ class Filters:
 
 def totals(session: Session, filters: Filters) -> tuple[int, int]:
     """(files, bytes) of the selection, in one pass."""
-    count, size = session.execute(
+    row = session.execute(
         select(func.count(), func.coalesce(func.sum(RepositoryEntry.size), 0)).where(
             *filters.conditions()
         )
     ).one()
-    return count or 0, size or 0
+    return int(row[0] or 0), int(row[1] or 0)
 
 
 def search(
@@ -216,7 +216,7 @@ def facet_counts(session: Session, filters: Filters, limit: int = 100) -> dict[s
                 )
         else:
             base = select(column).select_from(RepositoryEntry).where(*where)
-        rows = session.execute(
+        rows: list[tuple[object, int]] = session.execute(  # type: ignore[assignment]
             base.add_columns(func.count())
             .group_by(column)
             .order_by(func.count().desc(), column)

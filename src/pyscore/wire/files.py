@@ -45,3 +45,13 @@ def htsget_format(file_name: str) -> Optional[str]:
     """The GA4GH htsget format a file is served as, by its name (None: not sliceable)."""
     name = file_name.lower()
     return next((fmt for suffix, fmt in HTSGET_FORMATS if name.endswith(suffix)), None)
+
+
+def human_size(n: float) -> str:
+    """A size as people read it (decimal units), the same on the File Repository page and in
+    the client's progress and messages."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"

@@ -5,7 +5,7 @@ manifest. Shared by the server (which writes them) and the client (which reads t
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Optional
 
@@ -74,6 +74,21 @@ def _int(value: str, where: str) -> int | None:
         raise ManifestError(f"{where}: file size '{value}' is not a whole number") from None
 
 
+def _body(
+    lines: list[str], source: str, columns: int, expected: str
+) -> Iterator[tuple[int, str, list[str]]]:
+    """(line number, where, cells) of each non-blank line after the first, each of which
+    must have `columns` cells."""
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        cells = [c.strip() for c in line.split("\t")]
+        where = f"{source} line {number}"
+        if len(cells) != columns:
+            raise ManifestError(f"{where}: expected {expected}, found {len(cells)}")
+        yield number, where, cells
+
+
 def parse_download(text: str, source: str) -> list[ManifestRow]:
     """Rows of a download manifest, in order; bad input raises one-line ManifestErrors."""
     if source.lower().endswith(".xml") or text.lstrip().startswith("<"):
@@ -88,13 +103,7 @@ def parse_download(text: str, source: str) -> list[ManifestRow]:
     if "id" in header and "filename" in header:
         return _parse_gdc(lines, header, source)
     rows = []
-    for number, line in enumerate(lines[1:], start=2):
-        if not line.strip():
-            continue
-        cells = [c.strip() for c in line.split("\t")]
-        where = f"{source} line {number}"
-        if len(cells) != 11:
-            raise ManifestError(f"{where}: expected 11 tab-separated columns, found {len(cells)}")
+    for number, where, cells in _body(lines, source, 11, "11 tab-separated columns"):
         rows.append(
             ManifestRow(
                 objectId=_object_id(cells[2], f"{where} column 3 (object_id)"),
@@ -151,16 +160,9 @@ def parse_upload(text: str, source: str) -> tuple[str | None, list[tuple[str, st
     first = [c.strip() for c in lines[0].split("\t")]
     analysis_id = first[0] if len(first) >= 1 and not any(first[1:]) and first[0] else None
     rows = []
-    for number, line in enumerate(lines[1:], start=2):
-        if not line.strip():
-            continue
-        cells = [c.strip() for c in line.split("\t")]
-        where = f"{source} line {number}"
-        if len(cells) != 3:
-            raise ManifestError(
-                f"{where}: expected 3 tab-separated columns (object id, path, md5), "
-                f"found {len(cells)}"
-            )
+    for _, where, cells in _body(
+        lines, source, 3, "3 tab-separated columns (object id, path, md5)"
+    ):
         object_id = _object_id(cells[0], f"{where} column 1")
         md5 = cells[2].lower()
         if len(md5) != 32 or any(c not in "0123456789abcdef" for c in md5):

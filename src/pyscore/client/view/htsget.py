@@ -9,6 +9,8 @@ from typing import Any
 
 from pyscore.client.errors import ScoreError
 from pyscore.client.view.regions import UNMAPPED
+from pyscore.wire.codec import WireError
+from pyscore.wire.htsget import ticket_from_json
 
 INDEX_LIMIT = 1024 * 1024 * 1024  # a whole-genome BAI is ~10 MB
 
@@ -37,22 +39,25 @@ class Tickets:
 
     def _fetch(self, body: dict) -> Path:
         url = f"{self.api.settings.storage_url}/htsget/{self.kind}/{self.object_id}"
-        ticket = self.api.request(
-            "POST", url, f"htsget ticket for {self.object_id}", json=body
-        ).json()["htsget"]
+        what = f"htsget ticket for {self.object_id}"
+        try:
+            ticket = ticket_from_json(self.api.request("POST", url, what, json=body).json(), what)
+        except WireError as exc:
+            raise ScoreError(str(exc)) from None
         self.count += 1
         path = self.folder / f"part{self.count}.{self.fmt.lower()}"
         with open(path, "wb") as out:
-            for block in ticket["urls"]:  # in order
-                if block["url"].startswith("data:"):
-                    out.write(base64.b64decode(block["url"].split(",", 1)[1]))
-                else:
+            for block in ticket.urls:  # in order
+                if block.url.startswith("data:"):
+                    out.write(base64.b64decode(block.url.split(",", 1)[1]))
+                else:  # no more than the block's range says, should the store send more
                     fetch_into(
                         self.api,
-                        block["url"],
+                        block.url,
                         out,
                         f"an htsget block of {self.object_id}",
-                        block.get("headers"),
+                        block.headers,
+                        block.length(),
                     )
         return path
 

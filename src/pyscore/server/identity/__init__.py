@@ -24,16 +24,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
-import httpx
-
+from pyscore.server.identity.errors import Refused, Unavailable
 from pyscore.server.identity.introspection import Introspector
-from pyscore.server.identity.jwks import Refused, Unavailable
 from pyscore.server.identity.jwt import Issuer, check, claim, looks_like_jwt, unverified
 from pyscore.server.identity.passports import CLAIM, Passports
 
 __all__ = ["External", "Identity", "Refused", "Unavailable"]
-
-TIMEOUT = httpx.Timeout(5.0)
 
 
 @dataclass(frozen=True)
@@ -56,21 +52,20 @@ class Identity:
         self.passports = passports
 
     @classmethod
-    def from_settings(cls, config: dict[str, Any], http: Optional[httpx.Client] = None) -> Identity:
+    def from_settings(cls, config: dict[str, Any]) -> Identity:
         """From the `identity` setting; ValueError names what is wrong in it."""
         unknown = set(config) - {"oidc", "introspection", "passports"}
         if unknown:
             raise ValueError(f"identity settings: unknown key(s) {sorted(unknown)}")
-        http = http or httpx.Client(timeout=TIMEOUT, follow_redirects=False)
         oidc = config.get("oidc") or []
         if isinstance(oidc, dict):
             oidc = [oidc]
         introspection = config.get("introspection")
         passports = config.get("passports")
         return cls(
-            [Issuer.parse(body, http) for body in oidc],
-            Introspector.parse(introspection, http) if introspection else None,
-            Passports.parse(passports, http) if passports else None,
+            [Issuer.parse(body) for body in oidc],
+            Introspector.parse(introspection) if introspection else None,
+            Passports.parse(passports) if passports else None,
         )
 
     @property

@@ -6,15 +6,15 @@ the key, which itself is never kept."""
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
-import httpx
-
-from pyscore.server.identity.jwks import Refused, Unavailable
+from pyscore.server.identity import http
+from pyscore.server.identity.errors import Refused, Unavailable
 from pyscore.server.identity.jwt import ScopeRules
 
 STYLES = ("rfc7662", "ego")
@@ -37,7 +37,6 @@ class Introspector:
 
     def __init__(
         self,
-        http: httpx.Client,
         url: str,
         style: str = "rfc7662",
         client_id: str = "",
@@ -50,10 +49,8 @@ class Introspector:
             raise ValueError(f"introspection style {style!r}: use one of {', '.join(STYLES)}")
         if not url.startswith(("https://", "http://")):
             raise ValueError(f"introspection url {url!r} must be an http(s) URL")
-        self.http, self.url, self.style = http, url, style
-        self.auth: httpx.Auth | tuple[str, str] = (
-            (client_id, client_secret) if client_id else httpx.Auth()  # Auth(): none
-        )
+        self.url, self.style = url, style
+        self.auth = (client_id, client_secret) if client_id else None
         self.cache_seconds = cache_seconds
         self.scopes = scopes or ScopeRules()
         self.issuer = issuer or url
@@ -62,10 +59,9 @@ class Introspector:
         self.asked = 0  # calls to the issuer (for tests and metrics)
 
     @classmethod
-    def parse(cls, body: dict[str, Any], http: httpx.Client) -> Introspector:
+    def parse(cls, body: dict[str, Any]) -> Introspector:
         style = str(body.get("style", "rfc7662"))
         return cls(
-            http,
             str(body.get("url", "")),
             style,
             str(body.get("client_id", "")),
@@ -98,33 +94,28 @@ class Introspector:
 
     def _ask(self, key: str, digest: str) -> tuple[Answer, float]:
         self.asked += 1
-        try:
-            if self.style == "ego":
-                # Ego: POST /o/check_api_key?apiKey=..., the resource server's client
-                # credentials as Basic auth; 200 with {user_id, scope[], exp} or an error
-                response = self.http.post(self.url, params={"apiKey": key}, auth=self.auth)
-            else:
-                response = self.http.post(
-                    self.url,
-                    data={"token": key, "token_type_hint": "access_token"},
-                    auth=self.auth,
-                    headers={"Accept": "application/json"},
-                )
-        except httpx.HTTPError as exc:
-            raise Unavailable(f"cannot reach the token introspection endpoint: {exc}") from None
-        if self.style == "ego" and response.status_code in (400, 401, 403, 404):
-            return Refused(
+        if self.style == "ego":
+            # Ego: POST /o/check_api_key?apiKey=..., the resource server's client
+            # credentials as Basic auth; 200 with {user_id, scope[], exp} or an error
+            status, body = http.request(self.url, params={"apiKey": key}, auth=self.auth)
+        else:
+            status, body = http.request(
+                self.url, form={"token": key, "token_type_hint": "access_token"}, auth=self.auth
+            )
+        if self.style == "ego" and status in (400, 401, 403, 404):
+            refused = Refused(
                 "inactive_key", "the API key is not valid (unknown, expired or revoked)"
-            ), (self.cache_seconds)
-        if response.status_code != 200:
-            raise Unavailable(f"the token introspection endpoint answered {response.status_code}")
+            )
+            return refused, self.cache_seconds
+        if status != 200:
+            raise Unavailable(f"the token introspection endpoint answered {status}")
         try:
-            body = response.json()
+            answer = json.loads(body)
         except ValueError:
             raise Unavailable("the token introspection endpoint answered no JSON") from None
-        if not isinstance(body, dict):
+        if not isinstance(answer, dict):
             raise Unavailable("the token introspection endpoint answered no JSON object")
-        return self._answer(body, digest)
+        return self._answer(answer, digest)
 
     def _answer(self, body: dict[str, Any], digest: str) -> tuple[Answer, float]:
         lifetime = self.cache_seconds

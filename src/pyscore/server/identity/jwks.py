@@ -6,39 +6,16 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Optional
+from typing import Optional
 
-import httpx
 from jwt import PyJWK
 from jwt.exceptions import PyJWKError
 
+from pyscore.server.identity import http
+from pyscore.server.identity.errors import Refused, Unavailable
+
+__all__ = ["KeySet", "Refused", "Unavailable"]
 DISCOVERY = "/.well-known/openid-configuration"
-
-
-class Refused(Exception):
-    """A bearer this server will not accept: 401, with a short `code` for metrics and the
-    audit trail and a one-line `message` for the caller."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code, self.message = code, message
-
-
-class Unavailable(Exception):
-    """The identity provider could not be asked (down, slow, or answering nonsense): 503,
-    as the caller's token may well be good."""
-
-
-def fetch_json(http: httpx.Client, url: str, what: str) -> dict[str, Any]:
-    try:
-        response = http.get(url)
-        response.raise_for_status()
-        body = response.json()
-    except (httpx.HTTPError, ValueError) as exc:
-        raise Unavailable(f"cannot read {what} at {url}: {exc}") from None
-    if not isinstance(body, dict):
-        raise Unavailable(f"{what} at {url} is not a JSON object")
-    return body
 
 
 class KeySet:
@@ -48,14 +25,13 @@ class KeySet:
 
     def __init__(
         self,
-        http: httpx.Client,
         issuer: str,
         jwks_uri: str = "",
         ttl: float = 3600.0,
         min_refetch: float = 30.0,
         public_key_url: str = "",
     ) -> None:
-        self.http, self.issuer, self.jwks_uri = http, issuer, jwks_uri
+        self.issuer, self.jwks_uri = issuer, jwks_uri
         self.public_key_url = public_key_url
         self.ttl, self.min_refetch = ttl, min_refetch
         self.keys: dict[str, PyJWK] = {}
@@ -65,9 +41,7 @@ class KeySet:
 
     def _uri(self) -> str:
         if not self.jwks_uri:
-            doc = fetch_json(
-                self.http, self.issuer.rstrip("/") + DISCOVERY, "the OpenID configuration"
-            )
+            doc = http.get_json(self.issuer.rstrip("/") + DISCOVERY, "the OpenID configuration")
             if doc.get("issuer", "").rstrip("/") != self.issuer.rstrip("/"):
                 raise Unavailable(
                     f"the OpenID configuration of {self.issuer} names another issuer "
@@ -81,11 +55,11 @@ class KeySet:
 
     def _fetch(self) -> None:
         if self.public_key_url:
-            self.keys = {"": _pem_key(self.http, self.public_key_url)}
+            self.keys = {"": _pem_key(self.public_key_url)}
             self.fetched = time.monotonic()
             self.fetches += 1
             return
-        body = fetch_json(self.http, self._uri(), "the signing keys (JWKS)")
+        body = http.get_json(self._uri(), "the signing keys (JWKS)")
         keys: dict[str, PyJWK] = {}
         for jwk in body.get("keys") or []:
             if not isinstance(jwk, dict) or jwk.get("use", "sig") != "sig":
@@ -121,17 +95,18 @@ class KeySet:
         return self.keys.get(kid)
 
 
-def _pem_key(http: httpx.Client, url: str) -> PyJWK:
+def _pem_key(url: str) -> PyJWK:
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
     from jwt.algorithms import RSAAlgorithm
 
+    status, body = http.request(url)
+    if status != 200:
+        raise Unavailable(f"the public key at {url} answered {status}")
     try:
-        response = http.get(url)
-        response.raise_for_status()
-        key = load_pem_public_key(response.content)
+        key = load_pem_public_key(body)
         if not isinstance(key, RSAPublicKey):
             raise ValueError("not an RSA public key")
         return PyJWK(RSAAlgorithm.to_jwk(key, as_dict=True), algorithm="RS256")
-    except (httpx.HTTPError, ValueError, TypeError, PyJWKError) as exc:
+    except (ValueError, TypeError, PyJWKError) as exc:
         raise Unavailable(f"cannot read the public key at {url}: {exc}") from None

@@ -8,7 +8,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-import httpx
 import jwt as pyjwt
 from jwt import exceptions as jwt_errors
 
@@ -108,7 +107,7 @@ class Issuer:
     algorithms: tuple[str, ...] = ALGORITHMS
 
     @classmethod
-    def parse(cls, body: dict[str, Any], http: httpx.Client) -> Issuer:
+    def parse(cls, body: dict[str, Any]) -> Issuer:
         issuer = str(body.get("issuer", "")).strip()
         jwks_uri = str(body.get("jwks_uri", ""))
         public_key_url = str(body.get("public_key_url", ""))
@@ -139,7 +138,6 @@ class Issuer:
             if isinstance(audience, str)
             else list(audience),
             keys=KeySet(
-                http,
                 issuer,
                 jwks_uri,
                 float(body.get("jwks_cache_seconds", 3600)),

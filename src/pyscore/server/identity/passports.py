@@ -17,8 +17,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-import httpx
-
 from pyscore.server.identity.jwks import KeySet, Refused, Unavailable
 from pyscore.server.identity.jwt import unverified, verify
 
@@ -45,7 +43,7 @@ class Passports:
     leeway: float = 30.0
 
     @classmethod
-    def parse(cls, body: dict[str, Any], http: httpx.Client) -> Passports:
+    def parse(cls, body: dict[str, Any]) -> Passports:
         def trusted(entries: list[dict[str, Any]], what: str) -> dict[str, Trusted]:
             out = {}
             for e in entries:
@@ -56,7 +54,6 @@ class Passports:
                 out[issuer] = Trusted(
                     issuer,
                     KeySet(
-                        http,
                         issuer,
                         str(e.get("jwks_uri", "")),
                         float(e.get("jwks_cache_seconds", 3600)),

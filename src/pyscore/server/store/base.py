@@ -6,10 +6,11 @@ S3 no object byte passes through Python.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 def content_disposition(filename: str) -> str:
@@ -93,3 +94,28 @@ class ObjectStore(Protocol):
     def complete(self, object_id: str, upload_id: str, etags: dict[int, str]) -> None: ...
 
     def abort(self, object_id: str, upload_id: str) -> None: ...
+
+
+@runtime_checkable
+class ServesItsUrls(Protocol):
+    """A store whose signed URLs this server answers (the local store; S3 answers its own):
+    the app mounts `web/signed.py`'s routes for it."""
+
+    def verify(self, method: str, path: str, query: dict[str, str]) -> str:
+        """Check a signed request; return the signed byte range ('' for none)."""
+        ...
+
+    def path(self, object_id: str) -> Path:
+        """Where a finished object's bytes are."""
+        ...
+
+    async def receive_part(
+        self,
+        upload_id: str,
+        part_number: int,
+        rng: str,
+        chunks: AsyncIterator[bytes],
+        finalized: Callable[[str, int], bool],
+    ) -> str:
+        """Take a part's body; return its MD5."""
+        ...

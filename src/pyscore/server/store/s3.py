@@ -204,8 +204,11 @@ class S3Store:
                 },
             )
         except ClientError as exc:
+            # a refusal is final (400: the Java client fails at once); the store's own trouble
+            # (5xx, SlowDown) is worth retrying (503)
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 400)
             raise ApiError(
-                409,
+                503 if status >= 500 else 400,
                 "upload.complete.failed",
                 f"The object store refused to complete upload {upload_id}: "
                 f"{exc.response.get('Error', {}).get('Message', exc)}",

@@ -10,8 +10,7 @@ from collections.abc import Callable
 
 import anyio
 import anyio.to_thread
-
-from pyscore.server.limits import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 LIVE, READY = "/health/live", "/health/ready"
 TIMEOUT = 5.0

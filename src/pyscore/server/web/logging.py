@@ -22,8 +22,9 @@ import time
 from collections.abc import Callable
 from typing import Any, Optional
 
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 from pyscore.server import audit
-from pyscore.server.limits import ASGIApp, Receive, Scope, Send
 
 HEADER = b"x-request-id"
 SANE_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
@@ -92,7 +93,7 @@ class RequestLog:
         status = 500
         id_header = (b"x-request-id", request_id.encode())
 
-        async def named(message: dict) -> None:
+        async def named(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]

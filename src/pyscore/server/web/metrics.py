@@ -39,8 +39,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pyscore.server.limits import ASGIApp, Receive, Scope, Send
 from pyscore.server.web.multiproc import ENV
 
 PATH = "/metrics"
@@ -185,7 +185,7 @@ class Metrics:
         sent = 0
         length = 0
 
-        async def measured(message: dict) -> None:
+        async def measured(message: Message) -> None:
             nonlocal status, sent, length
             kind = message["type"]
             if kind == "http.response.start":

@@ -13,9 +13,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from pyscore.server import metadata
-from pyscore.server.app import PrincipalDep, SessionDep
 from pyscore.server.auth import Action, authorize
 from pyscore.server.errors import ApiError, bad_request
+from pyscore.server.web.deps import PrincipalDep, SessionDep
 from pyscore.wire.song import Entity
 
 router = APIRouter(tags=["metadata"])
@@ -270,7 +270,7 @@ def update_file(
 
 # -- legacy entities ----------------------------------------------------------------------
 @router.get("/entities/{object_id}", response_model=Entity)
-def get_entity(object_id: str, s: SessionDep) -> dict:
+def get_entity(object_id: str, s: SessionDep) -> Entity:
     return metadata.entity(s, object_id)
 
 

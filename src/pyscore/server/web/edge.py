@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from pyscore.server.limits import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 BIND_ENV = "PYSCORE_BIND"  # host:port that `score-server serve` listens on, for its workers
 CSP = (
@@ -95,7 +95,7 @@ def bind_names(bind: str) -> set[str]:
         hostname = socket.gethostname()
         names |= {hostname, socket.getfqdn()}
         with contextlib.suppress(OSError):
-            names |= {info[4][0] for info in socket.getaddrinfo(hostname, None)}
+            names |= {str(info[4][0]) for info in socket.getaddrinfo(hostname, None)}
     return {n.lower() for n in names}
 
 
@@ -145,7 +145,7 @@ class SecurityHeaders:
             return
         path = scope.get("path", "")
 
-        async def with_headers(message: dict) -> None:
+        async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 kind = next((v for k, v in headers if k.lower() == b"content-type"), b"")

@@ -4,18 +4,18 @@ storage URLs score-client gets, under the same access rules."""
 from __future__ import annotations
 
 import hashlib
-from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
 from sqlalchemy.orm import Session
 
 from pyscore.server import audit, metadata, objects
-from pyscore.server.app import PrincipalDep, SessionDep, SignerDep, base_url
 from pyscore.server.auth import Action, Principal, authorize
 from pyscore.server.errors import ApiError
-from pyscore.server.metadata import iso
+from pyscore.server.metadata.song_json import iso
 from pyscore.server.tables import Analysis, File
+from pyscore.server.web.deps import PrincipalDep, SessionDep, SignerDep, base_url
+from pyscore.wire.drs import AccessMethod, AccessURL, Checksum, ContentsObject, DrsObject
 
 router = APIRouter(prefix="/ga4gh/drs/v1", tags=["drs"])
 ACCESS_ID = "https"
@@ -40,56 +40,50 @@ def _published_file(
         object_id=f.object_id,
         event=event,
     )
-    if objects.analysis_state(session, f) != "PUBLISHED":
-        raise ApiError(404, "not.found", f"object {object_id} is not published")
+    objects.require_published(session, f)
     return f
 
 
-def file_object(session: Session, request: Request, f: File) -> dict[str, Any]:
+def file_object(session: Session, request: Request, f: File) -> DrsObject:
     obj = objects.stored(session, f.object_id)
     analysis = session.get(Analysis, f.analysis_id)
-    return {
-        "id": f.object_id,
-        "name": f.file_name,
-        "self_uri": _self_uri(request, f.object_id),
-        "size": obj.size,
-        "created_time": iso(analysis.created_at if analysis else None),
-        "updated_time": iso(obj.last_modified),
-        "version": obj.md5 or "",
-        "mime_type": "application/octet-stream",
-        "checksums": [{"checksum": obj.md5, "type": "md5"}] if obj.md5 else [],
-        "access_methods": [{"type": "https", "access_id": ACCESS_ID}],
-        "description": f"{f.file_type or 'file'} of analysis {f.analysis_id} in study "
+    return DrsObject(
+        id=f.object_id,
+        name=f.file_name,
+        self_uri=_self_uri(request, f.object_id),
+        size=obj.size,
+        created_time=iso(analysis.created_at if analysis else None),
+        updated_time=iso(obj.last_modified),
+        version=obj.md5 or "",
+        mime_type="application/octet-stream",
+        checksums=[Checksum(obj.md5, "md5")] if obj.md5 else [],
+        access_methods=[AccessMethod(type="https", access_id=ACCESS_ID)],
+        description=f"{f.file_type or 'file'} of analysis {f.analysis_id} in study "
         f"{f.study_id} ({f.file_access})",
-        "aliases": [f"{f.study_id}/{f.analysis_id}/{f.file_name}"],
-    }
+        aliases=[f"{f.study_id}/{f.analysis_id}/{f.file_name}"],
+    )
 
 
-def bundle_object(session: Session, request: Request, analysis: Analysis) -> dict[str, Any]:
+def bundle_object(session: Session, request: Request, analysis: Analysis) -> DrsObject:
     """An analysis as a bundle: metadata only, like Song's (each member checks access)."""
     files = metadata.analysis_files(session, analysis.analysis_id)
-    contents, sizes, sums = [], 0, []
-    for f in files:
-        contents.append(
-            {"name": f.file_name, "id": f.object_id, "drs_uri": [_self_uri(request, f.object_id)]}
-        )
-        sizes += f.file_size
-        sums.append(f.file_md5sum)
-    return {
-        "id": analysis.analysis_id,
-        "name": analysis.analysis_id,
-        "self_uri": _self_uri(request, analysis.analysis_id),
-        "size": sizes,
-        "created_time": iso(analysis.created_at),
-        "updated_time": iso(analysis.updated_at),
-        # DRS: a bundle's checksum covers its contents' checksums, sorted.
-        "checksums": [
-            {"checksum": hashlib.md5("".join(sorted(sums)).encode()).hexdigest(), "type": "md5"}
-        ],
-        "contents": contents,
-        "description": f"analysis {analysis.analysis_id} ({analysis.type_name}) of study "
+    contents = [
+        ContentsObject(f.file_name, f.object_id, [_self_uri(request, f.object_id)]) for f in files
+    ]
+    # DRS: a bundle's checksum covers its contents' checksums, sorted.
+    digest = hashlib.md5("".join(sorted(f.file_md5sum for f in files)).encode()).hexdigest()
+    return DrsObject(
+        id=analysis.analysis_id,
+        name=analysis.analysis_id,
+        self_uri=_self_uri(request, analysis.analysis_id),
+        size=sum(f.file_size for f in files),
+        created_time=iso(analysis.created_at),
+        updated_time=iso(analysis.updated_at),
+        checksums=[Checksum(digest, "md5")],
+        contents=contents,
+        description=f"analysis {analysis.analysis_id} ({analysis.type_name}) of study "
         f"{analysis.study_id}",
-    }
+    )
 
 
 @router.get("/service-info")
@@ -107,10 +101,10 @@ def service_info(request: Request) -> dict:
     }
 
 
-@router.get("/objects/{object_id}")
+@router.get("/objects/{object_id}", response_model=DrsObject, response_model_exclude_none=True)
 def get_object(
     object_id: str, request: Request, s: SessionDep, who: PrincipalDep, expand: bool = False
-) -> dict:
+) -> DrsObject:
     f = _published_file(s, object_id, who)
     if f is not None:
         return file_object(s, request, f)
@@ -120,10 +114,10 @@ def get_object(
     return bundle_object(s, request, analysis)
 
 
-@router.get("/objects/{object_id}/access/{access_id}")
+@router.get("/objects/{object_id}/access/{access_id}", response_model=AccessURL)
 def get_access(
     object_id: str, access_id: str, s: SessionDep, who: PrincipalDep, signer: SignerDep
-) -> dict:
+) -> AccessURL:
     f = _published_file(s, object_id, who, event="drs.access")
     if f is None:
         raise ApiError(404, "not.found", f"no published object {object_id}")
@@ -131,4 +125,4 @@ def get_access(
         raise ApiError(400, "bad.request", f"unknown access_id {access_id!r}; use {ACCESS_ID!r}")
     spec = objects.download_spec(s, signer, f, external=True)
     audit.ranges([(part.offset, part.partSize) for part in spec.parts])
-    return {"url": spec.parts[0].url}
+    return AccessURL(url=spec.parts[0].url or "")

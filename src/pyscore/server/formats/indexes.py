@@ -1,73 +1,22 @@
-"""Genomic index files (BAI, CSI, TBI, CRAI) and BGZF blocks, read just enough to turn a
-region into the byte ranges of a file that hold its records.
+"""Genomic index files (BAI, CSI, TBI, CRAI), read just enough to turn a region into the
+byte ranges of a file that hold its records.
 
-Formats: SAM/BAM spec §4.2 (BAI, BGZF), CSI v1 spec, Tabix spec, CRAM 3 spec §12 (CRAI).
-Virtual file offsets are (compressed block offset << 16 | offset within the block).
+Formats: SAM/BAM spec §4.2 (BAI), CSI v1 spec, Tabix spec, CRAM 3 spec §12 (CRAI).
 """
 
 from __future__ import annotations
 
-import gzip
 import struct
-import zlib
 from dataclasses import dataclass, field
 
-BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
-MAX_BLOCK = 65536
-
-
-class IndexError_(ValueError):
-    """The index (or data file) is not what its name says."""
-
-
-def split(voffset: int) -> tuple[int, int]:
-    return voffset >> 16, voffset & 0xFFFF
-
-
-# -- BGZF ----------------------------------------------------------------------------------
-def block_size(head: bytes) -> int:
-    """Total size of the BGZF block whose first bytes are `head` (needs ≥ 18 bytes)."""
-    if len(head) < 18 or head[:4] != b"\x1f\x8b\x08\x04":
-        raise IndexError_("not a BGZF block")
-    xlen = struct.unpack_from("<H", head, 10)[0]
-    pos = 12
-    while pos < 12 + xlen:
-        si1, si2, slen = head[pos], head[pos + 1], struct.unpack_from("<H", head, pos + 2)[0]
-        if si1 == 66 and si2 == 67 and slen == 2:
-            return struct.unpack_from("<H", head, pos + 4)[0] + 1
-        pos += 4 + slen
-    raise IndexError_("BGZF block without a BSIZE field")
-
-
-def inflate_block(block: bytes) -> bytes:
-    xlen = struct.unpack_from("<H", block, 10)[0]
-    return zlib.decompress(block[12 + xlen : -8], -15)
-
-
-def deflate_block(data: bytes) -> bytes:
-    """One BGZF block holding `data` (< 64 KiB)."""
-    compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
-    payload = compressor.compress(data) + compressor.flush()
-    bsize = 18 + len(payload) + 8 - 1
-    head = (
-        b"\x1f\x8b\x08\x04" + b"\x00" * 4 + b"\x00\xff" + struct.pack("<HBBHH", 6, 66, 67, 2, bsize)
-    )
-    return head + payload + struct.pack("<II", zlib.crc32(data), len(data))
-
-
-def inflate_all(data: bytes) -> bytes:
-    """A whole gzip/BGZF stream (index files are small)."""
-    try:
-        return gzip.decompress(data)
-    except (OSError, EOFError) as exc:
-        raise IndexError_(f"cannot decompress index: {exc}") from None
+from pyscore.server.formats.bgzf import FormatError, inflate_all
 
 
 # -- binning -------------------------------------------------------------------------------
 def reg2bins(beg: int, end: int, min_shift: int = 14, depth: int = 5) -> list[int]:
     """Bins that may hold records overlapping [beg, end) (0-based, half-open)."""
     end -= 1
-    bins = []
+    bins: list[int] = []
     s = min_shift + depth * 3
     t = 0
     for level in range(depth + 1):
@@ -190,7 +139,7 @@ def parse_bai(data: bytes) -> BinnedIndex:
     try:
         r = _Reader(data)
         if r.raw(4) != b"BAI\x01":
-            raise IndexError_("not a BAI index")
+            raise FormatError("not a BAI index")
         refs = []
         for _ in range(r.one("<i")):
             bins, _ = _bins(r, False, PSEUDO_BIN_BAI)
@@ -199,7 +148,7 @@ def parse_bai(data: bytes) -> BinnedIndex:
         n_no_coor = r.one("<Q") if r.pos + 8 <= len(data) else None
         return BinnedIndex(refs, n_no_coor=n_no_coor)
     except struct.error:
-        raise IndexError_("truncated BAI index") from None
+        raise FormatError("truncated BAI index") from None
 
 
 def _tabix_names(r: _Reader) -> list[str]:
@@ -213,7 +162,7 @@ def parse_tbi(data: bytes) -> BinnedIndex:
     try:
         r = _Reader(raw)
         if r.raw(4) != b"TBI\x01":
-            raise IndexError_("not a tabix (.tbi) index")
+            raise FormatError("not a tabix (.tbi) index")
         n_ref = r.one("<i")
         names = _tabix_names(r)
         refs = []
@@ -223,7 +172,7 @@ def parse_tbi(data: bytes) -> BinnedIndex:
             refs.append(RefIndex(bins, linear))
         return BinnedIndex(refs, names=names)
     except struct.error:
-        raise IndexError_("truncated TBI index") from None
+        raise FormatError("truncated TBI index") from None
 
 
 def parse_csi(data: bytes) -> BinnedIndex:
@@ -231,7 +180,7 @@ def parse_csi(data: bytes) -> BinnedIndex:
     try:
         r = _Reader(raw)
         if r.raw(4) != b"CSI\x01":
-            raise IndexError_("not a CSI index")
+            raise FormatError("not a CSI index")
         min_shift, depth, l_aux = r.take("<iii")
         aux = r.raw(l_aux)
         names = _tabix_names(_Reader(aux)) if l_aux >= 28 else []
@@ -242,7 +191,7 @@ def parse_csi(data: bytes) -> BinnedIndex:
             refs.append(RefIndex(bins, loffsets=loffsets))
         return BinnedIndex(refs, min_shift, depth, names)
     except struct.error:
-        raise IndexError_("truncated CSI index") from None
+        raise FormatError("truncated CSI index") from None
 
 
 # -- CRAI ----------------------------------------------------------------------------------
@@ -260,12 +209,12 @@ def parse_crai(data: bytes) -> list[CraiEntry]:
     try:
         text = inflate_all(data).decode("ascii")
     except UnicodeDecodeError:
-        raise IndexError_("not a CRAM index (.crai)") from None
+        raise FormatError("not a CRAM index (.crai)") from None
     entries = []
     for number, line in enumerate(text.splitlines(), 1):
         cells = line.split("\t")
         if len(cells) != 6:
-            raise IndexError_(f"CRAM index line {number} has {len(cells)} fields, not 6")
+            raise FormatError(f"CRAM index line {number} has {len(cells)} fields, not 6")
         entries.append(CraiEntry(*(int(c) for c in cells)))
     return entries
 

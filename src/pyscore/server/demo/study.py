@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
-from pyscore.demo import DemoAnalysis, generate
 from pyscore.server import metadata, objects, repository
+from pyscore.server.demo.data import DemoAnalysis, generate
 from pyscore.server.errors import ApiError
 from pyscore.server.tables import AnalysisType, Study
 from pyscore.wire.manifest import format_argo
@@ -21,7 +22,7 @@ CLINICAL_TYPE = {
     "required": ["clinical"],
     "file_types": ["TSV", "TXT"],
 }
-EXPERIMENTS = {
+EXPERIMENTS: dict[str, dict[str, Any]] = {
     "sequencingRead": {
         "experiment": {
             "libraryStrategy": "WGS",
@@ -60,7 +61,7 @@ def _sample(donor: str) -> dict:
 
 
 def payload(study_id: str, analysis: DemoAnalysis, donors: list[str]) -> dict:
-    extra = EXPERIMENTS.get(analysis.analysis_type) or {
+    extra: dict[str, Any] = EXPERIMENTS.get(analysis.analysis_type) or {
         "experiment": {
             "variantCallingTool": "pyscore-demo-caller",
             "matchedNormalSampleSubmitterId": f"{analysis.donor}-N",
@@ -111,7 +112,10 @@ def load_demo(platform, out: Path, study_id: str = "DEMO", reads_per_contig: int
             except ApiError as exc:
                 if exc.error_id != "duplicate.analysis.attempt":
                     raise
-                analysis_id = metadata.find_duplicate(s, study_id, body["files"])
+                found = metadata.find_duplicate(s, study_id, body["files"])
+                if found is None:
+                    raise
+                analysis_id = found
             for f, entry in zip(
                 metadata.analysis_files(s, analysis_id),
                 sorted(analysis.files, key=lambda d: d.path.name),

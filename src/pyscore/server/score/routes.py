@@ -8,10 +8,10 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from pyscore.server import audit, metadata, objects
-from pyscore.server.app import PlatformDep, PrincipalDep, SessionDep, SignerDep
 from pyscore.server.auth import Action, authorize, readable_studies
 from pyscore.server.errors import bad_request
 from pyscore.server.tables import File
+from pyscore.server.web.deps import PlatformDep, PrincipalDep, SessionDep, SignerDep
 from pyscore.wire.score import ListingEntry, ObjectSpecification, UploadProgress
 
 router = APIRouter(tags=["storage"])
@@ -74,11 +74,8 @@ def listing(s: SessionDep, who: PrincipalDep) -> list[ListingEntry]:
     caller gets the open files: a deliberate extension, as open files need no token."""
     readable = readable_studies(who, metadata.study_ids(s))
     if readable is None or readable:  # controlled files are listed: recorded
-        audit.decided(
-            "listing",
-            True,
-            reason="every study" if readable is None else " ".join(sorted(readable)),
-        )
+        studies = "every study" if readable is None else " ".join(sorted(readable))
+        audit.decided("listing", True, reason=studies)
     return objects.listing(s, readable)
 
 

@@ -6,7 +6,7 @@ first query until their session closes, which takes another trip through the poo
 requests at work than threads or connections, threads wait for connections held by requests
 waiting for a thread, and nothing answers until the pool's timeout. With admission, a process
 never has more requests at work than `max_concurrent_requests`, and the thread pool and the
-database pool are sized above that (`thread_tokens`, `Database(pool_size=...)`), so neither
+database pool are sized above that (`capacity.py`), so neither
 is ever waited for. Requests that need neither (`/isAlive`, the local store's byte
 streams, static files) are not counted.
 """
@@ -14,29 +14,14 @@ streams, static files) are not counted.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from starlette.exceptions import HTTPException
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict]]
-Send = Callable[[dict], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 EXEMPT_PREFIXES = ("/store/", "/portal/static/")
 EXEMPT_PATHS = ("/isAlive",)
-HEADROOM = 8  # threads and connections beyond the admitted requests (startup, teardown)
-
-
-def thread_tokens(limit: int) -> int:
-    """Threads the pool needs so an admitted request never waits for one."""
-    return max(40, limit + HEADROOM)
-
-
-def pool_size(limit: int) -> int:
-    """Database connections a process needs so an admitted request never waits for one."""
-    return limit + HEADROOM
 
 
 class Busy(Exception):
@@ -145,7 +130,7 @@ class BodyLimitMiddleware:
                 return
         seen = 0
 
-        async def counted() -> dict:
+        async def counted() -> Message:
             nonlocal seen
             message = await receive()
             if message["type"] == "http.request":

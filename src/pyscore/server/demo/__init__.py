@@ -1,0 +1,1 @@
+"""A generated, published demo study: BAM/CRAM/VCF files with their indexes."""

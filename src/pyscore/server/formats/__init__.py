@@ -1,0 +1,1 @@
+"""Binary genomic formats, read just enough to answer htsget: BGZF, indexes, headers."""

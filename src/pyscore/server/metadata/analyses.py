@@ -1,0 +1,177 @@
+"""Analyses: Song's JSON of an analysis, listing by state, publishing (only with every
+file in storage), unpublishing and suppressing."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from pyscore.server import repository
+from pyscore.server.db import utcnow
+from pyscore.server.errors import bad_request, conflict, not_found
+from pyscore.server.metadata.ids import STATES
+from pyscore.server.metadata.song_json import donor_json, file_json, iso, sample_json, specimen_json
+from pyscore.server.metadata.studies import get_study
+from pyscore.server.tables import (
+    Analysis,
+    AnalysisSample,
+    Donor,
+    File,
+    Sample,
+    Specimen,
+    StoredObject,
+)
+
+
+def get_analysis_row(session: Session, study_id: str, analysis_id: str) -> Analysis:
+    get_study(session, study_id)
+    row = session.get(Analysis, analysis_id)
+    if row is None or row.study_id != study_id:
+        raise not_found(
+            "analysis.id.not.found",
+            f"The analysisId '{analysis_id}' was not found in study '{study_id}'",
+        )
+    return row
+
+
+def analysis_samples(session: Session, analysis_id: str) -> list[dict]:
+    out = []
+    samples = session.scalars(
+        select(Sample)
+        .join(AnalysisSample, AnalysisSample.sample_id == Sample.sample_id)
+        .where(AnalysisSample.analysis_id == analysis_id)
+        .order_by(Sample.submitter_sample_id)
+    )
+    for sample in samples:
+        specimen = session.get(Specimen, sample.specimen_id)
+        donor = session.get(Donor, specimen.donor_id) if specimen else None
+        out.append(
+            {
+                **sample_json(sample),
+                "specimen": specimen_json(specimen) if specimen else None,
+                "donor": donor_json(donor) if donor else None,
+            }
+        )
+    return out
+
+
+def analysis_files(session: Session, analysis_id: str) -> list[File]:
+    return list(
+        session.scalars(
+            select(File).where(File.analysis_id == analysis_id).order_by(File.file_name)
+        )
+    )
+
+
+def analysis_json(session: Session, row: Analysis) -> dict:
+    return {
+        **row.payload,
+        "analysisId": row.analysis_id,
+        "studyId": row.study_id,
+        "analysisState": row.state,
+        "analysisType": {"name": row.type_name, "version": row.type_version},
+        "createdAt": iso(row.created_at),
+        "updatedAt": iso(row.updated_at),
+        "firstPublishedAt": iso(row.first_published_at),
+        "publishedAt": iso(row.published_at),
+        "analysisStateHistory": row.state_history or [],
+        "samples": analysis_samples(session, row.analysis_id),
+        "files": [file_json(f) for f in analysis_files(session, row.analysis_id)],
+    }
+
+
+def parse_states(text: str | None) -> list[str]:
+    states = [s.strip().upper() for s in (text or "PUBLISHED").split(",") if s.strip()]
+    bad = [s for s in states if s not in STATES]
+    if bad:
+        raise bad_request(
+            "malformed.parameter",
+            f"Unknown analysis state {bad[0]!r}; expected one of {', '.join(STATES)}",
+        )
+    return states
+
+
+def list_analyses(
+    session: Session, study_id: str, states: list[str], limit: int | None = None, offset: int = 0
+) -> tuple[list[Analysis], int]:
+    get_study(session, study_id)
+    where = (Analysis.study_id == study_id, Analysis.state.in_(states))
+    total = session.scalar(select(func.count()).select_from(Analysis).where(*where)) or 0
+    query = select(Analysis).where(*where).order_by(Analysis.created_at, Analysis.analysis_id)
+    if limit is not None:
+        query = query.limit(limit).offset(offset)
+    return list(session.scalars(query)), total
+
+
+def storage_problems(
+    session: Session, files: list[File], ignore_undefined_md5: bool
+) -> list[tuple[str, str]]:
+    """Why publishing would be wrong: (Song errorId, text) per file absent or differing."""
+    problems = []
+    for f in files:
+        obj = session.get(StoredObject, f.object_id)
+        name = f"{f.file_name} ({f.object_id})"
+        if obj is None:
+            problems.append(("missing.storage.objects", f"{name} is missing from storage"))
+        elif obj.size != f.file_size:
+            problems.append(
+                (
+                    "mismatching.storage.object.sizes",
+                    f"{name} has {obj.size} bytes in storage, metadata says {f.file_size}",
+                )
+            )
+        elif obj.md5 is None and not ignore_undefined_md5:
+            problems.append(
+                ("mismatching.storage.object.checksums", f"{name} has no MD5 in storage")
+            )
+        elif obj.md5 is not None and obj.md5 != f.file_md5sum:
+            problems.append(
+                (
+                    "mismatching.storage.object.checksums",
+                    f"{name} has MD5 {obj.md5} in storage, metadata says {f.file_md5sum}",
+                )
+            )
+    return problems
+
+
+def change_state(
+    session: Session,
+    study_id: str,
+    analysis_id: str,
+    action: str,
+    ignore_undefined_md5: bool = False,
+) -> str:
+    """PUBLISH, UNPUBLISH or SUPPRESS an analysis; publishing checks storage first."""
+    row = get_analysis_row(session, study_id, analysis_id)
+    target = {"publish": "PUBLISHED", "unpublish": "UNPUBLISHED", "suppress": "SUPPRESSED"}[action]
+    if row.state == "SUPPRESSED" and target != "SUPPRESSED":
+        raise bad_request(
+            "suppressed.state.transition",
+            f"Analysis '{analysis_id}' is SUPPRESSED and cannot be {target}",
+        )
+    if target == "PUBLISHED":
+        problems = storage_problems(
+            session, analysis_files(session, analysis_id), ignore_undefined_md5
+        )
+        if problems:
+            raise conflict(
+                problems[0][0],
+                f"Cannot publish analysis '{analysis_id}': "
+                + "; ".join(text for _, text in problems),
+            )
+    now = utcnow()
+    if row.state != target:
+        row.state_history = [
+            *(row.state_history or []),
+            {"initialState": row.state, "updatedState": target, "updatedAt": iso(now)},
+        ]
+        row.state = target
+        row.updated_at = now
+        if target == "PUBLISHED":
+            row.published_at = now
+            row.first_published_at = row.first_published_at or now
+        session.flush()
+        repository.refresh_analysis(session, analysis_id)
+    if target == "SUPPRESSED":
+        return f"AnalysisId {analysis_id} was suppressed"
+    return f"AnalysisId {analysis_id} successfully {target.lower()}"

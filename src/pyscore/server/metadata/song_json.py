@@ -1,0 +1,61 @@
+"""Rows as Song's JSON: files, donors, specimens, samples, times."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pyscore.server.db import as_utc
+from pyscore.server.tables import (
+    Donor,
+    File,
+    Sample,
+    Specimen,
+)
+
+
+def iso(value: datetime | None) -> str | None:
+    value = as_utc(value)
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def file_json(f: File) -> dict:
+    return {
+        "objectId": f.object_id,
+        "studyId": f.study_id,
+        "analysisId": f.analysis_id,
+        "fileName": f.file_name,
+        "fileSize": f.file_size,
+        "fileType": f.file_type,
+        "fileMd5sum": f.file_md5sum,
+        "fileAccess": f.file_access,
+        "dataType": f.data_type,
+        "info": f.info or {},
+    }
+
+
+def donor_json(d: Donor) -> dict:
+    return {
+        "donorId": d.donor_id,
+        "studyId": d.study_id,
+        "submitterDonorId": d.submitter_donor_id,
+        "gender": d.gender,
+        "info": d.info or {},
+    }
+
+
+def specimen_json(s: Specimen) -> dict:
+    return {
+        "specimenId": s.specimen_id,
+        "donorId": s.donor_id,
+        "submitterSpecimenId": s.submitter_specimen_id,
+        **(s.fields or {}),
+    }
+
+
+def sample_json(s: Sample) -> dict:
+    return {
+        "sampleId": s.sample_id,
+        "specimenId": s.specimen_id,
+        "submitterSampleId": s.submitter_sample_id,
+        **(s.fields or {}),
+    }

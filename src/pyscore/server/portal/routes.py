@@ -1,0 +1,356 @@
+"""The File Repository web page: server-rendered, filters in the URL, manifest export.
+
+No object bytes pass through these pages: downloads are redirects to signed storage URLs.
+Signing in stores the token in an HttpOnly, SameSite=Strict cookie.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from sqlalchemy.orm import Session
+
+from pyscore.server import audit, metadata, objects, repository
+from pyscore.server.auth import Action, Principal, authorize, can, principal_for
+from pyscore.server.errors import ApiError
+from pyscore.server.tables import Analysis, RepositoryEntry
+from pyscore.server.web import edge
+from pyscore.server.web.deps import PlatformDep, SessionDep, SignerDep, base_url
+from pyscore.wire.files import human_size as human
+from pyscore.wire.manifest import format_argo
+
+HERE = Path(__file__).parent
+COOKIE = "score_token"
+templates = Jinja2Templates(directory=HERE / "templates")
+router = APIRouter(include_in_schema=False)
+static = StaticFiles(directory=HERE / "static")
+
+FACET_LABELS = [
+    ("study", "Study"),
+    ("data_type", "Data type"),
+    ("file_type", "File type"),
+    ("access", "Access"),
+    ("analysis_type", "Analysis type"),
+    ("donor", "Donor"),
+]
+# What a researcher scans first comes first; the long ids last (the table scrolls sideways).
+COLUMNS = [
+    ("file_name", "File name"),
+    ("file_type", "File type"),
+    ("size", "Size"),
+    ("access", "Access"),
+    ("study", "Study"),
+    ("donor", "Donor"),
+    ("sample", "Sample"),
+    ("data_type", "Data type"),
+    ("analysis_type", "Analysis"),
+    ("object_id", "Object id"),
+]
+SORTABLE = {
+    "file_name",
+    "object_id",
+    "study",
+    "data_type",
+    "file_type",
+    "size",
+    "access",
+    "analysis_type",
+}
+TABLE_FIELDS = (
+    "file_name",
+    "object_id",
+    "study_id",
+    "donors",
+    "samples",
+    "data_type",
+    "file_type",
+    "size",
+    "md5",
+    "access",
+    "analysis_id",
+    "analysis_type",
+    "index_object_id",
+)
+
+
+def viewer(request: Request, session: Session) -> Principal | None:
+    """Who is looking: a bearer header, else the sign-in cookie; a bad cookie is ignored."""
+    header = request.headers.get("authorization")
+    external = request.app.state.platform.identity.resolve
+    if header:
+        return principal_for(session, header, external)
+    token = request.cookies.get(COOKIE)
+    if not token:
+        return None
+    try:
+        return principal_for(session, f"Bearer {token}", external)
+    except ApiError:
+        return None
+
+
+def read_filters(request: Request) -> repository.Filters:
+    params = request.query_params
+    selected = {facet: [v for v in params.getlist(facet) if v] for facet in repository.FACETS}
+    sort = params.get("sort", "file_name")
+    return repository.Filters(
+        {k: v for k, v in selected.items() if v},
+        params.get("q", "")[:200],
+        sort if sort in repository.SORTS else "file_name",
+        "desc" if params.get("order") == "desc" else "asc",
+    )
+
+
+def query_items(filters: repository.Filters, **extra: object) -> list[tuple[str, str]]:
+    items = [(facet, v) for facet, values in filters.selected.items() for v in values]
+    if filters.q:
+        items.append(("q", filters.q))
+    items += [("sort", filters.sort), ("order", filters.order)]
+    items += [(k, str(v)) for k, v in extra.items() if v is not None]
+    return items
+
+
+def here(request: Request) -> str:
+    """This page's address without a one-off notice, for coming back after sign-in/out."""
+    query = [(k, v) for k, v in request.query_params.multi_items() if k != "message"]
+    return request.url.path + (f"?{urlencode(query)}" if query else "")
+
+
+def _with_message(target: str, message: str) -> str:
+    return target + ("&" if "?" in target else "?") + urlencode({"message": message})
+
+
+def _int(text: str | None, default: int, lo: int, hi: int) -> int:
+    try:
+        return max(lo, min(hi, int(text or default)))
+    except ValueError:
+        return default
+
+
+@router.get("/", response_class=RedirectResponse)
+def home() -> RedirectResponse:
+    return RedirectResponse("/repository", status_code=307)
+
+
+@router.get("/repository", response_class=HTMLResponse)
+def repository_page(request: Request, s: SessionDep) -> HTMLResponse:
+    started = time.perf_counter()
+    who = viewer(request, s)
+    filters = read_filters(request).resolve(s)
+    size = _int(request.query_params.get("size"), 50, 1, 250)
+    page = _int(request.query_params.get("page"), 1, 1, 10**9)
+    total, total_bytes = repository.totals(s, filters)
+    pages = max(1, -(-total // size))
+    page = min(page, pages)  # an old link past the end shows the last page
+    rows, _ = repository.search(s, filters, (page - 1) * size, size, total)
+    items = query_items(filters, size=size)
+
+    def sort_link(key: str) -> str:
+        order = "desc" if filters.sort == key and filters.order == "asc" else "asc"
+        rest = [(k, v) for k, v in items if k not in ("sort", "order")]
+        return "/repository?" + urlencode([*rest, ("sort", key), ("order", order)])
+
+    def page_link(n: int) -> str:
+        return "/repository?" + urlencode([*items, ("page", n)])
+
+    def may(e: RepositoryEntry) -> bool:
+        return can(who, Action.READ, e.study_id, e.access)
+
+    response = templates.TemplateResponse(
+        request,
+        "repository.html",
+        {
+            "who": who,
+            "filters": filters,
+            "facets": repository.facet_counts(s, filters),
+            "facet_labels": FACET_LABELS,
+            "facet_limit": 25,
+            "rows": rows,
+            "total": total,
+            "total_size": human(total_bytes),
+            "size": size,
+            "page": page,
+            "here": here(request),
+            "pages": pages,
+            "columns": COLUMNS,
+            "sortable": SORTABLE,
+            "sort_link": sort_link,
+            "page_link": page_link,
+            "query": urlencode(query_items(filters)),
+            "query_items": items,
+            "human": human,
+            "may": may,
+            "message": request.query_params.get("message"),
+        },
+    )
+    response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
+    return response
+
+
+def _attachment(body: str, name: str, media: str) -> Response:
+    return Response(
+        body, media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'}
+    )
+
+
+@router.get("/repository/manifest.tsv")
+def manifest(request: Request, s: SessionDep, p: PlatformDep) -> Response:
+    code = p.settings.extra.get("repository_code", "PYSCORE")
+    rows = repository.manifest_rows(s, read_filters(request), code)
+    stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
+    return _attachment(
+        format_argo(rows), f"score-manifest.{stamp}.tsv", "text/tab-separated-values"
+    )
+
+
+@router.get("/repository/table.tsv")
+def table(request: Request, s: SessionDep) -> Response:
+    rows, _ = repository.search(s, read_filters(request), limit=None)
+    lines = ["\t".join(TABLE_FIELDS)]
+    lines += ["\t".join(str(getattr(e, f) or "") for f in TABLE_FIELDS) for e in rows]
+    stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
+    return _attachment(
+        "\n".join(lines) + "\n", f"file-table.{stamp}.tsv", "text/tab-separated-values"
+    )
+
+
+@router.get("/repository/files.json")
+def files_json(request: Request, s: SessionDep) -> JSONResponse:
+    rows, total = repository.search(s, read_filters(request), limit=None)
+    body = {"total": total, "files": [{f: getattr(e, f) for f in TABLE_FIELDS} for e in rows]}
+    stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
+    return JSONResponse(
+        body, headers={"Content-Disposition": f'attachment; filename="files.{stamp}.json"'}
+    )
+
+
+@router.get("/file/{object_id}", response_class=HTMLResponse)
+def file_page(object_id: str, request: Request, s: SessionDep) -> HTMLResponse:
+    who = viewer(request, s)
+    f = metadata.get_file(s, object_id)
+    objects.require_published(s, f)
+    analysis = s.get(Analysis, f.analysis_id)
+    samples = metadata.analysis_samples(s, f.analysis_id)
+    index = next(iter(metadata.index_files(s, object_id)), None)
+    siblings = [o for o in metadata.analysis_files(s, f.analysis_id) if o.object_id != object_id]
+    base = base_url(request)
+    commands = [
+        (
+            "Download with score-client",
+            f"score-client download --object-id {object_id} --output-dir data",
+        )
+    ]
+    if f.file_name.lower().endswith((".bam", ".cram", ".vcf.gz", ".bcf")):
+        region = "chr1:1-100000"
+        commands.append(
+            (
+                "Slice a region without downloading the file",
+                f"score-client view --object-id {object_id} --query {region}",
+            )
+        )
+    commands.append(
+        (
+            "Settings for score-client",
+            f"export METADATA_URL={base} STORAGE_URL={base} ACCESSTOKEN=<your token>",
+        )
+    )
+    return templates.TemplateResponse(
+        request,
+        "file.html",
+        {
+            "who": who,
+            "f": f,
+            "analysis": analysis,
+            "index": index,
+            "siblings": siblings,
+            "donors": sorted({x["donor"]["donorId"] for x in samples if x.get("donor")}),
+            "samples": sorted({x["sampleId"] for x in samples}),
+            "commands": commands,
+            "human": human,
+            "may": can(who, Action.READ, f.study_id, f.file_access),
+            "message": None,
+            "here": here(request),
+        },
+    )
+
+
+@router.get("/file/{object_id}/download")
+def file_download(
+    object_id: str, request: Request, s: SessionDep, signer: SignerDep
+) -> RedirectResponse:
+    """A redirect to a signed storage URL: the bytes come from the store, not this page."""
+    who = viewer(request, s)
+    f = metadata.get_file(s, object_id)
+    authorize(
+        who,
+        Action.READ,
+        f.study_id,
+        f.file_access,
+        f"download {f.file_name}",
+        object_id=f.object_id,
+        event="portal.download",
+    )
+    objects.require_published(s, f)
+    url = signer.store.url_for_get(
+        f.object_id,
+        base_url=signer.base_url,
+        expires_in=signer.download_expiry,
+        filename=f.file_name,
+    )
+    audit.ranges([(0, f.file_size)])
+    return RedirectResponse(url, status_code=303)
+
+
+def _back(next_url: str) -> str:
+    return next_url if next_url.startswith("/") and not next_url.startswith("//") else "/repository"
+
+
+def _same_origin(request: Request) -> None:
+    """Sign-in and sign-out change who the browser is here: only this site's own pages may
+    ask (no cross-site form posts)."""
+    if not edge.same_origin_form(request.headers, base_url(request)):
+        raise ApiError(403, "csrf.refused", "Sign-in and sign-out are only taken from this site")
+
+
+@router.post("/portal/sign-in")
+def sign_in(
+    request: Request, s: SessionDep, token: str = Form(...), next: str = Form("/repository")
+) -> RedirectResponse:
+    _same_origin(request)
+    try:
+        who = principal_for(
+            s, f"Bearer {token.strip()}", request.app.state.platform.identity.resolve
+        )
+    except ApiError as exc:
+        return RedirectResponse(_with_message(_back(next), exc.message), status_code=303)
+    response = RedirectResponse(_back(next), status_code=303)
+    response.set_cookie(
+        COOKIE,
+        token.strip(),
+        httponly=True,
+        samesite="strict",
+        # the cookie is the token itself: never over plain HTTP when clients use HTTPS
+        secure=base_url(request).startswith("https://") or request.url.scheme == "https",
+        max_age=12 * 3600,
+    )
+    if who is None:
+        response.delete_cookie(COOKIE)
+    return response
+
+
+@router.post("/portal/sign-out")
+def sign_out(request: Request, next: str = Form("/repository")) -> RedirectResponse:
+    _same_origin(request)
+    response = RedirectResponse(_back(next), status_code=303)
+    response.delete_cookie(COOKIE)
+    return response
+
+
+def install(app) -> None:
+    app.include_router(router)
+    app.mount("/portal/static", static, name="portal_static")

@@ -1,0 +1,1 @@
+"""Overture Score's storage API (download specifications, multipart uploads, listing)."""

@@ -1,0 +1,1 @@
+"""Overture Song's metadata API (studies, schemas, analyses, files, legacy entities)."""

@@ -1,0 +1,89 @@
+"""Dependencies point one way: the byte path (httpio, transfer, ranges, retry, tls, safefiles,
+digest) never loads httpx nor the JSON API module; no client module loads the server; the
+server loads neither the client nor httpx; the wire package loads neither side; domain modules
+of the server load no web framework."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+BYTE_PATH = ["httpio", "transfer", "ranges", "retry", "tls", "safefiles", "digest"]
+CLIENT = [
+    "api",
+    "blockcache",
+    "cli",
+    "config",
+    "download",
+    "layout",
+    "lookup",
+    "mount",
+    "progress",
+    "submit",
+    "upload",
+    "view",
+    *BYTE_PATH,
+]
+
+
+def loaded_after(module: str) -> set[str]:
+    """The modules a fresh interpreter holds after importing `module`."""
+    code = f"import sys, {module}; print('\\n'.join(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return set(done.stdout.split())
+
+
+@pytest.mark.parametrize("name", BYTE_PATH)
+def test_the_byte_path_loads_neither_httpx_nor_the_api_module(name):
+    loaded = loaded_after(f"pyscore.client.{name}")
+    assert "httpx" not in loaded
+    assert "pyscore.client.api" not in loaded
+
+
+@pytest.mark.parametrize("name", CLIENT)
+def test_the_client_never_loads_the_server(name):
+    loaded = loaded_after(f"pyscore.client.{name}")
+    assert not [m for m in loaded if m.startswith("pyscore.server")]
+
+
+SERVER_ENTRIES = ["pyscore.server.app", "pyscore.server.cli"]
+# Server modules that hold logic, not HTTP: plain exceptions, no FastAPI or Starlette.
+SERVER_DOMAIN = [
+    "pyscore.server.auth",
+    "pyscore.server.errors",
+    "pyscore.server.objects",
+    "pyscore.server.metadata",
+    "pyscore.server.repository",
+    "pyscore.server.keys",
+    "pyscore.server.platform",
+    "pyscore.server.audit",
+    "pyscore.server.identity",
+    "pyscore.server.htsget.tickets",
+    "pyscore.server.formats.indexes",
+    "pyscore.server.formats.headers",
+    "pyscore.server.store.local",
+    "pyscore.server.store.s3",
+]
+
+
+@pytest.mark.parametrize("name", SERVER_ENTRIES)
+def test_the_server_never_loads_the_client_nor_httpx(name):
+    loaded = loaded_after(name)
+    assert not [m for m in loaded if m.startswith("pyscore.client")]
+    assert "httpx" not in loaded
+
+
+@pytest.mark.parametrize("name", SERVER_DOMAIN)
+def test_server_logic_loads_no_web_framework(name):
+    loaded = loaded_after(name)
+    assert not [m for m in loaded if m.split(".")[0] in ("fastapi", "starlette")]
+
+
+def test_the_wire_package_loads_neither_side():
+    loaded = loaded_after(
+        "pyscore.wire.score, pyscore.wire.song, pyscore.wire.files, "
+        "pyscore.wire.manifest, pyscore.wire.codec"
+    )
+    assert not [m for m in loaded if m.startswith(("pyscore.client", "pyscore.server"))]
