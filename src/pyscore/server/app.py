@@ -78,7 +78,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     add_middleware(
         logging.RequestLog,
-        logger=logging.request_logger(settings.request_log),
+        sink=logging.request_sink(settings.request_log),
         record=trail.put,
         observe=metrics.observe_audit,
     )

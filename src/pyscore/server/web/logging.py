@@ -13,8 +13,9 @@ without a token; null where the route does not ask, as /studies/all), "client",
 
 from __future__ import annotations
 
+import contextlib
 import json
-import logging
+import os
 import re
 import secrets
 import sys
@@ -28,29 +29,33 @@ from pyscore.server import audit
 
 HEADER = b"x-request-id"
 SANE_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
-LOGGER = "pyscore.requests"
 QUIET_PATHS = ("/health/live", "/health/ready", "/metrics", "/isAlive")
 
 
-def request_logger(target: str) -> Optional[logging.Logger]:
-    """The logger request lines go to (None: `off`). Lines are the message alone: already
-    JSON, one per line."""
+class LineSink:
+    """Where request lines go: one `os.write` per line on a file descriptor (appended, so
+    the lines of several worker processes sharing a file never mix). Cheaper than the
+    logging module by an order of magnitude, which matters at hundreds of requests/s."""
+
+    def __init__(self, fd: int, owned: bool = False) -> None:
+        self.fd, self.owned = fd, owned
+
+    def write(self, line: str) -> None:
+        with contextlib.suppress(OSError):  # a closed or full log must not fail the request
+            os.write(self.fd, line.encode() + b"\n")
+
+    def close(self) -> None:
+        if self.owned:
+            os.close(self.fd)
+
+
+def request_sink(target: str) -> Optional[LineSink]:
+    """`request_log`: "-" (standard error), "off", or a file path."""
     if target == "off":
         return None
-    log = logging.getLogger(LOGGER)
-    log.setLevel(logging.INFO)
-    log.propagate = False
-    for old in list(log.handlers):
-        log.removeHandler(old)
-        old.close()
-    handler: logging.Handler
     if target in ("", "-"):
-        handler = logging.StreamHandler(sys.stderr)
-    else:
-        handler = logging.FileHandler(target, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    log.addHandler(handler)
-    return log
+        return LineSink(sys.stderr.fileno())
+    return LineSink(os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), owned=True)
 
 
 def header(scope: Scope, name: bytes) -> bytes:
@@ -68,12 +73,12 @@ class RequestLog:
     def __init__(
         self,
         app: ASGIApp,
-        logger: Optional[logging.Logger],
+        sink: Optional[LineSink],
         record: Optional[Callable[[list[audit.Record]], None]] = None,
         observe: Optional[Callable[[list[audit.Record], list[str]], None]] = None,
         quiet: tuple[str, ...] = QUIET_PATHS,
     ) -> None:
-        self.app, self.logger, self.record, self.observe = app, logger, record, observe
+        self.app, self.sink, self.record, self.observe = app, sink, record, observe
         self.quiet = quiet
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -120,10 +125,11 @@ class RequestLog:
         if records and self.record is not None:
             self.record(records)
         path = scope.get("path", "")
-        if self.logger is not None and not (path in self.quiet and status < 400):
+        if self.sink is not None and not (path in self.quiet and status < 400):
+            now = time.time()
             line: dict[str, Any] = {
-                "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-                + f".{int(time.time() * 1000) % 1000:03d}Z",
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+                + f".{int(now * 1000) % 1000:03d}Z",
                 "level": "error" if status >= 500 else "info",
                 "request_id": ctx.request_id,
                 "method": method,
@@ -137,4 +143,4 @@ class RequestLog:
             }
             if ctx.who.issuer:
                 line["issuer"] = ctx.who.issuer
-            self.logger.info(json.dumps(line, separators=(",", ":")))
+            self.sink.write(json.dumps(line, separators=(",", ":")))

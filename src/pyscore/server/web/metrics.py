@@ -146,6 +146,9 @@ def exposition(extra: Optional[Collector] = None) -> bytes:
     return body
 
 
+_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
 def route_of(scope: Scope) -> str:
     """The matched route's template (bounded label values), or `unmatched`."""
     route = scope.get("route")
@@ -156,9 +159,21 @@ def route_of(scope: Scope) -> str:
 def observe_audit(records: list[Any], refusals: list[str]) -> None:
     """Count a request's audit records by outcome and its refusals by reason."""
     for record in records:
-        AUDIT_RECORDS.labels(record.outcome).inc()
+        _child(AUDIT_RECORDS, record.outcome).inc()
     for code in refusals:
-        REFUSALS.labels(code or "other").inc()
+        _child(REFUSALS, code or "other").inc()
+
+
+_labelled: dict[tuple[int, str], Any] = {}
+
+
+def _child(metric: Any, label: str) -> Any:
+    """metric.labels(label), looked up once per label value (labels() takes a lock)."""
+    key = (id(metric), label)
+    child = _labelled.get(key)
+    if child is None:
+        child = _labelled[key] = metric.labels(label)
+    return child
 
 
 class Metrics:
@@ -211,8 +226,14 @@ class Metrics:
                 PARTS_RECEIVING.dec()
             method = scope.get("method", "")
             route = route_of(scope)
-            REQUESTS.labels(method, route, str(status)).inc()
-            LATENCY.labels(method, route).observe(time.perf_counter() - started)
+            counted = _children.get((method, route, status))
+            if counted is None:  # labels() costs a lock and a lookup: once per series
+                counted = _children[method, route, status] = (
+                    REQUESTS.labels(method, route, str(status)),
+                    LATENCY.labels(method, route),
+                )
+            counted[0].inc()
+            counted[1].observe(time.perf_counter() - started)
             if sent and 200 <= status < 300:
                 STORE_BYTES.inc(sent)
 
