@@ -83,10 +83,14 @@ class Names:
             return final, None
         first = self.owner.get(final)
         tag = tag or data_id or object_id
-        name = unique_name(file_name, tag)
-        if self.owner.get(final.with_name(name)) is not None:
-            name = unique_name(file_name, object_id)
-        final = target_path(self.output_dir, self.layout, object_id, name, analysis_id)
+        # the tag (the data file's, for an index), else the object id, else numbered: a name
+        # taken by another file, even one literally called so, is never given twice
+        tags = [tag, object_id, *(f"{object_id}-{n}" for n in range(2, len(self.owner) + 3))]
+        for tag in tags:
+            name = unique_name(file_name, tag)
+            final = target_path(self.output_dir, self.layout, object_id, name, analysis_id)
+            if final not in self.owner:
+                break
         self.owner[final] = object_id
         self.tags[object_id] = tag
         if first is None:  # the index of a renamed data file

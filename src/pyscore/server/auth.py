@@ -68,7 +68,7 @@ def study_scope(study_id: str, action: Action) -> str:
 
 
 def validate_scopes(scopes: list[str]) -> list[str]:
-    bad = [s for s in scopes if not SCOPE_RE.match(s)]
+    bad = [s for s in scopes if not SCOPE_RE.fullmatch(s)]
     if bad:
         raise ValueError(
             f"unknown scope {bad[0]!r}; expected score.READ, score.WRITE, "

@@ -14,6 +14,18 @@ T = TypeVar("T")
 # .idx is the original client's (Tribble); .fai indexes a FASTA reference.
 INDEX_SUFFIXES = (".bai", ".crai", ".tbi", ".csi", ".idx", ".fai")
 
+# The index kinds that fit a data file, by its name; a name not listed may take any.
+INDEXES_OF = (
+    (".bam", (".bai", ".csi")),
+    (".cram", (".crai",)),
+    (".vcf.gz", (".tbi", ".csi")),
+    (".vcf.bgz", (".tbi", ".csi")),
+    (".bcf", (".csi",)),
+    (".vcf", (".idx",)),
+    (".fa", (".fai",)),
+    (".fasta", (".fai",)),
+)
+
 HTSGET_FORMATS = (
     (".bam", "BAM"),
     (".cram", "CRAM"),
@@ -29,11 +41,13 @@ def is_index(file_name: str) -> bool:
 
 def index_names(data_name: str) -> list[str]:
     """The lower-cased names an index of `data_name` may have, best first: `a.bam.bai`, then
-    `a.bai` (samtools writes both)."""
+    `a.bai` (samtools writes both); only kinds that fit the data (a CRAM's is a .crai, never
+    a .bai, even beside a BAM of the same stem)."""
     name = data_name.lower()
+    suffixes = next((fit for ext, fit in INDEXES_OF if name.endswith(ext)), INDEX_SUFFIXES)
     stem = name.rsplit(".", 1)[0]
-    names = [name + suffix for suffix in INDEX_SUFFIXES]
-    return names + ([stem + suffix for suffix in INDEX_SUFFIXES] if stem != name else [])
+    names = [name + suffix for suffix in suffixes]
+    return names + ([stem + suffix for suffix in suffixes] if stem != name else [])
 
 
 def find_index(data_name: str, by_name: Mapping[str, T]) -> Optional[T]:

@@ -28,19 +28,26 @@ def block_size(head: bytes) -> int:
     """Total size of the BGZF block whose first bytes are `head` (needs ≥ 18 bytes)."""
     if len(head) < 18 or head[:4] != b"\x1f\x8b\x08\x04":
         raise FormatError("not a BGZF block")
-    xlen = struct.unpack_from("<H", head, 10)[0]
-    pos = 12
-    while pos < 12 + xlen:
-        si1, si2, slen = head[pos], head[pos + 1], struct.unpack_from("<H", head, pos + 2)[0]
-        if si1 == 66 and si2 == 67 and slen == 2:
-            return struct.unpack_from("<H", head, pos + 4)[0] + 1
-        pos += 4 + slen
+    try:
+        xlen = struct.unpack_from("<H", head, 10)[0]
+        pos = 12
+        while pos < 12 + xlen:
+            si1, si2, slen = head[pos], head[pos + 1], struct.unpack_from("<H", head, pos + 2)[0]
+            if si1 == 66 and si2 == 67 and slen == 2:
+                return int(struct.unpack_from("<H", head, pos + 4)[0]) + 1
+            pos += 4 + slen
+    except (struct.error, IndexError):  # an extra field longer than the bytes given
+        raise FormatError("truncated BGZF block header") from None
     raise FormatError("BGZF block without a BSIZE field")
 
 
 def inflate_block(block: bytes) -> bytes:
-    xlen = struct.unpack_from("<H", block, 10)[0]
-    return zlib.decompress(block[12 + xlen : -8], -15)
+    """The data of one BGZF block; a truncated or corrupt block is a FormatError."""
+    try:
+        xlen = struct.unpack_from("<H", block, 10)[0]
+        return zlib.decompress(block[12 + xlen : -8], -15)
+    except (struct.error, zlib.error) as exc:
+        raise FormatError(f"corrupt BGZF block: {exc}") from None
 
 
 def deflate_block(data: bytes) -> bytes:
@@ -58,7 +65,7 @@ def inflate_all(data: bytes) -> bytes:
     """A whole gzip/BGZF stream (index files are small)."""
     try:
         return gzip.decompress(data)
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise FormatError(f"cannot decompress index: {exc}") from None
 
 

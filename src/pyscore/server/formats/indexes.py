@@ -215,7 +215,10 @@ def parse_crai(data: bytes) -> list[CraiEntry]:
         cells = line.split("\t")
         if len(cells) != 6:
             raise FormatError(f"CRAM index line {number} has {len(cells)} fields, not 6")
-        entries.append(CraiEntry(*(int(c) for c in cells)))
+        try:
+            entries.append(CraiEntry(*(int(c) for c in cells)))
+        except ValueError:
+            raise FormatError(f"CRAM index line {number} has a field that is no number") from None
     return entries
 
 

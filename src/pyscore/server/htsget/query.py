@@ -35,6 +35,10 @@ def parse_query(kind: str, params: dict[str, Any], body: bool = False) -> Query:
         value = params.get(key)
         if isinstance(value, str):
             value = [v for v in value.split(",") if v] if value else []
+        if value is not None and not (
+            isinstance(value, list) and all(isinstance(v, str) for v in value)
+        ):
+            raise invalid("InvalidInput", f"{key} must be a list of strings")
         if key == "fields" and value and not set(value) <= FIELDS:
             raise invalid("InvalidInput", f"unknown fields {sorted(set(value) - FIELDS)}")
         params[key] = value
@@ -52,10 +56,12 @@ def parse_query(kind: str, params: dict[str, Any], body: bool = False) -> Query:
         ]
     elif raw_regions is None and (params.get("start") is not None or params.get("end") is not None):
         raise invalid("InvalidInput", "start and end need referenceName")
+    if raw_regions is not None and not isinstance(raw_regions, list):
+        raise invalid("InvalidInput", "regions must be a list")
     for region in raw_regions or []:
-        if not isinstance(region, dict) or not region.get("referenceName"):
-            raise invalid("InvalidInput", "each region needs a referenceName")
-        name = str(region["referenceName"])
+        name = region.get("referenceName") if isinstance(region, dict) else None
+        if not isinstance(name, str) or not name:
+            raise invalid("InvalidInput", "each region needs a referenceName (a string)")
         start, end = (_coordinate(region.get(k), k) for k in ("start", "end"))
         if name == "*" and (start is not None or end is not None):
             raise invalid("InvalidInput", "start and end cannot be used with referenceName=*")
