@@ -14,9 +14,10 @@ How: the access decision (`auth.authorize`) notes each decision in the request's
 (a context variable the HTTP edge opens per request); the route adds the byte ranges it
 hands out (`ranges`); when the answer is sent, `finish` turns the notes into `Record`s with
 the answer's status (a grant whose answer was an error is recorded as `error`: nothing was
-handed out) and a `Writer` thread appends them to the database in batches, so a request
-never waits for a write (nor for a database write lock another process holds). A clean stop
-writes everything queued; a process killed with SIGKILL loses at most the last `interval`.
+handed out) and a `Writer` thread appends them to the database in batches (those made
+within `interval`: a few transactions a second, however busy), so a request never waits for
+a write (nor for a database write lock another process holds). A clean stop writes
+everything queued; a process killed with SIGKILL loses at most the last `interval`.
 
 Nothing here imports FastAPI: the edge (web/logging.py) opens and finishes contexts.
 """
@@ -293,6 +294,7 @@ class Writer:
         self._pending = 0  # put and not yet written
         self._closed = False
         self._deadline = 0.0  # when closing: give up retrying after this
+        self._stopping = threading.Event()
 
     def put(self, records: list[Record]) -> None:
         if not records or self._closed:
@@ -326,28 +328,25 @@ class Writer:
                     self._thread.start()
 
     def _take(self) -> tuple[list[Record], bool]:
-        """The next batch (waiting up to `interval` for a first record); and whether the
-        writer was asked to stop."""
+        """The next batch: once a first record comes, what else arrives within `interval`
+        (or until `batch` are queued), so a busy server writes a few large transactions a
+        second, not one per request; and whether the writer was asked to stop."""
         items: list[Record] = []
-        stop = False
-        try:
-            first = self.queue.get(timeout=self.interval)
-        except queue.Empty:
-            return items, False
+        first = self.queue.get()  # blocks until a record, or close()'s None
         if first is None:
-            stop = True
-        else:
-            items.append(first)
+            return items, True
+        items.append(first)
+        if self.queue.qsize() < self.batch:
+            self._stopping.wait(self.interval)  # close() cuts the wait short
         while len(items) < self.batch:
             try:
                 more = self.queue.get_nowait()
             except queue.Empty:
                 break
             if more is None:
-                stop = True
-            else:
-                items.append(more)
-        return items, stop
+                return items, True
+            items.append(more)
+        return items, False
 
     def _run(self) -> None:
         pause = self.interval
@@ -413,6 +412,7 @@ class Writer:
             return
         self._deadline = time.monotonic() + timeout
         self._closed = True
+        self._stopping.set()
         if self._thread is not None:
             with contextlib.suppress(queue.Full):
                 self.queue.put(None, timeout=timeout)
