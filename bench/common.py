@@ -260,8 +260,18 @@ class Serve:
     """Another `score-server serve` process on an existing data directory (another port,
     another worker count): what a second host with a copy of server.json would run."""
 
-    def __init__(self, data_dir: Path, workers: int = 1) -> None:
-        self.data_dir, self.workers = data_dir, workers
+    def __init__(
+        self,
+        data_dir: Path,
+        workers: int = 1,
+        source: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """`source`: another checkout's tree (its `src/` put first on PYTHONPATH), to serve
+        the same data directory with other code, e.g. a baseline; `env`: more environment
+        (PYSCORE_<FIELD> settings)."""
+        self.data_dir, self.workers, self.source = data_dir, workers, source
+        self.env = env or {}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -281,6 +291,11 @@ class Serve:
             ],
             stdout=self.log,
             stderr=subprocess.STDOUT,
+            env={
+                **os.environ,
+                **({"PYTHONPATH": str(self.source / "src")} if self.source else {}),
+                **self.env,
+            },
         )
         wait_http(f"{self.url}/isAlive", self.proc, "score-server")
         return self

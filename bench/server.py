@@ -8,7 +8,14 @@
     (same 8 ranges).
 
     .venv/bin/python bench/server.py [--size-mib 1024] [--runs 3] [--seconds 10]
-        [--connections 32] [--ranges 8] [--nginx-workers 1] [--no-record]
+        [--connections 32] [--ranges 8] [--nginx-workers 1] [--batch 100]
+        [--baseline DIR] [--no-specs-only] [--no-record]
+
+(c) batch specifications per second: `wrk` POSTing `/download/batch` with `--batch` ids of
+    distinct small controlled objects (one part each), for both servers;
+--baseline DIR: also serve the same data directory with the code of another tree (e.g.
+    `git archive main | tar -x -C DIR`), its rows interleaved with ours (same run, same
+    machine load); it has no batch endpoint. --specs-only skips the ranged GETs.
 
 wrk runs with one thread (`-t1`; 32 connections are easy for one wrk thread and the machine
 has only two cores). Medians of interleaved runs.
@@ -17,6 +24,8 @@ has only two cores). Medians of interleaved runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import re
 import shutil
@@ -47,7 +56,9 @@ from tests.publish import MiB, random_file  # noqa: E402
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-def wrk(url: str, token: str, connections: int, seconds: float) -> dict[str, float]:
+def wrk(
+    url: str, token: str, connections: int, seconds: float, script: Path | None = None
+) -> dict[str, float]:
     """Requests/s and latency percentiles (ms) from one wrk run; every answer must be 2xx."""
     out = subprocess.run(
         [
@@ -58,6 +69,7 @@ def wrk(url: str, token: str, connections: int, seconds: float) -> dict[str, flo
             "--latency",
             "-H",
             f"Authorization: Bearer {token}",
+            *(["-s", str(script)] if script else []),
             url,
         ],
         capture_output=True,
@@ -110,27 +122,58 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--ranges", type=int, default=8)
     ap.add_argument("--nginx-workers", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=100, help="ids per batch request")
+    ap.add_argument("--baseline", type=Path, default=None, help="another tree, interleaved")
+    ap.add_argument("--specs-only", action="store_true", help="skip the ranged GETs")
     add_record_flag(ap)
     args = ap.parse_args()
     need_tools("wrk", "curl", "nginx")
+    label = ""
+    if args.baseline:
+        args.baseline = args.baseline.resolve()
+        label = f" (baseline {args.baseline.name})"
     work = Path(tempfile.mkdtemp(prefix="bench-server-", dir=os.environ.get("BENCH_DIR")))
     size = args.size_mib * MiB
     try:
         (work / "src").mkdir()
         source = random_file(work / "src" / "big.bam", size)
-        with (
-            Platform(work / "data", [source], access="controlled") as one,
-            Serve(one.data_dir, workers=2) as two,
-            Nginx(work / "src", args.nginx_workers) as nginx,
-        ):
+        smalls = [
+            random_file(work / "src" / f"s{i:04d}.bam", 4096, seed=i + 1) for i in range(args.batch)
+        ]
+        with contextlib.ExitStack() as stack:
+            one = stack.enter_context(
+                Platform(work / "data", [source, *smalls], access="controlled")
+            )
+            two = stack.enter_context(Serve(one.data_dir, workers=2))
+            nginx = stack.enter_context(Nginx(work / "src", args.nginx_workers))
+            servers = {"score-server --workers 1": one.url, "score-server --workers 2": two.url}
+            ours = list(servers)
+            if args.baseline:
+                for n in (1, 2):
+                    old = stack.enter_context(Serve(one.data_dir, n, source=args.baseline))
+                    servers[f"score-server --workers {n}{label}"] = old.url
             object_id = one.object_ids[0]
             token = create_token(one.data_dir, "PROGRAMDATA-BENCH.READ")
-            servers = {"score-server --workers 1": one.url, "score-server --workers 2": two.url}
             spec_path = f"/download/{object_id}?offset=0&length=-1"
             for url in servers.values():
                 r = httpx.get(url + spec_path, headers={"Authorization": f"Bearer {token}"})
                 r.raise_for_status()
                 parts = len(r.json()["parts"])
+            body = json.dumps({"objects": [{"objectId": i} for i in one.object_ids[1:]]})
+            script = work / "batch.lua"
+            script.write_text(
+                'wrk.method = "POST"\n'
+                'wrk.headers["Content-Type"] = "application/json"\n'
+                f"wrk.body = {json.dumps(body)}\n"
+            )
+            for name in ours:
+                r = httpx.post(
+                    servers[name] + "/download/batch",
+                    content=body,
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+                r.raise_for_status()
+                assert {x["status"] for x in r.json()["results"]} == {200}, r.text[:300]
             signed = {
                 name: score_client(
                     {"METADATA_URL": url, "STORAGE_URL": url, "ACCESSTOKEN": token},
@@ -139,10 +182,12 @@ def main() -> None:
                     object_id,
                 )
                 for name, url in servers.items()
+                if name in ours
             }
             nginx_name = f"nginx (worker_processes {args.nginx_workers})"
-            targets = {**signed, nginx_name: f"{nginx.url}/big.bam"}
+            targets = {} if args.specs_only else {**signed, nginx_name: f"{nginx.url}/big.bam"}
             specs: dict[str, list[dict]] = {name: [] for name in servers}
+            batches: dict[str, list[dict]] = {name: [] for name in ours}
             ranged: dict[str, list[float]] = {name: [] for name in targets}
             for run in range(args.runs):
                 order = list(servers) if run % 2 == 0 else list(reversed(servers))
@@ -150,6 +195,16 @@ def main() -> None:
                     specs[name].append(
                         wrk(servers[name] + spec_path, token, args.connections, args.seconds)
                     )
+                    if name in batches:
+                        batches[name].append(
+                            wrk(
+                                servers[name] + "/download/batch",
+                                token,
+                                args.connections,
+                                args.seconds,
+                                script,
+                            )
+                        )
                 order = list(targets) if run % 2 == 0 else list(reversed(targets))
                 for name in order:
                     ranged[name].append(parallel_ranges(targets[name], size, args.ranges))
@@ -162,26 +217,48 @@ def main() -> None:
                 f"{statistics.median(r['p50'] for r in results):.1f} ms | "
                 f"{statistics.median(r['p99'] for r in results):.1f} ms |"
             )
-        base_range = statistics.median(ranged[nginx_name])
-        range_rows = []
-        for name, times in ranged.items():
-            med = statistics.median(times)
-            range_rows.append(
-                f"| {name} | {size / med / 1e6:,.0f} MB/s | {med:.2f} s | {base_range / med:.2f}× |"
+        batch_rows = []
+        for name, results in batches.items():
+            rps = statistics.median(r["rps"] for r in results)
+            batch_rows.append(
+                f"| {name} | {rps:,.0f} | {rps * args.batch:,.0f} | "
+                f"{statistics.median(r['p50'] for r in results):.1f} ms | "
+                f"{statistics.median(r['p99'] for r in results):.1f} ms |"
             )
+        range_rows = []
+        if targets:
+            base_range = statistics.median(ranged[nginx_name])
+            for name, times in ranged.items():
+                med = statistics.median(times)
+                range_rows.append(
+                    f"| {name} | {size / med / 1e6:,.0f} MB/s | {med:.2f} s | "
+                    f"{base_range / med:.2f}× |"
+                )
         stamp = time.strftime("%Y-%m-%d %H:%M")
-        table = "\n".join(
-            [
-                f"### server: download-spec requests/s, median of {args.runs} ({stamp})",
-                f"wrk -t1 -c{args.connections} -d{args.seconds:g}s, GET /download/{{id}}"
-                f"?offset=0&length=-1 with a study READ token on a controlled {args.size_mib} MiB "
-                f"object ({parts} signed part URLs per answer); SQLite, local store, both "
-                "servers on one data directory. Ratio vs --workers 1.",
-                "",
-                "| server | requests/s | vs 1 worker | p50 latency | p99 latency |",
-                "|---|---|---|---|---|",
-                *spec_rows,
-                "",
+        lines = [
+            f"### server: download-spec requests/s, median of {args.runs} ({stamp})",
+            f"wrk -t1 -c{args.connections} -d{args.seconds:g}s, GET /download/{{id}}"
+            f"?offset=0&length=-1 with a study READ token on a controlled {args.size_mib} MiB "
+            f"object ({parts} signed part URLs per answer); SQLite, local store, all "
+            "servers on one data directory, runs interleaved. Ratio vs this code's --workers 1."
+            + (f" Baseline: the tree {args.baseline}." if args.baseline else ""),
+            "",
+            "| server | requests/s | vs 1 worker | p50 latency | p99 latency |",
+            "|---|---|---|---|---|",
+            *spec_rows,
+            "",
+            f"### server: batch download specs (POST /download/batch, {args.batch} ids), "
+            f"median of {args.runs} ({stamp})",
+            f"wrk -t1 -c{args.connections} -d{args.seconds:g}s, each request the specs of "
+            f"{args.batch} distinct controlled 4 KiB objects (one part each), same servers.",
+            "",
+            "| server | requests/s | specs/s | p50 latency | p99 latency |",
+            "|---|---|---|---|---|",
+            *batch_rows,
+            "",
+        ]
+        if range_rows:
+            lines += [
                 f"### server: {args.ranges} parallel ranged GETs of a {args.size_mib} MiB object, "
                 f"median of {args.runs} ({stamp})",
                 f"{args.ranges} concurrent `curl -r` to /dev/null covering the whole object; "
@@ -193,7 +270,7 @@ def main() -> None:
                 *range_rows,
                 "",
             ]
-        )
+        table = "\n".join(lines)
         report(table, args)
     finally:
         shutil.rmtree(work, ignore_errors=True)

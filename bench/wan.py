@@ -4,7 +4,12 @@ each way, costs one RTT per new connection, bounds each connection to a window i
 all of them to a shared rate cap), at several round-trip times, in one run.
 
     .venv/bin/python bench/wan.py [--rtt 0,25,100] [--runs 3] [--work small120,...]
-                                  [--quick] [--no-record]
+                                  [--quick] [--baseline DIR] [--no-record]
+
+--baseline DIR: another tree's code (e.g. `git archive main | tar -x -C DIR`) as a third row
+of the many-small-files work: its score-client against its score-server (same data
+directory, behind a second link of the same RTT), interleaved with ours and the peer's, so a
+before/after is measured in one run under the same load.
 
 Work (each row beside its peer, at each RTT):
   small120   score-client download --manifest of 60 analyses (a 256 KiB BAM + its 2 KiB
@@ -272,6 +277,7 @@ class Bench:
         self.args, self.sizes, self.work = args, sizes, work
         self.results: dict[tuple[str, float, str], Measure] = {}
         self.peer_of: dict[str, tuple[str, str]] = {}  # work -> (score-client row, peer row)
+        self.extra_rows: dict[str, list[str]] = {}  # work -> more rows (the baseline's)
 
     def setup(self) -> None:
         sizes, work = self.sizes, self.work
@@ -332,6 +338,24 @@ class Bench:
         rows = publish_all(work / "data", analyses)
         self.rows = rows
         self.serve = port_holder.__enter__()
+        self.baseline: tuple[WanLink, dict[str, str], Serve] | None = None
+        if self.args.baseline:
+            holder = Serve(work / "data", source=self.args.baseline)
+            link = WanLink(
+                holder.port,
+                rtt_ms=0,
+                window=self.args.window_mib * MiB,
+                rate=self.args.rate_mbit * 1e6 / 8,
+            )
+            holder.env = {"PYSCORE_PUBLIC_URL": link.url}
+            old_env = {
+                "METADATA_URL": link.url,
+                "STORAGE_URL": link.url,
+                "ACCESSTOKEN": self.token,
+                "SCORE_CLIENT_CONF_DIR": str(work / "no-conf"),
+                "PYTHONPATH": str(self.args.baseline / "src"),
+            }
+            self.baseline = (link, old_env, holder.__enter__())
         self.api = httpx.Client(
             base_url=self.serve.url, timeout=120, headers={"Authorization": f"Bearer {self.token}"}
         )
@@ -347,6 +371,10 @@ class Bench:
         )
 
     def close(self) -> None:
+        if getattr(self, "baseline", None):
+            link, _, serve = self.baseline  # type: ignore[misc]
+            serve.__exit__()
+            link.close()
         if hasattr(self, "api"):
             self.api.close()
         if hasattr(self, "serve"):
@@ -361,14 +389,15 @@ class Bench:
         r.raise_for_status()
         return r.json()["parts"][0]["url"]
 
-    def measure(self, work: str, rtt: float, tool: str, fn) -> None:
+    def measure(self, work: str, rtt: float, tool: str, fn, link: WanLink | None = None) -> None:
         """One timed measurement: fn() -> (seconds, peak KiB), with the link's counters."""
-        self.link.reset()
+        link = link or self.link
+        link.reset()
         seconds, peak = fn()
         deadline = time.monotonic() + 10
-        while self.link.stats().in_flight and time.monotonic() < deadline:
+        while link.stats().in_flight and time.monotonic() < deadline:
             time.sleep(0.05)
-        stats = self.link.stats()
+        stats = link.stats()
         self.results.setdefault((work, rtt, tool), Measure()).add(seconds, peak, stats)
         print(
             f"  {work} rtt={rtt:g} {tool}: {seconds:.2f} s, {stats.requests} requests, "
@@ -424,8 +453,31 @@ class Bench:
                 ]
             )
 
-        for tool, fn in self.ordered(run, (score, score_client), (peer, aria2c)):
-            self.measure(name, rtt, tool, fn)
+        tools = [(score, score_client, self.link), (peer, aria2c, self.link)]
+        if self.baseline:
+            link, old_env, _ = self.baseline
+            old = f"{score} (baseline {self.args.baseline.name})"
+            self.extra_rows[name] = [old]
+
+            def baseline_client():
+                fresh_dir(out)
+                return run_timed(
+                    [
+                        str(BIN / "score-client"),
+                        "--quiet",
+                        "download",
+                        "--manifest",
+                        str(m),
+                        "--output-dir",
+                        str(out),
+                    ],
+                    old_env,
+                )
+
+            tools.insert(1, (old, baseline_client, link))
+        turn = run % len(tools)
+        for tool, fn, link in tools[turn:] + tools[:turn]:
+            self.measure(name, rtt, tool, fn, link)
             got = {p.name: p.stat().st_size for p in out.iterdir() if p.is_file()}
             want = {r["file_name"]: r["file_size"] for r in rows}
             if got != want:
@@ -731,7 +783,7 @@ class Bench:
                 if base is None:
                     continue
                 peer_med = statistics.median(base.seconds)
-                for tool in (score, peer):
+                for tool in (score, *self.extra_rows.get(work, []), peer):
                     m = self.results[(work, rtt, tool)]
                     med = statistics.median(m.seconds)
                     st = m.median_stats()
@@ -788,8 +840,13 @@ def main() -> None:
     ap.add_argument(
         "--quick", action="store_true", help="small sizes, one run, RTT 0 and 100 (a smoke run)"
     )
+    ap.add_argument(
+        "--baseline", type=Path, default=None, help="another tree: its client and server too"
+    )
     add_record_flag(ap)
     args = ap.parse_args()
+    if args.baseline:
+        args.baseline = args.baseline.resolve()
     args.work = [w.strip() for w in args.work.split(",") if w.strip()]
     unknown = set(args.work) - set(WORK)
     if unknown:
@@ -806,6 +863,8 @@ def main() -> None:
         bench.setup()
         for rtt in rtts:
             bench.link.configure(rtt_ms=rtt)
+            if bench.baseline:
+                bench.baseline[0].configure(rtt_ms=rtt)
             for run in range(args.runs):
                 for name in args.work:
                     if name in ("small120", "small1000"):

@@ -168,6 +168,47 @@ def test_manifest_and_analysis_id_fetch_data_and_index(double, tmp_path):
     assert pages and all(h.query.get("gnosId") == analysis for h in pages)
 
 
+def test_many_files_are_asked_one_request_each_as_the_original_offers_no_batches(double, tmp_path):
+    """The original offers no batch lookups (no `Pyscore-Batch` on its answers): a manifest
+    of 24 files costs one specification per file and one entity per index file, as before;
+    no batch request is ever tried; the bytes are the same."""
+    rows, blobs = [], {}
+    for i in range(12):
+        analysis = double.analysis(STUDY)
+        bam, bai = blob(40_000 + i, seed=100 + i), blob(2_000 + i, seed=200 + i)
+        bam_id = double.add(analysis, f"s{i}.bam", bam)
+        bai_id = double.add(analysis, f"s{i}.bam.bai", bai)
+        blobs[f"s{i}.bam"], blobs[f"s{i}.bam.bai"] = bam, bai
+        rows.append(
+            {
+                "repository_code": "ORIGINAL",
+                "analysis_id": analysis,
+                "object_id": bam_id,
+                "file_name": f"s{i}.bam",
+                "file_size": len(bam),
+                "index_object_id": bai_id,
+                "program_id": STUDY,
+            }
+        )
+    manifest = tmp_path / "manifest.tsv"
+    manifest.write_text(format_argo(rows))
+    reader = double.token(f"PROGRAMDATA-{STUDY}.READ")
+    out = tmp_path / "out"
+    result = client(
+        double, "download", "--manifest", str(manifest), "--output-dir", str(out), token=reader
+    )
+    assert result.returncode == 0, result.stderr
+    for name, data in blobs.items():
+        assert md5((out / name).read_bytes()) == md5(data), name
+    specs = [h for h in double.hits if h.method == "GET" and h.path.startswith("/download/")]
+    entities = [h for h in double.hits if h.path.startswith("/entities/")]
+    assert len([h for h in specs if h.path != "/download/ping"]) == 24
+    assert sorted(h.path.rsplit("/", 1)[1] for h in entities) == sorted(
+        r["index_object_id"] for r in rows
+    )
+    assert not [h for h in double.hits if h.method == "POST" or "batch" in h.path]
+
+
 def test_url_prints_a_whole_object_url(double):
     data = blob(2 * MiB + 1, seed=5)
     object_id = double.add(double.analysis(STUDY), "x.bam", data, access="open")

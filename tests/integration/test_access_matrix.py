@@ -224,6 +224,39 @@ def test_download(env, who, file, status):
         assert all(q["url"] for q in spec["parts"])
 
 
+@pytest.mark.parametrize("who", CALLERS)
+def test_download_batch_answers_each_object_as_its_own_download(env, who):
+    """POST /download/batch (pyscore's extension): each object gets the status its own
+    GET /download/{id} gets (the same access decision, per object), a refusal never fails
+    the others; a token that is not valid fails the request itself (401)."""
+    unknown = "00000000-0000-0000-0000-00000000dead"
+    wanted = [env.files[f] for f in FILES] + [unknown]
+    r = env.http.post(
+        "/download/batch",
+        json={"objects": [{"objectId": i} for i in wanted]},
+        headers=env.headers(who),
+    )
+    if who in WHY_401 and who != "anonymous":
+        expect(r, who, 401, READ)
+        return
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert [x["objectId"] for x in results] == wanted
+    for x, status in zip(results, (*DOWNLOAD[who], 404)):
+        assert x["status"] == status, x
+        if status == 200:
+            assert x["spec"]["objectId"] == x["objectId"]
+            assert all(q["url"] for q in x["spec"]["parts"])
+            assert "errorId" not in x
+        else:
+            assert "spec" not in x
+            assert {403: "forbidden", 400: "analysis.not.published", 404: "file.not.found"}[
+                status
+            ] == x["errorId"]
+        if status == 403:
+            assert READ in x["message"]
+
+
 # -- writes ---------------------------------------------------------------------------------
 def do_submit(env: Env, who: str) -> httpx.Response:
     files = {f"w-{who}.bam": os.urandom(64)}

@@ -272,3 +272,28 @@ def test_records_cannot_be_changed_or_deleted(platform: Server) -> None:
             assert conn.execute(text("SELECT count(*) FROM audit_events")).scalar()
     finally:
         engine.dispose()
+
+
+def test_each_object_of_a_batch_is_recorded_with_its_own_answer(platform: Server) -> None:
+    rows = manifest_rows(platform)
+    bam, vcf = rows["DONOR-1-N.bam"]["object_id"], rows["DONOR-1-N.vcf.gz"]["object_id"]
+    reader, outsider = user("batch-reader"), user("batch-outsider")
+    tokens = mint_tokens(
+        platform.data_dir, {reader: "PROGRAMDATA-DEMO.READ", outsider: "PROGRAMDATA-OTHER.READ"}
+    )
+    wanted = {"objects": [{"objectId": bam, "offset": 0, "length": 10}, {"objectId": vcf}]}
+    with httpx.Client(base_url=platform.url, timeout=30) as http:
+        for who in (reader, outsider):
+            r = http.post("/download/batch", json=wanted, headers=bearer(tokens[who]))
+            assert r.status_code == 200, r.text
+    granted = records(platform, 2, "--subject", reader)
+    assert [(r["object_id"], r["outcome"], r["status"], r["ranges"]) for r in granted] == [
+        (bam, "granted", 200, "0-9"),
+        (vcf, "granted", 200, f"0-{int(rows['DONOR-1-N.vcf.gz']['file_size']) - 1}"),
+    ]
+    # the request succeeded, each object was refused: each record says so with its status
+    refused = records(platform, 2, "--subject", outsider)
+    assert [(r["object_id"], r["outcome"], r["status"]) for r in refused] == [
+        (bam, "refused", 403),
+        (vcf, "refused", 403),
+    ]

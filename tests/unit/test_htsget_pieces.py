@@ -173,7 +173,7 @@ def test_a_valid_request(kind: str, params: dict, body: bool, query: Query):
         ),
         ("reads", {"regions": [{"start": 1}]}, True, "InvalidInput", 400, "needs a referenceName"),
         ("reads", {"regions": ["chr1"]}, True, "InvalidInput", 400, "needs a referenceName"),
-        ("reads", {"regions": "chr1"}, True, "InvalidInput", 400, "needs a referenceName"),
+        ("reads", {"regions": "chr1"}, True, "InvalidInput", 400, "regions must be a list"),
         (
             "reads",
             {"regions": [{"referenceName": "1", "start": [1]}]},

@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator, Sequence
+from http import HTTPStatus
+from typing import Any, Optional, TypeVar, Union
 
 import httpx
 
@@ -26,6 +27,14 @@ from pyscore.client.errors import (
 )
 from pyscore.client.httpio import USER_AGENT
 from pyscore.client.retry import Transient, retrying
+from pyscore.wire.batch import (
+    BATCH_HEADER,
+    ENTITIES_PATH,
+    SPECS_PATH,
+    EntityBatchAnswer,
+    SpecBatchAnswer,
+    parse_batch_header,
+)
 from pyscore.wire.codec import WireError, from_wire
 from pyscore.wire.files import find_index
 from pyscore.wire.score import ListingEntry, ObjectSpecification, UploadProgress
@@ -94,12 +103,20 @@ def error_for(response: httpx.Response, what: str) -> ScoreError:
     message = server_message(response)
     status = response.status_code
     bare = f"HTTP {status} {response.reason_phrase}".strip()
+    detail = ""
     if status == 401:
         challenge = response.headers.get("WWW-Authenticate", "")
         found = [m[1] for m in (p.search(challenge) for p in WWW_AUTH_DETAIL) if m]
         detail = message or (found and found[0]) or bare
+    return refusal(status, message or detail, bare, what)
+
+
+def refusal(status: int, message: str, bare: str, what: str) -> ScoreError:
+    """The ScoreError of a refusal with this status and message (`bare`: the status alone,
+    said when the server said nothing); a single call's and a batch's per-id alike."""
+    if status == 401:
         error: ScoreError = AuthError(
-            f"{what}: access token rejected ({detail}); check accessToken / ACCESSTOKEN"
+            f"{what}: access token rejected ({message or bare}); check accessToken / ACCESSTOKEN"
         )
     elif status == 403:
         error = AuthError(f"{what}: permission denied: {message or bare}")
@@ -113,6 +130,18 @@ def error_for(response: httpx.Response, what: str) -> ScoreError:
         error = ScoreError(f"{what}: refused by the server: {message or bare}")
     error.status = status
     return error
+
+
+def status_phrase(status: int) -> str:
+    try:
+        return f"HTTP {status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"HTTP {status}"
+
+
+class NotOffered(ScoreError):
+    """A batch lookup the service said it offers was not answered as one (a 404 or 405 from
+    a proxy that routes it elsewhere, an answer of another shape): ask one by one instead."""
 
 
 def decode(kind: type[T], data: Any, what: str) -> T:
@@ -147,6 +176,9 @@ class Api:
         self.attempts = settings.int("storage.retryNumber")
         self._siblings: dict[str, dict[str, Entity]] = {}
         self._lock = threading.Lock()
+        # what each service (by base URL) offers beyond the original's API: the most ids per
+        # batch lookup, None for none; learned from its first answer (see wire/batch.py)
+        self._offers: dict[str, Optional[int]] = {}
 
     @property
     def store(self) -> httpx.Client:
@@ -172,12 +204,38 @@ class Api:
         """One call, its answer read up to `limit` bytes; a transport error is Transient."""
         try:
             request = self.http.build_request(method, url, **kwargs)
-            return read_capped(self.http.send(request, stream=True), limit, what)
+            response = read_capped(self.http.send(request, stream=True), limit, what)
         except httpx.TransportError as exc:
             host = httpx.URL(url).host
             raise Transient() from UnreachableError(
                 f"{what}: cannot reach {host} ({type(exc).__name__}: {exc})"
             )
+        self._learn(url, response)
+        return response
+
+    # -- what a server offers beyond the original's API ----------------------------------------
+    def _learn(self, url: str, response: httpx.Response) -> None:
+        """The first answer (not a 5xx, which a proxy may have written) of each service says
+        whether it offers batch lookups: pyscore's say `Pyscore-Batch: max=<n>` on every
+        answer, the original's say nothing. Costs no request of its own."""
+        if response.status_code >= 500:
+            return
+        for base in (self.settings.storage_url, self.settings.metadata_url):
+            if base not in self._offers and url.startswith(base.rstrip("/") + "/"):
+                with self._lock:
+                    self._offers.setdefault(
+                        base, parse_batch_header(response.headers.get(BATCH_HEADER))
+                    )
+
+    def batch_offer(self, base: str) -> tuple[bool, Optional[int]]:
+        """(known yet, most ids per batch or None) for the service at `base`."""
+        with self._lock:
+            return base in self._offers, self._offers.get(base)
+
+    def no_batches(self, base: str) -> None:
+        """The service said it offers batches but does not answer them: never ask again."""
+        with self._lock:
+            self._offers[base] = None
 
     def request(
         self,
@@ -327,6 +385,59 @@ class Api:
             f"object {object_id} ({e.fileName}): its analysis {e.gnosId} is {state}; "
             "only files of published analyses can be downloaded"
         )
+
+    def download_specs(
+        self, wanted: Sequence[tuple[str, int, int]]
+    ) -> list[Union[ObjectSpecification, ScoreError]]:
+        """Many objects' specifications in one request (pyscore's batch extension, only where
+        `batch_offer` says so): each (object id, offset, length) answered by its spec or by the
+        error its own `download_spec` would raise, in order."""
+        what = f"download specifications of {len(wanted)} objects"
+        body = {"objects": [{"objectId": i, "offset": o, "length": n} for i, o, n in wanted]}
+        url = f"{self.settings.storage_url}{SPECS_PATH}"
+        answer = self._batch(SpecBatchAnswer, url, body, what)
+        if [r.objectId for r in answer.results] != [i for i, _, _ in wanted]:
+            raise NotOffered(f"{what}: the answer does not answer the objects asked for")
+        out: list[Union[ObjectSpecification, ScoreError]] = []
+        for r in answer.results:
+            what_one = f"object {r.objectId}"
+            if r.status == 200 and r.spec is not None:
+                out.append(r.spec)
+                continue
+            error = refusal(r.status, r.message or "", status_phrase(r.status), what_one)
+            if r.status in (400, 409):  # as download_spec: say why, if it is publication
+                error = self._why_refused(r.objectId) or error
+            out.append(error)
+        return out
+
+    def _batch(self, kind: type[T], url: str, body: dict, what: str) -> T:
+        try:
+            response = self.request("POST", url, what, json=body)
+        except ScoreError as exc:
+            if exc.status in (404, 405, 501):
+                raise NotOffered(str(exc)) from None
+            raise
+        try:
+            return from_wire(kind, response.json(), what)
+        except (WireError, ValueError) as exc:
+            raise NotOffered(f"{what}: {exc}") from None
+
+    def entities_batch(self, ids: Sequence[str]) -> list[Union[Entity, ScoreError]]:
+        """Many entities in one request (pyscore's batch extension): each id's entity or the
+        error its own `entity` would raise, in order."""
+        what = f"entities of {len(ids)} objects"
+        url = f"{self.settings.metadata_url}{ENTITIES_PATH}"
+        answer = self._batch(EntityBatchAnswer, url, {"ids": list(ids)}, what)
+        if [r.id for r in answer.results] != list(ids):
+            raise NotOffered(f"{what}: the answer does not answer the ids asked for")
+        out: list[Union[Entity, ScoreError]] = []
+        for r in answer.results:
+            if r.status == 200 and r.entity is not None:
+                out.append(r.entity)
+            else:
+                message, bare = r.message or "", status_phrase(r.status)
+                out.append(refusal(r.status, message, bare, f"object {r.id}"))
+        return out
 
     def listing(self) -> list[ListingEntry]:
         body = self.request(

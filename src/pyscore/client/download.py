@@ -166,6 +166,17 @@ def resolve(lookups: Lookups, w: Wanted, req: Request) -> list[Found]:
     return out
 
 
+def needs(w: Wanted, req: Request) -> tuple[list[tuple[str, int, int]], list[str]]:
+    """The specifications and entities `resolve` will wait for on one wanted object, as far
+    as the manifest tells (what `Lookups.prefetch` queues into batches)."""
+    specs = [(w.object_id, req.offset, req.length)]
+    entities = [] if w.entity else [w.object_id]
+    if req.index and w.index_known and w.index_id:
+        specs.append((w.index_id, req.offset, req.length))
+        entities.append(w.index_id)
+    return specs, entities
+
+
 @dataclass
 class Space:
     """What the run may still write: the free space when it began, less what the files
@@ -280,6 +291,7 @@ def download(
     files = len(wanted) + sum(1 for w in wanted if w.index_id)
     reporter.plan(files, sum(s or 0 for s in known))
     lookups = Lookups(api)
+    lookups.prefetch([needs(w, req) for w in wanted])
     checker = ThreadPoolExecutor(1, thread_name_prefix="ping")
     pinged: Optional[Future[None]] = checker.submit(ping) if ping else None
 
@@ -302,7 +314,10 @@ def download(
             lambda t: api.download_spec(t.object_id, req.offset, req.length),
             lambda t: forget(req.output_dir, t.object_id),
         ) as engine:
-            for _, result in ordered(lambda w: resolve(lookups, w, req), wanted):
+            for number, (_, result) in enumerate(
+                ordered(lambda w: resolve(lookups, w, req), wanted), 1
+            ):
+                lookups.reached(number)
                 if isinstance(result, ScoreError):  # not raised by resolve; for the type
                     continue
                 for found in result:

@@ -132,6 +132,8 @@ class Decision:
     reason: str = ""
     code: str = ""  # why refused, for metrics: no_token, invalid_token, missing_scope...
     ranges: list = field(default_factory=list)  # [(offset, length)]
+    # the answer for this object, when it is not the request's (one item of a batch)
+    status: Optional[int] = None
 
 
 @dataclass
@@ -205,6 +207,16 @@ def ranges(pairs: list[tuple[int, int]]) -> None:
         ctx.decisions[-1].ranges.extend(pairs)
 
 
+def failed(object_id: str, status: int) -> None:
+    """The answer about `object_id` was `status` though the request's is not (an item of a
+    batch): its refusal is recorded with it, its grant as an error (nothing handed out)."""
+    ctx = _current.get()
+    if ctx is not None and ctx.decisions:
+        last = ctx.decisions[-1]
+        if last.object_id == object_id and last.status is None:
+            last.status = status
+
+
 def ranges_text(pairs: list[tuple[int, int]]) -> str:
     """`first-last` byte positions, inclusive, as HTTP writes ranges; merged where adjacent."""
     merged: list[list[int]] = []
@@ -235,13 +247,14 @@ def finish(ctx: Context, status: int, route: str, path_params: dict[str, Any]) -
     now = utcnow()
     records = []
     for d in decisions:
-        outcome = (GRANTED if status < 400 else ERROR) if d.granted else REFUSED
+        answered = d.status or status
+        outcome = (GRANTED if answered < 400 else ERROR) if d.granted else REFUSED
         records.append(
             Record(
                 at=now,
                 action=d.action[:64],
                 outcome=outcome,
-                status=status,
+                status=answered,
                 principal=(ctx.who.id or ANONYMOUS)[:255],
                 principal_name=ctx.who.name[:255],
                 issuer=ctx.who.issuer[:255],

@@ -10,16 +10,23 @@ the Java score-client retries any other 4xx, 409 included, ten times over ~51 s.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Optional, Protocol
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from pyscore.server import audit
+from pyscore.server.auth import Action, Principal, authorize
 from pyscore.server.db import as_utc, utcnow
-from pyscore.server.errors import bad_request, not_found
+from pyscore.server.errors import ApiError, bad_request, not_found
+from pyscore.server.metadata.files import no_such_file
 from pyscore.server.store.base import ObjectStore
 from pyscore.server.tables import Analysis, File, StoredObject, Upload, UploadPart
+from pyscore.wire.batch import SpecWanted
 from pyscore.wire.codec import to_wire
 from pyscore.wire.score import ListingEntry, ObjectSpecification, Part, UploadProgress
 
@@ -54,23 +61,142 @@ def analysis_state(session: Session, f: File) -> str:
     return analysis.state if analysis else "UNKNOWN"
 
 
+def not_published(object_id: str, state: str) -> ApiError:
+    return bad_request(
+        "analysis.not.published",
+        f"Cannot read objectId '{object_id}' with analysisState "
+        f"'{state}': only files of PUBLISHED analyses can be read",
+    )
+
+
 def require_published(session: Session, f: File) -> None:
     """The one rule for every way to a file's bytes or page (storage API, htsget, DRS, the
     portal): only files of PUBLISHED analyses, else 400, as the original answers."""
     state = analysis_state(session, f)
     if state != "PUBLISHED":
-        raise bad_request(
-            "analysis.not.published",
-            f"Cannot read objectId '{f.object_id}' with analysisState "
-            f"'{state}': only files of PUBLISHED analyses can be read",
-        )
+        raise not_published(f.object_id, state)
+
+
+def no_such_object(object_id: str) -> ApiError:
+    return not_found("object.not.found", f"Object '{object_id}' is not in storage")
 
 
 def stored(session: Session, object_id: str) -> StoredObject:
     obj = session.get(StoredObject, object_id)
     if obj is None:
-        raise not_found("object.not.found", f"Object '{object_id}' is not in storage")
+        raise no_such_object(object_id)
     return obj
+
+
+@dataclass(frozen=True)
+class Readable:
+    """What deciding on a download and writing its specification need of one object: its
+    file, its analysis's state and its stored object (None fields: not in storage), read in
+    one query."""
+
+    object_id: str
+    study_id: str
+    file_access: str
+    file_name: str
+    analysis_id: str
+    state: Optional[str]
+    size: Optional[int]
+    md5: Optional[str]
+    part_size: Optional[int]
+    part_md5s: Optional[list]
+    upload_id: Optional[str]
+
+
+_READABLE = (
+    select(
+        File.object_id,
+        File.study_id,
+        File.file_access,
+        File.file_name,
+        File.analysis_id,
+        Analysis.state,
+        StoredObject.size,
+        StoredObject.md5,
+        StoredObject.part_size,
+        StoredObject.part_md5s,
+        StoredObject.upload_id,
+    )
+    .outerjoin(Analysis, Analysis.analysis_id == File.analysis_id)
+    .outerjoin(StoredObject, StoredObject.object_id == File.object_id)
+)
+_READABLE_ONE = _READABLE.where(File.object_id == bindparam("object_id"))  # built once
+IN_CHUNK = 500  # ids per IN (...) query: far below any database's limit on parameters
+
+
+def readable(session: Session | Connection, object_id: str) -> Readable | None:
+    row = session.execute(_READABLE_ONE, {"object_id": object_id}).first()
+    return _readable(row) if row is not None else None
+
+
+def _readable(row: Any) -> Readable:
+    return Readable(*row)
+
+
+def readables(session: Session | Connection, object_ids: Sequence[str]) -> dict[str, Readable]:
+    """`readable` of many objects, in a query per IN_CHUNK ids; unknown ids are left out."""
+    # no id holds a NUL (PostgreSQL would refuse the query rather than find nothing)
+    unique = [i for i in dict.fromkeys(object_ids) if "\x00" not in i]
+    out: dict[str, Readable] = {}
+    for start in range(0, len(unique), IN_CHUNK):
+        chunk = unique[start : start + IN_CHUNK]
+        for row in session.execute(_READABLE.where(File.object_id.in_(chunk))):
+            out[row[0]] = _readable(row)
+    return out
+
+
+def object_download(
+    who: Principal | None,
+    signer: Signer,
+    r: Readable | None,
+    object_id: str,
+    offset: int = 0,
+    length: int = -1,
+    external: bool = False,
+    exclude_urls: bool = False,
+) -> ObjectSpecification:
+    """The one way to an object's download specification, for one object or each of a
+    batch: the file exists (404), the caller may read it (`auth.authorize`: 403 to an
+    anonymous caller of a controlled file, as the original), its analysis is published
+    (400, unless only the layout is asked for), it is in storage (404), the range fits (400)."""
+    if r is None:
+        raise no_such_file(object_id)
+    authorize(
+        who,
+        Action.READ,
+        r.study_id,
+        r.file_access,
+        f"download {r.file_name}",
+        anonymous_forbidden=True,
+        object_id=r.object_id,
+        event=None if exclude_urls else "download.external" if external else "download",
+    )
+    if not exclude_urls and r.state != "PUBLISHED":
+        raise not_published(r.object_id, r.state or "UNKNOWN")
+    if r.size is None:
+        raise no_such_object(r.object_id)
+    spec = _spec(signer, r.object_id, r, offset, length, external, exclude_urls)
+    audit.ranges([(part.offset, part.partSize) for part in spec.parts if part.url])
+    return spec
+
+
+class StoredFacts(Protocol):
+    """What a specification needs of a stored object (a StoredObject row or a Readable)."""
+
+    @property
+    def size(self) -> Any: ...
+    @property
+    def md5(self) -> Any: ...
+    @property
+    def part_size(self) -> Any: ...
+    @property
+    def part_md5s(self) -> Any: ...
+    @property
+    def upload_id(self) -> Any: ...
 
 
 def download_spec(
@@ -84,52 +210,120 @@ def download_spec(
 ) -> ObjectSpecification:
     """The ObjectSpecification for [offset, offset+length) of a file, with signed part URLs."""
     obj = stored(session, f.object_id)
+    return _spec(signer, f.object_id, obj, offset, length, external, exclude_urls)
+
+
+def _spec(
+    signer: Signer,
+    object_id: str,
+    obj: StoredFacts,
+    offset: int,
+    length: int,
+    external: bool,
+    exclude_urls: bool,
+) -> ObjectSpecification:
+    size: int = obj.size
     if length == -1:
-        length = obj.size - offset
-    if offset < 0 or length < 1 or offset + length > obj.size:
+        length = size - offset
+    if offset < 0 or length < 1 or offset + length > size:
         raise bad_request(
             "invalid.range",
             f"Range offset={offset} length={length} is outside "
-            f"object '{f.object_id}' of {obj.size} bytes",
+            f"object '{object_id}' of {size} bytes",
         )
-    whole = offset == 0 and length == obj.size
+    whole = offset == 0 and length == size
     if external:
         layout = [(offset, length)]
     elif whole:
-        layout = part_layout(obj.size, obj.part_size)
+        layout = part_layout(size, obj.part_size)
     else:
         layout = [(offset + o, n) for o, n in part_layout(length, obj.part_size)]
+    part_md5s = obj.part_md5s or []
     parts = []
     shared_url = None  # stores that sign whole objects only: one signature serves every part
-    for number, (off, size) in enumerate(layout, start=1):
+    for number, (off, n) in enumerate(layout, start=1):
         url = None
         if not exclude_urls:
             ranged = not (external and whole)
             if signer.store.signs_ranges or shared_url is None:
                 url = signer.store.url_for_get(
-                    f.object_id,
+                    object_id,
                     base_url=signer.base_url,
                     expires_in=signer.download_expiry,
                     offset=off if ranged else None,
-                    length=size if ranged else None,
+                    length=n if ranged else None,
                 )
                 shared_url = url
             else:
                 url = shared_url
         source_md5 = None
-        if whole and not external and len(obj.part_md5s) == len(layout):
-            source_md5 = obj.part_md5s[number - 1]
-        parts.append(
-            Part(partNumber=number, partSize=size, offset=off, url=url, sourceMd5=source_md5)
-        )
+        if whole and not external and len(part_md5s) == len(layout):
+            source_md5 = part_md5s[number - 1]
+        parts.append(Part(partNumber=number, partSize=n, offset=off, url=url, sourceMd5=source_md5))
     return ObjectSpecification(
-        objectKey=f"data/{f.object_id}",
-        objectId=f.object_id,
+        objectKey=f"data/{object_id}",
+        objectId=object_id,
         uploadId=obj.upload_id,
         parts=parts,
         objectSize=length,
         objectMd5=obj.md5,
     )
+
+
+def spec_json(spec: ObjectSpecification) -> dict[str, Any]:
+    """What the original's Jackson writes: every field, nulls included (a download part's
+    `md5`, a missing `objectMd5`), except a part's `sourceMd5`, which is left out unless set.
+    (Built by hand: `dataclasses.asdict` deep-copies, and a spec is the hottest answer.)"""
+    parts = []
+    for p in spec.parts:
+        part: dict[str, Any] = {
+            "partNumber": p.partNumber,
+            "partSize": p.partSize,
+            "offset": p.offset,
+            "url": p.url,
+            "md5": p.md5,
+        }
+        if p.sourceMd5 is not None:
+            part["sourceMd5"] = p.sourceMd5
+        parts.append(part)
+    return {
+        "objectKey": spec.objectKey,
+        "objectId": spec.objectId,
+        "uploadId": spec.uploadId,
+        "parts": parts,
+        "objectSize": spec.objectSize,
+        "objectMd5": spec.objectMd5,
+    }
+
+
+def download_specs(
+    found: dict[str, Readable],
+    signer: Signer,
+    who: Principal | None,
+    wanted: Sequence[SpecWanted],
+) -> list[dict[str, Any]]:
+    """Each wanted object's specification or its own refusal (as the single call would
+    answer it), in order, from what `readables` read of them; one refusal never fails the
+    others."""
+    out: list[dict[str, Any]] = []
+    for w in wanted:
+        try:
+            spec = object_download(
+                who, signer, found.get(w.objectId), w.objectId, w.offset, w.length
+            )
+        except ApiError as exc:
+            audit.failed(w.objectId, exc.status)  # a grant of this object handed out nothing
+            out.append(
+                {
+                    "objectId": w.objectId,
+                    "status": exc.status,
+                    "errorId": exc.error_id,
+                    "message": exc.message,
+                }
+            )
+        else:
+            out.append({"objectId": w.objectId, "status": 200, "spec": spec_json(spec)})
+    return out
 
 
 def ping_url(signer: Signer) -> str:

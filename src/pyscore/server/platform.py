@@ -11,6 +11,7 @@ from pyscore.server.db import Database
 from pyscore.server.identity import Identity
 from pyscore.server.settings import Settings
 from pyscore.server.store import ObjectStore, open_store
+from pyscore.server.tokencache import TokenCache
 
 
 @dataclass
@@ -18,6 +19,7 @@ class Platform:
     settings: Settings
     db: Database
     store: ObjectStore
+    tokens: TokenCache = field(default_factory=lambda: TokenCache(0))  # verified tokens
     identity: Identity = field(default_factory=Identity)  # bearers of other issuers
     trail: audit.Writer | None = None  # the audit trail's writer (server processes)
 
@@ -33,5 +35,9 @@ class Platform:
 
         ring = keys.KeyRing(load, settings.url_signing_pepper)
         return cls(
-            settings, db, open_store(settings, ring), Identity.from_settings(settings.identity)
+            settings,
+            db,
+            open_store(settings, ring),
+            TokenCache(settings.token_cache_seconds),
+            Identity.from_settings(settings.identity),
         )

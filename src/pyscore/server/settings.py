@@ -43,6 +43,12 @@ class Settings:
     # Request bodies above this are refused with 413 (object bytes go to signed part URLs,
     # which are bounded by their part instead)
     max_body_bytes: int = 16 * MiB
+    # Ids one batch lookup (POST /download/batch, /entities/batch: pyscore's extension,
+    # advertised on every answer as `Pyscore-Batch: max=<n>`) may ask for; 0 turns them off
+    batch_max_ids: int = 1000
+    # A verified token is believed this long without asking the database again, so a token
+    # revoked (or expiring) is refused by every process within this many seconds; 0 = always ask
+    token_cache_seconds: int = 5
     # Behind a proxy: the addresses/networks whose X-Forwarded-Proto/-Host/-For are believed
     trusted_proxies: list = field(default_factory=list)
     # With public_url unset, Host values answered besides the listening address's names

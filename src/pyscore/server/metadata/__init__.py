@@ -17,7 +17,7 @@ from pyscore.server.metadata.analyses import (
     list_analyses,
     parse_states,
 )
-from pyscore.server.metadata.entities import entity, index_files, list_entities
+from pyscore.server.metadata.entities import entities, entity, index_files, list_entities
 from pyscore.server.metadata.files import get_file, update_file
 from pyscore.server.metadata.schemas import (
     analysis_type_json,
@@ -44,6 +44,7 @@ __all__ = [
     "analysis_type_json",
     "change_state",
     "create_study",
+    "entities",
     "entity",
     "file_json",
     "find_duplicate",

@@ -7,7 +7,7 @@ import re
 from sqlalchemy.orm import Session
 
 from pyscore.server import repository
-from pyscore.server.errors import bad_request, not_found
+from pyscore.server.errors import ApiError, bad_request, not_found
 from pyscore.server.metadata.analyses import change_state
 from pyscore.server.metadata.ids import INT64
 from pyscore.server.metadata.song_json import file_json
@@ -17,10 +17,14 @@ from pyscore.server.tables import (
 )
 
 
+def no_such_file(object_id: str) -> ApiError:
+    return not_found("file.not.found", f"The objectId '{object_id}' does not exist")
+
+
 def get_file(session: Session, object_id: str, study_id: str | None = None) -> File:
     f = session.get(File, object_id)
     if f is None or (study_id is not None and f.study_id != study_id):
-        raise not_found("file.not.found", f"The objectId '{object_id}' does not exist")
+        raise no_such_file(object_id)
     return f
 
 

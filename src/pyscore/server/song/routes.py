@@ -10,12 +10,21 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from pyscore.server import metadata
 from pyscore.server.auth import Action, authorize
 from pyscore.server.errors import ApiError, bad_request
-from pyscore.server.web.deps import PrincipalDep, SessionDep
+from pyscore.server.web.deps import (
+    PlatformDep,
+    PrincipalDep,
+    SessionDep,
+    batch_limit,
+    body_schema,
+    json_bytes,
+)
+from pyscore.server.web.deps import json_body as capped_body
+from pyscore.wire.batch import ENTITIES_PATH, EntityBatchAnswer, EntityBatchRequest
 from pyscore.wire.song import Entity
 
 router = APIRouter(tags=["metadata"])
@@ -269,8 +278,27 @@ def update_file(
 
 
 # -- legacy entities ----------------------------------------------------------------------
+@router.post(
+    ENTITIES_PATH, response_model=EntityBatchAnswer, openapi_extra=body_schema(EntityBatchRequest)
+)
+def entities_batch(
+    p: PlatformDep,
+    body: EntityBatchRequest = Depends(capped_body(EntityBatchRequest, batch_limit)),
+) -> Response:
+    """pyscore's extension (advertised as `Pyscore-Batch: max=<n>` on every answer): many
+    entities in one request, each id with its own status (its entity, or the 404 of
+    `GET /entities/{id}`), in the order asked. More than `batch_max_ids` ids: 413."""
+    limit = p.settings.batch_max_ids
+    if len(body.ids) > limit:
+        raise ApiError(
+            413, "batch.too.large", f"A batch may ask for at most {limit} ids, not {len(body.ids)}"
+        )
+    with p.db.reading() as conn:  # no ORM session: a plain read (see score/routes.py)
+        return json_bytes({"results": metadata.entities(conn, body.ids)})
+
+
 @router.get("/entities/{object_id}", response_model=Entity)
-def get_entity(object_id: str, s: SessionDep) -> Entity:
+def get_entity(object_id: str, s: SessionDep) -> dict:
     return metadata.entity(s, object_id)
 
 

@@ -1,20 +1,34 @@
 """The FastAPI dependencies every protocol's routes share: the platform, a database session,
-the caller, and the URL signer. Routes import these; nothing here imports a route."""
+the caller, the URL signer, and capped JSON bodies. Routes import these; nothing here imports
+a route.
+
+Dependencies that do no I/O are `async def`: FastAPI runs a plain `def` dependency in the
+thread pool, a hop per dependency per request that cost more than the work of most.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Annotated, Optional
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Annotated, Any, Optional, TypeVar
 
 from fastapi import Depends, Request
+from fastapi.responses import Response
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 
+from pyscore.server import audit
 from pyscore.server.auth import Principal, principal_for
+from pyscore.server.db import as_utc
+from pyscore.server.errors import ApiError
 from pyscore.server.objects import Signer
 from pyscore.server.platform import Platform
+from pyscore.server.tables import Token
+
+T = TypeVar("T")
 
 
-def platform(request: Request) -> Platform:
+async def platform(request: Request) -> Platform:
     return request.app.state.platform
 
 
@@ -31,9 +45,29 @@ def session(p: PlatformDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(session, scope="function")]
 
 
-def principal(request: Request, s: SessionDep, p: PlatformDep) -> Principal | None:
+def verified(p: Platform, authorization: str) -> Principal | None:
+    """The token checked against the database (401 if unknown, revoked or expired), then
+    believed for `token_cache_seconds` (see tokencache.py)."""
     external = p.identity.resolve if p.identity.configured else None
-    return principal_for(s, request.headers.get("authorization"), external)
+    with p.db.session() as s:
+        who = principal_for(s, authorization, external)
+        # our own tokens only: other issuers' bearers have their own caches (identity/)
+        if who is not None and not who.issuer:
+            token = s.get(Token, who.token_id)
+            p.tokens.put(authorization, who, as_utc(token.expires_at) if token else None)
+    return who
+
+
+async def principal(request: Request, p: PlatformDep) -> Principal | None:
+    authorization = request.headers.get("authorization")
+    if not authorization:
+        audit.identified(audit.ANONYMOUS)
+        return None
+    who = p.tokens.get(authorization)
+    if who is not None:
+        audit.identified(who.token_id, who.user, who.issuer)
+        return who
+    return await run_in_threadpool(verified, p, authorization)
 
 
 PrincipalDep = Annotated[Optional[Principal], Depends(principal)]
@@ -46,7 +80,7 @@ def base_url(request: Request) -> str:
     return (public or str(request.base_url)).rstrip("/")
 
 
-def signer(request: Request, p: PlatformDep) -> Signer:
+async def signer(request: Request, p: PlatformDep) -> Signer:
     return Signer(
         p.store,
         base_url(request),
@@ -56,3 +90,82 @@ def signer(request: Request, p: PlatformDep) -> Signer:
 
 
 SignerDep = Annotated[Signer, Depends(signer)]
+
+
+async def quick_read(p: Platform, work: Callable[[], T]) -> T:
+    """Run a route's few-row read and the CPU work after it: on the event loop with SQLite
+    (tens of microseconds, less than the hop to a thread and back), in the thread pool
+    with a database across the network. `work` must only read: a write could wait for
+    SQLite's write lock, and the whole process with it."""
+    if p.db.local:
+        return work()
+    return await run_in_threadpool(work)
+
+
+def json_bytes(body: Any) -> Response:
+    """A JSON answer encoded at once (msgspec), not through pydantic and json.dumps."""
+    import msgspec
+
+    return Response(msgspec.json.encode(body), media_type="application/json")
+
+
+def batch_limit(p: Platform) -> int:
+    """A batch lookup's body: ~100 bytes an id, room for long ones, never over max_body_bytes."""
+    return min(p.settings.max_body_bytes, 4096 + 512 * max(p.settings.batch_max_ids, 0))
+
+
+def json_body(kind: type[T], limit: Callable[[Platform], int]) -> Callable[[Request], Awaitable[T]]:
+    """A dependency reading a JSON body of `kind` (a wire dataclass, checked by msgspec) of at
+    most `limit(platform)` bytes: 413 beyond, 400 if malformed. Declare the body in the
+    route's OpenAPI with `body_schema(kind)`."""
+
+    async def read(request: Request) -> T:
+        import msgspec
+
+        cap = limit(request.app.state.platform)
+        # the rest of the body is not read, so the connection cannot serve another request
+        too_large = HTTPException(
+            413,
+            f"The request body is larger than this call's limit of {cap} bytes",
+            headers={"Connection": "close"},
+        )
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared[:20]) > cap:
+            raise too_large
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > cap:
+                raise too_large
+            chunks.append(chunk)
+        try:
+            return msgspec.json.decode(b"".join(chunks), type=kind)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise ApiError(400, "malformed.body", f"Invalid request body: {exc}") from None
+
+    return read
+
+
+def body_schema(kind: type) -> dict[str, Any]:
+    """`openapi_extra` declaring a required JSON request body of `kind` (its schema inline)."""
+    from pydantic import TypeAdapter
+
+    schema = TypeAdapter(kind).json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return inline(defs[ref.rpartition("/")[2]])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": inline(schema)}},
+        }
+    }

@@ -134,10 +134,13 @@ def allowed_hosts(configured: list[str]) -> set[str] | None:
 
 
 class SecurityHeaders:
-    """X-Frame-Options and nosniff everywhere; a CSP on the server's own HTML pages."""
+    """X-Frame-Options and nosniff everywhere; a CSP on the server's own HTML pages; and
+    `extra` headers on every answer (the extensions a client may discover, e.g. batches)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, extra: tuple[tuple[str, str], ...] = ()) -> None:
         self.app = app
+        self.every = [(b"x-frame-options", b"DENY"), (b"x-content-type-options", b"nosniff")]
+        self.every += [(k.lower().encode(), v.encode()) for k, v in extra]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -149,7 +152,7 @@ class SecurityHeaders:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 kind = next((v for k, v in headers if k.lower() == b"content-type"), b"")
-                headers += [(b"x-frame-options", b"DENY"), (b"x-content-type-options", b"nosniff")]
+                headers += self.every
                 if kind.startswith(b"text/html") and not path.startswith(NO_CSP):
                     headers.append((b"content-security-policy", CSP.encode()))
                 message = {**message, "headers": headers}

@@ -1,0 +1,91 @@
+"""pyscore's batch lookups: many objects' download specifications, or many entities, in one
+request. An extension: the original Score and Song have nothing like it, so a client asks for
+it only where a server has said it offers it.
+
+Discovery: every answer of a pyscore server carries `Pyscore-Batch: max=<n>` (at most n ids
+per batch). A client learns it from the first answer it gets anyway (a download spec, an
+entity) and sends later lookups in batches; a server that does not say so (the original,
+an older pyscore) gets today's one request per object.
+
+Each id gets its own answer: its result (`status` 200) or its refusal (the status, errorId and
+message the single-object call would have answered); one refusal never fails the batch.
+Answers come in the order of the request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from pyscore.wire.score import ObjectSpecification
+from pyscore.wire.song import Entity
+
+BATCH_HEADER = "Pyscore-Batch"
+SPECS_PATH = "/download/batch"  # under the storage URL
+ENTITIES_PATH = "/entities/batch"  # under the metadata URL
+
+
+def advertised(max_ids: int) -> tuple[tuple[str, str], ...]:
+    """The header a server offering batches of up to `max_ids` sends (none for 0)."""
+    return ((BATCH_HEADER, f"max={max_ids}"),) if max_ids > 0 else ()
+
+
+def parse_batch_header(value: Optional[str]) -> Optional[int]:
+    """The most ids per batch a server's `Pyscore-Batch` header offers; None if it offers
+    none (no header, or one this client does not understand)."""
+    if not value:
+        return None
+    for item in value.split(","):
+        key, _, number = item.strip().partition("=")
+        if key.strip().lower() == "max" and number.strip().isdigit():
+            n = int(number.strip())
+            return n if n > 0 else None
+    return None
+
+
+@dataclass
+class SpecWanted:
+    """One object's download specification asked for: its bytes [offset, offset+length),
+    length -1 meaning to the end (as `GET /download/{id}?offset=&length=`)."""
+
+    objectId: str
+    offset: int = 0
+    length: int = -1
+
+
+@dataclass
+class SpecBatchRequest:
+    objects: list[SpecWanted] = field(default_factory=list)
+
+
+@dataclass
+class SpecResult:
+    objectId: str
+    status: int
+    spec: Optional[ObjectSpecification] = None
+    errorId: Optional[str] = None
+    message: Optional[str] = None
+
+
+@dataclass
+class SpecBatchAnswer:
+    results: list[SpecResult]
+
+
+@dataclass
+class EntityBatchRequest:
+    ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EntityResult:
+    id: str
+    status: int
+    entity: Optional[Entity] = None
+    errorId: Optional[str] = None
+    message: Optional[str] = None
+
+
+@dataclass
+class EntityBatchAnswer:
+    results: list[EntityResult]

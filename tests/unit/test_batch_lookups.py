@@ -1,0 +1,107 @@
+"""The lookup stage's batches (client/lookup.py), against a stand-in for the API client: one
+request per object until the service has answered, then batches; none where none are
+offered; and one by one again when an offered batch is not answered as one."""
+
+from __future__ import annotations
+
+import threading
+from types import SimpleNamespace
+from typing import Optional
+
+import pytest
+
+from pyscore.client.api import NotOffered
+from pyscore.client.errors import NotFoundError
+from pyscore.client.lookup import PROBES, Lookups
+from pyscore.wire.score import ObjectSpecification
+
+URL = "http://api.invalid"
+
+
+class FakeApi:
+    """Counts calls; `offer` is what the first answer says (None: no batches)."""
+
+    def __init__(self, offer: Optional[int], batch_works: bool = True) -> None:
+        self.settings = SimpleNamespace(storage_url=URL, metadata_url=URL)
+        self.offer, self.batch_works = offer, batch_works
+        self.learned: dict[str, Optional[int]] = {}
+        self.singles = 0
+        self.batches: list[int] = []
+        self.lock = threading.Lock()
+
+    def batch_offer(self, base: str) -> tuple[bool, Optional[int]]:
+        with self.lock:
+            return base in self.learned, self.learned.get(base)
+
+    def no_batches(self, base: str) -> None:
+        with self.lock:
+            self.learned[base] = None
+
+    @staticmethod
+    def spec_of(object_id: str) -> ObjectSpecification:
+        if object_id.startswith("missing"):
+            raise NotFoundError(f"object {object_id}: not found")
+        return ObjectSpecification(f"data/{object_id}", object_id, object_id, [], 1)
+
+    def download_spec(self, object_id: str, offset: int, length: int) -> ObjectSpecification:
+        with self.lock:
+            self.singles += 1
+            self.learned.setdefault(URL, self.offer)  # the answer carries (or not) the header
+        return self.spec_of(object_id)
+
+    def entity(self, object_id: str) -> None:
+        raise AssertionError("no entity is asked here")
+
+    entities_batch = entity
+
+    def download_specs(self, wanted):
+        with self.lock:
+            self.batches.append(len(wanted))
+        if not self.batch_works:
+            raise NotOffered("404")
+        out = []
+        for object_id, _, _ in wanted:
+            try:
+                out.append(self.spec_of(object_id))
+            except NotFoundError as exc:
+                out.append(exc)
+        return out
+
+
+def ask_all(api: FakeApi, ids: list[str]) -> dict[str, object]:
+    lookups = Lookups(api)  # type: ignore[arg-type]
+    try:
+        futures = {i: lookups.spec(i) for i in ids}
+        out: dict[str, object] = {}
+        for i, f in futures.items():
+            try:
+                out[i] = f.result(timeout=30).objectId
+            except NotFoundError as exc:
+                out[i] = exc
+        return out
+    finally:
+        lookups.close()
+
+
+IDS = [f"obj{i}" for i in range(300)] + ["missing-1"]
+
+
+@pytest.mark.parametrize(
+    "offer, works, most_singles",
+    [(1000, True, PROBES), (None, True, len(IDS)), (1000, False, len(IDS) + PROBES)],
+    ids=["offered", "not offered", "offered but not answered"],
+)
+def test_every_lookup_is_answered_however_the_server_answers(offer, works, most_singles):
+    api = FakeApi(offer, works)
+    got = ask_all(api, IDS)
+    assert [got[i] for i in IDS[:-1]] == IDS[:-1]
+    assert isinstance(got["missing-1"], NotFoundError)
+    assert api.singles <= most_singles
+    if offer and works:
+        assert api.singles <= PROBES and sum(api.batches) + api.singles == len(IDS)
+        assert len(api.batches) <= 8 and max(api.batches) <= 200
+    if offer is None:
+        assert api.batches == [] and api.singles == len(IDS)
+    if offer and not works:
+        assert len(api.batches) >= 1  # tried once, then one by one
+        assert api.singles >= len(IDS) - PROBES
