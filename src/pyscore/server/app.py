@@ -75,7 +75,9 @@ def create_app(settings: Settings) -> FastAPI:
     # the operator's endpoints and the request log: before admission and the Host check
     add_middleware(health.Health, checks=ready_checks(app.state.platform))
     add_middleware(
-        metrics.Metrics, extra=metrics.DatabaseGauges(uploads_counter(app.state.platform))
+        metrics.Metrics,
+        extra=metrics.DatabaseGauges(uploads_counter(app.state.platform)),
+        pool=app.state.platform.db.engine.pool,
     )
     add_middleware(
         logging.RequestLog,

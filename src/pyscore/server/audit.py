@@ -33,7 +33,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Optional
 
@@ -110,7 +110,8 @@ class Record:
     request_id: str
 
     def row(self) -> dict[str, Any]:
-        return asdict(self)
+        # by hand: dataclasses.asdict deep-copies every value (most of a batch's cost)
+        return {c: getattr(self, c) for c in COLUMNS}
 
     def json(self) -> str:
         body = self.row()

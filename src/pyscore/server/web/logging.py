@@ -14,7 +14,6 @@ without a token; null where the route does not ask, as /studies/all), "client",
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import secrets
@@ -23,6 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Optional
 
+import msgspec
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pyscore.server import audit
@@ -40,9 +40,9 @@ class LineSink:
     def __init__(self, fd: int, owned: bool = False) -> None:
         self.fd, self.owned = fd, owned
 
-    def write(self, line: str) -> None:
+    def write(self, line: bytes) -> None:
         with contextlib.suppress(OSError):  # a closed or full log must not fail the request
-            os.write(self.fd, line.encode() + b"\n")
+            os.write(self.fd, line + b"\n")
 
     def close(self) -> None:
         if self.owned:
@@ -56,6 +56,20 @@ def request_sink(target: str) -> Optional[LineSink]:
     if target in ("", "-"):
         return LineSink(sys.stderr.fileno())
     return LineSink(os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), owned=True)
+
+
+encode = msgspec.json.Encoder().encode
+_second: tuple[int, str] = (-1, "")
+
+
+def stamp() -> str:
+    """Now, as 2026-11-30T14:00:00.123Z (the seconds formatted once a second)."""
+    global _second
+    now = time.time()
+    whole = int(now)
+    if whole != _second[0]:
+        _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{_second[1]}.{int((now - whole) * 1000):03d}Z"
 
 
 def header(scope: Scope, name: bytes) -> bytes:
@@ -126,10 +140,8 @@ class RequestLog:
             self.record(records)
         path = scope.get("path", "")
         if self.sink is not None and not (path in self.quiet and status < 400):
-            now = time.time()
             line: dict[str, Any] = {
-                "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
-                + f".{int(now * 1000) % 1000:03d}Z",
+                "time": stamp(),
                 "level": "error" if status >= 500 else "info",
                 "request_id": ctx.request_id,
                 "method": method,
@@ -143,4 +155,4 @@ class RequestLog:
             }
             if ctx.who.issuer:
                 line["issuer"] = ctx.who.issuer
-            self.sink.write(json.dumps(line, separators=(",", ":")))
+            self.sink.write(encode(line))
