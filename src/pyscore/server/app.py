@@ -38,6 +38,8 @@ def create_app(settings: Settings) -> FastAPI:
         limiter = anyio.to_thread.current_default_thread_limiter()
         limiter.total_tokens = capacity.thread_tokens(settings.max_concurrent_requests)
         yield
+        if sink is not None:
+            sink.flush()  # the request lines still gathered
         await anyio.to_thread.run_sync(trail.close)  # records still queued reach the database
 
     app = FastAPI(
@@ -53,6 +55,7 @@ def create_app(settings: Settings) -> FastAPI:
     metrics.instrument_pool(
         app.state.platform.db.engine, capacity.pool_size(settings.max_concurrent_requests)
     )
+    sink = logging.request_sink(settings.request_log)
     errors.install(app)
     # Starlette types add_middleware with a ParamSpec protocol that mypy, checking for Python
     # 3.9, cannot match to a middleware class; called through a plain Callable instead.
@@ -81,7 +84,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     add_middleware(
         logging.RequestLog,
-        sink=logging.request_sink(settings.request_log),
+        sink=sink,
         record=trail.put,
         observe=metrics.observe_audit,
     )
