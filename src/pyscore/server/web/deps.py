@@ -114,6 +114,12 @@ def batch_limit(p: Platform) -> int:
     return min(p.settings.max_body_bytes, 4096 + 512 * max(p.settings.batch_max_ids, 0))
 
 
+def finish_limit(p: Platform) -> int:
+    """A batch of finished uploads' body: as `batch_limit`, plus ~90 bytes for each of up to
+    10,000 parts (the most a client puts in one batch)."""
+    return min(p.settings.max_body_bytes, batch_limit(p) + 160 * 10_000)
+
+
 def json_body(kind: type[T], limit: Callable[[Platform], int]) -> Callable[[Request], Awaitable[T]]:
     """A dependency reading a JSON body of `kind` (a wire dataclass, checked by msgspec) of at
     most `limit(platform)` bytes: 413 beyond, 400 if malformed. Declare the body in the
