@@ -24,7 +24,7 @@ from pyscore.client.errors import IntegrityError, ScoreError, UsageError
 from pyscore.client.httpio import SMALL_BODY, Connections, UrlRejected, buffer_cap, put
 from pyscore.client.progress import Reporter
 from pyscore.client.retry import Attempts, Transient
-from pyscore.wire.batch import PartSent, UploadDone, UploadStartResult
+from pyscore.wire.batch import FINISH_PARTS, PartSent, UploadDone, UploadStartResult
 from pyscore.wire.files import human_size as human
 from pyscore.wire.score import Part
 
@@ -32,7 +32,6 @@ READ_BLOCK = 1024 * 1024
 MAP_WINDOW = 8 * 1024 * 1024
 FILES_AT_ONCE = 8  # files uploaded side by side (each file's round trips overlap others')
 AHEAD = 256  # by batch: uploads begun whose parts are not all sent yet, at most
-FINISH_PARTS = 10_000  # by batch: parts in one finish request, at most (as the server takes)
 
 
 @dataclass

@@ -31,6 +31,8 @@ SPECS_PATH = "/download/batch"  # under the storage URL
 ENTITIES_PATH = "/entities/batch"  # under the metadata URL
 UPLOAD_START_PATH = "/upload/batch/start"  # under the storage URL
 UPLOAD_FINISH_PATH = "/upload/batch/finish"  # under the storage URL
+# parts in one finish request, at most: the client stays within, the server sizes its body limit
+FINISH_PARTS = 10_000
 
 
 def advertised(max_ids: int) -> tuple[tuple[str, str], ...]:
