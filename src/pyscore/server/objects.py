@@ -77,6 +77,23 @@ def require_published(session: Session, f: File) -> None:
         raise not_published(f.object_id, state)
 
 
+def authorize_read(
+    session: Session, who: Principal | None, f: File, event: str | None, verb: str = "read"
+) -> None:
+    """A file's bytes to this caller, decided as every protocol decides it (htsget, DRS, the
+    portal): the one access decision (recorded as `event`), then the published-only rule."""
+    authorize(
+        who,
+        Action.READ,
+        f.study_id,
+        f.file_access,
+        f"{verb} {f.file_name}",
+        object_id=f.object_id,
+        event=event,
+    )
+    require_published(session, f)
+
+
 def no_such_object(object_id: str) -> ApiError:
     return not_found("object.not.found", f"Object '{object_id}' is not in storage")
 
