@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api import bearer
+from tests.api import bearer, mint_tokens
 from tests.conftest import SERVER, Server, init_server, run
 from tests.identity import RESOURCE, Broker, Provider, start_broker, start_provider
 from tests.publish import publish_many, random_file
@@ -194,17 +194,7 @@ def test_passport_visa_grants_exactly_its_study(platform: Server, broker: Broker
 
 
 def test_own_tokens_still_work(platform: Server) -> None:
-    out = run(
-        SERVER,
-        "token",
-        "create",
-        "--data-dir",
-        str(platform.data_dir),
-        "--scopes",
-        "PROGRAMDATA-OTHER.READ",
-        check=True,
-    )
-    token = out.stdout.strip().splitlines()[-1]
+    token = mint_tokens(platform.data_dir, {"own": "PROGRAMDATA-OTHER.READ"})["own"]
     assert spec(platform, "OTHER", token).status_code == 200
     assert spec(platform, "DEMO", token).status_code == 403
     assert spec(platform, "DEMO", "not-a-token-anyone-issued").status_code == 401
