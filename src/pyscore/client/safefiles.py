@@ -16,7 +16,9 @@ import contextlib
 import errno
 import os
 import stat
+import sys
 from pathlib import Path
+from typing import Any
 
 from pyscore.client.errors import ScoreError, UsageError
 
@@ -54,6 +56,33 @@ def open_private(path: Path, flags: int) -> int:
         raise
 
 
+def private_dir_fd(path: Path, what: str = "download state") -> int:
+    """`private_dir`, then a descriptor of it opened without following a link, for opening
+    and renaming files inside it (`open_private_at`, os.replace with dir_fd)."""
+    private_dir(path, what)
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | NOFOLLOW)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):  # replaced since it was checked
+            raise UsageError(
+                f"{path} is not a real directory; refusing to keep {what} there"
+            ) from None
+        raise
+
+
+def open_private_at(folder: int, name: str, flags: int, shown: Path) -> int:
+    """`open_private` of `name` inside the directory open as `folder` (`shown`: its path,
+    for messages)."""
+    try:
+        return os.open(name, flags | NOFOLLOW, 0o600, dir_fd=folder)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ScoreError(
+                f"{shown} is a symbolic link; refusing to follow it (remove it)"
+            ) from None
+        raise
+
+
 def open_dir(root: Path, parts: tuple[str, ...]) -> int:
     """A descriptor of root/parts..., creating missing directories, following no link below
     `root` (the user's own choice of directory, which may be one)."""
@@ -77,6 +106,29 @@ def open_dir(root: Path, parts: tuple[str, ...]) -> int:
         os.close(fd)
         raise
     return fd
+
+
+_SYNCFS: list[Any] = []  # [the C function, or None], resolved on first use
+
+
+def sync_filesystem(fd: int) -> bool:
+    """Make everything written to the file system holding `fd` durable at once: Linux's
+    syncfs(2), one journal commit for any number of files, where one fsync each would cost a
+    commit each. False where there is no syncfs or it failed (then fsync each file: that
+    also tells which of them could not be written)."""
+    if not _SYNCFS:
+        function = None
+        if sys.platform.startswith("linux"):
+            try:
+                import ctypes
+
+                function = ctypes.CDLL(None, use_errno=True).syncfs
+                function.argtypes = [ctypes.c_int]
+            except (OSError, AttributeError):
+                function = None
+        _SYNCFS.append(function)
+    function = _SYNCFS[0]
+    return function is not None and function(fd) == 0
 
 
 def write_private(path: Path, data: bytes) -> None:
