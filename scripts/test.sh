@@ -12,7 +12,7 @@ BACKENDS=${PYSCORE_BACKENDS:-sqlite oldest postgres s3}
 
 missing=()
 for pair in samtools:samtools bcftools:bcftools tabix:tabix curl:curl fusermount3:fuse3 \
-            aria2c:aria2 chromium:chromium; do
+            aria2c:aria2 chromium:chromium prometheus:prometheus node:nodejs npm:npm; do
   command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -20,6 +20,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 bash scripts/setup.sh test
+# a real OpenID provider for the identity tests (oidc-provider, as locked in tests/oidc)
+npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error
 export PYSCORE_REQUIRE_TOOLS=1
 .venv/bin/ruff check src tests bench
 .venv/bin/ruff format --check src tests bench

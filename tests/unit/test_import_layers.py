@@ -58,6 +58,8 @@ SERVER_DOMAIN = [
     "pyscore.server.repository",
     "pyscore.server.keys",
     "pyscore.server.platform",
+    "pyscore.server.audit",
+    "pyscore.server.identity",
     "pyscore.server.htsget.tickets",
     "pyscore.server.formats.indexes",
     "pyscore.server.formats.headers",

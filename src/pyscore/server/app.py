@@ -15,7 +15,7 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from pyscore import __version__
-from pyscore.server import capacity
+from pyscore.server import audit, capacity
 from pyscore.server.drs import routes as drs
 from pyscore.server.htsget import routes as htsget
 from pyscore.server.platform import Platform
@@ -25,7 +25,7 @@ from pyscore.server.settings import Settings
 from pyscore.server.song import routes as song
 from pyscore.server.store.base import ServesItsUrls
 from pyscore.server.tables import UploadPart
-from pyscore.server.web import edge, errors, limits, signed
+from pyscore.server.web import edge, errors, health, limits, logging, metrics, signed
 from pyscore.server.web.workers import end_with_parent
 from pyscore.wire import batch
 from pyscore.wire.htsget import MEDIA_TYPE
@@ -38,6 +38,9 @@ def create_app(settings: Settings) -> FastAPI:
         limiter = anyio.to_thread.current_default_thread_limiter()
         limiter.total_tokens = capacity.thread_tokens(settings.max_concurrent_requests)
         yield
+        if sink is not None:
+            sink.flush()  # the request lines still gathered
+        await anyio.to_thread.run_sync(trail.close)  # records still queued reach the database
 
     app = FastAPI(
         title="pyscore",
@@ -46,6 +49,13 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.platform = Platform.open(settings)
+    trail = app.state.platform.trail = audit.Writer(
+        app.state.platform.db.session, settings.audit_log, on_drop=metrics.AUDIT_DROPPED.inc
+    )
+    metrics.instrument_pool(
+        app.state.platform.db.engine, capacity.pool_size(settings.max_concurrent_requests)
+    )
+    sink = logging.request_sink(settings.request_log)
     errors.install(app)
     # Starlette types add_middleware with a ParamSpec protocol that mypy, checking for Python
     # 3.9, cannot match to a middleware class; called through a plain Callable instead.
@@ -65,6 +75,19 @@ def create_app(settings: Settings) -> FastAPI:
     hosts = None if settings.public_url else edge.allowed_hosts(settings.allowed_hosts)
     if hosts is not None:
         add_middleware(edge.HostCheck, allowed=hosts, refuse=errors.wrong_host)
+    # the operator's endpoints and the request log: before admission and the Host check
+    add_middleware(health.Health, checks=ready_checks(app.state.platform))
+    add_middleware(
+        metrics.Metrics,
+        extra=metrics.DatabaseGauges(uploads_counter(app.state.platform)),
+        pool=app.state.platform.db.engine.pool,
+    )
+    add_middleware(
+        logging.RequestLog,
+        sink=sink,
+        record=trail.put,
+        observe=metrics.observe_audit,
+    )
     add_middleware(edge.ProxyHeaders, trusted=settings.trusted_proxies)
     # every route documents the errors it may answer, in its API's shape
     app.include_router(song.router, responses=errors.documented(errors.SongError))
@@ -85,7 +108,39 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
+def ready_checks(platform: Platform) -> dict[str, Callable[[], object]]:
+    """What /health/ready asks: the database answers, the store holds the sentinel."""
+    from sqlalchemy import text
+
+    from pyscore.server.objects import SENTINEL
+
+    def database() -> None:
+        with platform.db.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def store() -> None:
+        if platform.store.stat(SENTINEL) is None:
+            raise RuntimeError(f"the sentinel object {SENTINEL!r} is missing")
+
+    return {"database": database, "object_store": store}
+
+
+def uploads_counter(platform: Platform) -> Callable[[], int]:
+    from sqlalchemy import func, select
+
+    from pyscore.server.tables import Upload
+
+    def count() -> int:
+        with platform.db.session() as s:
+            return int(s.scalar(select(func.count()).select_from(Upload)) or 0)
+
+    return count
+
+
 def factory() -> FastAPI:
     """Entry for ASGI servers started in worker processes: settings come from the data dir."""
+    import atexit
+
     end_with_parent()
+    atexit.register(metrics.process_ended, os.getpid())
     return create_app(Settings.load(Path(os.environ["PYSCORE_DATA_DIR"])))

@@ -11,13 +11,16 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from pyscore.server import audit
 from pyscore.server.db import as_utc, utcnow
 from pyscore.server.errors import ApiError, forbidden, unauthorized
 from pyscore.server.tables import Token
@@ -39,9 +42,10 @@ class Action(Enum):
 
 @dataclass(frozen=True)
 class Principal:
-    token_id: str
+    token_id: str  # our token's id, or the subject an identity provider vouches for
     user: str
     scopes: frozenset[str]  # as `normal_scope` writes them
+    issuer: str = ""  # "" for this server's own tokens
 
 
 def normal_scope(scope: str) -> str:
@@ -91,22 +95,58 @@ def create_token(
     return token, secret
 
 
-def principal_for(session: Session, authorization: str | None) -> Principal | None:
-    """The caller behind an Authorization header; None for anonymous. Bad tokens raise 401."""
+def principal_for(
+    session: Session, authorization: str | None, external: Callable[[str], Any] | None = None
+) -> Principal | None:
+    """The caller behind an Authorization header; None for anonymous. Bad tokens raise 401.
+
+    A bearer that is not one of our tokens goes to `external` (identity.Identity.resolve,
+    when identity providers are configured): it returns an identity.External or None, or
+    raises identity.Refused (401) or identity.Unavailable (503)."""
     if not authorization:
+        audit.identified(audit.ANONYMOUS)
         return None
     scheme, _, secret = authorization.strip().partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
-        raise unauthorized("Authorization header must be 'Bearer <token>'")
-    token = session.scalar(select(Token).where(Token.token_hash == hash_token(secret.strip())))
+        raise _refused("no_token", "Authorization header must be 'Bearer <token>'")
+    secret = secret.strip()
+    token = session.scalar(select(Token).where(Token.token_hash == hash_token(secret)))
     if token is None:
-        raise unauthorized("Invalid access token")
+        found = _external(external, secret) if external is not None else None
+        if found is None:
+            raise _refused("invalid_token", "Invalid access token")
+        return found
     if token.revoked_at is not None:
-        raise unauthorized("Access token has been revoked")
+        raise _refused("revoked_token", "Access token has been revoked")
     expires = as_utc(token.expires_at)
     if expires is not None and expires <= utcnow():
-        raise unauthorized("Access token has expired")
+        raise _refused("expired_token", "Access token has expired")
+    audit.identified(token.token_id, token.user)
     return Principal(token.token_id, token.user, frozenset(normal_scope(s) for s in token.scopes))
+
+
+def _refused(code: str, message: str) -> ApiError:
+    audit.token_refused(code, message)
+    return unauthorized(message)
+
+
+def _external(resolve: Callable[[str], Any], secret: str) -> Principal | None:
+    from pyscore.server.identity import Refused, Unavailable
+
+    try:
+        found = resolve(secret)
+    except Refused as exc:
+        raise _refused(exc.code, f"Invalid access token: {exc.message}") from None
+    except Unavailable as exc:
+        audit.token_refused("identity_unavailable", str(exc))
+        raise ApiError(
+            503, "identity.unavailable", f"The identity provider cannot be asked now: {exc}"
+        ) from None
+    if found is None:
+        return None
+    audit.identified(found.subject, found.name, found.issuer)
+    scopes = frozenset(normal_scope(s) for s in found.scopes if SCOPE_RE.match(s))
+    return Principal(found.subject, found.name, scopes, found.issuer)
 
 
 def authorize(
@@ -116,6 +156,9 @@ def authorize(
     access: str | None = None,
     what: str = "access this resource",
     anonymous_forbidden: bool = False,
+    *,
+    object_id: str | None = None,
+    event: str | None = None,
 ) -> None:
     """The only place that says yes or no to a request. Returns quietly or raises 401/403.
 
@@ -124,27 +167,47 @@ def authorize(
     which also satisfies everything else. A caller without a token gets 401, or with
     `anonymous_forbidden` 403 like any caller lacking the scope (the original Score's
     `/download/{id}` answers so).
+
+    The audit trail (audit.py) records every refusal, and the grants of routes that name
+    their `event` (download, htsget, upload.initiate...), except grants of open files.
     """
+    refusal = _decide(principal, action, study_id, access, what, anonymous_forbidden)
+    if refusal is not None:
+        code = "missing_scope" if principal is not None else "no_token"
+        audit.decided(event or "", False, study_id, object_id, refusal.message, code)
+        raise refusal
+    if event is not None and not (action is Action.READ and access == "open"):
+        audit.decided(event, True, study_id, object_id)
+
+
+def _decide(
+    principal: Principal | None,
+    action: Action,
+    study_id: str | None,
+    access: str | None,
+    what: str,
+    anonymous_forbidden: bool,
+) -> ApiError | None:
     if action is Action.READ and access == "open":
-        return
+        return None
     if principal is None:
         if anonymous_forbidden and action is not Action.ADMIN:
             system = READ_ALL if action is Action.READ else WRITE_ALL
             needed = study_scope(study_id, action) if study_id else system
-            raise forbidden(needed, f"{what} (no access token was sent)")
-        raise unauthorized(f"A valid access token is required to {what}")
+            return forbidden(needed, f"{what} (no access token was sent)")
+        return unauthorized(f"A valid access token is required to {what}")
     scopes = principal.scopes
     if ADMIN.upper() in scopes:
-        return
+        return None
     if action is Action.ADMIN:
-        raise forbidden(ADMIN, what)
+        return forbidden(ADMIN, what)
     system = READ_ALL if action is Action.READ else WRITE_ALL
     if system.upper() in scopes:
-        return
+        return None
     if study_id is not None and study_scope(study_id, action) in scopes:
-        return
+        return None
     needed = study_scope(study_id, action) if study_id else system
-    raise forbidden(needed, what)
+    return forbidden(needed, what)
 
 
 def can(
@@ -153,11 +216,9 @@ def can(
     study_id: str | None = None,
     access: str | None = None,
 ) -> bool:
-    try:
-        authorize(principal, action, study_id, access)
-    except ApiError:
-        return False
-    return True
+    """Whether `authorize` would say yes (asked by pages that show what a caller may do;
+    not recorded in the audit trail)."""
+    return _decide(principal, action, study_id, access, "", False) is None
 
 
 def readable_studies(principal: Principal | None, studies: list[str]) -> set[str] | None:

@@ -1,4 +1,4 @@
-"""`score-server`: init, serve, token, study, demo. Parsing and printing only."""
+"""`score-server`: init, serve, token, study, audit, demo. Parsing and printing only."""
 
 from __future__ import annotations
 
@@ -98,6 +98,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from granian.constants import Interfaces
 
     from pyscore.server.db import migrate
+    from pyscore.server.identity import Identity
+    from pyscore.server.web import multiproc
     from pyscore.server.web.workers import SERVER_PID
 
     settings = Settings.load(args.data_dir)
@@ -108,26 +110,37 @@ def cmd_serve(args: argparse.Namespace) -> None:
         )
     _check_port_free(args.host, args.port)
     _warn_if_readable(Path(args.data_dir))
+    try:
+        Identity.from_settings(settings.identity)  # a mistake is said here, not per worker
+    except (ValueError, TypeError) as exc:
+        raise CommandError(f"identity settings: {exc}") from None
     migrate(settings.database_url)
     _rebuild_repository_if_empty(settings)
     os.environ["PYSCORE_DATA_DIR"] = str(Path(args.data_dir).resolve())
     os.environ["PYSCORE_BIND"] = f"{args.host}:{args.port}"  # edge.HostCheck's default names
     os.environ[SERVER_PID] = str(os.getpid())  # workers end with this process
+    # every worker writes its metrics here; whichever answers /metrics adds them all up
+    metrics_dir, ours = multiproc.prepare_dir(os.environ.get(multiproc.ENV, ""))
+    os.environ[multiproc.ENV] = str(metrics_dir)
     print(
         f"pyscore {__version__} serving {args.data_dir} on http://{args.host}:{args.port}",
         file=sys.stderr,
         flush=True,
     )
-    Granian(
-        "pyscore.server.app:factory",
-        factory=True,
-        interface=Interfaces.ASGI,
-        address=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_access=args.access_log,
-        backlog=2048,
-    ).serve()
+    try:
+        Granian(
+            "pyscore.server.app:factory",
+            factory=True,
+            interface=Interfaces.ASGI,
+            address=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_access=args.access_log,
+            backlog=2048,
+        ).serve()
+    finally:
+        if ours:
+            multiproc.remove_dir(metrics_dir)
 
 
 def _warn_if_readable(data_dir: Path) -> None:
@@ -269,6 +282,35 @@ def cmd_study(args: argparse.Namespace) -> None:
     print(f"Created study {args.study_id}")
 
 
+def cmd_audit(args: argparse.Namespace) -> None:
+    from pyscore.server import audit
+
+    platform = _open(args.data_dir)
+    try:
+        since = audit.parse_time(args.since) if args.since else None
+        until = audit.parse_time(args.until) if args.until else None
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    with platform.db.session() as s:
+        records = audit.query(
+            s,
+            since=since,
+            until=until,
+            study=args.study,
+            object_id=args.object,
+            subject=args.subject,
+            outcome=args.outcome,
+        )
+        lines = (r.json() for r in records) if args.format == "json" else audit.tsv(records)
+        out = sys.stdout
+        try:
+            for line in lines:
+                out.write(line + "\n")
+            out.flush()
+        except BrokenPipeError:  # `| head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from pyscore.server.demo.study import load_demo
 
@@ -361,6 +403,23 @@ def parser() -> argparse.ArgumentParser:
     sklist = sksub.add_parser("list", help="key ids, creation times, which one signs")
     sklist.add_argument("--data-dir", required=True)
     sk.set_defaults(func=cmd_signing_key)
+
+    aud = sub.add_parser(
+        "audit",
+        help="print the audit trail: who was granted or refused which controlled data, when",
+        description="Records in the order they were made, oldest first. Times are UTC.",
+    )
+    aud.add_argument("--data-dir", required=True)
+    aud.add_argument(
+        "--since", help="from this time on: 2026-11-30, 2026-11-30T14:00, or 12h (ago)"
+    )
+    aud.add_argument("--until", help="before this time (same forms as --since)")
+    aud.add_argument("--study", help="one study id")
+    aud.add_argument("--object", help="one object id (or analysis id, for publish)")
+    aud.add_argument("--subject", help="one principal: token id, subject or user name")
+    aud.add_argument("--outcome", choices=["granted", "refused", "error"])
+    aud.add_argument("--format", choices=["tsv", "json"], default="tsv", help="json: JSON lines")
+    aud.set_defaults(func=cmd_audit)
 
     demo = sub.add_parser(
         "demo", help="generate, upload and publish a demo study; print the path of its manifest"

@@ -19,6 +19,7 @@ from sqlalchemy import bindparam, delete, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from pyscore.server import audit
 from pyscore.server.auth import Action, Principal, authorize
 from pyscore.server.db import as_utc, utcnow
 from pyscore.server.errors import ApiError, bad_request, not_found
@@ -171,12 +172,16 @@ def object_download(
         r.file_access,
         f"download {r.file_name}",
         anonymous_forbidden=True,
+        object_id=r.object_id,
+        event=None if exclude_urls else "download.external" if external else "download",
     )
     if not exclude_urls and r.state != "PUBLISHED":
         raise not_published(r.object_id, r.state or "UNKNOWN")
     if r.size is None:
         raise no_such_object(r.object_id)
-    return _spec(signer, r.object_id, r, offset, length, external, exclude_urls)
+    spec = _spec(signer, r.object_id, r, offset, length, external, exclude_urls)
+    audit.ranges([(part.offset, part.partSize) for part in spec.parts if part.url])
+    return spec
 
 
 class StoredFacts(Protocol):
@@ -307,6 +312,7 @@ def download_specs(
                 who, signer, found.get(w.objectId), w.objectId, w.offset, w.length
             )
         except ApiError as exc:
+            audit.failed(w.objectId, exc.status)  # a grant of this object handed out nothing
             out.append(
                 {
                     "objectId": w.objectId,

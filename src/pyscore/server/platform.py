@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pyscore.server import capacity, keys
+from pyscore.server import audit, capacity, keys
 from pyscore.server.db import Database
+from pyscore.server.identity import Identity
 from pyscore.server.settings import Settings
 from pyscore.server.store import ObjectStore, open_store
 from pyscore.server.tokencache import TokenCache
@@ -19,6 +20,8 @@ class Platform:
     db: Database
     store: ObjectStore
     tokens: TokenCache = field(default_factory=lambda: TokenCache(0))  # verified tokens
+    identity: Identity = field(default_factory=Identity)  # bearers of other issuers
+    trail: audit.Writer | None = None  # the audit trail's writer (server processes)
 
     @classmethod
     def open(cls, settings: Settings) -> Platform:
@@ -32,5 +35,9 @@ class Platform:
 
         ring = keys.KeyRing(load, settings.url_signing_pepper)
         return cls(
-            settings, db, open_store(settings, ring), TokenCache(settings.token_cache_seconds)
+            settings,
+            db,
+            open_store(settings, ring),
+            TokenCache(settings.token_cache_seconds),
+            Identity.from_settings(settings.identity),
         )

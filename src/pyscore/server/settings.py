@@ -53,6 +53,14 @@ class Settings:
     trusted_proxies: list = field(default_factory=list)
     # With public_url unset, Host values answered besides the listening address's names
     allowed_hosts: list = field(default_factory=list)
+    # The audit trail is in the database; this also sends each record as a JSON line to a
+    # file ("-": standard output), e.g. for a SIEM
+    audit_log: str = ""
+    # One JSON line per request: "-" standard error, "off", or a file path
+    request_log: str = "-"
+    # Identity providers whose bearers are accepted beside our own tokens (OpenID Connect
+    # JWTs, introspected API keys, GA4GH passports): see identity/__init__.py and README
+    identity: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -89,6 +97,8 @@ class Settings:
                     body[name] = env.strip().lower() in ("1", "true", "yes", "on")
                 elif f.type == "list":  # comma-separated
                     body[name] = [x.strip() for x in env.split(",") if x.strip()]
+                elif f.type == "dict":  # JSON
+                    body[name] = json.loads(env)
                 else:
                     body[name] = env
         return cls(**{k: v for k, v in body.items() if k in known})

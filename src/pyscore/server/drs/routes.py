@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Request
 from sqlalchemy.orm import Session
 
-from pyscore.server import metadata, objects
+from pyscore.server import audit, metadata, objects
 from pyscore.server.auth import Action, Principal, authorize
 from pyscore.server.errors import ApiError
 from pyscore.server.metadata.song_json import iso
@@ -25,11 +25,21 @@ def _self_uri(request: Request, object_id: str) -> str:
     return f"drs://{urlsplit(base_url(request)).netloc}/{object_id}"
 
 
-def _published_file(session: Session, object_id: str, who: Principal | None) -> File | None:
+def _published_file(
+    session: Session, object_id: str, who: Principal | None, event: str | None = None
+) -> File | None:
     f = session.get(File, object_id)
     if f is None:
         return None
-    authorize(who, Action.READ, f.study_id, f.file_access, f"read {f.file_name}")
+    authorize(
+        who,
+        Action.READ,
+        f.study_id,
+        f.file_access,
+        f"read {f.file_name}",
+        object_id=f.object_id,
+        event=event,
+    )
     objects.require_published(session, f)
     return f
 
@@ -108,10 +118,11 @@ def get_object(
 def get_access(
     object_id: str, access_id: str, s: SessionDep, who: PrincipalDep, signer: SignerDep
 ) -> AccessURL:
-    f = _published_file(s, object_id, who)
+    f = _published_file(s, object_id, who, event="drs.access")
     if f is None:
         raise ApiError(404, "not.found", f"no published object {object_id}")
     if access_id != ACCESS_ID:
         raise ApiError(400, "bad.request", f"unknown access_id {access_id!r}; use {ACCESS_ID!r}")
     spec = objects.download_spec(s, signer, f, external=True)
+    audit.ranges([(part.offset, part.partSize) for part in spec.parts])
     return AccessURL(url=spec.parts[0].url or "")

@@ -7,14 +7,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from pyscore.server import metadata, objects
+from pyscore.server import audit, metadata, objects
 from pyscore.server.auth import Action, authorize
 from pyscore.server.errors import ApiError
 from pyscore.server.htsget.query import KINDS, Query, invalid, parse_query
 from pyscore.server.htsget.tickets import ticket
 from pyscore.server.tables import File
 from pyscore.server.web.deps import PrincipalDep, SessionDep, SignerDep
-from pyscore.wire.htsget import MEDIA_TYPE, ticket_to_json
+from pyscore.wire.htsget import MEDIA_TYPE, Ticket, ticket_to_json
 
 router = APIRouter(tags=["htsget"])
 
@@ -26,7 +26,15 @@ def readable(object_id: str, s: SessionDep, who: PrincipalDep) -> File:
         f = metadata.get_file(s, object_id)
     except ApiError:
         raise invalid("NotFound", f"no object {object_id}", 404) from None
-    authorize(who, Action.READ, f.study_id, f.file_access, f"read {f.file_name}")
+    authorize(
+        who,
+        Action.READ,
+        f.study_id,
+        f.file_access,
+        f"read {f.file_name}",
+        object_id=f.object_id,
+        event="htsget",
+    )
     objects.require_published(s, f)
     return f
 
@@ -39,7 +47,21 @@ class TicketResponse(JSONResponse):
 
 
 def _answer(session, signer, kind: str, f: File, q: Query) -> JSONResponse:
-    return TicketResponse(ticket_to_json(ticket(session, signer, kind, f, q)))
+    answer = ticket(session, signer, kind, f, q)
+    audit.ranges(stored_ranges(answer))
+    return TicketResponse(ticket_to_json(answer))
+
+
+def stored_ranges(answer: Ticket) -> list[tuple[int, int]]:
+    """(offset, length) of the stored object's bytes a ticket's URLs hand out (the inline
+    blocks are re-made bytes, not the object's)."""
+    out = []
+    for u in answer.urls:
+        rng = (u.headers or {}).get("Range", "")
+        if rng.startswith("bytes="):
+            lo, _, hi = rng[len("bytes=") :].partition("-")
+            out.append((int(lo), int(hi) - int(lo) + 1))
+    return out
 
 
 SERVICE_INFO = {

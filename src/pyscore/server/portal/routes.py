@@ -16,7 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 
-from pyscore.server import metadata, objects, repository
+from pyscore.server import audit, metadata, objects, repository
 from pyscore.server.auth import Action, Principal, authorize, can, principal_for
 from pyscore.server.errors import ApiError
 from pyscore.server.tables import Analysis, RepositoryEntry
@@ -82,13 +82,14 @@ TABLE_FIELDS = (
 def viewer(request: Request, session: Session) -> Principal | None:
     """Who is looking: a bearer header, else the sign-in cookie; a bad cookie is ignored."""
     header = request.headers.get("authorization")
+    external = request.app.state.platform.identity.resolve
     if header:
-        return principal_for(session, header)
+        return principal_for(session, header, external)
     token = request.cookies.get(COOKIE)
     if not token:
         return None
     try:
-        return principal_for(session, f"Bearer {token}")
+        return principal_for(session, f"Bearer {token}", external)
     except ApiError:
         return None
 
@@ -285,7 +286,15 @@ def file_download(
     """A redirect to a signed storage URL: the bytes come from the store, not this page."""
     who = viewer(request, s)
     f = metadata.get_file(s, object_id)
-    authorize(who, Action.READ, f.study_id, f.file_access, f"download {f.file_name}")
+    authorize(
+        who,
+        Action.READ,
+        f.study_id,
+        f.file_access,
+        f"download {f.file_name}",
+        object_id=f.object_id,
+        event="portal.download",
+    )
     objects.require_published(s, f)
     url = signer.store.url_for_get(
         f.object_id,
@@ -293,6 +302,7 @@ def file_download(
         expires_in=signer.download_expiry,
         filename=f.file_name,
     )
+    audit.ranges([(0, f.file_size)])
     return RedirectResponse(url, status_code=303)
 
 
@@ -313,7 +323,9 @@ def sign_in(
 ) -> RedirectResponse:
     _same_origin(request)
     try:
-        who = principal_for(s, f"Bearer {token.strip()}")
+        who = principal_for(
+            s, f"Bearer {token.strip()}", request.app.state.platform.identity.resolve
+        )
     except ApiError as exc:
         return RedirectResponse(_with_message(_back(next), exc.message), status_code=303)
     response = RedirectResponse(_back(next), status_code=303)

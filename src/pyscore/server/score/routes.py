@@ -7,7 +7,7 @@ from dataclasses import asdict
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from pyscore.server import metadata, objects
+from pyscore.server import audit, metadata, objects
 from pyscore.server.auth import Action, authorize, readable_studies
 from pyscore.server.errors import ApiError, bad_request
 from pyscore.server.tables import File
@@ -105,7 +105,11 @@ def download_batch(
 def listing(s: SessionDep, who: PrincipalDep) -> list[ListingEntry]:
     """What the caller may read. Unlike the original (401 without a token), an anonymous
     caller gets the open files: a deliberate extension, as open files need no token."""
-    return objects.listing(s, readable_studies(who, metadata.study_ids(s)))
+    readable = readable_studies(who, metadata.study_ids(s))
+    if readable is None or readable:  # controlled files are listed: recorded
+        studies = "every study" if readable is None else " ".join(sorted(readable))
+        audit.decided("listing", True, reason=studies)
+    return objects.listing(s, readable)
 
 
 def part_number_within(number: int) -> None:
@@ -115,9 +119,19 @@ def part_number_within(number: int) -> None:
         )
 
 
-def _writable(s: SessionDep, who: PrincipalDep, object_id: str, what: str) -> File:
+def _writable(
+    s: SessionDep, who: PrincipalDep, object_id: str, what: str, event: str | None = None
+) -> File:
+    """The file, once the caller may write it (`event`: the grant is recorded as such)."""
     f = metadata.get_file(s, object_id)
-    authorize(who, Action.WRITE, f.study_id, what=f"{what} {f.file_name}")
+    authorize(
+        who,
+        Action.WRITE,
+        f.study_id,
+        what=f"{what} {f.file_name}",
+        object_id=object_id,
+        event=event,
+    )
     return f
 
 
@@ -132,7 +146,7 @@ def initiate(
     overwrite: bool = False,
     md5: str | None = None,
 ) -> JSONResponse:
-    f = _writable(s, who, object_id, "upload")
+    f = _writable(s, who, object_id, "upload", "upload.initiate")
     return score_json(
         objects.initiate_upload(s, signer, f, fileSize, md5, overwrite, p.settings.part_size)
     )
@@ -165,7 +179,7 @@ def delete_part(
 
 @router.post("/upload/cancel")
 def cancel_all(s: SessionDep, who: PrincipalDep, p: PlatformDep) -> None:
-    authorize(who, Action.ADMIN, what="cancel every upload")
+    authorize(who, Action.ADMIN, what="cancel every upload", event="upload.cancel.all")
     objects.cancel_all_uploads(s, p.store)
 
 
@@ -189,7 +203,7 @@ def status(
 def complete(
     object_id: str, uploadId: str, s: SessionDep, who: PrincipalDep, p: PlatformDep
 ) -> None:
-    _writable(s, who, object_id, "upload")
+    _writable(s, who, object_id, "upload", "upload.complete")
     objects.complete_upload(s, p.store, object_id, uploadId)
 
 
@@ -201,5 +215,5 @@ def exists(object_id: str, s: SessionDep, who: PrincipalDep) -> bool:
 
 @router.delete("/upload/{object_id}")
 def cancel(object_id: str, s: SessionDep, who: PrincipalDep, p: PlatformDep) -> None:
-    _writable(s, who, object_id, "cancel the upload of")
+    _writable(s, who, object_id, "cancel the upload of", "upload.cancel")
     objects.cancel_upload(s, p.store, object_id)

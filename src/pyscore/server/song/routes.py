@@ -226,7 +226,14 @@ def _state_change(action: str):
         who: PrincipalDep,
         ignoreUndefinedMd5: bool = False,
     ) -> str:
-        authorize(who, Action.WRITE, study_id, what=f"{action} analyses of study {study_id}")
+        authorize(
+            who,
+            Action.WRITE,
+            study_id,
+            what=f"{action} analyses of study {study_id}",
+            object_id=analysis_id,
+            event=action,
+        )
         return metadata.change_state(s, study_id, analysis_id, action, ignoreUndefinedMd5)
 
     return change

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from pyscore.server import audit
 from pyscore.server.auth import Principal, principal_for
 from pyscore.server.db import as_utc
 from pyscore.server.errors import ApiError
@@ -47,9 +48,11 @@ SessionDep = Annotated[Session, Depends(session, scope="function")]
 def verified(p: Platform, authorization: str) -> Principal | None:
     """The token checked against the database (401 if unknown, revoked or expired), then
     believed for `token_cache_seconds` (see tokencache.py)."""
+    external = p.identity.resolve if p.identity.configured else None
     with p.db.session() as s:
-        who = principal_for(s, authorization)
-        if who is not None:
+        who = principal_for(s, authorization, external)
+        # our own tokens only: other issuers' bearers have their own caches (identity/)
+        if who is not None and not who.issuer:
             token = s.get(Token, who.token_id)
             p.tokens.put(authorization, who, as_utc(token.expires_at) if token else None)
     return who
@@ -58,9 +61,11 @@ def verified(p: Platform, authorization: str) -> Principal | None:
 async def principal(request: Request, p: PlatformDep) -> Principal | None:
     authorization = request.headers.get("authorization")
     if not authorization:
+        audit.identified(audit.ANONYMOUS)
         return None
     who = p.tokens.get(authorization)
     if who is not None:
+        audit.identified(who.token_id, who.user, who.issuer)
         return who
     return await run_in_threadpool(verified, p, authorization)
 
