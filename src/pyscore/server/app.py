@@ -89,6 +89,15 @@ def create_app(settings: Settings) -> FastAPI:
         observe=metrics.observe_audit,
     )
     add_middleware(edge.ProxyHeaders, trusted=settings.trusted_proxies)
+    platform = app.state.platform
+    if isinstance(platform.store, ServesItsUrls):  # the local store: we answer its URLs
+
+        def finalized(upload_id: str, part_number: int) -> bool:
+            with platform.db.session() as s:
+                return s.get(UploadPart, (upload_id, part_number)) is not None
+
+        # first: every data byte goes through these, and routes are matched in order
+        app.include_router(signed.router(platform.store, finalized))
     # every route documents the errors it may answer, in its API's shape
     app.include_router(song.router, responses=errors.documented(errors.SongError))
     app.include_router(score.router, responses=errors.documented(errors.SongError))
@@ -97,14 +106,6 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.include_router(drs.router, responses=errors.documented(errors.DrsError))
     portal.install(app)
-    platform = app.state.platform
-    if isinstance(platform.store, ServesItsUrls):  # the local store: we answer its URLs
-
-        def finalized(upload_id: str, part_number: int) -> bool:
-            with platform.db.session() as s:
-                return s.get(UploadPart, (upload_id, part_number)) is not None
-
-        app.include_router(signed.router(platform.store, finalized))
     return app
 
 
