@@ -490,6 +490,17 @@ class Settler:
 
     def _settle(self, batch: list[FileDownload]) -> None:
         errors: dict[int, ScoreError] = {}
+        try:
+            self._place(batch, errors)
+        except Exception as exc:  # whatever it was, each file gets an answer: finish() waits
+            for i, d in enumerate(batch):
+                errors.setdefault(i, ScoreError(f"{d.target.file_name}: {exc}"))
+        for i, d in enumerate(batch):
+            d.close()
+            self.settled(d, errors.get(i))
+
+    def _place(self, batch: list[FileDownload], errors: dict[int, ScoreError]) -> None:
+        """Make the batch durable, then rename each file; `errors`: index → why not."""
         synced = sync_filesystem(self.state_fd())
         if synced:
             self.unsynced.clear()  # that sync also made the earlier renames durable
@@ -525,15 +536,9 @@ class Settler:
                 for where, folder in folders.items():
                     os.fsync(folder)
                     self.unsynced.discard(where)
-        except OSError as exc:
-            for i, d in enumerate(batch):
-                errors.setdefault(i, ScoreError(f"{d.target.file_name}: {exc}"))
         finally:
             for folder in folders.values():
                 os.close(folder)
-        for i, d in enumerate(batch):
-            d.close()
-            self.settled(d, errors.get(i))
 
     def flush(self) -> None:
         """Wait until everything handed in is settled; make the last renames durable."""
