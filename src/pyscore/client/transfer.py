@@ -769,10 +769,7 @@ class Downloader:
         if error is None:
             self.events.finished(d.target, time.monotonic() - d.started_at)
         self._record(d.target, error)
-        with self.cond:
-            if d in self.active:
-                self.active.remove(d)
-            self.cond.notify_all()
+        self._release(d)
 
     def _open_small(self, d: FileDownload) -> None:
         with d.cond:
@@ -801,9 +798,16 @@ class Downloader:
             else:
                 self._record(d.target, error)
         finally:
-            with self.cond:  # last: finish() returns once nothing is active
-                if d in self.active:
-                    self.active.remove(d)
+            self._release(d)  # last: finish() returns once nothing is active
+
+    def _release(self, d: FileDownload) -> None:
+        """A file no longer under way. Wakes the waiters (submit, finish) only when what they
+        wait for may have come: room for a file, or none left (not once a file each)."""
+        with self.cond:
+            if d in self.active:
+                self.active.remove(d)
+            left = len(self.active)
+            if left == 0 or left == self.max_active - 1:
                 self.cond.notify_all()
 
     def _record(self, target: Target, error: ScoreError | None) -> None:
@@ -811,7 +815,6 @@ class Downloader:
             self.events.failed(target, error)
         with self.cond:
             self.results[target.object_id] = error
-            self.cond.notify_all()
 
     # -- workers --------------------------------------------------------------------------
     def _run(self, task: Task, cap: int) -> None:
