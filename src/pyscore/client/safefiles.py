@@ -18,7 +18,7 @@ import os
 import stat
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional, Union
 
 from pyscore.client.errors import ScoreError, UsageError
 
@@ -44,21 +44,24 @@ def private_dir(path: Path, what: str = "download state") -> Path:
     return path
 
 
-def open_private(path: Path, flags: int) -> int:
-    """os.open without following a link at `path`; a new file gets mode 0600."""
+def open_private(
+    path: Union[Path, str], flags: int, folder: Optional[int] = None, shown: Optional[Path] = None
+) -> int:
+    """os.open without following a link at `path` (a name in the directory open as `folder`,
+    if given; `shown`: its path, for messages); a new file gets mode 0600."""
     try:
-        return os.open(path, flags | NOFOLLOW, 0o600)
+        return os.open(path, flags | NOFOLLOW, 0o600, dir_fd=folder)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise ScoreError(
-                f"{path} is a symbolic link; refusing to follow it (remove it)"
+                f"{shown or path} is a symbolic link; refusing to follow it (remove it)"
             ) from None
         raise
 
 
 def private_dir_fd(path: Path, what: str = "download state") -> int:
     """`private_dir`, then a descriptor of it opened without following a link, for opening
-    and renaming files inside it (`open_private_at`, os.replace with dir_fd)."""
+    and renaming files inside it (`open_private`, os.replace with dir_fd)."""
     private_dir(path, what)
     try:
         return os.open(path, os.O_RDONLY | os.O_DIRECTORY | NOFOLLOW)
@@ -66,19 +69,6 @@ def private_dir_fd(path: Path, what: str = "download state") -> int:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):  # replaced since it was checked
             raise UsageError(
                 f"{path} is not a real directory; refusing to keep {what} there"
-            ) from None
-        raise
-
-
-def open_private_at(folder: int, name: str, flags: int, shown: Path) -> int:
-    """`open_private` of `name` inside the directory open as `folder` (`shown`: its path,
-    for messages)."""
-    try:
-        return os.open(name, flags | NOFOLLOW, 0o600, dir_fd=folder)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise ScoreError(
-                f"{shown} is a symbolic link; refusing to follow it (remove it)"
             ) from None
         raise
 

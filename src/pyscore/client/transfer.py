@@ -42,11 +42,9 @@ from pyscore.client.httpio import (
 from pyscore.client.ranges import Journal, Ranges
 from pyscore.client.retry import Attempts, Transient
 from pyscore.client.safefiles import (
-    NOFOLLOW,
     data_mode,
     open_dir,
     open_private,
-    open_private_at,
     private_dir,
     private_dir_fd,
     sync_filesystem,
@@ -194,12 +192,10 @@ class FileDownload:
         name = self.part_path.name
         for _ in range(3):
             try:
-                fd = os.open(
-                    name, os.O_RDWR | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o600, dir_fd=state_fd
-                )
+                fd = open_private(name, os.O_RDWR | os.O_CREAT | os.O_EXCL, state_fd)
                 fresh = True
             except FileExistsError:  # left by a run that stopped, or another one's, or a link
-                fd = open_private_at(state_fd, name, os.O_RDWR, self.part_path)
+                fd = open_private(name, os.O_RDWR, state_fd, self.part_path)
                 fresh = False
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
