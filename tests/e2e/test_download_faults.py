@@ -113,6 +113,17 @@ def test_corrupted_byte_detected_and_refetched(platform, proxy, tmp_path):
     assert "MD5" in result.stderr and "retrying" in result.stderr
 
 
+def test_a_small_file_hashed_as_it_came_is_refetched_when_corrupted(platform, proxy, tmp_path):
+    """A small file's MD5 is taken from the bytes as they arrive: a flipped byte is still
+    caught, the file fetched again, and nothing wrong is ever under its name."""
+    proxy.faults.corrupt_offset, proxy.faults.corruptions = MiB + 5, 1
+    result = download(platform, proxy, tmp_path, object_id=platform.small_id)
+    assert result.returncode == 0, result.stderr
+    assert "MD5" in result.stderr and "retrying" in result.stderr
+    assert file_md5(tmp_path / "small.bam") == file_md5(platform.small)
+    assert not (tmp_path / ".score-client").exists()
+
+
 def test_persistent_corruption_reported_nothing_left(platform, proxy, tmp_path):
     proxy.faults.corrupt_offset, proxy.faults.corruptions = 7, 100
     result = download(platform, proxy, tmp_path)
