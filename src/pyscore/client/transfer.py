@@ -9,6 +9,11 @@ On disk, beside the output (same filesystem, so the final rename is atomic):
   <output-dir>/.score-client/<objectId>.journal   ranges known durable (fdatasync'ed)
 A syncer thread makes written ranges durable and journals them every `SYNC_SECONDS`, so a
 `kill -9` at any moment loses at most what was written since the last sync.
+
+A small file (up to SMALL_FILE: nothing worth resuming inside it) has none of that: its
+worker opens the .part (flock on the .part itself, no lock file, no preallocation), hashes
+the bytes as they arrive (one request) or after, and hands it to the `Settler`, which makes
+many such files durable at once before renaming them. Killed, it is fetched again whole.
 """
 
 from __future__ import annotations
