@@ -7,7 +7,7 @@ all of them to a shared rate cap), at several round-trip times, in one run.
                                   [--quick] [--baseline DIR] [--no-record]
 
 --baseline DIR: another tree's code (e.g. `git archive main | tar -x -C DIR`) as a third row
-of the many-small-files work: its score-client against its score-server (same data
+of the many-small-files and upload work: its score-client against its score-server (same data
 directory, behind a second link of the same RTT), interleaved with ours and the peer's, so a
 before/after is measured in one run under the same load.
 
@@ -598,6 +598,8 @@ class Bench:
 
     # -- many small uploads -------------------------------------------------------------------
     def fresh_objects(self, files: list[Path]) -> tuple[str, dict[str, str]]:
+        if self.api.get(f"/studies/{STUDY}").status_code == 404:  # `--work upload` alone
+            self.api.post(f"/studies/{STUDY}/", json={"studyId": STUDY}).raise_for_status()
         payload = song_payload(STUDY, files, donor="up")
         r = self.api.post(f"/submit/{STUDY}", params={"allowDuplicates": "true"}, json=payload)
         r.raise_for_status()
@@ -619,7 +621,7 @@ class Bench:
         score, peer = "score-client upload --manifest", "curl -T ×8"
         self.peer_of["upload"] = (score, peer)
 
-        def score_client():
+        def score_client(env: dict[str, str]):
             analysis_id, ids = self.fresh_objects(self.up_files)
             m = self.work / "upload.tsv"
             m.write_text(
@@ -628,7 +630,7 @@ class Bench:
             )
             self.uploaded = list(ids.values())
             return run_timed(
-                [str(BIN / "score-client"), "--quiet", "upload", "--manifest", str(m)], self.env
+                [str(BIN / "score-client"), "--quiet", "upload", "--manifest", str(m)], env
             )
 
         def curl():
@@ -682,8 +684,18 @@ class Bench:
             self.uploaded = list(ids.values())
             return result
 
-        for tool, fn in self.ordered(run, (score, score_client), (peer, curl)):
-            self.measure("upload", rtt, tool, fn)
+        tools = [
+            (score, lambda: score_client(self.env), self.link),
+            (peer, curl, self.link),
+        ]
+        if self.baseline:
+            link, old_env, _ = self.baseline
+            old = f"{score} (baseline {self.args.baseline.name})"
+            self.extra_rows["upload"] = [old]
+            tools.insert(1, (old, lambda: score_client(old_env), link))
+        turn = run % len(tools)
+        for tool, fn, link in tools[turn:] + tools[:turn]:
+            self.measure("upload", rtt, tool, fn, link)
             for oid in self.uploaded:
                 if self.api.get(f"/upload/{oid}").json() is not True:
                     raise SystemExit(f"upload {tool}: {oid} is not uploaded")

@@ -5,7 +5,9 @@
 #      rest having run on the newest (.venv);
 #   3. the integration suite on PostgreSQL + local store;
 #   4. the integration suite on PostgreSQL + a real S3 server (scripts/s3.sh: Ceph RGW, else SeaweedFS).
-# PYSCORE_BACKENDS=sqlite (or "sqlite oldest postgres") runs fewer passes. Extra args go to pytest.
+# 1 then 3, and 2 then 4, run as two lanes side by side; each pass's output is printed when all
+# are done. PYSCORE_BACKENDS=sqlite (or "sqlite oldest postgres") runs fewer passes;
+# PYSCORE_LANES=1 runs them one after the other. Extra args go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BACKENDS=${PYSCORE_BACKENDS:-sqlite oldest postgres s3}
@@ -39,33 +41,58 @@ BACKEND_SUITE=(tests/integration tests/e2e/test_download.py tests/e2e/test_uploa
 CLIENT_SUITE=(tests/unit tests/e2e/test_download.py tests/e2e/test_download_faults.py
               tests/e2e/test_upload.py tests/e2e/test_view.py tests/e2e/test_mount.py
               tests/e2e/test_cli_errors.py tests/e2e/test_client_files.py
-              tests/e2e/test_original_platform.py tests/e2e/test_wan.py)
+              tests/e2e/test_original_platform.py tests/e2e/test_wan.py
+              tests/integration/test_worker_lifecycle.py)
 
-if [[ " $BACKENDS " == *" sqlite "* ]]; then
-  echo "== tests: SQLite + local store, on $(.venv/bin/python -V)"
-  .venv/bin/python -m pytest -q "$@"
-fi
-if [[ " $BACKENDS " == *" oldest "* ]]; then
+# The passes share nothing but the PostgreSQL server (a fresh database per test platform), and
+# the tests mostly wait on servers they start, so two lanes run side by side (PYSCORE_LANES=1:
+# one after the other): the whole suite on SQLite, then PostgreSQL; the oldest Python, then S3.
+wants() { [[ " $BACKENDS " == *" $1 "* ]]; }
+if wants oldest; then
   OLDEST=$(bash scripts/python.sh oldest)
   VENV=.venv-oldest PYTHON="$OLDEST" bash scripts/setup.sh test
-  echo "== tests: the client's end-to-end tests on $(.venv-oldest/bin/python -V)"
-  .venv-oldest/bin/python -m pytest -q "${CLIENT_SUITE[@]}" "$@"
 fi
-if [[ " $BACKENDS " == *" postgres "* || " $BACKENDS " == *" s3 "* ]]; then
+if wants postgres || wants s3; then
   PG_ENV=$(bash scripts/postgres.sh start "$WORK/pg" 55432)  # a failure stops the run here
   eval "$PG_ENV"
   [ -n "${PYSCORE_TEST_POSTGRES:-}" ] || { echo "PostgreSQL did not start" >&2; exit 1; }
   export PYSCORE_TEST_POSTGRES
 fi
-if [[ " $BACKENDS " == *" postgres "* ]]; then
-  echo "== tests: PostgreSQL + local store"
-  .venv/bin/python -m pytest -q "${BACKEND_SUITE[@]}" "$@"
-fi
-if [[ " $BACKENDS " == *" s3 "* ]]; then
+S3_VARS=()
+if wants s3; then
   S3_ENV=$(bash scripts/s3.sh start "$WORK/s3" 7481)  # a failure stops the run here
   eval "$S3_ENV"
   [ -n "${S3_ENDPOINT:-}" ] || { echo "no S3 server started" >&2; exit 1; }
-  export PYSCORE_TEST_S3="$S3_ENDPOINT,$S3_ACCESS_KEY,$S3_SECRET_KEY"
-  echo "== tests: PostgreSQL + S3"
-  .venv/bin/python -m pytest -q "${BACKEND_SUITE[@]}" "$@"
+  S3_VARS=(PYSCORE_TEST_S3="$S3_ENDPOINT,$S3_ACCESS_KEY,$S3_SECRET_KEY")
 fi
+
+pass() {  # pass NAME TITLE COMMAND...: one pass, its output kept in $WORK/NAME.log
+  local name=$1 title=$2
+  shift 2
+  wants "$name" || return 0
+  { echo "== tests: $title"; "$@"; } >"$WORK/$name.log" 2>&1
+}
+lane_a() {
+  pass sqlite "SQLite + local store, on $(.venv/bin/python -V)" \
+    env -u PYSCORE_TEST_POSTGRES .venv/bin/python -m pytest -q "$@" &&
+  pass postgres "PostgreSQL + local store" .venv/bin/python -m pytest -q "${BACKEND_SUITE[@]}" "$@"
+}
+lane_b() {
+  pass oldest "the client's end-to-end tests, on Python 3.9 (.venv-oldest)" \
+    env -u PYSCORE_TEST_POSTGRES .venv-oldest/bin/python -m pytest -q "${CLIENT_SUITE[@]}" "$@" &&
+  pass s3 "PostgreSQL + S3" env "${S3_VARS[@]}" .venv/bin/python -m pytest -q "${BACKEND_SUITE[@]}" "$@"
+}
+status=0
+if [ "${PYSCORE_LANES:-2}" = 1 ]; then
+  lane_a "$@" || status=1
+  [ $status = 1 ] || lane_b "$@" || status=1
+else
+  lane_a "$@" & a=$!
+  lane_b "$@" & b=$!
+  wait $a || status=1
+  wait $b || status=1
+fi
+for name in sqlite oldest postgres s3; do
+  [ -f "$WORK/$name.log" ] && cat "$WORK/$name.log"
+done
+exit $status

@@ -105,6 +105,7 @@ class OriginalPlatform:
         self.analyses: dict[str, tuple[str, str]] = {}  # analysisId -> (study, state)
         self.uploads: dict[str, Upload] = {}
         self.hits: list[Hit] = []
+        self.advertise: dict[str, str] = {}  # headers of every answer (e.g. an older pyscore's)
         self.lock = threading.Lock()
         self.loopback = Loopback(self._handle)
         self.port, self.url = self.loopback.port, self.loopback.url
@@ -268,7 +269,7 @@ class OriginalPlatform:
         h.send_response(status)
         if ctype:
             h.send_header("Content-Type", ctype)
-        for k, v in (headers or {}).items():
+        for k, v in {**self.advertise, **(headers or {})}.items():
             h.send_header(k, v)
         h.send_header("Content-Length", str(len(body)))
         h.end_headers()

@@ -396,6 +396,35 @@ def test_upload_resume_sends_only_the_parts_not_marked_source_md5(double, tmp_pa
     assert double.files[object_id].data == data
 
 
+@pytest.mark.parametrize("older_pyscore", [False, True], ids=["original", "older-pyscore"])
+def test_upload_of_many_files_makes_the_originals_calls(double, tmp_path, older_pyscore):
+    """The original offers no batches: a manifest upload makes its calls for every file. An
+    older pyscore offers batch lookups but not batch uploads (404): one try, then the same."""
+    if older_pyscore:
+        double.advertise = {"Pyscore-Batch": "max=1000"}
+    analysis = double.analysis(STUDY, state="UNPUBLISHED")
+    datas = [blob(MiB + i, seed=i) for i in range(3)]
+    ids = [double.add(analysis, f"m{i}.bam", None) for i in range(3)]
+    for i, data in enumerate(datas):
+        (tmp_path / f"m{i}.bam").write_bytes(data)
+    manifest = tmp_path / "upload.tsv"
+    manifest.write_text(
+        f"{analysis}\t\t\n"
+        + "".join(f"{o}\t{tmp_path / f'm{i}.bam'}\t{md5(datas[i])}\n" for i, o in enumerate(ids))
+    )
+    writer = double.token(f"PROGRAMDATA-{STUDY}.WRITE")
+    result = client(double, "upload", "--manifest", str(manifest), token=writer)
+    assert result.returncode == 0, result.stderr
+    assert [double.files[o].data for o in ids] == datas
+    batches = [(h.method, h.path, h.status) for h in double.hits if "batch" in h.path]
+    assert batches == ([("POST", "/upload/batch/start", 404)] if older_pyscore else [])
+    for o in ids:
+        calls = [(h.method, h.path) for h in double.hits if h.path.startswith(f"/upload/{o}")]
+        assert ("POST", f"/upload/{o}/uploads") in calls
+        assert ("POST", f"/upload/{o}/parts") in calls
+        assert ("POST", f"/upload/{o}") in calls
+
+
 # -- what the original's refusals look like -----------------------------------------------------
 def test_refusals_are_one_clear_line_with_our_exit_codes(double, tmp_path):
     published = double.analysis(STUDY)

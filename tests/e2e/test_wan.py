@@ -278,3 +278,16 @@ def test_uploads_of_many_files_overlap(wan_server, tmp_path):  # noqa: F811
     assert len(puts) == 16
     assert peak_overlap(puts, lambda r: True) >= 4, s.lines()
     assert len({r.connection for r in puts}) <= 8, "PUTs did not reuse connections"
+    # the server offers batches: uploads begun and finished a batch at a time (8, then the
+    # other 8), no per-file calls; the ping and its sentinel
+    calls = [(r.method, r.path.split("?")[0]) for r in s.log if r.method != "PUT"]
+    starts = calls.count(("POST", "/upload/batch/start"))
+    finishes = calls.count(("POST", "/upload/batch/finish"))
+    assert starts == 2 and 1 <= finishes <= 8, s.lines()
+    assert len(calls) == starts + finishes + 2, s.lines()
+    with httpx.Client(base_url=server.url, headers=headers, timeout=60) as http:
+        published = http.put(f"/studies/UPW/analysis/publish/{analysis_id}")
+        assert published.status_code == 200, published.text
+        for x in listed:
+            spec = http.get(f"/download/{x['objectId']}").json()
+            assert spec["objectMd5"] == md5s[x["fileName"]]

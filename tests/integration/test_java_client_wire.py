@@ -51,6 +51,12 @@ def json_of(r: httpx.Response, status: int = 200):
     return r.json()
 
 
+def unsigned(spec: dict) -> dict:
+    """A spec with its part URLs cut at the query: what it says, not when it was signed."""
+    parts = [{**p, "url": p["url"].split("?")[0]} for p in spec["parts"]]
+    return {**spec, "parts": parts}
+
+
 def is_long(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -199,7 +205,8 @@ def test_download_by_object_id_with_index(world):
         or x["fileName"].lower() == "x.bai"
     ]
     assert [x["id"] for x in index] == [world.ids["x.bam.BAI"]]
-    assert json_of(space) == json_of(spec)
+    # the same answer twice, but for the URLs' signatures (S3 signs the second it is asked)
+    assert unsigned(json_of(space)) == unsigned(json_of(spec))
     body = json_of(spec)
     check_spec(body, bam, len(world.data["x.bam"]))
     assert body["objectMd5"] == md5(world.data["x.bam"])

@@ -389,6 +389,67 @@ def test_upload_status_recovery_exists_and_complete(world):
     assert [q["sourceMd5"] for q in spec["parts"]] == [md5(data[:PART]), md5(data[PART:])]
 
 
+def test_upload_batches_begin_resume_refuse_and_finish_each_upload(world):
+    """pyscore's extension: each item answered as its single calls would answer it."""
+    p = world.p
+    a = p.submit(STUDY, {"b1.bam": PART + MiB, "b2.bam": 1000})
+    one, two = a.ids["b1.bam"], a.ids["b2.bam"]
+    d1, d2 = a.data["b1.bam"], a.data["b2.bam"]
+    done = world.unpublished.ids["unpub.bam"]
+    foreign = p.submit(OTHER, {"f.bam": 10}).ids["f.bam"]
+    writer = mint_tokens(p.server.data_dir, {"w": f"PROGRAMDATA-{STUDY}.WRITE"})["w"]
+
+    def start(*uploads, token=None):
+        body = {"uploads": [dict(zip(("objectId", "fileSize", "md5"), u)) for u in uploads]}
+        headers = bearer(token) if token else p.admin
+        r = p.http.post("/upload/batch/start", json=body, headers=headers)
+        assert r.status_code == 200, r.text
+        return r.json()["results"]
+
+    first = start((one, len(d1), md5(d1)))[0]
+    assert first["status"] == 200 and first["resumed"] is False
+    assert p.send_part(one, first["uploadId"], first["parts"][0], d1).status_code == 200
+    again, new, refused, forbidden = start(
+        (one, len(d1), md5(d1)),
+        (two, len(d2), md5(d2)),
+        (done, 5555, None),
+        (foreign, 10, None),
+        token=writer,
+    )
+    assert again["resumed"] is True and again["uploadId"] == first["uploadId"]
+    assert again["parts"][0]["md5"] == md5(d1[:PART]) and again["parts"][1]["url"]
+    assert new["status"] == 200 and new["resumed"] is False
+    assert (refused["status"], refused["errorId"]) == (400, "object.already.exists")
+    assert forbidden["status"] == 403
+
+    last = again["parts"][1]
+    put = p.send_part(one, again["uploadId"], last, d1, finalize=False)
+    put2 = p.send_part(two, new["uploadId"], new["parts"][0], d2, finalize=False)
+    finish = {
+        "uploads": [
+            {
+                "objectId": one,
+                "uploadId": again["uploadId"],
+                "parts": [{"partNumber": 2, "md5": md5(d1[PART:]), "etag": put.headers["ETag"]}],
+            },
+            {
+                "objectId": two,
+                "uploadId": new["uploadId"],
+                "parts": [{"partNumber": 1, "md5": "0" * 32, "etag": put2.headers["ETag"]}],
+            },
+        ]
+    }
+    r = p.http.post("/upload/batch/finish", json=finish, headers=p.admin)
+    assert r.status_code == 200, r.text
+    ok, bad = r.json()["results"]
+    assert ok == {"objectId": one, "status": 200}
+    assert (bad["status"], bad["errorId"]) == (400, "upload.part.checksum")
+    assert p.http.get(f"/upload/{one}", headers=p.admin).json() is True
+    assert p.http.get(f"/upload/{two}", headers=p.admin).json() is False
+    spec = p.spec(one, **{"exclude-urls": "true"}).json()
+    assert spec["objectMd5"] == md5(d1)
+
+
 def test_upload_cancel_forgets_the_parts(world):
     p = world.p
     a = p.submit(STUDY, {"cancel.bam": PART + 100})

@@ -28,6 +28,10 @@ class FakeApi:
         self.singles = 0
         self.batches: list[int] = []
         self.lock = threading.Lock()
+        # a batch is answered once every lookup has been asked, as over a real link, where
+        # lookups pile up behind a batch in flight (answered at once, a busy machine's asker
+        # would see each answer before its next ask, and send batches of one)
+        self.all_asked = threading.Event()
 
     def batch_offer(self, base: str) -> tuple[bool, Optional[int]]:
         with self.lock:
@@ -57,6 +61,7 @@ class FakeApi:
     def download_specs(self, wanted):
         with self.lock:
             self.batches.append(len(wanted))
+        self.all_asked.wait(30)
         if not self.batch_works:
             raise NotOffered("404")
         out = []
@@ -72,6 +77,7 @@ def ask_all(api: FakeApi, ids: list[str]) -> dict[str, object]:
     lookups = Lookups(api)  # type: ignore[arg-type]
     try:
         futures = {i: lookups.spec(i) for i in ids}
+        api.all_asked.set()
         out: dict[str, object] = {}
         for i, f in futures.items():
             try:

@@ -31,11 +31,18 @@ from pyscore.wire.batch import (
     BATCH_HEADER,
     ENTITIES_PATH,
     SPECS_PATH,
+    UPLOAD_FINISH_PATH,
+    UPLOAD_START_PATH,
     EntityBatchAnswer,
     SpecBatchAnswer,
+    UploadDone,
+    UploadFinishAnswer,
+    UploadFinishRequest,
+    UploadStartAnswer,
+    UploadStartResult,
     parse_batch_header,
 )
-from pyscore.wire.codec import WireError, from_wire
+from pyscore.wire.codec import WireError, from_wire, to_wire
 from pyscore.wire.files import find_index
 from pyscore.wire.score import ListingEntry, ObjectSpecification, UploadProgress
 from pyscore.wire.song import Entity
@@ -333,12 +340,19 @@ class Api:
     # -- storage --------------------------------------------------------------------------
     def ping(self) -> None:
         """--verify-connection: the sentinel URL must be fetchable."""
-        url = self.request(
+        self.ping_store(self.ping_url())
+
+    def ping_url(self) -> str:
+        """The storage service's sentinel URL (its answer also says what it offers)."""
+        return self.request(
             "GET",
             f"{self.settings.storage_url}/download/ping",
             "connection check",
             limit=TEXT_LIMIT,
         ).text.strip()
+
+    def ping_store(self, url: str) -> None:
+        """The second half of `ping`: fetch the sentinel."""
         if url.startswith("http"):
             what = "connection check (object store)"
             try:
@@ -490,6 +504,42 @@ class Api:
             f"upload of {object_id}",
             params={"uploadId": upload_id},
         )
+
+    def upload_starts(
+        self, wanted: Sequence[tuple[str, int, str, bool]]
+    ) -> list[UploadStartResult]:
+        """Many uploads begun in one request (pyscore's batch extension, only where
+        `batch_offer` says so): each (object id, size, md5, overwrite) answered in order by
+        its upload (uploadId, parts, resumed) or its refusal (status, errorId, message)."""
+        what = f"uploads of {len(wanted)} objects"
+        body = {
+            "uploads": [
+                {"objectId": i, "fileSize": n, "md5": m, "overwrite": o} for i, n, m, o in wanted
+            ]
+        }
+        url = f"{self.settings.storage_url}{UPLOAD_START_PATH}"
+        answer = self._batch(UploadStartAnswer, url, body, what)
+        if [r.objectId for r in answer.results] != [w[0] for w in wanted]:
+            raise NotOffered(f"{what}: the answer does not answer the objects asked for")
+        return answer.results
+
+    def upload_finishes(self, done: Sequence[UploadDone]) -> list[Optional[ScoreError]]:
+        """Many uploads' sent parts recorded and the uploads completed in one request
+        (pyscore's batch extension): each one's error, None if completed, in order."""
+        what = f"uploads of {len(done)} objects"
+        url = f"{self.settings.storage_url}{UPLOAD_FINISH_PATH}"
+        body = to_wire(UploadFinishRequest(list(done)))
+        answer = self._batch(UploadFinishAnswer, url, body, what)
+        if [r.objectId for r in answer.results] != [d.objectId for d in done]:
+            raise NotOffered(f"{what}: the answer does not answer the objects asked for")
+        return [
+            None
+            if r.status == 200
+            else refusal(
+                r.status, r.message or "", status_phrase(r.status), f"upload of {r.objectId}"
+            )
+            for r in answer.results
+        ]
 
     def cancel_upload(self, object_id: str) -> None:
         self.request(

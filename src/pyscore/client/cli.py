@@ -417,14 +417,13 @@ def cmd_upload(args: argparse.Namespace) -> int:
         ]
     api, report, uploader = _uploader(args)
     try:
-        ping = api.ping if args.verify_connection else None
         if len(items) == 1:
-            if ping:
-                ping()
+            if args.verify_connection:
+                api.ping()
             uploader.upload(items[0], force=args.force)
             failures = 0
         else:
-            errors = uploader.upload_many(items, force=args.force, ping=ping)
+            errors = uploader.upload_many(items, force=args.force, verify=args.verify_connection)
             failures = sum(1 for e in errors if e is not None)
     finally:
         uploader.close()

@@ -10,25 +10,28 @@ import contextlib
 import hashlib
 import mmap
 import os
+import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from pyscore.client.api import Api
+from pyscore.client.api import Api, NotOffered, refusal, status_phrase
 from pyscore.client.digest import file_md5
 from pyscore.client.errors import IntegrityError, ScoreError, UsageError
 from pyscore.client.httpio import SMALL_BODY, Connections, UrlRejected, buffer_cap, put
 from pyscore.client.progress import Reporter
 from pyscore.client.retry import Attempts, Transient
+from pyscore.wire.batch import FINISH_PARTS, PartSent, UploadDone, UploadStartResult
 from pyscore.wire.files import human_size as human
 from pyscore.wire.score import Part
 
 READ_BLOCK = 1024 * 1024
 MAP_WINDOW = 8 * 1024 * 1024
 FILES_AT_ONCE = 8  # files uploaded side by side (each file's round trips overlap others')
+AHEAD = 256  # by batch: uploads begun whose parts are not all sent yet, at most
 
 
 @dataclass
@@ -120,65 +123,149 @@ class Uploader:
                 conns.close()
 
     def upload_many(
-        self,
-        items: list[Item],
-        force: bool = False,
-        ping: Optional[Callable[[], None]] = None,
+        self, items: list[Item], force: bool = False, verify: bool = False
     ) -> list[Optional[ScoreError]]:
         """Upload every item, FILES_AT_ONCE at a time; each item's error (None: uploaded), in
-        input order, each also reported as it happens. `ping` (--verify-connection) runs
-        beside the first calls; its failure is the run's."""
+        input order, each also reported as it happens. `verify` (--verify-connection) checks
+        the store beside the first calls; its failure is the run's."""
         sizes = [i.path.stat().st_size if i.path.is_file() else 0 for i in items]
         self.reporter.plan(len(items), sum(sizes))
-        pinged = self.calls.submit(ping) if ping else None
+        storage = self.api.settings.storage_url
+        pinged = None
+        if verify or not self.api.batch_offer(storage)[0]:
+            try:  # the answer also says whether the server takes batches
+                url = self.api.ping_url()
+            except ScoreError:
+                if verify:
+                    raise
+                url = ""
+            if verify:
+                pinged = self.calls.submit(self.api.ping_store, url)
+        results = _Results(len(items), self.reporter)
+        todo = list(range(len(items)))
+        if self.api.batch_offer(storage)[1]:
+            todo = self._upload_batched(items, force, results)
 
-        def one(item: Item) -> Optional[ScoreError]:
+        def one(i: int) -> None:
             try:
-                self.upload(item, force, planned=True)
-                return None
+                self.upload(items[i], force, planned=True)
             except ScoreError as exc:
-                if pinged is not None:
-                    pinged.result()  # the connection check's failure is the run's
-                if len(items) > 1:
-                    self.reporter.error(str(exc))
-                return exc
+                results.failed(i, exc)
 
-        with ThreadPoolExecutor(min(FILES_AT_ONCE, max(len(items), 1)), "upload-file") as files:
-            results = list(files.map(one, items))
+        if todo:
+            with ThreadPoolExecutor(min(FILES_AT_ONCE, len(todo)), "upload-file") as files:
+                list(files.map(one, todo))
         if pinged is not None:
-            pinged.result()
-        return results
+            pinged.result()  # the connection check's failure is the run's
+        return results.errors
+
+    def _upload_batched(self, items: list[Item], force: bool, results: _Results) -> list[int]:
+        """Upload through pyscore's batch extension (wire/batch.py): uploads begun a batch
+        at a time (8, 32, then as many as the server takes), each file's parts sent as soon
+        as its upload is, and finished files completed a batch at a time, whatever is ready
+        when the last batch returns. Errors go into `results`; returns the items left for
+        the original's calls (all of them if the server does not answer batches)."""
+        most = self.api.batch_offer(self.api.settings.storage_url)[1] or 1
+        sizes: dict[int, int] = {}
+        for i, item in enumerate(items):
+            try:
+                sizes[i] = local_size(item.path)
+            except ScoreError as exc:
+                results.failed(i, exc)
+        ready = list(sizes)
+        finisher = _Finisher(self.api, self.reporter, results, most)
+        sending: set[Future[None]] = set()
+        with finisher, ThreadPoolExecutor(FILES_AT_ONCE, "upload-file") as files:
+            at, size = 0, FILES_AT_ONCE
+            while at < len(ready):
+                chunk = ready[at : at + size]
+                wanted = [(items[i].object_id, sizes[i], items[i].md5, force) for i in chunk]
+                try:
+                    started = self.api.upload_starts(wanted)
+                except NotOffered:
+                    if at == 0:
+                        self.api.no_batches(self.api.settings.storage_url)
+                        return ready
+                    raise
+                except ScoreError as exc:
+                    for i in chunk:
+                        results.failed(i, exc)
+                    started = []
+                for i, answer in zip(chunk, started):
+                    if answer.status != 200 or answer.uploadId is None or answer.parts is None:
+                        results.failed(i, self._start_refused(items[i], answer))
+                        continue
+                    if answer.resumed:
+                        self._resuming(items[i], answer.parts)
+                    sending.add(files.submit(self._send_batched, items[i], i, answer, finisher))
+                at += len(chunk)
+                size = min(most, size * 4)
+                while len(sending) > AHEAD:  # begun uploads not far ahead of their parts
+                    _, sending = wait(sending, return_when=FIRST_COMPLETED)
+        for i in ready:  # never a silent loss, whatever went wrong above
+            if i not in results.completed and results.errors[i] is None:
+                results.failed(i, ScoreError(f"{items[i].path}: the upload was not completed"))
+        return []
+
+    def _send_batched(
+        self, item: Item, index: int, answer: UploadStartResult, finisher: _Finisher
+    ) -> None:
+        upload_id, parts = answer.uploadId or "", answer.parts or []
+        try:
+            sent = self._send_file(item, upload_id, parts, finalize=False)
+        except ScoreError as exc:
+            finisher.results.failed(index, exc)
+            return
+        size = sum(p.partSize for p in parts)
+        finisher.put(index, _named(item, size), UploadDone(item.object_id, upload_id, sent))
+
+    def _start_refused(self, item: Item, answer: UploadStartResult) -> ScoreError:
+        if answer.errorId == "object.already.exists":
+            return already_uploaded(item)
+        message = answer.message or ""
+        return refusal(
+            answer.status, message, status_phrase(answer.status), f"upload of {item.object_id}"
+        )
+
+    def _resuming(self, item: Item, parts: list[Part]) -> None:
+        done = sum(p.partSize for p in parts if finished(p))
+        size = sum(p.partSize for p in parts)
+        self.reporter.info(
+            f"Resuming upload of {item.path.name}: {human(done)} of "
+            f"{human(size)} already on the server"
+        )
 
     def upload(self, item: Item, force: bool = False, planned: bool = False) -> None:
-        """Upload one file, resuming an interrupted upload of it if there is one."""
+        """Upload one file, resuming an interrupted upload of it if there is one, by the
+        original's calls (each part finalized as it is sent)."""
         path, object_id = item.path, item.object_id
-        if not path.is_file():
-            raise UsageError(f"{path} does not exist or is not a file")
-        size = path.stat().st_size
-        if size == 0:
-            raise UsageError(f"{path} is empty; empty files cannot be uploaded")
+        size = local_size(path)
         # Both questions at once: one round trip, not two.
         status_f = None if force else self.calls.submit(self.api.upload_status, object_id, size)
         if self.api.upload_exists(object_id) and not force:
-            raise UsageError(
-                f"object {object_id} ({path.name}) is already uploaded; use --force "
-                "to replace it (only while its analysis is unpublished)"
-            )
+            raise already_uploaded(item)
         status = None if status_f is None else status_f.result()
         if status is not None:
             upload_id, parts = status.uploadId, status.parts
-            done = sum(p.partSize for p in parts if finished(p))
-            self.reporter.info(
-                f"Resuming upload of {path.name}: {human(done)} of "
-                f"{human(size)} already on the server"
-            )
+            self._resuming(item, parts)
         else:
             spec = self.api.initiate_upload(object_id, size, item.md5, overwrite=force)
             upload_id, parts = spec.uploadId, spec.parts
         if not planned:
             self.reporter.plan(1, size)
-        named = _Named(path.name, object_id, size, path)
-        self.reporter.started(named, sum(p.partSize for p in parts if finished(p)))
+        self._send_file(item, upload_id, parts, finalize=True)
+        self.api.complete_upload(object_id, upload_id)
+        self.reporter.finished(_named(item, size), 0.0)
+
+    def _send_file(
+        self, item: Item, upload_id: str, parts: list[Part], finalize: bool
+    ) -> list[PartSent]:
+        """Send a file's missing parts and check its whole MD5 against the declared one
+        (cancelling the upload if it differs); the parts sent (each finalized as it is sent,
+        with `finalize`)."""
+        path, object_id = item.path, item.object_id
+        size = sum(p.partSize for p in parts)
+        self.reporter.started(_named(item, size), sum(p.partSize for p in parts if finished(p)))
         fd = os.open(path, os.O_RDONLY)
         try:
             missing = [p for p in parts if not finished(p)]
@@ -186,8 +273,8 @@ class Uploader:
             hasher = None if whole else _Hasher(fd, size)
             if hasher is not None:
                 hasher.start()
-            digests = self._send_parts(fd, object_id, upload_id, missing, path, size)
-            digest = digests[0] if whole else hasher.result() if hasher else ""
+            sent = self._send_parts(fd, object_id, upload_id, missing, path, size, finalize)
+            digest = sent[0].md5 if whole else hasher.result() if hasher else ""
         finally:
             os.close(fd)
         if digest != item.md5.lower():
@@ -196,13 +283,19 @@ class Uploader:
                 f"{path}: MD5 {digest} differs from {item.md5}, which the "
                 "analysis declares; the upload was cancelled"
             )
-        self.api.complete_upload(object_id, upload_id)
-        self.reporter.finished(named, 0.0)
+        return sent
 
     def _send_parts(
-        self, fd: int, object_id: str, upload_id: str, parts: list[Part], path: Path, size: int
-    ) -> list[str]:
-        """Send the parts on the shared senders; their MD5s, in order."""
+        self,
+        fd: int,
+        object_id: str,
+        upload_id: str,
+        parts: list[Part],
+        path: Path,
+        size: int,
+        finalize: bool,
+    ) -> list[PartSent]:
+        """Send the parts on the shared senders; what was sent, in order."""
         urls = {p.partNumber: p.url for p in parts}
         lock = threading.Lock()
         named = _Named(path.name, object_id, size, path)
@@ -215,18 +308,20 @@ class Uploader:
             with lock:
                 urls.update({p.partNumber: p.url for p in status.parts if p.url})
 
-        def send(part: Part) -> str:
+        def send(part: Part) -> PartSent:
             if failed.is_set():
-                return ""
+                return PartSent(part.partNumber, "", "")
             local = self.local
             if local.conns is None:
                 local.conns = Connections(self.timeout)
                 with self.lock:
                     self.all_conns.append(local.conns)
             try:
-                digest = self._send_one(
-                    local.conns, fd, object_id, upload_id, part, urls, lock, renew, path
-                )
+                sent = self._send_one(local.conns, fd, part, urls, lock, renew, path)
+                if finalize:
+                    self.api.finalize_part(
+                        object_id, upload_id, part.partNumber, sent.md5, sent.etag
+                    )
             except OSError as exc:
                 failed.set()
                 raise ScoreError(f"{path}: {exc}") from None
@@ -234,35 +329,34 @@ class Uploader:
                 failed.set()
                 raise
             self.reporter.advanced(named, part.partSize)
-            return digest
+            return sent
 
         futures = [
             (self.small if p.partSize <= SMALL_BODY else self.senders).submit(send, p)
             for p in parts
         ]
         errors = []
-        digests = []
+        sent = []
         for future in futures:
             try:
-                digests.append(future.result())
+                sent.append(future.result())
             except ScoreError as exc:
                 errors.append(exc)
         if errors:
             raise errors[0]
-        return digests
+        return sent
 
     def _send_one(
         self,
         conns: Connections,
         fd: int,
-        object_id: str,
-        upload_id: str,
         part: Part,
         urls: dict[int, Optional[str]],
         lock: threading.Lock,
         renew: Callable[[], None],
         path: Path,
-    ) -> str:
+    ) -> PartSent:
+        """One part PUT, checked against the ETag the store answers."""
         what = f"{path.name} part {part.partNumber}"
         budget = Attempts(
             self.attempts,
@@ -296,8 +390,104 @@ class Uploader:
                     )
                 self.reporter.warn(f"{what}: the store received different bytes; sending again")
                 continue
-            self.api.finalize_part(object_id, upload_id, part.partNumber, digest, stored.etag)
-            return digest
+            return PartSent(part.partNumber, digest, stored.etag)
+
+
+def local_size(path: Path) -> int:
+    """The size of a file that can be uploaded."""
+    if not path.is_file():
+        raise UsageError(f"{path} does not exist or is not a file")
+    size = path.stat().st_size
+    if size == 0:
+        raise UsageError(f"{path} is empty; empty files cannot be uploaded")
+    return size
+
+
+def already_uploaded(item: Item) -> UsageError:
+    return UsageError(
+        f"object {item.object_id} ({item.path.name}) is already uploaded; use --force "
+        "to replace it (only while its analysis is unpublished)"
+    )
+
+
+class _Results:
+    """Each item's error (None: uploaded), each reported as it happens when there are
+    several."""
+
+    def __init__(self, count: int, reporter: Reporter) -> None:
+        self.errors: list[Optional[ScoreError]] = [None] * count
+        self.completed: set[int] = set()
+        self.reporter = reporter
+
+    def failed(self, index: int, error: ScoreError) -> None:
+        self.errors[index] = error
+        if len(self.errors) > 1:
+            self.reporter.error(str(error))
+
+
+class _Finisher(threading.Thread):
+    """Completes sent files through `POST /upload/batch/finish`: each request takes every
+    file finished while the last one was on its way (up to `most`, and FINISH_PARTS parts),
+    so a batch grows with the link's round trip and a file never waits for others."""
+
+    def __init__(self, api: Api, reporter: Reporter, results: _Results, most: int) -> None:
+        super().__init__(name="upload-finish", daemon=True)
+        self.api, self.reporter, self.results, self.most = api, reporter, results, most
+        self.queue: queue.SimpleQueue[Optional[tuple[int, _Named, UploadDone]]] = (
+            queue.SimpleQueue()
+        )
+        self.start()
+
+    def put(self, index: int, named: _Named, done: UploadDone) -> None:
+        self.queue.put((index, named, done))
+
+    def __enter__(self) -> _Finisher:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        """Wait for every file put so far to be completed."""
+        self.queue.put(None)
+        self.join()
+
+    def run(self) -> None:
+        last = False
+        while not last:
+            batch = [self.queue.get()]
+            parts = 0
+            while batch[-1] is not None and len(batch) < self.most and parts < FINISH_PARTS:
+                parts += len(batch[-1][2].parts)
+                try:
+                    batch.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            if batch[-1] is None:
+                last = True
+                batch.pop()
+            if batch:
+                self._finish([b for b in batch if b is not None])
+
+    def _finish(self, batch: list[tuple[int, _Named, UploadDone]]) -> None:
+        try:
+            errors = self.api.upload_finishes([done for _, _, done in batch])
+        except NotOffered:  # began by batch, yet not finished by one: the original's calls
+            errors = [self._finish_one(done) for _, _, done in batch]
+        except ScoreError as exc:
+            errors = [exc] * len(batch)
+        for (index, named, _), error in zip(batch, errors):
+            if error is None:
+                self.results.completed.add(index)
+                self.reporter.finished(named, 0.0)
+            else:
+                self.results.failed(index, error)
+
+    def _finish_one(self, done: UploadDone) -> Optional[ScoreError]:
+        try:
+            for p in done.parts:
+                self.api.finalize_part(done.objectId, done.uploadId, p.partNumber, p.md5, p.etag)
+            self.api.complete_upload(done.objectId, done.uploadId)
+            return None
+        except ScoreError as exc:
+            return exc
 
 
 class _Stream:
@@ -335,6 +525,10 @@ class _Hasher(threading.Thread):
         if self.error is not None:
             raise ScoreError(f"reading the file failed: {self.error}")
         return self.digest or ""
+
+
+def _named(item: Item, size: int) -> _Named:
+    return _Named(item.path.name, item.object_id, size, item.path)
 
 
 @dataclass

@@ -93,6 +93,9 @@ def cmd_init(args: argparse.Namespace) -> None:
     print(secret)
 
 
+STOP_GRACE = 5  # seconds a worker has to finish its requests when the server stops
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     from granian import Granian
     from granian.constants import Interfaces
@@ -137,6 +140,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
             workers=args.workers,
             log_access=args.access_log,
             backlog=2048,
+            # granian 2.5 (the last for Python 3.9) can deadlock stopping a worker (its
+            # runtime joined while holding the GIL): without a bound the server never exits
+            workers_kill_timeout=STOP_GRACE,
         ).serve()
     finally:
         if ours:

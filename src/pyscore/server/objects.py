@@ -77,6 +77,23 @@ def require_published(session: Session, f: File) -> None:
         raise not_published(f.object_id, state)
 
 
+def authorize_read(
+    session: Session, who: Principal | None, f: File, event: str | None, verb: str = "read"
+) -> None:
+    """A file's bytes to this caller, decided as every protocol decides it (htsget, DRS, the
+    portal): the one access decision (recorded as `event`), then the published-only rule."""
+    authorize(
+        who,
+        Action.READ,
+        f.study_id,
+        f.file_access,
+        f"{verb} {f.file_name}",
+        object_id=f.object_id,
+        event=event,
+    )
+    require_published(session, f)
+
+
 def no_such_object(object_id: str) -> ApiError:
     return not_found("object.not.found", f"Object '{object_id}' is not in storage")
 
@@ -543,6 +560,44 @@ def complete_upload(
     session.delete(upload)
     store.write_meta(object_id, meta(obj))
     return obj
+
+
+def start_upload(
+    session: Session,
+    signer: Signer,
+    f: File,
+    file_size: int,
+    md5: str | None,
+    overwrite: bool,
+    part_size: int,
+) -> tuple[UploadProgress, bool]:
+    """What the original client's exists, status and initiate calls decide, in one: the
+    upload to send parts to, and whether it is one already in progress (resumed)."""
+    if not overwrite:
+        if object_exists(session, f.object_id):
+            raise bad_request(
+                "object.already.exists",
+                f"Object '{f.object_id}' is already uploaded; use overwrite to replace it",
+            )
+        if current_upload(session, f.object_id) is not None:
+            return upload_status(session, signer, f.object_id, file_size), True
+    spec = initiate_upload(session, signer, f, file_size, md5, overwrite, part_size)
+    return UploadProgress(objectId=spec.objectId, uploadId=spec.uploadId, parts=spec.parts), False
+
+
+def finish_upload(
+    session: Session,
+    store: ObjectStore,
+    object_id: str,
+    upload_id: str,
+    parts: Sequence[tuple[int, str, str]],
+) -> StoredObject:
+    """Record the parts sent, each (number, md5, etag) checked as `finalize_part` checks
+    it, then complete the upload."""
+    for number, md5, etag in parts:
+        finalize_part(session, store, object_id, upload_id, number, md5, etag)
+    session.flush()
+    return complete_upload(session, store, object_id, upload_id)
 
 
 def cancel_upload(session: Session, store: ObjectStore, object_id: str) -> None:

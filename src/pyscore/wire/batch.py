@@ -7,6 +7,12 @@ per batch). A client learns it from the first answer it gets anyway (a download 
 entity) and sends later lookups in batches; a server that does not say so (the original,
 an older pyscore) gets today's one request per object.
 
+Uploads too, under the same header: `POST /upload/batch/start` begins (or finds, to resume)
+the uploads of many objects, `POST /upload/batch/finish` records their sent parts and completes
+them; a client sends its files' parts to the URLs they return, so a file costs its PUTs and a
+share of two requests instead of five calls of its own. A server that advertises batches but
+answers these with 404/405 (an older pyscore) gets the original's calls.
+
 Each id gets its own answer: its result (`status` 200) or its refusal (the status, errorId and
 message the single-object call would have answered); one refusal never fails the batch.
 Answers come in the order of the request.
@@ -17,12 +23,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from pyscore.wire.score import ObjectSpecification
+from pyscore.wire.score import ObjectSpecification, Part
 from pyscore.wire.song import Entity
 
 BATCH_HEADER = "Pyscore-Batch"
 SPECS_PATH = "/download/batch"  # under the storage URL
 ENTITIES_PATH = "/entities/batch"  # under the metadata URL
+UPLOAD_START_PATH = "/upload/batch/start"  # under the storage URL
+UPLOAD_FINISH_PATH = "/upload/batch/finish"  # under the storage URL
+# parts in one finish request, at most: the client stays within, the server sizes its body limit
+FINISH_PARTS = 10_000
 
 
 def advertised(max_ids: int) -> tuple[tuple[str, str], ...]:
@@ -89,3 +99,74 @@ class EntityResult:
 @dataclass
 class EntityBatchAnswer:
     results: list[EntityResult]
+
+
+@dataclass
+class UploadWanted:
+    """One upload to begin, as the original client's calls would: refused if the object is
+    already uploaded, unless `overwrite`; the upload in progress of the same size resumed;
+    else a new one initiated (replacing any other, with `overwrite`)."""
+
+    objectId: str
+    fileSize: int
+    md5: Optional[str] = None
+    overwrite: bool = False
+
+
+@dataclass
+class UploadStartRequest:
+    uploads: list[UploadWanted] = field(default_factory=list)
+
+
+@dataclass
+class UploadStartResult:
+    """An upload begun (`resumed`: one already in progress), its parts as
+    `GET /upload/{id}/status` lists them (finished ones marked, the others with URLs); or its
+    refusal."""
+
+    objectId: str
+    status: int
+    uploadId: Optional[str] = None
+    parts: Optional[list[Part]] = None
+    resumed: bool = False
+    errorId: Optional[str] = None
+    message: Optional[str] = None
+
+
+@dataclass
+class UploadStartAnswer:
+    results: list[UploadStartResult]
+
+
+@dataclass
+class PartSent:
+    """A part the client sent: what `POST /upload/{id}/parts` would record."""
+
+    partNumber: int
+    md5: str
+    etag: str
+
+
+@dataclass
+class UploadDone:
+    objectId: str
+    uploadId: str
+    parts: list[PartSent] = field(default_factory=list)
+
+
+@dataclass
+class UploadFinishRequest:
+    uploads: list[UploadDone] = field(default_factory=list)
+
+
+@dataclass
+class UploadFinishResult:
+    objectId: str
+    status: int
+    errorId: Optional[str] = None
+    message: Optional[str] = None
+
+
+@dataclass
+class UploadFinishAnswer:
+    results: list[UploadFinishResult]

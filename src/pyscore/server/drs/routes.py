@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from sqlalchemy.orm import Session
 
 from pyscore.server import audit, metadata, objects
-from pyscore.server.auth import Action, Principal, authorize
+from pyscore.server.auth import Principal
 from pyscore.server.errors import ApiError
 from pyscore.server.metadata.song_json import iso
 from pyscore.server.tables import Analysis, File
@@ -31,16 +31,7 @@ def _published_file(
     f = session.get(File, object_id)
     if f is None:
         return None
-    authorize(
-        who,
-        Action.READ,
-        f.study_id,
-        f.file_access,
-        f"read {f.file_name}",
-        object_id=f.object_id,
-        event=event,
-    )
-    objects.require_published(session, f)
+    objects.authorize_read(session, who, f, event)
     return f
 
 

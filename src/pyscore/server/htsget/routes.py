@@ -8,7 +8,6 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from pyscore.server import audit, metadata, objects
-from pyscore.server.auth import Action, authorize
 from pyscore.server.errors import ApiError
 from pyscore.server.htsget.query import KINDS, Query, invalid, parse_query
 from pyscore.server.htsget.tickets import ticket
@@ -26,16 +25,7 @@ def readable(object_id: str, s: SessionDep, who: PrincipalDep) -> File:
         f = metadata.get_file(s, object_id)
     except ApiError:
         raise invalid("NotFound", f"no object {object_id}", 404) from None
-    authorize(
-        who,
-        Action.READ,
-        f.study_id,
-        f.file_access,
-        f"read {f.file_name}",
-        object_id=f.object_id,
-        event="htsget",
-    )
-    objects.require_published(s, f)
+    objects.authorize_read(s, who, f, "htsget")
     return f
 
 

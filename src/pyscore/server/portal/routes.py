@@ -17,7 +17,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 
 from pyscore.server import audit, metadata, objects, repository
-from pyscore.server.auth import Action, Principal, authorize, can, principal_for
+from pyscore.server.auth import Action, Principal, can, principal_for
 from pyscore.server.errors import ApiError
 from pyscore.server.tables import Analysis, RepositoryEntry
 from pyscore.server.web import edge
@@ -286,16 +286,7 @@ def file_download(
     """A redirect to a signed storage URL: the bytes come from the store, not this page."""
     who = viewer(request, s)
     f = metadata.get_file(s, object_id)
-    authorize(
-        who,
-        Action.READ,
-        f.study_id,
-        f.file_access,
-        f"download {f.file_name}",
-        object_id=f.object_id,
-        event="portal.download",
-    )
-    objects.require_published(s, f)
+    objects.authorize_read(s, who, f, "portal.download", verb="download")
     url = signer.store.url_for_get(
         f.object_id,
         base_url=signer.base_url,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import Any
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -18,24 +19,39 @@ from pyscore.server.web.deps import (
     SignerDep,
     batch_limit,
     body_schema,
+    finish_limit,
     json_body,
     json_bytes,
     quick_read,
 )
-from pyscore.wire.batch import SPECS_PATH, SpecBatchAnswer, SpecBatchRequest
+from pyscore.wire.batch import (
+    SPECS_PATH,
+    UPLOAD_FINISH_PATH,
+    UPLOAD_START_PATH,
+    SpecBatchAnswer,
+    SpecBatchRequest,
+    UploadFinishAnswer,
+    UploadFinishRequest,
+    UploadStartAnswer,
+    UploadStartRequest,
+)
 from pyscore.wire.score import ListingEntry, ObjectSpecification, UploadProgress
 
 router = APIRouter(tags=["storage"])
 
 
-def score_json(obj: ObjectSpecification | UploadProgress) -> JSONResponse:
+def score_dict(obj: ObjectSpecification | UploadProgress) -> dict[str, Any]:
     """What the original's Jackson writes: every field, nulls included (a download part's
     `md5`, a missing `objectMd5`), except a part's `sourceMd5`, which is left out unless set."""
     body = asdict(obj)
     for part in body["parts"]:
         if part["sourceMd5"] is None:
             del part["sourceMd5"]
-    return JSONResponse(body)
+    return body
+
+
+def score_json(obj: ObjectSpecification | UploadProgress) -> JSONResponse:
+    return JSONResponse(score_dict(obj))
 
 
 @router.get("/download/ping", response_class=PlainTextResponse)
@@ -89,16 +105,18 @@ def download_batch(
     download specifications of many objects in one request, each with its own status: the
     specification, or the refusal `GET /download/{id}` would answer (checked per object by
     the same rules), in the order asked. More than `batch_max_ids` objects: 413."""
-    limit = p.settings.batch_max_ids
-    if len(body.objects) > limit:
-        raise ApiError(
-            413,
-            "batch.too.large",
-            f"A batch may ask for at most {limit} objects, not {len(body.objects)}",
-        )
+    within_batch_max(p, len(body.objects))
     with p.db.reading() as conn:
         found = objects.readables(conn, [w.objectId for w in body.objects])
     return json_bytes({"results": objects.download_specs(found, signer, who, body.objects)})
+
+
+def within_batch_max(p: PlatformDep, count: int) -> None:
+    limit = p.settings.batch_max_ids
+    if count > limit:
+        raise ApiError(
+            413, "batch.too.large", f"A batch may ask for at most {limit} objects, not {count}"
+        )
 
 
 @router.get("/listing", response_model=list[ListingEntry])
@@ -133,6 +151,83 @@ def _writable(
         event=event,
     )
     return f
+
+
+def refused(object_id: str, exc: ApiError) -> dict[str, Any]:
+    """A batch item's refusal: what its single call would have answered."""
+    audit.failed(object_id, exc.status)
+    return {
+        "objectId": object_id,
+        "status": exc.status,
+        "errorId": exc.error_id,
+        "message": exc.message,
+    }
+
+
+# Registered before the routes of `/upload/{object_id}/...`, which these paths would match.
+@router.post(
+    UPLOAD_START_PATH,
+    response_model=UploadStartAnswer,
+    openapi_extra=body_schema(UploadStartRequest),
+)
+def start_batch(
+    s: SessionDep,
+    who: PrincipalDep,
+    signer: SignerDep,
+    p: PlatformDep,
+    body: UploadStartRequest = Depends(json_body(UploadStartRequest, batch_limit)),
+) -> Response:
+    """pyscore's extension (wire/batch.py): many uploads begun in one request, each as the
+    original client's exists + status + initiate calls would decide, each with its own
+    status. More than `batch_max_ids` uploads: 413."""
+    within_batch_max(p, len(body.uploads))
+    results = []
+    for w in body.uploads:
+        try:
+            f = _writable(s, who, w.objectId, "upload", "upload.initiate")
+            progress, resumed = objects.start_upload(
+                s, signer, f, w.fileSize, w.md5, w.overwrite, p.settings.part_size
+            )
+        except ApiError as exc:
+            results.append(refused(w.objectId, exc))
+            continue
+        results.append({**score_dict(progress), "status": 200, "resumed": resumed})
+    return json_bytes({"results": results})
+
+
+@router.post(
+    UPLOAD_FINISH_PATH,
+    response_model=UploadFinishAnswer,
+    openapi_extra=body_schema(UploadFinishRequest),
+)
+def finish_batch(
+    s: SessionDep,
+    who: PrincipalDep,
+    p: PlatformDep,
+    body: UploadFinishRequest = Depends(json_body(UploadFinishRequest, finish_limit)),
+) -> Response:
+    """pyscore's extension (wire/batch.py): many uploads' sent parts recorded (each checked
+    against the store as `POST /upload/{id}/parts` checks it) and the uploads completed, each
+    with its own status. More than `batch_max_ids` uploads: 413."""
+    within_batch_max(p, len(body.uploads))
+    results: list[dict[str, Any]] = []
+    for done in body.uploads:
+        try:
+            _writable(s, who, done.objectId, "upload", "upload.complete")
+            for part in done.parts:
+                part_number_within(part.partNumber)
+            objects.finish_upload(
+                s,
+                p.store,
+                done.objectId,
+                done.uploadId,
+                [(part.partNumber, part.md5, part.etag) for part in done.parts],
+            )
+        except ApiError as exc:
+            results.append(refused(done.objectId, exc))
+            continue
+        results.append({"objectId": done.objectId, "status": 200})
+    return json_bytes({"results": results})
 
 
 @router.post("/upload/{object_id}/uploads", response_model=ObjectSpecification)

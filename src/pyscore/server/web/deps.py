@@ -24,6 +24,7 @@ from pyscore.server.errors import ApiError
 from pyscore.server.objects import Signer
 from pyscore.server.platform import Platform
 from pyscore.server.tables import Token
+from pyscore.wire.batch import FINISH_PARTS
 
 T = TypeVar("T")
 
@@ -112,6 +113,12 @@ def json_bytes(body: Any) -> Response:
 def batch_limit(p: Platform) -> int:
     """A batch lookup's body: ~100 bytes an id, room for long ones, never over max_body_bytes."""
     return min(p.settings.max_body_bytes, 4096 + 512 * max(p.settings.batch_max_ids, 0))
+
+
+def finish_limit(p: Platform) -> int:
+    """A batch of finished uploads' body: as `batch_limit`, plus ~90 bytes for each of up to
+    FINISH_PARTS parts (the most a client puts in one batch)."""
+    return min(p.settings.max_body_bytes, batch_limit(p) + 160 * FINISH_PARTS)
 
 
 def json_body(kind: type[T], limit: Callable[[Platform], int]) -> Callable[[Request], Awaitable[T]]:
