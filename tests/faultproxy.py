@@ -53,6 +53,8 @@ class Stats:
     put_bytes: int = 0
     put_requests: int = 0
     ranges: list[str | None] = field(default_factory=list)  # the Range of each data GET
+    held: int = 0  # data requests being held by `delays` now
+    most_held: int = 0  # ... and the most at once
 
 
 class FaultProxy:
@@ -94,7 +96,12 @@ class FaultProxy:
                 if h.command == "GET":
                     self.stats.ranges.append(h.headers.get("Range"))
             if self._take("delays"):
+                with self.lock:
+                    self.stats.held += 1
+                    self.stats.most_held = max(self.stats.most_held, self.stats.held)
                 time.sleep(self.faults.delay_request)
+                with self.lock:
+                    self.stats.held -= 1
             if self._take("statuses"):
                 self._send_plain(h, self.faults.status, b"injected failure\n")
                 return

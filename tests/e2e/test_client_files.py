@@ -219,3 +219,94 @@ def test_one_line_for_a_manifest_url_that_never_ends(double, tmp_path):
     )
     assert result.returncode == 1
     assert "larger than" in one_line_error(result)
+
+
+def many_objects(double: OriginalPlatform, sizes: list[int]) -> dict[str, bytes]:
+    """Open objects of these sizes, each its own file name; file name → bytes."""
+    analysis = double.analysis("FILES")
+    out = {}
+    for i, size in enumerate(sizes):
+        name = f"f{i:02d}.bam"
+        data = random.Random(i).randbytes(size)
+        double.add(analysis, name, data, access="open")
+        out[name] = data
+    return out
+
+
+def ids_of(double: OriginalPlatform) -> list[str]:
+    return list(double.files)
+
+
+def test_a_kill_among_many_small_files_leaves_no_wrong_file(double, tmp_path):
+    """Small files are made durable and renamed in batches: killed with some in place and
+    others half-fetched, every file under its final name is whole, and a re-run completes."""
+    files = many_objects(double, [(i + 1) * 128 * 1024 for i in range(16)])
+    out = tmp_path / "out"
+    args = ("download", "--object-id", *ids_of(double), "--output-dir", str(out))
+    double.rate = 512 * 1024  # per response: the last file takes ~4 s
+
+    def landed() -> list[Path]:
+        return list(out.glob("*.bam")) if out.exists() else []
+
+    proc = subprocess.Popen(
+        [CLIENT, *args],
+        env={**os.environ, **double.client_env()},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert wait_until(lambda: len(landed()) >= 4, 60)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    placed = landed()
+    assert len(placed) < len(files), "killed too late to test anything"
+    for p in placed:
+        assert p.read_bytes() == files[p.name], f"{p.name} is not whole"
+    double.rate = 0
+    result = score_client(double, *args)
+    assert result.returncode == 0, result.stderr
+    for name, data in files.items():
+        assert (out / name).read_bytes() == data
+    assert not (out / ".score-client").exists()
+
+
+def test_a_second_client_on_the_same_small_file_is_turned_away(double, tmp_path):
+    """The .part file is the lock: a second client downloading the same object into the
+    same directory stops with a usage error and leaves the first one's file alone."""
+    object_id, data = one_object(double, 3 * MiB)
+    out = tmp_path / "out"
+    double.rate = 256 * 1024  # ~12 s
+    first = subprocess.Popen(
+        [CLIENT, "download", "--object-id", object_id, "--output-dir", str(out)],
+        env={**os.environ, **double.client_env()},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        part = out / ".score-client" / f"{object_id}.part"
+        assert wait_until(part.exists, 30)
+        second = download(double, object_id, out)
+        _, err = first.communicate(timeout=60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait(10)
+    assert second.returncode == 2, second.stderr
+    assert "another score-client" in second.stderr and "Traceback" not in second.stderr
+    assert first.returncode == 0, err
+    assert (out / "x.bam").read_bytes() == data
+    assert not (out / ".score-client").exists()
+
+
+@pytest.mark.parametrize("left", [0, 50, 4 * MiB], ids=["empty", "short", "longer"])
+def test_a_part_left_by_a_stopped_run_is_fetched_anew(double, tmp_path, left):
+    object_id, data = one_object(double, 3 * MiB)
+    out = tmp_path / "out"
+    (out / ".score-client").mkdir(parents=True, mode=0o700)
+    (out / ".score-client" / f"{object_id}.part").write_bytes(b"x" * left)
+    result = download(double, object_id, out)
+    assert result.returncode == 0, result.stderr
+    assert (out / "x.bam").read_bytes() == data
+    assert not (out / ".score-client").exists()

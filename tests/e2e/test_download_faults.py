@@ -113,6 +113,17 @@ def test_corrupted_byte_detected_and_refetched(platform, proxy, tmp_path):
     assert "MD5" in result.stderr and "retrying" in result.stderr
 
 
+def test_a_small_file_hashed_as_it_came_is_refetched_when_corrupted(platform, proxy, tmp_path):
+    """A small file's MD5 is taken from the bytes as they arrive: a flipped byte is still
+    caught, the file fetched again, and nothing wrong is ever under its name."""
+    proxy.faults.corrupt_offset, proxy.faults.corruptions = MiB + 5, 1
+    result = download(platform, proxy, tmp_path, object_id=platform.small_id)
+    assert result.returncode == 0, result.stderr
+    assert "MD5" in result.stderr and "retrying" in result.stderr
+    assert file_md5(tmp_path / "small.bam") == file_md5(platform.small)
+    assert not (tmp_path / ".score-client").exists()
+
+
 def test_persistent_corruption_reported_nothing_left(platform, proxy, tmp_path):
     proxy.faults.corrupt_offset, proxy.faults.corruptions = 7, 100
     result = download(platform, proxy, tmp_path)
@@ -256,8 +267,8 @@ def test_disk_full_states_the_space_needed(platform, proxy, tmp_path):
 
 
 def test_many_small_files_move_at_once_not_one_after_another(tmp_path_factory, tmp_path):
-    """16 files, each data request held 0.5 s by the proxy: one after another would take
-    8 s; the shared worker pool fetches them side by side."""
+    """16 files, each data request held 0.5 s by the proxy: the shared worker pool fetches
+    them side by side (one after another, the proxy would never hold two at once)."""
     root = tmp_path_factory.mktemp("many")
     server = init_server(root / "data")
     files = [random_file(root / f"s{i:02d}.bam", 20_000 + i, seed=i) for i in range(16)]
@@ -273,7 +284,6 @@ def test_many_small_files_move_at_once_not_one_after_another(tmp_path_factory, t
                 "STORAGE_URL": proxy.url,
                 "TRANSPORT_PARALLEL": "8",
             }
-            started = time.monotonic()
             result = subprocess.run(
                 [
                     CLIENT,
@@ -290,11 +300,12 @@ def test_many_small_files_move_at_once_not_one_after_another(tmp_path_factory, t
                 text=True,
                 timeout=120,
             )
-            seconds = time.monotonic() - started
         finally:
             proxy.close()
     assert result.returncode == 0, result.stderr
     for f in files:
         assert file_md5(tmp_path / f.name) == file_md5(f)
     assert proxy.stats.data_requests >= 16
-    assert seconds < 5, f"{seconds:.1f} s: the files went one after another"
+    # small files go many at once (SMALL_SLOTS, whatever --parallel says); one after another
+    # the proxy would never hold two
+    assert proxy.stats.most_held >= 4, f"{proxy.stats.most_held} at most at once"

@@ -10,7 +10,9 @@ at the end.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import stat
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -185,11 +187,16 @@ class Space:
     output_dir: Path
     free: int = 0
     needed: int = 0
+    leftovers: bool = field(default=False, init=False)  # could a .part be there at all
 
     def __post_init__(self) -> None:
         self.free = shutil.disk_usage(self.output_dir).free
+        # no state directory: no .part left by an earlier run to look for, file by file
+        self.leftovers = (self.output_dir / STATE_DIR).is_dir()
 
     def have(self, object_id: str) -> int:
+        if not self.leftovers:
+            return 0
         part = self.output_dir / STATE_DIR / f"{object_id}.part"
         try:
             return part.lstat().st_blocks * 512
@@ -238,14 +245,18 @@ class Planner:
             return None
         if said:
             self.reporter.warn(said)
-        if final.is_symlink():
+        try:
+            there = os.lstat(final)  # one call a file: the main thread feeds every worker
+        except OSError:
+            there = None
+        if there is not None and stat.S_ISLNK(there.st_mode):
             self.fail(
                 e.id,
                 ScoreError(f"{final} is a symbolic link; refusing to write through it (remove it)"),
             )
             return None
-        if final.exists() and not req.force:
-            if final.stat().st_size == spec.objectSize:
+        if there is not None and not req.force:
+            if there.st_size == spec.objectSize:
                 self.reporter.skipped(
                     e.fileName, f"{final} already exists (use --force to fetch again)"
                 )

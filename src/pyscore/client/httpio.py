@@ -12,6 +12,7 @@ import re
 import socket
 import time
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
@@ -92,10 +93,18 @@ class Connections:
         self.pool.clear()
 
 
+@lru_cache(maxsize=256)
+def _query(url: str) -> dict[str, str]:
+    """A URL's query, names lower-cased (first value of each). Cached: each signed URL is
+    asked about a few times (expiry before each request, whether it binds its Range), and
+    a thousand small files meant a thousand times that many parses. Read-only to callers."""
+    return {k.lower(): v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+
+
 def url_expiry(url: str) -> float | None:
     """When a signed URL stops working (epoch seconds), if the URL says: pyscore `exp`,
     S3 SigV4 X-Amz-Date + X-Amz-Expires, SigV2 `Expires`, Azure SAS `se`."""
-    query = {k.lower(): v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+    query = _query(url)
     try:
         if "exp" in query:
             return float(query["exp"])
@@ -128,12 +137,11 @@ def binds_range(url: str) -> bool:
     inside the signed one),
     SigV4 URLs whose signed headers lack `range`, SigV2 URLs (SigV2 cannot sign a Range).
     Any other shape binds, as far as we can tell."""
-    parts = urlsplit(url)
-    query = {k.lower(): v[0] for k, v in parse_qs(parts.query).items()}
+    query = _query(url)
     if "x-amz-signedheaders" in query:
         return "range" in query["x-amz-signedheaders"].lower().split(";")
     ours = "sig" in query and ("expires" in query or "exp" in query)
-    if ours and parts.path.startswith("/store/objects/"):
+    if ours and urlsplit(url).path.startswith("/store/objects/"):
         return False
     return not ("awsaccesskeyid" in query and "signature" in query and "expires" in query)
 
@@ -186,8 +194,8 @@ def get_range(
             headers["Range"] = f"bytes={start}-{end - 1}"
         conn.request("GET", target, headers=headers)
         resp = conn.getresponse()
-        if conn.sock is not None:
-            conn.sock.settimeout(conns.timeout)
+        if conn.sock is not None and conn.sock.gettimeout() != conns.timeout:
+            conn.sock.settimeout(conns.timeout)  # once a connection: each call is an ioctl
         if resp.status == 206:
             match = CONTENT_RANGE.match(resp.getheader("Content-Range", ""))
             if not match or int(match[1]) != start:

@@ -29,9 +29,15 @@ def safe_name(name: str, what: str) -> str:
 
 
 def target_path(
-    output_dir: Path, layout: str, object_id: str, file_name: str, analysis_id: str
+    output_dir: Path,
+    layout: str,
+    object_id: str,
+    file_name: str,
+    analysis_id: str,
+    root: Path | None = None,
 ) -> Path:
-    """The final path of an object under `output_dir`, checked to stay inside it."""
+    """The final path of an object under `output_dir` (`root`: it resolved already, as
+    `Names` does once a run rather than a few lstat calls a file), checked to stay inside it."""
     if layout == "id":
         relative = Path(safe_name(object_id, "object id"))
     elif layout == "bundle":
@@ -40,7 +46,7 @@ def target_path(
         relative = Path(safe_name(file_name, "file name"))
     else:
         raise UsageError(f"Unknown output layout {layout!r}; use one of {', '.join(LAYOUTS)}")
-    root = output_dir.resolve()
+    root = root or output_dir.resolve()
     folder = root
     for name in relative.parent.parts:  # safe names: only a link could lead elsewhere
         folder = folder / name
@@ -69,6 +75,7 @@ class Names:
 
     def __init__(self, output_dir: Path, layout: str) -> None:
         self.output_dir, self.layout = output_dir, layout
+        self.root = output_dir.resolve()
         self.owner: dict[Path, str] = {}  # final path → object id
         self.tags: dict[str, str] = {}  # object id → the tag its name was made unique with
 
@@ -76,7 +83,9 @@ class Names:
         self, object_id: str, file_name: str, analysis_id: str, data_id: str | None = None
     ) -> tuple[Path, str | None]:
         """The object's final path, and a line to say if it is not the plain one."""
-        final = target_path(self.output_dir, self.layout, object_id, file_name, analysis_id)
+        final = target_path(
+            self.output_dir, self.layout, object_id, file_name, analysis_id, self.root
+        )
         tag = self.tags.get(data_id) if data_id else None
         if tag is None and final not in self.owner:
             self.owner[final] = object_id
@@ -88,7 +97,9 @@ class Names:
         tags = [tag, object_id, *(f"{object_id}-{n}" for n in range(2, len(self.owner) + 3))]
         for tag in tags:
             name = unique_name(file_name, tag)
-            final = target_path(self.output_dir, self.layout, object_id, name, analysis_id)
+            final = target_path(
+                self.output_dir, self.layout, object_id, name, analysis_id, self.root
+            )
             if final not in self.owner:
                 break
         self.owner[final] = object_id

@@ -16,7 +16,9 @@ import contextlib
 import errno
 import os
 import stat
+import sys
 from pathlib import Path
+from typing import Any, Optional, Union
 
 from pyscore.client.errors import ScoreError, UsageError
 
@@ -42,14 +44,31 @@ def private_dir(path: Path, what: str = "download state") -> Path:
     return path
 
 
-def open_private(path: Path, flags: int) -> int:
-    """os.open without following a link at `path`; a new file gets mode 0600."""
+def open_private(
+    path: Union[Path, str], flags: int, folder: Optional[int] = None, shown: Optional[Path] = None
+) -> int:
+    """os.open without following a link at `path` (a name in the directory open as `folder`,
+    if given; `shown`: its path, for messages); a new file gets mode 0600."""
     try:
-        return os.open(path, flags | NOFOLLOW, 0o600)
+        return os.open(path, flags | NOFOLLOW, 0o600, dir_fd=folder)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise ScoreError(
-                f"{path} is a symbolic link; refusing to follow it (remove it)"
+                f"{shown or path} is a symbolic link; refusing to follow it (remove it)"
+            ) from None
+        raise
+
+
+def private_dir_fd(path: Path, what: str = "download state") -> int:
+    """`private_dir`, then a descriptor of it opened without following a link, for opening
+    and renaming files inside it (`open_private`, os.replace with dir_fd)."""
+    private_dir(path, what)
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | NOFOLLOW)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):  # replaced since it was checked
+            raise UsageError(
+                f"{path} is not a real directory; refusing to keep {what} there"
             ) from None
         raise
 
@@ -77,6 +96,29 @@ def open_dir(root: Path, parts: tuple[str, ...]) -> int:
         os.close(fd)
         raise
     return fd
+
+
+_SYNCFS: list[Any] = []  # [the C function, or None], resolved on first use
+
+
+def sync_filesystem(fd: int) -> bool:
+    """Make everything written to the file system holding `fd` durable at once: Linux's
+    syncfs(2), one journal commit for any number of files, where one fsync each would cost a
+    commit each. False where there is no syncfs or it failed (then fsync each file: that
+    also tells which of them could not be written)."""
+    if not _SYNCFS:
+        function = None
+        if sys.platform.startswith("linux"):
+            try:
+                import ctypes
+
+                function = ctypes.CDLL(None, use_errno=True).syncfs
+                function.argtypes = [ctypes.c_int]
+            except (OSError, AttributeError):
+                function = None
+        _SYNCFS.append(function)
+    function = _SYNCFS[0]
+    return function is not None and function(fd) == 0
 
 
 def write_private(path: Path, data: bytes) -> None:

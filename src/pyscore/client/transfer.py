@@ -9,6 +9,11 @@ On disk, beside the output (same filesystem, so the final rename is atomic):
   <output-dir>/.score-client/<objectId>.journal   ranges known durable (fdatasync'ed)
 A syncer thread makes written ranges durable and journals them every `SYNC_SECONDS`, so a
 `kill -9` at any moment loses at most what was written since the last sync.
+
+A small file (up to SMALL_FILE: nothing worth resuming inside it) has none of that: its
+worker opens the .part (flock on the .part itself, no lock file, no preallocation), hashes
+the bytes as they arrive (one request) or after, and hands it to the `Settler`, which makes
+many such files durable at once before renaming them. Killed, it is fetched again whole.
 """
 
 from __future__ import annotations
@@ -25,9 +30,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Protocol
+from typing import Any, Optional, Protocol
 
-from pyscore.client.digest import md5_mapped
+from pyscore.client.digest import file_md5, md5_mapped
 from pyscore.client.errors import DiskFullError, IntegrityError, ScoreError, UsageError
 from pyscore.client.httpio import (
     SMALL_BODY,
@@ -41,7 +46,14 @@ from pyscore.client.httpio import (
 )
 from pyscore.client.ranges import Journal, Ranges
 from pyscore.client.retry import Attempts, Transient
-from pyscore.client.safefiles import data_mode, open_dir, open_private, private_dir
+from pyscore.client.safefiles import (
+    data_mode,
+    open_dir,
+    open_private,
+    private_dir,
+    private_dir_fd,
+    sync_filesystem,
+)
 from pyscore.wire.score import ObjectSpecification
 
 STATE_DIR = ".score-client"
@@ -110,6 +122,8 @@ class FileDownload:
     started_at: float = field(default_factory=time.monotonic)
     finished: threading.Event = field(default_factory=threading.Event)
     renewals: int = 0
+    md5: Any = None  # a small file's MD5 of [0, hashed), fed as its bytes arrive in order
+    hashed: int = 0
 
     def __post_init__(self) -> None:
         self.state_dir = self.root / STATE_DIR
@@ -124,9 +138,11 @@ class FileDownload:
                 "v": 1,
             },
         )
-        # A small file is fetched again rather than resumed: no journal, no periodic syncs
-        # (with thousands of small files those fsyncs, not the network, set the pace).
+        # A small file is fetched again rather than resumed: no journal, no periodic syncs,
+        # no lock file, no preallocation; it is made durable and renamed in batches
+        # (`Settler`). With thousands of small files that work, not the network, sets the pace.
         self.journaled = self.target.size > SMALL_FILE
+        self.small = not self.journaled
 
     @property
     def size(self) -> int:
@@ -174,6 +190,36 @@ class FileDownload:
                 os.ftruncate(self.fd, self.size)
             else:
                 raise
+
+    def open_small(self, state_fd: int) -> None:
+        """A small file's .part, empty, locked by flock on itself (it never outlives the
+        run that renames it, so it needs no lock file of its own)."""
+        name = self.part_path.name
+        for _ in range(3):
+            try:
+                fd = open_private(name, os.O_RDWR | os.O_CREAT | os.O_EXCL, state_fd)
+                fresh = True
+            except FileExistsError:  # left by a run that stopped, or another one's, or a link
+                fd = open_private(name, os.O_RDWR, state_fd, self.part_path)
+                fresh = False
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise UsageError(
+                    f"{self.target.file_name}: another score-client is downloading "
+                    f"object {self.target.object_id} into this directory"
+                ) from None
+            if fresh or _same_file(fd, name, state_fd):
+                break
+            os.close(fd)  # renamed into place by the run that held it: start again
+        else:
+            raise ScoreError(
+                f"{self.part_path} keeps being replaced; is another score-client downloading here?"
+            )
+        if not fresh:
+            os.ftruncate(fd, 0)
+        self.fd = fd
 
     def tasks(self, parallel: int) -> list[Task]:
         """Pieces still missing, within part bounds, sized so even one file fills the pool.
@@ -236,6 +282,19 @@ class FileDownload:
             self.unsynced.append((pos, pos + n))
             self.cond.notify_all()
 
+    def write_small(self, chunk: memoryview, pos: int) -> None:
+        """A small file's bytes: written, and hashed at once while they come in order."""
+        n = len(chunk)
+        written = os.pwrite(self.fd, chunk, pos)
+        if written != n:
+            raise OSError(errno.EIO, f"short write at {pos}")
+        if self.md5 is not None:
+            if pos == self.hashed:
+                self.md5.update(chunk)
+                self.hashed += n
+            else:  # bytes written again (a part fetched anew): hash the file at the end
+                self.md5 = None
+
     def task_done(self, error: ScoreError | None = None) -> bool:
         """Count a task finished (or failed); True if it was the file's last."""
         with self.cond:
@@ -261,14 +320,27 @@ class FileDownload:
                 self.done.add(s, e)
 
     # -- hashing and finishing (one thread per file) --------------------------------------
-    def hash_and_finish(self) -> None:
+    def verify_small(self, mode: int) -> None:
+        """A small file's size and MD5 checked (hashed as it came, else read back now); its
+        mode then as the umask says. Making it durable and renaming it is the Settler's."""
+        digest = ""
+        expected = self.target.spec.objectMd5
+        if self.target.validate and expected and not self.target.partial:
+            if self.md5 is not None and self.hashed == self.size:
+                digest = self.md5.hexdigest()
+            else:
+                digest = file_md5(self.fd, self.size)
+        self._verify(digest)
+        os.fchmod(self.fd, mode)  # private while partial; then as the umask says
+
+    def hash_and_finish(self, mode: int) -> None:
         try:
             digest = self._hash_prefix()
             if digest is None:
                 return
             self.sync()
             self._verify(digest)
-            os.fchmod(self.fd, data_mode())  # private while partial; then as the umask says
+            os.fchmod(self.fd, mode)  # private while partial; then as the umask says
             os.fsync(self.fd)
             self._move_into_place()
             self.journal.remove()
@@ -354,6 +426,145 @@ class FileDownload:
                 self.lock_fd = -1
 
 
+def _same_file(fd: int, name: str, folder: int) -> bool:
+    """Whether `name` in `folder` is still the file open as `fd`."""
+    try:
+        here = os.stat(name, dir_fd=folder, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    there = os.fstat(fd)
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
+class Settler:
+    """Moves verified small files into place, many at a time, in one thread: a batch is made
+    durable with one `sync_filesystem` (else one fsync a file), and only then is each file
+    renamed to its final name (through directories opened without following links); those
+    renames become durable with the next batch's sync, or `flush`'s (else with one fsync a
+    directory a batch). Batches form by themselves: whatever was verified while the last
+    one was being settled. So nothing is ever under a final name before its bytes are
+    durable, and a thousand files cost tens of journal commits, not two thousand."""
+
+    def __init__(
+        self,
+        root: Path,
+        state_fd: Callable[[], int],
+        settled: Callable[[FileDownload, Optional[ScoreError]], None],
+    ) -> None:
+        self.root = root
+        self.resolved = root.resolve()
+        self.state_fd = state_fd
+        self.settled = settled
+        self.cond = threading.Condition()
+        self.queue: list[FileDownload] = []
+        self.busy = False
+        self.stopping = False
+        self.dropping = False
+        self.unsynced: set[tuple[str, ...]] = set()  # directories renamed into, not synced
+        self.thread = threading.Thread(target=self._run, name="download-settle", daemon=True)
+        self.thread.start()
+
+    def put(self, d: FileDownload) -> None:
+        with self.cond:
+            self.queue.append(d)
+            self.cond.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                while not self.queue and not self.stopping:
+                    self.cond.wait()
+                batch, self.queue = self.queue, []
+                if not batch or self.dropping:
+                    for d in batch:
+                        d.close()  # interrupted: left as .part files, fetched again next run
+                    if self.stopping:
+                        return
+                    continue
+                self.busy = True
+            try:
+                self._settle(batch)
+            finally:
+                with self.cond:
+                    self.busy = False
+                    self.cond.notify_all()
+
+    def _settle(self, batch: list[FileDownload]) -> None:
+        errors: dict[int, ScoreError] = {}
+        try:
+            self._place(batch, errors)
+        except Exception as exc:  # whatever it was, each file gets an answer: finish() waits
+            for i, d in enumerate(batch):
+                errors.setdefault(i, ScoreError(f"{d.target.file_name}: {exc}"))
+        for i, d in enumerate(batch):
+            d.close()
+            self.settled(d, errors.get(i))
+
+    def _place(self, batch: list[FileDownload], errors: dict[int, ScoreError]) -> None:
+        """Make the batch durable, then rename each file; `errors`: index → why not."""
+        synced = sync_filesystem(self.state_fd())
+        if synced:
+            self.unsynced.clear()  # that sync also made the earlier renames durable
+        else:
+            for i, d in enumerate(batch):
+                try:
+                    os.fsync(d.fd)
+                except OSError as exc:
+                    errors[i] = ScoreError(f"{d.target.file_name}: {exc}")
+        folders: dict[tuple[str, ...], int] = {}
+        try:
+            for i, d in enumerate(batch):
+                if i in errors:
+                    continue
+                try:
+                    relative = d.target.final.relative_to(self.resolved)
+                    where = relative.parent.parts
+                    folder = folders.get(where)
+                    if folder is None:
+                        folder = folders[where] = open_dir(self.root, where)
+                    os.replace(
+                        d.part_path.name,
+                        relative.name,
+                        src_dir_fd=self.state_fd(),
+                        dst_dir_fd=folder,
+                    )
+                    self.unsynced.add(where)
+                except ScoreError as exc:
+                    errors[i] = exc
+                except OSError as exc:
+                    errors[i] = ScoreError(f"{d.target.file_name}: {exc}")
+            if not synced:
+                for where, folder in folders.items():
+                    os.fsync(folder)
+                    self.unsynced.discard(where)
+        finally:
+            for folder in folders.values():
+                os.close(folder)
+
+    def flush(self) -> None:
+        """Wait until everything handed in is settled; make the last renames durable."""
+        with self.cond:
+            while self.queue or self.busy:
+                self.cond.wait(0.5)
+            if not self.unsynced:
+                return
+            if not sync_filesystem(self.state_fd()):
+                for where in sorted(self.unsynced):
+                    folder = open_dir(self.root, where)
+                    try:
+                        os.fsync(folder)
+                    finally:
+                        os.close(folder)
+            self.unsynced.clear()
+
+    def close(self, interrupted: bool) -> None:
+        with self.cond:
+            self.stopping = True
+            self.dropping = interrupted
+            self.cond.notify_all()
+        self.thread.join(None if not interrupted else 5.0)
+
+
 class _Worker(threading.local):
     """What each worker thread keeps between requests: its keep-alive connections and its
     receive buffer."""
@@ -407,6 +618,10 @@ class Downloader:
         self.syncer_stop = threading.Event()
         self.syncer = threading.Thread(target=self._syncer, name="download-sync", daemon=True)
         self.syncer.start()
+        self.mode = data_mode()  # of finished files: read once, not once a file
+        self.state_lock = threading.Lock()
+        self.state_fd_ = -1
+        self.settler = Settler(root, self.state_fd, self._settled)
         self.closed = False
 
     def __enter__(self) -> Downloader:
@@ -425,8 +640,18 @@ class Downloader:
                 self.cond.wait(0.5)
         self._start(target)
 
+    def state_fd(self) -> int:
+        """The state directory, checked and opened once (made on first use)."""
+        with self.state_lock:
+            if self.state_fd_ < 0:
+                self.state_fd_ = private_dir_fd(self.root / STATE_DIR)
+            return self.state_fd_
+
     def _start(self, target: Target) -> None:
         d = FileDownload(target, self.root, lambda: self.renew(target), self.events)
+        if d.small:
+            self._start_small(d)
+            return
         try:
             d.open()
         except ScoreError as exc:
@@ -457,11 +682,31 @@ class Downloader:
             else:
                 self.wide.submit(self._run, task, self.wide_cap)
 
+    def _start_small(self, d: FileDownload) -> None:
+        """A small file is opened by the worker that fetches it (or the first of them), not
+        here: this thread is the one placing the next files."""
+        tasks = d.tasks(self.parallel)
+        if len(tasks) == 1 and d.target.validate:
+            d.md5 = hashlib.md5()
+        self.events.started(d.target, 0)
+        with self.cond:
+            self.active.append(d)
+        if not tasks:  # an empty file
+            self._finish_small(d)
+            return
+        for task in tasks:
+            if task.end - task.start <= SMALL_BODY:
+                self.narrow.submit(self._run, task, SMALL_BODY)
+            else:
+                self.wide.submit(self._run, task, self.wide_cap)
+
     def finish(self) -> dict[str, ScoreError | None]:
         """Wait for every file handed in; objectId → None or its error."""
         with self.cond:
             while self.active:
                 self.cond.wait(0.5)
+        self.settler.flush()
+        with self.cond:
             return dict(self.results)
 
     def close(self) -> None:
@@ -472,6 +717,7 @@ class Downloader:
         self.narrow.shutdown(wait=not self.stop.is_set(), cancel_futures=self.stop.is_set())
         self.syncer_stop.set()
         self.syncer.join()
+        self.settler.close(interrupted=self.stop.is_set())
         with self.cond:
             active = list(self.active)
         for d in active:
@@ -479,6 +725,10 @@ class Downloader:
                 d.sync()
         for conns in self.all_conns:
             conns.close()
+        with self.state_lock:
+            if self.state_fd_ >= 0:
+                os.close(self.state_fd_)
+                self.state_fd_ = -1
 
     def run(self, targets: list[Target]) -> dict[str, ScoreError | None]:
         """Fetch these targets; objectId → None (ok) or the error that stopped it."""
@@ -492,9 +742,44 @@ class Downloader:
 
     # -- settling a file ------------------------------------------------------------------
     def _finish_file(self, d: FileDownload) -> None:
-        """Verify and move a file into place (or settle its failure); a file that failed
-        verification is fetched once more from scratch."""
-        d.hash_and_finish()
+        """Verify and move a file into place (or settle its failure)."""
+        d.hash_and_finish(self.mode)
+        self._conclude(d)
+
+    def _finish_small(self, d: FileDownload) -> None:
+        """A small file fetched (in the worker that fetched its last bytes): verified here,
+        then handed to the settler, which makes it durable and renames it."""
+        error = d.error
+        if error is None:
+            try:
+                self._open_small(d)  # an empty file had nothing to fetch, so is not open
+                d.verify_small(self.mode)
+            except ScoreError as exc:
+                error = exc
+            except OSError as exc:
+                error = self._os_error(d, exc)
+        if error is None:
+            self.settler.put(d)
+            return
+        d.error = error
+        d.close()
+        self._conclude(d)
+
+    def _settled(self, d: FileDownload, error: Optional[ScoreError]) -> None:
+        """The settler is done with a small file: it is in place, or failed on the way."""
+        if error is None:
+            self.events.finished(d.target, time.monotonic() - d.started_at)
+        self._record(d.target, error)
+        self._release(d)
+
+    def _open_small(self, d: FileDownload) -> None:
+        with d.cond:
+            if d.fd < 0 and d.error is None:
+                d.open_small(self.state_fd())
+
+    def _conclude(self, d: FileDownload) -> None:
+        """A file verified and in place, or failed: one that failed verification is fetched
+        once more from scratch, else its result is recorded."""
         error = d.error
         try:
             if (
@@ -514,9 +799,16 @@ class Downloader:
             else:
                 self._record(d.target, error)
         finally:
-            with self.cond:  # last: finish() returns once nothing is active
-                if d in self.active:
-                    self.active.remove(d)
+            self._release(d)  # last: finish() returns once nothing is active
+
+    def _release(self, d: FileDownload) -> None:
+        """A file no longer under way. Wakes the waiters (submit, finish) only when what they
+        wait for may have come: room for a file, or none left (not once a file each)."""
+        with self.cond:
+            if d in self.active:
+                self.active.remove(d)
+            left = len(self.active)
+            if left == 0 or left == self.max_active - 1:
                 self.cond.notify_all()
 
     def _record(self, target: Target, error: ScoreError | None) -> None:
@@ -524,7 +816,6 @@ class Downloader:
             self.events.failed(target, error)
         with self.cond:
             self.results[target.object_id] = error
-            self.cond.notify_all()
 
     # -- workers --------------------------------------------------------------------------
     def _run(self, task: Task, cap: int) -> None:
@@ -535,15 +826,17 @@ class Downloader:
             with self.cond:
                 self.all_conns.append(local.conns)
         error = None
+        d = task.download
         try:
+            if d.small:
+                self._open_small(d)
             self._fetch(task, local.conns, local.buffer)
         except ScoreError as exc:
             error = exc
         except OSError as exc:
-            error = self._os_error(task.download, exc)
-        d = task.download
-        if d.task_done(error) and d.size <= SMALL_FILE:
-            self._finish_file(d)  # small: verified and moved into place by this worker
+            error = self._os_error(d, exc)
+        if d.task_done(error) and d.small:
+            self._finish_small(d)  # small: verified by this worker, then settled
 
     @staticmethod
     def _os_error(d: FileDownload, exc: OSError) -> ScoreError:
@@ -565,9 +858,11 @@ class Downloader:
             lambda n, cause: self.events.warn(f"{name}: {cause}; retrying ({n}/{self.attempts})"),
         )
 
+        write = d.write_small if d.small else d.write
+
         def sink(chunk: memoryview, offset: int) -> None:
             nonlocal pos, reported
-            d.write(chunk, offset - origin)
+            write(chunk, offset - origin)
             pos = offset - origin + len(chunk)
             if pos > reported:  # a part fetched again is not progress twice
                 d.events.advanced(d.target, pos - reported)
@@ -602,5 +897,6 @@ class Downloader:
             with self.cond:
                 active = list(self.active)
             for d in active:
-                with contextlib.suppress(OSError):  # the writing worker reports disk errors
-                    d.sync()
+                if d.journaled:
+                    with contextlib.suppress(OSError):  # the writing worker reports disk errors
+                        d.sync()
