@@ -45,8 +45,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -421,7 +423,7 @@ class Bench:
         peer = "aria2c -j16"
         self.peer_of[name] = (score, peer)
 
-        def score_client():
+        def score_client(env: dict[str, str]):
             fresh_dir(out)
             return run_timed(
                 [
@@ -433,7 +435,7 @@ class Bench:
                     "--output-dir",
                     str(out),
                 ],
-                self.env,
+                env,
             )
 
         def aria2c():
@@ -453,28 +455,8 @@ class Bench:
                 ]
             )
 
-        tools = [(score, score_client, self.link), (peer, aria2c, self.link)]
-        if self.baseline:
-            link, old_env, _ = self.baseline
-            old = f"{score} (baseline {self.args.baseline.name})"
-            self.extra_rows[name] = [old]
-
-            def baseline_client():
-                fresh_dir(out)
-                return run_timed(
-                    [
-                        str(BIN / "score-client"),
-                        "--quiet",
-                        "download",
-                        "--manifest",
-                        str(m),
-                        "--output-dir",
-                        str(out),
-                    ],
-                    old_env,
-                )
-
-            tools.insert(1, (old, baseline_client, link))
+        tools = [(score, lambda: score_client(self.env), self.link), (peer, aria2c, self.link)]
+        self.add_baseline(name, score, tools, score_client)
         turn = run % len(tools)
         for tool, fn, link in tools[turn:] + tools[:turn]:
             self.measure(name, rtt, tool, fn, link)
@@ -688,17 +670,24 @@ class Bench:
             (score, lambda: score_client(self.env), self.link),
             (peer, curl, self.link),
         ]
-        if self.baseline:
-            link, old_env, _ = self.baseline
-            old = f"{score} (baseline {self.args.baseline.name})"
-            self.extra_rows["upload"] = [old]
-            tools.insert(1, (old, lambda: score_client(old_env), link))
+        self.add_baseline("upload", score, tools, score_client)
         turn = run % len(tools)
         for tool, fn, link in tools[turn:] + tools[:turn]:
             self.measure("upload", rtt, tool, fn, link)
             for oid in self.uploaded:
                 if self.api.get(f"/upload/{oid}").json() is not True:
                     raise SystemExit(f"upload {tool}: {oid} is not uploaded")
+
+    def add_baseline(
+        self, work: str, score: str, tools: list, client: Callable[[dict[str, str]], Any]
+    ) -> None:
+        """With --baseline: the other tree's client (its environment, behind its own link) as
+        a row beside `score`'s, second in the rotation."""
+        if self.baseline:
+            link, old_env, _ = self.baseline
+            old = f"{score} (baseline {self.args.baseline.name})"
+            self.extra_rows[work] = [old]
+            tools.insert(1, (old, lambda: client(old_env), link))
 
     # -- mount ------------------------------------------------------------------------------
     def mount(self, rtt: float, run: int) -> None:
