@@ -30,7 +30,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import add_record_flag, free_port, need_tools, report  # noqa: E402
+from bench.common import Serve, add_record_flag, free_port, need_tools, report  # noqa: E402
 from bench.server import wrk  # noqa: E402
 from tests.publish import MiB, random_file  # noqa: E402
 
@@ -91,29 +91,8 @@ class Side:
             "PROGRAMDATA-BENCH.READ",
         )
         self.token = out.strip().splitlines()[-1]
-        self.log = open(self.data.parent / "server.log", "ab")
-        self.proc = subprocess.Popen(
-            [
-                server,
-                "serve",
-                "--data-dir",
-                str(self.data),
-                "--port",
-                str(self.port),
-                "--workers",
-                str(self.workers),
-            ],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        for _ in range(300):
-            try:
-                if httpx.get(f"{self.url}/isAlive", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError(f"{self.name} did not start")
+        self.server = Serve(self.data, self.workers, port=self.port, bin_dir=self.bin)
+        self.proc = self.server.__enter__().proc
         spec = httpx.get(self.spec_url(), headers={"Authorization": f"Bearer {self.token}"})
         spec.raise_for_status()
         self.parts = len(spec.json()["parts"])
@@ -123,12 +102,7 @@ class Side:
         return f"{self.url}/download/{self.object_id}?offset=0&length=-1"
 
     def __exit__(self, *exc: object) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
+        self.server.__exit__(*exc)
 
 
 def main() -> None:

@@ -91,34 +91,12 @@ class Platform:
         )
         self.admin_token = out.stdout.strip().splitlines()[-1]
         self.object_ids = publish(self.data_dir, self.files, study="BENCH", access=self.access)
-        self.log = open(self.data_dir / "server.log", "ab")
-        self.proc = subprocess.Popen(
-            [
-                str(BIN / "score-server"),
-                "serve",
-                "--data-dir",
-                str(self.data_dir),
-                "--port",
-                str(self.port),
-                "--workers",
-                str(self.workers),
-            ],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **self.extra_env},
-        )
-        for _ in range(300):
-            try:
-                if httpx.get(f"{self.url}/isAlive", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise RuntimeError("server did not start")
+        self.server = Serve(self.data_dir, self.workers, env=self.extra_env, port=self.port)
+        self.proc = self.server.__enter__().proc
+        return self
 
     def __exit__(self, *exc: object) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
-        self.log.close()
+        self.server.__exit__(*exc)
 
     def client_env(self, token: str = "") -> dict[str, str]:
         return {"METADATA_URL": self.url, "STORAGE_URL": self.url, "ACCESSTOKEN": token}
@@ -266,13 +244,15 @@ class Serve:
         workers: int = 1,
         source: Path | None = None,
         env: dict[str, str] | None = None,
+        port: int | None = None,
+        bin_dir: Path = BIN,
     ) -> None:
         """`source`: another checkout's tree (its `src/` put first on PYTHONPATH), to serve
         the same data directory with other code, e.g. a baseline; `env`: more environment
-        (PYSCORE_<FIELD> settings)."""
+        (PYSCORE_<FIELD> settings); `bin_dir`: whose `score-server` (another checkout's venv)."""
         self.data_dir, self.workers, self.source = data_dir, workers, source
-        self.env = env or {}
-        self.port = free_port()
+        self.env, self.bin_dir = env or {}, bin_dir
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
@@ -280,7 +260,7 @@ class Serve:
         self.log = open(self.data_dir / f"server-{self.port}.log", "ab")
         self.proc = subprocess.Popen(
             [
-                str(BIN / "score-server"),
+                str(self.bin_dir / "score-server"),
                 "serve",
                 "--data-dir",
                 str(self.data_dir),
