@@ -7,15 +7,14 @@ one given (if any) is not valid; 403 = a valid token lacking the scope the messa
 from __future__ import annotations
 
 import os
-import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
-from tests.api import bearer, mint_tokens, song_error, submit, upload
-from tests.conftest import SERVER, init_server, run
+from tests.api import bearer, cli_revoke, cli_token, mint_tokens, song_error, submit, upload
+from tests.conftest import init_server
 from tests.publish import md5, song_payload
 
 STUDY = "MTX"
@@ -106,21 +105,8 @@ def cells(table: dict, columns: list[str]):
 # -- helpers --------------------------------------------------------------------------------
 def new_token(data_dir, scopes: str, user: str) -> tuple[str, str]:
     """(token id, secret) from the real CLI."""
-    out = run(
-        SERVER,
-        "token",
-        "create",
-        "--data-dir",
-        str(data_dir),
-        "--scopes",
-        scopes,
-        "--user",
-        user,
-        *(["--expires-in", "1s"] if user == "expired" else []),
-        check=True,
-    )
-    token_id = re.search(r"Token (\w+) for", out.stderr)[1]
-    return token_id, out.stdout.strip().splitlines()[-1]
+    expiring = ["--expires-in", "1s"] if user == "expired" else []
+    return cli_token(data_dir, scopes, "--user", user, *expiring)
 
 
 class Env:
@@ -173,15 +159,7 @@ def env(tmp_path_factory: pytest.TempPathFactory):
                 )
                 made = {who: future.result() for who, future in futures.items()}
             tokens.update({who: secret for who, (_, secret) in made.items()})
-            run(
-                SERVER,
-                "token",
-                "revoke",
-                "--data-dir",
-                str(server.data_dir),
-                made["revoked"][0],
-                check=True,
-            )
+            cli_revoke(server.data_dir, made["revoked"][0])
             r = e.http.post(f"/studies/{STUDY}/", headers=e.admin, json={"studyId": STUDY})
             assert r.status_code == 200, r.text
             for access in ("open", "controlled"):

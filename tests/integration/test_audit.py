@@ -14,7 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from tests.api import bearer, mint_tokens, submit, upload
+from tests.api import bearer, cli_revoke, cli_token, mint_tokens, submit, upload
 from tests.conftest import SERVER, Server, init_server, run
 from tests.publish import song_payload
 
@@ -132,28 +132,8 @@ def test_each_refusal_is_recorded_with_its_reason(platform: Server) -> None:
     outsider = user("outsider")
     secret = mint_tokens(platform.data_dir, {outsider: "PROGRAMDATA-OTHER.READ"})[outsider]
     revoked_user = user("revoked")
-    made = run(
-        SERVER,
-        "token",
-        "create",
-        "--data-dir",
-        str(platform.data_dir),
-        "--scopes",
-        "score.READ",
-        "--user",
-        revoked_user,
-        check=True,
-    )
-    revoked = made.stdout.strip().splitlines()[-1]
-    run(
-        SERVER,
-        "token",
-        "revoke",
-        "--data-dir",
-        str(platform.data_dir),
-        token_id(platform, revoked_user),
-        check=True,
-    )
+    revoked_id, revoked = cli_token(platform.data_dir, "score.READ", "--user", revoked_user)
+    cli_revoke(platform.data_dir, revoked_id)
     with httpx.Client(base_url=platform.url, timeout=30) as http:
         for path in (
             f"/download/{bam}",

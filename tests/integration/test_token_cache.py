@@ -3,35 +3,15 @@ asking the database: a revoked token is refused within that window, by every pro
 
 from __future__ import annotations
 
-import re
 import time
 
 import httpx
 import pytest
 
-from tests.api import bearer
-from tests.conftest import SERVER, init_server, run
+from tests.api import bearer, cli_revoke, cli_token
+from tests.conftest import init_server
 
 WINDOW = 5.0
-
-
-def revoke(data_dir, secret_output: str) -> None:
-    token_id = re.search(r"Token (\w+) for", secret_output)[1]
-    run(SERVER, "token", "revoke", "--data-dir", str(data_dir), token_id, check=True)
-
-
-def new_token(data_dir) -> tuple[str, str]:
-    out = run(
-        SERVER,
-        "token",
-        "create",
-        "--data-dir",
-        str(data_dir),
-        "--scopes",
-        "score.READ",
-        check=True,
-    )
-    return out.stdout.strip().splitlines()[-1], out.stderr
 
 
 @pytest.mark.parametrize("seconds", [None, 0])
@@ -40,12 +20,12 @@ def test_a_revoked_token_is_refused_within_the_cache_window(tmp_path, seconds):
     env = {} if seconds is None else {"PYSCORE_TOKEN_CACHE_SECONDS": str(seconds)}
     server.start("--workers", "2", env=env)
     try:
-        secret, said = new_token(server.data_dir)
+        token_id, secret = cli_token(server.data_dir, "score.READ")
         ping = f"{server.url}/download/ping"
         with httpx.Client(headers=bearer(secret), timeout=10) as http:
             for _ in range(8):  # new connections: both workers verify (and keep) it
                 assert httpx.get(ping, headers=bearer(secret)).status_code == 200
-            revoke(server.data_dir, said)
+            cli_revoke(server.data_dir, token_id)
             revoked = time.monotonic()
             window = WINDOW if seconds is None else 0.0
             refused_after = None
