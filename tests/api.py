@@ -3,14 +3,12 @@ bearer headers, tokens minted in-process, and analyses submitted and uploaded ov
 
 from __future__ import annotations
 
-import re
 import time
 from http import HTTPStatus
 from pathlib import Path
 
 import httpx
 
-from tests.conftest import SERVER, run
 from tests.publish import md5
 
 SONG_ERROR_KEYS = {
@@ -80,30 +78,6 @@ def mint_tokens(data_dir: Path, scopes: dict[str, str]) -> dict[str, str]:
             return {user: auth.create_token(s, user, [scope])[1] for user, scope in scopes.items()}
     finally:
         db.engine.dispose()
-
-
-def cli_token(data_dir: Path, scopes: str, *extra: str) -> tuple[str, str]:
-    """(token id, secret) made by the real `score-server token create` (`extra`: more of its
-    arguments, such as --user or --expires-in)."""
-    out = run(
-        SERVER,
-        "token",
-        "create",
-        "--data-dir",
-        str(data_dir),
-        "--scopes",
-        scopes,
-        *extra,
-        check=True,
-    )
-    found = re.search(r"Token (\w+) for", out.stderr)
-    assert found, out.stderr
-    return found[1], out.stdout.strip().splitlines()[-1]
-
-
-def cli_revoke(data_dir: Path, token_id: str) -> None:
-    """`score-server token revoke`, the real command."""
-    run(SERVER, "token", "revoke", "--data-dir", str(data_dir), token_id, check=True)
 
 
 def submit(

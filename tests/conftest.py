@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import sqlite3
@@ -60,6 +61,30 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
+def cli_token(data_dir: Path, scopes: str, *extra: str) -> tuple[str, str]:
+    """(token id, secret) made by the real `score-server token create` (`extra`: more of its
+    arguments, such as --user or --expires-in)."""
+    out = run(
+        SERVER,
+        "token",
+        "create",
+        "--data-dir",
+        str(data_dir),
+        "--scopes",
+        scopes,
+        *extra,
+        check=True,
+    )
+    found = re.search(r"Token (\w+) for", out.stderr)
+    assert found, out.stderr
+    return found[1], out.stdout.strip().splitlines()[-1]
+
+
+def cli_revoke(data_dir: Path, token_id: str) -> None:
+    """`score-server token revoke`, the real command."""
+    run(SERVER, "token", "revoke", "--data-dir", str(data_dir), token_id, check=True)
+
+
 @dataclass
 class Server:
     url: str
@@ -70,18 +95,7 @@ class Server:
     manifest: Path | None = None
 
     def token(self, scopes: str, *extra: str) -> str:
-        out = run(
-            SERVER,
-            "token",
-            "create",
-            "--data-dir",
-            str(self.data_dir),
-            "--scopes",
-            scopes,
-            *extra,
-            check=True,
-        )
-        return out.stdout.strip().splitlines()[-1]
+        return cli_token(self.data_dir, scopes, *extra)[1]
 
     def client_env(self, token: str | None = None) -> dict[str, str]:
         env = {

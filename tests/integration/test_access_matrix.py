@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.api import bearer, cli_revoke, cli_token, mint_tokens, song_error, submit, upload
-from tests.conftest import init_server
+from tests.api import bearer, mint_tokens, song_error, submit, upload
+from tests.conftest import cli_revoke, cli_token, init_server
 from tests.publish import md5, song_payload
 
 STUDY = "MTX"

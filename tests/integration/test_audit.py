@@ -14,8 +14,8 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from tests.api import bearer, cli_revoke, cli_token, mint_tokens, submit, upload
-from tests.conftest import SERVER, Server, init_server, run
+from tests.api import bearer, mint_tokens, submit, upload
+from tests.conftest import SERVER, Server, cli_revoke, cli_token, init_server, run
 from tests.publish import song_payload
 
 

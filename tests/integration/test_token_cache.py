@@ -8,8 +8,8 @@ import time
 import httpx
 import pytest
 
-from tests.api import bearer, cli_revoke, cli_token
-from tests.conftest import init_server
+from tests.api import bearer
+from tests.conftest import cli_revoke, cli_token, init_server
 
 WINDOW = 5.0
 
