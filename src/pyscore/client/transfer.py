@@ -141,8 +141,7 @@ class FileDownload:
         # A small file is fetched again rather than resumed: no journal, no periodic syncs,
         # no lock file, no preallocation; it is made durable and renamed in batches
         # (`Settler`). With thousands of small files that work, not the network, sets the pace.
-        self.journaled = self.target.size > SMALL_FILE
-        self.small = not self.journaled
+        self.small = self.target.size <= SMALL_FILE
 
     @property
     def size(self) -> int:
@@ -164,14 +163,14 @@ class FileDownload:
                 f"{self.target.file_name}: another score-client is downloading "
                 f"object {self.target.object_id} into this directory"
             ) from None
-        done = self.journal.load() if self.journaled and self.part_path.exists() else Ranges()
+        done = self.journal.load() if not self.small and self.part_path.exists() else Ranges()
         self.fd = open_private(self.part_path, os.O_RDWR | os.O_CREAT)
         if os.fstat(self.fd).st_size != self.size:
             done = Ranges() if os.fstat(self.fd).st_size > self.size else done
             self._preallocate(done)
         self.done = Ranges(done.spans())
         self.written = Ranges(done.spans())
-        if self.journaled:
+        if not self.small:
             self.journal.open(self.done)
 
     def _preallocate(self, done: Ranges) -> None:
@@ -310,7 +309,7 @@ class FileDownload:
             with self.cond:
                 spans = self.unsynced
                 self.unsynced = []
-            if not spans or self.fd < 0 or not self.journaled:
+            if not spans or self.fd < 0 or self.small:
                 return
             os.fdatasync(self.fd)
             merged = Ranges(spans)
@@ -669,13 +668,14 @@ class Downloader:
         if not tasks:  # all there already (resumed): verify and finish
             self._finish_file(d)
             return
-        if d.size > SMALL_FILE:  # hash as the bytes arrive, beside the transfer
-            threading.Thread(
-                target=self._finish_file,
-                args=(d,),
-                name=f"hash-{target.object_id[:8]}",
-                daemon=True,
-            ).start()
+        # hash as the bytes arrive, beside the transfer
+        threading.Thread(
+            target=self._finish_file, args=(d,), name=f"hash-{target.object_id[:8]}", daemon=True
+        ).start()
+        self._submit(tasks)
+
+    def _submit(self, tasks: list[Task]) -> None:
+        """Small requests to the many narrow workers, big bodies to the `parallel` wide ones."""
         for task in tasks:
             if task.end - task.start <= SMALL_BODY:
                 self.narrow.submit(self._run, task, SMALL_BODY)
@@ -694,11 +694,7 @@ class Downloader:
         if not tasks:  # an empty file
             self._finish_small(d)
             return
-        for task in tasks:
-            if task.end - task.start <= SMALL_BODY:
-                self.narrow.submit(self._run, task, SMALL_BODY)
-            else:
-                self.wide.submit(self._run, task, self.wide_cap)
+        self._submit(tasks)
 
     def finish(self) -> dict[str, ScoreError | None]:
         """Wait for every file handed in; objectId → None or its error."""
@@ -897,6 +893,6 @@ class Downloader:
             with self.cond:
                 active = list(self.active)
             for d in active:
-                if d.journaled:
+                if not d.small:
                     with contextlib.suppress(OSError):  # the writing worker reports disk errors
                         d.sync()
