@@ -273,7 +273,7 @@ class Uploader:
             hasher = None if whole else _Hasher(fd, size)
             if hasher is not None:
                 hasher.start()
-            sent = self._send_parts(fd, object_id, upload_id, missing, path, size, finalize)
+            sent = self._send_parts(fd, item, upload_id, missing, size, finalize)
             digest = sent[0].md5 if whole else hasher.result() if hasher else ""
         finally:
             os.close(fd)
@@ -288,17 +288,17 @@ class Uploader:
     def _send_parts(
         self,
         fd: int,
-        object_id: str,
+        item: Item,
         upload_id: str,
         parts: list[Part],
-        path: Path,
         size: int,
         finalize: bool,
     ) -> list[PartSent]:
         """Send the parts on the shared senders; what was sent, in order."""
+        path, object_id = item.path, item.object_id
         urls = {p.partNumber: p.url for p in parts}
         lock = threading.Lock()
-        named = _Named(path.name, object_id, size, path)
+        named = _named(item, size)
         failed = threading.Event()
 
         def renew() -> None:

@@ -410,11 +410,12 @@ def initiate_upload(
     overwrite: bool,
     part_size: int,
 ) -> ObjectSpecification:
-    if analysis_state(session, f) != "UNPUBLISHED":
+    state = analysis_state(session, f)
+    if state != "UNPUBLISHED":
         raise bad_request(
             "analysis.not.unpublished",
             f"Cannot upload object '{f.object_id}': its analysis '{f.analysis_id}' is "
-            f"{analysis_state(session, f)}; uploads are only allowed while UNPUBLISHED",
+            f"{state}; uploads are only allowed while UNPUBLISHED",
         )
     if file_size <= 0:
         raise bad_request("upload.empty", f"Refusing to upload an empty file for '{f.object_id}'")
