@@ -52,9 +52,7 @@ def create_app(settings: Settings) -> FastAPI:
     trail = app.state.platform.trail = audit.Writer(
         app.state.platform.db.session, settings.audit_log, on_drop=metrics.AUDIT_DROPPED.inc
     )
-    metrics.instrument_pool(
-        app.state.platform.db.engine, capacity.pool_size(settings.max_concurrent_requests)
-    )
+    metrics.instrument_pool(app.state.platform.db.engine)
     sink = logging.request_sink(settings.request_log)
     errors.install(app)
     # Starlette types add_middleware with a ParamSpec protocol that mypy, checking for Python

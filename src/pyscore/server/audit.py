@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Optional
 
 from sqlalchemy import BigInteger, DateTime, Integer, String, Table, select
@@ -235,12 +235,27 @@ def ranges_text(pairs: list[tuple[int, int]]) -> str:
     return text
 
 
+def _token_refusal(ctx: Context, status: int) -> Optional[Decision]:
+    """The refused token, when it is the request's refusal: nothing else was decided and the
+    answer is 401 or 403."""
+    if not ctx.decisions and status in (401, 403):
+        return ctx.refused_token
+    return None
+
+
+def refusal_codes(ctx: Context, status: int) -> list[str]:
+    """Why the request was refused, one code a refusal (metrics count them by reason)."""
+    codes = [d.code for d in ctx.decisions if not d.granted]
+    token = _token_refusal(ctx, status)
+    return [*codes, token.code] if token is not None else codes
+
+
 def finish(ctx: Context, status: int, route: str, path_params: dict[str, Any]) -> list[Record]:
     """The records of a request whose answer had `status`; `route` (e.g.
     `GET /download/{object_id}`) names the action of a token refused before any decision."""
     decisions = list(ctx.decisions)
-    if not decisions and ctx.refused_token is not None and status in (401, 403):
-        refused = ctx.refused_token
+    refused = _token_refusal(ctx, status)
+    if refused is not None:
         refused.action = route or ctx.method
         refused.study_id = _param(path_params, "study_id")
         refused.object_id = _param(path_params, "object_id")
@@ -469,13 +484,12 @@ def query(
 
 def parse_time(text: str, now: Optional[datetime] = None) -> datetime:
     """An ISO date or time (UTC unless it says otherwise), or a duration ago: 30d, 12h, 45m."""
-    import re
+    from pyscore.server.auth import parse_duration  # auth imports this module
 
-    match = re.fullmatch(r"\s*(\d+)\s*([dhms])\s*", text)
-    if match:
-        n, unit = int(match[1]), match[2]
-        span = timedelta(**{{"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}[unit]: n})
-        return (now or utcnow()) - span
+    try:
+        return (now or utcnow()) - parse_duration(text)
+    except ValueError:
+        pass
     try:
         at = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:

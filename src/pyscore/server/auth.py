@@ -110,7 +110,13 @@ def principal_for(
     if scheme.lower() != "bearer" or not secret.strip():
         raise _refused("no_token", "Authorization header must be 'Bearer <token>'")
     secret = secret.strip()
-    token = session.scalar(select(Token).where(Token.token_hash == hash_token(secret)))
+    # ours are token_urlsafe (no '.'): a JWT is another issuer's, not worth a query
+    ours = external is None or "." not in secret
+    token = (
+        session.scalar(select(Token).where(Token.token_hash == hash_token(secret)))
+        if ours
+        else None
+    )
     if token is None:
         found = _external(external, secret) if external is not None else None
         if found is None:

@@ -11,13 +11,11 @@ from typing import Any, Optional
 import jwt as pyjwt
 from jwt import exceptions as jwt_errors
 
+from pyscore.server.auth import SCOPE_RE
 from pyscore.server.identity.jwks import KeySet, Refused
 
 # asymmetric only: a shared-secret (HS*) or unsigned ("none") token is never accepted
 ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA")
-SCOPE_RE = re.compile(
-    r"^(score\.(READ|WRITE|ADMIN)|PROGRAMDATA-[A-Za-z0-9_.\-]+\.(READ|WRITE))$", re.IGNORECASE
-)
 
 
 def claim(claims: dict[str, Any], path: str) -> Any:

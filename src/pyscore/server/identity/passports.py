@@ -64,7 +64,10 @@ class Passports:
             return out
 
         brokers = trusted(body.get("brokers") or [], "broker")
-        visa_issuers = trusted(body.get("visa_issuers") or body.get("brokers") or [], "visa issuer")
+        # visa issuers default to the brokers themselves (one key cache an issuer, not two)
+        visa_issuers = (
+            trusted(body["visa_issuers"], "visa issuer") if body.get("visa_issuers") else brokers
+        )
         patterns = [re.compile(p) for p in body.get("patterns") or []]
         for p in patterns:
             if "study" not in p.groupindex:

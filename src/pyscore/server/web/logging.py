@@ -101,6 +101,13 @@ def stamp() -> str:
     return f"{_second[1]}.{int((now - whole) * 1000):03d}Z"
 
 
+def route_of(scope: Scope) -> str:
+    """The matched route's template (bounded label values), or `unmatched`."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"
+
+
 def header(scope: Scope, name: bytes) -> bytes:
     for k, v in scope.get("headers", []):
         if k == name:
@@ -155,14 +162,10 @@ class RequestLog:
             self.finish(scope, ctx, status, started)
 
     def finish(self, scope: Scope, ctx: audit.Context, status: int, started: float) -> None:
-        route_obj = scope.get("route")
-        template = getattr(route_obj, "path", None)
-        route = template if isinstance(template, str) else "unmatched"
+        route = route_of(scope)
         method = scope.get("method", "")
         records = audit.finish(ctx, status, f"{method} {route}", scope.get("path_params") or {})
-        refusals = [d.code for d in ctx.decisions if not d.granted]
-        if not ctx.decisions and ctx.refused_token is not None and status in (401, 403):
-            refusals.append(ctx.refused_token.code)
+        refusals = audit.refusal_codes(ctx, status)
         if self.observe is not None:
             self.observe(records, refusals)
         if records and self.record is not None:

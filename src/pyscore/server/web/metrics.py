@@ -46,6 +46,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pyscore.server.web.logging import route_of
 from pyscore.server.web.multiproc import ENV
 
 PATH = "/metrics"
@@ -102,9 +103,9 @@ def process_ended(pid: int) -> None:
         multiprocess.mark_process_dead(pid)
 
 
-def instrument_pool(engine: Any, size: int) -> None:
+def instrument_pool(engine: Any) -> None:
     """This process's pool size (its use is sampled by `Metrics`, see `pool`)."""
-    POOL_SIZE.inc(size)
+    POOL_SIZE.inc(engine.pool.size())
 
 
 class DatabaseGauges(Collector):
@@ -143,13 +144,6 @@ def exposition(extra: Optional[Collector] = None) -> bytes:
 
 
 _children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-
-
-def route_of(scope: Scope) -> str:
-    """The matched route's template (bounded label values), or `unmatched`."""
-    route = scope.get("route")
-    path = getattr(route, "path", None)
-    return path if isinstance(path, str) else "unmatched"
 
 
 def observe_audit(records: list[Any], refusals: list[str]) -> None:
