@@ -15,19 +15,53 @@ import threading
 import time
 from collections import OrderedDict
 from datetime import datetime
-from typing import Optional
+from typing import Generic, Optional, TypeVar
 
 from pyscore.server.auth import Principal
 
 MAX_ENTRIES = 10_000
 
 
+V = TypeVar("V")
+
+
+class Expiring(Generic[V]):
+    """Values by key, each until its deadline (time.monotonic()); at most `max_entries`, the
+    least recently used dropped first. Thread-safe. Keys are meant to be hashes of secrets."""
+
+    def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
+        self.max_entries = max(1, max_entries)
+        self._entries: OrderedDict[str, tuple[float, V]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Optional[V]:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            until, value = entry
+            if time.monotonic() >= until:
+                del self._entries[key]
+                return None
+            self._entries.move_to_end(key)
+            return value
+
+    def put(self, key: str, value: V, until: float) -> None:
+        with self._lock:
+            self._entries[key] = (until, value)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
 class TokenCache:
     def __init__(self, seconds: float, max_entries: int = MAX_ENTRIES) -> None:
         self.seconds = max(0.0, seconds)
-        self.max_entries = max(1, max_entries)
-        self._entries: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._entries: Expiring[Principal] = Expiring(max_entries)
 
     @staticmethod
     def _key(authorization: str) -> str:
@@ -38,16 +72,7 @@ class TokenCache:
         """The principal a token was verified as within the last `seconds`, else None."""
         if not self.seconds:
             return None
-        key = self._key(authorization)
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
-                return None
-            until, principal = entry
-            if time.monotonic() >= until:
-                del self._entries[key]
-                return None
-            return principal
+        return self._entries.get(self._key(authorization))
 
     def put(self, authorization: str, principal: Principal, expires_at: Optional[datetime]) -> None:
         """Believe a verified token for `seconds`, or until it expires if that is sooner."""
@@ -56,15 +81,8 @@ class TokenCache:
         ttl = self.seconds
         if expires_at is not None:
             ttl = min(ttl, expires_at.timestamp() - time.time())
-        if ttl <= 0:
-            return
-        key = self._key(authorization)
-        with self._lock:
-            self._entries[key] = (time.monotonic() + ttl, principal)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+        if ttl > 0:
+            self._entries.put(self._key(authorization), principal, time.monotonic() + ttl)
 
     def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
+        self._entries.clear()

@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
 from pyscore.server.identity import http
 from pyscore.server.identity.errors import Refused, Unavailable
 from pyscore.server.identity.jwt import ScopeRules
+from pyscore.server.tokencache import Expiring
 
 STYLES = ("rfc7662", "ego")
 CACHE_ENTRIES = 10_000
@@ -54,8 +53,7 @@ class Introspector:
         self.cache_seconds = cache_seconds
         self.scopes = scopes or ScopeRules()
         self.issuer = issuer or url
-        self.cache: OrderedDict[str, tuple[float, Answer]] = OrderedDict()
-        self.lock = threading.Lock()
+        self.cache: Expiring[Answer] = Expiring(CACHE_ENTRIES)
         self.asked = 0  # calls to the issuer (for tests and metrics)
 
     @classmethod
@@ -74,20 +72,10 @@ class Introspector:
     def check(self, key: str) -> Introspected:
         digest = hashlib.sha256(key.encode()).hexdigest()
         now = time.monotonic()
-        with self.lock:
-            hit = self.cache.get(digest)
-            if hit is not None and hit[0] > now:
-                self.cache.move_to_end(digest)
-                answer = hit[1]
-                if isinstance(answer, Refused):
-                    raise answer
-                return answer
-        answer, lifetime = self._ask(key, digest)
-        with self.lock:
-            self.cache[digest] = (now + lifetime, answer)
-            self.cache.move_to_end(digest)
-            while len(self.cache) > CACHE_ENTRIES:
-                self.cache.popitem(last=False)
+        answer = self.cache.get(digest)
+        if answer is None:
+            answer, lifetime = self._ask(key, digest)
+            self.cache.put(digest, answer, now + lifetime)
         if isinstance(answer, Refused):
             raise answer
         return answer
