@@ -13,6 +13,7 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -106,6 +107,35 @@ def test_made_up_methods_are_501_and_leave_nothing_behind(edge: World) -> None:
     log = logged(server, end)
     assert mark not in log and "TRACE" not in log
     assert mark.encode() not in audit_output(server, "--format", "json", "--since", "1h")
+
+
+def test_inner_layers_name_a_method_they_do_not_know_other() -> None:
+    """Should a made-up method get past the edge, metrics and the log still add no value of
+    its choosing (the layers driven directly, without KnownMethods before them)."""
+    import asyncio
+
+    from pyscore.server.web import logging, metrics
+
+    lines: list[bytes] = []
+
+    class Sink:
+        def write(self, line: bytes) -> None:
+            lines.append(line)
+
+    async def app(scope: dict, receive: object, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 405, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def send(message: dict) -> None:
+        pass
+
+    method = "M" + uuid.uuid4().hex * 100
+    scope = {"type": "http", "method": method, "path": "/x", "headers": []}
+    layers = logging.RequestLog(metrics.Metrics(app), sink=Sink())  # type: ignore[arg-type]
+    asyncio.run(layers(scope, None, send))  # type: ignore[arg-type]
+    exposed = metrics.exposition().decode()
+    assert method not in exposed and 'method="other",route="unmatched",status="405"' in exposed
+    assert [json.loads(x)["method"] for x in lines] == ["other"]
 
 
 # -- 2: the audit trail cannot drive the operator's terminal -------------------------------
