@@ -30,12 +30,11 @@ FORMULA_STARTS = ("=", "+", "-", "@")
 
 @pytest.fixture(scope="module")
 def edge(tmp_path_factory: pytest.TempPathFactory):
+    """A platform of this module's own, and test_hostile's helpers for it."""
     with init_server(tmp_path_factory.mktemp("edge") / "data") as server:
-        w = World(server)
-        try:
-            yield w
-        finally:
-            w.http.close()
+        world = World(server)
+        with world.http:
+            yield world
 
 
 def send(server: Server, method: str, path: str, headers: dict[str, str] | None = None) -> int:
