@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import csv
 import json
+import sqlite3
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import text
 
+from pyscore.server.settings import Settings
 from tests.api import bearer, mint_tokens, submit, upload
 from tests.conftest import SERVER, Server, cli_revoke, cli_token, init_server, run
 from tests.publish import song_payload
@@ -277,3 +280,42 @@ def test_each_object_of_a_batch_is_recorded_with_its_own_answer(platform: Server
         (bam, "refused", 403),
         (vcf, "refused", 403),
     ]
+
+
+def test_a_record_cannot_be_replaced_in_place(platform: Server) -> None:
+    """INSERT OR REPLACE (SQLite) and an upsert (both) with an existing id would rewrite a
+    record without an UPDATE or DELETE: refused, through the database's own driver."""
+    bam = manifest_rows(platform)["DONOR-1-N.bam"]["object_id"]
+    assert httpx.get(f"{platform.url}/download/{bam}").status_code == 403
+    assert records(platform, 1, "--object", bam)
+    url = Settings.load(platform.data_dir).database_url
+    values = (
+        "(id, at, action, outcome, status, principal, principal_name, issuer, study_id, "
+        "object_id, ranges, reason, client, user_agent, request_id) VALUES ({id}, "
+        "'2020-01-01 00:00:00', 'download', 'granted', 200, 'someone-else', '', '', NULL, "
+        "NULL, '', 'rewritten', '127.0.0.1', '', 'forged')"
+    )
+    upsert = " ON CONFLICT (id) DO UPDATE SET reason = 'rewritten'"
+    if url.startswith("sqlite"):
+        con: Any = sqlite3.connect(platform.data_dir / "pyscore.sqlite", isolation_level=None)
+        statements = [
+            f"INSERT OR REPLACE INTO audit_events {values}",
+            f"REPLACE INTO audit_events {values}",
+            f"INSERT INTO audit_events {values}{upsert}",
+        ]
+    else:
+        import psycopg
+
+        con = psycopg.connect(url, autocommit=True)
+        statements = [f"INSERT INTO audit_events {values}{upsert}"]
+    try:
+        first = con.execute("SELECT min(id) FROM audit_events").fetchone()[0]
+        select = f"SELECT * FROM audit_events WHERE id = {first}"
+        before = con.execute(select).fetchone()
+        for statement in statements:
+            with pytest.raises(Exception, match="append-only"):
+                con.execute(statement.format(id=first))
+        assert con.execute(select).fetchone() == before
+        assert not con.execute("SELECT id FROM audit_events WHERE request_id = 'forged'").fetchall()
+    finally:
+        con.close()

@@ -182,9 +182,32 @@ def test_format_argo_round_trips_through_parse_download():
 
 
 def test_tabs_and_newlines_in_a_cell_cannot_break_a_row():
-    text = format_argo([{"object_id": ID1, "file_name": "a\tb\nc.bam", "program_id": "X\nY"}])
+    name = "a\tb\nc\rd\x1ce\u2028f.bam"  # every line break splitlines() honours, escaped
+    text = format_argo([{"object_id": ID1, "file_name": name, "program_id": "X\nY"}])
     (row,) = parse_download(text, "m.tsv")
-    assert (row.objectId, row.fileName, row.studyId, row.line) == (ID1, "a b c.bam", "X Y", 2)
+    assert (row.objectId, row.studyId, row.line) == (ID1, "X\\nY", 2)
+    assert row.fileName == "a\\tb\\nc\\rd\\x1ce\\u2028f.bam"
+
+
+@pytest.mark.parametrize(
+    "value, written",
+    [
+        ("=HYPERLINK(1)", "'=HYPERLINK(1)"),
+        ("-SUM(A1).bam", "'-SUM(A1).bam"),
+        ("+1+1", "'+1+1"),
+        ("@x", "'@x"),
+        ("'=x", "''=x"),  # a quote of its own survives the round trip
+        ("-1", "-1"),  # plain numbers are read as numbers, not formulas
+        ("+2.5e3", "+2.5e3"),
+        ("'1", "'1"),
+        ("a=b", "a=b"),
+    ],
+)
+def test_formula_starters_are_guarded_and_read_back(value, written):
+    text = format_argo([{"object_id": ID1, "file_name": value, "program_id": value}])
+    assert text.splitlines()[1].split("\t")[4] == written
+    (row,) = parse_download(text, "m.tsv")
+    assert (row.fileName, row.studyId) == (value, value)
 
 
 def test_an_empty_format_is_only_a_header():

@@ -506,23 +506,16 @@ def cmd_url(args: argparse.Namespace) -> int:
 
 
 def cmd_manifest(args: argparse.Namespace) -> int:
+    from pyscore.wire import tsv
     from pyscore.wire.manifest import parse_download
 
     rows = parse_download(read_manifest_text(args.manifest), args.manifest)
     header = ("object_id", "file_name", "file_size", "md5sum", "analysis_id", "index_object_id")
-    print("\t".join(header))
+    print(tsv.row(header))
     for r in rows:
         print(
-            "\t".join(
-                str(v) if v is not None else ""
-                for v in (
-                    r.objectId,
-                    r.fileName,
-                    r.fileSize,
-                    r.fileMd5sum,
-                    r.analysisId,
-                    r.indexObjectId,
-                )
+            tsv.row(
+                (r.objectId, r.fileName, r.fileSize, r.fileMd5sum, r.analysisId, r.indexObjectId)
             )
         )
     return EXIT_OK

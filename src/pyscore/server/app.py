@@ -87,6 +87,8 @@ def create_app(settings: Settings) -> FastAPI:
         observe=metrics.observe_audit,
     )
     add_middleware(edge.ProxyHeaders, trusted=settings.trusted_proxies)
+    # outermost: a made-up method is refused before anything counts or logs it
+    add_middleware(edge.KnownMethods)
     platform = app.state.platform
     if isinstance(platform.store, ServesItsUrls):  # the local store: we answer its URLs
 

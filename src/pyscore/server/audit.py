@@ -29,6 +29,7 @@ import contextvars
 import json
 import os
 import queue
+import re
 import sys
 import threading
 import time
@@ -42,8 +43,13 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from pyscore.server.db import as_utc, utcnow
 from pyscore.server.tables import Base
+from pyscore.wire.tsv import printable
+from pyscore.wire.tsv import row as tsv_row
 
 GRANTED, REFUSED, ERROR = "granted", "refused", "error"
+MAX_ID = 64
+# what a study or object id may be: UUIDs, Song's ids, the study ids a scope can name
+ID = re.compile(rf"[A-Za-z0-9._\-]{{1,{MAX_ID}}}")
 ANONYMOUS = "anonymous"  # no token, or none that was valid
 MAX_RANGES_TEXT = 4000  # a 10,000-part spec lists its first ranges and how many more
 
@@ -257,12 +263,13 @@ def finish(ctx: Context, status: int, route: str, path_params: dict[str, Any]) -
     refused = _token_refusal(ctx, status)
     if refused is not None:
         refused.action = route or ctx.method
-        refused.study_id = _param(path_params, "study_id")
-        refused.object_id = _param(path_params, "object_id")
+        refused.study_id = path_params.get("study_id")
+        refused.object_id = path_params.get("object_id")
         decisions.append(refused)
     now = utcnow()
     records = []
     for d in decisions:
+        _only_ids(d)
         answered = d.status or status
         outcome = (GRANTED if answered < 400 else ERROR) if d.granted else REFUSED
         records.append(
@@ -286,9 +293,21 @@ def finish(ctx: Context, status: int, route: str, path_params: dict[str, Any]) -
     return records
 
 
-def _param(params: dict[str, Any], name: str) -> Optional[str]:
-    value = params.get(name)
-    return str(value)[:64] if value is not None else None
+def _only_ids(d: Decision) -> None:
+    """Keep a decision's study and object ids only where they look like ids (an operator
+    filters by them, and an anonymous caller chooses what a refused path holds): anything
+    else is said in the reason, escaped and cut short."""
+    for name in ("study_id", "object_id"):
+        value = getattr(d, name)
+        if value is None:
+            continue
+        text = str(value)
+        if ID.fullmatch(text):
+            setattr(d, name, text)
+            continue
+        shown = printable(text[:MAX_ID]) + ("..." if len(text) > MAX_ID else "")
+        d.reason = f"{d.reason} ({name} not recorded, not an id: '{shown}')".lstrip()
+        setattr(d, name, None)
 
 
 # -- writing ------------------------------------------------------------------------------
@@ -500,14 +519,10 @@ def parse_time(text: str, now: Optional[datetime] = None) -> datetime:
 
 
 def tsv(records: Iterator[Record]) -> Iterator[str]:
-    yield "\t".join(COLUMNS)
+    """Lines for a terminal or a spreadsheet: every cell made safe by wire.tsv (JSON lines
+    keep exact values)."""
+    yield tsv_row(COLUMNS)
     for r in records:
-        row = r.row()
-        row["at"] = iso(r.at)
-        yield "\t".join(_cell(row[c]) for c in COLUMNS)
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    return str(value).replace("\t", " ").replace("\n", " ")
+        values = r.row()
+        values["at"] = iso(r.at)
+        yield tsv_row(values[c] for c in COLUMNS)

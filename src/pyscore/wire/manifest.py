@@ -9,6 +9,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Optional
 
+from pyscore.wire import tsv
 from pyscore.wire.codec import WireError
 
 ARGO_COLUMNS = (
@@ -45,16 +46,11 @@ class ManifestRow:
     line: int = 0
 
 
-def _cell(value: object) -> str:
-    text = "" if value is None else str(value)
-    return text.replace("\t", " ").replace("\n", " ")
-
-
 def format_argo(rows: Iterable[dict[str, object]]) -> str:
-    """The ARGO "File Manifest" TSV: one data file per row, its index by index_object_id."""
-    lines = ["\t".join(ARGO_COLUMNS)]
-    for row in rows:
-        lines.append("\t".join(_cell(row.get(c)) for c in ARGO_COLUMNS))
+    """The ARGO "File Manifest" TSV: one data file per row, its index by index_object_id;
+    cells made safe by `tsv.cell` (which `parse_download` undoes)."""
+    lines = [tsv.row(ARGO_COLUMNS)]
+    lines += [tsv.row(row.get(c) for c in ARGO_COLUMNS) for row in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -74,6 +70,11 @@ def _int(value: str, where: str) -> int | None:
         raise ManifestError(f"{where}: file size '{value}' is not a whole number") from None
 
 
+def _cells(line: str) -> list[str]:
+    """A line's cells, trimmed, each as it was before `tsv.cell` guarded it."""
+    return [tsv.uncell(c.strip()) for c in line.split("\t")]
+
+
 def _body(
     lines: list[str], source: str, columns: int, expected: str
 ) -> Iterator[tuple[int, str, list[str]]]:
@@ -82,7 +83,7 @@ def _body(
     for number, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue
-        cells = [c.strip() for c in line.split("\t")]
+        cells = _cells(line)
         where = f"{source} line {number}"
         if len(cells) != columns:
             raise ManifestError(f"{where}: expected {expected}, found {len(cells)}")
@@ -129,7 +130,7 @@ def _parse_gdc(lines: list[str], header: list[str], source: str) -> list[Manifes
     for number, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue
-        cells = [c.strip() for c in line.split("\t")]
+        cells = _cells(line)
         where = f"{source} line {number}"
         if len(cells) != len(header):
             raise ManifestError(

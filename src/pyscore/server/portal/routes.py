@@ -22,6 +22,7 @@ from pyscore.server.errors import ApiError
 from pyscore.server.tables import Analysis, RepositoryEntry
 from pyscore.server.web import edge
 from pyscore.server.web.deps import PlatformDep, SessionDep, SignerDep, base_url
+from pyscore.wire import tsv
 from pyscore.wire.files import human_size as human
 from pyscore.wire.manifest import format_argo
 
@@ -211,8 +212,8 @@ def manifest(request: Request, s: SessionDep, p: PlatformDep) -> Response:
 @router.get("/repository/table.tsv")
 def table(request: Request, s: SessionDep) -> Response:
     rows, _ = repository.search(s, read_filters(request), limit=None)
-    lines = ["\t".join(TABLE_FIELDS)]
-    lines += ["\t".join(str(getattr(e, f) or "") for f in TABLE_FIELDS) for e in rows]
+    lines = [tsv.row(TABLE_FIELDS)]
+    lines += [tsv.row(getattr(e, f) for f in TABLE_FIELDS) for e in rows]
     stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
     return _attachment(
         "\n".join(lines) + "\n", f"file-table.{stamp}.tsv", "text/tab-separated-values"

@@ -9,6 +9,10 @@ server answers for, and the headers that keep its pages out of other sites' fram
   checked against `allowed_hosts` plus the names of the address the server listens on (a
   wildcard bind adds this machine's names and addresses), so a forged Host cannot reach a
   signed URL, the ping body or a page hint. `/isAlive` is never checked (load balancers).
+- Methods: only GET, HEAD, POST, PUT, PATCH, DELETE and OPTIONS are served. granian passes
+  any token as a method (up to ~390 KB), and metrics label and log lines name the method, so
+  any other is answered 501 before anything counts, logs or records it (`KnownMethods`,
+  outermost), and labels name it `other` should one pass (`method_of`).
 - Pages get a Content-Security-Policy (own origin only, no framing); every answer gets
   X-Frame-Options: DENY and X-Content-Type-Options: nosniff.
 """
@@ -31,6 +35,43 @@ CSP = (
     "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 NO_CSP = ("/docs", "/redoc")  # Swagger UI and ReDoc load their code from a CDN
+
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+NOT_IMPLEMENTED = b"method not implemented\n"
+
+
+def method_of(scope: Scope) -> str:
+    """The request's method as a bounded value (metrics labels, log fields): `other` for a
+    method this server does not speak."""
+    method = scope.get("method", "")
+    return method if method in METHODS else "other"
+
+
+class KnownMethods:
+    """ASGI middleware, outside every other: a method not in METHODS (TRACE and CONNECT
+    included: no route takes them) gets 501 and leaves no trace, so made-up methods cannot
+    grow /metrics, the request log or the audit trail."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") in METHODS:
+            await self.app(scope, receive, send)
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 501,
+                "headers": [
+                    (b"content-type", b"text/plain"),
+                    (b"content-length", str(len(NOT_IMPLEMENTED)).encode()),
+                    (b"x-content-type-options", b"nosniff"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": NOT_IMPLEMENTED})
 
 
 def networks(entries: list[str]) -> list[Any]:

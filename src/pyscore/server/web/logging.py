@@ -28,6 +28,7 @@ import msgspec
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pyscore.server import audit
+from pyscore.server.web.edge import method_of
 
 HEADER = b"x-request-id"
 SANE_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
@@ -143,7 +144,7 @@ class RequestLog:
             request_id,
             str(client[0]),
             header(scope, b"user-agent").decode("latin-1"),
-            scope.get("method", ""),
+            method_of(scope),
         )
         status = 500
         id_header = (b"x-request-id", request_id.encode())
@@ -163,7 +164,7 @@ class RequestLog:
 
     def finish(self, scope: Scope, ctx: audit.Context, status: int, started: float) -> None:
         route = route_of(scope)
-        method = scope.get("method", "")
+        method = method_of(scope)
         records = audit.finish(ctx, status, f"{method} {route}", scope.get("path_params") or {})
         refusals = audit.refusal_codes(ctx, status)
         if self.observe is not None:

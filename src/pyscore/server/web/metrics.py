@@ -7,7 +7,8 @@ in a test, one process) the process's own registry is read.
 
 Series:
 - pyscore_http_requests_total{method,route,status}: answers, by route template
-  (`/download/{object_id}`, never the object id itself; `unmatched` for unknown paths)
+  (`/download/{object_id}`, never the object id itself; `unmatched` for unknown paths) and
+  method (one of edge.METHODS, else `other`): every label has a bounded set of values
 - pyscore_http_request_duration_seconds{method,route}: latency histogram
 - pyscore_store_bytes_served_total: object bytes the local store sent on signed GETs
 - pyscore_uploads_in_progress: multipart uploads begun and not yet completed (database)
@@ -46,6 +47,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pyscore.server.web.edge import method_of
 from pyscore.server.web.logging import route_of
 from pyscore.server.web.multiproc import ENV
 
@@ -216,7 +218,7 @@ class Metrics:
         finally:
             if part_put:
                 PARTS_RECEIVING.dec()
-            method = scope.get("method", "")
+            method = method_of(scope)
             route = route_of(scope)
             counted = _children.get((method, route, status))
             if counted is None:  # labels() costs a lock and a lookup: once per series
