@@ -246,7 +246,8 @@ def fresh_server(tmp_path: Path):
 
 @pytest.fixture(scope="session")
 def demo_files(demo_server: Server) -> Path:
-    return demo_server.data_dir / "demo-files"
+    assert demo_server.manifest is not None
+    return demo_server.manifest.parent  # <data-dir>/demo-files/DEMO
 
 
 def need(tool: str) -> str:

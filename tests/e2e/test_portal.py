@@ -29,6 +29,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from pyscore.wire.manifest import ARGO_COLUMNS, parse_download
+from tests.api import song_error
 from tests.conftest import init_server, need
 from tests.publish import KINDS, add_donors, add_published_analysis, file_md5, md5
 
@@ -70,8 +71,9 @@ def browser():
         chromium.close()
 
 
-def new_page(browser: Browser, base_url: str) -> Page:
-    context = browser.new_context(base_url=base_url, accept_downloads=True)
+def new_page(browser: Browser, base_url: str, **options: object) -> Page:
+    """A page in a context of its own (`options`: more of new_context's, e.g. viewport)."""
+    context = browser.new_context(base_url=base_url, accept_downloads=True, **options)
     context.set_default_timeout(WAIT_MS)
     context.set_default_navigation_timeout(WAIT_MS)
     return context.new_page()
@@ -606,6 +608,116 @@ def test_the_sign_in_error_goes_away_once_signed_in(page, reader):
     sign_in(page, reader)
     signed_in_as(page, "reader")
     assert page.get_by_role("status").count() == 0, page.get_by_role("status").inner_text()
+
+
+# -- what a browser shows: errors as pages, a table that fits, commands that read right -----
+SCALES = (1, 2)  # device scale factors: an ordinary screen, and a HiDPI one
+
+
+def wide_page(browser: Browser, base_url: str, scale: int) -> Page:
+    """A 1400 px wide window at this device scale factor."""
+    return new_page(
+        browser, base_url, viewport={"width": 1400, "height": 900}, device_scale_factor=scale
+    )
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_an_unknown_file_is_a_page_for_a_browser_and_json_for_a_client(
+    browser, demo_server, manifest, scale
+):
+    unknown = str(uuid.uuid4())
+    page = wide_page(browser, demo_server.url, scale)
+    response = page.goto(f"/file/{unknown}")
+    assert response is not None and response.status == 404
+    assert response.headers["content-type"].startswith("text/html")
+    expect(page).to_have_title("No such file · pyscore")
+    expect(page.get_by_role("heading", level=1)).to_have_text("No such file")
+    expect(page.locator("main p.reason")).to_have_text(f"The objectId '{unknown}' does not exist")
+    page.screenshot(path=str(ARTIFACTS / f"portal-404-dsf{scale}.png"))
+    page.get_by_role("link", name="← File Repository").click()
+    page.wait_for_url("**/repository")
+    # a controlled file's download, for a visitor not signed in: a page that says to sign in
+    response = page.goto(f"/file/{manifest['DONOR-1-N.bam'].objectId}/download")
+    assert response is not None and response.status == 401
+    assert response.headers["content-type"].startswith("text/html")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Sign in to get this file")
+    expect(page.get_by_label("Access token")).to_be_visible()
+    page.context.close()
+    # API clients (httpx, curl: Accept */*) still get Song's JSON, as from every other route
+    song_error(httpx.get(f"{demo_server.url}/file/{unknown}"), 404, "file.not.found", unknown)
+
+
+LAYOUT_JS = """() => {
+  const box = e => { const r = e.getBoundingClientRect(); return {left: r.left, right: r.right}; };
+  const pane = document.querySelector('.table-wrap');
+  const cells = [...pane.querySelectorAll('th, td')].map(c => ({
+    text: c.innerText.trim(), ...box(c), hidden: c.scrollWidth > c.clientWidth}));
+  const ids = [...pane.querySelectorAll('tbody tr')].map(r => {
+    const id = r.querySelector('td.id span') || r.cells[9];
+    return {id: r.dataset.objectId, title: id.title, text: id.textContent};
+  });
+  return {pane: box(pane), scroll: pane.scrollWidth, client: pane.clientWidth, cells, ids};
+}"""
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_at_1400_px_every_column_fits_the_results_pane(browser, demo_server, scale):
+    page = wide_page(browser, demo_server.url, scale)
+    page.goto("/repository")
+    layout = page.evaluate(LAYOUT_JS)
+    page.screenshot(path=str(ARTIFACTS / f"portal-table-1400-dsf{scale}.png"))
+    page.context.close()
+    assert layout["scroll"] <= layout["client"], "the table is wider than its pane"
+    pane = layout["pane"]
+    assert len(layout["cells"]) == 10 * 9  # the header and the 8 demo files
+    for cell in layout["cells"]:
+        assert pane["left"] <= cell["left"] and cell["right"] <= pane["right"], cell
+        assert not cell["hidden"], f"cut inside its cell: {cell}"
+    # the object id, shortened to fit, is whole in its title and in what a copy takes
+    assert [(x["title"], x["text"]) for x in layout["ids"]] == [
+        (x["id"], x["id"]) for x in layout["ids"]
+    ]
+
+
+FITS_JS = """e => {
+  const cs = getComputedStyle(e);
+  const pen = document.createElement('canvas').getContext('2d');
+  pen.font = cs.font;
+  const m = pen.measureText(e.value);
+  const fontBox = m.fontBoundingBoxAscent + m.fontBoundingBoxDescent;
+  const line = cs.lineHeight === 'normal' ? fontBox : parseFloat(cs.lineHeight);
+  const half = (line - fontBox) / 2;  // CSS centres the font's box in the line
+  return {
+    roomBelow: m.fontBoundingBoxDescent + half, inkBelow: m.actualBoundingBoxDescent,
+    roomAbove: m.fontBoundingBoxAscent + half, inkAbove: m.actualBoundingBoxAscent,
+    line, content: e.clientHeight - parseFloat(cs.paddingTop) - parseFloat(cs.paddingBottom),
+  };
+}"""
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_command_boxes_show_every_character(browser, demo_server, manifest, scale):
+    """The copied text was right, the screen read `METADATA URL=`: an input's line box at
+    `line-height: normal` cut off what hangs below the font's descent."""
+    page = wide_page(browser, demo_server.url, scale)
+    page.goto(f"/file/{manifest['DONOR-1-N.bam'].objectId}")
+    page.screenshot(path=str(ARTIFACTS / f"portal-commands-dsf{scale}.png"))
+    settings = page.get_by_label("Settings for score-client").input_value()
+    assert settings.startswith(f"export METADATA_URL={demo_server.url} STORAGE_URL=")
+    boxes = page.locator(".command input")
+    assert boxes.count() == 3
+    for i in range(boxes.count()):
+        box = boxes.nth(i)
+        value = box.input_value()
+        fit = box.evaluate(FITS_JS)
+        assert fit["roomBelow"] >= fit["inkBelow"] and fit["roomAbove"] >= fit["inkAbove"], fit
+        assert fit["content"] >= fit["line"], fit
+        # and what the screen shows: the same box without its underscores looks different
+        shown = box.screenshot()
+        box.evaluate("(e, v) => { e.value = v; }", value.replace("_", " "))
+        assert ("_" not in value) or box.screenshot() != shown, f"underscores not drawn: {value}"
+        box.evaluate("(e, v) => { e.value = v; }", value)
+    page.context.close()
 
 
 # -- accessibility --------------------------------------------------------------------------

@@ -173,7 +173,7 @@ def test_each_refusal_is_recorded_with_its_reason(platform: Server) -> None:
 
 def test_uploads_and_publishes_are_recorded(platform: Server) -> None:
     study = f"AUD{uuid.uuid4().hex[:6].upper()}"
-    run(SERVER, "study", "--data-dir", str(platform.data_dir), study, check=True)
+    run(SERVER, "study", "create", study, "--data-dir", str(platform.data_dir), check=True)
     writer, reader = user("writer"), user("reader")
     tokens = mint_tokens(
         platform.data_dir,

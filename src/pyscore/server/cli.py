@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import secrets
 import shutil
 import sys
@@ -22,16 +23,38 @@ class CommandError(Exception):
     """A one-line message for stderr and a non-zero exit."""
 
 
-def _open(data_dir: str):
-    from pyscore.server.platform import Platform
+def _require_driver(database_url: str) -> None:
+    """PostgreSQL's driver is an optional extra: a platform on PostgreSQL without it is told
+    what to install, before anything is made or opened."""
+    from pyscore.server.db import normalize_url
 
+    if not normalize_url(database_url).startswith("postgresql+psycopg"):
+        return
+    try:
+        import psycopg  # noqa: F401
+    except ModuleNotFoundError:
+        raise CommandError(
+            "a postgresql:// database needs the psycopg driver, which is not installed: "
+            "pip install 'pyscore[postgres]'"
+        ) from None
+
+
+def _settings(data_dir: str) -> Settings:
+    """The settings of an existing platform whose database this installation can open."""
     settings = Settings.load(data_dir)
     if not (Path(data_dir) / "server.json").exists():
         raise CommandError(
             f"{data_dir} is not a pyscore data directory; run "
             f"'score-server init --data-dir {data_dir}' first"
         )
-    return Platform.open(settings)
+    _require_driver(settings.database_url)
+    return settings
+
+
+def _open(data_dir: str):
+    from pyscore.server.platform import Platform
+
+    return Platform.open(_settings(data_dir))
 
 
 def cmd_init(args: argparse.Namespace) -> None:
@@ -41,6 +64,7 @@ def cmd_init(args: argparse.Namespace) -> None:
     from pyscore.server.store import open_store
 
     data_dir = Path(args.data_dir)
+    _require_driver(args.database_url or "")
     if data_dir.exists() and any(data_dir.iterdir()):
         raise CommandError(
             f"{data_dir} already exists and is not empty; nothing was changed "
@@ -105,12 +129,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from pyscore.server.web import multiproc
     from pyscore.server.web.workers import SERVER_PID
 
-    settings = Settings.load(args.data_dir)
-    if not (Path(args.data_dir) / "server.json").exists():
-        raise CommandError(
-            f"{args.data_dir} is not a pyscore data directory; run "
-            f"'score-server init --data-dir {args.data_dir}' first"
-        )
+    settings = _settings(args.data_dir)
     _check_port_free(args.host, args.port)
     _warn_if_readable(Path(args.data_dir))
     try:
@@ -173,13 +192,16 @@ def cmd_signing_key(args: argparse.Namespace) -> None:
         if args.key_command == "rotate":
             fresh = keys.rotate(s, lifetime, drop_old=args.drop_old)
             ring = keys.load_ring(s)
+            # each process trusts its copy of the ring for keys.REFRESH seconds (KeyRing)
+            within = f"within {keys.REFRESH:.0f} s"
             print(
-                f"New signing key {fresh['id']} signs from now on (servers pick it up within "
-                f"{keys.REFRESH:.0f} s); "
+                f"New signing key {fresh['id']}; running servers sign with it "
                 + (
-                    "every URL signed before is void"
+                    f"and stop honouring every older key's URLs {within} (when they reload "
+                    "the key ring)"
                     if args.drop_old
-                    else f"{len(ring) - 1} older key(s) still verify the URLs they signed"
+                    else f"{within} (when they reload the key ring); {len(ring) - 1} older "
+                    "key(s) still verify the URLs they signed"
                 ),
                 file=sys.stderr,
             )
@@ -267,25 +289,77 @@ def cmd_token(args: argparse.Namespace) -> None:
             print(f"Revoked token {token.token_id} ({token.user})")
 
 
+STUDY_VERBS = ("create", "list")
+STUDY_ID = re.compile(r"[A-Za-z0-9_.\-]{1,64}")  # what a scope can name: PROGRAMDATA-<id>.READ
+
+
+def _study_id(study_id: str) -> str:
+    """A study id the admin commands make: never one of `study`'s verbs (`study create list`
+    reads as a mistake), and one a scope can name."""
+    if study_id.lower() in STUDY_VERBS:
+        raise CommandError(
+            f"'{study_id}' is a study command ({', '.join(STUDY_VERBS)}), not a study id; "
+            "choose another id"
+        )
+    if not STUDY_ID.fullmatch(study_id):
+        raise CommandError(
+            f"study id '{study_id}': use letters, digits, '.', '_' and '-' "
+            "(scopes name it: PROGRAMDATA-<study>.READ)"
+        )
+    return study_id
+
+
 def cmd_study(args: argparse.Namespace) -> None:
     from pyscore.server import metadata
     from pyscore.server.errors import ApiError
+    from pyscore.server.tables import Study
 
+    if args.study_command == "create":
+        study_id = _study_id(args.study_id)
     platform = _open(args.data_dir)
     with platform.db.session() as s:
+        if args.study_command == "list":
+            print("id\tname\torganization")
+            for study in s.scalars(select(Study).order_by(Study.study_id)):
+                print(f"{study.study_id}\t{study.name or ''}\t{study.organization or ''}")
+            return
         try:
             metadata.create_study(
                 s,
-                args.study_id,
+                study_id,
                 {
-                    "name": args.name or args.study_id,
+                    "name": args.name or study_id,
                     "organization": args.organization,
                     "description": args.description,
                 },
             )
         except ApiError as exc:
             raise CommandError(exc.message) from None
-    print(f"Created study {args.study_id}")
+    print(f"Created study {study_id}")
+
+
+def _old_study_grammar(argv: list[str]) -> list[str]:
+    """`score-server study [--data-dir D] STUDY_ID`, the form before `study create`: still
+    taken, with a note. Its first word that is not an option is the verb when it is one (so
+    `study --data-dir D list` lists, and makes no study named "list"), else the study id."""
+    if argv[:1] != ["study"]:
+        return argv
+    rest = argv[1:]
+    i = 0
+    while i < len(rest) and rest[i].startswith("-"):
+        if rest[i] in ("-h", "--help"):
+            return argv
+        i += 1 if "=" in rest[i] else 2  # each option of the old form takes a value
+    if i >= len(rest):  # options, no verb: say the verb is missing, not what the options are
+        return argv[:1]
+    if rest[i] in STUDY_VERBS:
+        return ["study", rest[i], *rest[:i], *rest[i + 1 :]]
+    print(
+        "score-server: warning: 'score-server study STUDY_ID' is deprecated; "
+        "use 'score-server study create STUDY_ID'",
+        file=sys.stderr,
+    )
+    return ["study", "create", *rest]
 
 
 def cmd_audit(args: argparse.Namespace) -> None:
@@ -318,11 +392,19 @@ def cmd_audit(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from pyscore.server.demo.study import load_demo
+    from pyscore.server.demo.study import load_demo, studies_in
 
+    study_id = _study_id(args.study_id)
+    # each study's files apart: a second demo study must not rewrite the first's sources
+    out = Path(args.files_dir or Path(args.data_dir) / "demo-files" / study_id)
+    others = [s for s in studies_in(out) if s != study_id]
+    if others:
+        raise CommandError(
+            f"{out} holds the demo files of study {others[0]}; give study {study_id} "
+            "another --files-dir"
+        )
     platform = _open(args.data_dir)
-    out = Path(args.files_dir or Path(args.data_dir) / "demo-files")
-    manifest = load_demo(platform, out, args.study_id, reads_per_contig=args.reads)
+    manifest = load_demo(platform, out, study_id, reads_per_contig=args.reads)
     print(f"Demo study {args.study_id} published; files generated in {out}", file=sys.stderr)
     print(manifest)
 
@@ -385,12 +467,18 @@ def parser() -> argparse.ArgumentParser:
     revoke.add_argument("token_id")
     token.set_defaults(func=cmd_token)
 
-    study = sub.add_parser("study", help="create a study")
-    study.add_argument("--data-dir", required=True)
-    study.add_argument("study_id")
-    study.add_argument("--name")
-    study.add_argument("--organization")
-    study.add_argument("--description")
+    study = sub.add_parser("study", help="create or list studies")
+    ssub = study.add_subparsers(dest="study_command", required=True, metavar="ACTION")
+    screate = ssub.add_parser(
+        "create", help="create a study (its scopes: PROGRAMDATA-<STUDY_ID>.READ / .WRITE)"
+    )
+    screate.add_argument("--data-dir", required=True)
+    screate.add_argument("study_id", metavar="STUDY_ID", help="e.g. PACA-CA")
+    screate.add_argument("--name", help="default: the study id")
+    screate.add_argument("--organization")
+    screate.add_argument("--description")
+    slist = ssub.add_parser("list", help="list studies: id, name, organization")
+    slist.add_argument("--data-dir", required=True)
     study.set_defaults(func=cmd_study)
 
     sk = sub.add_parser(
@@ -401,10 +489,12 @@ def parser() -> argparse.ArgumentParser:
         "rotate", help="a new key signs; old ones verify until their URLs expire"
     )
     rot.add_argument("--data-dir", required=True)
-    rot.add_argument(
+    rot.add_argument(  # "10 s": keys.REFRESH, not imported here (it loads the tables)
         "--drop-old",
         action="store_true",
-        help="void every URL signed so far (a leaked key): old keys stop verifying at once",
+        help="void every URL signed so far (a leaked key): each running server stops honouring "
+        "them when it next reloads the key ring, within 10 s; the URLs it signs until then "
+        "stop too",
     )
     sklist = sksub.add_parser("list", help="key ids, creation times, which one signs")
     sklist.add_argument("--data-dir", required=True)
@@ -433,7 +523,8 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--data-dir", required=True)
     demo.add_argument("--study-id", default="DEMO")
     demo.add_argument(
-        "--files-dir", help="where to generate the files (default: <data-dir>/demo-files)"
+        "--files-dir",
+        help="where to generate the files (default: <data-dir>/demo-files/<study-id>)",
     )
     demo.add_argument("--reads", type=int, default=3000, help="reads per contig per BAM")
     demo.set_defaults(func=cmd_demo)
@@ -441,7 +532,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parser().parse_args(_old_study_grammar(sys.argv[1:] if argv is None else argv))
     os.umask(0o077)  # every file the platform writes (database, objects, logs) is 0600
     try:
         args.func(args)

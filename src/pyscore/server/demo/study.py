@@ -86,6 +86,14 @@ def payload(study_id: str, analysis: DemoAnalysis, donors: list[str]) -> dict:
     }
 
 
+MANIFEST_SUFFIX = "-manifest.tsv"  # <study>-manifest.tsv beside the study's files
+
+
+def studies_in(out: Path) -> list[str]:
+    """The studies whose demo files are in `out` (each wrote its manifest there)."""
+    return sorted(p.name[: -len(MANIFEST_SUFFIX)] for p in out.glob(f"*{MANIFEST_SUFFIX}"))
+
+
 def load_demo(platform, out: Path, study_id: str = "DEMO", reads_per_contig: int = 3000) -> Path:
     """Generate, submit, store and publish the demo study; return the manifest's path."""
     plan = generate(out, reads_per_contig=reads_per_contig)
@@ -124,7 +132,7 @@ def load_demo(platform, out: Path, study_id: str = "DEMO", reads_per_contig: int
                     objects.ingest(s, platform.store, f.object_id, entry.path, part_size)
             s.flush()
             metadata.change_state(s, study_id, analysis_id, "publish")
-    manifest = out / f"{study_id}-manifest.tsv"
+    manifest = out / f"{study_id}{MANIFEST_SUFFIX}"
     with platform.db.session() as s:
         rows = repository.manifest_rows(
             s,

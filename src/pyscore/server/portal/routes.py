@@ -6,7 +6,9 @@ Signing in stores the token in an HttpOnly, SameSite=Strict cookie.
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -40,7 +42,8 @@ FACET_LABELS = [
     ("analysis_type", "Analysis type"),
     ("donor", "Donor"),
 ]
-# What a researcher scans first comes first; the long ids last (the table scrolls sideways).
+# What a researcher scans first comes first; the long ids last (shortened to fit, whole in
+# their title).
 COLUMNS = [
     ("file_name", "File name"),
     ("file_type", "File type"),
@@ -131,6 +134,56 @@ def _int(text: str | None, default: int, lo: int, hi: int) -> int:
         return max(lo, min(hi, int(text or default)))
     except ValueError:
         return default
+
+
+# A refusal on a page, as a browser visitor reads it: a heading and what to do next
+PAGE_ERRORS = {
+    400: ("Not available", "Only files of published analyses are shown."),
+    401: ("Sign in to get this file", "Sign in above with an access token that may read it."),
+    403: ("Not allowed", "Sign in with a token holding the scope named above."),
+    404: ("No such file", "Check the link, or find the file in the File Repository."),
+}
+
+
+def wants_html(request: Request) -> bool:
+    """A browser asks for a page (Accept: text/html, ...); API clients and curl (*/*) are
+    answered in JSON, as on every other route."""
+    return "text/html" in request.headers.get("accept", "")
+
+
+def html_errors(route: Callable[..., Response]) -> Callable[..., Response]:
+    """A page route's refusals as an HTML page with the same status, for browsers."""
+
+    @functools.wraps(route)
+    def answer(*args: object, **kwargs: object) -> Response:
+        try:
+            return route(*args, **kwargs)
+        except ApiError as exc:
+            request, s = kwargs["request"], kwargs["s"]
+            assert isinstance(request, Request) and isinstance(s, Session)
+            if not wants_html(request):
+                raise
+            try:
+                who = viewer(request, s)
+            except ApiError:  # a bad bearer header: the page shows a visitor not signed in
+                who = None
+            heading, hint = PAGE_ERRORS.get(exc.status, ("Not available", ""))
+            return templates.TemplateResponse(
+                request,
+                "error.html",
+                {
+                    "who": who,
+                    "heading": heading,
+                    "reason": exc.message,
+                    "hint": hint,
+                    "message": None,
+                    "here": here(request),
+                },
+                status_code=exc.status,
+                headers={"WWW-Authenticate": "Bearer"} if exc.status == 401 else None,
+            )
+
+    return answer
 
 
 @router.get("/", response_class=RedirectResponse)
@@ -231,6 +284,7 @@ def files_json(request: Request, s: SessionDep) -> JSONResponse:
 
 
 @router.get("/file/{object_id}", response_class=HTMLResponse)
+@html_errors
 def file_page(object_id: str, request: Request, s: SessionDep) -> HTMLResponse:
     who = viewer(request, s)
     f = metadata.get_file(s, object_id)
@@ -281,6 +335,7 @@ def file_page(object_id: str, request: Request, s: SessionDep) -> HTMLResponse:
 
 
 @router.get("/file/{object_id}/download")
+@html_errors
 def file_download(
     object_id: str, request: Request, s: SessionDep, signer: SignerDep
 ) -> RedirectResponse:

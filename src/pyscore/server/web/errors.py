@@ -1,7 +1,8 @@
 """Errors as HTTP answers, in each API's own shape.
 
 Song's shape is the default (the overture-song SDK refuses anything else); GA4GH routes answer
-in their own spec's shape. Nothing the server returns for an error is HTML. Domain code raises
+in their own spec's shape. No API answers an error in HTML (only the web page's file pages do,
+to a browser: portal/routes.py). Domain code raises
 `pyscore.server.errors.ApiError`; only this module turns it into a response.
 """
 
