@@ -450,6 +450,65 @@ def test_upload_batches_begin_resume_refuse_and_finish_each_upload(world):
     assert spec["objectMd5"] == md5(d1)
 
 
+def finish(p: Platform, *uploads: tuple[str, str, list[tuple[int, str, str]]]) -> list[dict]:
+    """POST /upload/batch/finish: each (object id, upload id, parts as (number, md5, etag))."""
+    body = {
+        "uploads": [
+            {
+                "objectId": object_id,
+                "uploadId": upload_id,
+                "parts": [dict(zip(("partNumber", "md5", "etag"), q)) for q in parts],
+            }
+            for object_id, upload_id, parts in uploads
+        ]
+    }
+    r = p.http.post("/upload/batch/finish", json=body, headers=p.admin)
+    assert r.status_code == 200, r.text[:300]
+    return r.json()["results"]
+
+
+def test_a_finish_refuses_a_part_listed_again_before_doing_any_of_it(world):
+    """Issue 20: one part listed 10,000 times in a finish held the database's write lock
+    for seconds, each listing checked against the store and recorded again."""
+    p = world.p
+    a = p.submit(STUDY, {"again.bam": 1000})
+    object_id, data = a.ids["again.bam"], a.data["again.bam"]
+    spec = p.initiate(object_id, len(data), md5(data)).json()
+    upload_id = spec["uploadId"]
+    etag = p.send_part(object_id, upload_id, spec["parts"][0], data, False).headers["ETag"]
+    part = (1, md5(data), etag)
+    (repeated,) = finish(p, (object_id, upload_id, [part] * 10_000))
+    assert (repeated["status"], repeated["errorId"]) == (400, "upload.part.repeated")
+    assert "Part 1 " in repeated["message"] and object_id in repeated["message"]
+    status = p.http.get(f"/upload/{object_id}/status", headers=p.admin).json()
+    assert not status["parts"][0].get("md5"), "a part of a refused finish was recorded"
+    (beyond,) = finish(p, (object_id, upload_id, [part, (2, md5(data), etag)]))
+    assert (beyond["status"], beyond["errorId"]) == (400, "upload.part.number")
+    assert finish(p, (object_id, upload_id, [part])) == [{"objectId": object_id, "status": 200}]
+    assert p.spec(object_id, **{"exclude-urls": "true"}).json()["objectMd5"] == md5(data)
+
+
+def test_an_upload_named_again_in_a_batch_is_answered_once(world):
+    p = world.p
+    a = p.submit(STUDY, {"twice.bam": 1000})
+    object_id, data = a.ids["twice.bam"], a.data["twice.bam"]
+    wanted = {"objectId": object_id, "fileSize": len(data), "md5": md5(data)}
+    r = p.http.post("/upload/batch/start", json={"uploads": [wanted] * 3}, headers=p.admin)
+    assert r.status_code == 200, r.text
+    begun, *again = r.json()["results"]
+    assert begun["status"] == 200 and begun["resumed"] is False
+    assert len(again) == 2
+    for x in again:
+        assert (x["status"], x["errorId"]) == (400, "batch.repeated"), x
+        assert object_id in x["message"] and "parts" not in x
+    upload_id = begun["uploadId"]
+    etag = p.send_part(object_id, upload_id, begun["parts"][0], data, False).headers["ETag"]
+    done = (object_id, upload_id, [(1, md5(data), etag)])
+    first, second = finish(p, done, done)
+    assert first == {"objectId": object_id, "status": 200}
+    assert (second["status"], second["errorId"]) == (400, "batch.repeated")
+
+
 def test_upload_cancel_forgets_the_parts(world):
     p = world.p
     a = p.submit(STUDY, {"cancel.bam": PART + 100})
