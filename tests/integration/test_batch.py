@@ -11,6 +11,9 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from pyscore.client.api import Api
+from pyscore.client.config import DEFAULTS, ClientSettings
+from pyscore.client.lookup import Lookups
 from pyscore.wire.batch import ANSWER_PARTS
 from tests.api import bearer, enlarge, song_error, submit, upload
 from tests.conftest import Server, init_server
@@ -194,3 +197,22 @@ def test_a_batch_answer_holds_at_most_its_parts_and_the_rest_is_asked_again(big)
     assert answered == wanted
     first = ask(big, wanted).json()["results"]
     assert [x["objectId"] for x in first] == big.ids[: ANSWER_PARTS // BIG_PARTS]
+
+
+def test_score_client_asks_the_rest_of_a_cut_batch_in_batches(big):
+    """The client's lookups against the cut answers: every specification arrives, still by
+    batch (a cut is not taken for a server that does not answer batches)."""
+    url = big.server.url
+    api = Api(ClientSettings(values={**DEFAULTS, "metadata.url": url, "storage.url": url}))
+    lookups = Lookups(api)
+    try:
+        api.download_spec(big.small)  # the first answer says batches are offered
+        wanted = [*big.ids, big.small]
+        lookups.prefetch([([(i, 0, -1)], []) for i in wanted])
+        specs = [lookups.spec(i).result(timeout=60) for i in wanted]
+        assert [s.objectId for s in specs] == wanted
+        assert [len(s.parts) for s in specs] == [BIG_PARTS] * len(big.ids) + [1]
+        assert lookups.specs.mode == "batch"
+    finally:
+        lookups.close()
+        api.close()
