@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api import bearer, mint_tokens, song_error, submit, upload
+from pyscore.server.tables import Analysis as AnalysisRow
+from tests.api import bearer, database, mint_tokens, song_error, submit, upload
 from tests.conftest import (
     Server,
     database_write_locked,
@@ -507,6 +508,57 @@ def test_an_upload_named_again_in_a_batch_is_answered_once(world):
     first, second = finish(p, done, done)
     assert first == {"objectId": object_id, "status": 200}
     assert (second["status"], second["errorId"]) == (400, "batch.repeated")
+
+
+def test_an_upload_begun_before_publishing_cannot_complete_after_it(world):
+    """Issue 20: unpublish, begin an upload, publish, send other bytes, complete: a
+    PUBLISHED file served other bytes under its recorded MD5. Publishing is refused while an
+    upload is open; an upload found open on an analysis that is not UNPUBLISHED all the same
+    (begun by an older server, or raced with publishing) takes no part and no completion."""
+    p = world.p
+    a = p.submit(STUDY, {"swap.bam": 1000})
+    p.upload_all(STUDY, a, publish=True)
+    object_id, data = a.ids["swap.bam"], a.data["swap.bam"]
+    analysis = f"/studies/{STUDY}/analysis/{a.analysis_id}"
+    state = f"/studies/{STUDY}/analysis/{{}}/{a.analysis_id}"
+    assert p.http.put(state.format("unpublish"), headers=p.admin).status_code == 200
+    spec = p.initiate(object_id, len(data), md5(data), overwrite="true").json()
+    upload_id = spec["uploadId"]
+    song_error(
+        p.http.put(state.format("publish"), headers=p.admin),
+        409,
+        "upload.in.progress",
+        "swap.bam",
+        object_id,
+        upload_id,
+    )
+    assert p.http.get(analysis).json()["analysisState"] == "UNPUBLISHED"
+
+    with database(p.server.data_dir) as s:  # published all the same
+        row = s.get(AnalysisRow, a.analysis_id)
+        assert row is not None
+        row.state = "PUBLISHED"
+    forged = os.urandom(len(data))
+    put = p.send_part(object_id, upload_id, spec["parts"][0], forged, finalize=False)
+    sent = (1, md5(forged), put.headers["ETag"])
+    refusals = [
+        p.finalize(object_id, upload_id, *sent),
+        p.complete(object_id, upload_id),
+        p.http.get(f"/upload/{object_id}/status", headers=p.admin),
+        p.http.post(
+            f"/upload/{object_id}/recovery", headers=p.admin, params={"fileSize": len(data)}
+        ),
+    ]
+    for r in refusals:
+        song_error(r, 400, "analysis.not.unpublished", object_id, "PUBLISHED")
+    (batched,) = finish(p, (object_id, upload_id, [sent]))
+    assert (batched["status"], batched["errorId"]) == (400, "analysis.not.unpublished")
+
+    got = p.spec(object_id)
+    assert got.status_code == 200, got.text
+    assert got.json()["objectMd5"] == md5(data)
+    assert b"".join(fetch(q).content for q in got.json()["parts"]) == data
+    assert p.http.delete(f"/upload/{object_id}", headers=p.admin).status_code == 200
 
 
 def test_upload_cancel_forgets_the_parts(world):

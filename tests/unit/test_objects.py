@@ -296,6 +296,7 @@ UPLOAD_SIZE = 2 * MIN_PART + 10  # three parts
 
 
 def initiate(session: Session, store: FakeStore, f: File, **overrides):
+    session.merge(f)  # its analysis's state is read again as the upload goes on
     args = {
         "file_size": f.file_size,
         "md5": MD5,

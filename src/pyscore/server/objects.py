@@ -456,13 +456,7 @@ def initiate_upload(
     overwrite: bool,
     part_size: int,
 ) -> ObjectSpecification:
-    state = analysis_state(session, f)
-    if state != "UNPUBLISHED":
-        raise bad_request(
-            "analysis.not.unpublished",
-            f"Cannot upload object '{f.object_id}': its analysis '{f.analysis_id}' is "
-            f"{state}; uploads are only allowed while UNPUBLISHED",
-        )
+    require_unpublished(session, f)
     if file_size <= 0:
         raise bad_request("upload.empty", f"Refusing to upload an empty file for '{f.object_id}'")
     if file_size != f.file_size:
@@ -512,6 +506,19 @@ def initiate_upload(
     )
 
 
+def require_unpublished(session: Session, f: File) -> None:
+    """An upload is begun, resumed, given parts and completed only while its file's analysis
+    is UNPUBLISHED (publishing waits for no upload: it refuses while one is open), so a
+    published file's bytes are never replaced by one begun before."""
+    state = analysis_state(session, f)
+    if state != "UNPUBLISHED":
+        raise bad_request(
+            "analysis.not.unpublished",
+            f"Cannot upload object '{f.object_id}': its analysis '{f.analysis_id}' is "
+            f"{state}; uploads are only allowed while UNPUBLISHED",
+        )
+
+
 def get_upload(session: Session, object_id: str, upload_id: str | None = None) -> Upload:
     upload = current_upload(session, object_id)
     if upload is None or (upload_id is not None and upload.upload_id != upload_id):
@@ -523,10 +530,20 @@ def get_upload(session: Session, object_id: str, upload_id: str | None = None) -
     return upload
 
 
+def open_upload(session: Session, object_id: str, upload_id: str | None = None) -> Upload:
+    """The upload in progress (404 if none), to go on with: its analysis UNPUBLISHED."""
+    upload = get_upload(session, object_id, upload_id)
+    f = session.get(File, object_id)
+    if f is None:
+        raise no_such_file(object_id)
+    require_unpublished(session, f)
+    return upload
+
+
 def upload_status(
     session: Session, signer: Signer, object_id: str, file_size: int | None
 ) -> UploadProgress:
-    upload = get_upload(session, object_id)
+    upload = open_upload(session, object_id)
     if file_size is not None and file_size != upload.file_size:
         raise bad_request(
             "upload.size.changed",
@@ -550,7 +567,7 @@ def record_parts(
     """Record parts the client sent, each (number, md5, etag) one of the upload's, named once
     and held by the store with that checksum (the store asked once); none is recorded unless
     all are right."""
-    upload = get_upload(session, object_id, upload_id)
+    upload = open_upload(session, object_id, upload_id)
     count = len(part_layout(upload.file_size, upload.part_size))
     for (number, _, _), again in zip(parts, repeats(n for n, _, _ in parts)):
         if not 1 <= number <= count:
@@ -594,7 +611,7 @@ def delete_part(session: Session, object_id: str, upload_id: str, part_number: i
 def complete_upload(
     session: Session, store: ObjectStore, object_id: str, upload_id: str
 ) -> StoredObject:
-    return _complete(session, store, get_upload(session, object_id, upload_id))
+    return _complete(session, store, open_upload(session, object_id, upload_id))
 
 
 def _complete(session: Session, store: ObjectStore, upload: Upload) -> StoredObject:
