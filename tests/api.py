@@ -4,10 +4,13 @@ bearer headers, tokens minted in-process, and analyses submitted and uploaded ov
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http import HTTPStatus
 from pathlib import Path
 
 import httpx
+from sqlalchemy.orm import Session
 
 from tests.publish import md5
 
@@ -64,20 +67,42 @@ def bearer(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
-def mint_tokens(data_dir: Path, scopes: dict[str, str]) -> dict[str, str]:
-    """Tokens (user -> secret, one scope each) made in-process with the server's own token
-    function and database: the same rows `score-server token create` writes, without its
-    ~1 s start-up per token."""
-    from pyscore.server import auth
+@contextmanager
+def database(data_dir: Path) -> Iterator[Session]:
+    """A session on a platform's database, opened in-process (the server may be running),
+    committed at the end of the block."""
     from pyscore.server.db import Database
     from pyscore.server.settings import Settings
 
     db = Database(Settings.load(data_dir).database_url)
     try:
         with db.session() as s:
-            return {user: auth.create_token(s, user, [scope])[1] for user, scope in scopes.items()}
+            yield s
     finally:
         db.engine.dispose()
+
+
+def mint_tokens(data_dir: Path, scopes: dict[str, str]) -> dict[str, str]:
+    """Tokens (user -> secret, one scope each) made in-process with the server's own token
+    function and database: the same rows `score-server token create` writes, without its
+    ~1 s start-up per token."""
+    from pyscore.server import auth
+
+    with database(data_dir) as s:
+        return {user: auth.create_token(s, user, [scope])[1] for user, scope in scopes.items()}
+
+
+def enlarge(data_dir: Path, object_id: str, size: int) -> None:
+    """Make a stored object `size` bytes long in the platform's eyes, without the bytes: a
+    specification is written from the database's rows (its parts, their URLs), never from
+    the store."""
+    from pyscore.server.tables import File, StoredObject
+
+    with database(data_dir) as s:
+        obj, f = s.get(StoredObject, object_id), s.get(File, object_id)
+        assert obj is not None and f is not None, object_id
+        obj.size = f.file_size = size
+        obj.part_md5s = []
 
 
 def submit(

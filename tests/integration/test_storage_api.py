@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api import bearer, mint_tokens, song_error, submit, upload
+from pyscore.server.tables import Analysis as AnalysisRow
+from tests.api import bearer, database, mint_tokens, song_error, submit, upload
 from tests.conftest import (
     Server,
     database_write_locked,
@@ -448,6 +449,116 @@ def test_upload_batches_begin_resume_refuse_and_finish_each_upload(world):
     assert p.http.get(f"/upload/{two}", headers=p.admin).json() is False
     spec = p.spec(one, **{"exclude-urls": "true"}).json()
     assert spec["objectMd5"] == md5(d1)
+
+
+def finish(p: Platform, *uploads: tuple[str, str, list[tuple[int, str, str]]]) -> list[dict]:
+    """POST /upload/batch/finish: each (object id, upload id, parts as (number, md5, etag))."""
+    body = {
+        "uploads": [
+            {
+                "objectId": object_id,
+                "uploadId": upload_id,
+                "parts": [dict(zip(("partNumber", "md5", "etag"), q)) for q in parts],
+            }
+            for object_id, upload_id, parts in uploads
+        ]
+    }
+    r = p.http.post("/upload/batch/finish", json=body, headers=p.admin)
+    assert r.status_code == 200, r.text[:300]
+    return r.json()["results"]
+
+
+def test_a_finish_refuses_a_part_listed_again_before_doing_any_of_it(world):
+    """Issue 20: one part listed 10,000 times in a finish held the database's write lock
+    for seconds, each listing checked against the store and recorded again."""
+    p = world.p
+    a = p.submit(STUDY, {"again.bam": 1000})
+    object_id, data = a.ids["again.bam"], a.data["again.bam"]
+    spec = p.initiate(object_id, len(data), md5(data)).json()
+    upload_id = spec["uploadId"]
+    etag = p.send_part(object_id, upload_id, spec["parts"][0], data, False).headers["ETag"]
+    part = (1, md5(data), etag)
+    (repeated,) = finish(p, (object_id, upload_id, [part] * 10_000))
+    assert (repeated["status"], repeated["errorId"]) == (400, "upload.part.repeated")
+    assert "Part 1 " in repeated["message"] and object_id in repeated["message"]
+    status = p.http.get(f"/upload/{object_id}/status", headers=p.admin).json()
+    assert not status["parts"][0].get("md5"), "a part of a refused finish was recorded"
+    (beyond,) = finish(p, (object_id, upload_id, [part, (2, md5(data), etag)]))
+    assert (beyond["status"], beyond["errorId"]) == (400, "upload.part.number")
+    assert finish(p, (object_id, upload_id, [part])) == [{"objectId": object_id, "status": 200}]
+    assert p.spec(object_id, **{"exclude-urls": "true"}).json()["objectMd5"] == md5(data)
+
+
+def test_an_upload_named_again_in_a_batch_is_answered_once(world):
+    p = world.p
+    a = p.submit(STUDY, {"twice.bam": 1000})
+    object_id, data = a.ids["twice.bam"], a.data["twice.bam"]
+    wanted = {"objectId": object_id, "fileSize": len(data), "md5": md5(data)}
+    r = p.http.post("/upload/batch/start", json={"uploads": [wanted] * 3}, headers=p.admin)
+    assert r.status_code == 200, r.text
+    begun, *again = r.json()["results"]
+    assert begun["status"] == 200 and begun["resumed"] is False
+    assert len(again) == 2
+    for x in again:
+        assert (x["status"], x["errorId"]) == (400, "batch.repeated"), x
+        assert object_id in x["message"] and "parts" not in x
+    upload_id = begun["uploadId"]
+    etag = p.send_part(object_id, upload_id, begun["parts"][0], data, False).headers["ETag"]
+    done = (object_id, upload_id, [(1, md5(data), etag)])
+    first, second = finish(p, done, done)
+    assert first == {"objectId": object_id, "status": 200}
+    assert (second["status"], second["errorId"]) == (400, "batch.repeated")
+
+
+def test_an_upload_begun_before_publishing_cannot_complete_after_it(world):
+    """Issue 20: unpublish, begin an upload, publish, send other bytes, complete: a
+    PUBLISHED file served other bytes under its recorded MD5. Publishing is refused while an
+    upload is open; an upload found open on an analysis that is not UNPUBLISHED all the same
+    (begun by an older server, or raced with publishing) takes no part and no completion."""
+    p = world.p
+    a = p.submit(STUDY, {"swap.bam": 1000})
+    p.upload_all(STUDY, a, publish=True)
+    object_id, data = a.ids["swap.bam"], a.data["swap.bam"]
+    analysis = f"/studies/{STUDY}/analysis/{a.analysis_id}"
+    state = f"/studies/{STUDY}/analysis/{{}}/{a.analysis_id}"
+    assert p.http.put(state.format("unpublish"), headers=p.admin).status_code == 200
+    spec = p.initiate(object_id, len(data), md5(data), overwrite="true").json()
+    upload_id = spec["uploadId"]
+    song_error(
+        p.http.put(state.format("publish"), headers=p.admin),
+        409,
+        "upload.in.progress",
+        "swap.bam",
+        object_id,
+        upload_id,
+    )
+    assert p.http.get(analysis).json()["analysisState"] == "UNPUBLISHED"
+
+    with database(p.server.data_dir) as s:  # published all the same
+        row = s.get(AnalysisRow, a.analysis_id)
+        assert row is not None
+        row.state = "PUBLISHED"
+    forged = os.urandom(len(data))
+    put = p.send_part(object_id, upload_id, spec["parts"][0], forged, finalize=False)
+    sent = (1, md5(forged), put.headers["ETag"])
+    refusals = [
+        p.finalize(object_id, upload_id, *sent),
+        p.complete(object_id, upload_id),
+        p.http.get(f"/upload/{object_id}/status", headers=p.admin),
+        p.http.post(
+            f"/upload/{object_id}/recovery", headers=p.admin, params={"fileSize": len(data)}
+        ),
+    ]
+    for r in refusals:
+        song_error(r, 400, "analysis.not.unpublished", object_id, "PUBLISHED")
+    (batched,) = finish(p, (object_id, upload_id, [sent]))
+    assert (batched["status"], batched["errorId"]) == (400, "analysis.not.unpublished")
+
+    got = p.spec(object_id)
+    assert got.status_code == 200, got.text
+    assert got.json()["objectMd5"] == md5(data)
+    assert b"".join(fetch(q).content for q in got.json()["parts"]) == data
+    assert p.http.delete(f"/upload/{object_id}", headers=p.admin).status_code == 200
 
 
 def test_upload_cancel_forgets_the_parts(world):

@@ -1,6 +1,7 @@
 """The lookup stage's batches (client/lookup.py), against a stand-in for the API client: one
 request per object until the service has answered, then batches; none where none are
-offered; and one by one again when an offered batch is not answered as one."""
+offered; one by one again when an offered batch is not answered as one; and the rest asked
+again, still by batch, when a server answers only the first of a batch."""
 
 from __future__ import annotations
 
@@ -19,11 +20,14 @@ URL = "http://api.invalid"
 
 
 class FakeApi:
-    """Counts calls; `offer` is what the first answer says (None: no batches)."""
+    """Counts calls; `offer` is what the first answer says (None: no batches); `answers` is
+    how many of a batch an answer holds at most (a server's full answer)."""
 
-    def __init__(self, offer: Optional[int], batch_works: bool = True) -> None:
+    def __init__(
+        self, offer: Optional[int], batch_works: bool = True, answers: Optional[int] = None
+    ) -> None:
         self.settings = SimpleNamespace(storage_url=URL, metadata_url=URL)
-        self.offer, self.batch_works = offer, batch_works
+        self.offer, self.batch_works, self.answers = offer, batch_works, answers
         self.learned: dict[str, Optional[int]] = {}
         self.singles = 0
         self.batches: list[int] = []
@@ -65,7 +69,7 @@ class FakeApi:
         if not self.batch_works:
             raise NotOffered("404")
         out = []
-        for object_id, _, _ in wanted:
+        for object_id, _, _ in wanted[: self.answers]:
             try:
                 out.append(self.spec_of(object_id))
             except NotFoundError as exc:
@@ -111,3 +115,12 @@ def test_every_lookup_is_answered_however_the_server_answers(offer, works, most_
     if offer and not works:
         assert len(api.batches) >= 1  # tried once, then one by one
         assert api.singles >= len(IDS) - PROBES
+
+
+def test_what_a_full_answer_leaves_out_is_asked_again_by_batch():
+    api = FakeApi(1000, answers=7)
+    got = ask_all(api, IDS)
+    assert [got[i] for i in IDS[:-1]] == IDS[:-1]
+    assert isinstance(got["missing-1"], NotFoundError)
+    assert api.singles <= PROBES
+    assert len(api.batches) >= (len(IDS) - PROBES) // 7

@@ -296,6 +296,7 @@ UPLOAD_SIZE = 2 * MIN_PART + 10  # three parts
 
 
 def initiate(session: Session, store: FakeStore, f: File, **overrides):
+    session.merge(f)  # its analysis's state is read again as the upload goes on
     args = {
         "file_size": f.file_size,
         "md5": MD5,
@@ -314,8 +315,8 @@ def test_an_upload_from_start_to_finish(session: Session):
     assert spec.parts[2].url == f"http://h/put/up1/3?range={2 * MIN_PART}-{UPLOAD_SIZE - 1}"
 
     store.held["up1"] = {1: "a" * 32, 2: "b" * 32, 3: "c" * 32}
-    objects.finalize_part(session, store, "obj", "up1", 1, "A" * 32, '"' + "a" * 32 + '"')
-    objects.finalize_part(session, store, "obj", "up1", 3, "c" * 32, "c" * 32)
+    objects.record_parts(session, store, "obj", "up1", [(1, "A" * 32, '"' + "a" * 32 + '"')])
+    objects.record_parts(session, store, "obj", "up1", [(3, "c" * 32, "c" * 32)])
     status = objects.upload_status(session, signer(store), "obj", UPLOAD_SIZE)
     assert [(p.partNumber, p.md5, p.url is None) for p in status.parts] == [
         (1, "a" * 32, True),
@@ -326,7 +327,7 @@ def test_an_upload_from_start_to_finish(session: Session):
         objects.complete_upload(session, store, "obj", "up1")
     assert caught.value.error_id == "upload.incomplete" and store.completed == []
 
-    objects.finalize_part(session, store, "obj", "up1", 2, "b" * 32, "b" * 32)
+    objects.record_parts(session, store, "obj", "up1", [(2, "b" * 32, "b" * 32)])
     obj = objects.complete_upload(session, store, "obj", "up1")
     assert (obj.size, obj.md5, obj.part_md5s) == (UPLOAD_SIZE, MD5, ["a" * 32, "b" * 32, "c" * 32])
     assert store.completed == [("obj", "up1", {1: "a" * 32, 2: "b" * 32, 3: "c" * 32})]
@@ -394,7 +395,7 @@ def test_a_part_is_recorded_only_as_the_store_holds_it(
     initiate(session, store, a_file(size=UPLOAD_SIZE, analysis="UNPUBLISHED"))
     store.held["up1"] = held
     with pytest.raises(ApiError) as caught:
-        objects.finalize_part(session, store, "obj", "up1", number, md5, md5)
+        objects.record_parts(session, store, "obj", "up1", [(number, md5, md5)])
     assert (caught.value.status, caught.value.error_id) == (400, error_id)
 
 

@@ -405,12 +405,14 @@ class Api:
     ) -> list[Union[ObjectSpecification, ScoreError]]:
         """Many objects' specifications in one request (pyscore's batch extension, only where
         `batch_offer` says so): each (object id, offset, length) answered by its spec or by the
-        error its own `download_spec` would raise, in order."""
+        error its own `download_spec` would raise, in order. The server may answer only the
+        first of them (its answer was full: wire/batch.py); the rest are to be asked again."""
         what = f"download specifications of {len(wanted)} objects"
         body = {"objects": [{"objectId": i, "offset": o, "length": n} for i, o, n in wanted]}
         url = f"{self.settings.storage_url}{SPECS_PATH}"
         answer = self._batch(SpecBatchAnswer, url, body, what)
-        if [r.objectId for r in answer.results] != [i for i, _, _ in wanted]:
+        answered = [r.objectId for r in answer.results]
+        if not answered or answered != [i for i, _, _ in wanted[: len(answered)]]:
             raise NotOffered(f"{what}: the answer does not answer the objects asked for")
         out: list[Union[ObjectSpecification, ScoreError]] = []
         for r in answer.results:

@@ -13,7 +13,8 @@ batches instead: each kind's `Batcher` sends one request per object only until t
 has answered once (at most PROBES, useful lookups themselves: `prefetch()` spends them on the
 first PROBE_ITEMS items entire, so their bytes move while the batches are asked), then queues
 the rest, cohort order first, into batches of growing size (BATCH_SIZES),
-BATCHES_IN_FLIGHT at once; `prefetch()` queues a whole cohort's lookups ahead of the items
+BATCHES_IN_FLIGHT at once (what a batch's answer leaves out, when the server's answer is full,
+is queued again); `prefetch()` queues a whole cohort's lookups ahead of the items
 that will wait on them (at most LOOKAHEAD items ahead). Against a server that does not offer
 batches (the original, an older pyscore) every lookup is one request, LOOKUP_THREADS at
 once, as before.
@@ -47,6 +48,7 @@ LOOKAHEAD = 2000  # items prefetched beyond the consumer's, at most (signed URLs
 
 
 Ask = tuple[Any, "Future[Any]", int]  # (what to look up, its future, its priority)
+Queued = tuple[int, int, Any, "Future[Any]"]  # (priority, order asked, what, its future)
 
 
 class Batcher:
@@ -72,7 +74,7 @@ class Batcher:
         self.max_ids = 0
         self.probes = 0
         self.held: list[Ask] = []
-        self.queue: list[tuple[int, int, Any, Future[Any]]] = []  # a heap
+        self.queue: list[Queued] = []  # a heap
         self.order = itertools.count()
         self.flying = 0
         self.sent = 0
@@ -159,32 +161,35 @@ class Batcher:
             take = [heapq.heappop(self.queue) for _ in range(min(size, len(self.queue)))]
             self.flying += 1
             self.sent += 1
-            self.pool.submit(self._send, [(key, future) for _, _, key, future in take])
+            self.pool.submit(self._send, take)
 
-    def _send(self, take: list[tuple[Any, Future[Any]]]) -> None:
+    def _send(self, take: list[Queued]) -> None:
+        """One batch request; the lookups its answer leaves out (a server whose answer was
+        full answers the first ones only) go back into the queue."""
         try:
-            results: Sequence[Any] = self.batch([key for key, _ in take])
+            results: Sequence[Any] = self.batch([key for _, _, key, _ in take])
         except NotOffered:
             # offered but not answered as a batch (a proxy routes it elsewhere): one by one
             with self.lock:
                 self.api.no_batches(self.base)
                 self.mode = "single"
                 self.flying -= 1
-                again = take + [(key, future) for _, _, key, future in self.queue]
-                self.queue.clear()
-                for key, future in again:
+                again, self.queue = take + self.queue, []
+                for _, _, key, future in again:
                     self._submit_single(key, future, probe=False)
             return
         except BaseException as exc:
             results = [exc] * len(take)
-        for (_, future), result in zip(take, results):
+        for (_, _, _, future), result in zip(take, results):
             if isinstance(result, BaseException):
                 future.set_exception(result)
             else:
                 future.set_result(result)
         with self.lock:
             self.flying -= 1
-            self._dispatch()
+            for left in take[len(results) :]:
+                heapq.heappush(self.queue, left)
+            self._dispatch(flush=len(results) < len(take))
 
 
 PROBE_ITEMS = 3  # items of a prefetched cohort looked up at once, before any answer

@@ -10,7 +10,7 @@ the Java score-client retries any other 4xx, 409 included, ten times over ~51 s.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Protocol
@@ -26,7 +26,7 @@ from pyscore.server.errors import ApiError, bad_request, not_found
 from pyscore.server.metadata.files import no_such_file
 from pyscore.server.store.base import ObjectStore
 from pyscore.server.tables import Analysis, File, StoredObject, Upload, UploadPart
-from pyscore.wire.batch import SpecWanted
+from pyscore.wire.batch import ANSWER_PARTS, SpecWanted
 from pyscore.wire.codec import to_wire
 from pyscore.wire.score import ListingEntry, ObjectSpecification, Part, UploadProgress
 
@@ -175,11 +175,14 @@ def object_download(
     length: int = -1,
     external: bool = False,
     exclude_urls: bool = False,
+    most_parts: Optional[int] = None,
 ) -> ObjectSpecification:
     """The one way to an object's download specification, for one object or each of a
     batch: the file exists (404), the caller may read it (`auth.authorize`: 403 to an
     anonymous caller of a controlled file, as the original), its analysis is published
-    (400, unless only the layout is asked for), it is in storage (404), the range fits (400)."""
+    (400, unless only the layout is asked for), it is in storage (404), the range fits (400).
+    More than `most_parts` parts: `Cut` (what is left of a batch answer's room; decided
+    after the refusals, so where a batch stops says nothing of what the caller may not read)."""
     if r is None:
         raise no_such_file(object_id)
     authorize(
@@ -196,7 +199,7 @@ def object_download(
         raise not_published(r.object_id, r.state or "UNKNOWN")
     if r.size is None:
         raise no_such_object(r.object_id)
-    spec = _spec(signer, r.object_id, r, offset, length, external, exclude_urls)
+    spec = _spec(signer, r.object_id, r, offset, length, external, exclude_urls, most_parts)
     audit.ranges([(part.offset, part.partSize) for part in spec.parts if part.url])
     return spec
 
@@ -238,6 +241,7 @@ def _spec(
     length: int,
     external: bool,
     exclude_urls: bool,
+    most_parts: Optional[int] = None,
 ) -> ObjectSpecification:
     size: int = obj.size
     if length == -1:
@@ -255,6 +259,8 @@ def _spec(
         layout = part_layout(size, obj.part_size)
     else:
         layout = [(offset + o, n) for o, n in part_layout(length, obj.part_size)]
+    if most_parts is not None and len(layout) > most_parts:
+        raise Cut(object_id)
     part_md5s = obj.part_md5s or []
     parts = []
     shared_url = None  # stores that sign whole objects only: one signature serves every part
@@ -313,6 +319,39 @@ def spec_json(spec: ObjectSpecification) -> dict[str, Any]:
     }
 
 
+class Cut(Exception):
+    """A specification with more parts than a batch's answer has room left for."""
+
+
+def repeats(keys: Iterable[Hashable]) -> Iterator[bool]:
+    """Whether each key of a batch came before in it: a repeat is refused, so a batch costs
+    the work of its distinct items only."""
+    seen: set[Hashable] = set()
+    for key in keys:
+        yield key in seen
+        seen.add(key)
+
+
+def repeated(object_id: str, what: str = "") -> ApiError:
+    return bad_request(
+        "batch.repeated",
+        f"Object '{object_id}'{what} is named more than once in this batch; "
+        "only its first mention is answered",
+    )
+
+
+def refusal_json(object_id: str, exc: ApiError) -> dict[str, Any]:
+    """A batch item's refusal: what its single call would have answered (recorded with it:
+    a grant of this object handed out nothing)."""
+    audit.failed(object_id, exc.status)
+    return {
+        "objectId": object_id,
+        "status": exc.status,
+        "errorId": exc.error_id,
+        "message": exc.message,
+    }
+
+
 def download_specs(
     found: dict[str, Readable],
     signer: Signer,
@@ -321,24 +360,31 @@ def download_specs(
 ) -> list[dict[str, Any]]:
     """Each wanted object's specification or its own refusal (as the single call would
     answer it), in order, from what `readables` read of them; one refusal never fails the
-    others."""
+    others. The same object and range asked again is refused (400), and the answer stops
+    before the specification that would take it past ANSWER_PARTS parts (never at the
+    first): the client asks the rest again (wire/batch.py)."""
     out: list[dict[str, Any]] = []
-    for w in wanted:
+    room = ANSWER_PARTS
+    for w, again in zip(wanted, repeats((w.objectId, w.offset, w.length) for w in wanted)):
         try:
+            if again:
+                raise repeated(w.objectId, f" (offset {w.offset}, length {w.length})")
             spec = object_download(
-                who, signer, found.get(w.objectId), w.objectId, w.offset, w.length
+                who,
+                signer,
+                found.get(w.objectId),
+                w.objectId,
+                w.offset,
+                w.length,
+                most_parts=room if out else None,
             )
+        except Cut:
+            audit.failed(w.objectId, 413)  # granted, nothing handed out: asked again later
+            break
         except ApiError as exc:
-            audit.failed(w.objectId, exc.status)  # a grant of this object handed out nothing
-            out.append(
-                {
-                    "objectId": w.objectId,
-                    "status": exc.status,
-                    "errorId": exc.error_id,
-                    "message": exc.message,
-                }
-            )
+            out.append(refusal_json(w.objectId, exc))
         else:
+            room -= len(spec.parts)
             out.append({"objectId": w.objectId, "status": 200, "spec": spec_json(spec)})
     return out
 
@@ -410,13 +456,7 @@ def initiate_upload(
     overwrite: bool,
     part_size: int,
 ) -> ObjectSpecification:
-    state = analysis_state(session, f)
-    if state != "UNPUBLISHED":
-        raise bad_request(
-            "analysis.not.unpublished",
-            f"Cannot upload object '{f.object_id}': its analysis '{f.analysis_id}' is "
-            f"{state}; uploads are only allowed while UNPUBLISHED",
-        )
+    require_unpublished(session, f)
     if file_size <= 0:
         raise bad_request("upload.empty", f"Refusing to upload an empty file for '{f.object_id}'")
     if file_size != f.file_size:
@@ -466,6 +506,19 @@ def initiate_upload(
     )
 
 
+def require_unpublished(session: Session, f: File) -> None:
+    """An upload is begun, resumed, given parts and completed only while its file's analysis
+    is UNPUBLISHED (publishing waits for no upload: it refuses while one is open), so a
+    published file's bytes are never replaced by one begun before."""
+    state = analysis_state(session, f)
+    if state != "UNPUBLISHED":
+        raise bad_request(
+            "analysis.not.unpublished",
+            f"Cannot upload object '{f.object_id}': its analysis '{f.analysis_id}' is "
+            f"{state}; uploads are only allowed while UNPUBLISHED",
+        )
+
+
 def get_upload(session: Session, object_id: str, upload_id: str | None = None) -> Upload:
     upload = current_upload(session, object_id)
     if upload is None or (upload_id is not None and upload.upload_id != upload_id):
@@ -477,10 +530,20 @@ def get_upload(session: Session, object_id: str, upload_id: str | None = None) -
     return upload
 
 
+def open_upload(session: Session, object_id: str, upload_id: str | None = None) -> Upload:
+    """The upload in progress (404 if none), to go on with: its analysis UNPUBLISHED."""
+    upload = get_upload(session, object_id, upload_id)
+    f = session.get(File, object_id)
+    if f is None:
+        raise no_such_file(object_id)
+    require_unpublished(session, f)
+    return upload
+
+
 def upload_status(
     session: Session, signer: Signer, object_id: str, file_size: int | None
 ) -> UploadProgress:
-    upload = get_upload(session, object_id)
+    upload = open_upload(session, object_id)
     if file_size is not None and file_size != upload.file_size:
         raise bad_request(
             "upload.size.changed",
@@ -494,36 +557,46 @@ def upload_status(
     )
 
 
-def finalize_part(
+def record_parts(
     session: Session,
     store: ObjectStore,
     object_id: str,
     upload_id: str,
-    part_number: int,
-    md5: str,
-    etag: str,
-) -> None:
-    """Record a part the client sent, after checking the store holds it with that checksum."""
-    upload = get_upload(session, object_id, upload_id)
+    parts: Sequence[tuple[int, str, str]],
+) -> Upload:
+    """Record parts the client sent, each (number, md5, etag) one of the upload's, named once
+    and held by the store with that checksum (the store asked once); none is recorded unless
+    all are right."""
+    upload = open_upload(session, object_id, upload_id)
     count = len(part_layout(upload.file_size, upload.part_size))
-    if not 1 <= part_number <= count:
-        raise bad_request("upload.part.number", f"Part number {part_number} is not in 1..{count}")
-    held = store.list_parts(object_id, upload_id).get(part_number)
-    if held is None:
-        raise bad_request(
-            "upload.part.missing", f"Part {part_number} of '{object_id}' has not reached the store"
+    for (number, _, _), again in zip(parts, repeats(n for n, _, _ in parts)):
+        if not 1 <= number <= count:
+            raise bad_request("upload.part.number", f"Part number {number} is not in 1..{count}")
+        if again:
+            raise bad_request(
+                "upload.part.repeated", f"Part {number} of '{object_id}' is listed more than once"
+            )
+    held = store.list_parts(object_id, upload_id) if parts else {}
+    for number, md5, etag in parts:
+        stored_md5 = held.get(number)
+        if stored_md5 is None:
+            raise bad_request(
+                "upload.part.missing", f"Part {number} of '{object_id}' has not reached the store"
+            )
+        theirs = stored_md5.strip('"').lower()
+        if theirs != etag.strip('"').lower() or theirs != md5.lower():
+            raise bad_request(
+                "upload.part.checksum",
+                f"Part {number} of '{object_id}' has MD5 {stored_md5} in the store; the "
+                f"client sent {md5}",
+            )
+    for number, md5, etag in parts:
+        session.merge(
+            UploadPart(
+                upload_id=upload_id, part_number=number, md5=md5.lower(), etag=etag.strip('"')
+            )
         )
-    if held.strip('"').lower() != etag.strip('"').lower() or held.strip('"').lower() != md5.lower():
-        raise bad_request(
-            "upload.part.checksum",
-            f"Part {part_number} of '{object_id}' has MD5 {held} in the store; the "
-            f"client sent {md5}",
-        )
-    session.merge(
-        UploadPart(
-            upload_id=upload_id, part_number=part_number, md5=md5.lower(), etag=etag.strip('"')
-        )
-    )
+    return upload
 
 
 def delete_part(session: Session, object_id: str, upload_id: str, part_number: int) -> None:
@@ -538,7 +611,11 @@ def delete_part(session: Session, object_id: str, upload_id: str, part_number: i
 def complete_upload(
     session: Session, store: ObjectStore, object_id: str, upload_id: str
 ) -> StoredObject:
-    upload = get_upload(session, object_id, upload_id)
+    return _complete(session, store, open_upload(session, object_id, upload_id))
+
+
+def _complete(session: Session, store: ObjectStore, upload: Upload) -> StoredObject:
+    object_id, upload_id = upload.object_id, upload.upload_id
     layout = part_layout(upload.file_size, upload.part_size)
     done = {
         p.part_number: p
@@ -593,12 +670,10 @@ def finish_upload(
     upload_id: str,
     parts: Sequence[tuple[int, str, str]],
 ) -> StoredObject:
-    """Record the parts sent, each (number, md5, etag) checked as `finalize_part` checks
-    it, then complete the upload."""
-    for number, md5, etag in parts:
-        finalize_part(session, store, object_id, upload_id, number, md5, etag)
+    """Record the parts sent (`record_parts`), then complete the upload."""
+    upload = record_parts(session, store, object_id, upload_id, parts)
     session.flush()
-    return complete_upload(session, store, object_id, upload_id)
+    return _complete(session, store, upload)
 
 
 def cancel_upload(session: Session, store: ObjectStore, object_id: str) -> None:

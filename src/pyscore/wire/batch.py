@@ -15,7 +15,14 @@ answers these with 404/405 (an older pyscore) gets the original's calls.
 
 Each id gets its own answer: its result (`status` 200) or its refusal (the status, errorId and
 message the single-object call would have answered); one refusal never fails the batch.
-Answers come in the order of the request.
+Answers come in the order of the request. An item naming what an earlier item of the same
+batch named (the same object and range; the same upload) is refused, 400 `batch.repeated`;
+a part listed twice in a finish fails its upload, 400 `upload.part.repeated`.
+
+What one answer may cost is bounded: an answer of `/download/batch` stops before the
+specification that would take it past ANSWER_PARTS parts, so it may answer only the first
+objects asked (never none); a client asks the rest again. (A client that takes such an answer
+for one not given as a batch, as pyscore's before it, asks them one by one.)
 """
 
 from __future__ import annotations
@@ -33,6 +40,9 @@ UPLOAD_START_PATH = "/upload/batch/start"  # under the storage URL
 UPLOAD_FINISH_PATH = "/upload/batch/finish"  # under the storage URL
 # parts in one finish request, at most: the client stays within, the server sizes its body limit
 FINISH_PARTS = 10_000
+# parts in one answer of POST /download/batch, at most (the most one object has): an answer stops
+# before the specification that would take it past this (never before the first)
+ANSWER_PARTS = 10_000
 
 
 def advertised(max_ids: int) -> tuple[tuple[str, str], ...]:

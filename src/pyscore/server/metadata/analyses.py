@@ -1,5 +1,5 @@
 """Analyses: Song's JSON of an analysis, listing by state, publishing (only with every
-file in storage), unpublishing and suppressing."""
+file in storage and no upload of one open), unpublishing and suppressing."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from pyscore.server.tables import (
     Sample,
     Specimen,
     StoredObject,
+    Upload,
 )
 
 
@@ -134,6 +135,21 @@ def storage_problems(
     return problems
 
 
+def uploads_open(session: Session, files: list[File]) -> list[str]:
+    """Why publishing must wait: each file with an upload in progress, which could replace
+    its bytes once published (uploads go on only while UNPUBLISHED: objects.py)."""
+    names = {f.object_id: f.file_name for f in files}
+    rows = session.execute(
+        select(Upload.object_id, Upload.upload_id)
+        .where(Upload.object_id.in_(list(names)))
+        .order_by(Upload.object_id)
+    )
+    return [
+        f"an upload of {names[object_id]} ({object_id}) is in progress (uploadId {upload_id})"
+        for object_id, upload_id in rows
+    ]
+
+
 def change_state(
     session: Session,
     study_id: str,
@@ -141,7 +157,8 @@ def change_state(
     action: str,
     ignore_undefined_md5: bool = False,
 ) -> str:
-    """PUBLISH, UNPUBLISH or SUPPRESS an analysis; publishing checks storage first."""
+    """PUBLISH, UNPUBLISH or SUPPRESS an analysis; publishing checks storage first, and
+    waits for no upload (409: complete or cancel it first)."""
     row = get_analysis_row(session, study_id, analysis_id)
     target = {"publish": "PUBLISHED", "unpublish": "UNPUBLISHED", "suppress": "SUPPRESSED"}[action]
     if row.state == "SUPPRESSED" and target != "SUPPRESSED":
@@ -150,9 +167,16 @@ def change_state(
             f"Analysis '{analysis_id}' is SUPPRESSED and cannot be {target}",
         )
     if target == "PUBLISHED":
-        problems = storage_problems(
-            session, analysis_files(session, analysis_id), ignore_undefined_md5
-        )
+        files = analysis_files(session, analysis_id)
+        uploading = uploads_open(session, files)
+        if uploading:
+            raise conflict(
+                "upload.in.progress",
+                f"Cannot publish analysis '{analysis_id}': "
+                + "; ".join(uploading)
+                + "; complete or cancel it first",
+            )
+        problems = storage_problems(session, files, ignore_undefined_md5)
         if problems:
             raise conflict(
                 problems[0][0],

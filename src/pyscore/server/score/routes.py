@@ -153,17 +153,6 @@ def _writable(
     return f
 
 
-def refused(object_id: str, exc: ApiError) -> dict[str, Any]:
-    """A batch item's refusal: what its single call would have answered."""
-    audit.failed(object_id, exc.status)
-    return {
-        "objectId": object_id,
-        "status": exc.status,
-        "errorId": exc.error_id,
-        "message": exc.message,
-    }
-
-
 # Registered before the routes of `/upload/{object_id}/...`, which these paths would match.
 @router.post(
     UPLOAD_START_PATH,
@@ -179,17 +168,19 @@ def start_batch(
 ) -> Response:
     """pyscore's extension (wire/batch.py): many uploads begun in one request, each as the
     original client's exists + status + initiate calls would decide, each with its own
-    status. More than `batch_max_ids` uploads: 413."""
+    status; an object named again is refused (400). More than `batch_max_ids` uploads: 413."""
     within_batch_max(p, len(body.uploads))
     results = []
-    for w in body.uploads:
+    for w, again in zip(body.uploads, objects.repeats(w.objectId for w in body.uploads)):
         try:
+            if again:
+                raise objects.repeated(w.objectId)
             f = _writable(s, who, w.objectId, "upload", "upload.initiate")
             progress, resumed = objects.start_upload(
                 s, signer, f, w.fileSize, w.md5, w.overwrite, p.settings.part_size
             )
         except ApiError as exc:
-            results.append(refused(w.objectId, exc))
+            results.append(objects.refusal_json(w.objectId, exc))
             continue
         results.append({**score_dict(progress), "status": 200, "resumed": resumed})
     return json_bytes({"results": results})
@@ -208,11 +199,14 @@ def finish_batch(
 ) -> Response:
     """pyscore's extension (wire/batch.py): many uploads' sent parts recorded (each checked
     against the store as `POST /upload/{id}/parts` checks it) and the uploads completed, each
-    with its own status. More than `batch_max_ids` uploads: 413."""
+    with its own status; an object named again, or a part listed again, is refused (400).
+    More than `batch_max_ids` uploads: 413."""
     within_batch_max(p, len(body.uploads))
     results: list[dict[str, Any]] = []
-    for done in body.uploads:
+    for done, again in zip(body.uploads, objects.repeats(d.objectId for d in body.uploads)):
         try:
+            if again:
+                raise objects.repeated(done.objectId)
             _writable(s, who, done.objectId, "upload", "upload.complete")
             for part in done.parts:
                 part_number_within(part.partNumber)
@@ -224,7 +218,7 @@ def finish_batch(
                 [(part.partNumber, part.md5, part.etag) for part in done.parts],
             )
         except ApiError as exc:
-            results.append(refused(done.objectId, exc))
+            results.append(objects.refusal_json(done.objectId, exc))
             continue
         results.append({"objectId": done.objectId, "status": 200})
     return json_bytes({"results": results})
@@ -260,7 +254,7 @@ def finalize_part(
 ) -> None:
     _writable(s, who, object_id, "upload")
     part_number_within(partNumber)
-    objects.finalize_part(s, p.store, object_id, uploadId, partNumber, md5, etag)
+    objects.record_parts(s, p.store, object_id, uploadId, [(partNumber, md5, etag)])
 
 
 @router.delete("/upload/{object_id}/parts")
