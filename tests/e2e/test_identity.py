@@ -36,32 +36,72 @@ def broker():
 
 
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory: pytest.TempPathFactory, provider: Provider, broker: Broker):
-    """Controlled files in studies DEMO and OTHER, served with the trusted provider (JWTs,
-    and introspection of its opaque tokens) and the broker (passports) configured."""
-    root = tmp_path_factory.mktemp("identity")
+def idp():
+    """An OpenID provider whose JWTs the tests sign as they like (scopes, algorithms)."""
+    b = start_broker()
+    yield b
+    b.stop()
+
+
+def controlled_platform(root: Path, identity: dict, env: dict[str, str] | None = None) -> Server:
+    """A running server with controlled files in studies DEMO and OTHER (`objects`, `files`:
+    by study) that accepts the bearers of `identity`."""
     server = init_server(root / "data")
     files = [random_file(root / "demo.bam", 300_000, seed=3), random_file(root / "other.bam", 1000)]
     published = publish_many(server.data_dir, [("DEMO", files[:1]), ("OTHER", files[1:])])
     server.objects = {"DEMO": published[0][1][0], "OTHER": published[1][1][0]}  # type: ignore[attr-defined]
     server.files = {"DEMO": files[0], "OTHER": files[1]}  # type: ignore[attr-defined]
+    server.start(env={"PYSCORE_IDENTITY": json.dumps(identity), **(env or {})})
+    return server
+
+
+@pytest.fixture(scope="module")
+def platform(
+    tmp_path_factory: pytest.TempPathFactory, provider: Provider, broker: Broker, idp: Broker
+):
+    """Served with the trusted provider (JWTs, and introspection of its opaque tokens), the
+    broker (passports) and idp (JWTs) configured."""
     identity = {
-        "oidc": [{"issuer": provider.trusted, "audience": RESOURCE, "leeway_seconds": 0}],
+        "oidc": [
+            {"issuer": provider.trusted, "audience": RESOURCE, "leeway_seconds": 0},
+            {"issuer": idp.issuer, "audience": RESOURCE},
+        ],
         "introspection": {
             "url": f"{provider.trusted}/token/introspection",
             "client_id": "pyscore",
             "client_secret": "pyscore-secret",
             "cache_seconds": CACHE_SECONDS,
+            "audience": RESOURCE,
         },
         "passports": {
-            "brokers": [{"issuer": broker.issuer}],
+            "brokers": [{"issuer": broker.issuer, "audience": RESOURCE}],
             "studies": {DEMO_VISA: "DEMO"},
             "leeway_seconds": 0,
         },
     }
-    server.start(env={"PYSCORE_IDENTITY": json.dumps(identity)})
+    server = controlled_platform(tmp_path_factory.mktemp("identity"), identity)
     yield server
     server.stop()
+
+
+def audit_trail(server: Server, *filters: str) -> list[dict]:
+    """The audit records matching `filters` (`score-server audit` options), once there are
+    some (records are written within a moment of the answer)."""
+    deadline = time.monotonic() + 15
+    while True:
+        out = run(
+            SERVER,
+            "audit",
+            "--data-dir",
+            str(server.data_dir),
+            "--format",
+            "json",
+            *filters,
+            check=True,
+        ).stdout
+        if out or time.monotonic() > deadline:
+            return [json.loads(line) for line in out.splitlines()]
+        time.sleep(0.3)
 
 
 def spec(server: Server, study: str, token: str) -> httpx.Response:
@@ -81,31 +121,13 @@ def test_provider_jwt_downloads_a_controlled_file(
     got = list(tmp_path.rglob("demo.bam"))
     assert len(got) == 1 and got[0].read_bytes() == platform.files["DEMO"].read_bytes()  # type: ignore[attr-defined]
     # the trail names the provider's subject (the client) and the issuer, never the token
-    deadline = time.monotonic() + 15
-    while True:
-        trail = run(
-            SERVER,
-            "audit",
-            "--data-dir",
-            str(platform.data_dir),
-            "--format",
-            "json",
-            "--subject",
-            "researcher",
-            "--object",
-            object_id,
-            check=True,
-        ).stdout
-        if trail or time.monotonic() > deadline:
-            break
-        time.sleep(0.3)
-    first = json.loads(trail.splitlines()[0])
-    assert (first["outcome"], first["issuer"], first["study_id"]) == (
+    trail = audit_trail(platform, "--subject", "researcher", "--object", object_id)
+    assert (trail[0]["outcome"], trail[0]["issuer"], trail[0]["study_id"]) == (
         "granted",
         provider.trusted,
         "DEMO",
     )
-    assert token not in trail
+    assert token not in json.dumps(trail)
 
 
 def test_provider_jwt_refused_when_expired(platform: Server, provider: Provider) -> None:
@@ -198,3 +220,22 @@ def test_own_tokens_still_work(platform: Server) -> None:
     assert spec(platform, "OTHER", token).status_code == 200
     assert spec(platform, "DEMO", token).status_code == 403
     assert spec(platform, "DEMO", "not-a-token-anyone-issued").status_code == 401
+
+
+@pytest.mark.parametrize("scope", ["ſcore.ADMIN", "score.admın"])
+def test_scope_lookalikes_grant_nothing(platform: Server, idp: Broker, scope: str) -> None:
+    """A JWT scope spelt with a letter that folds to an ASCII one (U+017F long s, U+0131
+    dotless i) is not score.ADMIN: it creates no study."""
+    study = f"LOOK{sum(map(ord, scope))}"
+    r = httpx.post(
+        f"{platform.url}/studies/{study}/",
+        json={"studyId": study, "name": "look-alike"},
+        headers=bearer(idp.access_token(scope)),
+        timeout=30,
+    )
+    assert r.status_code == 403, r.text
+    assert httpx.get(f"{platform.url}/studies/{study}", timeout=30).status_code == 404
+    admin = bearer(idp.access_token("score.ADMIN"))  # the real word does
+    body = {"studyId": study, "name": "real"}
+    r = httpx.post(f"{platform.url}/studies/{study}/", json=body, headers=admin, timeout=30)
+    assert r.status_code == 200, r.text

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from pyscore.server.auth import validate_scopes
 from pyscore.server.identity import Identity, Refused
 from pyscore.server.identity.introspection import Introspector
 from pyscore.server.identity.jwks import KeySet
@@ -188,3 +189,15 @@ def test_scopes_are_read_where_each_provider_puts_them() -> None:
 def test_mistakes_in_the_settings_are_named(config: dict, words: str) -> None:
     with pytest.raises(ValueError, match=words.replace("(", r"\(").replace(")", r"\)")):
         Identity.from_settings(config)
+
+
+@pytest.mark.parametrize(
+    "scope", ["ſcore.ADMIN", "score.admın", "PROGRAMDATA-DEMO.READ\n", "PROGRAMDATA-ſ.READ"]
+)
+def test_scope_words_are_ascii(scope: str) -> None:
+    """Scope words match ignoring ASCII case only: letters that fold to ASCII ones (U+017F,
+    U+0131, the Kelvin sign) make no scope, for our tokens or anyone else's."""
+    with pytest.raises(ValueError, match="unknown scope"):
+        validate_scopes([scope])
+    assert ScopeRules.parse({}).scopes({"scope": [scope]}) == set()
+    assert validate_scopes(["SCORE.admin", "programdata-DEMO.read"])  # ASCII case still folds

@@ -11,7 +11,7 @@ from typing import Any, Optional
 import jwt as pyjwt
 from jwt import exceptions as jwt_errors
 
-from pyscore.server.auth import SCOPE_RE
+from pyscore.server.auth import is_scope
 from pyscore.server.identity.jwks import KeySet, Refused
 
 # asymmetric only: a shared-secret (HS*) or unsigned ("none") token is never accepted
@@ -68,7 +68,7 @@ class ScopeRules:
             bool(body.get("scope_passthrough", True)),
         )
         for target in [*(t for ts in mapping.values() for t in ts)]:
-            if not SCOPE_RE.match(target):
+            if not is_scope(target):
                 raise ValueError(f"scope_map names {target!r}, which is not a scope of ours")
         return rules
 
@@ -79,14 +79,14 @@ class ScopeRules:
     def translate(self, theirs: Iterable[str]) -> set[str]:
         ours: set[str] = set()
         for name in theirs:
-            if self.passthrough and SCOPE_RE.match(name):
+            if self.passthrough and is_scope(name):
                 ours.add(name)
             ours.update(self.map.get(name, ()))
             for pattern, template in self.patterns:
                 match = pattern.fullmatch(name)
                 if match:
                     scope = template.format(**match.groupdict())
-                    if SCOPE_RE.match(scope):
+                    if is_scope(scope):
                         ours.add(scope)
         return ours
 
