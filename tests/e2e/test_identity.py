@@ -239,3 +239,18 @@ def test_scope_lookalikes_grant_nothing(platform: Server, idp: Broker, scope: st
     body = {"studyId": study, "name": "real"}
     r = httpx.post(f"{platform.url}/studies/{study}/", json=body, headers=admin, timeout=30)
     assert r.status_code == 200, r.text
+
+
+def test_jwt_whose_algorithm_does_not_fit_its_key_is_refused(platform: Server, idp: Broker) -> None:
+    """An ES256 header naming the issuer's RSA key: 401 and a refusal in the trail (not a
+    500 from deep inside the JWT library)."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    claims = idp.claims("idp-user", aud=RESOURCE, scope="score.READ")
+    token = idp.sign(claims, key=ec.generate_private_key(ec.SECP256R1()), algorithm="ES256")
+    r = spec(platform, "DEMO", token)
+    assert r.status_code == 401, r.text
+    assert "does not fit" in r.json()["message"], r.text
+    object_id = platform.objects["DEMO"]  # type: ignore[attr-defined]
+    trail = audit_trail(platform, "--outcome", "refused", "--object", object_id)
+    assert any("does not fit" in record["reason"] for record in trail), trail

@@ -16,7 +16,7 @@ from pyscore.server.auth import validate_scopes
 from pyscore.server.identity import Identity, Refused
 from pyscore.server.identity.introspection import Introspector
 from pyscore.server.identity.jwks import KeySet
-from pyscore.server.identity.jwt import ScopeRules, verify
+from pyscore.server.identity.jwt import ScopeRules, fits, verify
 from tests.identity import start_broker
 
 
@@ -201,3 +201,16 @@ def test_scope_words_are_ascii(scope: str) -> None:
         validate_scopes([scope])
     assert ScopeRules.parse({}).scopes({"scope": [scope]}) == set()
     assert validate_scopes(["SCORE.admin", "programdata-DEMO.read"])  # ASCII case still folds
+
+
+def test_an_algorithm_fits_only_keys_of_its_kind() -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from jwt import PyJWK
+    from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
+    rsa_jwk = PyJWK(RSAAlgorithm.to_jwk(rsa_key().public_key(), as_dict=True))
+    p256 = ec.generate_private_key(ec.SECP256R1()).public_key()
+    ec_jwk = PyJWK(ECAlgorithm.to_jwk(p256, as_dict=True))
+    assert fits("RS256", rsa_jwk) and fits("PS512", rsa_jwk) and fits("ES256", ec_jwk)
+    assert not fits("ES256", rsa_jwk) and not fits("EdDSA", rsa_jwk)
+    assert not fits("RS256", ec_jwk) and not fits("ES384", ec_jwk)

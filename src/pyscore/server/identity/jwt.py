@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import jwt as pyjwt
+from jwt import PyJWK
 from jwt import exceptions as jwt_errors
 
 from pyscore.server.auth import is_scope
@@ -160,6 +161,14 @@ def unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return header, claims
 
 
+def fits(alg: str, key: PyJWK) -> bool:
+    """Whether a signature by `alg` can be checked with `key`: RS*/PS* need an RSA key; ES*
+    and EdDSA the key's own curve (its `algorithm_name`, read from its type and curve)."""
+    if key.key_type == "RSA":
+        return alg[:2] in ("RS", "PS")
+    return alg == key.algorithm_name
+
+
 def looks_like_jwt(token: str) -> bool:
     return token.count(".") == 2 and token.startswith("eyJ")
 
@@ -180,6 +189,11 @@ def verify(
     if alg not in algorithms:
         raise Refused("bad_algorithm", f"the {what} is signed with {alg!r}, which is not accepted")
     key = keys.key(header.get("kid"))
+    if not fits(str(alg), key):
+        # else the JWT library fails deep inside (TypeError: a 500, and no refusal recorded)
+        raise Refused(
+            "bad_algorithm", f"the {what} is signed with {alg!r}, which does not fit its key"
+        )
     try:
         return pyjwt.decode(
             token,
