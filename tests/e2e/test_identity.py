@@ -254,3 +254,18 @@ def test_jwt_whose_algorithm_does_not_fit_its_key_is_refused(platform: Server, i
     object_id = platform.objects["DEMO"]  # type: ignore[attr-defined]
     trail = audit_trail(platform, "--outcome", "refused", "--object", object_id)
     assert any("does not fit" in record["reason"] for record in trail), trail
+
+
+def test_visas_need_the_holder_named(platform: Server, broker: Broker, idp: Broker) -> None:
+    """A passport (or an OpenID token carrying one) without `sub` honours no visa: the
+    holder check cannot be made, so another person's visa would otherwise grant access."""
+    someone_elses = broker.sign(broker.visa("someone-else", DEMO_VISA))
+    passport = broker.passport(None, [someone_elses])
+    assert spec(platform, "DEMO", passport).status_code == 403
+    carried = idp.sign(
+        idp.claims(None, aud=RESOURCE, scope="openid", ga4gh_passport_v1=[someone_elses])
+    )
+    assert spec(platform, "DEMO", carried).status_code == 403
+    # the holder named: their own visa does
+    own = broker.sign(broker.visa("researcher-42", DEMO_VISA))
+    assert spec(platform, "DEMO", broker.passport("researcher-42", [own])).status_code == 200
