@@ -10,6 +10,7 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -238,3 +239,40 @@ def start_broker() -> Broker:
     broker.issuer = f"http://127.0.0.1:{server.server_address[1]}"
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return broker
+
+
+@dataclass
+class Endpoint:
+    """A local endpoint that answers each POST (an introspection endpoint, Ego's
+    check_api_key) as `answer(path with query, form body)` says: (status, JSON body).
+    `calls`: the path and Authorization header of each POST."""
+
+    url: str
+    server: ThreadingHTTPServer
+    calls: list[tuple[str, str]] = field(default_factory=list)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def start_endpoint(answer: Callable[[str, str], tuple[int, Any]]) -> Endpoint:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            form = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+            endpoint.calls.append((self.path, self.headers.get("Authorization", "")))
+            status, body = answer(self.path, form)
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    endpoint = Endpoint(f"http://127.0.0.1:{server.server_address[1]}", server)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return endpoint

@@ -12,11 +12,12 @@ import httpx
 import pytest
 
 from tests.api import bearer, mint_tokens
-from tests.conftest import SERVER, Server, init_server, run
+from tests.conftest import SERVER, Server, free_port, init_server, one_line_error, run
 from tests.identity import RESOURCE, Broker, Provider, start_broker, start_provider
 from tests.publish import publish_many, random_file
 
 DEMO_VISA = "https://dac.test/datasets/DEMO"
+OPAQUE = "https://opaque.pyscore.test"  # the provider's opaque tokens for us (introspected)
 CACHE_SECONDS = 3
 
 
@@ -173,7 +174,7 @@ def test_provider_jwt_refused(
 
 
 def test_introspected_key_works_until_revoked(platform: Server, provider: Provider) -> None:
-    key = provider.token("PROGRAMDATA-DEMO.READ", resource=None)  # opaque: introspected
+    key = provider.token("PROGRAMDATA-DEMO.READ", resource=OPAQUE)  # opaque: introspected
     assert "." not in key
     assert spec(platform, "DEMO", key).status_code == 200
     assert spec(platform, "OTHER", key).status_code == 403  # its scopes, nothing more
@@ -269,3 +270,51 @@ def test_visas_need_the_holder_named(platform: Server, broker: Broker, idp: Brok
     # the holder named: their own visa does
     own = broker.sign(broker.visa("researcher-42", DEMO_VISA))
     assert spec(platform, "DEMO", broker.passport("researcher-42", [own])).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"passports": {"brokers": [{"issuer": "https://broker.test"}]}},
+        {"introspection": {"url": "https://idp.test/token/introspection"}},
+    ],
+    ids=["passport broker", "introspection"],
+)
+def test_serve_needs_the_audience_of_every_issuer(tmp_path: Path, settings: dict) -> None:
+    """Without `audience`, a passport or introspected token minted for any other service of
+    the issuer would do here: `serve` says so in one line and does not start."""
+    server = init_server(tmp_path / "data")
+    out = run(
+        SERVER,
+        "serve",
+        "--data-dir",
+        str(server.data_dir),
+        "--port",
+        str(free_port()),
+        env={"PYSCORE_IDENTITY": json.dumps(settings)},
+        timeout=60,
+    )
+    assert "audience" in one_line_error(out)
+
+
+def test_passports_for_another_service_are_refused(platform: Server, broker: Broker) -> None:
+    visas = [broker.sign(broker.visa("researcher-42", DEMO_VISA))]
+    for audience in ("https://elsewhere.test", None):
+        r = spec(platform, "DEMO", broker.passport("researcher-42", visas, audience=audience))
+        assert r.status_code == 401, r.text
+    assert spec(platform, "DEMO", broker.passport("researcher-42", visas)).status_code == 200
+
+
+def test_introspection_takes_only_access_tokens_for_this_server(
+    platform: Server, provider: Provider
+) -> None:
+    """The provider says `active` of its refresh tokens and of tokens for other services:
+    neither is a bearer for this server."""
+    for resource, words in [
+        ("https://opaque.elsewhere.test", "not meant for this server"),
+        (None, "not meant for this server"),  # a token for no audience
+    ]:
+        r = spec(platform, "DEMO", provider.token("PROGRAMDATA-DEMO.READ", resource=resource))
+        assert r.status_code == 401 and words in r.json()["message"], r.text
+    r = spec(platform, "DEMO", provider.refresh_token())
+    assert r.status_code == 401 and "not an access token" in r.json()["message"], r.text

@@ -17,7 +17,7 @@ from pyscore.server.identity import Identity, Refused
 from pyscore.server.identity.introspection import Introspector
 from pyscore.server.identity.jwks import KeySet
 from pyscore.server.identity.jwt import ScopeRules, fits, verify
-from tests.identity import start_broker
+from tests.identity import start_broker, start_endpoint
 
 
 @pytest.fixture
@@ -182,7 +182,20 @@ def test_scopes_are_read_where_each_provider_puts_them() -> None:
             "root",
         ),
         ({"introspection": {"url": "https://ego.test", "style": "magic"}}, "magic"),
-        ({"passports": {"brokers": [{"issuer": "https://b.test"}], "patterns": ["x"]}}, "study"),
+        (
+            {
+                "passports": {
+                    "brokers": [{"issuer": "https://b.test", "audience": "x"}],
+                    "patterns": ["x"],
+                }
+            },
+            "study",
+        ),
+        ({"passports": {"brokers": [{"issuer": "https://b.test"}]}}, "b.test: set `audience`"),
+        (
+            {"introspection": {"url": "https://idp.test/introspect"}},
+            "introspection: set `audience`",
+        ),
         ({"ldap": {}}, "unknown"),
     ],
 )
@@ -214,3 +227,34 @@ def test_an_algorithm_fits_only_keys_of_its_kind() -> None:
     assert fits("RS256", rsa_jwk) and fits("PS512", rsa_jwk) and fits("ES256", ec_jwk)
     assert not fits("ES256", rsa_jwk) and not fits("EdDSA", rsa_jwk)
     assert not fits("RS256", ec_jwk) and not fits("ES384", ec_jwk)
+
+
+@pytest.mark.parametrize(
+    ("answer", "code"),
+    [
+        ({"token_type": "Bearer"}, None),
+        ({"typ": "Bearer", "aud": ["account", "https://us.test"]}, None),  # Keycloak
+        ({"token_type": "refresh_token"}, "not_access_token"),
+        ({"typ": "Refresh"}, "not_access_token"),  # Keycloak
+        ({"token_use": "refresh_token"}, "not_access_token"),  # Ory Hydra
+        ({}, "not_access_token"),  # oidc-provider's refresh tokens say no type
+        ({"token_type": "Bearer", "aud": "https://other.test"}, "wrong_audience"),
+        ({"token_type": "Bearer", "aud": None}, "wrong_audience"),
+        ({"token_type": "Bearer", "active": "true"}, "inactive_key"),
+    ],
+)
+def test_rfc7662_answers_are_bearers_only_when_access_tokens_for_us(
+    answer: dict, code: str | None
+) -> None:
+    body = {"active": True, "sub": "u1", "aud": "https://us.test", "scope": "score.READ"}
+    endpoint = start_endpoint(lambda path, form: (200, {**body, **answer}))
+    try:
+        introspector = Introspector.parse({"url": endpoint.url, "audience": "https://us.test"})
+        if code is None:
+            assert introspector.check("key").scopes == {"score.READ"}
+        else:
+            with pytest.raises(Refused) as refused:
+                introspector.check("key")
+            assert refused.value.code == code
+    finally:
+        endpoint.stop()

@@ -13,11 +13,15 @@ from typing import Any, Optional, Union
 
 from pyscore.server.identity import http
 from pyscore.server.identity.errors import Refused, Unavailable
-from pyscore.server.identity.jwt import ScopeRules
+from pyscore.server.identity.jwt import ScopeRules, audiences
 from pyscore.server.tokencache import Expiring
 
 STYLES = ("rfc7662", "ego")
 CACHE_ENTRIES = 10_000
+# what an answer calls an access token: RFC 7662's token_type (RFC 6749's "Bearer"; some
+# providers write "access_token"), Keycloak's typ, Ory Hydra's token_use
+TYPE_FIELDS = ("token_type", "typ", "token_use")
+ACCESS_TYPES = ("bearer", "access_token", "urn:ietf:params:oauth:token-type:access_token")
 
 
 @dataclass(frozen=True)
@@ -32,7 +36,8 @@ Answer = Union[Introspected, Refused]
 
 class Introspector:
     """Settings: `identity.introspection` = {url, style ("rfc7662" or "ego"), client_id,
-    client_secret, cache_seconds, scope_claim, scope_map, scope_patterns}."""
+    client_secret, cache_seconds, audience (rfc7662: required, as for OpenID issuers),
+    scope_claim, scope_map, scope_patterns}."""
 
     def __init__(
         self,
@@ -43,6 +48,7 @@ class Introspector:
         cache_seconds: float = 60.0,
         scopes: Optional[ScopeRules] = None,
         issuer: str = "",
+        audience: Optional[list[str]] = None,
     ) -> None:
         if style not in STYLES:
             raise ValueError(f"introspection style {style!r}: use one of {', '.join(STYLES)}")
@@ -53,6 +59,7 @@ class Introspector:
         self.cache_seconds = cache_seconds
         self.scopes = scopes or ScopeRules()
         self.issuer = issuer or url
+        self.audience = audience or []  # rfc7662 answers' `aud` must name one; []: unchecked
         self.cache: Expiring[Answer] = Expiring(CACHE_ENTRIES)
         self.asked = 0  # calls to the issuer (for tests and metrics)
 
@@ -67,6 +74,8 @@ class Introspector:
             float(body.get("cache_seconds", 60)),
             ScopeRules.parse(body),
             str(body.get("issuer", "")),
+            # Ego's answers name no audience: its API keys are for the whole platform
+            audiences(body, "identity introspection") if style == "rfc7662" else None,
         )
 
     def check(self, key: str) -> Introspected:
@@ -107,10 +116,10 @@ class Introspector:
 
     def _answer(self, body: dict[str, Any], digest: str) -> tuple[Answer, float]:
         lifetime = self.cache_seconds
-        if self.style == "rfc7662" and body.get("active") is not True:
-            return Refused(
-                "inactive_key", "the token is not active (unknown, expired or revoked)"
-            ), (lifetime)
+        if self.style == "rfc7662":
+            refused = self._refusal(body)
+            if refused is not None:
+                return refused, lifetime
         exp = body.get("exp")
         if isinstance(exp, (int, float)):
             left = float(exp) - time.time()
@@ -127,3 +136,22 @@ class Introspector:
             ),
             lifetime,
         )
+
+    def _refusal(self, body: dict[str, Any]) -> Optional[Refused]:
+        """Why an RFC 7662 answer is no bearer for this server, if it is not: inactive, not
+        an access token (a provider says `active` of its refresh tokens too), or for
+        another audience."""
+        if body.get("active") is not True:
+            return Refused("inactive_key", "the token is not active (unknown, expired or revoked)")
+        said = [str(body[f]).lower() for f in TYPE_FIELDS if f in body]
+        if not said or any(t not in ACCESS_TYPES for t in said):
+            return Refused(
+                "not_access_token",
+                "the token is not an access token (its provider calls it "
+                f"{', '.join(said)[:100] or 'nothing'})",
+            )
+        aud = body.get("aud")
+        named = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+        if self.audience and not set(self.audience) & {str(a) for a in named}:
+            return Refused("wrong_audience", "the token is not meant for this server (aud)")
+        return None

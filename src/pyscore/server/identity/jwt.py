@@ -118,24 +118,14 @@ class Issuer:
                 f"identity issuer {issuer!r} must be an http(s) URL, or come with jwks_uri "
                 "or public_key_url"
             )
-        audience = body.get("audience")
-        if not audience:
-            # without it a token minted for any other service of the provider would do
-            raise ValueError(
-                f'identity issuer {issuer}: set `audience` (this server\'s name; "*" only '
-                "for an issuer that mints tokens for this platform alone)"
-            )
+        audience = audiences(body, f"identity issuer {issuer}")
         algorithms = tuple(body.get("algorithms") or ALGORITHMS)
         bad = [a for a in algorithms if a not in ALGORITHMS]
         if bad:
             raise ValueError(f"identity issuer {issuer}: algorithm {bad[0]} is not accepted")
         return cls(
             issuer=issuer,
-            audience=[]
-            if audience == "*"
-            else [audience]
-            if isinstance(audience, str)
-            else list(audience),
+            audience=audience,
             keys=KeySet(
                 issuer,
                 jwks_uri,
@@ -149,6 +139,21 @@ class Issuer:
             leeway=float(body.get("leeway_seconds", 30)),
             algorithms=algorithms,
         )
+
+
+def audiences(body: dict[str, Any], who: str) -> list[str]:
+    """The names this server answers to as `who`'s audience (setting `audience`: one or a
+    list; "*": [], not checked). Required: without it a token the issuer minted for any
+    other of its services would do here."""
+    audience = body.get("audience")
+    if not audience:
+        raise ValueError(
+            f'{who}: set `audience` (this server\'s name; "*" only for an issuer that mints '
+            "tokens for this platform alone)"
+        )
+    if audience == "*":
+        return []
+    return [audience] if isinstance(audience, str) else [str(a) for a in audience]
 
 
 def unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
