@@ -9,6 +9,7 @@ import select
 import subprocess
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -276,3 +277,19 @@ def start_endpoint(answer: Callable[[str, str], tuple[int, Any]]) -> Endpoint:
     endpoint = Endpoint(f"http://127.0.0.1:{server.server_address[1]}", server)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return endpoint
+
+
+def start_ego(keys: dict[str, dict]) -> Endpoint:
+    """Ego's `POST /o/check_api_key?apiKey=...` as Ego's own code answers it
+    (overture-stack/ego ApiKeyController.checkApiKey, TokenService.checkApiKey): 207
+    Multi-Status with ApiKeyScopeResponse {user_id, exp: seconds left, scope} (Ego before
+    5.x also wrote client_id: the *asking* application's) for a key of `keys` (its answer
+    body), else 401 with {"error": "Invalid apiKey: ..."}."""
+
+    def answer(path: str, form: str) -> tuple[int, Any]:
+        key = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query).get("apiKey", [""])[0]
+        if key not in keys:
+            return 401, {"error": "Invalid apiKey: ApiKey not found"}
+        return 207, keys[key]
+
+    return start_endpoint(answer)

@@ -13,7 +13,7 @@ import pytest
 
 from tests.api import bearer, mint_tokens
 from tests.conftest import SERVER, Server, free_port, init_server, one_line_error, run
-from tests.identity import RESOURCE, Broker, Provider, start_broker, start_provider
+from tests.identity import RESOURCE, Broker, Provider, start_broker, start_ego, start_provider
 from tests.publish import publish_many, random_file
 
 DEMO_VISA = "https://dac.test/datasets/DEMO"
@@ -85,9 +85,9 @@ def platform(
     server.stop()
 
 
-def audit_trail(server: Server, *filters: str) -> list[dict]:
+def audit_trail(server: Server, *filters: str, at_least: int = 1) -> list[dict]:
     """The audit records matching `filters` (`score-server audit` options), once there are
-    some (records are written within a moment of the answer)."""
+    `at_least` (records are written within a moment of the answer)."""
     deadline = time.monotonic() + 15
     while True:
         out = run(
@@ -100,7 +100,7 @@ def audit_trail(server: Server, *filters: str) -> list[dict]:
             *filters,
             check=True,
         ).stdout
-        if out or time.monotonic() > deadline:
+        if len(out.splitlines()) >= at_least or time.monotonic() > deadline:
             return [json.loads(line) for line in out.splitlines()]
         time.sleep(0.3)
 
@@ -318,3 +318,34 @@ def test_introspection_takes_only_access_tokens_for_this_server(
         assert r.status_code == 401 and words in r.json()["message"], r.text
     r = spec(platform, "DEMO", provider.refresh_token())
     assert r.status_code == 401 and "not an access token" in r.json()["message"], r.text
+
+
+def test_ego_api_keys_download_as_their_user(tmp_path: Path) -> None:
+    """An Ego API key, checked at Ego's check_api_key as Ego answers (207; exp the seconds
+    left; older Egos also echo our own client_id): the download is granted and recorded
+    under the key's user, and a key Ego refuses gets 401."""
+    user = "7e57ab1e-0000-4000-8000-0000000000e9"
+    answer = {"user_id": user, "exp": 3599, "scope": ["PROGRAMDATA-DEMO.READ", "song.READ"]}
+    ego = start_ego({"ego-key": answer, "old-ego-key": {**answer, "client_id": "pyscore"}})
+    identity = {
+        "introspection": {
+            "url": f"{ego.url}/o/check_api_key",
+            "style": "ego",
+            "client_id": "pyscore",
+            "client_secret": "pyscore-secret",
+        }
+    }
+    server = controlled_platform(tmp_path, identity)
+    try:
+        for key in ("ego-key", "old-ego-key"):
+            assert spec(server, "DEMO", key).status_code == 200
+            assert spec(server, "OTHER", key).status_code == 403
+        assert spec(server, "DEMO", "no-such-key").status_code == 401
+        object_id = server.objects["DEMO"]  # type: ignore[attr-defined]
+        trail = audit_trail(server, "--object", object_id, "--outcome", "granted", at_least=2)
+        assert {(r["principal"], r["principal_name"]) for r in trail} == {(user, user)}, trail
+        assert len(trail) == 2
+        assert {r["issuer"] for r in trail} == {f"{ego.url}/o/check_api_key"}
+    finally:
+        server.stop()
+        ego.stop()

@@ -4,11 +4,7 @@ them (Ego's context.scope, Keycloak's scope and roles)."""
 
 from __future__ import annotations
 
-import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
 
@@ -17,7 +13,7 @@ from pyscore.server.identity import Identity, Refused
 from pyscore.server.identity.introspection import Introspector
 from pyscore.server.identity.jwks import KeySet
 from pyscore.server.identity.jwt import ScopeRules, fits, verify
-from tests.identity import start_broker, start_endpoint
+from tests.identity import start_broker, start_ego, start_endpoint
 
 
 @pytest.fixture
@@ -98,54 +94,45 @@ def rsa_key():
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
-class Ego(BaseHTTPRequestHandler):
-    """Ego's POST /o/check_api_key?apiKey=...: 200 with the key's user and scopes, or 401."""
-
-    calls: list[tuple[str, str]] = []  # noqa: RUF012
-
-    def do_POST(self) -> None:
-        key = self.path.partition("apiKey=")[2]
-        Ego.calls.append((self.path.split("?")[0], self.headers.get("Authorization", "")))
-        if key != "good-key":
-            self.send_response(401)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        body = json.dumps(
-            {
-                "user_id": "c0ffee-user",
-                "client_id": "score",
-                "exp": int(time.time()) + 3600,
-                "scope": ["PROGRAMDATA-DEMO.READ", "song.WRITE"],
-            }
-        ).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+EGO_USER = "1d2c3b4a-0000-4000-8000-00000000c0ff"  # Ego names a user by a UUID
 
 
 def test_ego_api_keys_are_checked_and_cached() -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Ego)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/o/check_api_key"
+    """Read as Ego writes its answer: 207, `exp` the seconds the key has left (a key with
+    0 left is refused, as the original Score does), the user's id the principal (never the
+    client_id older Egos echo: that is ours)."""
+    scope = ["PROGRAMDATA-DEMO.READ", "song.WRITE"]
+    ego = start_ego(
+        {
+            "good-key": {"user_id": EGO_USER, "exp": 2, "scope": scope},
+            "old-ego-key": {"user_id": EGO_USER, "client_id": "score", "exp": 9, "scope": scope},
+            "spent-key": {"user_id": EGO_USER, "exp": 0, "scope": scope},
+        }
+    )
     try:
-        ego = Introspector(url, "ego", "score", "score-secret", cache_seconds=60)
-        got = ego.check("good-key")
-        assert (got.subject, got.scopes) == ("c0ffee-user", {"PROGRAMDATA-DEMO.READ"})
-        assert ego.check("good-key") == got and len(Ego.calls) == 1  # cached
-        path, auth = Ego.calls[0]
-        assert path == "/o/check_api_key" and auth == "Basic c2NvcmU6c2NvcmUtc2VjcmV0"
-        with pytest.raises(Refused) as refused:
-            ego.check("bad-key")
-        assert refused.value.code == "inactive_key"
+        introspector = Introspector(
+            f"{ego.url}/o/check_api_key", "ego", "score", "score-secret", cache_seconds=60
+        )
+        for key in ("good-key", "old-ego-key"):
+            got = introspector.check(key)
+            assert (got.subject, got.name, got.scopes) == (
+                EGO_USER,
+                EGO_USER,
+                {"PROGRAMDATA-DEMO.READ"},
+            )
+        assert introspector.check("good-key") == got and len(ego.calls) == 2  # cached...
+        time.sleep(2.1)
+        introspector.check("good-key")
+        assert len(ego.calls) == 3  # ...only while the key has seconds left
+        path, auth = ego.calls[0]
+        assert path == "/o/check_api_key?apiKey=good-key"
+        assert auth == "Basic c2NvcmU6c2NvcmUtc2VjcmV0"
+        for key, code in [("bad-key", "inactive_key"), ("spent-key", "expired_token")]:
+            with pytest.raises(Refused) as refused:
+                introspector.check(key)
+            assert refused.value.code == code
     finally:
-        server.shutdown()
-        server.server_close()
+        ego.stop()
 
 
 def test_scopes_are_read_where_each_provider_puts_them() -> None:

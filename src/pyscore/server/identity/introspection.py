@@ -93,49 +93,59 @@ class Introspector:
         self.asked += 1
         if self.style == "ego":
             # Ego: POST /o/check_api_key?apiKey=..., the resource server's client
-            # credentials as Basic auth; 200 with {user_id, scope[], exp} or an error
+            # credentials as Basic auth
             status, body = http.request(self.url, params={"apiKey": key}, auth=self.auth)
-        else:
-            status, body = http.request(
-                self.url, form={"token": key, "token_type_hint": "access_token"}, auth=self.auth
-            )
-        if self.style == "ego" and status in (400, 401, 403, 404):
-            refused = Refused(
-                "inactive_key", "the API key is not valid (unknown, expired or revoked)"
-            )
-            return refused, self.cache_seconds
+            return self._ego(status, body)
+        status, body = http.request(
+            self.url, form={"token": key, "token_type_hint": "access_token"}, auth=self.auth
+        )
         if status != 200:
             raise Unavailable(f"the token introspection endpoint answered {status}")
-        try:
-            answer = json.loads(body)
-        except ValueError:
-            raise Unavailable("the token introspection endpoint answered no JSON") from None
-        if not isinstance(answer, dict):
-            raise Unavailable("the token introspection endpoint answered no JSON object")
-        return self._answer(answer, digest)
+        return self._rfc7662(_json(body), digest)
 
-    def _answer(self, body: dict[str, Any], digest: str) -> tuple[Answer, float]:
+    def _rfc7662(self, body: dict[str, Any], digest: str) -> tuple[Answer, float]:
         lifetime = self.cache_seconds
-        if self.style == "rfc7662":
-            refused = self._refusal(body)
-            if refused is not None:
-                return refused, lifetime
-        exp = body.get("exp")
-        if isinstance(exp, (int, float)):
-            left = float(exp) - time.time()
+        refused = self._refusal(body)
+        if refused is not None:
+            return refused, lifetime
+        exp = _number(body.get("exp"))  # RFC 7662: when it expires, seconds since the epoch
+        if exp is not None:
+            left = exp - time.time()
             if left <= 0:
-                return Refused("expired_token", "the API key has expired"), lifetime
+                return Refused("expired_token", "the token has expired"), lifetime
             lifetime = min(lifetime, left)
-        # RFC 7662's `sub`, Ego's `user_id`; a client-credentials token names its client
-        subject = str(body.get("sub") or body.get("user_id") or body.get("client_id") or "")
+        # a client-credentials token names its client (the token's, not ours)
+        subject = str(body.get("sub") or body.get("client_id") or "")
         name = str(body.get("username") or body.get("client_id") or subject)
         # no subject: name the key by a fingerprint of it (never the key)
-        return (
-            Introspected(
-                subject or f"key:{digest[:12]}", name, frozenset(self.scopes.scopes(body))
-            ),
-            lifetime,
-        )
+        scopes = frozenset(self.scopes.scopes(body))
+        return Introspected(subject or f"key:{digest[:12]}", name, scopes), lifetime
+
+    def _ego(self, status: int, raw: bytes) -> tuple[Answer, float]:
+        """Ego's answer as its code writes it (overture-stack/ego ApiKeyController and
+        TokenService.checkApiKey): 207 Multi-Status with ApiKeyScopeResponse {user_id (the
+        key owner's UUID), exp (ApiKey.getSecondsUntilExpiry: seconds left, 0 when spent),
+        scope[]}, or 401 {"error": ...}. Egos before May 2022 also wrote `client_id`: the
+        application that asked, i.e. this server, never the key's user. Refused as the
+        original Score's ApiKeyIntrospector refuses: an error, exp 0, revoked, not valid."""
+        lifetime = self.cache_seconds
+        inactive = Refused("inactive_key", "the API key is not valid (unknown, expired or revoked)")
+        if status in (400, 401, 403, 404):
+            return inactive, lifetime
+        if status not in (200, 207):
+            raise Unavailable(f"Ego's check_api_key answered {status}")
+        body = _json(raw)
+        if "error" in body or body.get("revoked") is True or body.get("valid") is False:
+            return inactive, lifetime
+        exp = _number(body.get("exp"))
+        if exp is not None:
+            if exp <= 0:
+                return Refused("expired_token", "the API key has expired"), lifetime
+            lifetime = min(lifetime, exp)
+        user = body.get("user_id")
+        if not isinstance(user, str) or not user:
+            raise Unavailable("Ego's check_api_key answer names no user_id")
+        return Introspected(user, user, frozenset(self.scopes.scopes(body))), lifetime
 
     def _refusal(self, body: dict[str, Any]) -> Optional[Refused]:
         """Why an RFC 7662 answer is no bearer for this server, if it is not: inactive, not
@@ -155,3 +165,17 @@ class Introspector:
         if self.audience and not set(self.audience) & {str(a) for a in named}:
             return Refused("wrong_audience", "the token is not meant for this server (aud)")
         return None
+
+
+def _json(body: bytes) -> dict[str, Any]:
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        raise Unavailable("the token introspection endpoint answered no JSON") from None
+    if not isinstance(answer, dict):
+        raise Unavailable("the token introspection endpoint answered no JSON object")
+    return answer
+
+
+def _number(value: Any) -> Optional[float]:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
