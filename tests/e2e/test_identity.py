@@ -5,6 +5,7 @@ introspection at that provider, and GA4GH passports whose visas a broker signed.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -349,3 +350,47 @@ def test_ego_api_keys_download_as_their_user(tmp_path: Path) -> None:
     finally:
         server.stop()
         ego.stop()
+
+
+def test_a_broken_jwks_costs_one_fetch_and_stalls_no_one(tmp_path: Path) -> None:
+    """Passports naming made-up keys of a broker whose JWKS errors fetch it once, not once
+    each; while another's JWKS hangs, requests naming its keys hold their admission slots
+    only a moment, so a request with our own token is answered (before the hang ends)."""
+    failing, hanging = start_broker(), start_broker()
+    failing.jwks_status = 500
+    hanging.hold = threading.Event()
+    brokers = [{"issuer": b.issuer, "audience": RESOURCE} for b in (failing, hanging)]
+    # two requests at work at once; others wait up to 4 s for a slot (less than a fetch's
+    # own 5 s timeout), then 503
+    env = {"PYSCORE_MAX_CONCURRENT_REQUESTS": "2", "PYSCORE_QUEUE_TIMEOUT_SECONDS": "4"}
+    server = controlled_platform(tmp_path, {"passports": {"brokers": brokers}}, env)
+    own = mint_tokens(server.data_dir, {"own": "score.READ"})["own"]
+    statuses: list[int] = []
+
+    def made_up(broker: Broker, i: int) -> None:
+        passport = broker.passport("someone", [], kid=f"made-up-{i}")
+        statuses.append(spec(server, "DEMO", passport).status_code)
+
+    try:
+        for i in range(20):
+            made_up(failing, i)
+        assert failing.fetches == 1
+        attackers = [threading.Thread(target=made_up, args=(hanging, i)) for i in range(6)]
+        for t in attackers:
+            t.start()
+        deadline = time.monotonic() + 30
+        while not hanging.held:
+            assert time.monotonic() < deadline, "the hanging JWKS was never asked"
+            time.sleep(0.05)
+        r = spec(server, "DEMO", own)
+        assert r.status_code == 200, r.text
+        assert hanging.held == 1  # answered while the JWKS still hangs
+        hanging.hold.set()
+        for t in attackers:
+            t.join(60)
+        assert len(statuses) == 26 and set(statuses) <= {401, 503}, statuses
+        assert hanging.fetches == 1
+    finally:
+        server.stop()
+        failing.stop()
+        hanging.stop()

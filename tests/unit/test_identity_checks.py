@@ -4,12 +4,13 @@ them (Ego's context.scope, Keycloak's scope and roles)."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
 
 from pyscore.server.auth import validate_scopes
-from pyscore.server.identity import Identity, Refused
+from pyscore.server.identity import Identity, Refused, Unavailable
 from pyscore.server.identity.introspection import Introspector
 from pyscore.server.identity.jwks import KeySet
 from pyscore.server.identity.jwt import ScopeRules, fits, verify
@@ -245,3 +246,55 @@ def test_rfc7662_answers_are_bearers_only_when_access_tokens_for_us(
             assert refused.value.code == code
     finally:
         endpoint.stop()
+
+
+def test_a_failed_key_fetch_is_remembered(broker) -> None:
+    """While an issuer's JWKS errors, tokens with made-up key ids do not each fetch again."""
+    broker.jwks_status = 500
+    keys = KeySet(broker.issuer, min_refetch=30)
+    for i in range(20):
+        with pytest.raises(Unavailable):
+            verify(token(broker, f"made-up-{i}"), keys, broker.issuer, None, 0)
+    assert broker.fetches == 1
+
+
+def test_cached_keys_serve_past_their_ttl_while_a_refresh_fails(broker) -> None:
+    keys = KeySet(broker.issuer, ttl=0.5, min_refetch=0.2)  # a failure: 1 s back-off
+    assert verify(token(broker), keys, broker.issuer, None, 0)["sub"] == "s"
+    broker.jwks_status = 500
+    time.sleep(0.6)  # the keys' time is up; the refresh fails
+    deadline = time.monotonic() + 30
+    while broker.fetches < 2:
+        assert verify(token(broker), keys, broker.issuer, None, 0)["sub"] == "s"
+        assert time.monotonic() < deadline, "the keys were not refreshed"
+        time.sleep(0.05)
+    for _ in range(10):
+        assert verify(token(broker), keys, broker.issuer, None, 0)["sub"] == "s"
+    assert broker.fetches == 2  # and the failure is remembered
+
+
+def test_a_hanging_jwks_is_fetched_once_and_waited_for_briefly(broker) -> None:
+    """Tokens naming unknown keys while the JWKS hangs: one fetch, behind the requests; each
+    waits for it a moment (`wait`), not for the fetch's own timeout, nor in a queue."""
+    broker.hold = threading.Event()
+    keys = KeySet(broker.issuer, min_refetch=30, wait=0.2)
+    outcomes: list[str] = []
+
+    def ask(i: int) -> None:
+        try:
+            keys.key(f"made-up-{i}")
+            outcomes.append("key")
+        except (Refused, Unavailable) as exc:
+            outcomes.append(type(exc).__name__)
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not any(t.is_alive() for t in threads)
+    assert broker.held == 1 and outcomes == ["Unavailable"] * 8  # answered, the JWKS still held
+    assert broker.fetches == 1
+    with pytest.raises(Unavailable):  # and later ones are answered at once
+        keys.key("made-up-9")
+    assert broker.fetches == 1
