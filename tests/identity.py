@@ -9,7 +9,9 @@ import select
 import subprocess
 import threading
 import time
+import urllib.parse
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -50,6 +52,17 @@ class Provider:
         )
         assert r.status_code == 200, r.text
         return r.json()["access_token"]
+
+    def refresh_token(self) -> str:
+        """A refresh token of the researcher's (with every scope), as a login would give."""
+        r = httpx.post(
+            f"{self.trusted}/token",
+            data={"grant_type": "urn:pyscore:test:refresh_token"},
+            auth=("researcher", "researcher-secret"),
+            timeout=10,
+        )
+        assert r.status_code == 200, r.text
+        return r.json()["refresh_token"]
 
     def revoke(self, token: str) -> None:
         r = httpx.post(
@@ -92,15 +105,24 @@ def start_provider() -> Provider:
     return Provider(a, b, process)
 
 
+HOLD_LIMIT = 60.0  # seconds a held JWKS request waits at most (a test's own bound)
+
+
 @dataclass
 class Broker:
-    """A passport broker and visa issuer: RSA keys, the public ones served as its JWKS at
-    `{issuer}/jwks` (and named by its discovery document); `fetches` counts JWKS reads."""
+    """A passport broker and visa issuer (or an OpenID provider of JWTs we sign as we like):
+    RSA keys, the public ones served as its JWKS at `{issuer}/jwks` (and named by its
+    discovery document); `fetches` counts JWKS reads. `jwks_status` other than 200: its JWKS
+    answers that error; `hold`: its JWKS answers only once that event is set (or after
+    HOLD_LIMIT), `held` counting the reads waiting now."""
 
     issuer: str = ""
     keys: dict[str, Any] = field(default_factory=dict)  # kid -> private key, all published
     signing: str = ""
     fetches: int = 0
+    jwks_status: int = 200
+    hold: threading.Event | None = None
+    held: int = 0
     server: ThreadingHTTPServer | None = None
 
     def rotate(self) -> str:
@@ -117,41 +139,52 @@ class Broker:
             keys.append({**jwk, "kid": kid, "use": "sig", "alg": "RS256"})
         return {"keys": keys}
 
-    def sign(self, claims: dict, kid: str | None = None, key: Any = None) -> str:
+    def sign(
+        self, claims: dict, kid: str | None = None, key: Any = None, algorithm: str = "RS256"
+    ) -> str:
         kid = kid or self.signing
-        return jwt.encode(claims, key or self.keys[kid], algorithm="RS256", headers={"kid": kid})
+        return jwt.encode(claims, key or self.keys[kid], algorithm=algorithm, headers={"kid": kid})
+
+    def claims(self, subject: str | None, lifetime: int = 600, **extra: Any) -> dict:
+        """A JWT's claims from this issuer (`subject` None: no `sub`)."""
+        now = int(time.time())
+        subject_claim = {} if subject is None else {"sub": subject}
+        return {"iss": self.issuer, **subject_claim, "iat": now, "exp": now + lifetime, **extra}
+
+    def access_token(self, scope: str, subject: str = "idp-user", **extra: Any) -> str:
+        """An OpenID access token for this platform (audience RESOURCE) with `scope`."""
+        return self.sign(self.claims(subject, aud=RESOURCE, scope=scope, **extra))
 
     def visa(self, subject: str, value: str, lifetime: int = 600, **extra: Any) -> dict:
         now = int(time.time())
-        return {
-            "iss": self.issuer,
-            "sub": subject,
-            "iat": now,
-            "exp": now + lifetime,
-            "jti": uuid.uuid4().hex,
-            "ga4gh_visa_v1": {
-                "type": "ControlledAccessGrants",
-                "value": value,
-                "source": "https://dac.test",
-                "by": "dac",
-                "asserted": now - 3600,
-                **extra,
-            },
+        visa = {
+            "type": "ControlledAccessGrants",
+            "value": value,
+            "source": "https://dac.test",
+            "by": "dac",
+            "asserted": now - 3600,
+            **extra,
         }
+        return self.claims(subject, lifetime, jti=uuid.uuid4().hex, ga4gh_visa_v1=visa)
 
-    def passport(self, subject: str, visas: list[str], lifetime: int = 600) -> str:
-        now = int(time.time())
-        return self.sign(
-            {
-                "iss": self.issuer,
-                "sub": subject,
-                "iat": now,
-                "exp": now + lifetime,
-                "ga4gh_passport_v1": visas,
-            }
-        )
+    def passport(
+        self,
+        subject: str | None,
+        visas: list[str],
+        lifetime: int = 600,
+        audience: str | None = RESOURCE,
+        kid: str | None = None,
+    ) -> str:
+        """A passport for `audience` (None: no `aud`), signed with `kid` (made up: the
+        signing key, under that name)."""
+        audience_claim = {} if audience is None else {"aud": audience}
+        claims = self.claims(subject, lifetime, ga4gh_passport_v1=visas, **audience_claim)
+        key = self.keys.get(kid or self.signing, self.keys[self.signing])
+        return self.sign(claims, kid, key)
 
     def stop(self) -> None:
+        if self.hold is not None:
+            self.hold.set()
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
@@ -160,37 +193,44 @@ class Broker:
 def start_broker() -> Broker:
     broker = Broker()
     broker.rotate()
+    lock = threading.Lock()
+
+    def count(field: str, step: int) -> None:
+        with lock:
+            setattr(broker, field, getattr(broker, field) + step)
+
+    def answer(path: str) -> tuple[int, str, bytes]:
+        if path == "/jwks":
+            count("fetches", 1)
+            if broker.hold is not None:
+                count("held", 1)
+                broker.hold.wait(HOLD_LIMIT)
+                count("held", -1)
+            if broker.jwks_status != 200:
+                return broker.jwks_status, "application/json", b'{"error": "unavailable"}'
+            return 200, "application/json", json.dumps(broker.jwks()).encode()
+        if path == "/.well-known/openid-configuration":
+            body = {"issuer": broker.issuer, "jwks_uri": f"{broker.issuer}/jwks"}
+            return 200, "application/json", json.dumps(body).encode()
+        if path == "/oauth/token/public_key":  # as Ego serves its key: PEM
+            public = broker.keys[broker.signing].public_key()
+            pem = public.public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            return 200, "text/plain", pem
+        return 404, "text/plain", b"not found"
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            if self.path == "/jwks":
-                broker.fetches += 1
-                body = broker.jwks()
-            elif self.path == "/.well-known/openid-configuration":
-                body = {"issuer": broker.issuer, "jwks_uri": f"{broker.issuer}/jwks"}
-            elif self.path == "/oauth/token/public_key":  # as Ego serves its key: PEM
-                pem = (
-                    broker.keys[broker.signing]
-                    .public_key()
-                    .public_bytes(
-                        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-                    )
-                )
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain")
-                self.send_header("Content-Length", str(len(pem)))
+            status, kind, data = answer(self.path)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(pem)
-                return
-            else:
-                self.send_error(404)
-                return
-            data = json.dumps(body).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+                self.wfile.write(data)
+            except OSError:
+                pass  # a held read whose asker gave up
 
         def log_message(self, *args: Any) -> None:
             pass
@@ -200,3 +240,56 @@ def start_broker() -> Broker:
     broker.issuer = f"http://127.0.0.1:{server.server_address[1]}"
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return broker
+
+
+@dataclass
+class Endpoint:
+    """A local endpoint that answers each POST (an introspection endpoint, Ego's
+    check_api_key) as `answer(path with query, form body)` says: (status, JSON body).
+    `calls`: the path and Authorization header of each POST."""
+
+    url: str
+    server: ThreadingHTTPServer
+    calls: list[tuple[str, str]] = field(default_factory=list)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def start_endpoint(answer: Callable[[str, str], tuple[int, Any]]) -> Endpoint:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            form = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+            endpoint.calls.append((self.path, self.headers.get("Authorization", "")))
+            status, body = answer(self.path, form)
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    endpoint = Endpoint(f"http://127.0.0.1:{server.server_address[1]}", server)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return endpoint
+
+
+def start_ego(keys: dict[str, dict]) -> Endpoint:
+    """Ego's `POST /o/check_api_key?apiKey=...` as Ego's own code answers it
+    (overture-stack/ego ApiKeyController.checkApiKey, TokenService.checkApiKey): 207
+    Multi-Status with ApiKeyScopeResponse {user_id, exp: seconds left, scope} (Ego before
+    5.x also wrote client_id: the *asking* application's) for a key of `keys` (its answer
+    body), else 401 with {"error": "Invalid apiKey: ..."}."""
+
+    def answer(path: str, form: str) -> tuple[int, Any]:
+        key = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query).get("apiKey", [""])[0]
+        if key not in keys:
+            return 401, {"error": "Invalid apiKey: ApiKey not found"}
+        return 207, keys[key]
+
+    return start_endpoint(answer)

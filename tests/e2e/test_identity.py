@@ -5,6 +5,7 @@ introspection at that provider, and GA4GH passports whose visas a broker signed.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -12,11 +13,12 @@ import httpx
 import pytest
 
 from tests.api import bearer, mint_tokens
-from tests.conftest import SERVER, Server, init_server, run
-from tests.identity import RESOURCE, Broker, Provider, start_broker, start_provider
+from tests.conftest import SERVER, Server, free_port, init_server, one_line_error, run
+from tests.identity import RESOURCE, Broker, Provider, start_broker, start_ego, start_provider
 from tests.publish import publish_many, random_file
 
 DEMO_VISA = "https://dac.test/datasets/DEMO"
+OPAQUE = "https://opaque.pyscore.test"  # the provider's opaque tokens for us (introspected)
 CACHE_SECONDS = 3
 
 
@@ -36,32 +38,72 @@ def broker():
 
 
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory: pytest.TempPathFactory, provider: Provider, broker: Broker):
-    """Controlled files in studies DEMO and OTHER, served with the trusted provider (JWTs,
-    and introspection of its opaque tokens) and the broker (passports) configured."""
-    root = tmp_path_factory.mktemp("identity")
+def idp():
+    """An OpenID provider whose JWTs the tests sign as they like (scopes, algorithms)."""
+    b = start_broker()
+    yield b
+    b.stop()
+
+
+def controlled_platform(root: Path, identity: dict, env: dict[str, str] | None = None) -> Server:
+    """A running server with controlled files in studies DEMO and OTHER (`objects`, `files`:
+    by study) that accepts the bearers of `identity`."""
     server = init_server(root / "data")
     files = [random_file(root / "demo.bam", 300_000, seed=3), random_file(root / "other.bam", 1000)]
     published = publish_many(server.data_dir, [("DEMO", files[:1]), ("OTHER", files[1:])])
     server.objects = {"DEMO": published[0][1][0], "OTHER": published[1][1][0]}  # type: ignore[attr-defined]
     server.files = {"DEMO": files[0], "OTHER": files[1]}  # type: ignore[attr-defined]
+    server.start(env={"PYSCORE_IDENTITY": json.dumps(identity), **(env or {})})
+    return server
+
+
+@pytest.fixture(scope="module")
+def platform(
+    tmp_path_factory: pytest.TempPathFactory, provider: Provider, broker: Broker, idp: Broker
+):
+    """Served with the trusted provider (JWTs, and introspection of its opaque tokens), the
+    broker (passports) and idp (JWTs) configured."""
     identity = {
-        "oidc": [{"issuer": provider.trusted, "audience": RESOURCE, "leeway_seconds": 0}],
+        "oidc": [
+            {"issuer": provider.trusted, "audience": RESOURCE, "leeway_seconds": 0},
+            {"issuer": idp.issuer, "audience": RESOURCE},
+        ],
         "introspection": {
             "url": f"{provider.trusted}/token/introspection",
             "client_id": "pyscore",
             "client_secret": "pyscore-secret",
             "cache_seconds": CACHE_SECONDS,
+            "audience": RESOURCE,
         },
         "passports": {
-            "brokers": [{"issuer": broker.issuer}],
+            "brokers": [{"issuer": broker.issuer, "audience": RESOURCE}],
             "studies": {DEMO_VISA: "DEMO"},
             "leeway_seconds": 0,
         },
     }
-    server.start(env={"PYSCORE_IDENTITY": json.dumps(identity)})
+    server = controlled_platform(tmp_path_factory.mktemp("identity"), identity)
     yield server
     server.stop()
+
+
+def audit_trail(server: Server, *filters: str, at_least: int = 1) -> list[dict]:
+    """The audit records matching `filters` (`score-server audit` options), once there are
+    `at_least` (records are written within a moment of the answer)."""
+    deadline = time.monotonic() + 15
+    while True:
+        out = run(
+            SERVER,
+            "audit",
+            "--data-dir",
+            str(server.data_dir),
+            "--format",
+            "json",
+            *filters,
+            check=True,
+        ).stdout
+        if len(out.splitlines()) >= at_least or time.monotonic() > deadline:
+            return [json.loads(line) for line in out.splitlines()]
+        time.sleep(0.3)
 
 
 def spec(server: Server, study: str, token: str) -> httpx.Response:
@@ -81,31 +123,13 @@ def test_provider_jwt_downloads_a_controlled_file(
     got = list(tmp_path.rglob("demo.bam"))
     assert len(got) == 1 and got[0].read_bytes() == platform.files["DEMO"].read_bytes()  # type: ignore[attr-defined]
     # the trail names the provider's subject (the client) and the issuer, never the token
-    deadline = time.monotonic() + 15
-    while True:
-        trail = run(
-            SERVER,
-            "audit",
-            "--data-dir",
-            str(platform.data_dir),
-            "--format",
-            "json",
-            "--subject",
-            "researcher",
-            "--object",
-            object_id,
-            check=True,
-        ).stdout
-        if trail or time.monotonic() > deadline:
-            break
-        time.sleep(0.3)
-    first = json.loads(trail.splitlines()[0])
-    assert (first["outcome"], first["issuer"], first["study_id"]) == (
+    trail = audit_trail(platform, "--subject", "researcher", "--object", object_id)
+    assert (trail[0]["outcome"], trail[0]["issuer"], trail[0]["study_id"]) == (
         "granted",
         provider.trusted,
         "DEMO",
     )
-    assert token not in trail
+    assert token not in json.dumps(trail)
 
 
 def test_provider_jwt_refused_when_expired(platform: Server, provider: Provider) -> None:
@@ -151,7 +175,7 @@ def test_provider_jwt_refused(
 
 
 def test_introspected_key_works_until_revoked(platform: Server, provider: Provider) -> None:
-    key = provider.token("PROGRAMDATA-DEMO.READ", resource=None)  # opaque: introspected
+    key = provider.token("PROGRAMDATA-DEMO.READ", resource=OPAQUE)  # opaque: introspected
     assert "." not in key
     assert spec(platform, "DEMO", key).status_code == 200
     assert spec(platform, "OTHER", key).status_code == 403  # its scopes, nothing more
@@ -198,3 +222,175 @@ def test_own_tokens_still_work(platform: Server) -> None:
     assert spec(platform, "OTHER", token).status_code == 200
     assert spec(platform, "DEMO", token).status_code == 403
     assert spec(platform, "DEMO", "not-a-token-anyone-issued").status_code == 401
+
+
+@pytest.mark.parametrize("scope", ["ſcore.ADMIN", "score.admın"])
+def test_scope_lookalikes_grant_nothing(platform: Server, idp: Broker, scope: str) -> None:
+    """A JWT scope spelt with a letter that folds to an ASCII one (U+017F long s, U+0131
+    dotless i) is not score.ADMIN: it creates no study."""
+    study = f"LOOK{sum(map(ord, scope))}"
+    r = httpx.post(
+        f"{platform.url}/studies/{study}/",
+        json={"studyId": study, "name": "look-alike"},
+        headers=bearer(idp.access_token(scope)),
+        timeout=30,
+    )
+    assert r.status_code == 403, r.text
+    assert httpx.get(f"{platform.url}/studies/{study}", timeout=30).status_code == 404
+    admin = bearer(idp.access_token("score.ADMIN"))  # the real word does
+    body = {"studyId": study, "name": "real"}
+    r = httpx.post(f"{platform.url}/studies/{study}/", json=body, headers=admin, timeout=30)
+    assert r.status_code == 200, r.text
+
+
+def test_jwt_whose_algorithm_does_not_fit_its_key_is_refused(platform: Server, idp: Broker) -> None:
+    """An ES256 header naming the issuer's RSA key: 401 and a refusal in the trail (not a
+    500 from deep inside the JWT library)."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    claims = idp.claims("idp-user", aud=RESOURCE, scope="score.READ")
+    token = idp.sign(claims, key=ec.generate_private_key(ec.SECP256R1()), algorithm="ES256")
+    r = spec(platform, "DEMO", token)
+    assert r.status_code == 401, r.text
+    assert "does not fit" in r.json()["message"], r.text
+    object_id = platform.objects["DEMO"]  # type: ignore[attr-defined]
+    trail = audit_trail(platform, "--outcome", "refused", "--object", object_id)
+    assert any("does not fit" in record["reason"] for record in trail), trail
+
+
+def test_visas_need_the_holder_named(platform: Server, broker: Broker, idp: Broker) -> None:
+    """A passport (or an OpenID token carrying one) without `sub` honours no visa: the
+    holder check cannot be made, so another person's visa would otherwise grant access."""
+    someone_elses = broker.sign(broker.visa("someone-else", DEMO_VISA))
+    passport = broker.passport(None, [someone_elses])
+    assert spec(platform, "DEMO", passport).status_code == 403
+    carried = idp.sign(
+        idp.claims(None, aud=RESOURCE, scope="openid", ga4gh_passport_v1=[someone_elses])
+    )
+    assert spec(platform, "DEMO", carried).status_code == 403
+    # the holder named: their own visa does
+    own = broker.sign(broker.visa("researcher-42", DEMO_VISA))
+    assert spec(platform, "DEMO", broker.passport("researcher-42", [own])).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"passports": {"brokers": [{"issuer": "https://broker.test"}]}},
+        {"introspection": {"url": "https://idp.test/token/introspection"}},
+    ],
+    ids=["passport broker", "introspection"],
+)
+def test_serve_needs_the_audience_of_every_issuer(tmp_path: Path, settings: dict) -> None:
+    """Without `audience`, a passport or introspected token minted for any other service of
+    the issuer would do here: `serve` says so in one line and does not start."""
+    server = init_server(tmp_path / "data")
+    out = run(
+        SERVER,
+        "serve",
+        "--data-dir",
+        str(server.data_dir),
+        "--port",
+        str(free_port()),
+        env={"PYSCORE_IDENTITY": json.dumps(settings)},
+        timeout=60,
+    )
+    assert "audience" in one_line_error(out)
+
+
+def test_passports_for_another_service_are_refused(platform: Server, broker: Broker) -> None:
+    visas = [broker.sign(broker.visa("researcher-42", DEMO_VISA))]
+    for audience in ("https://elsewhere.test", None):
+        r = spec(platform, "DEMO", broker.passport("researcher-42", visas, audience=audience))
+        assert r.status_code == 401, r.text
+    assert spec(platform, "DEMO", broker.passport("researcher-42", visas)).status_code == 200
+
+
+def test_introspection_takes_only_access_tokens_for_this_server(
+    platform: Server, provider: Provider
+) -> None:
+    """The provider says `active` of its refresh tokens and of tokens for other services:
+    neither is a bearer for this server."""
+    for resource, words in [
+        ("https://opaque.elsewhere.test", "not meant for this server"),
+        (None, "not meant for this server"),  # a token for no audience
+    ]:
+        r = spec(platform, "DEMO", provider.token("PROGRAMDATA-DEMO.READ", resource=resource))
+        assert r.status_code == 401 and words in r.json()["message"], r.text
+    r = spec(platform, "DEMO", provider.refresh_token())
+    assert r.status_code == 401 and "not an access token" in r.json()["message"], r.text
+
+
+def test_ego_api_keys_download_as_their_user(tmp_path: Path) -> None:
+    """An Ego API key, checked at Ego's check_api_key as Ego answers (207; exp the seconds
+    left; older Egos also echo our own client_id): the download is granted and recorded
+    under the key's user, and a key Ego refuses gets 401."""
+    user = "7e57ab1e-0000-4000-8000-0000000000e9"
+    answer = {"user_id": user, "exp": 3599, "scope": ["PROGRAMDATA-DEMO.READ", "song.READ"]}
+    ego = start_ego({"ego-key": answer, "old-ego-key": {**answer, "client_id": "pyscore"}})
+    identity = {
+        "introspection": {
+            "url": f"{ego.url}/o/check_api_key",
+            "style": "ego",
+            "client_id": "pyscore",
+            "client_secret": "pyscore-secret",
+        }
+    }
+    server = controlled_platform(tmp_path, identity)
+    try:
+        for key in ("ego-key", "old-ego-key"):
+            assert spec(server, "DEMO", key).status_code == 200
+            assert spec(server, "OTHER", key).status_code == 403
+        assert spec(server, "DEMO", "no-such-key").status_code == 401
+        object_id = server.objects["DEMO"]  # type: ignore[attr-defined]
+        trail = audit_trail(server, "--object", object_id, "--outcome", "granted", at_least=2)
+        assert {(r["principal"], r["principal_name"]) for r in trail} == {(user, user)}, trail
+        assert len(trail) == 2
+        assert {r["issuer"] for r in trail} == {f"{ego.url}/o/check_api_key"}
+    finally:
+        server.stop()
+        ego.stop()
+
+
+def test_a_broken_jwks_costs_one_fetch_and_stalls_no_one(tmp_path: Path) -> None:
+    """Passports naming made-up keys of a broker whose JWKS errors fetch it once, not once
+    each; while another's JWKS hangs, requests naming its keys hold their admission slots
+    only a moment, so a request with our own token is answered (before the hang ends)."""
+    failing, hanging = start_broker(), start_broker()
+    failing.jwks_status = 500
+    hanging.hold = threading.Event()
+    brokers = [{"issuer": b.issuer, "audience": RESOURCE} for b in (failing, hanging)]
+    # two requests at work at once; others wait up to 4 s for a slot (less than a fetch's
+    # own 5 s timeout), then 503
+    env = {"PYSCORE_MAX_CONCURRENT_REQUESTS": "2", "PYSCORE_QUEUE_TIMEOUT_SECONDS": "4"}
+    server = controlled_platform(tmp_path, {"passports": {"brokers": brokers}}, env)
+    own = mint_tokens(server.data_dir, {"own": "score.READ"})["own"]
+    statuses: list[int] = []
+
+    def made_up(broker: Broker, i: int) -> None:
+        passport = broker.passport("someone", [], kid=f"made-up-{i}")
+        statuses.append(spec(server, "DEMO", passport).status_code)
+
+    try:
+        for i in range(20):
+            made_up(failing, i)
+        assert failing.fetches == 1
+        attackers = [threading.Thread(target=made_up, args=(hanging, i)) for i in range(6)]
+        for t in attackers:
+            t.start()
+        deadline = time.monotonic() + 30
+        while not hanging.held:
+            assert time.monotonic() < deadline, "the hanging JWKS was never asked"
+            time.sleep(0.05)
+        r = spec(server, "DEMO", own)
+        assert r.status_code == 200, r.text
+        assert hanging.held == 1  # answered while the JWKS still hangs
+        hanging.hold.set()
+        for t in attackers:
+            t.join(60)
+        assert len(statuses) == 26 and set(statuses) <= {401, 503}, statuses
+        assert hanging.fetches == 1
+    finally:
+        server.stop()
+        failing.stop()
+        hanging.stop()

@@ -8,8 +8,11 @@
 // pyscore / pyscore-secret (the platform, which introspects opaque tokens). Resources
 // (RFC 8707) decide the token: https://pyscore.test -> a JWT for audience
 // https://pyscore.test (300 s), https://short.pyscore.test -> the same audience but 2 s,
-// https://elsewhere.test -> a JWT for another audience; no resource -> an opaque token,
-// for introspection. Prints one line, "ready", once both listen.
+// https://elsewhere.test -> a JWT for another audience; https://opaque.pyscore.test and
+// https://opaque.elsewhere.test -> opaque tokens (for introspection) for either audience; no
+// resource -> an opaque token for no audience. Grant type urn:pyscore:test:refresh_token
+// hands the researcher a refresh token with the same scopes (as a login would; there is no
+// login page here). Prints one line, "ready", once both listen.
 import { generateKeyPairSync } from "node:crypto";
 import Provider, { errors } from "oidc-provider";
 
@@ -18,7 +21,10 @@ const RESOURCES = {
   "https://pyscore.test": { audience: "https://pyscore.test", accessTokenTTL: 300 },
   "https://short.pyscore.test": { audience: "https://pyscore.test", accessTokenTTL: 2 },
   "https://elsewhere.test": { audience: "https://elsewhere.test", accessTokenTTL: 300 },
+  "https://opaque.pyscore.test": { audience: "https://pyscore.test", accessTokenFormat: "opaque" },
+  "https://opaque.elsewhere.test": { audience: "https://elsewhere.test", accessTokenFormat: "opaque" },
 };
+const REFRESH = "urn:pyscore:test:refresh_token";
 
 function start(port, kid) {
   const { privateKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
@@ -29,7 +35,7 @@ function start(port, kid) {
       {
         client_id: "researcher",
         client_secret: "researcher-secret",
-        grant_types: ["client_credentials"],
+        grant_types: ["client_credentials", REFRESH],
         redirect_uris: [],
         response_types: [],
         scope: SCOPES,
@@ -43,6 +49,7 @@ function start(port, kid) {
       },
     ],
     scopes: SCOPES.split(" "),
+    issueRefreshToken: async () => true, // enables refresh tokens (and their introspection)
     features: {
       devInteractions: { enabled: false },
       clientCredentials: { enabled: true },
@@ -59,6 +66,15 @@ function start(port, kid) {
         },
       },
     },
+  });
+  provider.registerGrantType(REFRESH, async (ctx) => {
+    const { client } = ctx.oidc;
+    const accountId = "researcher-account";
+    const grant = new provider.Grant({ clientId: client.clientId, accountId });
+    grant.addOIDCScope(SCOPES);
+    const grantId = await grant.save();
+    const token = new provider.RefreshToken({ client, accountId, grantId, gty: "authorization_code", scope: SCOPES });
+    ctx.body = { refresh_token: await token.save() };
   });
   return new Promise((resolve) => provider.listen(port, "127.0.0.1", resolve));
 }

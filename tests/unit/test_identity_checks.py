@@ -4,19 +4,17 @@ them (Ego's context.scope, Keycloak's scope and roles)."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
 
-from pyscore.server.identity import Identity, Refused
+from pyscore.server.auth import validate_scopes
+from pyscore.server.identity import Identity, Refused, Unavailable
 from pyscore.server.identity.introspection import Introspector
 from pyscore.server.identity.jwks import KeySet
-from pyscore.server.identity.jwt import ScopeRules, verify
-from tests.identity import start_broker
+from pyscore.server.identity.jwt import ScopeRules, fits, verify
+from tests.identity import start_broker, start_ego, start_endpoint
 
 
 @pytest.fixture
@@ -97,54 +95,45 @@ def rsa_key():
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
-class Ego(BaseHTTPRequestHandler):
-    """Ego's POST /o/check_api_key?apiKey=...: 200 with the key's user and scopes, or 401."""
-
-    calls: list[tuple[str, str]] = []  # noqa: RUF012
-
-    def do_POST(self) -> None:
-        key = self.path.partition("apiKey=")[2]
-        Ego.calls.append((self.path.split("?")[0], self.headers.get("Authorization", "")))
-        if key != "good-key":
-            self.send_response(401)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        body = json.dumps(
-            {
-                "user_id": "c0ffee-user",
-                "client_id": "score",
-                "exp": int(time.time()) + 3600,
-                "scope": ["PROGRAMDATA-DEMO.READ", "song.WRITE"],
-            }
-        ).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+EGO_USER = "1d2c3b4a-0000-4000-8000-00000000c0ff"  # Ego names a user by a UUID
 
 
 def test_ego_api_keys_are_checked_and_cached() -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Ego)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/o/check_api_key"
+    """Read as Ego writes its answer: 207, `exp` the seconds the key has left (a key with
+    0 left is refused, as the original Score does), the user's id the principal (never the
+    client_id older Egos echo: that is ours)."""
+    scope = ["PROGRAMDATA-DEMO.READ", "song.WRITE"]
+    ego = start_ego(
+        {
+            "good-key": {"user_id": EGO_USER, "exp": 2, "scope": scope},
+            "old-ego-key": {"user_id": EGO_USER, "client_id": "score", "exp": 9, "scope": scope},
+            "spent-key": {"user_id": EGO_USER, "exp": 0, "scope": scope},
+        }
+    )
     try:
-        ego = Introspector(url, "ego", "score", "score-secret", cache_seconds=60)
-        got = ego.check("good-key")
-        assert (got.subject, got.scopes) == ("c0ffee-user", {"PROGRAMDATA-DEMO.READ"})
-        assert ego.check("good-key") == got and len(Ego.calls) == 1  # cached
-        path, auth = Ego.calls[0]
-        assert path == "/o/check_api_key" and auth == "Basic c2NvcmU6c2NvcmUtc2VjcmV0"
-        with pytest.raises(Refused) as refused:
-            ego.check("bad-key")
-        assert refused.value.code == "inactive_key"
+        introspector = Introspector(
+            f"{ego.url}/o/check_api_key", "ego", "score", "score-secret", cache_seconds=60
+        )
+        for key in ("good-key", "old-ego-key"):
+            got = introspector.check(key)
+            assert (got.subject, got.name, got.scopes) == (
+                EGO_USER,
+                EGO_USER,
+                {"PROGRAMDATA-DEMO.READ"},
+            )
+        assert introspector.check("good-key") == got and len(ego.calls) == 2  # cached...
+        time.sleep(2.1)
+        introspector.check("good-key")
+        assert len(ego.calls) == 3  # ...only while the key has seconds left
+        path, auth = ego.calls[0]
+        assert path == "/o/check_api_key?apiKey=good-key"
+        assert auth == "Basic c2NvcmU6c2NvcmUtc2VjcmV0"
+        for key, code in [("bad-key", "inactive_key"), ("spent-key", "expired_token")]:
+            with pytest.raises(Refused) as refused:
+                introspector.check(key)
+            assert refused.value.code == code
     finally:
-        server.shutdown()
-        server.server_close()
+        ego.stop()
 
 
 def test_scopes_are_read_where_each_provider_puts_them() -> None:
@@ -181,10 +170,131 @@ def test_scopes_are_read_where_each_provider_puts_them() -> None:
             "root",
         ),
         ({"introspection": {"url": "https://ego.test", "style": "magic"}}, "magic"),
-        ({"passports": {"brokers": [{"issuer": "https://b.test"}], "patterns": ["x"]}}, "study"),
+        (
+            {
+                "passports": {
+                    "brokers": [{"issuer": "https://b.test", "audience": "x"}],
+                    "patterns": ["x"],
+                }
+            },
+            "study",
+        ),
+        ({"passports": {"brokers": [{"issuer": "https://b.test"}]}}, "b.test: set `audience`"),
+        (
+            {"introspection": {"url": "https://idp.test/introspect"}},
+            "introspection: set `audience`",
+        ),
         ({"ldap": {}}, "unknown"),
     ],
 )
 def test_mistakes_in_the_settings_are_named(config: dict, words: str) -> None:
     with pytest.raises(ValueError, match=words.replace("(", r"\(").replace(")", r"\)")):
         Identity.from_settings(config)
+
+
+@pytest.mark.parametrize(
+    "scope", ["ſcore.ADMIN", "score.admın", "PROGRAMDATA-DEMO.READ\n", "PROGRAMDATA-ſ.READ"]
+)
+def test_scope_words_are_ascii(scope: str) -> None:
+    """Scope words match ignoring ASCII case only: letters that fold to ASCII ones (U+017F,
+    U+0131, the Kelvin sign) make no scope, for our tokens or anyone else's."""
+    with pytest.raises(ValueError, match="unknown scope"):
+        validate_scopes([scope])
+    assert ScopeRules.parse({}).scopes({"scope": [scope]}) == set()
+    assert validate_scopes(["SCORE.admin", "programdata-DEMO.read"])  # ASCII case still folds
+
+
+def test_an_algorithm_fits_only_keys_of_its_kind() -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from jwt import PyJWK
+    from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
+    rsa_jwk = PyJWK(RSAAlgorithm.to_jwk(rsa_key().public_key(), as_dict=True))
+    p256 = ec.generate_private_key(ec.SECP256R1()).public_key()
+    ec_jwk = PyJWK(ECAlgorithm.to_jwk(p256, as_dict=True))
+    assert fits("RS256", rsa_jwk) and fits("PS512", rsa_jwk) and fits("ES256", ec_jwk)
+    assert not fits("ES256", rsa_jwk) and not fits("EdDSA", rsa_jwk)
+    assert not fits("RS256", ec_jwk) and not fits("ES384", ec_jwk)
+
+
+@pytest.mark.parametrize(
+    ("answer", "code"),
+    [
+        ({"token_type": "Bearer"}, None),
+        ({"typ": "Bearer", "aud": ["account", "https://us.test"]}, None),  # Keycloak
+        ({"token_type": "refresh_token"}, "not_access_token"),
+        ({"typ": "Refresh"}, "not_access_token"),  # Keycloak
+        ({"token_use": "refresh_token"}, "not_access_token"),  # Ory Hydra
+        ({}, "not_access_token"),  # oidc-provider's refresh tokens say no type
+        ({"token_type": "Bearer", "aud": "https://other.test"}, "wrong_audience"),
+        ({"token_type": "Bearer", "aud": None}, "wrong_audience"),
+        ({"token_type": "Bearer", "active": "true"}, "inactive_key"),
+    ],
+)
+def test_rfc7662_answers_are_bearers_only_when_access_tokens_for_us(
+    answer: dict, code: str | None
+) -> None:
+    body = {"active": True, "sub": "u1", "aud": "https://us.test", "scope": "score.READ"}
+    endpoint = start_endpoint(lambda path, form: (200, {**body, **answer}))
+    try:
+        introspector = Introspector.parse({"url": endpoint.url, "audience": "https://us.test"})
+        if code is None:
+            assert introspector.check("key").scopes == {"score.READ"}
+        else:
+            with pytest.raises(Refused) as refused:
+                introspector.check("key")
+            assert refused.value.code == code
+    finally:
+        endpoint.stop()
+
+
+def test_a_failed_key_fetch_is_remembered(broker) -> None:
+    """While an issuer's JWKS errors, tokens with made-up key ids do not each fetch again."""
+    broker.jwks_status = 500
+    keys = KeySet(broker.issuer, min_refetch=30)
+    for i in range(20):
+        with pytest.raises(Unavailable):
+            verify(token(broker, f"made-up-{i}"), keys, broker.issuer, None, 0)
+    assert broker.fetches == 1
+
+
+def test_cached_keys_serve_past_their_ttl_while_a_refresh_fails(broker) -> None:
+    keys = KeySet(broker.issuer, ttl=0.5, min_refetch=0.2)  # a failure: 1 s back-off
+    assert verify(token(broker), keys, broker.issuer, None, 0)["sub"] == "s"
+    broker.jwks_status = 500
+    time.sleep(0.6)  # the keys' time is up; the refresh fails
+    deadline = time.monotonic() + 30
+    while broker.fetches < 2:
+        assert verify(token(broker), keys, broker.issuer, None, 0)["sub"] == "s"
+        assert time.monotonic() < deadline, "the keys were not refreshed"
+        time.sleep(0.05)
+    for _ in range(10):
+        assert verify(token(broker), keys, broker.issuer, None, 0)["sub"] == "s"
+    assert broker.fetches == 2  # and the failure is remembered
+
+
+def test_a_hanging_jwks_is_fetched_once_and_waited_for_briefly(broker) -> None:
+    """Tokens naming unknown keys while the JWKS hangs: one fetch, behind the requests; each
+    waits for it a moment (`wait`), not for the fetch's own timeout, nor in a queue."""
+    broker.hold = threading.Event()
+    keys = KeySet(broker.issuer, min_refetch=30, wait=0.2)
+    outcomes: list[str] = []
+
+    def ask(i: int) -> None:
+        try:
+            keys.key(f"made-up-{i}")
+            outcomes.append("key")
+        except (Refused, Unavailable) as exc:
+            outcomes.append(type(exc).__name__)
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not any(t.is_alive() for t in threads)
+    assert broker.held == 1 and outcomes == ["Unavailable"] * 8  # answered, the JWKS still held
+    assert broker.fetches == 1
+    with pytest.raises(Unavailable):  # and later ones are answered at once
+        keys.key("made-up-9")
+    assert broker.fetches == 1

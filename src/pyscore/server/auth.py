@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
@@ -29,9 +29,17 @@ READ_ALL = "score.READ"
 WRITE_ALL = "score.WRITE"
 ADMIN = "score.ADMIN"
 STUDY_PREFIX = "PROGRAMDATA-"
+# ASCII only: with Unicode case folding, `ſcore.ADMIN` (U+017F) and `score.admın` (U+0131)
+# would match, and str.upper() turns both into SCORE.ADMIN
 SCOPE_RE = re.compile(
-    r"^(score\.(READ|WRITE|ADMIN)|PROGRAMDATA-[A-Za-z0-9_.\-]+\.(READ|WRITE))$", re.IGNORECASE
+    r"(score\.(READ|WRITE|ADMIN)|PROGRAMDATA-[A-Za-z0-9_.\-]+\.(READ|WRITE))",
+    re.IGNORECASE | re.ASCII,
 )
+
+
+def is_scope(name: str) -> bool:
+    """Whether `name` is one of our scopes, all of it (ASCII; words in any case)."""
+    return SCOPE_RE.fullmatch(name) is not None
 
 
 class Action(Enum):
@@ -59,6 +67,12 @@ def normal_scope(scope: str) -> str:
     return upper
 
 
+def normal_scopes(names: Iterable[str]) -> frozenset[str]:
+    """The scopes among `names`, as `normal_scope` writes them (anything else is dropped: a
+    token stored before scope words were ASCII-only grants nothing by a look-alike)."""
+    return frozenset(normal_scope(s) for s in names if is_scope(s))
+
+
 def hash_token(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -68,7 +82,7 @@ def study_scope(study_id: str, action: Action) -> str:
 
 
 def validate_scopes(scopes: list[str]) -> list[str]:
-    bad = [s for s in scopes if not SCOPE_RE.fullmatch(s)]
+    bad = [s for s in scopes if not is_scope(s)]
     if bad:
         raise ValueError(
             f"unknown scope {bad[0]!r}; expected score.READ, score.WRITE, "
@@ -128,7 +142,7 @@ def principal_for(
     if expires is not None and expires <= utcnow():
         raise _refused("expired_token", "Access token has expired")
     audit.identified(token.token_id, token.user)
-    return Principal(token.token_id, token.user, frozenset(normal_scope(s) for s in token.scopes))
+    return Principal(token.token_id, token.user, normal_scopes(token.scopes))
 
 
 def _refused(code: str, message: str) -> ApiError:
@@ -151,8 +165,7 @@ def _external(resolve: Callable[[str], Any], secret: str) -> Principal | None:
     if found is None:
         return None
     audit.identified(found.subject, found.name, found.issuer)
-    scopes = frozenset(normal_scope(s) for s in found.scopes if SCOPE_RE.match(s))
-    return Principal(found.subject, found.name, scopes, found.issuer)
+    return Principal(found.subject, found.name, normal_scopes(found.scopes), found.issuer)
 
 
 def authorize(

@@ -15,7 +15,7 @@ Settings (`identity` in server.json, or PYSCORE_IDENTITY as JSON):
                "audience": "pyscore", "scope_claim": "scope"}],
      "introspection": {"url": "https://ego.example.org/o/check_api_key", "style": "ego",
                        "client_id": "score", "client_secret": "...", "cache_seconds": 60},
-     "passports": {"brokers": [{"issuer": "https://broker.example.org"}],
+     "passports": {"brokers": [{"issuer": "https://broker.example.org", "audience": "pyscore"}],
                    "studies": {"https://dac.example.org/datasets/PACA-CA": "PACA-CA"}}}
 """
 

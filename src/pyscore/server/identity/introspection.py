@@ -13,11 +13,15 @@ from typing import Any, Optional, Union
 
 from pyscore.server.identity import http
 from pyscore.server.identity.errors import Refused, Unavailable
-from pyscore.server.identity.jwt import ScopeRules
+from pyscore.server.identity.jwt import ScopeRules, audiences
 from pyscore.server.tokencache import Expiring
 
 STYLES = ("rfc7662", "ego")
 CACHE_ENTRIES = 10_000
+# what an answer calls an access token: RFC 7662's token_type (RFC 6749's "Bearer"; some
+# providers write "access_token"), Keycloak's typ, Ory Hydra's token_use
+TYPE_FIELDS = ("token_type", "typ", "token_use")
+ACCESS_TYPES = ("bearer", "access_token", "urn:ietf:params:oauth:token-type:access_token")
 
 
 @dataclass(frozen=True)
@@ -32,7 +36,8 @@ Answer = Union[Introspected, Refused]
 
 class Introspector:
     """Settings: `identity.introspection` = {url, style ("rfc7662" or "ego"), client_id,
-    client_secret, cache_seconds, scope_claim, scope_map, scope_patterns}."""
+    client_secret, cache_seconds, audience (rfc7662: required, as for OpenID issuers),
+    scope_claim, scope_map, scope_patterns}."""
 
     def __init__(
         self,
@@ -43,6 +48,7 @@ class Introspector:
         cache_seconds: float = 60.0,
         scopes: Optional[ScopeRules] = None,
         issuer: str = "",
+        audience: Optional[list[str]] = None,
     ) -> None:
         if style not in STYLES:
             raise ValueError(f"introspection style {style!r}: use one of {', '.join(STYLES)}")
@@ -53,6 +59,7 @@ class Introspector:
         self.cache_seconds = cache_seconds
         self.scopes = scopes or ScopeRules()
         self.issuer = issuer or url
+        self.audience = audience or []  # rfc7662 answers' `aud` must name one; []: unchecked
         self.cache: Expiring[Answer] = Expiring(CACHE_ENTRIES)
         self.asked = 0  # calls to the issuer (for tests and metrics)
 
@@ -67,6 +74,8 @@ class Introspector:
             float(body.get("cache_seconds", 60)),
             ScopeRules.parse(body),
             str(body.get("issuer", "")),
+            # Ego's answers name no audience: its API keys are for the whole platform
+            audiences(body, "identity introspection") if style == "rfc7662" else None,
         )
 
     def check(self, key: str) -> Introspected:
@@ -84,46 +93,89 @@ class Introspector:
         self.asked += 1
         if self.style == "ego":
             # Ego: POST /o/check_api_key?apiKey=..., the resource server's client
-            # credentials as Basic auth; 200 with {user_id, scope[], exp} or an error
+            # credentials as Basic auth
             status, body = http.request(self.url, params={"apiKey": key}, auth=self.auth)
-        else:
-            status, body = http.request(
-                self.url, form={"token": key, "token_type_hint": "access_token"}, auth=self.auth
-            )
-        if self.style == "ego" and status in (400, 401, 403, 404):
-            refused = Refused(
-                "inactive_key", "the API key is not valid (unknown, expired or revoked)"
-            )
-            return refused, self.cache_seconds
+            return self._ego(status, body)
+        status, body = http.request(
+            self.url, form={"token": key, "token_type_hint": "access_token"}, auth=self.auth
+        )
         if status != 200:
             raise Unavailable(f"the token introspection endpoint answered {status}")
-        try:
-            answer = json.loads(body)
-        except ValueError:
-            raise Unavailable("the token introspection endpoint answered no JSON") from None
-        if not isinstance(answer, dict):
-            raise Unavailable("the token introspection endpoint answered no JSON object")
-        return self._answer(answer, digest)
+        return self._rfc7662(_json(body), digest)
 
-    def _answer(self, body: dict[str, Any], digest: str) -> tuple[Answer, float]:
+    def _rfc7662(self, body: dict[str, Any], digest: str) -> tuple[Answer, float]:
         lifetime = self.cache_seconds
-        if self.style == "rfc7662" and body.get("active") is not True:
-            return Refused(
-                "inactive_key", "the token is not active (unknown, expired or revoked)"
-            ), (lifetime)
-        exp = body.get("exp")
-        if isinstance(exp, (int, float)):
-            left = float(exp) - time.time()
+        refused = self._refusal(body)
+        if refused is not None:
+            return refused, lifetime
+        exp = _number(body.get("exp"))  # RFC 7662: when it expires, seconds since the epoch
+        if exp is not None:
+            left = exp - time.time()
             if left <= 0:
-                return Refused("expired_token", "the API key has expired"), lifetime
+                return Refused("expired_token", "the token has expired"), lifetime
             lifetime = min(lifetime, left)
-        # RFC 7662's `sub`, Ego's `user_id`; a client-credentials token names its client
-        subject = str(body.get("sub") or body.get("user_id") or body.get("client_id") or "")
+        # a client-credentials token names its client (the token's, not ours)
+        subject = str(body.get("sub") or body.get("client_id") or "")
         name = str(body.get("username") or body.get("client_id") or subject)
         # no subject: name the key by a fingerprint of it (never the key)
-        return (
-            Introspected(
-                subject or f"key:{digest[:12]}", name, frozenset(self.scopes.scopes(body))
-            ),
-            lifetime,
-        )
+        scopes = frozenset(self.scopes.scopes(body))
+        return Introspected(subject or f"key:{digest[:12]}", name, scopes), lifetime
+
+    def _ego(self, status: int, raw: bytes) -> tuple[Answer, float]:
+        """Ego's answer as its code writes it (overture-stack/ego ApiKeyController and
+        TokenService.checkApiKey): 207 Multi-Status with ApiKeyScopeResponse {user_id (the
+        key owner's UUID), exp (ApiKey.getSecondsUntilExpiry: seconds left, 0 when spent),
+        scope[]}, or 401 {"error": ...}. Egos before May 2022 also wrote `client_id`: the
+        application that asked, i.e. this server, never the key's user. Refused as the
+        original Score's ApiKeyIntrospector refuses: an error, exp 0, revoked, not valid."""
+        lifetime = self.cache_seconds
+        inactive = Refused("inactive_key", "the API key is not valid (unknown, expired or revoked)")
+        if status in (400, 401, 403, 404):
+            return inactive, lifetime
+        if status not in (200, 207):
+            raise Unavailable(f"Ego's check_api_key answered {status}")
+        body = _json(raw)
+        if "error" in body or body.get("revoked") is True or body.get("valid") is False:
+            return inactive, lifetime
+        exp = _number(body.get("exp"))
+        if exp is not None:
+            if exp <= 0:
+                return Refused("expired_token", "the API key has expired"), lifetime
+            lifetime = min(lifetime, exp)
+        user = body.get("user_id")
+        if not isinstance(user, str) or not user:
+            raise Unavailable("Ego's check_api_key answer names no user_id")
+        return Introspected(user, user, frozenset(self.scopes.scopes(body))), lifetime
+
+    def _refusal(self, body: dict[str, Any]) -> Optional[Refused]:
+        """Why an RFC 7662 answer is no bearer for this server, if it is not: inactive, not
+        an access token (a provider says `active` of its refresh tokens too), or for
+        another audience."""
+        if body.get("active") is not True:
+            return Refused("inactive_key", "the token is not active (unknown, expired or revoked)")
+        said = [str(body[f]).lower() for f in TYPE_FIELDS if f in body]
+        if not said or any(t not in ACCESS_TYPES for t in said):
+            return Refused(
+                "not_access_token",
+                "the token is not an access token (its provider calls it "
+                f"{', '.join(said)[:100] or 'nothing'})",
+            )
+        aud = body.get("aud")
+        named = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+        if self.audience and not set(self.audience) & {str(a) for a in named}:
+            return Refused("wrong_audience", "the token is not meant for this server (aud)")
+        return None
+
+
+def _json(body: bytes) -> dict[str, Any]:
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        raise Unavailable("the token introspection endpoint answered no JSON") from None
+    if not isinstance(answer, dict):
+        raise Unavailable("the token introspection endpoint answered no JSON object")
+    return answer
+
+
+def _number(value: Any) -> Optional[float]:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None

@@ -1,6 +1,13 @@
 """An issuer's signing keys: found by OpenID discovery, cached, and refetched when a token
-names a key we have not seen (key rotation), at most once per `min_refetch` seconds so a
-flood of tokens with made-up key ids cannot make us hammer the issuer."""
+names a key we have not seen (key rotation).
+
+Bounded, so that tokens naming made-up keys, or an issuer whose keys error or hang, cost
+little and stall no one: one fetch at a time per issuer, in a thread of its own (never
+inside a request: a request waits for it at most `wait` seconds, and not at all once that
+much of the fetch has passed); no fetch within `min_refetch` seconds of the last good one,
+nor after a failure within a back-off that doubles with each failure in a row (from
+`min_refetch` up to MAX_BACKOFF); and keys past their `ttl` keep verifying until a refresh
+succeeds. Requests with our own tokens never touch any of this."""
 
 from __future__ import annotations
 
@@ -16,6 +23,8 @@ from pyscore.server.identity.errors import Refused, Unavailable
 
 __all__ = ["KeySet", "Refused", "Unavailable"]
 DISCOVERY = "/.well-known/openid-configuration"
+WAIT = 2.0  # seconds a request waits for keys being fetched (an issuer answers in far less)
+MAX_BACKOFF = 600.0
 
 
 class KeySet:
@@ -30,14 +39,76 @@ class KeySet:
         ttl: float = 3600.0,
         min_refetch: float = 30.0,
         public_key_url: str = "",
+        wait: float = WAIT,
     ) -> None:
         self.issuer, self.jwks_uri = issuer, jwks_uri
         self.public_key_url = public_key_url
-        self.ttl, self.min_refetch = ttl, min_refetch
+        self.ttl, self.min_refetch, self.wait = ttl, min_refetch, wait
         self.keys: dict[str, PyJWK] = {}
-        self.fetched = float("-inf")  # monotonic time of the last fetch
-        self.fetches = 0
-        self.lock = threading.Lock()
+        self.fetched = float("-inf")  # monotonic time of the last good fetch
+        self.fetches = 0  # fetches begun
+        self.failures = 0  # fetches failed in a row
+        self.error = ""  # why the last fetch failed, if it did
+        self._next = float("-inf")  # no fetch begins before this
+        self._running: Optional[threading.Event] = None  # set when the fetch under way ends
+        self._began = float("-inf")
+        self._lock = threading.Lock()  # guards the fields above; never held while fetching
+
+    def key(self, kid: Optional[str]) -> PyJWK:
+        """The key a token's header names (a token without `kid`: the only key). Refused if
+        the issuer does not list it; Unavailable if its keys cannot be had now."""
+        with self._lock:
+            now = time.monotonic()
+            found = self._find(kid)
+            if found is not None:
+                if now - self.fetched > self.ttl:
+                    self._begin(now)  # refreshed behind us; the cached key serves meanwhile
+                return found
+            running = self._begin(now)  # rotated? the issuer may list a new key
+            left = self._began + self.wait - now
+        if running is not None and left > 0:
+            running.wait(left)
+        with self._lock:
+            found = self._find(kid)
+            if found is not None:
+                return found
+            if self._running is not None:
+                raise Unavailable(f"the signing keys of {self.issuer} are still being fetched")
+            if self.error:
+                raise Unavailable(self.error)
+        raise Refused("unknown_key", f"the token is signed with a key {self.issuer} does not list")
+
+    def _begin(self, now: float) -> Optional[threading.Event]:
+        """The fetch under way, or a new one if one may begin now (under the lock)."""
+        if self._running is None and now >= self._next:
+            self._running, self._began = threading.Event(), now
+            self.fetches += 1
+            thread = threading.Thread(
+                target=self._fetch, args=(self._running,), name="jwks fetch", daemon=True
+            )
+            thread.start()
+        return self._running
+
+    def _fetch(self, done: threading.Event) -> None:
+        keys: Optional[dict[str, PyJWK]] = None
+        try:
+            keys = self._read()
+        except Unavailable as exc:
+            error = str(exc)
+        except Exception as exc:  # a thread of its own: whatever went wrong, say so and end
+            error = f"cannot read the signing keys of {self.issuer}: {exc!r}"[:500]
+        with self._lock:
+            now = time.monotonic()
+            if keys is None:
+                self.failures += 1
+                self.error = error
+                backoff = max(self.min_refetch, 1.0) * 2 ** min(self.failures - 1, 16)
+                self._next = now + min(backoff, MAX_BACKOFF)
+            else:
+                self.keys, self.fetched, self.failures, self.error = keys, now, 0, ""
+                self._next = now + self.min_refetch
+            self._running = None
+        done.set()
 
     def _uri(self) -> str:
         if not self.jwks_uri:
@@ -53,15 +124,14 @@ class KeySet:
             self.jwks_uri = uri
         return self.jwks_uri
 
-    def _fetch(self) -> None:
+    def _read(self) -> dict[str, PyJWK]:
         if self.public_key_url:
-            self.keys = {"": _pem_key(self.public_key_url)}
-            self.fetched = time.monotonic()
-            self.fetches += 1
-            return
-        body = http.get_json(self._uri(), "the signing keys (JWKS)")
+            return {"": _pem_key(self.public_key_url)}
+        listed = http.get_json(self._uri(), "the signing keys (JWKS)").get("keys")
+        if not isinstance(listed, list):
+            raise Unavailable(f"the signing keys (JWKS) of {self.issuer} list no keys")
         keys: dict[str, PyJWK] = {}
-        for jwk in body.get("keys") or []:
+        for jwk in listed:
             if not isinstance(jwk, dict) or jwk.get("use", "sig") != "sig":
                 continue
             try:
@@ -69,25 +139,7 @@ class KeySet:
             except PyJWKError:
                 continue  # a key type or curve we cannot use: others may do
             keys[str(jwk.get("kid", ""))] = key
-        self.keys = keys
-        self.fetched = time.monotonic()
-        self.fetches += 1
-
-    def key(self, kid: Optional[str]) -> PyJWK:
-        """The key a token's header names (a token without `kid`: the only key)."""
-        with self.lock:
-            now = time.monotonic()
-            if now - self.fetched > self.ttl:
-                self._fetch()
-            found = self._find(kid)
-            if found is None and now - self.fetched >= self.min_refetch:
-                self._fetch()  # rotated: the issuer may have published a new key
-                found = self._find(kid)
-            if found is None:
-                raise Refused(
-                    "unknown_key", f"the token is signed with a key {self.issuer} does not list"
-                )
-            return found
+        return keys
 
     def _find(self, kid: Optional[str]) -> Optional[PyJWK]:
         if kid is None or self.public_key_url:  # a PEM key has no id: it is the one

@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import jwt as pyjwt
+from jwt import PyJWK
 from jwt import exceptions as jwt_errors
 
-from pyscore.server.auth import SCOPE_RE
+from pyscore.server.auth import is_scope
 from pyscore.server.identity.jwks import KeySet, Refused
 
 # asymmetric only: a shared-secret (HS*) or unsigned ("none") token is never accepted
@@ -68,7 +69,7 @@ class ScopeRules:
             bool(body.get("scope_passthrough", True)),
         )
         for target in [*(t for ts in mapping.values() for t in ts)]:
-            if not SCOPE_RE.match(target):
+            if not is_scope(target):
                 raise ValueError(f"scope_map names {target!r}, which is not a scope of ours")
         return rules
 
@@ -79,14 +80,14 @@ class ScopeRules:
     def translate(self, theirs: Iterable[str]) -> set[str]:
         ours: set[str] = set()
         for name in theirs:
-            if self.passthrough and SCOPE_RE.match(name):
+            if self.passthrough and is_scope(name):
                 ours.add(name)
             ours.update(self.map.get(name, ()))
             for pattern, template in self.patterns:
                 match = pattern.fullmatch(name)
                 if match:
                     scope = template.format(**match.groupdict())
-                    if SCOPE_RE.match(scope):
+                    if is_scope(scope):
                         ours.add(scope)
         return ours
 
@@ -117,24 +118,14 @@ class Issuer:
                 f"identity issuer {issuer!r} must be an http(s) URL, or come with jwks_uri "
                 "or public_key_url"
             )
-        audience = body.get("audience")
-        if not audience:
-            # without it a token minted for any other service of the provider would do
-            raise ValueError(
-                f'identity issuer {issuer}: set `audience` (this server\'s name; "*" only '
-                "for an issuer that mints tokens for this platform alone)"
-            )
+        audience = audiences(body, f"identity issuer {issuer}")
         algorithms = tuple(body.get("algorithms") or ALGORITHMS)
         bad = [a for a in algorithms if a not in ALGORITHMS]
         if bad:
             raise ValueError(f"identity issuer {issuer}: algorithm {bad[0]} is not accepted")
         return cls(
             issuer=issuer,
-            audience=[]
-            if audience == "*"
-            else [audience]
-            if isinstance(audience, str)
-            else list(audience),
+            audience=audience,
             keys=KeySet(
                 issuer,
                 jwks_uri,
@@ -150,6 +141,21 @@ class Issuer:
         )
 
 
+def audiences(body: dict[str, Any], who: str) -> list[str]:
+    """The names this server answers to as `who`'s audience (setting `audience`: one or a
+    list; "*": [], not checked). Required: without it a token the issuer minted for any
+    other of its services would do here."""
+    audience = body.get("audience")
+    if not audience:
+        raise ValueError(
+            f'{who}: set `audience` (this server\'s name; "*" only for an issuer that mints '
+            "tokens for this platform alone)"
+        )
+    if audience == "*":
+        return []
+    return [audience] if isinstance(audience, str) else [str(a) for a in audience]
+
+
 def unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Header and claims of a JWT, unchecked: only to choose who should check it."""
     try:
@@ -158,6 +164,14 @@ def unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     except jwt_errors.PyJWTError:
         raise Refused("invalid_token", "the bearer token is not a well-formed JWT") from None
     return header, claims
+
+
+def fits(alg: str, key: PyJWK) -> bool:
+    """Whether a signature by `alg` can be checked with `key`: RS*/PS* need an RSA key; ES*
+    and EdDSA the key's own curve (its `algorithm_name`, read from its type and curve)."""
+    if key.key_type == "RSA":
+        return alg[:2] in ("RS", "PS")
+    return alg == key.algorithm_name
 
 
 def looks_like_jwt(token: str) -> bool:
@@ -180,6 +194,11 @@ def verify(
     if alg not in algorithms:
         raise Refused("bad_algorithm", f"the {what} is signed with {alg!r}, which is not accepted")
     key = keys.key(header.get("kid"))
+    if not fits(str(alg), key):
+        # else the JWT library fails deep inside (TypeError: a 500, and no refusal recorded)
+        raise Refused(
+            "bad_algorithm", f"the {what} is signed with {alg!r}, which does not fit its key"
+        )
     try:
         return pyjwt.decode(
             token,

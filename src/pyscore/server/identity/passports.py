@@ -4,11 +4,13 @@ this server trusts (checked against that issuer's JWKS), grant READ of the study
 whose `ga4gh_passport_v1` claim lists visa JWTs) or inside an OpenID access token's
 `ga4gh_passport_v1` claim.
 
-Settings `identity.passports`: {brokers: [{issuer, jwks_uri?, audience?}], visa_issuers:
+Settings `identity.passports`: {brokers: [{issuer, jwks_uri?, audience}], visa_issuers:
 [{issuer, jwks_uri?}], studies: {"<visa value>": "<study id>"}, patterns: ["<regular
-expression with a (?P<study>...) group>"], leeway_seconds}. A visa with `conditions` is not
-honoured (conditions are not evaluated here), nor one whose `by` is not in `accepted_by`
-when that list is set. A visa that does not verify grants nothing and refuses nothing else.
+expression with a (?P<study>...) group>"], leeway_seconds}. A visa counts only in a
+passport with a subject (`sub`), and only if it names that subject. A visa with `conditions`
+is not honoured (conditions are not evaluated here), nor one whose `by` is not in
+`accepted_by` when that list is set. A visa that does not verify grants nothing and refuses
+nothing else.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from pyscore.server.identity.jwks import KeySet, Refused, Unavailable
-from pyscore.server.identity.jwt import unverified, verify
+from pyscore.server.identity.jwt import audiences, unverified, verify
 
 CLAIM = "ga4gh_passport_v1"
 VISA = "ga4gh_visa_v1"
@@ -30,7 +32,7 @@ MAX_VISAS = 200
 class Trusted:
     issuer: str
     keys: KeySet
-    audience: Optional[list[str]] = None
+    audience: list[str] = field(default_factory=list)  # a broker's; []: not checked
 
 
 @dataclass
@@ -50,7 +52,6 @@ class Passports:
                 issuer = str(e.get("issuer", "")).strip()
                 if not issuer.startswith(("https://", "http://")):
                     raise ValueError(f"passport {what} {issuer!r} must be an http(s) URL")
-                aud = e.get("audience")
                 out[issuer] = Trusted(
                     issuer,
                     KeySet(
@@ -59,7 +60,8 @@ class Passports:
                         float(e.get("jwks_cache_seconds", 3600)),
                         float(e.get("jwks_min_refetch_seconds", 30)),
                     ),
-                    [aud] if isinstance(aud, str) else aud,
+                    # a passport is a bearer, so it must be for us; a visa travels in one
+                    audiences(e, f"passport {what} {issuer}") if what == "broker" else [],
                 )
             return out
 
@@ -99,19 +101,20 @@ class Passports:
     def scopes(self, claims: dict[str, Any]) -> set[str]:
         """PROGRAMDATA-<study>.READ for each verified ControlledAccessGrants visa among the
         claims' `ga4gh_passport_v1` that names a study configured here."""
-        visas = claims.get(CLAIM)
-        if not isinstance(visas, list):
+        visas, holder = claims.get(CLAIM), claims.get("sub")
+        # a visa is about one person, who must be the holder: without a subject, no holder
+        if not isinstance(visas, list) or not isinstance(holder, str) or not holder:
             return set()
         scopes = set()
         for visa in visas[:MAX_VISAS]:
             if not isinstance(visa, str):
                 continue
-            study = self.visa_study(visa, claims.get("sub"))
+            study = self.visa_study(visa, holder)
             if study is not None:
                 scopes.add(f"PROGRAMDATA-{study}.READ")
         return scopes
 
-    def visa_study(self, visa: str, subject: Any) -> Optional[str]:
+    def visa_study(self, visa: str, holder: str) -> Optional[str]:
         try:
             _, unchecked = unverified(visa)
             trusted = self.visa_issuers.get(str(unchecked.get("iss", "")))
@@ -127,8 +130,7 @@ class Passports:
             return None
         if self.accepted_by and body.get("by") not in self.accepted_by:
             return None
-        # a visa is about one person: it must be the passport's holder
-        if subject is not None and claims.get("sub") != subject:
+        if claims.get("sub") != holder:
             return None
         value = body.get("value")
         return self.study_of(value) if isinstance(value, str) else None
