@@ -61,6 +61,13 @@ class Settings:
     # Identity providers whose bearers are accepted beside our own tokens (OpenID Connect
     # JWTs, introspected API keys, GA4GH passports): see identity/__init__.py and README
     identity: dict = field(default_factory=dict)
+    # Where analysis events (SONG's AnalysisMessage) go: a list of {"kafka": {...}},
+    # {"webhook": {...}}, {"maestro": {...}} (events/sinks.py; env PYSCORE_EVENTS as JSON)
+    events: list = field(default_factory=list)
+    song_server_id: str = "song.overture"  # SONG's `song.id`: each event's songServerId
+    events_retry_seconds: float = 1.0  # pause after a failed delivery, doubled each time...
+    events_retry_max_seconds: float = 60.0  # ...up to this
+    events_keep_days: int = 7  # delivered events are kept this long (`events status`)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -93,8 +100,12 @@ class Settings:
             if env is not None and name not in ("data_dir", "extra"):
                 if f.type == "int":
                     body[name] = int(env)
+                elif f.type == "float":
+                    body[name] = float(env)
                 elif f.type == "bool":
                     body[name] = env.strip().lower() in ("1", "true", "yes", "on")
+                elif f.type == "list" and env.lstrip().startswith("["):  # JSON
+                    body[name] = json.loads(env)
                 elif f.type == "list":  # comma-separated
                     body[name] = [x.strip() for x in env.split(",") if x.strip()]
                 elif f.type == "dict":  # JSON
