@@ -451,6 +451,8 @@ def cmd_events(args: argparse.Namespace) -> None:
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     with platform.db.session() as s:
+        for name in [args.sink] if args.sink else names:
+            outbox.ensure_sink(s, name)  # a sink not started yet starts before these events
         batches = list(outbox.changed_since(s, since))
     count = 0
     for ids in batches:  # a transaction a batch: each batch is queued when committed

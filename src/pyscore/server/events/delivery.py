@@ -72,12 +72,13 @@ class Worker(threading.Thread):
             try:
                 progressed, error = self.step()
             except Exception as exc:  # the database is away, most likely: try again later
-                progressed, error = False, f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+                first = (str(exc).splitlines() or [""])[0]
+                progressed, error = False, f"{type(exc).__name__}: {first}"
                 self.position = None
             if error:
                 self.failed(error)
+                d.stopping.wait(pause)  # new events do not cut a pause short
                 pause = d.retry_seconds if progressed else min(pause * 2, d.retry_max_seconds)
-                self.wait(pause)
             elif progressed:
                 self.recovered()
                 pause = d.retry_seconds
