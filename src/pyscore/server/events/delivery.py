@@ -192,9 +192,10 @@ class Delivery:
             except Exception as exc:
                 say(f"cannot forget old events yet: {type(exc).__name__}: {exc}"[:300])
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the threads; hand each lease back at once, so another process takes over
-        without waiting for it to run out."""
+    def stop(self, timeout: float = 1.0) -> None:
+        """Stop the threads, waiting `timeout` at most (a stopping server has a few seconds,
+        and the audit trail's last records come after this); hand back the lease of each
+        that ended, so another process takes over without waiting for it to run out."""
         self.stopping.set()
         outbox.wake()
         deadline = time.monotonic() + timeout
