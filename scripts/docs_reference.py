@@ -282,7 +282,7 @@ def schema_name(schema: dict[str, Any]) -> str:
     name = ref.rpartition("/")[2]
     if name:
         return f"`{name}`" + (" list" if "items" in schema else "")
-    return f"`{schema.get('type', 'object')}`" if schema else ""
+    return f"`{schema.get('title') or schema.get('type', 'object')}`" if schema else ""
 
 
 def operation(method: str, path: str, op: dict[str, Any]) -> list[str]:
