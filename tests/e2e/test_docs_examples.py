@@ -27,11 +27,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from pyscore.wire.manifest import parse_download
-from tests.conftest import BIN, SERVER, Server, free_port, init_server, need, run
+from tests.conftest import BIN, Server, free_port, init_demo_server, need
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -110,11 +109,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory):
     """The demo study on a platform of this module's own (pages rotate keys, write, audit)."""
     for tool in TOOLS:
         need(tool)
-    data_dir = tmp_path_factory.mktemp("docs-platform") / "data"
-    server = init_server(data_dir)
-    out = run(SERVER, "demo", "--data-dir", str(data_dir), check=True, timeout=300)
-    server.manifest = Path(out.stdout.strip().splitlines()[-1])
-    with server:
+    with init_demo_server(tmp_path_factory.mktemp("docs-platform") / "data") as server:
         yield server
 
 
@@ -176,8 +171,14 @@ class Reader:
         if block.first_line in NOT_RUN:
             return
         body, ports = self.background_servers(self.substitute(block.body))
+        waits = "".join(  # a server started above answers before the next block (30 s at most)
+            f"for _ in $(seq 300); do curl -sf -o /dev/null http://127.0.0.1:{port}/isAlive "
+            f"&& break; sleep 0.1; done; curl -sf -o /dev/null http://127.0.0.1:{port}/isAlive\n"
+            for port in ports
+        )
         script = (
-            f"set -e\n[ ! -f {self.state} ] || . {self.state}\n{body}\nexport -p > {self.state}\n"
+            f"set -e\n[ ! -f {self.state} ] || . {self.state}\n{body}\n{waits}"
+            f"export -p > {self.state}\n"
         )
         result = subprocess.run(
             ["bash", "-c", script],
@@ -187,24 +188,12 @@ class Reader:
             text=True,
             timeout=240,
         )
+        logs = self.work / "serve.log"
         assert result.returncode == 0, (
             f"{block} failed with exit {result.returncode}:\n{block.body}\n"
-            f"stdout: {result.stdout[-2000:]}\nstderr: {result.stderr[-2000:]}"
+            f"stdout: {result.stdout[-2000:]}\nstderr: {result.stderr[-2000:]}\n"
+            f"servers: {logs.read_text()[-2000:] if logs.exists() else '(none)'}"
         )
-        for port in ports:
-            self.wait_for(port)
-
-    def wait_for(self, port: int) -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/isAlive", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        log = self.work / "serve.log"
-        raise AssertionError(f"{self.page.name}: no server on {port}: {log.read_text()[-2000:]}")
 
     def close(self) -> None:
         mount = self.work / "home" / "score"
