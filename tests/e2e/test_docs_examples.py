@@ -1,16 +1,16 @@
-"""Every command the docs show runs: the `bash` blocks of docs/**/*.md, page by page and in
-order, as a reader would type them, against a demo platform of this module's own.
+"""Every command the docs show runs: the `bash` blocks of docs/**/*.md, page by page
+and in order, as a reader would type them, against a demo platform of this module's own.
 
 A reader of the docs has followed Configure: METADATA_URL, STORAGE_URL and ACCESSTOKEN are
 set (to this platform and a token with PROGRAMDATA-DEMO.READ and .WRITE). In each block
 `http://127.0.0.1:8080` (and 8081, 8082) becomes a free port, `/srv/pyscore` a data directory,
 `<your token>` the token, `<object id>` and its kin the demo files' ids (PLACEHOLDERS).
-A page that runs `score-server init` gets a platform of its own;
-the others share the module's. A line that is just `score-server serve ...` is started in the
-background, waited for, and stopped at the end of its page. Blocks with a `title="name"`
-(an analysis payload, a properties file) are written as that file for the blocks after them.
-Each page runs in a fresh directory, which is also its HOME; exported variables carry over
-from block to block.
+From a block that runs `score-server init` on, a page has a platform of its own (its own data
+directory and ports); before it, and on other pages, the module's platform serves. A line
+that is just `score-server serve ...` is started in the background, waited for, and stopped
+at the end of its page. Blocks with a `title="name"` (an analysis payload, a properties file)
+are written as that file for the blocks after them. Each page runs in a fresh directory,
+which is also its HOME; exported variables carry over from block to block.
 
 A block that cannot run here is named in NOT_RUN by its first line, with the reason; an entry
 that names no block fails, so the list stays true.
@@ -34,6 +34,7 @@ from tests.conftest import BIN, Server, free_port, init_demo_server, need
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
+PAGES = sorted(DOCS.rglob("*.md"))
 NOT_RUN = {
     "python3 -m venv ~/.venvs/pyscore": "installs pyscore and its dependencies from the package "
     "registry (scripts/setup.sh does the same for every CI run)",
@@ -92,11 +93,11 @@ def blocks(page: Path) -> list[Block]:
 
 
 def pages_with_commands() -> list[Path]:
-    return [p for p in sorted(DOCS.rglob("*.md")) if any(b.lang == "bash" for b in blocks(p))]
+    return [p for p in PAGES if any(b.lang == "bash" for b in blocks(p))]
 
 
 def test_commands_are_in_bash_blocks_and_every_not_run_entry_names_a_block():
-    every = [b for p in sorted(DOCS.rglob("*.md")) for b in blocks(p)]
+    every = [b for p in PAGES for b in blocks(p)]
     elsewhere = [str(b) for b in every if b.lang in SHELLS]
     assert not elsewhere, f"commands outside `bash` blocks are not run: {elsewhere}"
     first_lines = {b.first_line for b in every if b.lang == "bash"}
@@ -118,14 +119,9 @@ class Reader:
 
     def __init__(self, page: Path, work: Path, platform: Server, token: str) -> None:
         self.page, self.work = page, work
-        own = any(
-            b.lang == "bash" and "score-server init" in b.body and b.first_line not in NOT_RUN
-            for b in blocks(page)
-        )
-        self.data_dir = work / "srv" / "pyscore" if own else platform.data_dir
+        self.data_dir = platform.data_dir
         self.ports = {n: free_port() for n in (8080, 8081, 8082)}
-        if not own:
-            self.ports[8080] = platform.port
+        self.ports[8080] = platform.port
         self.token = token
         ids = {r.fileName: r.objectId for r in parse_download(platform.manifest.read_text(), "")}
         self.words = {"<your token>": token, **{k: ids[v] for k, v in PLACEHOLDERS.items()}}
@@ -140,6 +136,7 @@ class Reader:
             "STORAGE_URL": url,
             "ACCESSTOKEN": token,
         }
+        self.own = work / "srv" / "pyscore"
         self.state = work / ".exported"
         self.pids = work / ".servers"
 
@@ -170,6 +167,8 @@ class Reader:
             return
         if block.first_line in NOT_RUN:
             return
+        if "score-server init" in block.body and self.data_dir != self.own:
+            self.data_dir, self.ports[8080] = self.own, free_port()  # a platform of its own
         body, ports = self.background_servers(self.substitute(block.body))
         waits = "".join(  # a server started above answers before the next block (30 s at most)
             f"for _ in $(seq 300); do curl -sf -o /dev/null http://127.0.0.1:{port}/isAlive "
@@ -220,7 +219,7 @@ def alive(pid: int) -> bool:
 
 
 @pytest.mark.parametrize(
-    "page", pages_with_commands(), ids=lambda p: str(p.relative_to(DOCS).with_suffix(""))
+    "page", pages_with_commands(), ids=lambda p: str(p.relative_to(ROOT).with_suffix(""))
 )
 def test_every_command_of_the_page_runs(page: Path, platform: Server, tmp_path: Path):
     token = platform.token("PROGRAMDATA-DEMO.READ PROGRAMDATA-DEMO.WRITE", "--user", "researcher")
