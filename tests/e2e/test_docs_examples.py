@@ -1,5 +1,5 @@
-"""Every command the docs show runs: the `bash` blocks of docs/**/*.md, page by page
-and in order, as a reader would type them, against a demo platform of this module's own.
+"""Every command the docs show runs: the `bash` blocks of docs/**/*.md and README.md, page by
+page and in order, as a reader would type them, against a demo platform of this module's own.
 
 A reader of the docs has followed Configure: METADATA_URL, STORAGE_URL and ACCESSTOKEN are
 set (to this platform and a token with PROGRAMDATA-DEMO.READ and .WRITE). In each block
@@ -34,8 +34,11 @@ from tests.conftest import BIN, Server, free_port, init_demo_server, need
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
-PAGES = sorted(DOCS.rglob("*.md"))
+PAGES = [*sorted(DOCS.rglob("*.md")), ROOT / "README.md"]
 NOT_RUN = {
+    "bash scripts/demo.sh    # set up, start a local platform with generated data, download a "
+    "manifest, slice a region": "sets up .venv and serves on port 8080 itself; scripts/test.sh "
+    "is CI",
     "python3 -m venv ~/.venvs/pyscore": "installs pyscore and its dependencies from the package "
     "registry (scripts/setup.sh does the same for every CI run)",
     "uv tool install --python 3.12 .              # uv fetches a managed Python": "fetches a "
