@@ -226,14 +226,18 @@ def init_server(data_dir: Path, *extra: str) -> Server:
     return Server(url="", data_dir=data_dir, admin_token=out.stdout.strip().splitlines()[-1])
 
 
-@pytest.fixture(scope="session")
-def demo_server(tmp_path_factory: pytest.TempPathFactory):
-    """A server with the demo study published; shared by tests that only read."""
-    data_dir = tmp_path_factory.mktemp("platform") / "data"
+def init_demo_server(data_dir: Path) -> Server:
+    """A new platform with the demo study published (`score-server demo`), not yet serving."""
     server = init_server(data_dir)
     out = run(SERVER, "demo", "--data-dir", str(data_dir), check=True, timeout=300)
     server.manifest = Path(out.stdout.strip().splitlines()[-1])
-    with server:
+    return server
+
+
+@pytest.fixture(scope="session")
+def demo_server(tmp_path_factory: pytest.TempPathFactory):
+    """A server with the demo study published; shared by tests that only read."""
+    with init_demo_server(tmp_path_factory.mktemp("platform") / "data") as server:
         yield server
 
 

@@ -47,6 +47,12 @@ COMMANDS = {
 }
 
 
+# help texts several commands share
+VERIFY_HELP = "first check that the storage service answers (default true)"
+PARALLEL_HELP = "connections (default transport.parallel, 8)"
+JSON_HELP = "newline-delimited JSON events on stdout"
+
+
 class Parser(argparse.ArgumentParser):
     """argparse that reports a usage error as one line and exit code 2."""
 
@@ -93,12 +99,21 @@ def build_parser() -> Parser:
     )
     src = d.add_argument_group("what to download (one of)")
     src.add_argument("--manifest", help="File Repository manifest TSV: path or URL")
-    src.add_argument("--object-id", nargs="+", type=object_id, metavar="ID")
+    src.add_argument(
+        "--object-id", nargs="+", type=object_id, metavar="ID", help="one or more object ids"
+    )
     src.add_argument("--analysis-id", help="every file of an analysis (needs --study-id)")
-    src.add_argument("--study-id", "--program-id", dest="study_id")
-    d.add_argument("--output-dir", required=True, type=Path)
+    src.add_argument(
+        "--study-id", "--program-id", dest="study_id", help="the study of --analysis-id"
+    )
+    d.add_argument("--output-dir", required=True, type=Path, help="where the files go")
     d.add_argument(
-        "--output-layout", default="filename", type=str.lower, choices=("filename", "bundle", "id")
+        "--output-layout",
+        default="filename",
+        type=str.lower,
+        choices=("filename", "bundle", "id"),
+        help="filename: <dir>/<file name> (default); bundle: <dir>/<analysis id>/<file name>; "
+        "id: <dir>/<object id>",
     )
     d.add_argument(
         "--index",
@@ -114,12 +129,14 @@ def build_parser() -> Parser:
         metavar="true|false",
         help="verify size and MD5 (default true)",
     )
-    d.add_argument("--verify-connection", type=boolean, default=True, metavar="true|false")
+    d.add_argument(
+        "--verify-connection", type=boolean, default=True, metavar="true|false", help=VERIFY_HELP
+    )
     d.add_argument("--offset", type=int, default=0, help="first byte (default 0)")
     d.add_argument("--length", type=int, default=-1, help="bytes (default: to the end)")
     d.add_argument("--force", action="store_true", help="fetch again even if present")
-    d.add_argument("--parallel", type=int, help="connections (default transport.parallel)")
-    d.add_argument("--json", action="store_true", help="newline-delimited JSON events on stdout")
+    d.add_argument("--parallel", type=int, help=PARALLEL_HELP)
+    d.add_argument("--json", action="store_true", help=JSON_HELP)
 
     v = sub.add_parser(
         "view",
@@ -136,7 +153,7 @@ def build_parser() -> Parser:
         help="one or more objects (several are sliced side by side)",
     )
     v.add_argument("--input-file", type=Path, help="a local BAM/CRAM/VCF instead")
-    v.add_argument("--input-file-index", type=Path)
+    v.add_argument("--input-file-index", type=Path, help="its index, if not beside it")
     v.add_argument("--manifest", help="slice every alignment/variant file of a manifest")
     v.add_argument(
         "--query",
@@ -148,7 +165,7 @@ def build_parser() -> Parser:
         "'*' for unplaced unmapped reads",
     )
     v.add_argument("--bed-query", type=Path, help="regions from a BED file (overrides --query)")
-    v.add_argument("--header-only", action="store_true")
+    v.add_argument("--header-only", action="store_true", help="only the header, no records")
     v.add_argument(
         "--contained", action="store_true", help="only records entirely inside the region"
     )
@@ -174,7 +191,9 @@ def build_parser() -> Parser:
     v.add_argument("--output-index", action="store_true", help="index written BAM/CRAM/VCF")
     v.add_argument("--stdout", action="store_true", help="write to stdout (the default)")
     v.add_argument("--reference-file", type=Path, help="FASTA for CRAM")
-    v.add_argument("--verify-connection", type=boolean, default=True, metavar="true|false")
+    v.add_argument(
+        "--verify-connection", type=boolean, default=True, metavar="true|false", help=VERIFY_HELP
+    )
 
     up = sub.add_parser(
         "upload",
@@ -187,15 +206,17 @@ def build_parser() -> Parser:
         type=Path,
         help="Song upload manifest: a first line, then objectId<TAB>path<TAB>md5 per file",
     )
-    up.add_argument("--object-id", type=object_id)
-    up.add_argument("--file", type=Path)
+    up.add_argument("--object-id", type=object_id, help="one object (with --file and --md5)")
+    up.add_argument("--file", type=Path, help="the file of --object-id")
     up.add_argument("--md5", help="the MD5 the analysis declares for --file")
     up.add_argument(
         "--force", action="store_true", help="replace an object of an unpublished analysis"
     )
-    up.add_argument("--parallel", type=int)
-    up.add_argument("--verify-connection", type=boolean, default=True, metavar="true|false")
-    up.add_argument("--json", action="store_true")
+    up.add_argument("--parallel", type=int, help=PARALLEL_HELP)
+    up.add_argument(
+        "--verify-connection", type=boolean, default=True, metavar="true|false", help=VERIFY_HELP
+    )
+    up.add_argument("--json", action="store_true", help=JSON_HELP)
 
     sb = sub.add_parser(
         "submit",
@@ -203,12 +224,14 @@ def build_parser() -> Parser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sb.add_argument("--study-id", required=True)
+    sb.add_argument("--study-id", required=True, help="the study the analysis belongs to")
     sb.add_argument("--payload", required=True, type=Path, help="Song analysis payload (JSON)")
     sb.add_argument("--dir", required=True, type=Path, help="where the payload's files are")
-    sb.add_argument("--publish", action="store_true")
-    sb.add_argument("--parallel", type=int)
-    sb.add_argument("--json", action="store_true")
+    sb.add_argument(
+        "--publish", action="store_true", help="publish the analysis once its files are in"
+    )
+    sb.add_argument("--parallel", type=int, help=PARALLEL_HELP)
+    sb.add_argument("--json", action="store_true", help=JSON_HELP)
 
     mt = sub.add_parser(
         "mount",
@@ -216,9 +239,14 @@ def build_parser() -> Parser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    mt.add_argument("--mount-point", required=True, type=Path)
+    mt.add_argument("--mount-point", required=True, type=Path, help="an empty directory of yours")
     mt.add_argument("--manifest", help="mount only these files (and their index files)")
-    mt.add_argument("--layout", default="bundle", choices=("bundle", "object-id"))
+    mt.add_argument(
+        "--layout",
+        default="bundle",
+        choices=("bundle", "object-id"),
+        help="bundle: /<analysis id>/<file name> (default); object-id: /<object id>",
+    )
     mt.add_argument(
         "--cache-metadata",
         action="store_true",
@@ -233,20 +261,26 @@ def build_parser() -> Parser:
     mt.add_argument("--cache-size", type=int, default=256, help="memory cache in MiB")
     mt.add_argument("--disk-cache", type=Path, help="also cache blocks on disk here")
     mt.add_argument("--disk-cache-size", type=int, default=10240, help="disk cache in MiB")
-    mt.add_argument("--verify-connection", type=boolean, default=True, metavar="true|false")
+    mt.add_argument(
+        "--verify-connection", type=boolean, default=True, metavar="true|false", help=VERIFY_HELP
+    )
 
     u = sub.add_parser("url", help=COMMANDS["url"])
-    u.add_argument("--object-id", required=True, type=object_id)
-    u.add_argument("--verify-connection", type=boolean, default=True, metavar="true|false")
+    u.add_argument("--object-id", required=True, type=object_id, help="the object")
+    u.add_argument(
+        "--verify-connection", type=boolean, default=True, metavar="true|false", help=VERIFY_HELP
+    )
 
     m = sub.add_parser("manifest", help=COMMANDS["manifest"])
-    m.add_argument("--manifest", required=True)
+    m.add_argument("--manifest", required=True, help="File Repository manifest TSV: path or URL")
 
     i = sub.add_parser("info", help=COMMANDS["info"])
-    i.add_argument("--verbose", action="store_true")
+    i.add_argument(
+        "--verbose", action="store_true", help="accepted for compatibility: info always says all"
+    )
     sub.add_parser("version", help=COMMANDS["version"])
     h = sub.add_parser("help", help=COMMANDS["help"])
-    h.add_argument("name", nargs="?")
+    h.add_argument("name", nargs="?", help="a command's name")
     return p
 
 

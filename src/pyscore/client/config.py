@@ -26,6 +26,21 @@ DEFAULTS: dict[str, str] = {
     "metadata.ssl.enabled": "true",
     "view.htsget": "true",  # slice through the server's htsget tickets when it has them
 }
+# What each key means: the client settings reference of the docs is generated from this.
+MEANINGS: dict[str, str] = {
+    "accessToken": "the bearer sent to the metadata and storage services (never to the "
+    "object store): a token of the platform, or a JWT or API key of its identity provider",
+    "metadata.url": "the metadata service (Song API)",
+    "storage.url": "the storage service (Score API); ours serves both on one URL",
+    "transport.parallel": "connections for big bodies (`--parallel`); small requests get 32 more",
+    "storage.retryNumber": "attempts for a request or part before it is reported failed",
+    "client.connectTimeoutSeconds": "seconds to wait for a connection",
+    "client.readTimeoutSeconds": "seconds to wait for the next bytes of an answer",
+    "metadata.ssl.enabled": "`false` skips checking TLS certificates on the JSON API calls "
+    "(object bytes are always checked)",
+    "view.htsget": "`false`: `view` reads the data file over HTTP Range with its index, "
+    "as against the original Score, instead of asking the server's htsget",
+}
 ENV_ALIASES = {"accessToken": ("ACCESSTOKEN", "ACCESS_TOKEN", "SCORE_ACCESS_TOKEN")}
 INT_KEYS = (
     "transport.parallel",
