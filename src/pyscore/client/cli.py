@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import uuid
@@ -586,6 +587,17 @@ HANDLERS = {
 }
 
 
+def interrupted() -> NoReturn:
+    """Ctrl-C: the transfer's state is saved by now (the engines sync it on their way out);
+    say so and end at once. Threads still blocked in a read (a stalled server, a read
+    timeout of a minute) are not waited for, and nothing they would say is printed."""
+    print("score-client: interrupted; re-run the same command to resume", file=sys.stderr)
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(130)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -608,8 +620,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"score-client: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("score-client: interrupted; re-run the same command to resume", file=sys.stderr)
-        return 130
+        interrupted()
     except BrokenPipeError:
         return 1
     except OSError as exc:  # the local file system said no: name the file and the reason
