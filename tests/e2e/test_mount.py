@@ -369,6 +369,29 @@ def test_daemonize_returns_once_mounted_and_unmount_leaves_nothing(
     assert not os.listdir(m.point)
 
 
+def test_daemonize_with_a_bad_token_says_what_the_foreground_mount_says(demo_server, tmp_path):
+    """The background mount's failure is told once, with its own exit code, as in the
+    foreground (not wrapped in a second 'score-client: error:' and exit 1)."""
+    point = tmp_path / "mnt"
+    point.mkdir()
+    said = []
+    for extra in ([], ["--daemonize"]):
+        result = demo_server.client(
+            "mount", "--mount-point", str(point), *extra, token="not-a-token", timeout=90
+        )
+        said.append((result.returncode, one_line_error(result)))
+        assert not os.path.ismount(point)
+    assert (
+        said[0]
+        == said[1]
+        == (
+            3,
+            "score-client: error: connection check: access token rejected (Invalid access "
+            "token); check accessToken / ACCESSTOKEN",
+        )
+    )
+
+
 SIGNALS = [pytest.param(signal.SIGTERM, id="SIGTERM"), pytest.param(signal.SIGINT, id="SIGINT")]
 
 

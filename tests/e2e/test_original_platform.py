@@ -439,7 +439,7 @@ def test_refusals_are_one_clear_line_with_our_exit_codes(double, tmp_path):
         (secret, stranger, 3, scope, secret),
         (secret, "not-a-token", 3, "access token rejected (Invalid access token)", "connection"),
         (unpublished, reader, 1, f"its analysis {draft} is UNPUBLISHED", unpublished),
-        ("00000000-0000-4000-8000-000000000000", reader, 1, "not found", "00000000-0000"),
+        ("00000000-0000-4000-8000-000000000000", reader, 1, "no object with id", "00000000"),
     ]
     for object_id, token, code, words, names in cases:
         result = client(double, "url", "--object-id", object_id, token=token)

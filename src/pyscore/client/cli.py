@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import uuid
@@ -19,15 +20,17 @@ from pyscore.client.errors import (
     UnreachableError,
     UsageError,
 )
+from pyscore.client.layout import writable_dir
 from pyscore.wire.manifest import ManifestError
 
 EPILOG = """exit codes:
   0  success
   1  some files failed (the others completed)
-  2  usage error or bad input (options, manifest)
-  3  authentication or permission refused (token, scope)
+  2  usage error or bad input (options, manifest, a service URL that cannot work)
+  3  authentication or permission refused (token, scope), even if other files arrived
   4  integrity failure (size or MD5 mismatch)
-  5  server unreachable
+  5  server unreachable (after it had answered)
+  130 interrupted (re-run the same command to resume)
 
 settings (highest first): command-line options, environment (ACCESSTOKEN, METADATA_URL,
 STORAGE_URL, STORAGE_PROFILE, TRANSPORT_PARALLEL, ...), conf/application-<profile>.properties,
@@ -74,7 +77,11 @@ def object_id(text: str) -> str:
     try:
         return str(uuid.UUID(text))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an object id (a UUID)") from None
+        pass
+    hint = ""
+    if "," in text:  # ids listed as in a spreadsheet: say how to give several
+        hint = f"; separate several ids with spaces: --object-id {' '.join(text.split(','))}"
+    raise argparse.ArgumentTypeError(f"{text!r} is not an object id (a UUID){hint}")
 
 
 def build_parser() -> Parser:
@@ -327,6 +334,7 @@ def cmd_download(args: argparse.Namespace) -> int:
         raise UsageError("--analysis-id needs --study-id (or --program-id)")
     if args.offset < 0 or args.length < -1 or args.length == 0:
         raise UsageError("--offset must be >= 0 and --length positive (or -1 for the rest)")
+    writable_dir(args.output_dir)
     settings = resolve(
         {"transport.parallel": str(args.parallel) if args.parallel else None}, args.profile
     )
@@ -382,6 +390,8 @@ def cmd_view(args: argparse.Namespace) -> int:
         raise UsageError("--input-file-index needs --input-file")
     if args.manifest and not args.output_dir:
         raise UsageError("--manifest needs --output-dir")
+    if args.output_dir:
+        writable_dir(args.output_dir)
     regions = (
         view.parse_bed(args.bed_query)
         if args.bed_query
@@ -491,6 +501,8 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
     report = reporter(False, args.quiet, args.silent)
     mount.check_mount_point(args.mount_point)
+    if args.disk_cache:
+        writable_dir(args.disk_cache, "--disk-cache")
     if args.daemonize:
         log = mount.daemonize(sys.argv[1:], args.mount_point)
         report.notice(
@@ -586,6 +598,17 @@ HANDLERS = {
 }
 
 
+def interrupted() -> NoReturn:
+    """Ctrl-C: the transfer's state is saved by now (the engines sync it on their way out);
+    say so and end at once. Threads still blocked in a read (a stalled server, a read
+    timeout of a minute) are not waited for, and nothing they would say is printed."""
+    print("score-client: interrupted; re-run the same command to resume", file=sys.stderr)
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(130)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -608,8 +631,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"score-client: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("score-client: interrupted; re-run the same command to resume", file=sys.stderr)
-        return 130
+        interrupted()
     except BrokenPipeError:
         return 1
     except OSError as exc:  # the local file system said no: name the file and the reason
