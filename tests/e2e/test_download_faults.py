@@ -193,12 +193,12 @@ def test_server_restart_mid_download(platform, proxy, tmp_path):
     while not proxy.stats.data_bytes and client.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     platform.stop()
-    stopped_at = proxy.stats.data_bytes
-    assert 0 < stopped_at < SIZE and client.poll() is None, "stopped before or after the download"
+    stopped_at, running = proxy.stats.data_bytes, client.poll() is None
     time.sleep(1.5)  # down for a while
     platform.start()
     proxy.faults.rate = 0
     _, err = client.communicate(timeout=120)
+    assert 0 < stopped_at < SIZE and running, "stopped before or after the download"
     assert client.returncode == 0, err
     assert file_md5(tmp_path / "big.bam") == file_md5(platform.source)
 
