@@ -138,17 +138,17 @@ class Server:
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **(env or {})},
             )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60  # a bound for a busy machine, not a time limit
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"{self.url}/isAlive", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/isAlive", timeout=5).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             if self.process.poll() is not None:
                 raise RuntimeError((self.data_dir / "server.log").read_text())
             time.sleep(0.1)
-        raise RuntimeError("score-server did not start in 30 s")
+        raise RuntimeError("score-server did not start in 60 s")
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import CLIENT, Server, need
 
 FUSERMOUNT = "fusermount3"
-MOUNT_TIMEOUT = 30.0  # s until a started mount must be mounted
+MOUNT_TIMEOUT = 60.0  # s until a started mount must be mounted (a bound, not a time limit)
 LOCK_BUG = "Uncaught exception from FUSE operation lock"
 
 

@@ -189,12 +189,17 @@ def test_server_restart_mid_download(platform, proxy, tmp_path):
         text=True,
         env={**os.environ, **env},
     )
-    time.sleep(1.0)
+    # stopped once its bytes flow (not a guessed second in), and found unfinished then
+    deadline = time.monotonic() + 60
+    while not proxy.stats.data_bytes and client.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
     platform.stop()
-    time.sleep(1.5)
+    stopped_at, running = proxy.stats.data_bytes, client.poll() is None
+    time.sleep(1.5)  # down for a while
     platform.start()
     proxy.faults.rate = 0
     _, err = client.communicate(timeout=120)
+    assert 0 < stopped_at < SIZE and running, "stopped before or after the download"
     assert client.returncode == 0, err
     assert file_md5(tmp_path / "big.bam") == file_md5(platform.source)
 
