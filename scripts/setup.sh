@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Create a venv (.venv, or $VENV) and install pyscore into it, with test extras when given
-# "test". The Python is $PYTHON, else the newest supported one found (scripts/python.sh).
+# Create a venv (.venv, or $VENV) and install pyscore into it, with an extra when given one
+# ("test", "docs"). The Python is $PYTHON, else the newest supported one found (scripts/python.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -9,8 +9,4 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
-if [ "${1:-}" = "test" ]; then
-  "$VENV/bin/python" -m pip install --quiet -e '.[test]'
-else
-  "$VENV/bin/python" -m pip install --quiet -e .
-fi
+"$VENV/bin/python" -m pip install --quiet -e ".${1:+[$1]}"  # with an extra when given one

@@ -30,6 +30,7 @@ export PYSCORE_REQUIRE_TOOLS=1
 .venv/bin/ruff check src tests bench
 .venv/bin/ruff format --check src tests bench
 .venv/bin/mypy  # the files and strictness are in pyproject.toml
+bash scripts/docs.sh  # the docs site: broken links or undocumented settings fail here
 
 WORK=$(mktemp -d /tmp/pyscore-test.XXXXXX)
 chmod 755 "$WORK"  # PostgreSQL runs as its own user and must reach its data dir

@@ -147,17 +147,17 @@ class Server:
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **(env or {})},
             )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60  # a bound for a busy machine, not a time limit
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"{self.url}/isAlive", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/isAlive", timeout=5).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             if self.process.poll() is not None:
                 raise RuntimeError((self.data_dir / "server.log").read_text())
             time.sleep(0.1)
-        raise RuntimeError("score-server did not start in 30 s")
+        raise RuntimeError("score-server did not start in 60 s")
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
@@ -235,14 +235,18 @@ def init_server(data_dir: Path, *extra: str) -> Server:
     return Server(url="", data_dir=data_dir, admin_token=out.stdout.strip().splitlines()[-1])
 
 
-@pytest.fixture(scope="session")
-def demo_server(tmp_path_factory: pytest.TempPathFactory):
-    """A server with the demo study published; shared by tests that only read."""
-    data_dir = tmp_path_factory.mktemp("platform") / "data"
+def init_demo_server(data_dir: Path) -> Server:
+    """A new platform with the demo study published (`score-server demo`), not yet serving."""
     server = init_server(data_dir)
     out = run(SERVER, "demo", "--data-dir", str(data_dir), check=True, timeout=300)
     server.manifest = Path(out.stdout.strip().splitlines()[-1])
-    with server:
+    return server
+
+
+@pytest.fixture(scope="session")
+def demo_server(tmp_path_factory: pytest.TempPathFactory):
+    """A server with the demo study published; shared by tests that only read."""
+    with init_demo_server(tmp_path_factory.mktemp("platform") / "data") as server:
         yield server
 
 

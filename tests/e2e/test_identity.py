@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
+import jwt
 import pytest
 
 from tests.api import bearer, mint_tokens
@@ -88,8 +89,9 @@ def platform(
 
 def audit_trail(server: Server, *filters: str, at_least: int = 1) -> list[dict]:
     """The audit records matching `filters` (`score-server audit` options), once there are
-    `at_least` (records are written within a moment of the answer)."""
-    deadline = time.monotonic() + 15
+    `at_least` (records are written within a moment of the answer; the bound only ends a
+    wait for records that never come)."""
+    deadline = time.monotonic() + 60
     while True:
         out = run(
             SERVER,
@@ -124,6 +126,7 @@ def test_provider_jwt_downloads_a_controlled_file(
     assert len(got) == 1 and got[0].read_bytes() == platform.files["DEMO"].read_bytes()  # type: ignore[attr-defined]
     # the trail names the provider's subject (the client) and the issuer, never the token
     trail = audit_trail(platform, "--subject", "researcher", "--object", object_id)
+    assert trail, "the grant never reached the audit trail"
     assert (trail[0]["outcome"], trail[0]["issuer"], trail[0]["study_id"]) == (
         "granted",
         provider.trusted,
@@ -133,13 +136,19 @@ def test_provider_jwt_downloads_a_controlled_file(
 
 
 def test_provider_jwt_refused_when_expired(platform: Server, provider: Provider) -> None:
+    """Judged against the token's own `exp` (2 s after it was issued), not by how fast the
+    requests were: one answered before `exp` is granted, every one sent from `exp` on is
+    refused as expired (no leeway is configured)."""
     token = provider.token("PROGRAMDATA-DEMO.READ", resource="https://short.pyscore.test")
-    assert spec(platform, "DEMO", token).status_code == 200  # good for 2 s
-    deadline = time.monotonic() + 15
-    while (r := spec(platform, "DEMO", token)).status_code == 200:
-        assert time.monotonic() < deadline, "an expired JWT was still accepted"
-        time.sleep(0.5)
-    assert r.status_code == 401 and "expired" in r.json()["message"], r.text
+    exp = jwt.decode(token, options={"verify_signature": False})["exp"]
+    assert exp - time.time() <= 2
+    r = spec(platform, "DEMO", token)
+    if time.time() < exp:  # answered in time: good (a busy machine may not get here)
+        assert r.status_code == 200, r.text
+    time.sleep(max(0.0, exp - time.time()))
+    for _ in range(3):
+        r = spec(platform, "DEMO", token)
+        assert r.status_code == 401 and "expired" in r.json()["message"], r.text
 
 
 @pytest.mark.parametrize(
@@ -180,13 +189,19 @@ def test_introspected_key_works_until_revoked(platform: Server, provider: Provid
     assert spec(platform, "DEMO", key).status_code == 200
     assert spec(platform, "OTHER", key).status_code == 403  # its scopes, nothing more
     provider.revoke(key)
-    revoked = time.monotonic()
-    deadline = revoked + CACHE_SECONDS + 10
-    while (r := spec(platform, "DEMO", key)).status_code == 200:
-        assert time.monotonic() < deadline, "a revoked key still works past the cache time"
+    # the server asked about the key before the revocation, so it believes that answer
+    # CACHE_SECONDS after the revocation at the latest, however slow the machine: within
+    # them a request may be granted or refused, after them every one is refused
+    window_ends = time.monotonic() + CACHE_SECONDS
+    within: list[int] = []
+    for _ in range(1000):  # bounded; ends when the window does
+        if time.monotonic() >= window_ends:
+            break
+        within.append(spec(platform, "DEMO", key).status_code)
         time.sleep(0.5)
-    assert r.status_code == 401 and "not active" in r.json()["message"], r.text
-    assert time.monotonic() - revoked < CACHE_SECONDS + 3
+    assert set(within) <= {200, 401}, within
+    r = spec(platform, "DEMO", key)
+    assert r.status_code == 401 and "not active" in r.json()["message"], (r.text, within)
     assert spec(platform, "DEMO", key).status_code == 401  # and stays refused
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import uuid
@@ -19,15 +20,17 @@ from pyscore.client.errors import (
     UnreachableError,
     UsageError,
 )
+from pyscore.client.layout import writable_dir
 from pyscore.wire.manifest import ManifestError
 
 EPILOG = """exit codes:
   0  success
   1  some files failed (the others completed)
-  2  usage error or bad input (options, manifest)
-  3  authentication or permission refused (token, scope)
+  2  usage error or bad input (options, manifest, a service URL that cannot work)
+  3  authentication or permission refused (token, scope), even if other files arrived
   4  integrity failure (size or MD5 mismatch)
-  5  server unreachable
+  5  server unreachable (after it had answered)
+  130 interrupted (re-run the same command to resume)
 
 settings (highest first): command-line options, environment (ACCESSTOKEN, METADATA_URL,
 STORAGE_URL, STORAGE_PROFILE, TRANSPORT_PARALLEL, ...), conf/application-<profile>.properties,
@@ -45,6 +48,12 @@ COMMANDS = {
     "version": "Display application version information",
     "help": "Display help information for a specified command name",
 }
+
+
+# help texts several commands share
+VERIFY_HELP = "first check that the storage service answers (default true)"
+PARALLEL_HELP = "connections (default transport.parallel, 8)"
+JSON_HELP = "newline-delimited JSON events on stdout"
 
 
 class Parser(argparse.ArgumentParser):
@@ -68,7 +77,11 @@ def object_id(text: str) -> str:
     try:
         return str(uuid.UUID(text))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an object id (a UUID)") from None
+        pass
+    hint = ""
+    if "," in text:  # ids listed as in a spreadsheet: say how to give several
+        hint = f"; separate several ids with spaces: --object-id {' '.join(text.split(','))}"
+    raise argparse.ArgumentTypeError(f"{text!r} is not an object id (a UUID){hint}")
 
 
 def build_parser() -> Parser:
@@ -93,12 +106,21 @@ def build_parser() -> Parser:
     )
     src = d.add_argument_group("what to download (one of)")
     src.add_argument("--manifest", help="File Repository manifest TSV: path or URL")
-    src.add_argument("--object-id", nargs="+", type=object_id, metavar="ID")
+    src.add_argument(
+        "--object-id", nargs="+", type=object_id, metavar="ID", help="one or more object ids"
+    )
     src.add_argument("--analysis-id", help="every file of an analysis (needs --study-id)")
-    src.add_argument("--study-id", "--program-id", dest="study_id")
-    d.add_argument("--output-dir", required=True, type=Path)
+    src.add_argument(
+        "--study-id", "--program-id", dest="study_id", help="the study of --analysis-id"
+    )
+    d.add_argument("--output-dir", required=True, type=Path, help="where the files go")
     d.add_argument(
-        "--output-layout", default="filename", type=str.lower, choices=("filename", "bundle", "id")
+        "--output-layout",
+        default="filename",
+        type=str.lower,
+        choices=("filename", "bundle", "id"),
+        help="filename: <dir>/<file name> (default); bundle: <dir>/<analysis id>/<file name>; "
+        "id: <dir>/<object id>",
     )
     d.add_argument(
         "--index",
@@ -114,12 +136,14 @@ def build_parser() -> Parser:
         metavar="true|false",
         help="verify size and MD5 (default true)",
     )
-    d.add_argument("--verify-connection", type=boolean, default=True, metavar="true|false")
+    d.add_argument(
+        "--verify-connection", type=boolean, default=True, metavar="true|false", help=VERIFY_HELP
+    )
     d.add_argument("--offset", type=int, default=0, help="first byte (default 0)")
     d.add_argument("--length", type=int, default=-1, help="bytes (default: to the end)")
     d.add_argument("--force", action="store_true", help="fetch again even if present")
-    d.add_argument("--parallel", type=int, help="connections (default transport.parallel)")
-    d.add_argument("--json", action="store_true", help="newline-delimited JSON events on stdout")
+    d.add_argument("--parallel", type=int, help=PARALLEL_HELP)
+    d.add_argument("--json", action="store_true", help=JSON_HELP)
 
     v = sub.add_parser(
         "view",
@@ -136,7 +160,7 @@ def build_parser() -> Parser:
         help="one or more objects (several are sliced side by side)",
     )
     v.add_argument("--input-file", type=Path, help="a local BAM/CRAM/VCF instead")
-    v.add_argument("--input-file-index", type=Path)
+    v.add_argument("--input-file-index", type=Path, help="its index, if not beside it")
     v.add_argument("--manifest", help="slice every alignment/variant file of a manifest")
     v.add_argument(
         "--query",
@@ -148,7 +172,7 @@ def build_parser() -> Parser:
         "'*' for unplaced unmapped reads",
     )
     v.add_argument("--bed-query", type=Path, help="regions from a BED file (overrides --query)")
-    v.add_argument("--header-only", action="store_true")
+    v.add_argument("--header-only", action="store_true", help="only the header, no records")
     v.add_argument(
         "--contained", action="store_true", help="only records entirely inside the region"
     )
@@ -174,7 +198,9 @@ def build_parser() -> Parser:
     v.add_argument("--output-index", action="store_true", help="index written BAM/CRAM/VCF")
     v.add_argument("--stdout", action="store_true", help="write to stdout (the default)")
     v.add_argument("--reference-file", type=Path, help="FASTA for CRAM")
-    v.add_argument("--verify-connection", type=boolean, default=True, metavar="true|false")
+    v.add_argument(
+        "--verify-connection", type=boolean, default=True, metavar="true|false", help=VERIFY_HELP
+    )
 
     up = sub.add_parser(
         "upload",
@@ -187,15 +213,17 @@ def build_parser() -> Parser:
         type=Path,
         help="Song upload manifest: a first line, then objectId<TAB>path<TAB>md5 per file",
     )
-    up.add_argument("--object-id", type=object_id)
-    up.add_argument("--file", type=Path)
+    up.add_argument("--object-id", type=object_id, help="one object (with --file and --md5)")
+    up.add_argument("--file", type=Path, help="the file of --object-id")
     up.add_argument("--md5", help="the MD5 the analysis declares for --file")
     up.add_argument(
         "--force", action="store_true", help="replace an object of an unpublished analysis"
     )
-    up.add_argument("--parallel", type=int)
-    up.add_argument("--verify-connection", type=boolean, default=True, metavar="true|false")
-    up.add_argument("--json", action="store_true")
+    up.add_argument("--parallel", type=int, help=PARALLEL_HELP)
+    up.add_argument(
+        "--verify-connection", type=boolean, default=True, metavar="true|false", help=VERIFY_HELP
+    )
+    up.add_argument("--json", action="store_true", help=JSON_HELP)
 
     sb = sub.add_parser(
         "submit",
@@ -203,12 +231,14 @@ def build_parser() -> Parser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sb.add_argument("--study-id", required=True)
+    sb.add_argument("--study-id", required=True, help="the study the analysis belongs to")
     sb.add_argument("--payload", required=True, type=Path, help="Song analysis payload (JSON)")
     sb.add_argument("--dir", required=True, type=Path, help="where the payload's files are")
-    sb.add_argument("--publish", action="store_true")
-    sb.add_argument("--parallel", type=int)
-    sb.add_argument("--json", action="store_true")
+    sb.add_argument(
+        "--publish", action="store_true", help="publish the analysis once its files are in"
+    )
+    sb.add_argument("--parallel", type=int, help=PARALLEL_HELP)
+    sb.add_argument("--json", action="store_true", help=JSON_HELP)
 
     mt = sub.add_parser(
         "mount",
@@ -216,9 +246,14 @@ def build_parser() -> Parser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    mt.add_argument("--mount-point", required=True, type=Path)
+    mt.add_argument("--mount-point", required=True, type=Path, help="an empty directory of yours")
     mt.add_argument("--manifest", help="mount only these files (and their index files)")
-    mt.add_argument("--layout", default="bundle", choices=("bundle", "object-id"))
+    mt.add_argument(
+        "--layout",
+        default="bundle",
+        choices=("bundle", "object-id"),
+        help="bundle: /<analysis id>/<file name> (default); object-id: /<object id>",
+    )
     mt.add_argument(
         "--cache-metadata",
         action="store_true",
@@ -233,20 +268,26 @@ def build_parser() -> Parser:
     mt.add_argument("--cache-size", type=int, default=256, help="memory cache in MiB")
     mt.add_argument("--disk-cache", type=Path, help="also cache blocks on disk here")
     mt.add_argument("--disk-cache-size", type=int, default=10240, help="disk cache in MiB")
-    mt.add_argument("--verify-connection", type=boolean, default=True, metavar="true|false")
+    mt.add_argument(
+        "--verify-connection", type=boolean, default=True, metavar="true|false", help=VERIFY_HELP
+    )
 
     u = sub.add_parser("url", help=COMMANDS["url"])
-    u.add_argument("--object-id", required=True, type=object_id)
-    u.add_argument("--verify-connection", type=boolean, default=True, metavar="true|false")
+    u.add_argument("--object-id", required=True, type=object_id, help="the object")
+    u.add_argument(
+        "--verify-connection", type=boolean, default=True, metavar="true|false", help=VERIFY_HELP
+    )
 
     m = sub.add_parser("manifest", help=COMMANDS["manifest"])
-    m.add_argument("--manifest", required=True)
+    m.add_argument("--manifest", required=True, help="File Repository manifest TSV: path or URL")
 
     i = sub.add_parser("info", help=COMMANDS["info"])
-    i.add_argument("--verbose", action="store_true")
+    i.add_argument(
+        "--verbose", action="store_true", help="accepted for compatibility: info always says all"
+    )
     sub.add_parser("version", help=COMMANDS["version"])
     h = sub.add_parser("help", help=COMMANDS["help"])
-    h.add_argument("name", nargs="?")
+    h.add_argument("name", nargs="?", help="a command's name")
     return p
 
 
@@ -293,6 +334,7 @@ def cmd_download(args: argparse.Namespace) -> int:
         raise UsageError("--analysis-id needs --study-id (or --program-id)")
     if args.offset < 0 or args.length < -1 or args.length == 0:
         raise UsageError("--offset must be >= 0 and --length positive (or -1 for the rest)")
+    writable_dir(args.output_dir)
     settings = resolve(
         {"transport.parallel": str(args.parallel) if args.parallel else None}, args.profile
     )
@@ -348,6 +390,8 @@ def cmd_view(args: argparse.Namespace) -> int:
         raise UsageError("--input-file-index needs --input-file")
     if args.manifest and not args.output_dir:
         raise UsageError("--manifest needs --output-dir")
+    if args.output_dir:
+        writable_dir(args.output_dir)
     regions = (
         view.parse_bed(args.bed_query)
         if args.bed_query
@@ -457,6 +501,8 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
     report = reporter(False, args.quiet, args.silent)
     mount.check_mount_point(args.mount_point)
+    if args.disk_cache:
+        writable_dir(args.disk_cache, "--disk-cache")
     if args.daemonize:
         log = mount.daemonize(sys.argv[1:], args.mount_point)
         report.notice(
@@ -552,6 +598,17 @@ HANDLERS = {
 }
 
 
+def interrupted() -> NoReturn:
+    """Ctrl-C: the transfer's state is saved by now (the engines sync it on their way out);
+    say so and end at once. Threads still blocked in a read (a stalled server, a read
+    timeout of a minute) are not waited for, and nothing they would say is printed."""
+    print("score-client: interrupted; re-run the same command to resume", file=sys.stderr)
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(130)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -574,8 +631,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"score-client: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("score-client: interrupted; re-run the same command to resume", file=sys.stderr)
-        return 130
+        interrupted()
     except BrokenPipeError:
         return 1
     except OSError as exc:  # the local file system said no: name the file and the reason

@@ -30,7 +30,7 @@ from pyscore.client.blockcache import (
     default_cache_dir,
 )
 from pyscore.client.download import parallel_map
-from pyscore.client.errors import AuthError, ScoreError, UsageError
+from pyscore.client.errors import EXIT_FAILED, AuthError, ScoreError, UsageError
 from pyscore.client.layout import safe_name
 from pyscore.client.safefiles import open_private, private_dir
 from pyscore.wire.song import Entity
@@ -388,6 +388,16 @@ def mount(
         )
 
 
+def daemon_failure(log_path: Path, code: int) -> ScoreError:
+    """The background mount's own failure, as the foreground one would have said it: its
+    last line (without its 'score-client: error: ') and its exit code."""
+    lines = log_path.read_text(errors="replace").strip().splitlines()
+    said = lines[-1].removeprefix("score-client: error: ") if lines else ""
+    error = ScoreError(said or f"the mount process exited with code {code}; see {log_path}")
+    error.exit_code = code if code > 0 else EXIT_FAILED
+    return error
+
+
 def daemonize(argv: list[str], mount_point: Path, timeout: float = 60.0) -> Path:
     """Run the mount in a detached child; return (its log's path) once it is mounted."""
     child_args = [a for a in argv if a != "--daemonize"]
@@ -407,8 +417,7 @@ def daemonize(argv: list[str], mount_point: Path, timeout: float = 60.0) -> Path
         if os.path.ismount(mount_point):
             return log_path
         if proc.poll() is not None:
-            lines = log_path.read_text(errors="replace").strip().splitlines()
-            raise ScoreError(lines[-1] if lines else "the mount process exited")
+            raise daemon_failure(log_path, proc.returncode)
         time.sleep(0.05)
     proc.kill()
     raise ScoreError(f"{mount_point} was not mounted within {timeout:.0f} s; see {log_path}")

@@ -20,7 +20,7 @@ from typing import Optional
 
 from pyscore.client.api import Api, NotOffered, refusal, status_phrase
 from pyscore.client.digest import file_md5
-from pyscore.client.errors import IntegrityError, ScoreError, UsageError
+from pyscore.client.errors import IntegrityError, ScoreError, SettingError, UsageError
 from pyscore.client.httpio import SMALL_BODY, Connections, UrlRejected, buffer_cap, put
 from pyscore.client.progress import Reporter
 from pyscore.client.retry import Attempts, Transient
@@ -135,8 +135,8 @@ class Uploader:
         if verify or not self.api.batch_offer(storage)[0]:
             try:  # the answer also says whether the server takes batches
                 url = self.api.ping_url()
-            except ScoreError:
-                if verify:
+            except ScoreError as exc:
+                if verify or isinstance(exc, SettingError):  # a wrong URL is the run's
                     raise
                 url = ""
             if verify:

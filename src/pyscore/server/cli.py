@@ -482,6 +482,9 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(manifest)
 
 
+DATA_DIR_HELP = "the platform's directory (server.json; SQLite and objects by default)"
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="score-server",
@@ -493,15 +496,15 @@ def parser() -> argparse.ArgumentParser:
     init = sub.add_parser(
         "init", help="create a new platform (database, object store, admin token)"
     )
-    init.add_argument("--data-dir", required=True)
+    init.add_argument("--data-dir", required=True, help=DATA_DIR_HELP)
     init.add_argument(
         "--database-url", help="default: SQLite in the data dir; or postgresql://user@host/db"
     )
     init.add_argument("--store", default="local", help="'local' (default) or s3://bucket[/prefix]")
-    init.add_argument("--s3-endpoint")
-    init.add_argument("--s3-region", default="us-east-1")
-    init.add_argument("--s3-access-key")
-    init.add_argument("--s3-secret-key")
+    init.add_argument("--s3-endpoint", help="URL of the S3-compatible store (default: AWS)")
+    init.add_argument("--s3-region", default="us-east-1", help="default us-east-1")
+    init.add_argument("--s3-access-key", help="S3 access key id")
+    init.add_argument("--s3-secret-key", help="S3 secret key (stored in server.json, 0600)")
     init.add_argument(
         "--s3-sign-part-range",
         action="store_true",
@@ -517,27 +520,33 @@ def parser() -> argparse.ArgumentParser:
     init.set_defaults(func=cmd_init)
 
     serve = sub.add_parser("serve", help="serve the APIs")
-    serve.add_argument("--data-dir", required=True)
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--data-dir", required=True, help=DATA_DIR_HELP)
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    serve.add_argument("--port", type=int, default=8080, help="default 8080")
     serve.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
-    serve.add_argument("--access-log", action="store_true")
+    serve.add_argument(
+        "--access-log",
+        action="store_true",
+        help="granian's access log as well (the JSON request log is setting request_log)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     token = sub.add_parser("token", help="create, list or revoke access tokens")
     tsub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
     create = tsub.add_parser("create", help="print a new token (shown once)")
-    create.add_argument("--data-dir", required=True)
+    create.add_argument("--data-dir", required=True, help=DATA_DIR_HELP)
     create.add_argument(
         "--scopes", required=True, help='e.g. "PROGRAMDATA-DEMO.READ" or "score.READ score.WRITE"'
     )
     create.add_argument("--expires-in", help="e.g. 30d, 12h (default: never)")
-    create.add_argument("--user", default="user")
+    create.add_argument("--user", default="user", help="whose token (a name, for lists and logs)")
     lst = tsub.add_parser("list", help="list tokens (no secrets)")
-    lst.add_argument("--data-dir", required=True)
+    lst.add_argument("--data-dir", required=True, help=DATA_DIR_HELP)
     revoke = tsub.add_parser("revoke", help="revoke a token by id")
-    revoke.add_argument("--data-dir", required=True)
-    revoke.add_argument("token_id")
+    revoke.add_argument("--data-dir", required=True, help=DATA_DIR_HELP)
+    revoke.add_argument("token_id", help="its id, from 'token list'")
     token.set_defaults(func=cmd_token)
 
     study = sub.add_parser("study", help="create or list studies")
@@ -545,13 +554,13 @@ def parser() -> argparse.ArgumentParser:
     screate = ssub.add_parser(
         "create", help="create a study (its scopes: PROGRAMDATA-<STUDY_ID>.READ / .WRITE)"
     )
-    screate.add_argument("--data-dir", required=True)
+    screate.add_argument("--data-dir", required=True, help=DATA_DIR_HELP)
     screate.add_argument("study_id", metavar="STUDY_ID", help="e.g. PACA-CA")
     screate.add_argument("--name", help="default: the study id")
-    screate.add_argument("--organization")
-    screate.add_argument("--description")
+    screate.add_argument("--organization", help="who holds the study")
+    screate.add_argument("--description", help="free text")
     slist = ssub.add_parser("list", help="list studies: id, name, organization")
-    slist.add_argument("--data-dir", required=True)
+    slist.add_argument("--data-dir", required=True, help=DATA_DIR_HELP)
     study.set_defaults(func=cmd_study)
 
     sk = sub.add_parser(
@@ -561,7 +570,7 @@ def parser() -> argparse.ArgumentParser:
     rot = sksub.add_parser(
         "rotate", help="a new key signs; old ones verify until their URLs expire"
     )
-    rot.add_argument("--data-dir", required=True)
+    rot.add_argument("--data-dir", required=True, help=DATA_DIR_HELP)
     rot.add_argument(  # "10 s": keys.REFRESH, not imported here (it loads the tables)
         "--drop-old",
         action="store_true",
@@ -570,7 +579,7 @@ def parser() -> argparse.ArgumentParser:
         "stop too",
     )
     sklist = sksub.add_parser("list", help="key ids, creation times, which one signs")
-    sklist.add_argument("--data-dir", required=True)
+    sklist.add_argument("--data-dir", required=True, help=DATA_DIR_HELP)
     sk.set_defaults(func=cmd_signing_key)
 
     aud = sub.add_parser(
@@ -578,7 +587,7 @@ def parser() -> argparse.ArgumentParser:
         help="print the audit trail: who was granted or refused which controlled data, when",
         description="Records in the order they were made, oldest first. Times are UTC.",
     )
-    aud.add_argument("--data-dir", required=True)
+    aud.add_argument("--data-dir", required=True, help=DATA_DIR_HELP)
     aud.add_argument(
         "--since", help="from this time on: 2026-11-30, 2026-11-30T14:00, or 12h (ago)"
     )
@@ -586,7 +595,9 @@ def parser() -> argparse.ArgumentParser:
     aud.add_argument("--study", help="one study id")
     aud.add_argument("--object", help="one object id (or analysis id, for publish)")
     aud.add_argument("--subject", help="one principal: token id, subject or user name")
-    aud.add_argument("--outcome", choices=["granted", "refused", "error"])
+    aud.add_argument(
+        "--outcome", choices=["granted", "refused", "error"], help="only records of this outcome"
+    )
     aud.add_argument("--format", choices=["tsv", "json"], default="tsv", help="json: JSON lines")
     aud.set_defaults(func=cmd_audit)
 
@@ -619,8 +630,8 @@ def parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo", help="generate, upload and publish a demo study; print the path of its manifest"
     )
-    demo.add_argument("--data-dir", required=True)
-    demo.add_argument("--study-id", default="DEMO")
+    demo.add_argument("--data-dir", required=True, help=DATA_DIR_HELP)
+    demo.add_argument("--study-id", default="DEMO", help="default DEMO")
     demo.add_argument(
         "--files-dir",
         help="where to generate the files (default: <data-dir>/demo-files/<study-id>)",

@@ -14,61 +14,102 @@ from pathlib import Path
 MiB = 1024 * 1024
 SETTINGS_FILE = "server.json"
 ENV_PREFIX = "PYSCORE_"
+NOT_FROM_ENV = ("data_dir", "extra")  # every other field may be PYSCORE_<FIELD>
 
 
 @dataclass
 class Settings:
+    """Every field is a key of `server.json`; each but `data_dir` and `extra` may be overridden
+    by `PYSCORE_<FIELD>` in the environment (numbers as digits, true/false, lists
+    comma-separated or as JSON, objects as JSON). The docstring under each field is its
+    documentation: the settings reference of the docs site is generated from them, and the
+    docs build fails on a field without one."""
+
     data_dir: Path
+    """The platform's directory (`--data-dir`): server.json, and with the defaults the SQLite
+    database and the local object store."""
     database_url: str = ""
-    store: str = "local"  # "local" or "s3://bucket[/prefix]"
+    """SQLAlchemy URL of the database; empty: SQLite in the data directory. At scale:
+    `postgresql://user@host/db` (extra `postgres`)."""
+    store: str = "local"
+    """Where object bytes live: `local` (files under the data directory, served by signed
+    URLs of ours) or `s3://bucket[/prefix]` (presigned URLs: bytes never pass the server)."""
     s3_endpoint: str = ""
+    """URL of the S3-compatible store (Ceph RGW, MinIO, AWS); empty: AWS's own."""
     s3_region: str = "us-east-1"
+    """Region the S3 URLs are signed for."""
     s3_access_key: str = ""
+    """S3 access key id (keep server.json private: it is written 0600)."""
     s3_secret_key: str = ""
+    """S3 secret key."""
     s3_addressing_style: str = "path"
-    s3_sign_part_range: bool = False  # sign each download part's Range, as the original does
+    """`path` (https://host/bucket/key) or `virtual` (https://bucket.host/key) S3 URLs."""
+    s3_sign_part_range: bool = False
+    """Presign each download part's Range into its URL, as the original score-server does
+    (the store then serves exactly that range); default: one URL serves all parts."""
     part_size: int = 64 * MiB
-    # Signed URLs outlive the token that got them (revoking a token stops new URLs, not these):
-    # downloads renew expired URLs, so short lifetimes cost a request, not a restart.
+    """Bytes per part of a new upload, which downloads keep (raised for very large objects to
+    stay within S3's 10,000 parts). `init --part-size` takes MiB."""
     download_expiry_seconds: int = 6 * 3600
+    """Lifetime of a download URL. Signed URLs outlive the token that got them (revoking a
+    token stops new URLs, not these); clients renew expired ones, so a short lifetime costs a
+    request, not a restart."""
     upload_expiry_seconds: int = 24 * 3600
-    max_url_lifetime_seconds: int = 7 * 24 * 3600  # no URL is signed or honoured for longer
-    url_signing_pepper: str = ""  # hex; signing keys are HMAC(pepper, key in the database)
-    public_url: str = ""  # how clients reach us; default: the URL of each request
-    # Requests of the APIs at work at once per process; more wait up to queue_timeout_seconds
-    # for a slot, then get 503 + Retry-After. Each process opens up to this + 8 database
-    # connections (PostgreSQL: keep processes x (this + 8) below its max_connections).
+    """Lifetime of an upload part's URL."""
+    max_url_lifetime_seconds: int = 7 * 24 * 3600
+    """No URL is signed or honoured for longer, whatever else asks for it."""
+    url_signing_pepper: str = ""
+    """Hex secret made at init: the local store's signing keys are HMAC(pepper, key in the
+    database), so a copy of the database alone cannot sign URLs."""
+    public_url: str = ""
+    """How clients reach the server (behind a proxy, a DNS name), used in every URL it writes;
+    empty: each request's own URL, and only `allowed_hosts` and the listening address's names
+    are answered."""
     max_concurrent_requests: int = 32
+    """API requests at work at once per process; more wait up to `queue_timeout_seconds` for
+    a slot, then get 503 + Retry-After. Each process opens up to this + 8 database
+    connections (PostgreSQL: keep processes x (this + 8) below its max_connections)."""
     queue_timeout_seconds: int = 10
-    # Request bodies above this are refused with 413 (object bytes go to signed part URLs,
-    # which are bounded by their part instead)
+    """How long a request waits for a slot before its 503."""
     max_body_bytes: int = 16 * MiB
-    # Ids one batch lookup (POST /download/batch, /entities/batch: pyscore's extension,
-    # advertised on every answer as `Pyscore-Batch: max=<n>`) may ask for; 0 turns them off
+    """Request bodies above this are refused with 413 (object bytes go to signed part URLs,
+    bounded by their part instead)."""
     batch_max_ids: int = 1000
-    # A verified token is believed this long without asking the database again, so a token
-    # revoked (or expiring) is refused by every process within this many seconds; 0 = always ask
+    """Ids one batch lookup or batch upload may ask for (pyscore's extension, advertised on
+    every answer as `Pyscore-Batch: max=<n>`); 0 turns batches off."""
     token_cache_seconds: int = 5
-    # Behind a proxy: the addresses/networks whose X-Forwarded-Proto/-Host/-For are believed
+    """A verified token is believed this long without asking the database again, so a token
+    revoked (or expiring) is refused by every process within this many seconds; 0: always
+    ask."""
     trusted_proxies: list = field(default_factory=list)
-    # With public_url unset, Host values answered besides the listening address's names
+    """Addresses or networks (e.g. `["10.0.0.5"]`) of reverse proxies whose
+    X-Forwarded-Proto/-Host/-For are believed; no one else's are."""
     allowed_hosts: list = field(default_factory=list)
-    # The audit trail is in the database; this also sends each record as a JSON line to a
-    # file ("-": standard output), e.g. for a SIEM
+    """With `public_url` unset: Host values answered besides the listening address's names."""
     audit_log: str = ""
-    # One JSON line per request: "-" standard error, "off", or a file path
+    """The audit trail is in the database; this also writes each record as a JSON line to a
+    file (`-`: standard output), e.g. for a SIEM."""
     request_log: str = "-"
-    # Identity providers whose bearers are accepted beside our own tokens (OpenID Connect
-    # JWTs, introspected API keys, GA4GH passports): see identity/__init__.py and README
+    """One JSON line per request: `-` standard error, `off`, or a file path."""
     identity: dict = field(default_factory=dict)
-    # Where analysis events (SONG's AnalysisMessage) go: a list of {"kafka": {...}},
-    # {"webhook": {...}}, {"maestro": {...}} (events/sinks.py; env PYSCORE_EVENTS as JSON)
+    """Identity providers whose bearers are accepted beside our own tokens: `oidc` (OpenID
+    Connect JWTs), `introspection` (API keys), `passports` (GA4GH); see Identity providers."""
     events: list = field(default_factory=list)
-    song_server_id: str = "song.overture"  # SONG's `song.id`: each event's songServerId
-    events_retry_seconds: float = 1.0  # pause after a failed delivery, doubled each time...
-    events_retry_max_seconds: float = 60.0  # ...up to this
-    events_keep_days: int = 7  # delivered events are kept this long (`events status`)
+    """Where analysis events (SONG's AnalysisMessage) go: a list of `{"kafka": {...}}`,
+    `{"webhook": {...}}`, `{"maestro": {...}}` (env `PYSCORE_EVENTS` as JSON); see Analysis
+    events."""
+    song_server_id: str = "song.overture"
+    """SONG's `song.id`: each event's `songServerId`, which Maestro takes for this server's
+    repository code."""
+    events_retry_seconds: float = 1.0
+    """Pause after a failed delivery to an event sink, doubled after each failure in a row."""
+    events_retry_max_seconds: float = 60.0
+    """The longest pause between two tries of an event sink."""
+    events_keep_days: int = 7
+    """Delivered events are kept this long (`score-server events status`), then deleted."""
     extra: dict = field(default_factory=dict)
+    """Free-form settings read by name; `repository_code` (default `PYSCORE`) is the
+    repository column of the File Repository's manifests."""
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -97,7 +138,7 @@ class Settings:
         known = {f.name: f for f in fields(cls)}
         for name, f in known.items():
             env = os.environ.get(ENV_PREFIX + name.upper())
-            if env is not None and name not in ("data_dir", "extra"):
+            if env is not None and name not in NOT_FROM_ENV:
                 if f.type == "int":
                     body[name] = int(env)
                 elif f.type == "float":

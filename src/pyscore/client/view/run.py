@@ -22,7 +22,15 @@ from typing import Any, Optional
 
 import pysam
 
-from pyscore.client.errors import ScoreError, UsageError
+from pyscore.client.errors import (
+    EXIT_AUTH,
+    EXIT_FAILED,
+    EXIT_OK,
+    AuthError,
+    ScoreError,
+    SettingError,
+    UsageError,
+)
 from pyscore.client.layout import unique_name
 from pyscore.client.safefiles import data_mode
 from pyscore.client.view.htsget import INDEX_LIMIT, Tickets, fetch_into, speaks_htsget
@@ -67,6 +75,7 @@ class Job:
     reference: Optional[str] = None
     bed: Optional[Path] = None
     written: dict[str, str] = field(default_factory=dict)  # output name → object id
+    named: dict[str, str] = field(default_factory=dict)  # output name → its input's name
 
     def absolute(self) -> None:
         """Pin relative paths before slicing chdirs into a private directory."""
@@ -81,22 +90,27 @@ class Job:
 
     def name_for(self, file_name: str, object_id: str = "") -> tuple[str, Optional[str]]:
         """The output name of a file (decided in input order), and a line to say when it is
-        made unique by object id because an earlier input has it (two BAMs of one name in
-        different studies, or a.bam and a.cram both giving a.<region>.sam)."""
+        made unique by object id. When an earlier input has its name, a.bam and a.cram both
+        giving a.<region>.sam, the second keeps its own extension (a.cram.<region>.sam),
+        which says where it came from; two BAMs of one name (in different studies), the
+        second is made unique by object id."""
         kind = kind_of(file_name)
         ext = extension(kind, self.format_of(kind))
-        name = output_name(file_name, self.regions, self.header_only, self.bed, ext)
+        parts = (self.regions, self.header_only, self.bed, ext)
+        name = output_name(file_name, *parts)
         first = self.written.get(name)
         said = None
         if first is not None:
-            tag = object_id or str(len(self.written))
-            unique = unique_name(name, tag)
-            said = (
-                f"{file_name} (object id '{object_id}') would be written as '{name}' like "
-                f"object id '{first}'; writing it as '{unique}'"
-            )
-            name = unique
+            own = output_name(file_name, *parts, own_suffix=True)
+            if own in self.written or self.named[name] == file_name:
+                own = unique_name(name, object_id or str(len(self.written)))
+                said = (
+                    f"{file_name} (object id '{object_id}') would be written as '{name}' "
+                    f"like object id '{first}'; writing it as '{own}'"
+                )
+            name = own
         self.written[name] = object_id
+        self.named[name] = file_name
         return name, said
 
 
@@ -224,7 +238,7 @@ def run_remote(
     others go on, and the exit code is 1; non-alignment rows of a manifest are skipped, as
     the original does. Outputs (files, or stdout in input order) and messages come in
     input order."""
-    from pyscore.client.api import Api
+    from pyscore.client.api import Api, refusal_summary
     from pyscore.client.lookup import Lookups, ordered
 
     api = Api(settings)
@@ -238,6 +252,8 @@ def run_remote(
     speaks = checks.submit(speaks_htsget, api) if htsget_on else None
     slicers = ThreadPoolExecutor(SLICES_AT_ONCE, thread_name_prefix="slice")
     failures = 0
+    refused: list[tuple[AuthError, str]] = []  # files the token may not read, with their study
+    interrupted = False
 
     def connection_checked() -> None:
         if pinged is not None:
@@ -262,11 +278,11 @@ def run_remote(
 
     try:
         with private_workdir() as tmp, run_in(tmp):
-            queued: list[tuple[Item, Future[Any]]] = []
+            queued: list[tuple[Entity, Future[Any]]] = []
             for number, (item, entity) in enumerate(ordered(prepare, items)):
                 if isinstance(entity, ScoreError):
                     connection_checked()
-                    if single:
+                    if single or isinstance(entity, SettingError):
                         raise entity
                     failures += 1
                     say(f"ERROR: {entity}")
@@ -297,12 +313,17 @@ def run_remote(
                     if written is not None:
                         say(f"Wrote {written}")
                     return 0
-                queued.append((item, slicers.submit(work, item, entity, kind, name, folder)))
-            for _, future in queued:
+                queued.append((entity, slicers.submit(work, item, entity, kind, name, folder)))
+            for entity, future in queued:
                 try:
                     written = future.result()
+                except SettingError:
+                    raise
                 except ScoreError as exc:
                     connection_checked()
+                    if isinstance(exc, AuthError) and exc.status == 403:
+                        refused.append((exc, entity.projectCode))  # told together, below
+                        continue
                     failures += 1
                     say(f"ERROR: {exc}")
                     continue
@@ -313,9 +334,16 @@ def run_remote(
                 elif written is not None:
                     say(f"Wrote {written}")
             connection_checked()
+            for line in refusal_summary(refused, settings.token):
+                say(f"ERROR: {line}")
+    except KeyboardInterrupt:
+        interrupted = True  # slices blocked in a read are not waited for
+        raise
     finally:
-        slicers.shutdown(wait=True, cancel_futures=True)
+        slicers.shutdown(wait=not interrupted, cancel_futures=True)
         checks.shutdown(wait=False)
         lookups.close()
         api.close()
-    return 1 if failures else 0
+    if failures:
+        return EXIT_FAILED
+    return EXIT_AUTH if refused else EXIT_OK

@@ -19,6 +19,7 @@ from pyscore.server.web.deps import (
     SignerDep,
     batch_limit,
     body_schema,
+    extension,
     finish_limit,
     json_body,
     json_bytes,
@@ -93,7 +94,10 @@ async def download(
 @router.post(
     SPECS_PATH,
     response_model=SpecBatchAnswer,
-    openapi_extra=body_schema(SpecBatchRequest),
+    openapi_extra={
+        **body_schema(SpecBatchRequest),
+        **extension("batch lookups, advertised as Pyscore-Batch"),
+    },
 )
 def download_batch(
     who: PrincipalDep,
@@ -119,7 +123,11 @@ def within_batch_max(p: PlatformDep, count: int) -> None:
         )
 
 
-@router.get("/listing", response_model=list[ListingEntry])
+@router.get(
+    "/listing",
+    response_model=list[ListingEntry],
+    openapi_extra=extension("an anonymous caller gets the open files (the original: 401)"),
+)
 def listing(s: SessionDep, who: PrincipalDep) -> list[ListingEntry]:
     """What the caller may read. Unlike the original (401 without a token), an anonymous
     caller gets the open files: a deliberate extension, as open files need no token."""
@@ -157,7 +165,10 @@ def _writable(
 @router.post(
     UPLOAD_START_PATH,
     response_model=UploadStartAnswer,
-    openapi_extra=body_schema(UploadStartRequest),
+    openapi_extra={
+        **body_schema(UploadStartRequest),
+        **extension("batch uploads, advertised as Pyscore-Batch"),
+    },
 )
 def start_batch(
     s: SessionDep,
@@ -189,7 +200,10 @@ def start_batch(
 @router.post(
     UPLOAD_FINISH_PATH,
     response_model=UploadFinishAnswer,
-    openapi_extra=body_schema(UploadFinishRequest),
+    openapi_extra={
+        **body_schema(UploadFinishRequest),
+        **extension("batch uploads, advertised as Pyscore-Batch"),
+    },
 )
 def finish_batch(
     s: SessionDep,

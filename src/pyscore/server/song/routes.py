@@ -21,6 +21,7 @@ from pyscore.server.web.deps import (
     SessionDep,
     batch_limit,
     body_schema,
+    extension,
     json_bytes,
 )
 from pyscore.server.web.deps import json_body as capped_body
@@ -279,7 +280,12 @@ def update_file(
 
 # -- legacy entities ----------------------------------------------------------------------
 @router.post(
-    ENTITIES_PATH, response_model=EntityBatchAnswer, openapi_extra=body_schema(EntityBatchRequest)
+    ENTITIES_PATH,
+    response_model=EntityBatchAnswer,
+    openapi_extra={
+        **body_schema(EntityBatchRequest),
+        **extension("batch lookups, advertised as Pyscore-Batch"),
+    },
 )
 def entities_batch(
     p: PlatformDep,

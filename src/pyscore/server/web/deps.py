@@ -153,6 +153,15 @@ def json_body(kind: type[T], limit: Callable[[Platform], int]) -> Callable[[Requ
     return read
 
 
+EXTENSION_KEY = "x-pyscore-extension"
+
+
+def extension(what: str) -> dict[str, Any]:
+    """`openapi_extra` marking a route (or a behaviour of one) as pyscore's own, not the
+    original's: clients and the generated API reference can tell them apart."""
+    return {EXTENSION_KEY: what}
+
+
 def body_schema(kind: type) -> dict[str, Any]:
     """`openapi_extra` declaring a required JSON request body of `kind` (its schema inline)."""
     from pydantic import TypeAdapter
