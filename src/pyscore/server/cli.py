@@ -611,13 +611,13 @@ def parser() -> argparse.ArgumentParser:
     evstatus = evsub.add_parser(
         "status", help="each sink: events waiting, since when, delivered, failures, last error"
     )
-    evstatus.add_argument("--data-dir", required=True)
+    evstatus.add_argument("--data-dir", required=True, help=DATA_DIR_HELP)
     replay = evsub.add_parser(
         "replay",
         help="queue an event for each analysis changed since a time, saying what it is now "
         "(for an indexer that lost its data)",
     )
-    replay.add_argument("--data-dir", required=True)
+    replay.add_argument("--data-dir", required=True, help=DATA_DIR_HELP)
     replay.add_argument(
         "--since",
         required=True,
