@@ -61,6 +61,15 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
+def serve_refused(data_dir: Path, env: dict[str, str]) -> str:
+    """The one line of error of a `score-server serve` that must not start (exit 2) with
+    these settings in its environment."""
+    port = str(free_port())
+    out = run(SERVER, "serve", "--data-dir", str(data_dir), "--port", port, env=env, timeout=60)
+    assert out.returncode == 2, out.stderr
+    return one_line_error(out)
+
+
 def cli_token(data_dir: Path, scopes: str, *extra: str) -> tuple[str, str]:
     """(token id, secret) made by the real `score-server token create` (`extra`: more of its
     arguments, such as --user or --expires-in)."""

@@ -60,6 +60,8 @@ SERVER_DOMAIN = [
     "pyscore.server.platform",
     "pyscore.server.audit",
     "pyscore.server.identity",
+    "pyscore.server.events",
+    "pyscore.server.events.delivery",
     "pyscore.server.htsget.tickets",
     "pyscore.server.formats.indexes",
     "pyscore.server.formats.headers",

@@ -1,4 +1,4 @@
-"""`score-server`: init, serve, token, study, audit, demo. Parsing and printing only."""
+"""`score-server`: init, serve, token, study, audit, events, demo. Parsing and printing only."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from pyscore import __version__
 from pyscore.server.settings import MiB, Settings
+from pyscore.wire.tsv import row as tsv_row
 
 EXIT_USAGE = 2
 
@@ -136,6 +137,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         Identity.from_settings(settings.identity)  # a mistake is said here, not per worker
     except (ValueError, TypeError) as exc:
         raise CommandError(f"identity settings: {exc}") from None
+    _event_sinks(settings)
     migrate(settings.database_url)
     _rebuild_repository_if_empty(settings)
     os.environ["PYSCORE_DATA_DIR"] = str(Path(args.data_dir).resolve())
@@ -391,6 +393,77 @@ def cmd_audit(args: argparse.Namespace) -> None:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
+def _event_sinks(settings: Settings) -> list[str]:
+    """The names of the sinks of the `events` setting, or what is wrong in it."""
+    from pyscore.server.events.sinks import from_settings
+
+    try:
+        return [s.name for s in from_settings(settings.events, settings.song_server_id)]
+    except ValueError as exc:
+        raise CommandError(f"events settings: {exc}") from None
+
+
+SINK_COLUMNS = (
+    "sink",
+    "pending",
+    "oldest_pending",
+    "delivered",
+    "failures",
+    "failing_since",
+    "last_error",
+    "delivering",
+)
+
+
+def cmd_events(args: argparse.Namespace) -> None:
+    from pyscore.server import audit
+    from pyscore.server.events import outbox
+
+    platform = _open(args.data_dir)
+    names = _event_sinks(platform.settings)
+    if args.events_command == "status":
+        with platform.db.session() as s:
+            found = outbox.status(s, names)
+        print(tsv_row(SINK_COLUMNS))
+        for st in found:
+            cells = [
+                st.name,
+                st.pending,
+                st.oldest_pending and audit.iso(st.oldest_pending),
+                st.delivered,
+                st.failures,
+                st.failing_since and audit.iso(st.failing_since),
+                st.last_error,
+                st.owner or ("(not started)" if st.position is None else ""),
+            ]
+            print(tsv_row(cells))
+        if not names:
+            print("No event sinks are configured (the `events` setting)", file=sys.stderr)
+        return
+    if not names or (args.sink is not None and args.sink not in names):
+        raise CommandError(
+            f"no event sink named {args.sink!r}; configured: {', '.join(names) or 'none'}"
+            if names
+            else "no event sinks are configured (the `events` setting): nothing to replay to"
+        )
+    try:
+        since = audit.parse_time(args.since)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    with platform.db.session() as s:
+        for name in [args.sink] if args.sink else names:
+            outbox.ensure_sink(s, name)  # a sink not started yet starts before these events
+        batches = list(outbox.changed_since(s, since))
+    count = 0
+    for ids in batches:  # a transaction a batch: each batch is queued when committed
+        with platform.db.session() as s:
+            count += outbox.replay(s, ids, args.sink)
+    print(
+        f"Queued {count} event(s) for {f'sink {args.sink!r}' if args.sink else 'every sink'}: "
+        f"what each analysis changed since {audit.iso(since)} is now"
+    )
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from pyscore.server.demo.study import load_demo, studies_in
 
@@ -527,6 +600,32 @@ def parser() -> argparse.ArgumentParser:
     )
     aud.add_argument("--format", choices=["tsv", "json"], default="tsv", help="json: JSON lines")
     aud.set_defaults(func=cmd_audit)
+
+    ev = sub.add_parser(
+        "events",
+        help="analysis events: what each sink has taken; send them again",
+        description="Analysis events (SONG's AnalysisMessage) and their sinks (the `events` "
+        "setting). Times are UTC.",
+    )
+    evsub = ev.add_subparsers(dest="events_command", required=True, metavar="ACTION")
+    evstatus = evsub.add_parser(
+        "status", help="each sink: events waiting, since when, delivered, failures, last error"
+    )
+    evstatus.add_argument("--data-dir", required=True, help=DATA_DIR_HELP)
+    replay = evsub.add_parser(
+        "replay",
+        help="queue an event for each analysis changed since a time, saying what it is now "
+        "(for an indexer that lost its data)",
+    )
+    replay.add_argument("--data-dir", required=True, help=DATA_DIR_HELP)
+    replay.add_argument(
+        "--since",
+        required=True,
+        help="analyses changed from this time on: 2026-11-30, 2026-11-30T14:00, 12h (ago); "
+        "1970-01-01 for all",
+    )
+    replay.add_argument("--sink", help="only for this sink (default: every sink)")
+    ev.set_defaults(func=cmd_events)
 
     demo = sub.add_parser(
         "demo", help="generate, upload and publish a demo study; print the path of its manifest"

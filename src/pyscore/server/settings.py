@@ -21,9 +21,9 @@ NOT_FROM_ENV = ("data_dir", "extra")  # every other field may be PYSCORE_<FIELD>
 class Settings:
     """Every field is a key of `server.json`; each but `data_dir` and `extra` may be overridden
     by `PYSCORE_<FIELD>` in the environment (numbers as digits, true/false, lists
-    comma-separated, objects as JSON). The docstring under each field is its documentation:
-    the settings reference of the docs site is generated from them, and the docs build fails
-    on a field without one."""
+    comma-separated or as JSON, objects as JSON). The docstring under each field is its
+    documentation: the settings reference of the docs site is generated from them, and the
+    docs build fails on a field without one."""
 
     data_dir: Path
     """The platform's directory (`--data-dir`): server.json, and with the defaults the SQLite
@@ -94,6 +94,19 @@ class Settings:
     identity: dict = field(default_factory=dict)
     """Identity providers whose bearers are accepted beside our own tokens: `oidc` (OpenID
     Connect JWTs), `introspection` (API keys), `passports` (GA4GH); see Identity providers."""
+    events: list = field(default_factory=list)
+    """Where analysis events (SONG's AnalysisMessage) go: a list of `{"kafka": {...}}`,
+    `{"webhook": {...}}`, `{"maestro": {...}}` (env `PYSCORE_EVENTS` as JSON); see Analysis
+    events."""
+    song_server_id: str = "song.overture"
+    """SONG's `song.id`: each event's `songServerId`, which Maestro takes for this server's
+    repository code."""
+    events_retry_seconds: float = 1.0
+    """Pause after a failed delivery to an event sink, doubled after each failure in a row."""
+    events_retry_max_seconds: float = 60.0
+    """The longest pause between two tries of an event sink."""
+    events_keep_days: int = 7
+    """Delivered events are kept this long (`score-server events status`), then deleted."""
     extra: dict = field(default_factory=dict)
     """Free-form settings read by name; `repository_code` (default `PYSCORE`) is the
     repository column of the File Repository's manifests."""
@@ -128,8 +141,12 @@ class Settings:
             if env is not None and name not in NOT_FROM_ENV:
                 if f.type == "int":
                     body[name] = int(env)
+                elif f.type == "float":
+                    body[name] = float(env)
                 elif f.type == "bool":
                     body[name] = env.strip().lower() in ("1", "true", "yes", "on")
+                elif f.type == "list" and env.lstrip().startswith("["):  # JSON
+                    body[name] = json.loads(env)
                 elif f.type == "list":  # comma-separated
                     body[name] = [x.strip() for x in env.split(",") if x.strip()]
                 elif f.type == "dict":  # JSON

@@ -1,12 +1,13 @@
 """Analyses: Song's JSON of an analysis, listing by state, publishing (only with every
-file in storage and no upload of one open), unpublishing and suppressing."""
+file in storage and no upload of one open), unpublishing and suppressing (each sends its
+event: events/)."""
 
 from __future__ import annotations
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from pyscore.server import repository
+from pyscore.server import events, repository
 from pyscore.server.db import utcnow
 from pyscore.server.errors import bad_request, conflict, not_found
 from pyscore.server.metadata.ids import STATES
@@ -196,6 +197,7 @@ def change_state(
             row.first_published_at = row.first_published_at or now
         session.flush()
         repository.refresh_analysis(session, analysis_id)
+    events.record(session, row, action.upper())  # as SONG: even when the state was already so
     if target == "SUPPRESSED":
         return f"AnalysisId {analysis_id} was suppressed"
     return f"AnalysisId {analysis_id} successfully {target.lower()}"

@@ -12,6 +12,7 @@ from jsonschema import Draft7Validator, ValidationError, validators
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from pyscore.server import events
 from pyscore.server.db import utcnow
 from pyscore.server.errors import bad_request, conflict
 from pyscore.server.metadata.ids import BASE_KEYS, INT64, derived_id, entity_id
@@ -210,7 +211,7 @@ def submit(session: Session, study_id: str, payload: Any, allow_duplicates: bool
     analysis_id = str(uuid.uuid4())
     now = utcnow()
     session.add(
-        Analysis(
+        analysis := Analysis(
             analysis_id=analysis_id,
             study_id=study_id,
             type_name=atype.name,
@@ -245,4 +246,5 @@ def submit(session: Session, study_id: str, payload: Any, allow_duplicates: bool
     link_indexes(rows)
     session.add_all(rows)
     session.flush()
+    events.record(session, analysis, events.CREATE)
     return analysis_id
