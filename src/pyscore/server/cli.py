@@ -136,6 +136,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         Identity.from_settings(settings.identity)  # a mistake is said here, not per worker
     except (ValueError, TypeError) as exc:
         raise CommandError(f"identity settings: {exc}") from None
+    _cors_origins(settings)
     migrate(settings.database_url)
     _rebuild_repository_if_empty(settings)
     os.environ["PYSCORE_DATA_DIR"] = str(Path(args.data_dir).resolve())
@@ -166,6 +167,16 @@ def cmd_serve(args: argparse.Namespace) -> None:
     finally:
         if ours:
             multiproc.remove_dir(metrics_dir)
+
+
+def _cors_origins(settings: Settings):
+    """The CORS allow-list, or a one-line error naming the entry that is no origin."""
+    from pyscore.server.web.cors import Origins
+
+    try:
+        return Origins(settings.cors_origins)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def _warn_if_readable(data_dir: Path) -> None:
@@ -409,6 +420,35 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(manifest)
 
 
+def cmd_cors(args: argparse.Namespace) -> None:
+    import json
+
+    from pyscore.server.web.cors import bucket_rule
+
+    settings = _settings(args.data_dir)
+    origins = _cors_origins(settings)
+    if not origins:
+        raise CommandError(
+            "cors_origins is empty: list the origins first (server.json, or "
+            "PYSCORE_CORS_ORIGINS=https://viewer.example.org)"
+        )
+    rule = bucket_rule(origins)
+    if args.cors_command == "show":
+        print(json.dumps(rule, indent=2))
+        return
+    if not settings.store.startswith("s3://"):
+        raise CommandError(
+            "the local store answers CORS itself (from cors_origins); 'cors apply' is for "
+            "s3:// stores"
+        )
+    from pyscore.server.store.s3 import S3Store
+
+    held = S3Store.from_settings(settings).put_cors(rule)
+    bucket = settings.store[len("s3://") :].partition("/")[0]
+    print(f"CORS rule applied to bucket {bucket}:", file=sys.stderr)
+    print(json.dumps(held, indent=2))
+
+
 DATA_DIR_HELP = "the platform's directory (server.json; SQLite and objects by default)"
 
 
@@ -527,6 +567,21 @@ def parser() -> argparse.ArgumentParser:
     )
     aud.add_argument("--format", choices=["tsv", "json"], default="tsv", help="json: JSON lines")
     aud.set_defaults(func=cmd_audit)
+
+    cors = sub.add_parser(
+        "cors",
+        help="the S3 bucket CORS rule that lets browsers of cors_origins read presigned URLs",
+        description="Pages of the origins in cors_origins read htsget, DRS and signed URLs "
+        "from a browser; with an S3 store, the bucket must answer CORS too.",
+    )
+    csub = cors.add_subparsers(dest="cors_command", required=True, metavar="ACTION")
+    for name, what in (
+        ("show", "print the rule (JSON, as put-bucket-cors takes it)"),
+        ("apply", "put the rule on the configured S3 bucket, and print what the bucket holds"),
+    ):
+        action = csub.add_parser(name, help=what)
+        action.add_argument("--data-dir", required=True, help=DATA_DIR_HELP)
+    cors.set_defaults(func=cmd_cors)
 
     demo = sub.add_parser(
         "demo", help="generate, upload and publish a demo study; print the path of its manifest"

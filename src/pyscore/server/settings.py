@@ -86,6 +86,11 @@ class Settings:
     X-Forwarded-Proto/-Host/-For are believed; no one else's are."""
     allowed_hosts: list = field(default_factory=list)
     """With `public_url` unset: Host values answered besides the listening address's names."""
+    cors_origins: list = field(default_factory=list)
+    """Origins (`https://viewer.example.org`, `http://127.0.0.1:8000`) whose pages may read
+    htsget, DRS, the metadata reads and the local store's signed URLs from a browser (CORS);
+    `*`: any origin (open data). Empty: CORS off. An S3 store needs the same rule on its
+    bucket: `score-server cors apply`."""
     audit_log: str = ""
     """The audit trail is in the database; this also writes each record as a JSON line to a
     file (`-`: standard output), e.g. for a SIEM."""
