@@ -1,4 +1,5 @@
-"""`score-server`: init, serve, token, study, audit, demo. Parsing and printing only."""
+"""`score-server`: init, serve, token, study, signing-key, audit, cors, viewer, demo. Parsing
+and printing only."""
 
 from __future__ import annotations
 
@@ -403,7 +404,7 @@ def cmd_audit(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from pyscore.server.demo.study import load_demo, studies_in
+    from pyscore.server.demo.study import load_demo, reference_of, studies_in
 
     study_id = _study_id(args.study_id)
     # each study's files apart: a second demo study must not rewrite the first's sources
@@ -417,6 +418,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
     platform = _open(args.data_dir)
     manifest = load_demo(platform, out, study_id, reads_per_contig=args.reads)
     print(f"Demo study {args.study_id} published; files generated in {out}", file=sys.stderr)
+    reference = reference_of(platform, study_id)
+    if reference and not platform.settings.viewer_reference:
+        Settings.update(args.data_dir, viewer_reference=reference)
+        print(f"The genome viewer's reference is now reference.fa ({reference})", file=sys.stderr)
     print(manifest)
 
 
@@ -447,6 +452,36 @@ def cmd_cors(args: argparse.Namespace) -> None:
     bucket = settings.store[len("s3://") :].partition("/")[0]
     print(f"CORS rule applied to bucket {bucket}:", file=sys.stderr)
     print(json.dumps(held, indent=2))
+
+
+def cmd_viewer(args: argparse.Namespace) -> None:
+    import subprocess
+
+    from pyscore.server.viewer import PACKAGE_DIR, igv_script
+
+    settings = _settings(args.data_dir)
+    npm = shutil.which("npm")
+    if npm is None:
+        raise CommandError("npm is not installed (Debian: apt-get install npm); igv.js is on npm")
+    target = Path(args.data_dir) / "viewer"
+    target.mkdir(exist_ok=True)
+    for name in ("package.json", "package-lock.json"):
+        shutil.copyfile(PACKAGE_DIR / name, target / name)
+    done = subprocess.run(
+        [npm, "ci", "--prefix", str(target), "--no-audit", "--no-fund", "--loglevel=error"],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        reason = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
+        raise CommandError(f"npm ci failed in {target}: {reason}")
+    print(f"igv.js installed in {target} (the viewer serves it from the next request on)")
+    if settings.viewer_igv:
+        print(
+            f"note: viewer_igv names {settings.viewer_igv}, so the server serves "
+            f"{igv_script(settings) or 'nothing'} instead",
+            file=sys.stderr,
+        )
 
 
 DATA_DIR_HELP = "the platform's directory (server.json; SQLite and objects by default)"
@@ -582,6 +617,16 @@ def parser() -> argparse.ArgumentParser:
         action = csub.add_parser(name, help=what)
         action.add_argument("--data-dir", required=True, help=DATA_DIR_HELP)
     cors.set_defaults(func=cmd_cors)
+
+    view = sub.add_parser("viewer", help="the File Repository's genome viewer (igv.js, from npm)")
+    vsub = view.add_subparsers(dest="viewer_command", required=True, metavar="ACTION")
+    vinstall = vsub.add_parser(
+        "install",
+        help="install igv.js (the version locked in the package) with npm into "
+        "<data-dir>/viewer, where the server finds it",
+    )
+    vinstall.add_argument("--data-dir", required=True, help=DATA_DIR_HELP)
+    view.set_defaults(func=cmd_viewer)
 
     demo = sub.add_parser(
         "demo", help="generate, upload and publish a demo study; print the path of its manifest"

@@ -13,7 +13,8 @@ server answers for, and the headers that keep its pages out of other sites' fram
   any token as a method (up to ~390 KB), and metrics label and log lines name the method, so
   any other is answered 501 before anything counts, logs or records it (`KnownMethods`,
   outermost), and labels name it `other` should one pass (`method_of`).
-- Pages get a Content-Security-Policy (own origin only, no framing); every answer gets
+- Pages get a Content-Security-Policy (own origin only, no framing; a page that sets its own,
+  the genome viewer's, keeps it); every answer gets
   X-Frame-Options: DENY and X-Content-Type-Options: nosniff.
 """
 
@@ -194,7 +195,8 @@ class SecurityHeaders:
                 headers = list(message.get("headers", []))
                 kind = next((v for k, v in headers if k.lower() == b"content-type"), b"")
                 headers += self.every
-                if kind.startswith(b"text/html") and not path.startswith(NO_CSP):
+                own = any(k.lower() == b"content-security-policy" for k, _ in headers)
+                if kind.startswith(b"text/html") and not path.startswith(NO_CSP) and not own:
                     headers.append((b"content-security-policy", CSP.encode()))
                 message = {**message, "headers": headers}
             await send(message)
