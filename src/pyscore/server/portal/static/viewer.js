@@ -86,7 +86,8 @@
   // The address names the region shown, so it can be shared as it is.
   function follow(browser) {
     browser.on("locuschange", () => {
-      const locus = browser.currentLoci()[0];
+      const loci = browser.currentLoci(); // a string for one view, a list for several
+      const locus = Array.isArray(loci) ? loci[0] : loci;
       if (!locus) return;
       const url = new URL(window.location.href);
       url.searchParams.set("region", locus);
