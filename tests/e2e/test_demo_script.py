@@ -15,16 +15,9 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import free_port, need
+from tests.e2e.test_docs_examples import alive
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_demo_leaves_its_platform_serving_and_says_how_to_stop_it(tmp_path):

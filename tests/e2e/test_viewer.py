@@ -19,16 +19,15 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from pyscore.server.settings import Settings
 from pyscore.server.viewer import igv_script
 from pyscore.wire.manifest import parse_download
-from tests.api import bearer
+from tests.api import drs_access_url
 from tests.conftest import SERVER, free_port, init_demo_server, need, run
-from tests.e2e.test_portal import ARTIFACTS, CHROMIUM_ARGS, WAIT_MS
+from tests.e2e.test_portal import ARTIFACTS, WAIT_MS, chromium
 from tests.publish import publish
 
 URL_LIFETIME = 8  # seconds: the page renews its signed URLs after 80% of it
@@ -103,15 +102,7 @@ OFFLINE = ["--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=127.0.0.1;l
 
 @pytest.fixture(scope="module")
 def browser():
-    executable = need("chromium")
-    ARTIFACTS.mkdir(exist_ok=True)
-    expect.set_options(timeout=WAIT_MS)
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(
-            executable_path=executable, args=CHROMIUM_ARGS + OFFLINE, timeout=30_000
-        )
-        yield chromium
-        chromium.close()
+    yield from chromium(*OFFLINE)
 
 
 class Visit:
@@ -201,6 +192,13 @@ def shown(visit: Visit, chrom: str, start: int, end: int) -> int:
 
 def served(visit: Visit, fragment: str, status: int | None = None) -> list[str]:
     return [u for s, _, u in visit.responses if fragment in u and status in (None, s)]
+
+
+def audited(platform, *filters: str) -> set[str]:
+    """The actions `score-server audit` lists with these filters."""
+    out = run(SERVER, "audit", "--data-dir", str(platform.data_dir), *filters, "--format", "json")
+    assert out.returncode == 0, out.stderr
+    return {json.loads(line)["action"] for line in out.stdout.splitlines()}
 
 
 # -- the viewer page ------------------------------------------------------------------------
@@ -327,20 +325,7 @@ def test_a_controlled_file_is_refused_without_a_signed_in_token_of_its_study(
         "async (url) => (await fetch(url)).status", f"/ga4gh/drs/v1/objects/{bam.objectId}"
     )
     assert bare == 401
-    refused = run(
-        SERVER,
-        "audit",
-        "--data-dir",
-        str(platform.data_dir),
-        "--object",
-        bam.objectId,
-        "--outcome",
-        "refused",
-        "--format",
-        "json",
-        check=True,
-    )
-    actions = {json.loads(line)["action"] for line in refused.stdout.splitlines()}
+    actions = audited(platform, "--object", bam.objectId, "--outcome", "refused")
     assert {"portal.view", "htsget", "drs.access"} <= actions
 
 
@@ -349,23 +334,8 @@ def test_the_viewer_reads_are_granted_and_recorded_as_every_read(visit, platform
     vcf = platform.rows["DONOR-1-N.vcf.gz"]
     visit.page.goto(view_url(platform, "DONOR-1-N.vcf.gz", "chr2:1-20000"))
     visit.ready()
-    granted = run(
-        SERVER,
-        "audit",
-        "--data-dir",
-        str(platform.data_dir),
-        "--object",
-        vcf.objectId,
-        "--subject",
-        "reader",
-        "--outcome",
-        "granted",
-        "--format",
-        "json",
-        check=True,
-    )
-    actions = {json.loads(line)["action"] for line in granted.stdout.splitlines()}
-    assert {"portal.view", "htsget"} <= actions
+    granted = ["--object", vcf.objectId, "--subject", "reader", "--outcome", "granted"]
+    assert {"portal.view", "htsget"} <= audited(platform, *granted)
     visit.clean()
 
 
@@ -419,13 +389,7 @@ def access_url(platform, name: str, index: bool = False) -> str:
     """The signed URL DRS hands out for a demo file (or its index)."""
     row = platform.rows[name]
     object_id = row.indexObjectId if index else row.objectId
-    answer = httpx.get(
-        f"{platform.url}/ga4gh/drs/v1/objects/{object_id}/access/https",
-        headers=bearer(platform.reader),
-        timeout=30,
-    )
-    assert answer.status_code == 200, answer.text
-    return answer.json()["url"]
+    return drs_access_url(platform.url, object_id, platform.reader)
 
 
 def requests_logged(platform, method: str) -> list[dict]:

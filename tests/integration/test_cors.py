@@ -13,9 +13,10 @@ import httpx
 import pytest
 
 from pyscore.wire.manifest import parse_download
-from tests.api import bearer
+from tests.api import bearer, drs_access_url
 from tests.conftest import (
     SERVER,
+    free_port,
     init_demo_server,
     init_server,
     local_store_only,
@@ -44,14 +45,7 @@ def platform(tmp_path_factory):
 
 def signed_url(server, name: str) -> str:
     """The whole-object signed URL DRS hands out for a demo file."""
-    object_id = server.rows[name].objectId
-    answer = httpx.get(
-        f"{server.url}/ga4gh/drs/v1/objects/{object_id}/access/https",
-        headers=bearer(server.reader),
-        timeout=30,
-    )
-    assert answer.status_code == 200, answer.text
-    return answer.json()["url"]
+    return drs_access_url(server.url, server.rows[name].objectId, server.reader)
 
 
 def with_query(url: str, **changes: str) -> str:
@@ -215,16 +209,9 @@ def test_cors_is_off_by_default(demo_server):
 
 def test_an_entry_that_is_no_origin_is_one_line_at_serve(tmp_path):
     server = init_server(tmp_path / "data")
-    result = run(
-        SERVER,
-        "serve",
-        "--data-dir",
-        str(server.data_dir),
-        "--port",
-        "1",
-        env={"PYSCORE_CORS_ORIGINS": "https://ok.example.org,https://viewer.example.org/igv"},
-        timeout=60,
-    )
+    serve = ["serve", "--data-dir", str(server.data_dir), "--port", str(free_port())]
+    origins = "https://ok.example.org,https://viewer.example.org/igv"
+    result = run(SERVER, *serve, env={"PYSCORE_CORS_ORIGINS": origins}, timeout=60)
     assert "https://viewer.example.org/igv" in one_line_error(result)
 
 
