@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import shutil
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -61,7 +62,8 @@ def sites(tmp_path_factory):
     that loads igv.js (a copy of the one the server serves)."""
     script = igv_script(Settings(data_dir=Path("/nonexistent")))
     if script is None:
-        need("npm")  # CI fails here; elsewhere the module is skipped
+        if os.environ.get("PYSCORE_REQUIRE_TOOLS"):
+            pytest.fail("igv.js is not installed (scripts/setup.sh runs npm ci)")
         pytest.skip("igv.js is not installed (scripts/setup.sh runs npm ci)")
     root = tmp_path_factory.mktemp("site")
     shutil.copy(script, root / "igv.min.js")
