@@ -37,8 +37,8 @@ DOCS = ROOT / "docs"
 PAGES = [*sorted(DOCS.rglob("*.md")), ROOT / "README.md"]
 NOT_RUN = {
     "bash scripts/demo.sh    # set up, start a local platform with generated data, download a "
-    "manifest, slice a region": "sets up .venv and serves on port 8080 itself; scripts/test.sh "
-    "is CI",
+    "manifest, slice a region": "sets up .venv and serves on port 8080 itself; "
+    "tests/e2e/test_demo_script.py runs it (set-up skipped)",
     "python3 -m venv ~/.venvs/pyscore": "installs pyscore and its dependencies from the package "
     "registry (scripts/setup.sh does the same for every CI run)",
     "uv tool install --python 3.12 .              # uv fetches a managed Python": "fetches a "
@@ -49,6 +49,8 @@ NOT_RUN = {
     "with the Song SDK (tests/e2e/test_upload.py uploads by manifest and by object id)",
     "npm ci --prefix tests/oidc && node tests/oidc/provider.mjs 9000 9001 &   # issuer "
     "http://127.0.0.1:9000": "the OpenID provider flow, which tests/e2e/test_identity.py runs",
+    "score-server cors apply --data-dir /srv/pyscore-prod": "needs an S3 store "
+    "(tests/integration/test_cors.py applies it on CI's S3 server)",
     "bash scripts/test.sh                                  # everything CI runs (see below)": (
         "CI itself"
     ),

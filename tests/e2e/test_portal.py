@@ -20,6 +20,7 @@ import re
 import shlex
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, parse_qsl, urlparse
 
@@ -61,13 +62,20 @@ OPEN_FILES = {"clinical.tsv", "reference.fa"}
 # -- fixtures -------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def browser():
+    yield from chromium()
+
+
+def chromium(*extra: str) -> Iterator[Browser]:
+    """Debian's Chromium under Playwright for a module (`extra`: more command-line flags)."""
     executable = need("chromium")
     ARTIFACTS.mkdir(exist_ok=True)
     expect.set_options(timeout=WAIT_MS)
     with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, timeout=30_000)
-        yield chromium
-        chromium.close()
+        launched = p.chromium.launch(
+            executable_path=executable, args=[*CHROMIUM_ARGS, *extra], timeout=30_000
+        )
+        yield launched
+        launched.close()
 
 
 def new_page(browser: Browser, base_url: str, **options: object) -> Page:

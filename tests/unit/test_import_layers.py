@@ -56,6 +56,7 @@ SERVER_DOMAIN = [
     "pyscore.server.objects",
     "pyscore.server.metadata",
     "pyscore.server.repository",
+    "pyscore.server.viewer",
     "pyscore.server.keys",
     "pyscore.server.platform",
     "pyscore.server.audit",

@@ -27,7 +27,7 @@ from pyscore.server.settings import Settings
 from pyscore.server.song import routes as song
 from pyscore.server.store.base import ServesItsUrls
 from pyscore.server.tables import UploadPart
-from pyscore.server.web import edge, errors, health, limits, logging, metrics, signed
+from pyscore.server.web import cors, edge, errors, health, limits, logging, metrics, signed
 from pyscore.server.web.workers import end_with_parent
 from pyscore.wire import batch
 from pyscore.wire.htsget import MEDIA_TYPE
@@ -77,6 +77,9 @@ def create_app(settings: Settings) -> FastAPI:
     )
     # outermost last: proxies are believed (or not) first, then the Host is checked
     add_middleware(edge.SecurityHeaders, extra=batch.advertised(settings.batch_max_ids))
+    origins = cors.Origins(settings.cors_origins)
+    if origins:  # preflights answered before admission; every answer of a covered route
+        add_middleware(cors.Cors, origins=origins)
     hosts = None if settings.public_url else edge.allowed_hosts(settings.allowed_hosts)
     if hosts is not None:
         add_middleware(edge.HostCheck, allowed=hosts, refuse=errors.wrong_host)

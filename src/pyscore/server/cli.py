@@ -1,4 +1,5 @@
-"""`score-server`: init, serve, token, study, audit, events, demo. Parsing and printing only."""
+"""`score-server`: init, serve, token, study, signing-key, audit, events, cors, viewer, demo.
+Parsing and printing only."""
 
 from __future__ import annotations
 
@@ -138,6 +139,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     except (ValueError, TypeError) as exc:
         raise CommandError(f"identity settings: {exc}") from None
     _event_sinks(settings)
+    _cors_origins(settings)
     migrate(settings.database_url)
     _rebuild_repository_if_empty(settings)
     os.environ["PYSCORE_DATA_DIR"] = str(Path(args.data_dir).resolve())
@@ -168,6 +170,16 @@ def cmd_serve(args: argparse.Namespace) -> None:
     finally:
         if ours:
             multiproc.remove_dir(metrics_dir)
+
+
+def _cors_origins(settings: Settings):
+    """The CORS allow-list, or a one-line error naming the entry that is no origin."""
+    from pyscore.server.web.cors import Origins
+
+    try:
+        return Origins(settings.cors_origins)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def _warn_if_readable(data_dir: Path) -> None:
@@ -465,7 +477,7 @@ def cmd_events(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from pyscore.server.demo.study import load_demo, studies_in
+    from pyscore.server.demo.study import load_demo, reference_of, studies_in
 
     study_id = _study_id(args.study_id)
     # each study's files apart: a second demo study must not rewrite the first's sources
@@ -479,7 +491,70 @@ def cmd_demo(args: argparse.Namespace) -> None:
     platform = _open(args.data_dir)
     manifest = load_demo(platform, out, study_id, reads_per_contig=args.reads)
     print(f"Demo study {args.study_id} published; files generated in {out}", file=sys.stderr)
+    reference = reference_of(platform, study_id)
+    if reference and not platform.settings.viewer_reference:
+        Settings.update(args.data_dir, viewer_reference=reference)
+        print(f"The genome viewer's reference is now reference.fa ({reference})", file=sys.stderr)
     print(manifest)
+
+
+def cmd_cors(args: argparse.Namespace) -> None:
+    import json
+
+    from pyscore.server.web.cors import bucket_rule
+
+    settings = _settings(args.data_dir)
+    origins = _cors_origins(settings)
+    if not origins:
+        raise CommandError(
+            "cors_origins is empty: list the origins first (server.json, or "
+            "PYSCORE_CORS_ORIGINS=https://viewer.example.org)"
+        )
+    rule = bucket_rule(origins)
+    if args.cors_command == "show":
+        print(json.dumps(rule, indent=2))
+        return
+    if not settings.store.startswith("s3://"):
+        raise CommandError(
+            "the local store answers CORS itself (from cors_origins); 'cors apply' is for "
+            "s3:// stores"
+        )
+    from pyscore.server.store.s3 import S3Store
+
+    held = S3Store.from_settings(settings).put_cors(rule)
+    bucket = settings.store[len("s3://") :].partition("/")[0]
+    print(f"CORS rule applied to bucket {bucket}:", file=sys.stderr)
+    print(json.dumps(held, indent=2))
+
+
+def cmd_viewer(args: argparse.Namespace) -> None:
+    import subprocess
+
+    from pyscore.server.viewer import PACKAGE_DIR, igv_script
+
+    settings = _settings(args.data_dir)
+    npm = shutil.which("npm")
+    if npm is None:
+        raise CommandError("npm is not installed (Debian: apt-get install npm); igv.js is on npm")
+    target = Path(args.data_dir) / "viewer"
+    target.mkdir(exist_ok=True)
+    for name in ("package.json", "package-lock.json"):
+        shutil.copyfile(PACKAGE_DIR / name, target / name)
+    done = subprocess.run(
+        [npm, "ci", "--prefix", str(target), "--no-audit", "--no-fund", "--loglevel=error"],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        reason = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
+        raise CommandError(f"npm ci failed in {target}: {reason}")
+    print(f"igv.js installed in {target} (the viewer serves it from the next request on)")
+    if settings.viewer_igv:
+        print(
+            f"note: viewer_igv names {settings.viewer_igv}, so the server serves "
+            f"{igv_script(settings) or 'nothing'} instead",
+            file=sys.stderr,
+        )
 
 
 DATA_DIR_HELP = "the platform's directory (server.json; SQLite and objects by default)"
@@ -626,6 +701,31 @@ def parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("--sink", help="only for this sink (default: every sink)")
     ev.set_defaults(func=cmd_events)
+
+    cors = sub.add_parser(
+        "cors",
+        help="the S3 bucket CORS rule that lets browsers of cors_origins read presigned URLs",
+        description="Pages of the origins in cors_origins read htsget, DRS and signed URLs "
+        "from a browser; with an S3 store, the bucket must answer CORS too.",
+    )
+    csub = cors.add_subparsers(dest="cors_command", required=True, metavar="ACTION")
+    for name, what in (
+        ("show", "print the rule (JSON, as put-bucket-cors takes it)"),
+        ("apply", "put the rule on the configured S3 bucket, and print what the bucket holds"),
+    ):
+        action = csub.add_parser(name, help=what)
+        action.add_argument("--data-dir", required=True, help=DATA_DIR_HELP)
+    cors.set_defaults(func=cmd_cors)
+
+    view = sub.add_parser("viewer", help="the File Repository's genome viewer (igv.js, from npm)")
+    vsub = view.add_subparsers(dest="viewer_command", required=True, metavar="ACTION")
+    vinstall = vsub.add_parser(
+        "install",
+        help="install igv.js (the version locked in the package) with npm into "
+        "<data-dir>/viewer, where the server finds it",
+    )
+    vinstall.add_argument("--data-dir", required=True, help=DATA_DIR_HELP)
+    view.set_defaults(func=cmd_viewer)
 
     demo = sub.add_parser(
         "demo", help="generate, upload and publish a demo study; print the path of its manifest"

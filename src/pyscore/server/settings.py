@@ -86,6 +86,19 @@ class Settings:
     X-Forwarded-Proto/-Host/-For are believed; no one else's are."""
     allowed_hosts: list = field(default_factory=list)
     """With `public_url` unset: Host values answered besides the listening address's names."""
+    cors_origins: list = field(default_factory=list)
+    """Origins (`https://viewer.example.org`, `http://127.0.0.1:8000`) whose pages may read
+    htsget, DRS, the metadata reads and the local store's signed URLs from a browser (CORS);
+    `*`: any origin (open data). Empty: CORS off. An S3 store needs the same rule on its
+    bucket: `score-server cors apply`."""
+    viewer_reference: str = ""
+    """Object id of a published FASTA (with its .fai) that the File Repository's genome
+    viewer shows reads and variants against; CRAM needs it. Empty: BAM and VCF are shown on
+    the sequences their own header names. `score-server demo` sets it to the demo's."""
+    viewer_igv: str = ""
+    """Directory holding igv.js (npm `igv`: its `dist/`, or an npm project with it) that the
+    viewer page serves; empty: `<data-dir>/viewer` (`score-server viewer install`), else the
+    copy scripts/setup.sh installs beside the package."""
     audit_log: str = ""
     """The audit trail is in the database; this also writes each record as a JSON line to a
     file (`-`: standard output), e.g. for a SIEM."""
@@ -123,11 +136,13 @@ class Settings:
     def save(self) -> None:
         body = asdict(self)
         body["data_dir"] = str(self.data_dir)
-        path = self.data_dir / SETTINGS_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(body, indent=2) + "\n")
-        os.chmod(tmp, 0o600)  # may hold S3 credentials
-        tmp.replace(path)
+        _write(self.data_dir / SETTINGS_FILE, body)
+
+    @staticmethod
+    def update(data_dir: Path | str, **changes: object) -> None:
+        """Change fields of `server.json` itself (what the environment overrides stays out)."""
+        path = Path(data_dir) / SETTINGS_FILE
+        _write(path, {**json.loads(path.read_text()), **changes})
 
     @classmethod
     def load(cls, data_dir: Path | str) -> Settings:
@@ -154,3 +169,10 @@ class Settings:
                 else:
                     body[name] = env
         return cls(**{k: v for k, v in body.items() if k in known})
+
+
+def _write(path: Path, body: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(body, indent=2) + "\n")
+    os.chmod(tmp, 0o600)  # may hold S3 credentials
+    tmp.replace(path)

@@ -8,10 +8,12 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+
 from pyscore.server import metadata, objects, repository
 from pyscore.server.demo.data import DemoAnalysis, generate
 from pyscore.server.errors import ApiError
-from pyscore.server.tables import AnalysisType, Study
+from pyscore.server.tables import AnalysisType, File, Study
 from pyscore.wire.manifest import format_argo
 
 CLINICAL_TYPE = {
@@ -141,3 +143,10 @@ def load_demo(platform, out: Path, study_id: str = "DEMO", reads_per_contig: int
         )
     manifest.write_text(format_argo(rows))
     return manifest
+
+
+def reference_of(platform, study_id: str) -> str | None:
+    """The object id of the demo study's reference genome (reference.fa), for the viewer."""
+    with platform.db.session() as s:
+        named = (File.study_id == study_id) & (File.file_name == "reference.fa")
+        return s.scalar(select(File.object_id).where(named))

@@ -73,6 +73,13 @@ class S3Store:
         except ClientError:
             self.client.create_bucket(Bucket=self.bucket)
 
+    def put_cors(self, rule: dict) -> dict:
+        """Put a bucket CORS configuration (browsers reading presigned URLs) and return what
+        the store then holds."""
+        self.client.put_bucket_cors(Bucket=self.bucket, CORSConfiguration=rule)
+        held = self.client.get_bucket_cors(Bucket=self.bucket)
+        return {"CORSRules": held.get("CORSRules", [])}
+
     # -- objects ---------------------------------------------------------------------------
     def url_for_get(
         self,

@@ -12,10 +12,10 @@ server answers for, and the headers that keep its pages out of other sites' fram
 - Methods: only GET, HEAD, POST, PUT, PATCH, DELETE and OPTIONS are served. granian passes
   any token as a method (up to ~390 KB), and metrics label and log lines name the method, so
   the other methods of IANA's registry (TRACE, CONNECT, QUERY, WebDAV's), which no route
-  takes, are answered 405 and any other 501, before
-  anything counts, logs or records them (`KnownMethods`, outermost); labels name a method
-  `other` should one pass (`method_of`).
-- Pages get a Content-Security-Policy (own origin only, no framing); every answer gets
+  takes, are answered 405 and any other 501, before anything counts, logs or records them
+  (`KnownMethods`, outermost); labels name a method `other` should one pass (`method_of`).
+- Pages get a Content-Security-Policy (own origin only, no framing; a page that sets its own,
+  the genome viewer's, keeps it); every answer gets
   X-Frame-Options: DENY and X-Content-Type-Options: nosniff.
 """
 
@@ -211,7 +211,8 @@ class SecurityHeaders:
                 headers = list(message.get("headers", []))
                 kind = next((v for k, v in headers if k.lower() == b"content-type"), b"")
                 headers += self.every
-                if kind.startswith(b"text/html") and not path.startswith(NO_CSP):
+                own = any(k.lower() == b"content-security-policy" for k, _ in headers)
+                if kind.startswith(b"text/html") and not path.startswith(NO_CSP) and not own:
                     headers.append((b"content-security-policy", CSP.encode()))
                 message = {**message, "headers": headers}
             await send(message)
