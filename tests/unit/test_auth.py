@@ -22,12 +22,12 @@ from pyscore.server.auth import (
     can,
     create_token,
     expired_at,
-    parse_duration,
     principal_for,
     readable_studies,
     study_scope,
     validate_scopes,
 )
+from pyscore.server.db import parse_duration
 from pyscore.server.errors import ApiError
 from pyscore.server.tables import Token
 from tests.unit.memdb import memory_session
