@@ -18,9 +18,18 @@ from pathlib import Path
 import httpx
 import pytest
 
+from pyscore.server import auth
 from tests import api
 from tests.api import bearer, upload
-from tests.conftest import SERVER, Server, database_write_locked, init_server, sqlite_only
+from tests.conftest import (
+    SERVER,
+    Server,
+    database_write_locked,
+    init_server,
+    one_line_error,
+    run,
+    sqlite_only,
+)
 from tests.publish import md5, song_payload
 
 STUDY = "SONG"
@@ -305,7 +314,8 @@ def test_register_analysis_type_as_admin_versions_it(http, admin):
 def test_register_analysis_type_refused_for_non_admin(http, writer):
     body = {"name": "sneaky", "schema": QC_SCHEMA}
     song_error(http.post("/schemas", json=body), 401, "unauthorized.token")
-    song_error(http.post("/schemas", json=body, headers=bearer(writer)), 403, None, "score.ADMIN")
+    refused = http.post("/schemas", json=body, headers=bearer(writer))
+    song_error(refused, 403, "forbidden.token", "song.WRITE")
     song_error(http.get("/schemas/sneaky"), 404, "analysis.type.not.found")
 
 
@@ -523,6 +533,83 @@ def test_submit_needs_write_scope(http, server):
         None,
         f"PROGRAMDATA-{STUDY}.WRITE",
     )
+
+
+# -- Song's scopes --------------------------------------------------------------------------
+def test_song_write_is_songs_system_scope(http, server, tmp_path):
+    """`song.WRITE` (Song's `auth.server.scope.system`) creates studies, registers analysis
+    types and writes every study's metadata, as Song's @studySecurity and @systemSecurity
+    allow it; Score's storage still wants a Score scope (song.WRITE uploads nothing)."""
+    system = server.token("song.WRITE", "--user", "song-system")
+    r = http.post("/studies/SYS1/", headers=bearer(system), json={"studyId": "SYS1"})
+    assert r.status_code == 200, r.text
+    r = http.post("/schemas", headers=bearer(system), json={"name": "sysType", "schema": QC_SCHEMA})
+    assert r.status_code == 200, r.text
+    files = make_files(tmp_path, {"sys.bam": 100})
+    r = http.post("/submit/SYS1", headers=bearer(system), json=song_payload("SYS1", files))
+    assert r.status_code == 200, r.text
+    object_id = http.get(f"/studies/SYS1/analysis/{r.json()['analysisId']}/files").json()[0][
+        "objectId"
+    ]
+    song_error(
+        http.post(f"/upload/{object_id}/uploads", params={"fileSize": 100}, headers=bearer(system)),
+        403,
+        "forbidden.token",
+        "PROGRAMDATA-SYS1.WRITE",
+    )
+
+
+def test_a_study_scope_creates_its_own_study_only(http, server):
+    """Song's rule for `POST /studies/{id}/`: the study's scope (or the system scope)."""
+    own = server.token("PROGRAMDATA-OWNED.WRITE", "--user", "owner")
+    r = http.post("/studies/OWNED/", headers=bearer(own), json={"studyId": "OWNED"})
+    assert r.status_code == 200, r.text
+    song_error(
+        http.post("/studies/NOTOWNED/", headers=bearer(own), json={"studyId": "NOTOWNED"}),
+        403,
+        "forbidden.token",
+        "PROGRAMDATA-NOTOWNED.WRITE",
+    )
+    song_error(
+        http.post("/schemas", headers=bearer(own), json={"name": "ownType", "schema": QC_SCHEMA}),
+        403,
+        "forbidden.token",
+        "song.WRITE",
+    )
+    assert "NOTOWNED" not in http.get("/studies/all").json()
+    song_error(http.get("/schemas/ownType"), 404, "analysis.type.not.found")
+
+
+def test_song_read_and_unknown_scopes_write_nothing(http, server, tmp_path):
+    """song.READ is a scope Song's callers carry (its own tests give it to a caller who may
+    not write); a scope nobody knows grants nothing either: 403 forbidden.token, nothing
+    made."""
+    reader = server.token("song.READ", "--user", "song-reader")
+    with api.database(server.data_dir) as s:
+        token, secret = auth.create_token(s, "stranger", ["song.READ"])
+        token.scopes = ["song.DELETE", "PROGRAMDATA-SONG.ADMIN"]  # stored by another version
+    files = make_files(tmp_path, {"scoped.bam": 100})
+    for who in (reader, secret):
+        song_error(
+            http.post("/studies/SCOPED/", headers=bearer(who), json={"studyId": "SCOPED"}),
+            403,
+            "forbidden.token",
+        )
+        song_error(
+            http.post(f"/submit/{STUDY}", headers=bearer(who), json=song_payload(STUDY, files)),
+            403,
+            "forbidden.token",
+            f"PROGRAMDATA-{STUDY}.WRITE",
+        )
+    assert "SCOPED" not in http.get("/studies/all").json()
+
+
+def test_an_unknown_scope_is_refused_when_a_token_is_made(server):
+    failed = run(
+        SERVER, "token", "create", "--data-dir", str(server.data_dir), "--scopes", "song.DELETE"
+    )
+    line = one_line_error(failed)
+    assert "song.DELETE" in line and "song.WRITE" in line
 
 
 # -- reading analyses -----------------------------------------------------------------------

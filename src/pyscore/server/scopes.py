@@ -5,8 +5,8 @@ Everything that speaks of scopes imports this module and it imports none of them
 `tokencache` (verified callers, believed a few seconds). `audit` needs none of it.
 
 Scope names are the originals': Score's `score.READ`/`score.WRITE` for every study, the
-study's `PROGRAMDATA-<study>.READ`/`.WRITE` (Score's and Song's study scopes), and
-pyscore's `score.ADMIN`, which implies all.
+study's `PROGRAMDATA-<study>.READ`/`.WRITE` (Score's and Song's study scopes), Song's
+system scopes `song.READ`/`song.WRITE`, and pyscore's `score.ADMIN`, which implies all.
 """
 
 from __future__ import annotations
@@ -19,21 +19,30 @@ from enum import Enum
 READ_ALL = "score.READ"
 WRITE_ALL = "score.WRITE"
 ADMIN = "score.ADMIN"
+SONG_READ = "song.READ"
+SONG_WRITE = "song.WRITE"  # Song's system scope (`auth.server.scope.system`)
 STUDY_PREFIX = "PROGRAMDATA-"
 # ASCII only: with Unicode case folding, `ſcore.ADMIN` (U+017F) and `score.admın` (U+0131)
 # would match, and str.upper() turns both into SCORE.ADMIN
 SCOPE_RE = re.compile(
-    r"(score\.(READ|WRITE|ADMIN)|PROGRAMDATA-[A-Za-z0-9_.\-]+\.(READ|WRITE))",
+    r"(score\.(READ|WRITE|ADMIN)|song\.(READ|WRITE)|PROGRAMDATA-[A-Za-z0-9_.\-]+\.(READ|WRITE))",
     re.IGNORECASE | re.ASCII,
 )
 KNOWN = (
-    "score.READ, score.WRITE, score.ADMIN, PROGRAMDATA-<study>.READ or PROGRAMDATA-<study>.WRITE"
+    "score.READ, score.WRITE, score.ADMIN, song.READ, song.WRITE, "
+    "PROGRAMDATA-<study>.READ or PROGRAMDATA-<study>.WRITE"
 )
 
 
 class Action(Enum):
+    """What a caller asks to do. READ and WRITE are Score's (a study's bytes); METADATA is a
+    write of a study's metadata (Song's `@studySecurity`: submit, publish, curate, create the
+    study); SYSTEM is Song's `@systemSecurity` (register analysis types); ADMIN is ours."""
+
     READ = "READ"
     WRITE = "WRITE"
+    METADATA = "METADATA"
+    SYSTEM = "SYSTEM"
     ADMIN = "ADMIN"
 
 
@@ -81,10 +90,12 @@ def validate_scopes(scopes: list[str]) -> list[str]:
 
 # Per action, the system scopes that allow it on every study (normal spelling), and the one
 # a refusal names when no study is concerned. A study's own scope also allows READ, WRITE
-# on that study; ADMIN allows everything.
+# and METADATA on that study; ADMIN allows everything.
 SYSTEM_SCOPES: dict[Action, tuple[str, ...]] = {
     Action.READ: (READ_ALL,),
     Action.WRITE: (WRITE_ALL,),
+    Action.METADATA: (SONG_WRITE, WRITE_ALL),
+    Action.SYSTEM: (SONG_WRITE,),
     Action.ADMIN: (),
 }
 
@@ -96,8 +107,8 @@ def missing(scopes: frozenset[str], action: Action, study_id: str | None) -> str
         return None
     if any(s.upper() in scopes for s in SYSTEM_SCOPES[action]):
         return None
-    if action is Action.ADMIN:
-        return ADMIN
+    if action in (Action.SYSTEM, Action.ADMIN):
+        return SONG_WRITE if action is Action.SYSTEM else ADMIN
     if study_id is not None:
         scope = study_scope(study_id, action)
         return None if scope in scopes else scope

@@ -1,7 +1,8 @@
 """Song-compatible metadata API, as the overture-song SDK, score-client and score-server call it.
 
-Reads are open, as in Song; writes need the study's WRITE scope; studies and analysis types
-need score.ADMIN. Logic lives in metadata.py; this module only speaks HTTP.
+Reads are open, as in Song; writes (a study's creation too) need the study's WRITE scope or
+a system scope (song.WRITE, score.WRITE), registering analysis types Song's system scope
+song.WRITE (scopes.py). Logic lives in metadata/; this module only speaks HTTP.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def allowed(action: Action, what: str) -> Any:
     return Depends(check)
 
 
-AdminOnly = Annotated[None, allowed(Action.ADMIN, "create study {study}")]
+StudyCreator = Annotated[None, allowed(Action.METADATA, "create study {study}")]
 
 
 def _object(body: Any, what: str) -> dict:
@@ -95,7 +96,7 @@ def get_study(study_id: str, s: SessionDep) -> dict:
 
 @router.post("/studies/{study_id}/", response_class=PlainTextResponse)
 @router.post("/studies/{study_id}", response_class=PlainTextResponse, include_in_schema=False)
-def create_study(study_id: str, s: SessionDep, _: AdminOnly, body: Body) -> str:
+def create_study(study_id: str, s: SessionDep, _: StudyCreator, body: Body) -> str:
     return metadata.create_study(s, study_id, _object(body, "study")).study_id
 
 
@@ -144,7 +145,7 @@ def get_schema(
 @router.post("/schemas")
 def register_schema(
     s: SessionDep,
-    _: Annotated[None, allowed(Action.ADMIN, "register an analysis type")],
+    _: Annotated[None, allowed(Action.SYSTEM, "register an analysis type")],
     body: Body,
 ) -> dict:
     body = _object(body, "analysis type registration")
@@ -159,7 +160,7 @@ def register_schema(
 def submit(
     study_id: str,
     s: SessionDep,
-    _: Annotated[None, allowed(Action.WRITE, "submit to study {study}")],
+    _: Annotated[None, allowed(Action.METADATA, "submit to study {study}")],
     body: Body,
     allowDuplicates: bool = False,
 ) -> dict:
@@ -229,7 +230,7 @@ def _state_change(action: str):
     ) -> str:
         authorize(
             who,
-            Action.WRITE,
+            Action.METADATA,
             study_id,
             what=f"{action} analyses of study {study_id}",
             object_id=analysis_id,
@@ -260,7 +261,7 @@ def update_file(
     study_id: str,
     object_id: str,
     s: SessionDep,
-    _: Annotated[None, allowed(Action.WRITE, "update files of study {study}")],
+    _: Annotated[None, allowed(Action.METADATA, "update files of study {study}")],
     body: Body,
     who: PrincipalDep,
 ) -> dict:
