@@ -6,6 +6,7 @@ their own analysis, so the tests do not depend on their order.
 
 from __future__ import annotations
 
+import calendar
 import os
 import re
 import subprocess
@@ -187,7 +188,7 @@ def test_create_study_with_and_without_trailing_slash(http, admin, slash):
         f"/studies/{study}{slash}", headers=admin, json={"studyId": study, "name": f"study {study}"}
     )
     assert r.status_code == 200, r.text
-    assert r.text.strip().strip('"') == study
+    assert r.json() == {"message": f"Successfully created study '{study}'"}  # GenericMessage
     assert http.get(f"/studies/{study}").json()["name"] == f"study {study}"
     assert study in http.get("/studies/all").json()
     song_error(
@@ -535,6 +536,58 @@ def test_submit_needs_write_scope(http, server):
     )
 
 
+# -- Song's answers -------------------------------------------------------------------------
+LOCAL_DATE_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?$")
+
+
+def local_time(text: str) -> float:
+    """A time as Song writes its LocalDateTime (Jackson's ISO_LOCAL_DATE_TIME: no zone, at
+    most 9 fraction digits, none if zero), read as UTC; epoch seconds."""
+    assert LOCAL_DATE_TIME.fullmatch(text), text
+    whole, _, fraction = text.partition(".")
+    assert not fraction.endswith("0"), text  # Java drops trailing zeros
+    at = time.strptime(whole, "%Y-%m-%dT%H:%M:%S")
+    return calendar.timegm(at) + float(f"0.{fraction or 0}")
+
+
+def test_state_changes_answer_song_generic_messages(http, server, writer, tmp_path):
+    sub = _published(http, server, writer, tmp_path, "D-MSG")
+    for action, words in (
+        ("unpublish", "successfully unpublished"),
+        ("publish", "successfully published"),
+        ("suppress", "was suppressed"),
+    ):
+        r = change_state(http, writer, sub.analysis_id, action)
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"].startswith("application/json")
+        assert r.json() == {"message": f"AnalysisId {sub.analysis_id} {words}"}
+
+
+def test_times_are_songs_local_date_times(http, server, writer, tmp_path):
+    before = time.time()
+    sub = _published(http, server, writer, tmp_path, "D-TIME")
+    after = time.time()
+    analysis = http.get(f"/studies/{STUDY}/analysis/{sub.analysis_id}").json()
+    for key in ("createdAt", "updatedAt", "firstPublishedAt", "publishedAt"):
+        assert before - 1 <= local_time(analysis[key]) <= after + 1, (key, analysis[key])
+    (change,) = analysis["analysisStateHistory"]
+    assert change["initialState"] == "UNPUBLISHED" and change["updatedState"] == "PUBLISHED"
+    assert local_time(change["updatedAt"]) == local_time(analysis["publishedAt"])
+    assert local_time(http.get("/schemas/sequencingRead").json()["createdAt"]) <= after
+
+
+def test_study_all_puts_the_study_at_the_top_as_song(http, submitted):
+    body = http.get(f"/studies/{STUDY}/all").json()
+    assert "study" not in body  # StudyWithDonors: getStudy() is @JsonIgnore
+    assert (body["studyId"], body["name"], body["organization"]) == (
+        STUDY,
+        "Song API tests",
+        "pyscore",
+    )
+    assert body["description"] == "integration"
+    assert any(d["submitterDonorId"] == "D1" for d in body["donors"])
+
+
 # -- Song's scopes --------------------------------------------------------------------------
 def test_song_write_is_songs_system_scope(http, server, tmp_path):
     """`song.WRITE` (Song's `auth.server.scope.system`) creates studies, registers analysis
@@ -792,7 +845,8 @@ def test_suppress_is_final(http, server, writer, tmp_path):
     suppressed = http.get(
         f"/studies/{STUDY}/analysis", params={"analysisStates": "SUPPRESSED"}
     ).json()
-    assert [a["analysisId"] for a in suppressed] == [sub.analysis_id]
+    assert sub.analysis_id in [a["analysisId"] for a in suppressed]
+    assert {a["analysisState"] for a in suppressed} == {"SUPPRESSED"}
 
 
 @sqlite_only

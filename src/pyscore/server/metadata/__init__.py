@@ -15,6 +15,7 @@ from pyscore.server.metadata.analyses import (
     change_state,
     get_analysis_row,
     list_analyses,
+    message,
     parse_states,
 )
 from pyscore.server.metadata.entities import entities, entity, index_files, list_entities
@@ -56,6 +57,7 @@ __all__ = [
     "list_analyses",
     "list_analysis_types",
     "list_entities",
+    "message",
     "parse_states",
     "register_analysis_type",
     "search_by_id",

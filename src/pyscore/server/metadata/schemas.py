@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from pyscore.server.db import utcnow
 from pyscore.server.errors import bad_request, not_found
-from pyscore.server.metadata.song_json import iso
+from pyscore.server.metadata.song_json import local_time
 from pyscore.server.tables import (
     AnalysisType,
 )
@@ -119,7 +119,7 @@ def analysis_type_json(
     body: dict[str, Any] = {
         "name": row.name,
         "version": row.version,
-        "createdAt": iso(row.created_at),
+        "createdAt": local_time(row.created_at),
         "options": options,
         **options,
     }

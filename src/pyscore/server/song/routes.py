@@ -11,7 +11,7 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, Response
 
 from pyscore.server import metadata
 from pyscore.server.auth import Action, authorize
@@ -94,10 +94,12 @@ def get_study(study_id: str, s: SessionDep) -> dict:
     return metadata.study_json(metadata.get_study(s, study_id))
 
 
-@router.post("/studies/{study_id}/", response_class=PlainTextResponse)
-@router.post("/studies/{study_id}", response_class=PlainTextResponse, include_in_schema=False)
-def create_study(study_id: str, s: SessionDep, _: StudyCreator, body: Body) -> str:
-    return metadata.create_study(s, study_id, _object(body, "study")).study_id
+@router.post("/studies/{study_id}/")
+@router.post("/studies/{study_id}", include_in_schema=False)
+def create_study(study_id: str, s: SessionDep, _: StudyCreator, body: Body) -> dict:
+    """Song's GenericMessage: `{"message": "Successfully created study '<id>'"}`."""
+    study = metadata.create_study(s, study_id, _object(body, "study"))
+    return metadata.message(f"Successfully created study '{study.study_id}'")
 
 
 @router.get("/studies/{study_id}/all")
@@ -227,7 +229,7 @@ def _state_change(action: str):
         s: SessionDep,
         who: PrincipalDep,
         ignoreUndefinedMd5: bool = False,
-    ) -> str:
+    ) -> dict:
         authorize(
             who,
             Action.METADATA,
@@ -242,11 +244,9 @@ def _state_change(action: str):
 
 
 for _action in ("publish", "unpublish", "suppress"):
-    router.put(
-        f"/studies/{{study_id}}/analysis/{_action}/{{analysis_id}}",
-        response_class=PlainTextResponse,
-        name=_action,
-    )(_state_change(_action))
+    router.put(f"/studies/{{study_id}}/analysis/{_action}/{{analysis_id}}", name=_action)(
+        _state_change(_action)
+    )
 
 
 # -- files --------------------------------------------------------------------------------
