@@ -244,13 +244,14 @@ def test_schemas_list(http):
     r = http.get("/schemas")
     assert r.status_code == 200
     body = r.json()
+    assert set(body) == {"limit", "offset", "count", "resultSet"}  # Song's PageDTO
     names = [t["name"] for t in body["resultSet"]]
     assert {"sequencingRead", "variantCall"} <= set(names)
-    assert body["count"] >= len(names)
-    assert all("schema" not in t for t in body["resultSet"])  # hideSchema defaults to true
-    shown = http.get("/schemas", params={"hideSchema": "false", "names": "sequencingRead"})
-    assert [t["name"] for t in shown.json()["resultSet"]] == ["sequencingRead"]
-    assert "experiment" in shown.json()["resultSet"][0]["schema"]["properties"]
+    assert body["count"] >= len(names) and body["limit"] == 20
+    assert all("schema" in t for t in body["resultSet"])  # hideSchema defaults to false
+    hidden = http.get("/schemas", params={"hideSchema": "true", "names": "sequencingRead"})
+    assert [t["name"] for t in hidden.json()["resultSet"]] == ["sequencingRead"]
+    assert "schema" not in hidden.json()["resultSet"][0]
 
 
 def test_schema_get_by_name_and_version(http):
@@ -309,7 +310,92 @@ def test_register_analysis_type_as_admin_versions_it(http, admin):
         "BAM"
     ]
     listed = http.get("/schemas", params={"names": "qcMetrics"}).json()["resultSet"]
-    assert [(t["name"], t["version"]) for t in listed] == [("qcMetrics", 2)]
+    assert [(t["name"], t["version"]) for t in listed] == [("qcMetrics", 2), ("qcMetrics", 1)]
+
+
+def listed(http: httpx.Client, query: str) -> list[tuple[str, int]]:
+    """(name, version) of the page `GET /schemas?<query>` answers, sent as written (the way
+    song-client's RequestParamBuilder joins its parameters)."""
+    r = http.get(f"/schemas?{query}")
+    assert r.status_code == 200, r.text
+    return [(t["name"], t["version"]) for t in r.json()["resultSet"]]
+
+
+def test_schemas_list_every_version_as_song_pages_them(http, admin):
+    """Song's ListAnalysisTypes: every version, sorted by version (registration order) DESC
+    unless asked otherwise, `offset` an element offset, as song-client list-analysis-types
+    asks (--names, --versions, --sort-order, --sort-direction, --offset, --limit)."""
+    schema = {**QC_SCHEMA, "properties": {**QC_SCHEMA["properties"], "n": {"type": "integer"}}}
+    for name in ("pageA", "pageB"):
+        for _ in range(3):
+            r = http.post("/schemas", headers=admin, json={"name": name, "schema": schema})
+            assert r.status_code == 200, r.text
+    a = [("pageA", v) for v in (3, 2, 1)]
+    b = [("pageB", v) for v in (3, 2, 1)]
+    assert listed(http, "names=pageA,pageB") == b + a
+    assert listed(http, "names=pageA&versions=1,3") == [("pageA", 3), ("pageA", 1)]
+    assert listed(http, "names=pageA,pageB&sort=version&sortOrder=asc") == a[::-1] + b[::-1]
+    assert listed(http, "names=pageB,pageA&sort=name,version&sortOrder=ASC") == a[::-1] + b[::-1]
+    client = "hideSchema=false&unrenderedOnly=false&sortOrder=DESC&names=pageA&limit=2&offset=1"
+    assert listed(http, client) == [("pageA", 2), ("pageA", 1)]
+    page = http.get("/schemas?names=pageA&offset=2&limit=5").json()
+    assert (page["count"], page["limit"], page["offset"]) == (3, 5, 2)
+    assert [t["version"] for t in page["resultSet"]] == [1]
+    raw = http.get("/schemas?names=pageA&versions=1&unrenderedOnly=true").json()["resultSet"]
+    assert raw[0]["schema"] == schema  # as registered, not rendered with the base
+    for query, mention in [
+        ("offset=-1", "offset"),
+        ("limit=many", "limit"),
+        ("sort=colour", "colour"),
+        ("sortOrder=UP", "UP"),
+        ("versions=0", "versions"),
+    ]:
+        song_error(http.get(f"/schemas?{query}"), 400, "malformed.parameter", mention)
+
+
+def test_registration_meta_schema_is_the_rule_registration_applies(http, admin):
+    """GET /schemas/registration: the meta-schema every registered schema must satisfy
+    (Song's: type object, an object `experiment` property, required naming it, none of the
+    base's fields); what it refuses, registration refuses (400 schema.violation)."""
+    r = http.get("/schemas/registration")
+    assert r.status_code == 200, r.text
+    meta = r.json()
+    assert meta["properties"]["properties"]["required"] == ["experiment"]
+    assert meta["properties"]["required"]["contains"] == {"const": "experiment"}
+    from jsonschema import Draft7Validator
+
+    no_experiment = {"type": "object", "properties": {"tool": {"type": "string"}}}
+    extra_key = {**QC_SCHEMA, "colour": "red"}
+    for bad in (no_experiment, extra_key):
+        assert list(Draft7Validator(meta).iter_errors(bad))
+        song_error(
+            http.post("/schemas", headers=admin, json={"name": "metaBad", "schema": bad}),
+            400,
+            "schema.violation",
+        )
+    assert not list(Draft7Validator(meta).iter_errors(QC_SCHEMA))
+    song_error(http.get("/schemas/metaBad"), 404, "analysis.type.not.found")
+    broken = {**QC_SCHEMA, "properties": {**QC_SCHEMA["properties"], "x": {"type": "nope"}}}
+    song_error(
+        http.post("/schemas", headers=admin, json={"name": "metaBroken", "schema": broken}),
+        400,
+        "malformed.json.schema",
+    )
+    song_error(
+        http.post("/schemas", headers=admin, json={"name": "registration", "schema": QC_SCHEMA}),
+        400,
+        "illegal.analysis.type.name",
+    )
+
+
+def test_a_new_version_keeps_the_file_types_of_the_last(http, admin):
+    """Song's registration: a version registered without fileTypes takes the latest's."""
+    first = {"name": "typed", "schema": QC_SCHEMA, "options": {"fileTypes": ["BAM", "BAI"]}}
+    assert http.post("/schemas", headers=admin, json=first).status_code == 200
+    second = http.post("/schemas", headers=admin, json={"name": "typed", "schema": QC_SCHEMA})
+    assert second.status_code == 200, second.text
+    assert second.json()["options"]["fileTypes"] == ["BAM", "BAI"]
+    assert http.get("/schemas/typed").json()["options"]["fileTypes"] == ["BAM", "BAI"]
 
 
 def test_register_analysis_type_refused_for_non_admin(http, writer):

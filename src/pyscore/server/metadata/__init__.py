@@ -23,8 +23,10 @@ from pyscore.server.metadata.files import get_file, update_file
 from pyscore.server.metadata.schemas import (
     analysis_type_json,
     get_analysis_type,
+    latest_analysis_types,
     list_analysis_types,
     register_analysis_type,
+    registration_schema,
     seed_analysis_types,
 )
 from pyscore.server.metadata.search import search_by_id, search_by_info
@@ -54,12 +56,14 @@ __all__ = [
     "get_file",
     "get_study",
     "index_files",
+    "latest_analysis_types",
     "list_analyses",
     "list_analysis_types",
     "list_entities",
     "message",
     "parse_states",
     "register_analysis_type",
+    "registration_schema",
     "search_by_id",
     "search_by_info",
     "seed_analysis_types",

@@ -108,30 +108,55 @@ def study_all(study_id: str, s: SessionDep) -> dict:
 
 
 # -- analysis types -----------------------------------------------------------------------
+def csv(text: str | None) -> list[str]:
+    """A comma-separated query parameter's items (Song takes them so)."""
+    return [item.strip() for item in (text or "").split(",") if item.strip()]
+
+
 @router.get("/schemas")
 def list_schemas(
     s: SessionDep,
     names: str | None = None,
-    hideSchema: bool = True,
-    limit: int = 50,
+    versions: str | None = None,
+    hideSchema: bool = False,
+    unrenderedOnly: bool = False,
     offset: int = 0,
+    limit: int = 20,
+    sort: str | None = None,
+    sortOrder: str | None = None,
 ) -> dict:
-    within("limit", limit, 1)
-    within("offset", offset, 0)
-    wanted = [n.strip() for n in names.split(",")] if names else None
-    found = metadata.list_analysis_types(s, wanted, hide_schema=hideSchema)
-    return {
-        "limit": limit,
-        "offset": offset,
-        "count": len(found),
-        "resultSet": found[offset * limit : offset * limit + limit],
-    }
+    """Song's ListAnalysisTypes (`song-client list-analysis-types`): every version of every
+    type, `offset` an element offset, sorted by `sort` (version, name) in `sortOrder`."""
+    try:
+        wanted_versions = [int(v) for v in csv(versions)]
+    except ValueError:
+        raise bad_request(
+            "malformed.parameter", f"versions must be integers: {versions!r}"
+        ) from None
+    return metadata.list_analysis_types(
+        s,
+        csv(names) or None,
+        wanted_versions or None,
+        hide_schema=hideSchema,
+        unrendered_only=unrenderedOnly,
+        offset=offset,
+        limit=limit,
+        sort=csv(sort) or None,
+        sort_order=sortOrder,
+    )
 
 
 @router.get("/schema/list", include_in_schema=False)
 def list_schemas_legacy(s: SessionDep) -> dict:
-    """The path the overture-song 5.0.0 SDK calls."""
-    return list_schemas(s, hideSchema=False)
+    """The path the overture-song 5.0.0 SDK calls: the latest version of each type."""
+    found = metadata.latest_analysis_types(s)
+    return {"limit": len(found), "offset": 0, "count": len(found), "resultSet": found}
+
+
+@router.get("/schemas/registration")
+def registration_schema() -> dict:
+    """The meta-schema a schema must satisfy to be registered (POST /schemas)."""
+    return metadata.registration_schema()
 
 
 @router.get("/schemas/{name}")
@@ -151,9 +176,14 @@ def register_schema(
     body: Body,
 ) -> dict:
     body = _object(body, "analysis type registration")
-    if not isinstance(body.get("name"), str) or not isinstance(body.get("schema"), dict):
+    if not isinstance(body.get("name"), str):
         raise bad_request("malformed.parameter", "Body must be {name, schema, options?}")
-    row = metadata.register_analysis_type(s, body["name"], body["schema"], body.get("options"))
+    if body.get("schema") is None:
+        raise bad_request("schema.violation", "Schema field cannot be null")
+    options = body.get("options")
+    if options is not None and not isinstance(options, dict):
+        raise bad_request("malformed.parameter", "options must be {fileTypes: [...]}")
+    row = metadata.register_analysis_type(s, body["name"], body["schema"], options)
     return metadata.analysis_type_json(row)
 
 
