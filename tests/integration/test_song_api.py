@@ -7,6 +7,7 @@ their own analysis, so the tests do not depend on their order.
 from __future__ import annotations
 
 import calendar
+import json
 import os
 import re
 import subprocess
@@ -963,6 +964,227 @@ def test_state_changes_need_write_scope(http, server, submitted):
     song_error(http.put(url), 401, "unauthorized.token")
     reader = server.token("score.READ")
     song_error(http.put(url, headers=bearer(reader)), 403, None, f"PROGRAMDATA-{STUDY}.WRITE")
+
+
+# -- curation: PUT and PATCH of an analysis --------------------------------------------------
+# Our own fixtures, in the shape of Song's updateAnalysis test documents: a type of two
+# versions, the second requiring a `colour`.
+CALL_V1 = {
+    "type": "object",
+    "required": ["experiment"],
+    "properties": {
+        "experiment": {
+            "type": "object",
+            "required": ["matchedNormalSampleSubmitterId", "variantCallingTool"],
+            "properties": {
+                "matchedNormalSampleSubmitterId": {"type": "string"},
+                "variantCallingTool": {"type": "string"},
+            },
+        }
+    },
+}
+CALL_V2 = {
+    **CALL_V1,
+    "required": ["experiment", "colour"],
+    "properties": {
+        **CALL_V1["properties"],
+        "colour": {"type": "string", "enum": ["orange", "green", "red"]},
+    },
+}
+EXPERIMENT = {"variantCallingTool": "silver bullet", "matchedNormalSampleSubmitterId": "N-1"}
+CALL_1 = {"name": "curatedCall", "version": 1}
+
+
+@pytest.fixture(scope="module")
+def curated_type(http, admin) -> str:
+    for schema in (CALL_V1, CALL_V2):
+        r = http.post("/schemas", headers=admin, json={"name": "curatedCall", "schema": schema})
+        assert r.status_code == 200, r.text
+    return "curatedCall"
+
+
+def submit_call(http, writer, directory: Path, donor: str) -> Submitted:
+    files = make_files(directory, {f"{donor}.vcf.gz": 500})
+    body = song_payload(STUDY, files, donor=donor, file_type="VCF", experiment=EXPERIMENT)
+    body["analysisType"] = {"name": "curatedCall", "version": 1}
+    body["info"] = {"description": "as submitted"}
+    r = http.post(f"/submit/{STUDY}", json=body, headers=bearer(writer))
+    assert r.status_code == 200, r.text
+    return Submitted(r.json()["analysisId"], files, body)
+
+
+def analysis(http: httpx.Client, analysis_id: str) -> dict:
+    r = http.get(f"/studies/{STUDY}/analysis/{analysis_id}")
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def audit_actions(server: Server, object_id: str, count: int) -> list[tuple[str, str, int]]:
+    """(action, outcome, status) of each record the audit trail holds for `object_id`, once
+    there are `count` (records reach the database within a fraction of a second; at most
+    15 s)."""
+    deadline = time.monotonic() + 15
+    while True:
+        out = run(
+            SERVER,
+            "audit",
+            "--data-dir",
+            str(server.data_dir),
+            "--format",
+            "json",
+            "--object",
+            object_id,
+        )
+        assert out.returncode == 0, out.stderr
+        found = [
+            (r["action"], r["outcome"], r["status"])
+            for r in map(json.loads, out.stdout.splitlines())
+        ]
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.3)
+
+
+def test_put_replaces_an_analysis_dynamic_data(http, server, writer, curated_type, tmp_path):
+    sub = submit_call(http, writer, tmp_path, "D-PUT")
+    url = f"/studies/{STUDY}/analysis/{sub.analysis_id}"
+    before = analysis(http, sub.analysis_id)
+    new = {"experiment": {**EXPERIMENT, "variantCallingTool": "golden hammer"}, "lab": "east"}
+    v1 = {"name": curated_type, "version": 1}
+    # without a version, the latest (2, which wants a colour) would apply
+    latest = {"analysisType": {"name": curated_type}, **new}
+    song_error(
+        http.put(url, headers=bearer(writer), json=latest), 400, "schema.violation", "colour"
+    )
+    r = http.put(url, headers=bearer(writer), json={"analysisType": v1, **new})
+    assert r.status_code == 200, r.text
+    assert r.content == b""  # Song's void
+    after = analysis(http, sub.analysis_id)
+    assert after["experiment"] == new["experiment"] and after["lab"] == "east"
+    assert "info" not in after  # replaced, not merged
+    assert after["analysisType"] == {"name": curated_type, "version": 1}
+    assert after["analysisState"] == "UNPUBLISHED"
+    assert after["files"] == before["files"] and after["samples"] == before["samples"]
+    assert after["createdAt"] == before["createdAt"]
+    assert local_time(after["updatedAt"]) > local_time(before["updatedAt"])
+    # a new version of the type: its rules apply (v2 wants a colour)
+    to_v2 = {"analysisType": {"name": curated_type, "version": 2}, **new}
+    song_error(http.put(url, headers=bearer(writer), json=to_v2), 400, "schema.violation", "colour")
+    assert analysis(http, sub.analysis_id) == after  # nothing half-changed
+    r = http.put(url, headers=bearer(writer), json={**to_v2, "colour": "green"})
+    assert r.status_code == 200, r.text
+    assert analysis(http, sub.analysis_id)["analysisType"] == {"name": curated_type, "version": 2}
+    assert audit_actions(server, sub.analysis_id, 4) == [
+        ("analysis.update", "error", 400),  # granted, then refused: nothing changed
+        ("analysis.update", "granted", 200),
+        ("analysis.update", "error", 400),
+        ("analysis.update", "granted", 200),
+    ]
+
+
+@pytest.mark.parametrize(
+    "body, status, error_id",
+    [
+        ({"experiment": EXPERIMENT}, 400, "malformed.parameter"),  # no analysisType
+        ({"analysisType": {"version": 1}, "experiment": EXPERIMENT}, 400, "malformed.parameter"),
+        ({"analysisType": {"name": "noSuchType"}}, 404, "analysis.type.not.found"),
+        ({"analysisType": {"name": "curatedCall", "version": 9}}, 404, "analysis.type.not.found"),
+        ({"analysisType": CALL_1, "experiment": {}}, 400, "schema.violation"),
+        *[
+            (
+                {"analysisType": CALL_1, "experiment": EXPERIMENT, field: value},
+                400,
+                "schema.violation",
+            )
+            for field, value in [
+                ("analysisId", "x"),
+                ("studyId", STUDY),
+                ("analysisState", "PUBLISHED"),
+                ("analysisTypeId", "x"),
+                ("files", []),
+                ("samples", []),
+            ]
+        ],
+        ([1, 2], 400, "malformed.parameter"),
+    ],
+)
+def test_put_refusals_change_nothing(http, writer, curated_type, tmp_path, body, status, error_id):
+    sub = submit_call(http, writer, tmp_path, "D-PUTBAD")
+    before = analysis(http, sub.analysis_id)
+    url = f"/studies/{STUDY}/analysis/{sub.analysis_id}"
+    song_error(http.put(url, headers=bearer(writer), json=body), status, error_id)
+    assert analysis(http, sub.analysis_id) == before
+
+
+def test_put_and_patch_find_the_analysis_as_song(http, server, writer, curated_type, tmp_path):
+    sub = submit_call(http, writer, tmp_path, "D-WHERE")
+    body = {"analysisType": {"name": curated_type}, "experiment": EXPERIMENT}
+    other = "CURATION-OTHER"
+    r = http.post(f"/studies/{other}/", headers=bearer(server.admin_token), json={"studyId": other})
+    assert r.status_code == 200, r.text
+    for method in ("PUT", "PATCH"):
+
+        def send(url: str, who: str | None = writer, method: str = method) -> httpx.Response:
+            return http.request(method, url, json=body, headers=bearer(who))
+
+        admin = server.admin_token
+        unknown = f"/studies/NOPE/analysis/{sub.analysis_id}"
+        song_error(send(unknown, admin), 404, "study.id.does.not.exist")
+        song_error(send(f"/studies/{STUDY}/analysis/{uuid.uuid4()}"), 404, "analysis.id.not.found")
+        elsewhere = f"/studies/{other}/analysis/{sub.analysis_id}"
+        song_error(send(elsewhere, admin), 400, "entity.not.related.to.study", other)
+        url = f"/studies/{STUDY}/analysis/{sub.analysis_id}"
+        song_error(send(url, None), 401, "unauthorized.token")
+        reader = server.token(f"PROGRAMDATA-{STUDY}.READ")
+        song_error(send(url, reader), 403, "forbidden.token", f"PROGRAMDATA-{STUDY}.WRITE")
+
+
+def test_patch_merges_into_an_analysis(http, server, writer, curated_type, tmp_path):
+    """RFC 7396 merge patch of the analysis's data, validated against its own type."""
+    sub = submit_call(http, writer, tmp_path, "D-PATCH")
+    url = f"/studies/{STUDY}/analysis/{sub.analysis_id}"
+    r = http.patch(url, headers=bearer(writer), json={"experiment": {"variantCallingTool": "v2"}})
+    assert r.status_code == 200, r.text
+    got = analysis(http, sub.analysis_id)
+    assert got["experiment"] == {**EXPERIMENT, "variantCallingTool": "v2"}
+    assert got["info"] == {"description": "as submitted"}
+    r = http.patch(url, headers=bearer(writer), json={"info": None, "lab": "west"})
+    assert r.status_code == 200, r.text
+    got = analysis(http, sub.analysis_id)
+    assert "info" not in got and got["lab"] == "west"
+    for refused in (
+        {"experiment": {"variantCallingTool": None}},  # a required field removed
+        {"files": []},
+        {"experiment": "none"},
+        ["not", "an", "object"],
+    ):
+        song_error(http.patch(url, headers=bearer(writer), json=refused), 400, "schema.violation")
+    as_json = {**bearer(writer), "Content-Type": "application/json"}
+    song_error(http.patch(url, headers=as_json, content=b"{not json"), 422, "payload.parsing")
+    assert analysis(http, sub.analysis_id) == got  # nothing half-changed
+    assert audit_actions(server, sub.analysis_id, 7) == [
+        ("analysis.patch", "granted", 200),
+        ("analysis.patch", "granted", 200),
+        *[("analysis.patch", "error", 400)] * 4,
+        ("analysis.patch", "error", 422),
+    ]
+
+
+def test_a_published_analysis_stays_published_when_updated(
+    http, server, writer, curated_type, tmp_path
+):
+    """Song updates a published analysis in place (its state is not a rule of updates)."""
+    sub = submit_call(http, writer, tmp_path, "D-PUBUPD")
+    for name, object_id in object_ids(http, sub.analysis_id).items():
+        upload(http, object_id, sub.files[name], bearer(writer))
+    assert change_state(http, writer, sub.analysis_id, "publish").status_code == 200
+    url = f"/studies/{STUDY}/analysis/{sub.analysis_id}"
+    r = http.patch(url, headers=bearer(writer), json={"lab": "north"})
+    assert r.status_code == 200, r.text
+    got = analysis(http, sub.analysis_id)
+    assert got["analysisState"] == "PUBLISHED" and got["lab"] == "north"
+    object_id = next(iter(object_ids(http, sub.analysis_id).values()))
+    assert http.get(f"/download/{object_id}", headers=bearer(server.admin_token)).status_code == 200
 
 
 # -- search ---------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from pyscore.server.metadata.analyses import (
     message,
     parse_states,
 )
+from pyscore.server.metadata.curation import patch_analysis, update_analysis
 from pyscore.server.metadata.entities import entities, entity, index_files, list_entities
 from pyscore.server.metadata.files import get_file, update_file
 from pyscore.server.metadata.schemas import (
@@ -62,6 +63,7 @@ __all__ = [
     "list_entities",
     "message",
     "parse_states",
+    "patch_analysis",
     "register_analysis_type",
     "registration_schema",
     "search_by_id",
@@ -71,5 +73,6 @@ __all__ = [
     "study_json",
     "study_with_all",
     "submit",
+    "update_analysis",
     "update_file",
 ]

@@ -30,10 +30,6 @@ def _bundled(name: str) -> dict:
 BUNDLED_TYPES = ("sequencingRead", "variantCall", "sequencing_alignment", "variant_calling")
 
 
-def base_schema() -> dict:
-    return _bundled("analysis_base")
-
-
 def seed_analysis_types(session: Session) -> None:
     """Register the bundled analysis types (version 1) unless present."""
     for name in BUNDLED_TYPES:
@@ -41,9 +37,10 @@ def seed_analysis_types(session: Session) -> None:
             register_analysis_type(session, name, _bundled(name))
 
 
-def render(schema: dict) -> dict:
-    """Song's rendering: the type's properties and required list merged into the base."""
-    rendered = base_schema()
+def render(schema: dict, base: str = "analysis_base") -> dict:
+    """Song's rendering: the type's properties and required list merged into a base (the
+    submission's, or an update's)."""
+    rendered = _bundled(base)
     rendered["properties"] = {**rendered["properties"], **schema.get("properties", {})}
     base_required = rendered["required"]
     rendered["required"] = [
@@ -51,6 +48,19 @@ def render(schema: dict) -> dict:
         *(r for r in schema.get("required", []) if r not in base_required),
     ]
     return rendered
+
+
+def violations(schema: dict, document: object, validator: Any = Draft7Validator) -> None:
+    """400 schema.violation naming (up to 10 of) the places where `document` breaks
+    `schema`, as Song's validation does; nothing when it does not."""
+    problems = sorted(validator(schema).iter_errors(document), key=lambda e: list(e.absolute_path))
+    if problems:
+        raise bad_request(
+            "schema.violation",
+            "; ".join(
+                f"#/{'/'.join(str(p) for p in e.absolute_path)}: {e.message}" for e in problems[:10]
+            ),
+        )
 
 
 def registration_schema() -> dict:

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from pyscore.server.db import utcnow
 from pyscore.server.errors import bad_request, conflict
 from pyscore.server.metadata.ids import BASE_KEYS, INT64, derived_id, entity_id
-from pyscore.server.metadata.schemas import get_analysis_type, render
+from pyscore.server.metadata.schemas import get_analysis_type, render, violations
 from pyscore.server.metadata.studies import get_study
 from pyscore.server.tables import (
     Analysis,
@@ -61,13 +61,7 @@ def check_file_fields(f: dict, where: str) -> None:
 def validate(payload: Any, atype: AnalysisType) -> None:
     if not isinstance(payload, dict):
         raise bad_request("schema.violation", "The analysis payload must be a JSON object")
-    validator = StrictValidator(render(atype.schema))
-    problems = sorted(validator.iter_errors(payload), key=lambda e: list(e.absolute_path))
-    if problems:
-        lines = [
-            f"#/{'/'.join(str(p) for p in e.absolute_path)}: {e.message}" for e in problems[:10]
-        ]
-        raise bad_request("schema.violation", "; ".join(lines))
+    violations(render(atype.schema), payload, StrictValidator)
     for i, f in enumerate(payload.get("files", [])):
         check_file_fields(f, f"#/files/{i}")
     allowed = atype.options.get("fileTypes") or []

@@ -56,14 +56,19 @@ def within(name: str, value: int | None, lo: int, hi: int = INT32) -> None:
 Body = Annotated[Any, Depends(json_body)]
 
 
-def allowed(action: Action, what: str) -> Any:
+def allowed(action: Action, what: str, event: str | None = None) -> Any:
     """A dependency that authorizes the caller for `action` on the path's study (`what` is
     formatted with it), to be declared before a route's Body: FastAPI solves dependencies
-    in order, so a refused caller's body is never read."""
+    in order, so a refused caller's body is never read. With an `event`, the grant is
+    recorded in the audit trail too (curated changes), naming the path's object."""
 
     def check(request: Request, who: PrincipalDep) -> None:
-        study_id = request.path_params.get("study_id")
-        authorize(who, action, study_id, what=what.format(study=study_id))
+        params = request.path_params
+        study_id = params.get("study_id")
+        target = params.get("analysis_id") or params.get("object_id") or params.get("ids")
+        authorize(
+            who, action, study_id, what=what.format(study=study_id), object_id=target, event=event
+        )
 
     return Depends(check)
 
@@ -244,6 +249,36 @@ def analyses(study_id: str, s: SessionDep, analysisStates: str | None = None) ->
 @router.get("/studies/{study_id}/analysis/{analysis_id}")
 def get_analysis(study_id: str, analysis_id: str, s: SessionDep) -> dict:
     return metadata.analysis_json(s, metadata.get_analysis_row(s, study_id, analysis_id))
+
+
+@router.put("/studies/{study_id}/analysis/{analysis_id}")
+def update_analysis(
+    study_id: str,
+    analysis_id: str,
+    s: SessionDep,
+    _: Annotated[
+        None, allowed(Action.METADATA, "update analyses of study {study}", "analysis.update")
+    ],
+    body: Body,
+) -> Response:
+    """Song's UpdateAnalysis: new dynamic data, checked against the analysisType it names."""
+    metadata.update_analysis(s, study_id, analysis_id, body)
+    return Response(status_code=200)
+
+
+@router.patch("/studies/{study_id}/analysis/{analysis_id}")
+def patch_analysis(
+    study_id: str,
+    analysis_id: str,
+    s: SessionDep,
+    _: Annotated[
+        None, allowed(Action.METADATA, "update analyses of study {study}", "analysis.patch")
+    ],
+    body: Body,
+) -> Response:
+    """Song's PatchUpdateAnalysis: a JSON merge patch (RFC 7396) of the dynamic data."""
+    metadata.patch_analysis(s, study_id, analysis_id, body)
+    return Response(status_code=200)
 
 
 @router.get("/studies/{study_id}/analysis/{analysis_id}/files")
