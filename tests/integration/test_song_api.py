@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from pyscore.server import auth
+from pyscore.server.tables import Donor, Sample, Specimen
 from tests import api
 from tests.api import bearer, upload
 from tests.conftest import (
@@ -995,6 +996,17 @@ EXPERIMENT = {"variantCallingTool": "silver bullet", "matchedNormalSampleSubmitt
 CALL_1 = {"name": "curatedCall", "version": 1}
 
 
+OTHER = "CURATION-OTHER"
+
+
+@pytest.fixture(scope="module")
+def other_study(http, admin) -> str:
+    """A second study, where the SONG study's entities are not."""
+    r = http.post(f"/studies/{OTHER}/", headers=admin, json={"studyId": OTHER})
+    assert r.status_code == 200, r.text
+    return OTHER
+
+
 @pytest.fixture(scope="module")
 def curated_type(http, admin) -> str:
     for schema in (CALL_V1, CALL_V2):
@@ -1116,12 +1128,12 @@ def test_put_refusals_change_nothing(http, writer, curated_type, tmp_path, body,
     assert analysis(http, sub.analysis_id) == before
 
 
-def test_put_and_patch_find_the_analysis_as_song(http, server, writer, curated_type, tmp_path):
+def test_put_and_patch_find_the_analysis_as_song(
+    http, server, writer, curated_type, other_study, tmp_path
+):
     sub = submit_call(http, writer, tmp_path, "D-WHERE")
     body = {"analysisType": {"name": curated_type}, "experiment": EXPERIMENT}
-    other = "CURATION-OTHER"
-    r = http.post(f"/studies/{other}/", headers=bearer(server.admin_token), json={"studyId": other})
-    assert r.status_code == 200, r.text
+    other = other_study
     for method in ("PUT", "PATCH"):
 
         def send(url: str, who: str | None = writer, method: str = method) -> httpx.Response:
@@ -1187,6 +1199,165 @@ def test_a_published_analysis_stays_published_when_updated(
     assert http.get(f"/download/{object_id}", headers=bearer(server.admin_token)).status_code == 200
 
 
+# -- curation: donors, specimens, samples and files ----------------------------------------
+def test_donors_specimens_and_samples_are_read_as_song(http, server, submitted, other_study):
+    sample = analysis(http, submitted.analysis_id)["samples"][0]
+    donor, specimen = sample["donor"], sample["specimen"]
+    got = http.get(f"/studies/{STUDY}/donors/{donor['donorId']}")
+    assert got.status_code == 200, got.text
+    assert got.json() == {**donor, "studyId": STUDY}
+    assert http.get(f"/studies/{STUDY}/specimens/{specimen['specimenId']}").json() == specimen
+    plain = {k: v for k, v in sample.items() if k not in ("donor", "specimen")}
+    assert http.get(f"/studies/{STUDY}/samples/{sample['sampleId']}").json() == plain
+    for kind, entity_id in [
+        ("donors", donor["donorId"]),
+        ("specimens", specimen["specimenId"]),
+        ("samples", sample["sampleId"]),
+    ]:
+        word = kind[:-1]
+        song_error(http.get(f"/studies/{STUDY}/{kind}/X{entity_id}"), 404, f"{word}.does.not.exist")
+        song_error(http.get(f"/studies/NOPE/{kind}/{entity_id}"), 404, "study.id.does.not.exist")
+        song_error(
+            http.get(f"/studies/{other_study}/{kind}/{entity_id}"),
+            400,
+            "entity.not.related.to.study",
+            entity_id,
+        )
+
+
+def unused_donor(server: Server, name: str) -> tuple[str, str, str]:
+    """A donor -> specimen -> sample of study SONG that no analysis uses, as an import of
+    a Song study's /all brings them (no submission makes one): their ids."""
+    ids = (f"DO{name}", f"SP{name}", f"SA{name}")
+    with api.database(server.data_dir) as s:
+        s.add(Donor(donor_id=ids[0], study_id=STUDY, submitter_donor_id=name, gender="Other"))
+        s.flush()
+        s.add(
+            Specimen(
+                specimen_id=ids[1],
+                donor_id=ids[0],
+                study_id=STUDY,
+                submitter_specimen_id=f"{name}-SP",
+                fields={"specimenType": "Normal"},
+            )
+        )
+        s.flush()
+        s.add(
+            Sample(
+                sample_id=ids[2],
+                specimen_id=ids[1],
+                study_id=STUDY,
+                submitter_sample_id=f"{name}-SA",
+                fields={"sampleType": "Total DNA"},
+            )
+        )
+    return ids
+
+
+def test_deleting_a_donor_takes_its_specimens_and_samples(http, server, writer, admin):
+    donor, specimen, sample = unused_donor(server, "DEL1")
+    url = f"/studies/{STUDY}/donors/{donor}"
+    song_error(http.delete(url), 401, "unauthorized.token")
+    reader = server.token(f"PROGRAMDATA-{STUDY}.READ")
+    song_error(http.delete(url, headers=bearer(reader)), 403, "forbidden.token")
+    r = http.delete(url, headers=bearer(writer))
+    assert r.status_code == 200, r.text
+    assert r.text == "OK"
+    for kind, entity_id in (("donors", donor), ("specimens", specimen), ("samples", sample)):
+        song_error(
+            http.get(f"/studies/{STUDY}/{kind}/{entity_id}"), 404, f"{kind[:-1]}.does.not.exist"
+        )
+    assert audit_actions(server, donor, 1)[-1] == ("donor.delete", "granted", 200)
+
+
+def test_deleting_a_specimen_or_sample(http, server, writer):
+    _, specimen, sample = unused_donor(server, "DEL2")
+    _, _, lone = unused_donor(server, "DEL3")
+    r = http.delete(f"/studies/{STUDY}/samples/{lone}", headers=bearer(writer))
+    assert r.status_code == 200 and r.text == "OK", r.text
+    song_error(http.get(f"/studies/{STUDY}/samples/{lone}"), 404, "sample.does.not.exist")
+    r = http.delete(f"/studies/{STUDY}/specimens/{specimen}", headers=bearer(writer))
+    assert r.status_code == 200 and r.text == "OK", r.text
+    song_error(http.get(f"/studies/{STUDY}/samples/{sample}"), 404, "sample.does.not.exist")
+
+
+def test_what_an_analysis_uses_is_never_deleted(http, server, writer, other_study, tmp_path):
+    """Song's database refuses it (sampleset's foreign key: its answer is a 500); here 422
+    with Song's errorId for a record its repository cannot delete, naming the analysis and
+    its state, and nothing is deleted, not even the other ids of the request."""
+    sub = _published(http, server, writer, tmp_path, "D-KEEP")
+    sample = analysis(http, sub.analysis_id)["samples"][0]
+    spare, _, _ = unused_donor(server, "DEL4")
+    for kind, entity_id in [
+        ("donors", sample["donor"]["donorId"]),
+        ("specimens", sample["specimen"]["specimenId"]),
+        ("samples", sample["sampleId"]),
+    ]:
+        ids = f"{spare},{entity_id}" if kind == "donors" else entity_id
+        song_error(
+            http.delete(f"/studies/{STUDY}/{kind}/{ids}", headers=bearer(writer)),
+            422,
+            f"{kind[:-1]}.repository.delete.record",
+            sub.analysis_id,
+            "PUBLISHED",
+        )
+    assert http.get(f"/studies/{STUDY}/donors/{spare}").status_code == 200
+    after = analysis(http, sub.analysis_id)
+    assert after["samples"] == [sample] and after["analysisState"] == "PUBLISHED"
+    song_error(
+        http.delete(
+            f"/studies/{other_study}/donors/{sample['donor']['donorId']}",
+            headers=bearer(server.admin_token),
+        ),
+        400,
+        "entity.not.related.to.study",
+    )
+
+
+def test_deleting_files_of_an_unpublished_analysis(http, server, writer, other_study, tmp_path):
+    sub = submit(http, writer, tmp_path, {"d.bam": 900, "d.bam.bai": 90}, donor="D-FDEL")
+    ids = object_ids(http, sub.analysis_id)
+    url = f"/studies/{STUDY}/files"
+    song_error(http.delete(f"{url}/{ids['d.bam.bai']}"), 401, "unauthorized.token")
+    song_error(
+        http.delete(f"{url}/{ids['d.bam.bai']},{uuid.uuid4()}", headers=bearer(writer)),
+        404,
+        "file.not.found",
+    )
+    assert set(object_ids(http, sub.analysis_id)) == {"d.bam", "d.bam.bai"}  # all or nothing
+    song_error(
+        http.delete(
+            f"/studies/{other_study}/files/{ids['d.bam.bai']}", headers=bearer(server.admin_token)
+        ),
+        400,
+        "entity.not.related.to.study",
+    )
+    r = http.delete(f"{url}/{ids['d.bam.bai']}", headers=bearer(writer))
+    assert r.status_code == 200 and r.text == "OK", r.text
+    assert list(object_ids(http, sub.analysis_id)) == ["d.bam"]
+    song_error(http.get(f"{url}/{ids['d.bam.bai']}"), 404, "file.not.found")
+    # an analysis keeps at least one file (Song reads one without as corrupted)
+    song_error(
+        http.delete(f"{url}/{ids['d.bam']}", headers=bearer(writer)),
+        422,
+        "file.repository.delete.record",
+        sub.analysis_id,
+    )
+    assert audit_actions(server, ids["d.bam.bai"], 1)[-1] == ("file.delete", "granted", 200)
+
+
+def test_files_of_a_published_analysis_are_not_deleted(http, server, writer, tmp_path):
+    sub = _published(http, server, writer, tmp_path, "D-FPUB", {"k.bam": 500, "k.bam.bai": 50})
+    ids = object_ids(http, sub.analysis_id)
+    song_error(
+        http.delete(f"/studies/{STUDY}/files/{ids['k.bam.bai']}", headers=bearer(writer)),
+        422,
+        "file.repository.delete.record",
+        "PUBLISHED",
+    )
+    assert set(object_ids(http, sub.analysis_id)) == {"k.bam", "k.bam.bai"}
+
+
 # -- search ---------------------------------------------------------------------------------
 def test_search_by_id(http, submitted):
     analysis = http.get(f"/studies/{STUDY}/analysis/{submitted.analysis_id}").json()
@@ -1234,7 +1405,7 @@ def test_get_file(http, submitted):
     song_error(http.get(f"/studies/{STUDY}/files/{uuid.uuid4()}"), 404, "file.not.found")
 
 
-def test_update_file_info(http, writer, tmp_path):
+def test_update_file_info(http, server, writer, tmp_path):
     sub = submit(http, writer, tmp_path, {"u.bam": 700}, donor="D5")
     object_id = object_ids(http, sub.analysis_id)["u.bam"]
     url = f"/studies/{STUDY}/files/{object_id}"
@@ -1244,6 +1415,7 @@ def test_update_file_info(http, writer, tmp_path):
     got = http.get(url).json()
     assert got["info"] == {"qc": "passed"}
     assert got["dataType"] == "Reads"
+    assert audit_actions(server, object_id, 1)[0] == ("file.update", "granted", 200)
     song_error(http.put(url, json={"info": {"qc": "x"}}), 401, "unauthorized.token")
     song_error(
         http.put(url, json={"fileMd5sum": "abc"}, headers=bearer(writer)), 400, None, "fileMd5sum"

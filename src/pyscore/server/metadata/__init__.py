@@ -18,7 +18,17 @@ from pyscore.server.metadata.analyses import (
     message,
     parse_states,
 )
-from pyscore.server.metadata.curation import patch_analysis, update_analysis
+from pyscore.server.metadata.curation import (
+    DONOR,
+    SAMPLE,
+    SPECIMEN,
+    Kind,
+    delete_entities,
+    delete_files,
+    patch_analysis,
+    read_entity,
+    update_analysis,
+)
 from pyscore.server.metadata.entities import entities, entity, index_files, list_entities
 from pyscore.server.metadata.files import get_file, update_file
 from pyscore.server.metadata.schemas import (
@@ -42,12 +52,18 @@ from pyscore.server.metadata.studies import (
 from pyscore.server.metadata.submission import find_duplicate, submit
 
 __all__ = [
+    "DONOR",
+    "SAMPLE",
+    "SPECIMEN",
+    "Kind",
     "analysis_files",
     "analysis_json",
     "analysis_samples",
     "analysis_type_json",
     "change_state",
     "create_study",
+    "delete_entities",
+    "delete_files",
     "entities",
     "entity",
     "file_json",
@@ -64,6 +80,7 @@ __all__ = [
     "message",
     "parse_states",
     "patch_analysis",
+    "read_entity",
     "register_analysis_type",
     "registration_schema",
     "search_by_id",

@@ -7,19 +7,31 @@ its event (issue 22: the analysis events' outbox, written in the same transactio
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from pyscore.server import repository
 from pyscore.server.db import utcnow
-from pyscore.server.errors import ApiError, bad_request
-from pyscore.server.metadata.analyses import get_analysis_row
+from pyscore.server.errors import ApiError, bad_request, conflict, not_found
+from pyscore.server.metadata.analyses import analysis_files, get_analysis_row, uploads_open
 from pyscore.server.metadata.ids import BASE_KEYS
 from pyscore.server.metadata.schemas import get_analysis_type, render, violations
+from pyscore.server.metadata.song_json import donor_json, file_json, sample_json, specimen_json
 from pyscore.server.metadata.studies import get_study
 from pyscore.server.metadata.submission import StrictValidator
-from pyscore.server.tables import Analysis, AnalysisType
+from pyscore.server.tables import (
+    Analysis,
+    AnalysisSample,
+    AnalysisType,
+    Donor,
+    File,
+    Sample,
+    Specimen,
+)
 
 # What an analysis event names each curated change (Song sends PUBLISH for an update; the
 # outbox decides what it sends).
@@ -116,3 +128,135 @@ def patch_analysis(session: Session, study_id: str, analysis_id: str, patch: Any
     if not isinstance(merged, dict):
         raise bad_request("schema.violation", "#/: the patched analysis must be a JSON object")
     _replace(session, row, atype, merged)
+
+
+# -- donors, specimens, samples and files --------------------------------------------------
+@dataclass(frozen=True)
+class Kind:
+    """A kind of entity of a study, as Song names it in its answers."""
+
+    name: str  # donor, specimen, sample, file
+    table: Any
+    label: str  # its id's name: donorId...
+    missing: str  # Song's errorId when there is none of that id
+
+
+DONOR = Kind("donor", Donor, "donorId", "donor.does.not.exist")
+SPECIMEN = Kind("specimen", Specimen, "specimenId", "specimen.does.not.exist")
+SAMPLE = Kind("sample", Sample, "sampleId", "sample.does.not.exist")
+FILE = Kind("file", File, "objectId", "file.not.found")
+AS_JSON: dict[Kind, Callable[[Any], dict]] = {
+    DONOR: donor_json,
+    SPECIMEN: specimen_json,
+    SAMPLE: sample_json,
+    FILE: file_json,
+}
+
+
+def related(session: Session, kind: Kind, study_id: str, entity_id: str) -> Any:
+    """The entity of `study_id`, as Song finds it: 404 study.id.does.not.exist, 404 (its
+    kind's errorId) when there is none, 400 entity.not.related.to.study when another study
+    has it."""
+    row = session.get(kind.table, entity_id)
+    if row is None or row.study_id != study_id:
+        get_study(session, study_id)
+        if row is None:
+            raise not_found(
+                kind.missing,
+                f"The {kind.name} with {kind.label} '{entity_id}' does not exist",
+            )
+        raise not_related(kind.label, entity_id, study_id, row.study_id)
+    return row
+
+
+def read_entity(session: Session, kind: Kind, study_id: str, entity_id: str) -> dict:
+    """Song's GET of a donor, specimen, sample or file of a study."""
+    return AS_JSON[kind](related(session, kind, study_id, entity_id))
+
+
+def cannot_delete(kind: Kind, why: str) -> ApiError:
+    """Song's errorId for a record its repository cannot delete (`<kind>.repository.delete.
+    record`, 422)."""
+    return ApiError(422, f"{kind.name}.repository.delete.record", why)
+
+
+def delete_entities(session: Session, kind: Kind, study_id: str, ids: list[str]) -> str:
+    """Song's DELETE of donors (with their specimens and samples), specimens (with their
+    samples) or samples, all or none: none that an analysis uses (Song's database refuses
+    them by the sample set's foreign key)."""
+    rows = [related(session, kind, study_id, i) for i in dict.fromkeys(ids)]
+    keys = [row_id(kind, r) for r in rows]
+    specimens: list[str] = []
+    if kind is DONOR:
+        specimens = list(
+            session.scalars(select(Specimen.specimen_id).where(Specimen.donor_id.in_(keys)))
+        )
+    elif kind is SPECIMEN:
+        specimens = keys
+    samples = (
+        keys
+        if kind is SAMPLE
+        else list(
+            session.scalars(select(Sample.sample_id).where(Sample.specimen_id.in_(specimens)))
+        )
+    )
+    users = session.execute(
+        select(Analysis.analysis_id, Analysis.state)
+        .join(AnalysisSample, AnalysisSample.analysis_id == Analysis.analysis_id)
+        .where(AnalysisSample.sample_id.in_(samples))
+        .distinct()
+        .order_by(Analysis.analysis_id)
+    ).all()
+    if users:
+        raise cannot_delete(
+            kind,
+            f"Cannot delete {kind.label} {', '.join(keys)}: used by "
+            + ", ".join(f"analysis '{a}' ({state})" for a, state in users[:10])
+            + (f" and {len(users) - 10} more" if len(users) > 10 else ""),
+        )
+    session.execute(delete(Sample).where(Sample.sample_id.in_(samples)))
+    session.execute(delete(Specimen).where(Specimen.specimen_id.in_(specimens)))
+    if kind is DONOR:
+        session.execute(delete(Donor).where(Donor.donor_id.in_(keys)))
+    session.flush()
+    return "OK"
+
+
+def row_id(kind: Kind, row: Any) -> str:
+    return str(getattr(row, f"{kind.name}_id" if kind is not FILE else "object_id"))
+
+
+def delete_files(session: Session, study_id: str, ids: list[str]) -> str:
+    """Song's DELETE /studies/{s}/files/{ids}, all or none; never a file of a PUBLISHED
+    analysis (unpublish it first), nor an analysis's last file (Song reads an analysis
+    without files as corrupted), nor one being uploaded. Its analysis changes: an event."""
+    files = [related(session, FILE, study_id, i) for i in dict.fromkeys(ids)]
+    by_analysis: dict[str, list[File]] = {}
+    for f in files:
+        by_analysis.setdefault(f.analysis_id, []).append(f)
+    for analysis_id, going in by_analysis.items():
+        row = session.get(Analysis, analysis_id)
+        names = ", ".join(f.object_id for f in going)
+        if row is not None and row.state == "PUBLISHED":
+            raise cannot_delete(
+                FILE,
+                f"Cannot delete {names}: analysis '{analysis_id}' is PUBLISHED; unpublish it first",
+            )
+        if len(analysis_files(session, analysis_id)) <= len(going):
+            raise cannot_delete(
+                FILE, f"Cannot delete {names}: analysis '{analysis_id}' would have no file left"
+            )
+        uploading = uploads_open(session, going)
+        if uploading:
+            raise conflict("upload.in.progress", f"Cannot delete {names}: " + "; ".join(uploading))
+    gone = [f.object_id for f in files]
+    session.execute(update(File).where(File.index_for.in_(gone)).values(index_for=None))
+    session.execute(delete(File).where(File.object_id.in_(gone)))
+    session.flush()
+    for analysis_id in by_analysis:
+        row = session.get(Analysis, analysis_id)
+        if row is not None:
+            row.updated_at = utcnow()
+            session.flush()
+            changed(session, row, UPDATE)  # EVENT: files of an analysis deleted
+    return "OK"

@@ -11,7 +11,7 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from pyscore.server import metadata
 from pyscore.server.auth import Action, authorize
@@ -326,7 +326,7 @@ def update_file(
     study_id: str,
     object_id: str,
     s: SessionDep,
-    _: Annotated[None, allowed(Action.METADATA, "update files of study {study}")],
+    _: Annotated[None, allowed(Action.METADATA, "update files of study {study}", "file.update")],
     body: Body,
     who: PrincipalDep,
 ) -> dict:
@@ -342,6 +342,46 @@ def update_file(
             what=f"change who may read {f.file_name} (WRITE and READ are both needed)",
         )
     return metadata.update_file(s, study_id, object_id, body)
+
+
+@router.delete("/studies/{study_id}/files/{ids}", response_class=PlainTextResponse)
+def delete_files(
+    study_id: str,
+    ids: str,
+    s: SessionDep,
+    _: Annotated[None, allowed(Action.METADATA, "delete files of study {study}", "file.delete")],
+) -> str:
+    """Song's DeleteFiles (comma-separated objectIds, all or none): "OK"."""
+    return metadata.delete_files(s, study_id, csv(ids))
+
+
+# -- donors, specimens, samples -----------------------------------------------------------
+def _entity_routes(kind: metadata.Kind, path: str) -> None:
+    """Song's Read<Kind> and Delete<Kind>s (comma-separated ids, all or none; a donor goes
+    with its specimens and samples, a specimen with its samples)."""
+
+    def read(study_id: str, entity_id: str, s: SessionDep) -> dict:
+        return metadata.read_entity(s, kind, study_id, entity_id)
+
+    guard = allowed(Action.METADATA, f"delete {path} of study {{study}}", f"{kind.name}.delete")
+
+    def remove(study_id: str, ids: str, s: SessionDep, _: None = guard) -> str:
+        return metadata.delete_entities(s, kind, study_id, csv(ids))
+
+    router.get(f"/studies/{{study_id}}/{path}/{{entity_id}}", name=f"read_{kind.name}")(read)
+    router.delete(
+        f"/studies/{{study_id}}/{path}/{{ids}}",
+        response_class=PlainTextResponse,
+        name=f"delete_{path}",
+    )(remove)
+
+
+for _kind, _path in (
+    (metadata.DONOR, "donors"),
+    (metadata.SPECIMEN, "specimens"),
+    (metadata.SAMPLE, "samples"),
+):
+    _entity_routes(_kind, _path)
 
 
 # -- legacy entities ----------------------------------------------------------------------
