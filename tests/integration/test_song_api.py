@@ -1382,6 +1382,43 @@ def test_search_by_id(http, submitted):
     )
 
 
+def test_search_by_id_matches_as_song_a_case_insensitive_regex(http, submitted):
+    """Song's idSearch: each term a regular expression (`~*`: anywhere, any case), in the
+    GET's parameters (song-client search, the SDKs) or the POST's IdSearchRequest."""
+    found = analysis(http, submitted.analysis_id)
+    sample, bam = found["samples"][0], found["files"][0]
+    search = f"/studies/{STUDY}/analysis/search/id"
+
+    def ids(response: httpx.Response) -> set[str]:
+        assert response.status_code == 200, response.text
+        return {a["analysisId"] for a in response.json()}
+
+    for params in (
+        {"donorId": sample["donor"]["donorId"].lower()},
+        {"sampleId": "^sa"},
+        {"fileId": bam["objectId"][4:20].upper()},
+        {"submitterDonorId": "^d1$", "submitterSampleId": "D1-S"},
+        {"submitterSpecimenId": "^D1-SP$", "specimenId": sample["specimenId"]},
+    ):
+        assert submitted.analysis_id in ids(http.get(search, params=params)), params
+    assert ids(http.get(search, params={"submitterDonorId": "^d1$"})) == {submitted.analysis_id}
+    for body in (
+        {"objectId": bam["objectId"].upper()},
+        {"submitterDonorIds": "^D1$", "donorId": None},
+        {"submitterSpecimenIds": "^d1-sp$"},
+        {},
+    ):
+        assert submitted.analysis_id in ids(http.post(search, json=body)), body
+    assert ids(http.post(search, json={"submitterDonorIds": "^no-such-donor$"})) == set()
+    for bad in (".*.*x", "(a+)+$", "[", "(x)\\1"):
+        song_error(http.get(search, params={"donorId": bad}), 400, "search.term.syntax")
+        song_error(http.post(search, json={"sampleId": bad}), 400, "search.term.syntax")
+    song_error(http.post(search, json=["DO1"]), 400, "malformed.parameter")
+    song_error(
+        http.post("/studies/NOPE/analysis/search/id", json={}), 404, "study.id.does.not.exist"
+    )
+
+
 def test_search_by_info(http, submitted):
     search = f"/studies/{STUDY}/analysis/search/info"
     r = http.get(search, params={"batch": "b-42", "includeInfo": "true"})

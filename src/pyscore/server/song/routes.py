@@ -207,7 +207,17 @@ def submit(
 
 @router.get("/studies/{study_id}/analysis/search/id")
 def search_id(study_id: str, request: Request, s: SessionDep) -> list[dict]:
+    """Song's IdSearch: donorId, specimenId, sampleId, fileId, submitterDonorId,
+    submitterSpecimenId, submitterSampleId, each a case-insensitive regular expression."""
     return metadata.search_by_id(s, study_id, dict(request.query_params))
+
+
+@router.post("/studies/{study_id}/analysis/search/id")
+def search_id_post(study_id: str, s: SessionDep, body: Body) -> list[dict]:
+    """Song's IdSearch with an IdSearchRequest body (donorId, specimenId, sampleId,
+    objectId, submitterSampleId, submitterDonorIds, submitterSpecimenIds)."""
+    request = _object({} if body is None else body, "IdSearchRequest")
+    return metadata.search_by_id(s, study_id, request)
 
 
 @router.get("/studies/{study_id}/analysis/search/info")
