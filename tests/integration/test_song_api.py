@@ -1358,6 +1358,159 @@ def test_files_of_a_published_analysis_are_not_deleted(http, server, writer, tmp
     assert set(object_ids(http, sub.analysis_id)) == {"k.bam", "k.bam.bai"}
 
 
+# -- export -------------------------------------------------------------------------------
+# Our own fixtures in the shape of Song's export test documents (documents/export/
+# variantcall-input*.json and -output*.json): fields an entity does not know go to its info,
+# ids and nulls are left out.
+EXPORT_SCHEMA = {
+    "type": "object",
+    "required": ["experiment"],
+    "properties": {"experiment": CALL_V1["properties"]["experiment"]},
+}
+
+
+def export_input(n: int) -> dict:
+    return {
+        "analysisType": {"name": "exportCall", "version": 1},
+        "experiment": {"variantCallingTool": f"tool-{n}", "matchedNormalSampleSubmitterId": "N-9"},
+        "samples": [
+            {
+                "submitterSampleId": f"exp-sample-{n}",
+                "sampleType": "Total RNA",
+                "size": 50 + n,
+                "matchedNormalSubmitterSampleId": "N-9",  # a Tumour's is never null
+                "specimen": {
+                    "submitterSpecimenId": f"exp-specimen-{n}",
+                    "ratio": f"1:{n}",
+                    "tumourNormalDesignation": "Tumour",
+                    "specimenTissueSource": "Solid tissue",
+                    "specimenType": "Primary tumour",
+                },
+                "donor": {"submitterDonorId": f"exp-donor-{n}", "gender": "Female", "age": 30 + n},
+            }
+        ],
+        "files": [
+            {
+                "fileName": f"calls-{n}.vcf.gz",
+                "dataType": "SOME_DATA_TYPE",
+                "fileSize": 1000 + n,
+                "fileMd5sum": f"{n:032x}",
+                "fileAccess": "open",
+                "fileType": "VCF",
+                "colour": "red",
+            },
+            {
+                "fileName": f"calls-{n}.vcf.gz.idx",
+                "dataType": "SOME_DATA_TYPE",
+                "fileSize": 40 + n,
+                "fileMd5sum": f"{n + 100:032x}",
+                "fileAccess": "open",
+                "fileType": "IDX",
+                "colour": "green",
+                "info": {"checked": True},
+            },
+        ],
+        "institution": f"inst-{n}",
+        "info": {"description": f"extra info {n}"},
+    }
+
+
+def export_output(n: int, study: str) -> dict:
+    """What Song's export gives for export_input(n) submitted to `study`."""
+    doc = export_input(n)
+    (sample,) = doc["samples"]
+    return {
+        **doc,
+        "studyId": study,
+        "samples": [
+            {
+                "submitterSampleId": sample["submitterSampleId"],
+                "sampleType": "Total RNA",
+                "matchedNormalSubmitterSampleId": "N-9",
+                "info": {"size": 50 + n},
+                "specimen": {
+                    **{k: v for k, v in sample["specimen"].items() if k != "ratio"},
+                    "info": {"ratio": f"1:{n}"},
+                },
+                "donor": {
+                    "submitterDonorId": f"exp-donor-{n}",
+                    "gender": "Female",
+                    "info": {"age": 30 + n},
+                },
+            }
+        ],
+        "files": [
+            {
+                **{k: v for k, v in f.items() if k not in ("colour", "info")},
+                "info": {**f.get("info", {}), "colour": f["colour"]},
+            }
+            for f in doc["files"]
+        ],
+    }
+
+
+@pytest.fixture(scope="module")
+def exported(http, admin) -> dict[str, list[tuple[int, str]]]:
+    """Studies EXPORT1 (inputs 1, 2) and EXPORT2 (input 3): (n, analysisId) of each."""
+    r = http.post("/schemas", headers=admin, json={"name": "exportCall", "schema": EXPORT_SCHEMA})
+    assert r.status_code == 200, r.text
+    made: dict[str, list[tuple[int, str]]] = {}
+    for study, numbers in (("EXPORT1", (1, 2)), ("EXPORT2", (3,))):
+        r = http.post(f"/studies/{study}/", headers=admin, json={"studyId": study})
+        assert r.status_code == 200, r.text
+        for n in numbers:
+            r = http.post(
+                f"/submit/{study}", headers=admin, json={**export_input(n), "studyId": study}
+            )
+            assert r.status_code == 200, r.text
+            made.setdefault(study, []).append((n, r.json()["analysisId"]))
+    return made
+
+
+def by_institution(payloads: list[dict]) -> dict[str, dict]:
+    return {p["institution"]: p for p in payloads}
+
+
+def test_export_of_a_study_is_songs(http, exported):
+    """`song-client export -s` reads GET /export/studies/{s}: one {studyId, payloads}."""
+    r = http.get("/export/studies/EXPORT1")
+    assert r.status_code == 200, r.text
+    (group,) = r.json()
+    assert list(group) == ["studyId", "payloads"] and group["studyId"] == "EXPORT1"
+    got = by_institution(group["payloads"])
+    assert got == {f"inst-{n}": export_output(n, "EXPORT1") for n in (1, 2)}
+    song_error(http.get("/export/studies/NOPE"), 404, "study.id.does.not.exist")
+
+
+def test_export_of_analyses_groups_them_by_study(http, exported):
+    """`song-client export -a` reads GET /export/analysis/{ids}, up to 100 ids a request."""
+    (one, first), (_, _) = exported["EXPORT1"]
+    ((three, third),) = exported["EXPORT2"]
+    r = http.get(f"/export/analysis/{first},{third}")
+    assert r.status_code == 200, r.text
+    groups = {g["studyId"]: g["payloads"] for g in r.json()}
+    assert groups == {
+        "EXPORT1": [export_output(one, "EXPORT1")],
+        "EXPORT2": [export_output(three, "EXPORT2")],
+    }
+    song_error(http.get(f"/export/analysis/{first},{uuid.uuid4()}"), 404, "analysis.id.not.found")
+
+
+def test_an_exported_payload_submits_again(http, admin, exported):
+    """What export gives is a payload: submitted to another study, it is the same analysis
+    (new ids), and answers with its fields in info as Song does."""
+    (payload,) = http.get(f"/export/analysis/{exported['EXPORT2'][0][1]}").json()[0]["payloads"]
+    r = http.post("/studies/EXPORT3/", headers=admin, json={"studyId": "EXPORT3"})
+    assert r.status_code == 200, r.text
+    r = http.post("/submit/EXPORT3", headers=admin, json={**payload, "studyId": "EXPORT3"})
+    assert r.status_code == 200, r.text
+    again = http.get(f"/export/analysis/{r.json()['analysisId']}").json()[0]["payloads"]
+    assert again == [{**payload, "studyId": "EXPORT3"}]
+    got = http.get(f"/studies/EXPORT3/analysis/{r.json()['analysisId']}").json()
+    assert got["samples"][0]["donor"]["info"] == {"age": 33}
+    assert {f["info"]["colour"] for f in got["files"]} == {"red", "green"}
+
+
 # -- search ---------------------------------------------------------------------------------
 def test_search_by_id(http, submitted):
     analysis = http.get(f"/studies/{STUDY}/analysis/{submitted.analysis_id}").json()
@@ -1401,7 +1554,8 @@ def test_search_by_id_matches_as_song_a_case_insensitive_regex(http, submitted):
         {"submitterSpecimenId": "^D1-SP$", "specimenId": sample["specimenId"]},
     ):
         assert submitted.analysis_id in ids(http.get(search, params=params)), params
-    assert ids(http.get(search, params={"submitterDonorId": "^d1$"})) == {submitted.analysis_id}
+    exact = http.get(search, params={"submitterDonorId": "^d1$"}).json()
+    assert {s["donor"]["submitterDonorId"] for a in exact for s in a["samples"]} == {"D1"}
     for body in (
         {"objectId": bam["objectId"].upper()},
         {"submitterDonorIds": "^D1$", "donorId": None},

@@ -30,6 +30,7 @@ from pyscore.server.metadata.curation import (
     update_analysis,
 )
 from pyscore.server.metadata.entities import entities, entity, index_files, list_entities
+from pyscore.server.metadata.export import export_analyses, export_study
 from pyscore.server.metadata.files import get_file, update_file
 from pyscore.server.metadata.schemas import (
     analysis_type_json,
@@ -66,6 +67,8 @@ __all__ = [
     "delete_files",
     "entities",
     "entity",
+    "export_analyses",
+    "export_study",
     "file_json",
     "find_duplicate",
     "get_analysis_row",

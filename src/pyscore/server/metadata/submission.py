@@ -16,6 +16,7 @@ from pyscore.server.db import utcnow
 from pyscore.server.errors import bad_request, conflict
 from pyscore.server.metadata.ids import BASE_KEYS, INT64, derived_id, entity_id
 from pyscore.server.metadata.schemas import get_analysis_type, render, violations
+from pyscore.server.metadata.song_json import payload_with_info
 from pyscore.server.metadata.studies import get_study
 from pyscore.server.tables import (
     Analysis,
@@ -192,6 +193,7 @@ def submit(session: Session, study_id: str, payload: Any, allow_duplicates: bool
     name, version = _type_ref(payload)
     atype = get_analysis_type(session, name, version)
     validate(payload, atype)
+    payload = payload_with_info(payload)  # an entity's other fields are its info, as in Song
     if not allow_duplicates:
         existing = find_duplicate(session, study_id, payload["files"])
         if existing:

@@ -394,6 +394,20 @@ for _kind, _path in (
     _entity_routes(_kind, _path)
 
 
+# -- export -------------------------------------------------------------------------------
+@router.get("/export/studies/{study_id}")
+def export_study(study_id: str, s: SessionDep) -> list[dict]:
+    """Song's ExportStudy (`song-client export -s`): [{studyId, payloads}]."""
+    return metadata.export_study(s, study_id)
+
+
+@router.get("/export/analysis/{analysis_ids}")
+def export_analyses(analysis_ids: str, s: SessionDep) -> list[dict]:
+    """Song's ExportAnalysis (`song-client export -a`, comma-separated ids): one {studyId,
+    payloads} per study."""
+    return metadata.export_analyses(s, csv(analysis_ids))
+
+
 # -- legacy entities ----------------------------------------------------------------------
 @router.post(
     ENTITIES_PATH,
