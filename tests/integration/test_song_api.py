@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pyscore.server import auth
+from pyscore.server import auth, metadata
 from pyscore.server.tables import Donor, Sample, Specimen
 from tests import api
 from tests.api import bearer, upload
@@ -33,7 +33,7 @@ from tests.conftest import (
     run,
     sqlite_only,
 )
-from tests.publish import md5, song_payload
+from tests.publish import md5, publish_many, song_payload
 
 STUDY = "SONG"
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -1509,6 +1509,111 @@ def test_an_exported_payload_submits_again(http, admin, exported):
     got = http.get(f"/studies/EXPORT3/analysis/{r.json()['analysisId']}").json()
     assert got["samples"][0]["donor"]["info"] == {"age": 33}
     assert {f["info"]["colour"] for f in got["files"]} == {"red", "green"}
+
+
+# -- Maestro's pull path ------------------------------------------------------------------
+# What Maestro's SongStudyDAO asks (maestro-app .../outbound/metadata/study/song/) and the
+# fields its domain classes (maestro-domain .../entities/metadata/study/) bind by name.
+MAESTRO_ANALYSIS = {
+    "analysisId",
+    "analysisType",
+    "analysisState",
+    "updatedAt",
+    "studyId",
+    "files",
+    "samples",
+}
+MAESTRO_FILE = {
+    "objectId",
+    "studyId",
+    "analysisId",
+    "fileName",
+    "fileType",
+    "fileMd5sum",
+    "fileAccess",
+    "dataType",
+    "fileSize",
+    "info",
+}
+MAESTRO_SAMPLE = {
+    "sampleId",
+    "specimenId",
+    "submitterSampleId",
+    "matchedNormalSubmitterSampleId",
+    "sampleType",
+    "donor",
+    "specimen",
+}
+MAESTRO_DONOR = {"donorId", "submitterDonorId", "studyId", "gender", "info"}
+MAESTRO_SPECIMEN = {
+    "specimenId",
+    "donorId",
+    "submitterSpecimenId",
+    "tumourNormalDesignation",
+    "specimenTissueSource",
+    "specimenType",
+}
+MAESTRO_PAGE = 25  # Maestro's DEFAULT_SONG_PAGE_LIMIT
+
+
+def maestro_checks(a: dict, study: str) -> None:
+    """An analysis as Maestro deserialises it: every field it binds, times it parses as a
+    java.util.Date from Song's zone-less LocalDateTime text."""
+    assert set(a) >= MAESTRO_ANALYSIS, MAESTRO_ANALYSIS - set(a)
+    assert set(a["analysisType"]) == {"name", "version"}
+    assert a["studyId"] == study and a["analysisState"] == "PUBLISHED"
+    for key in ("updatedAt", "publishedAt", "firstPublishedAt"):
+        local_time(a[key])
+    for f in a["files"]:
+        assert set(f) >= MAESTRO_FILE, MAESTRO_FILE - set(f)
+        assert isinstance(f["fileSize"], int)
+    for sample in a["samples"]:
+        assert set(sample) >= MAESTRO_SAMPLE, MAESTRO_SAMPLE - set(sample)
+        assert set(sample["donor"]) >= MAESTRO_DONOR
+        assert set(sample["specimen"]) >= MAESTRO_SPECIMEN
+
+
+def test_maestro_pulls_every_published_analysis(http, server, tmp_path):
+    """Maestro's full reindex: /studies/all, then each study's analyses in pages of 25 by
+    offset (`analysisStates=PUBLISHED&limit=25&offset=N`) until a page is empty; its single
+    analysis index: /studies/{s}/analysis/{id}. 30 published and 2 unpublished analyses."""
+    study = "MAESTRO"
+    paths = []
+    for i in range(32):
+        path = tmp_path / f"m{i}" / f"maestro-{i}.bam"
+        path.parent.mkdir()
+        path.write_bytes(os.urandom(64))
+        paths.append((study, [path]))
+    published = publish_many(server.data_dir, paths[:30])
+    with api.database(server.data_dir) as s:
+        for i in (30, 31):
+            metadata.submit(s, study, song_payload(study, [paths[i][1][0]], donor=f"M{i}"))
+    assert study in http.get(f"{server.url}/studies/all").json()
+    pulled: list[dict] = []
+    offset = 0
+    for _ in range(10):  # bounded: 30 analyses are 2 pages and an empty one
+        url = (
+            f"{server.url}/studies/{study}/analysis/paginated"
+            f"?analysisStates=PUBLISHED&limit={MAESTRO_PAGE}&offset={offset}"
+        )
+        page = http.get(url).json()
+        assert {"analyses", "totalAnalyses", "currentTotalAnalyses"} <= set(page)
+        assert page["totalAnalyses"] == 30
+        assert page["currentTotalAnalyses"] == len(page["analyses"])
+        if not page["analyses"]:
+            break
+        pulled += page["analyses"]
+        offset += MAESTRO_PAGE
+    assert sorted(a["analysisId"] for a in pulled) == sorted(a for a, _ in published)
+    for a in pulled:
+        maestro_checks(a, study)
+        one = http.get(f"{server.url}/studies/{study}/analysis/{a['analysisId']}").json()
+        assert one == a
+    song_error(
+        http.get("/studies/NOPE/analysis/paginated?analysisStates=PUBLISHED&limit=25&offset=0"),
+        404,
+        "study.id.does.not.exist",
+    )
 
 
 # -- search ---------------------------------------------------------------------------------
