@@ -13,7 +13,15 @@ import httpx
 import pytest
 
 from tests.api import bearer, mint_tokens
-from tests.conftest import SERVER, Server, free_port, init_server, one_line_error, run
+from tests.conftest import (
+    SERVER,
+    Server,
+    audit_trail,
+    free_port,
+    init_server,
+    one_line_error,
+    run,
+)
 from tests.identity import RESOURCE, Broker, Provider, start_broker, start_ego, start_provider
 from tests.publish import publish_many, random_file
 
@@ -84,26 +92,6 @@ def platform(
     server = controlled_platform(tmp_path_factory.mktemp("identity"), identity)
     yield server
     server.stop()
-
-
-def audit_trail(server: Server, *filters: str, at_least: int = 1) -> list[dict]:
-    """The audit records matching `filters` (`score-server audit` options), once there are
-    `at_least` (records are written within a moment of the answer)."""
-    deadline = time.monotonic() + 15
-    while True:
-        out = run(
-            SERVER,
-            "audit",
-            "--data-dir",
-            str(server.data_dir),
-            "--format",
-            "json",
-            *filters,
-            check=True,
-        ).stdout
-        if len(out.splitlines()) >= at_least or time.monotonic() > deadline:
-            return [json.loads(line) for line in out.splitlines()]
-        time.sleep(0.3)
 
 
 def spec(server: Server, study: str, token: str) -> httpx.Response:

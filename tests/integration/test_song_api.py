@@ -7,7 +7,6 @@ their own analysis, so the tests do not depend on their order.
 from __future__ import annotations
 
 import calendar
-import json
 import os
 import re
 import subprocess
@@ -27,6 +26,7 @@ from tests.api import bearer, upload
 from tests.conftest import (
     SERVER,
     Server,
+    audit_trail,
     database_write_locked,
     init_server,
     one_line_error,
@@ -1032,29 +1032,9 @@ def analysis(http: httpx.Client, analysis_id: str) -> dict:
 
 
 def audit_actions(server: Server, object_id: str, count: int) -> list[tuple[str, str, int]]:
-    """(action, outcome, status) of each record the audit trail holds for `object_id`, once
-    there are `count` (records reach the database within a fraction of a second; at most
-    15 s)."""
-    deadline = time.monotonic() + 15
-    while True:
-        out = run(
-            SERVER,
-            "audit",
-            "--data-dir",
-            str(server.data_dir),
-            "--format",
-            "json",
-            "--object",
-            object_id,
-        )
-        assert out.returncode == 0, out.stderr
-        found = [
-            (r["action"], r["outcome"], r["status"])
-            for r in map(json.loads, out.stdout.splitlines())
-        ]
-        if len(found) >= count or time.monotonic() > deadline:
-            return found
-        time.sleep(0.3)
+    """(action, outcome, status) of each audit record of `object_id`, once there are `count`."""
+    found = audit_trail(server, "--object", object_id, at_least=count)
+    return [(r["action"], r["outcome"], r["status"]) for r in found]
 
 
 def test_put_replaces_an_analysis_dynamic_data(http, server, writer, curated_type, tmp_path):
@@ -1228,30 +1208,19 @@ def test_donors_specimens_and_samples_are_read_as_song(http, server, submitted, 
 def unused_donor(server: Server, name: str) -> tuple[str, str, str]:
     """A donor -> specimen -> sample of study SONG that no analysis uses, as an import of
     a Song study's /all brings them (no submission makes one): their ids."""
-    ids = (f"DO{name}", f"SP{name}", f"SA{name}")
+    donor, specimen, sample = f"DO{name}", f"SP{name}", f"SA{name}"
+    rows = [
+        Donor(donor_id=donor, study_id=STUDY, submitter_donor_id=name, gender="Other"),
+        Specimen(specimen_id=specimen, donor_id=donor, study_id=STUDY, fields={}),
+        Sample(sample_id=sample, specimen_id=specimen, study_id=STUDY, fields={}),
+    ]
     with api.database(server.data_dir) as s:
-        s.add(Donor(donor_id=ids[0], study_id=STUDY, submitter_donor_id=name, gender="Other"))
-        s.flush()
-        s.add(
-            Specimen(
-                specimen_id=ids[1],
-                donor_id=ids[0],
-                study_id=STUDY,
-                submitter_specimen_id=f"{name}-SP",
-                fields={"specimenType": "Normal"},
-            )
-        )
-        s.flush()
-        s.add(
-            Sample(
-                sample_id=ids[2],
-                specimen_id=ids[1],
-                study_id=STUDY,
-                submitter_sample_id=f"{name}-SA",
-                fields={"sampleType": "Total DNA"},
-            )
-        )
-    return ids
+        for row in rows[1:]:
+            setattr(row, f"submitter_{type(row).__name__.lower()}_id", f"{name}-{row.study_id}")
+        for row in rows:  # one at a time: the tables have foreign keys, no relationships
+            s.add(row)
+            s.flush()
+    return donor, specimen, sample
 
 
 def test_deleting_a_donor_takes_its_specimens_and_samples(http, server, writer, admin):

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from pyscore.server import repository
+from pyscore.server import repository, tables
 from pyscore.server.db import utcnow
 from pyscore.server.errors import ApiError, bad_request, conflict, not_found
 from pyscore.server.metadata.analyses import analysis_files, get_analysis_row, uploads_open
@@ -23,15 +23,7 @@ from pyscore.server.metadata.schemas import get_analysis_type, render, violation
 from pyscore.server.metadata.song_json import donor_json, file_json, sample_json, specimen_json
 from pyscore.server.metadata.studies import get_study
 from pyscore.server.metadata.submission import StrictValidator
-from pyscore.server.tables import (
-    Analysis,
-    AnalysisSample,
-    AnalysisType,
-    Donor,
-    File,
-    Sample,
-    Specimen,
-)
+from pyscore.server.tables import Analysis, AnalysisSample, AnalysisType, File
 
 # What an analysis event names each curated change (Song sends PUBLISH for an update; the
 # outbox decides what it sends).
@@ -141,9 +133,9 @@ class Kind:
     missing: str  # Song's errorId when there is none of that id
 
 
-DONOR = Kind("donor", Donor, "donorId", "donor.does.not.exist")
-SPECIMEN = Kind("specimen", Specimen, "specimenId", "specimen.does.not.exist")
-SAMPLE = Kind("sample", Sample, "sampleId", "sample.does.not.exist")
+DONOR = Kind("donor", tables.Donor, "donorId", "donor.does.not.exist")
+SPECIMEN = Kind("specimen", tables.Specimen, "specimenId", "specimen.does.not.exist")
+SAMPLE = Kind("sample", tables.Sample, "sampleId", "sample.does.not.exist")
 FILE = Kind("file", File, "objectId", "file.not.found")
 AS_JSON: dict[Kind, Callable[[Any], dict]] = {
     DONOR: donor_json,
@@ -186,20 +178,16 @@ def delete_entities(session: Session, kind: Kind, study_id: str, ids: list[str])
     them by the sample set's foreign key)."""
     rows = [related(session, kind, study_id, i) for i in dict.fromkeys(ids)]
     keys = [row_id(kind, r) for r in rows]
-    specimens: list[str] = []
+    specimen, sample = tables.Specimen, tables.Sample
+    specimens = keys if kind is SPECIMEN else []
     if kind is DONOR:
         specimens = list(
-            session.scalars(select(Specimen.specimen_id).where(Specimen.donor_id.in_(keys)))
+            session.scalars(select(specimen.specimen_id).where(specimen.donor_id.in_(keys)))
         )
-    elif kind is SPECIMEN:
-        specimens = keys
-    samples = (
-        keys
-        if kind is SAMPLE
-        else list(
-            session.scalars(select(Sample.sample_id).where(Sample.specimen_id.in_(specimens)))
-        )
-    )
+    samples = keys
+    if kind is not SAMPLE:
+        under = select(sample.sample_id).where(sample.specimen_id.in_(specimens))
+        samples = list(session.scalars(under))
     users = session.execute(
         select(Analysis.analysis_id, Analysis.state)
         .join(AnalysisSample, AnalysisSample.analysis_id == Analysis.analysis_id)
@@ -214,10 +202,10 @@ def delete_entities(session: Session, kind: Kind, study_id: str, ids: list[str])
             + ", ".join(f"analysis '{a}' ({state})" for a, state in users[:10])
             + (f" and {len(users) - 10} more" if len(users) > 10 else ""),
         )
-    session.execute(delete(Sample).where(Sample.sample_id.in_(samples)))
-    session.execute(delete(Specimen).where(Specimen.specimen_id.in_(specimens)))
+    session.execute(delete(sample).where(sample.sample_id.in_(samples)))
+    session.execute(delete(specimen).where(specimen.specimen_id.in_(specimens)))
     if kind is DONOR:
-        session.execute(delete(Donor).where(Donor.donor_id.in_(keys)))
+        session.execute(delete(tables.Donor).where(tables.Donor.donor_id.in_(keys)))
     session.flush()
     return "OK"
 

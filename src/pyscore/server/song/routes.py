@@ -261,34 +261,40 @@ def get_analysis(study_id: str, analysis_id: str, s: SessionDep) -> dict:
     return metadata.analysis_json(s, metadata.get_analysis_row(s, study_id, analysis_id))
 
 
-@router.put("/studies/{study_id}/analysis/{analysis_id}")
-def update_analysis(
-    study_id: str,
-    analysis_id: str,
-    s: SessionDep,
-    _: Annotated[
-        None, allowed(Action.METADATA, "update analyses of study {study}", "analysis.update")
-    ],
-    body: Body,
-) -> Response:
-    """Song's UpdateAnalysis: new dynamic data, checked against the analysisType it names."""
-    metadata.update_analysis(s, study_id, analysis_id, body)
-    return Response(status_code=200)
+def _analysis_change(method: str, change: Any, event: str, doc: str) -> None:
+    """PUT or PATCH of an analysis (Song answers 200 and nothing else). The caller is
+    authorized before the body is read (keyword parameters are solved in order)."""
+    guard = allowed(Action.METADATA, "update analyses of study {study}", event)
+
+    def route(
+        study_id: str,
+        analysis_id: str,
+        s: SessionDep,
+        *,
+        _: None = guard,
+        body: Any = Depends(json_body),
+    ) -> Response:
+        change(s, study_id, analysis_id, body)
+        return Response(status_code=200)
+
+    route.__doc__ = doc
+    router.add_api_route(
+        "/studies/{study_id}/analysis/{analysis_id}", route, methods=[method], name=event
+    )
 
 
-@router.patch("/studies/{study_id}/analysis/{analysis_id}")
-def patch_analysis(
-    study_id: str,
-    analysis_id: str,
-    s: SessionDep,
-    _: Annotated[
-        None, allowed(Action.METADATA, "update analyses of study {study}", "analysis.patch")
-    ],
-    body: Body,
-) -> Response:
-    """Song's PatchUpdateAnalysis: a JSON merge patch (RFC 7396) of the dynamic data."""
-    metadata.patch_analysis(s, study_id, analysis_id, body)
-    return Response(status_code=200)
+_analysis_change(
+    "PUT",
+    metadata.update_analysis,
+    "analysis.update",
+    "Song's UpdateAnalysis: new dynamic data, checked against the analysisType it names.",
+)
+_analysis_change(
+    "PATCH",
+    metadata.patch_analysis,
+    "analysis.patch",
+    "Song's PatchUpdateAnalysis: a JSON merge patch (RFC 7396) of the dynamic data.",
+)
 
 
 @router.get("/studies/{study_id}/analysis/{analysis_id}/files")
