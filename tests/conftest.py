@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -87,6 +88,27 @@ def cli_token(data_dir: Path, scopes: str, *extra: str) -> tuple[str, str]:
     found = re.search(r"Token (\w+) for", out.stderr)
     assert found, out.stderr
     return found[1], out.stdout.strip().splitlines()[-1]
+
+
+def audit_trail(server: Server, *filters: str, at_least: int = 1) -> list[dict]:
+    """The audit records matching `filters` (`score-server audit` options), once there are
+    `at_least` (records are written within a moment of the answer; the bound only ends a
+    wait for records that never come)."""
+    deadline = time.monotonic() + 60
+    while True:
+        out = run(
+            SERVER,
+            "audit",
+            "--data-dir",
+            str(server.data_dir),
+            "--format",
+            "json",
+            *filters,
+            check=True,
+        ).stdout
+        if len(out.splitlines()) >= at_least or time.monotonic() > deadline:
+            return [json.loads(line) for line in out.splitlines()]
+        time.sleep(0.3)
 
 
 def cli_revoke(data_dir: Path, token_id: str) -> None:

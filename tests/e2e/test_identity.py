@@ -14,7 +14,7 @@ import jwt
 import pytest
 
 from tests.api import bearer, mint_tokens
-from tests.conftest import SERVER, Server, init_server, run, serve_refused
+from tests.conftest import Server, audit_trail, init_server, serve_refused
 from tests.identity import RESOURCE, Broker, Provider, start_broker, start_ego, start_provider
 from tests.publish import publish_many, random_file
 
@@ -85,27 +85,6 @@ def platform(
     server = controlled_platform(tmp_path_factory.mktemp("identity"), identity)
     yield server
     server.stop()
-
-
-def audit_trail(server: Server, *filters: str, at_least: int = 1) -> list[dict]:
-    """The audit records matching `filters` (`score-server audit` options), once there are
-    `at_least` (records are written within a moment of the answer; the bound only ends a
-    wait for records that never come)."""
-    deadline = time.monotonic() + 60
-    while True:
-        out = run(
-            SERVER,
-            "audit",
-            "--data-dir",
-            str(server.data_dir),
-            "--format",
-            "json",
-            *filters,
-            check=True,
-        ).stdout
-        if len(out.splitlines()) >= at_least or time.monotonic() > deadline:
-            return [json.loads(line) for line in out.splitlines()]
-        time.sleep(0.3)
 
 
 def spec(server: Server, study: str, token: str) -> httpx.Response:

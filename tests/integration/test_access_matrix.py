@@ -20,7 +20,7 @@ from tests.publish import md5, song_payload
 STUDY = "MTX"
 READ = f"PROGRAMDATA-{STUDY}.READ"
 WRITE = f"PROGRAMDATA-{STUDY}.WRITE"
-ADMIN = "score.ADMIN"
+SONG = "song.WRITE"
 
 CALLERS = [
     "anonymous",
@@ -31,6 +31,8 @@ CALLERS = [
     "reader",
     "writer",
     "score_read",
+    "song_read",
+    "song_write",
     "admin",
 ]
 SCOPES = {
@@ -40,6 +42,8 @@ SCOPES = {
     "reader": READ,
     "writer": WRITE,
     "score_read": "score.READ",
+    "song_read": "song.READ",
+    "song_write": "song.WRITE",
 }
 
 # GET /download/{id}: 200 = spec with URLs; 400 = refused because the analysis is not published
@@ -56,11 +60,14 @@ DOWNLOAD = {
     "reader": (200, 200, 400, 400),
     "writer": (200, 403, 400, 403),
     "score_read": (200, 200, 400, 400),
+    "song_read": (200, 403, 400, 403),
+    "song_write": (200, 403, 400, 403),
     "admin": (200, 200, 400, 400),
 }
 FILES = ["open+published", "controlled+published", "open+unpublished", "controlled+unpublished"]
 
-# Writes need PROGRAMDATA-MTX.WRITE (or score.WRITE / score.ADMIN); admin calls need score.ADMIN.
+# Writes need PROGRAMDATA-MTX.WRITE (or score.WRITE / score.ADMIN); Song's system scope
+# song.WRITE writes metadata, not Score's storage.
 OK = 200
 WRITES = {
     #               submit  publish  upload initiate
@@ -72,9 +79,14 @@ WRITES = {
     "reader": (403, 403, 403),
     "writer": (OK, OK, OK),
     "score_read": (403, 403, 403),
+    "song_read": (403, 403, 403),
+    "song_write": (OK, OK, 403),
     "admin": (OK, OK, OK),
 }
-ADMIN_CALLS = {
+# Song's rules: a study is created with its own WRITE scope (here NEW-<caller>, which no
+# study scope of these callers names) or a system scope; an analysis type is registered
+# with Song's system scope song.WRITE (or score.ADMIN).
+SONG_CALLS = {
     #               create study  register schema
     "anonymous": (401, 401),
     "invalid": (401, 401),
@@ -84,6 +96,8 @@ ADMIN_CALLS = {
     "reader": (403, 403),
     "writer": (403, 403),
     "score_read": (403, 403),
+    "song_read": (403, 403),
+    "song_write": (OK, OK),
     "admin": (OK, OK),
 }
 WHY_401 = {
@@ -184,7 +198,7 @@ def expect(response: httpx.Response, who: str, status: int, scope: str) -> None:
         song_error(response, 401, "unauthorized.token", WHY_401[who])
         assert response.headers.get("www-authenticate", "").lower().startswith("bearer")
     elif status == 403:
-        song_error(response, 403, None, scope)
+        song_error(response, 403, "forbidden.token", scope)
     elif status == 400:
         song_error(response, 400, "analysis.not.published", "UNPUBLISHED")
     else:
@@ -229,7 +243,7 @@ def test_download_batch_answers_each_object_as_its_own_download(env, who):
             assert "errorId" not in x
         else:
             assert "spec" not in x
-            assert {403: "forbidden", 400: "analysis.not.published", 404: "file.not.found"}[
+            assert {403: "forbidden.token", 400: "analysis.not.published", 404: "file.not.found"}[
                 status
             ] == x["errorId"]
         if status == 403:
@@ -279,7 +293,7 @@ def test_write(env, who, call, status):
         assert r.json()["parts"][0]["url"]
 
 
-# -- admin ----------------------------------------------------------------------------------
+# -- studies and analysis types -------------------------------------------------------------
 def do_create_study(env: Env, who: str) -> httpx.Response:
     study = f"NEW-{who}"
     return env.http.post(
@@ -298,13 +312,13 @@ def do_register_schema(env: Env, who: str) -> httpx.Response:
     )
 
 
-ADMIN_FUNCS = {"create study": do_create_study, "register schema": do_register_schema}
+SONG_FUNCS = {"create study": do_create_study, "register schema": do_register_schema}
 
 
-@pytest.mark.parametrize("who, call, status", cells(ADMIN_CALLS, list(ADMIN_FUNCS)))
-def test_admin(env, who, call, status):
-    r = ADMIN_FUNCS[call](env, who)
-    expect(r, who, status, ADMIN)
+@pytest.mark.parametrize("who, call, status", cells(SONG_CALLS, list(SONG_FUNCS)))
+def test_study_and_system_calls(env, who, call, status):
+    r = SONG_FUNCS[call](env, who)
+    expect(r, who, status, f"PROGRAMDATA-NEW-{who}.WRITE" if call == "create study" else SONG)
     if call == "create study":
         exists = env.http.get(f"/studies/NEW-{who}").status_code == 200
         assert exists == (status == OK)

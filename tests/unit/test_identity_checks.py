@@ -84,7 +84,7 @@ def test_ego_jwts_are_checked_with_its_pem_key(broker) -> None:
     got = identity.resolve(broker.sign(claims, kid=None))
     assert got is not None
     assert (got.subject, got.name, got.issuer) == ("c0ffee-user", "ada@example.org", "ego")
-    assert got.scopes == {"PROGRAMDATA-DEMO.READ"}
+    assert got.scopes == {"PROGRAMDATA-DEMO.READ", "song.READ"}  # Song's scope names are ours
     other = rsa_key()
     with pytest.raises(Refused) as refused:  # signed by anyone else
         identity.resolve(broker.sign(claims, key=other))
@@ -121,7 +121,7 @@ def test_ego_api_keys_are_checked_and_cached() -> None:
             assert (got.subject, got.name, got.scopes) == (
                 EGO_USER,
                 EGO_USER,
-                {"PROGRAMDATA-DEMO.READ"},
+                {"PROGRAMDATA-DEMO.READ", "song.WRITE"},
             )
         assert introspector.check("good-key") == got and len(ego.calls) == 2  # cached...
         time.sleep(2.1)
@@ -141,7 +141,8 @@ def test_ego_api_keys_are_checked_and_cached() -> None:
 def test_scopes_are_read_where_each_provider_puts_them() -> None:
     ego = ScopeRules.parse({"scope_claim": "context.scope"})
     claims = {"context": {"scope": ["PROGRAMDATA-DEMO.READ", "score.WRITE", "song.READ"]}}
-    assert ego.scopes(claims) == {"PROGRAMDATA-DEMO.READ", "score.WRITE"}
+    assert ego.scopes(claims) == {"PROGRAMDATA-DEMO.READ", "score.WRITE", "song.READ"}
+    assert ego.scopes({"context": {"scope": ["song.ADMIN", "id.READ"]}}) == set()
     keycloak = ScopeRules.parse(
         {
             "scope_claim": ["scope", "realm_access.roles"],

@@ -90,3 +90,53 @@ def test_the_wire_package_loads_neither_side():
         "pyscore.wire.manifest, pyscore.wire.codec"
     )
     assert not [m for m in loaded if m.startswith(("pyscore.client", "pyscore.server"))]
+
+
+# Authorization in one direction: each module may import only the ones listed (of this group);
+# `scopes` is the bottom, `auth` the top, `audit` stands apart. Checked on the source, so a
+# function-level (lazy) import breaks the order as much as one at the top.
+AUTHORIZATION = ["scopes", "audit", "tokencache", "identity", "auth"]
+MAY_IMPORT = {
+    "scopes": set(),
+    "audit": set(),
+    "tokencache": {"scopes"},
+    "identity": {"scopes", "tokencache"},
+    "auth": {"scopes", "audit", "tokencache", "identity"},
+}
+
+
+def imported_groups(name: str) -> set[str]:
+    """The modules of AUTHORIZATION that `pyscore.server.<name>` (every file of it, for a
+    package) imports anywhere in its source."""
+    import ast
+    from pathlib import Path
+
+    import pyscore.server
+
+    root = Path(pyscore.server.__file__).parent
+    files = sorted((root / name).glob("*.py")) if (root / name).is_dir() else [root / f"{name}.py"]
+    found: set[str] = set()
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            for target in targets:
+                parts = target.split(".")
+                if parts[:2] == ["pyscore", "server"] and len(parts) > 2:
+                    found.add(parts[2])
+    return (found & set(AUTHORIZATION)) - {name}
+
+
+@pytest.mark.parametrize("name", AUTHORIZATION)
+def test_authorization_modules_import_one_way(name):
+    assert imported_groups(name) <= MAY_IMPORT[name], (
+        f"pyscore.server.{name} imports {sorted(imported_groups(name) - MAY_IMPORT[name])}"
+    )
+
+
+def test_the_audit_trail_loads_no_authorization():
+    loaded = loaded_after("pyscore.server.audit")
+    assert not {f"pyscore.server.{m}" for m in AUTHORIZATION if m != "audit"} & loaded

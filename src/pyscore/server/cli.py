@@ -264,7 +264,7 @@ def _rebuild_repository_if_empty(settings: Settings) -> None:
 
 def cmd_token(args: argparse.Namespace) -> None:
     from pyscore.server import auth
-    from pyscore.server.db import utcnow
+    from pyscore.server.db import parse_duration, utcnow
     from pyscore.server.tables import Token
 
     platform = _open(args.data_dir)
@@ -274,7 +274,7 @@ def cmd_token(args: argparse.Namespace) -> None:
             if not scopes:
                 raise CommandError("--scopes needs at least one scope")
             try:
-                expires = auth.parse_duration(args.expires_in) if args.expires_in else None
+                expires = parse_duration(args.expires_in) if args.expires_in else None
                 token, secret = auth.create_token(s, args.user, scopes, expires)
             except ValueError as exc:
                 raise CommandError(str(exc)) from None

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, overload
 
@@ -28,6 +29,15 @@ def as_utc(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
     return value
+
+
+def parse_duration(text: str) -> timedelta:
+    """'30d', '12h', '45m', '90s' → timedelta."""
+    match = re.fullmatch(r"\s*(\d+)\s*([dhms])\s*", text)
+    if not match:
+        raise ValueError(f"bad duration {text!r}; use e.g. 30d, 12h, 45m or 90s")
+    n, unit = int(match[1]), match[2]
+    return timedelta(**{{"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}[unit]: n})
 
 
 def normalize_url(url: str) -> str:

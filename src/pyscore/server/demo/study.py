@@ -19,9 +19,10 @@ from pyscore.wire.manifest import format_argo
 CLINICAL_TYPE = {
     "type": "object",
     "properties": {
-        "clinical": {"type": "object", "properties": {"dictionaryVersion": {"type": "string"}}}
+        "experiment": {"type": "object"},  # every analysis type has one (Song's meta-schema)
+        "clinical": {"type": "object", "properties": {"dictionaryVersion": {"type": "string"}}},
     },
-    "required": ["clinical"],
+    "required": ["experiment", "clinical"],
     "file_types": ["TSV", "TXT"],
 }
 EXPERIMENTS: dict[str, dict[str, Any]] = {
@@ -35,7 +36,7 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
             "referenceGenome": "pyscore-demo-ref",
         }
     },
-    "clinicalData": {"clinical": {"dictionaryVersion": "1.0"}},
+    "clinicalData": {"experiment": {}, "clinical": {"dictionaryVersion": "1.0"}},
 }
 
 

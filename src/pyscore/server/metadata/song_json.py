@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pyscore.server.db import as_utc
 from pyscore.server.tables import (
@@ -16,6 +17,20 @@ from pyscore.server.tables import (
 def iso(value: datetime | None) -> str | None:
     value = as_utc(value)
     return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def local_time(value: datetime | str | None) -> str | None:
+    """A time as Song writes its LocalDateTime (Jackson's ISO_LOCAL_DATE_TIME, in UTC): no
+    zone, the fraction without trailing zeros (none when zero), which Maestro and the SDKs
+    parse. Takes a datetime or an ISO text (state history entries are stored as text)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    value = as_utc(value)
+    if value is None:
+        return None
+    text = value.replace(tzinfo=None).isoformat(timespec="seconds")
+    fraction = f"{value.microsecond:06d}".rstrip("0")
+    return f"{text}.{fraction}" if fraction else text
 
 
 def file_json(f: File) -> dict:
@@ -59,3 +74,46 @@ def sample_json(s: Sample) -> dict:
         "submitterSampleId": s.submitter_sample_id,
         **(s.fields or {}),
     }
+
+
+# The fields Song's entities know (its payload's); Song's JSON puts any other into `info`
+# (Metadata's any-setter), and so does a submission here.
+DONOR_FIELDS = ("submitterDonorId", "gender")
+SPECIMEN_FIELDS = (
+    "submitterSpecimenId",
+    "tumourNormalDesignation",
+    "specimenTissueSource",
+    "specimenType",
+)
+SAMPLE_FIELDS = ("submitterSampleId", "matchedNormalSubmitterSampleId", "sampleType")
+FILE_FIELDS = ("fileName", "fileSize", "fileType", "fileMd5sum", "fileAccess", "dataType")
+IDS = ("donorId", "specimenId", "sampleId", "objectId", "studyId", "analysisId")
+
+
+def with_info(entity: Any, known: tuple[str, ...], nested: tuple[str, ...] = ()) -> Any:
+    """An entity of a payload as Song reads it: its known fields (and ids, and the `nested`
+    entities, as given), `info` holding its info and every other field."""
+    if not isinstance(entity, dict):
+        return entity
+    keep = set(known) | set(IDS) | set(nested) | {"info"}
+    extra = {k: v for k, v in entity.items() if k not in keep}
+    if not extra:
+        return entity
+    given = entity.get("info")
+    info: dict = given if isinstance(given, dict) else {}
+    return {**{k: v for k, v in entity.items() if k in keep}, "info": {**info, **extra}}
+
+
+def payload_with_info(payload: dict) -> dict:
+    """A submitted payload whose donors, specimens, samples and files hold their unknown
+    fields in `info`, as Song stores them."""
+    samples = [
+        {
+            **with_info(sample, SAMPLE_FIELDS, ("specimen", "donor")),
+            "specimen": with_info(sample.get("specimen"), SPECIMEN_FIELDS),
+            "donor": with_info(sample.get("donor"), DONOR_FIELDS),
+        }
+        for sample in payload.get("samples", [])
+    ]
+    files = [with_info(f, FILE_FIELDS) for f in payload.get("files", [])]
+    return {**payload, "samples": samples, "files": files}

@@ -16,7 +16,8 @@ from pyscore.server import events
 from pyscore.server.db import utcnow
 from pyscore.server.errors import bad_request, conflict
 from pyscore.server.metadata.ids import BASE_KEYS, INT64, derived_id, entity_id
-from pyscore.server.metadata.schemas import get_analysis_type, render
+from pyscore.server.metadata.schemas import get_analysis_type, render, violations
+from pyscore.server.metadata.song_json import payload_with_info
 from pyscore.server.metadata.studies import get_study
 from pyscore.server.tables import (
     Analysis,
@@ -62,13 +63,7 @@ def check_file_fields(f: dict, where: str) -> None:
 def validate(payload: Any, atype: AnalysisType) -> None:
     if not isinstance(payload, dict):
         raise bad_request("schema.violation", "The analysis payload must be a JSON object")
-    validator = StrictValidator(render(atype.schema))
-    problems = sorted(validator.iter_errors(payload), key=lambda e: list(e.absolute_path))
-    if problems:
-        lines = [
-            f"#/{'/'.join(str(p) for p in e.absolute_path)}: {e.message}" for e in problems[:10]
-        ]
-        raise bad_request("schema.violation", "; ".join(lines))
+    violations(render(atype.schema), payload, StrictValidator)
     for i, f in enumerate(payload.get("files", [])):
         check_file_fields(f, f"#/files/{i}")
     allowed = atype.options.get("fileTypes") or []
@@ -199,6 +194,7 @@ def submit(session: Session, study_id: str, payload: Any, allow_duplicates: bool
     name, version = _type_ref(payload)
     atype = get_analysis_type(session, name, version)
     validate(payload, atype)
+    payload = payload_with_info(payload)  # an entity's other fields are its info, as in Song
     if not allow_duplicates:
         existing = find_duplicate(session, study_id, payload["files"])
         if existing:
