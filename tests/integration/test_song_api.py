@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from pyscore.server.metadata.ids import song_id
 from tests import api
 from tests.api import bearer, upload
 from tests.conftest import SERVER, Server, database_write_locked, init_server, sqlite_only
@@ -222,11 +223,12 @@ def test_study_all_nests_donors_specimens_samples(http, submitted):
     body = r.json()
     assert body["studyId"] == STUDY
     donor = next(d for d in body["donors"] if d["submitterDonorId"] == "D1")
-    assert donor["donorId"].startswith("DO")
+    # ids as SONG's LocalIdService mints them: uuid5 of "studyId:submitterId"
+    assert donor["donorId"] == song_id(STUDY, "D1")
     specimen = next(s for s in donor["specimens"] if s["submitterSpecimenId"] == "D1-SP")
-    assert specimen["specimenId"].startswith("SP")
+    assert specimen["specimenId"] == song_id(STUDY, "D1-SP")
     assert [s["submitterSampleId"] for s in specimen["samples"]] == ["D1-S"]
-    assert specimen["samples"][0]["sampleId"].startswith("SA")
+    assert specimen["samples"][0]["sampleId"] == song_id(STUDY, "D1-S")
 
 
 # -- analysis types -------------------------------------------------------------------------
@@ -251,7 +253,7 @@ def test_schema_get_by_name_and_version(http):
     assert body["version"] == 1
     # rendered: the base's fields plus the type's
     assert {"files", "samples", "experiment"} <= set(body["schema"]["properties"])
-    assert "BAM" in body["options"]["fileTypes"]
+    assert body["options"]["fileTypes"] == []  # SONG's legacy types take every file type
     assert http.get("/schemas/sequencingRead", params={"version": 1}).json()["version"] == 1
     raw = http.get("/schemas/sequencingRead", params={"unrenderedOnly": "true"}).json()
     assert "files" not in raw["schema"]["properties"]
@@ -300,6 +302,20 @@ def test_register_analysis_type_as_admin_versions_it(http, admin):
     ]
     listed = http.get("/schemas", params={"names": "qcMetrics"}).json()["resultSet"]
     assert [(t["name"], t["version"]) for t in listed] == [("qcMetrics", 2)]
+
+
+def test_a_type_with_file_types_refuses_other_files(http, admin, writer):
+    """options.fileTypes restricts files[].fileType (SONG's legacy types have none)."""
+    r = http.post(
+        "/schemas",
+        headers=admin,
+        json={"name": "bamOnly", "schema": QC_SCHEMA, "options": {"fileTypes": ["BAM"]}},
+    )
+    assert r.status_code == 200, r.text
+    body = {**song_payload(STUDY, BAD_FILES), "analysisType": {"name": "bamOnly"}}
+    body["files"][0]["fileType"] = "VCF"
+    r = http.post(f"/submit/{STUDY}", json=body, headers=bearer(writer))
+    song_error(r, 400, "schema.violation", "VCF")
 
 
 def test_register_analysis_type_refused_for_non_admin(http, writer):
@@ -431,13 +447,6 @@ def _file(**changes) -> list[dict]:
             "schema.violation",
             ["public"],
             id="bad-access",
-        ),
-        pytest.param(
-            _bad(files=_file(fileType="VCF")),
-            400,
-            "schema.violation",
-            ["VCF"],
-            id="file-type-not-allowed-for-type",
         ),
         pytest.param(
             _bad(files=_file(fileName="../escape.bam")),
