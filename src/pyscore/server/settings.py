@@ -27,6 +27,12 @@ class Settings:
     s3_secret_key: str = ""
     s3_addressing_style: str = "path"
     s3_sign_part_range: bool = False  # sign each download part's Range, as the original does
+    # A Score bucket adopted in place: its state bucket (bucket.name.state) when apart from the
+    # object bucket, and its partitions (bucket.size.pool / bucket.size.key): objects in
+    # <bucket>.<n>, n = the first key-length hex characters of the id mod the partitions
+    s3_state_bucket: str = ""
+    s3_partitions: int = 0
+    s3_partition_key_length: int = 0
     part_size: int = 64 * MiB
     # Signed URLs outlive the token that got them (revoking a token stops new URLs, not these):
     # downloads renew expired URLs, so short lifetimes cost a request, not a restart.
