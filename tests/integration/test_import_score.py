@@ -183,6 +183,11 @@ def test_partitioned_buckets_with_a_state_bucket_apart(tmp_path: Path):
     out = import_score(server.data_dir, *args).stdout
     assert count_of(out, "adopted (new)") == len(song.content)
     assert count_of(out, "not as SONG says") == count_of(out, "SONG files without") == 0
+    with SongApiDouble(song) as api:
+        verify = "import", "verify", "--data-dir", str(server.data_dir), "--song-url", api.url
+        verdict = run(SERVER, *verify)
+    assert verdict.returncode == 0, verdict.stdout + verdict.stderr
+    assert "Everything SONG and Score have is here, equal." in verdict.stdout
     with server:
         check_served(server, song, tmp_path, skip=set())
 

@@ -319,3 +319,32 @@ def test_a_closed_database_port_is_one_line(tmp_path: Path):
     line = one_line_error(import_song(server.data_dir, "--song-database", url, check=False))
     assert "cannot reach SONG's database postgresql://song@127.0.0.1" in line
     assert "secret" not in line
+
+
+def test_verify_compares_every_record_with_song(tmp_path: Path, song: SongPlatform):
+    server = init_server(tmp_path / "data")
+    with SongApiDouble(song) as api:
+        import_song(server.data_dir, "--song-url", api.url)
+        before = fingerprint(server.data_dir)
+        # SONG changed after the import: a file's info, a new donor
+        changed = next(a for a in song.analyses.values() if a["analysisState"] == "SUPPRESSED")
+        changed["files"][0]["info"] = {"late": True}
+        song.sample("XYZ", "X9", "X9-SP", "X9-S")
+        verdict = run(
+            SERVER, "import", "verify", "--data-dir", str(server.data_dir), "--song-url", api.url
+        )
+    assert verdict.returncode == 1, verdict.stderr
+    assert f"analysis SUPPRESSED {changed['analysisId']} (study ABC) differs from SONG" in (
+        verdict.stdout
+    )
+    assert f"donor {local_id('XYZ', 'X9')} (study XYZ) is not in pyscore" in verdict.stdout
+    # no object was imported: the published files are not in storage
+    published = [
+        f for a in song.analyses.values() if a["analysisState"] == "PUBLISHED" for f in a["files"]
+    ]
+    for f in published:
+        line = f"object {f['objectId']} ({f['fileName']}) of a published analysis is not in storage"
+        assert line in verdict.stdout
+    rows = {line.split()[0]: line.split()[1:] for line in verdict.stdout.splitlines()[1:7]}
+    assert rows["analyses"][:2] == ["5", "4"]  # compared, equal
+    assert fingerprint(server.data_dir) == before  # verify writes nothing

@@ -79,11 +79,10 @@ def print_summary(summary: Any, dry_run: bool, out: TextIO = sys.stdout) -> None
         out.write("\nDry run: nothing was written.\n")
 
 
-def cmd_import_song(args: argparse.Namespace) -> None:
+def _with_song(args: argparse.Namespace, work: Any) -> Any:
+    """`work(source)` on the SONG the arguments name; its failures as one line."""
     from pyscore.server.importing.records import SourceError
-    from pyscore.server.importing.song import SongImport
 
-    _, db = _platform_db(args.data_dir)
     try:
         if args.song_database:
             from pyscore.server.importing.song_db import SongDatabase
@@ -94,14 +93,48 @@ def cmd_import_song(args: argparse.Namespace) -> None:
 
             source = SongApi(args.song_url)
         try:
-            summary = SongImport(
-                db, source, dry_run=args.dry_run, progress=Progress(), page_size=args.page_size
-            ).run()
+            return work(source)
         finally:
             source.close()
     except SourceError as exc:
         raise CommandError(str(exc)) from None
+
+
+def cmd_import_song(args: argparse.Namespace) -> None:
+    from pyscore.server.importing.song import SongImport
+
+    _, db = _platform_db(args.data_dir)
+    summary = _with_song(
+        args,
+        lambda source: SongImport(
+            db, source, dry_run=args.dry_run, progress=Progress(), page_size=args.page_size
+        ).run(),
+    )
     print_summary(summary, args.dry_run)
+
+
+def cmd_import_verify(args: argparse.Namespace) -> None:
+    from pyscore.server.importing.score import BucketError
+    from pyscore.server.importing.verify import Verdict, verify_objects, verify_song
+    from pyscore.server.store import open_store
+
+    settings, db = _platform_db(args.data_dir)
+    verdict = Verdict()
+    _with_song(args, lambda source: verify_song(db, source, verdict, Progress()))
+    try:
+        verify_objects(db, open_store(settings, b""), verdict)
+    except BucketError as exc:
+        raise CommandError(str(exc)) from None
+    rows = [["records", "compared", "equal", "different", "missing"]]
+    rows += [[k, *(f"{n:,}" for n in v)] for k, v in verdict.rows.items()]
+    table(rows)
+    if verdict.problems:
+        sys.stdout.write(f"\nDifferences ({len(verdict.problems):,}):\n")
+        sys.stdout.writelines(f"  {line}\n" for line in verdict.problems)
+    if not verdict.equal:
+        sys.stdout.flush()
+        raise SystemExit(1)
+    print("\nEverything SONG and Score have is here, equal.")
 
 
 def _s3_url(url: str, what: str) -> tuple[str, str]:
@@ -301,3 +334,16 @@ def add_parser(sub: Any) -> None:
     score.add_argument("--s3-secret-key")
     score.add_argument("--dry-run", action="store_true", help="report what would change only")
     score.set_defaults(func=cmd_import_score)
+
+    verify = isub.add_parser(
+        "verify",
+        help="compare every imported record and object with its source; exit 1 on a difference",
+        description="Reads SONG again and compares every study, analysis type, donor, "
+        "specimen, sample and analysis with pyscore's; every object with SONG's file record "
+        "(size; MD5 where the bucket recorded one) and with the bucket.",
+    )
+    verify.add_argument("--data-dir", required=True)
+    source = verify.add_mutually_exclusive_group(required=True)
+    source.add_argument("--song-database", metavar="URL", help="SONG's PostgreSQL (read-only)")
+    source.add_argument("--song-url", metavar="URL", help="a running SONG's API")
+    verify.set_defaults(func=cmd_import_verify)

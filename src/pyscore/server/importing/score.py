@@ -148,7 +148,7 @@ class ScoreAdoption:
         except (ClientError, BotoCoreError) as exc:
             raise BucketError(f"cannot list s3://{bucket}/{prefix}: {reason(exc)}") from None
 
-    def _listing(self) -> tuple[dict[str, Listed], dict[str, Listed], dict[str, Listed]]:
+    def listing(self) -> tuple[dict[str, Listed], dict[str, Listed], dict[str, Listed]]:
         """Objects of the object buckets and `.meta` files of the state buckets, by id (in
         the base bucket apart, for objects Score left there), and uploads in progress."""
         data: dict[str, Listed] = {}
@@ -184,7 +184,7 @@ class ScoreAdoption:
 
     # -- reading and checking --------------------------------------------------------------
     def scan(self) -> None:
-        data, base, metas = self._listing()
+        data, base, metas = self.listing()
         with self.db.session() as s:
             total = s.scalar(select(func.count()).select_from(File)) or 0
             done, after = 0, ""

@@ -61,10 +61,14 @@ class Summary:
 
     counts: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
     skipped: list[tuple[str, str, str, str]] = field(default_factory=list)  # study, what, id, why
+    changes: list[tuple[str, str, str, str]] = field(default_factory=list)  # ..., outcome
+    keep_changes: bool = False  # list what differs (verify), not only count it
 
-    def add(self, study: str, what: str, outcome: str, n: int = 1) -> None:
+    def add(self, study: str, what: str, outcome: str, key: str = "") -> None:
         row = self.counts.setdefault((study, what), {})
-        row[outcome] = row.get(outcome, 0) + n
+        row[outcome] = row.get(outcome, 0) + 1
+        if self.keep_changes and outcome in ("new", "changed"):
+            self.changes.append((study, what, key, outcome))
 
     def skip(self, study: str, what: str, key: str, why: str) -> None:
         self.add(study, what, "not imported")
@@ -330,10 +334,12 @@ class SongImport:
         dry_run: bool = False,
         progress: Callable[[str, int, int], None] = lambda what, done, total: None,
         page_size: int = PAGE,
+        trust_marks: bool = True,
     ) -> None:
         self.db, self.source, self.dry_run = db, source, dry_run
+        self.trust_marks = trust_marks  # False (verify): every record read and compared
         self.progress, self.page_size = progress, page_size
-        self.summary = Summary()
+        self.summary = Summary(keep_changes=not trust_marks)
         # what a dry run would have added, so that their children count as importable
         self.would_add: dict[str, set[str]] = {}
         self.bad_types: dict[tuple[str, int], str] = {}
@@ -364,6 +370,8 @@ class SongImport:
 
     def _marks(self, session: Session, kind: str, keys: Sequence[str]) -> dict[str, str]:
         out: dict[str, str] = {}
+        if not self.trust_marks:
+            return out
         for chunk in _chunks(keys):
             out.update(
                 session.execute(
@@ -414,7 +422,7 @@ class SongImport:
                 outcome = "changed"
             else:
                 outcome = "unchanged"
-            self.summary.add(study_id, "study", outcome)
+            self.summary.add(study_id, "study", outcome, study_id)
             self._finish(s)
         return True
 
@@ -451,7 +459,7 @@ class SongImport:
                         .values(**row),
                     )
                     outcome = "changed"
-                self.summary.add("*", "analysis type", outcome)
+                self.summary.add("*", "analysis type", outcome, f"{name} version {version}")
                 self.types.add((name, version))
             self._finish(s)
 
@@ -526,12 +534,12 @@ class SongImport:
                 continue
             if old is None:
                 new.append(row)
-                self.summary.add(study_id, what, "new")
+                self.summary.add(study_id, what, "new", key)
             elif _row(old, kind.columns) != row:
                 self._write(
                     s, update(kind.table).where(getattr(kind.table, kind.key) == key).values(**row)
                 )
-                self.summary.add(study_id, what, "changed")
+                self.summary.add(study_id, what, "changed", key)
             else:
                 self.summary.add(study_id, what, "unchanged")
             done[key] = tokens[key]
@@ -664,7 +672,7 @@ class SongImport:
                 outcome = "changed"
             if outcome != "unchanged":
                 write.append(analysis_id)
-            self.summary.add(study_id, what, outcome)
+            self.summary.add(study_id, what, outcome, analysis_id)
             done[analysis_id] = tokens[analysis_id]
         self._write_analyses(s, write, built)
         self._mark(s, "analysis", done)
