@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from pyscore.server.db import insert_rows
 from pyscore.server.tables import (
     Analysis,
     AnalysisSample,
@@ -89,16 +91,29 @@ def _refresh(session: Session, analysis_ids: list[str]) -> None:
     session.execute(delete(RepositoryEntry).where(RepositoryEntry.analysis_id.in_(analysis_ids)))
     published = {
         a.analysis_id: a
-        for a in session.scalars(
-            select(Analysis).where(
+        for a in session.execute(
+            select(Analysis.analysis_id, Analysis.type_name, Analysis.published_at).where(
                 Analysis.analysis_id.in_(analysis_ids), Analysis.state == "PUBLISHED"
             )
         )
     }
     if not published:
         return
-    files: dict[str, list[File]] = {}
-    for f in session.scalars(select(File).where(File.analysis_id.in_(list(published)))):
+    files: dict[str, list[Any]] = {}
+    for f in session.execute(
+        select(
+            File.object_id,
+            File.analysis_id,
+            File.study_id,
+            File.file_name,
+            File.file_type,
+            File.data_type,
+            File.file_access,
+            File.file_size,
+            File.file_md5sum,
+            File.index_for,
+        ).where(File.analysis_id.in_(list(published)))
+    ):
         files.setdefault(f.analysis_id, []).append(f)
     people = _people(session, list(published))
     entries: list[dict] = []
@@ -134,10 +149,8 @@ def _refresh(session: Session, analysis_ids: list[str]) -> None:
                 }
             )
             donor_rows.extend({"object_id": f.object_id, "donor_id": d} for d in donors)
-    if entries:
-        session.execute(insert(RepositoryEntry), entries)
-    if donor_rows:
-        session.execute(insert(RepositoryDonor), donor_rows)
+    insert_rows(session, RepositoryEntry, entries)
+    insert_rows(session, RepositoryDonor, donor_rows)
 
 
 def rebuild(session: Session) -> int:

@@ -19,10 +19,10 @@ from datetime import datetime
 from typing import Any, Optional
 
 from botocore.exceptions import BotoCoreError, ClientError
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from pyscore.server.db import Database
+from pyscore.server.db import Database, insert_rows
 from pyscore.server.importing.records import digest
 from pyscore.server.objects import SENTINEL, part_layout
 from pyscore.server.store.s3 import S3Store
@@ -325,8 +325,9 @@ class ScoreAdoption:
             with self.db.session() as s:
                 chunk = keys[start : start + PAGE]
                 self._unmark(s, chunk)
-                s.execute(
-                    insert(ImportMark),
+                insert_rows(
+                    s,
+                    ImportMark,
                     [{"kind": "object", "key": k, "token": self.tokens[k]} for k in chunk],
                 )
         for start in range(0, len(self.drop), PAGE):
@@ -341,8 +342,7 @@ class ScoreAdoption:
     def _rows(self, s: Session, ids: list[str]) -> None:
         have = set(s.scalars(select(StoredObject.object_id).where(StoredObject.object_id.in_(ids))))
         fresh = [{"object_id": i, **self.rows[i]} for i in ids if i not in have]
-        if fresh:
-            s.execute(insert(StoredObject), fresh)
+        insert_rows(s, StoredObject, fresh)
         for i in have:
             s.execute(
                 update(StoredObject).where(StoredObject.object_id == i).values(**self.rows[i])

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Optional
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from pyscore.server import repository
-from pyscore.server.db import Database, as_utc
+from pyscore.server.db import Database, as_utc, insert_rows
 from pyscore.server.importing.records import SongAnalysis, Source, digest, song_time
 from pyscore.server.metadata.ids import STATES
 from pyscore.server.metadata.song_json import iso
@@ -268,8 +268,8 @@ def analysis_rows(record: SongAnalysis) -> tuple[dict, list[dict]]:
         raise Skip("no analysis type")
     if record.created_at is None or record.updated_at is None:
         raise Skip("no createdAt or updatedAt")
-    files = [File(**file_row(f, record)) for f in record.files]
-    names = [f.file_name for f in files]
+    files = [file_row(f, record) for f in record.files]
+    names = [f["file_name"] for f in files]
     if len(set(names)) != len(names):
         raise Skip("two files of the same name")
     link_indexes(files)
@@ -288,7 +288,7 @@ def analysis_rows(record: SongAnalysis) -> tuple[dict, list[dict]]:
         "first_published_at": min(published) if published else None,
         "published_at": max(published) if published else None,
     }
-    return row, [_row(f, FILE_COLUMNS) for f in files]
+    return row, files
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -363,10 +363,14 @@ class SongImport:
         if self.dry_run:
             session.rollback()
 
-    def _write(self, session: Session, statement: Any, rows: Any = None) -> None:
+    def _write(self, session: Session, statement: Any) -> None:
         """A write, left out on a dry run (which still counts what it would change)."""
         if not self.dry_run:
-            session.execute(statement, rows)
+            session.execute(statement)
+
+    def _insert(self, session: Session, table: Any, rows: list[dict]) -> None:
+        if not self.dry_run:
+            insert_rows(session, table, rows)
 
     def _marks(self, session: Session, kind: str, keys: Sequence[str]) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -390,9 +394,9 @@ class SongImport:
                 session,
                 delete(ImportMark).where(ImportMark.kind == kind, ImportMark.key.in_(chunk)),
             )
-        self._write(
+        self._insert(
             session,
-            insert(ImportMark),
+            ImportMark,
             [{"kind": kind, "key": k, "token": t} for k, t in tokens.items()],
         )
 
@@ -415,7 +419,7 @@ class SongImport:
         with self._session() as s:
             have = s.get(Study, study_id)
             if have is None:
-                self._write(s, insert(Study), [row])
+                self._insert(s, Study, [row])
                 outcome = "new"
             elif _row(have, STUDY_COLUMNS) != row:
                 self._write(s, update(Study).where(Study.study_id == study_id).values(**row))
@@ -442,7 +446,7 @@ class SongImport:
             for (name, version), row in imported_types.items():
                 have = s.get(AnalysisType, (name, version))
                 if have is None:
-                    self._write(s, insert(AnalysisType), [row])
+                    self._insert(s, AnalysisType, [row])
                     outcome = "new"
                 elif _row(have, TYPE_COLUMNS) == row:
                     outcome = "unchanged"
@@ -544,7 +548,7 @@ class SongImport:
                 self.summary.add(study_id, what, "unchanged")
             done[key] = tokens[key]
         if new:
-            self._write(s, insert(kind.table), new)
+            self._insert(s, kind.table, new)
             if self.dry_run:
                 self.would_add.setdefault(what, set()).update(r[kind.key] for r in new)
         self._mark(s, what, done)
@@ -728,13 +732,13 @@ class SongImport:
             self._write(s, delete(AnalysisSample).where(AnalysisSample.analysis_id.in_(chunk)))
             self._write(s, delete(File).where(File.analysis_id.in_(chunk)))
             self._write(s, delete(Analysis).where(Analysis.analysis_id.in_(chunk)))
-        self._write(s, insert(Analysis), [built[i][0] for i in ids])
+        self._insert(s, Analysis, [built[i][0] for i in ids])
         files = [f for i in ids for f in built[i][1]]
         if files:
-            self._write(s, insert(File), files)
+            self._insert(s, File, files)
         links = [{"analysis_id": i, "sample_id": x} for i in ids for x in built[i][2]]
         if links:
-            self._write(s, insert(AnalysisSample), links)
+            self._insert(s, AnalysisSample, links)
         if not self.dry_run:
             repository.refresh_analyses(s, ids)
 

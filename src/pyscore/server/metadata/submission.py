@@ -220,14 +220,15 @@ def _upsert_sample(session: Session, study_id: str, entry: dict) -> str:
     return sample_id
 
 
-def link_indexes(files: list[File]) -> None:
-    """Point each index file at the data file it indexes, by name within the analysis."""
-    by_name = {f.file_name.lower(): f for f in files}
+def link_indexes(files: list[dict]) -> None:
+    """Point each index file at the data file it indexes, by name within the analysis (rows
+    of `files` as dicts)."""
+    by_name = {f["file_name"].lower(): f for f in files}
     for data in files:
-        if not is_index(data.file_name):
-            index = find_index(data.file_name, by_name)
+        if not is_index(data["file_name"]):
+            index = find_index(data["file_name"], by_name)
             if index is not None and index is not data:
-                index.index_for = data.object_id
+                index["index_for"] = data["object_id"]
 
 
 def submit(session: Session, study_id: str, payload: Any, allow_duplicates: bool = False) -> str:
@@ -273,21 +274,22 @@ def submit(session: Session, study_id: str, payload: Any, allow_duplicates: bool
         if session.get(AnalysisSample, (analysis_id, sample_id)) is None:
             session.add(AnalysisSample(analysis_id=analysis_id, sample_id=sample_id))
     rows = [
-        File(
-            object_id=song_id(analysis_id, f["fileName"]),
-            analysis_id=analysis_id,
-            study_id=study_id,
-            file_name=f["fileName"],
-            file_size=f["fileSize"],
-            file_md5sum=f["fileMd5sum"].lower(),
-            file_type=f.get("fileType"),
-            file_access=f["fileAccess"],
-            data_type=f.get("dataType"),
-            info=song_info(f, FILE_FIELDS),
-        )
+        {
+            "object_id": song_id(analysis_id, f["fileName"]),
+            "analysis_id": analysis_id,
+            "study_id": study_id,
+            "file_name": f["fileName"],
+            "file_size": f["fileSize"],
+            "file_md5sum": f["fileMd5sum"].lower(),
+            "file_type": f.get("fileType"),
+            "file_access": f["fileAccess"],
+            "data_type": f.get("dataType"),
+            "info": song_info(f, FILE_FIELDS),
+            "index_for": None,
+        }
         for f in payload["files"]
     ]
     link_indexes(rows)
-    session.add_all(rows)
+    session.add_all(File(**row) for row in rows)
     session.flush()
     return analysis_id
