@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
+import itertools
 import json
 import os
 import subprocess
@@ -26,6 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,7 +38,17 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import BIN, add_record_flag, report, rss_of  # noqa: E402
 from tests.loopback import Loopback  # noqa: E402
-from tests.overture_double import QC_V1, QC_V2, SCHEMA_SQL, local_id, local_time  # noqa: E402
+from tests.overture_double import (  # noqa: E402
+    QC_V1,
+    QC_V2,
+    SCHEMA_SQL,
+    donor_row,
+    file_row,
+    local_id,
+    local_time,
+    sample_row,
+    specimen_row,
+)
 
 STUDIES = 4
 BENCH_NS = uuid.UUID("0b9b0c5e-2f0e-4a7c-9a51-6c3f3a1b2d40")
@@ -45,12 +57,6 @@ T0 = datetime(2022, 1, 3, 8, 0, 0, 250000)
 
 def study_of(i: int) -> str:
     return f"BENCH{(i // 8) % STUDIES}"
-
-
-def entities(i: int) -> tuple[str, str, str, str]:
-    """(study, submitter donor, specimen, sample) of analysis i."""
-    j = i // 2
-    return study_of(i), f"DO{j // 4}", f"SP{j // 2}", f"SA{j}"
 
 
 def history(i: int) -> tuple[str, list[tuple[str, str, datetime]]]:
@@ -108,15 +114,60 @@ def kind(i: int) -> tuple[str, int]:
     return ("qcMetrics", 1 + i % 2)
 
 
+# -- the platform's entities, by index (donor d: specimens 2d, 2d+1; specimen k: samples 2k, 2k+1)
+def donor_json(d: int) -> dict:
+    study = f"BENCH{d % STUDIES}"
+    return {
+        "donorId": local_id(study, f"DO{d}"),
+        "studyId": study,
+        "submitterDonorId": f"DO{d}",
+        "gender": ("Male", "Female", "Other")[d % 3],
+        "info": {"age": 20 + d % 60},
+    }
+
+
+def specimen_json(k: int) -> dict:
+    study = f"BENCH{(k // 2) % STUDIES}"
+    return {
+        "specimenId": local_id(study, f"SP{k}"),
+        "donorId": local_id(study, f"DO{k // 2}"),
+        "submitterSpecimenId": f"SP{k}",
+        "tumourNormalDesignation": "Normal" if k % 2 else "Tumour",
+        "specimenTissueSource": "Solid tissue",
+        "specimenType": "Normal" if k % 2 else "Primary tumour",
+    }
+
+
+def sample_json(j: int) -> dict:
+    study = f"BENCH{(j // 4) % STUDIES}"
+    return {
+        "sampleId": local_id(study, f"SA{j}"),
+        "specimenId": local_id(study, f"SP{j // 2}"),
+        "submitterSampleId": f"SA{j}",
+        "matchedNormalSubmitterSampleId": None,
+        "sampleType": "Total DNA",
+    }
+
+
 # -- SONG's database ------------------------------------------------------------------------
+def copy(conn: Any, table: str, rows: Iterator[dict]) -> None:
+    """Rows (dicts of one shape) into one of SONG's tables with COPY."""
+    first = next(rows, None)
+    if first is None:
+        return
+    with conn.cursor().copy(f"COPY {table} ({', '.join(first)}) FROM STDIN") as cp:
+        for row in itertools.chain([first], rows):
+            cp.write_row(list(row.values()))
+
+
+def info_rows(kind: str, key: str, bodies: Iterator[dict]) -> Iterator[dict]:
+    for body in bodies:
+        yield {"id": body[key], "id_type": kind, "info": json.dumps(body.get("info") or {})}
+
+
 def fill_database(url: str, n: int) -> None:
     """SONG's tables for n analyses, with COPY."""
     import psycopg
-
-    def copy(conn: Any, table: str, columns: str, rows: Any) -> None:
-        with conn.cursor().copy(f"COPY {table} ({columns}) FROM STDIN") as cp:
-            for row in rows:
-                cp.write_row(row)
 
     samples = (n + 1) // 2
     specimens, donors = (samples + 1) // 2, (samples + 3) // 4
@@ -129,116 +180,59 @@ def fill_database(url: str, n: int) -> None:
                 "VALUES (%s, %s, %s, %s) RETURNING id",
                 (name, version, json.dumps(schema), T0),
             ).fetchone()
-        copy(
-            conn,
-            "study",
-            "id, name",
-            ((f"BENCH{s}", f"Bench study {s}") for s in range(STUDIES)),
-        )
+        studies = [{"id": f"BENCH{s}", "name": f"Bench study {s}"} for s in range(STUDIES)]
+        copy(conn, "study", iter(studies))
+        copy(conn, "donor", map(donor_row, map(donor_json, range(donors))))
+        copy(conn, "specimen", map(specimen_row, map(specimen_json, range(specimens))))
+        copy(conn, "sample", map(sample_row, map(sample_json, range(samples))))
+        every_file = (f for i in range(n) for f in files(i))
+        for rows in (
+            info_rows("Study", "id", iter(studies)),
+            info_rows("Donor", "donorId", map(donor_json, range(donors))),
+            info_rows("Specimen", "specimenId", map(specimen_json, range(specimens))),
+            info_rows("Sample", "sampleId", map(sample_json, range(samples))),
+            info_rows("File", "objectId", every_file),
+        ):
+            copy(conn, "info", rows)
+        copy(conn, "analysis_data", ({"id": i + 1, "data": json.dumps(data(i))} for i in range(n)))
 
-        def donor(d: int) -> tuple:
-            study = f"BENCH{d % STUDIES}"
-            return local_id(study, f"DO{d}"), study, f"DO{d}", ("Male", "Female", "Other")[d % 3]
-
-        copy(conn, "donor", "id, study_id, submitter_id, gender", map(donor, range(donors)))
-
-        def specimen(k: int) -> tuple:
-            study = f"BENCH{(k // 2) % STUDIES}"
-            return (
-                local_id(study, f"SP{k}"),
-                local_id(study, f"DO{k // 2}"),
-                f"SP{k}",
-                "Normal" if k % 2 else "Tumour",
-                "Solid tissue",
-                "Normal" if k % 2 else "Primary tumour",
-            )
-
-        copy(
-            conn,
-            "specimen",
-            "id, donor_id, submitter_id, tumour_normal_designation, tissue_source, type",
-            map(specimen, range(specimens)),
-        )
-
-        def sample(j: int) -> tuple:
-            study = f"BENCH{(j // 4) % STUDIES}"
-            return local_id(study, f"SA{j}"), local_id(study, f"SP{j // 2}"), f"SA{j}", "Total DNA"
-
-        copy(conn, "sample", "id, specimen_id, submitter_id, type", map(sample, range(samples)))
-
-        def infos():
-            for s in range(STUDIES):
-                yield f"BENCH{s}", "Study", "{}"
-            for d in range(donors):
-                yield donor(d)[0], "Donor", json.dumps({"age": 20 + d % 60})
-            for k in range(specimens):
-                yield specimen(k)[0], "Specimen", "{}"
-            for j in range(samples):
-                yield sample(j)[0], "Sample", "{}"
-            for i in range(n):
-                for f in files(i):
-                    yield f["objectId"], "File", json.dumps(f.get("info") or {})
-
-        copy(conn, "info", "id, id_type, info", infos())
-        copy(
-            conn,
-            "analysis_data",
-            "id, data",
-            ((i + 1, json.dumps(data(i))) for i in range(n)),
-        )
-
-        def analyses():
+        def analyses() -> Iterator[dict]:
             for i in range(n):
                 state, changes = history(i)
                 created = T0 + timedelta(seconds=i)
-                updated = changes[-1][2] if changes else created
-                yield (
-                    analysis_id(i),
-                    study_of(i),
-                    state,
-                    schema_ids[kind(i)],
-                    i + 1,
-                    created,
-                    updated,
-                )
+                yield {
+                    "id": analysis_id(i),
+                    "study_id": study_of(i),
+                    "state": state,
+                    "analysis_schema_id": schema_ids[kind(i)],
+                    "analysis_data_id": i + 1,
+                    "created_at": created,
+                    "updated_at": changes[-1][2] if changes else created,
+                }
 
-        copy(
-            conn,
-            "analysis",
-            "id, study_id, state, analysis_schema_id, analysis_data_id, created_at, updated_at",
-            analyses(),
-        )
+        copy(conn, "analysis", analyses())
         copy(
             conn,
             "sampleset",
-            "analysis_id, sample_id",
-            ((analysis_id(i), local_id(study_of(i), entities(i)[3])) for i in range(n)),
-        )
-        copy(
-            conn,
-            "file",
-            "id, analysis_id, study_id, name, size, md5, type, access, data_type",
             (
-                (
-                    f["objectId"],
-                    f["analysisId"],
-                    f["studyId"],
-                    f["fileName"],
-                    f["fileSize"],
-                    f["fileMd5sum"],
-                    f["fileType"],
-                    f["fileAccess"],
-                    f["dataType"],
-                )
+                {"analysis_id": analysis_id(i), "sample_id": sample_json(i // 2)["sampleId"]}
                 for i in range(n)
-                for f in files(i)
             ),
         )
+        copy(conn, "file", (file_row(f) for i in range(n) for f in files(i)))
         copy(
             conn,
             "analysis_state_change",
-            "analysis_id, initial_state, updated_state, updated_at",
-            ((analysis_id(i), a, b, at) for i in range(n) for a, b, at in history(i)[1]),
+            (
+                {
+                    "analysis_id": analysis_id(i),
+                    "initial_state": a,
+                    "updated_state": b,
+                    "updated_at": at,
+                }
+                for i in range(n)
+                for a, b, at in history(i)[1]
+            ),
         )
         conn.execute("ANALYZE")
 
@@ -257,39 +251,6 @@ class BenchApi:
 
     def _indices(self, s: int) -> list[int]:
         return [i for i in range(self.n) if (i // 8) % STUDIES == s]
-
-    def _sample(self, i: int) -> dict:
-        study, _, specimen, sample = entities(i)
-        return {
-            "sampleId": local_id(study, sample),
-            "specimenId": local_id(study, specimen),
-            "submitterSampleId": sample,
-            "matchedNormalSubmitterSampleId": None,
-            "sampleType": "Total DNA",
-        }
-
-    def _specimen(self, i: int) -> dict:
-        study, donor, specimen, _ = entities(i)
-        k = int(specimen[2:])
-        return {
-            "specimenId": local_id(study, specimen),
-            "donorId": local_id(study, donor),
-            "submitterSpecimenId": specimen,
-            "tumourNormalDesignation": "Normal" if k % 2 else "Tumour",
-            "specimenTissueSource": "Solid tissue",
-            "specimenType": "Normal" if k % 2 else "Primary tumour",
-        }
-
-    def _donor(self, i: int) -> dict:
-        study, donor, _, _ = entities(i)
-        d = int(donor[2:])
-        return {
-            "donorId": local_id(study, donor),
-            "studyId": study,
-            "submitterDonorId": donor,
-            "gender": ("Male", "Female", "Other")[d % 3],
-            "info": {"age": 20 + d % 60},
-        }
 
     def _analysis(self, i: int) -> dict:
         state, changes = history(i)
@@ -311,7 +272,11 @@ class BenchApi:
                 for a, b, at in changes
             ],
             "samples": [
-                {**self._sample(i), "specimen": self._specimen(i), "donor": self._donor(i)}
+                {
+                    **sample_json(i // 2),
+                    "specimen": specimen_json(i // 4),
+                    "donor": donor_json(i // 8),
+                }
             ],
             "files": files(i),
         }
@@ -340,13 +305,10 @@ class BenchApi:
         if parts[2:] == ["all"]:
             donors: dict[str, dict] = {}
             for i in ids[::2]:  # one analysis per sample
-                donor = donors.setdefault(
-                    self._donor(i)["donorId"], {**self._donor(i), "specimens": {}}
-                )
-                spec = donor["specimens"].setdefault(
-                    self._specimen(i)["specimenId"], {**self._specimen(i), "samples": []}
-                )
-                spec["samples"].append(self._sample(i))
+                d, sp = donor_json(i // 8), specimen_json(i // 4)
+                donor = donors.setdefault(d["donorId"], {**d, "specimens": {}})
+                spec = donor["specimens"].setdefault(sp["specimenId"], {**sp, "samples": []})
+                spec["samples"].append(sample_json(i // 2))
             for donor in donors.values():
                 donor["specimens"] = list(donor["specimens"].values())
             return {

@@ -335,8 +335,62 @@ def apply_flyway(conn: Any) -> None:
             conn.execute(song_text(f"{MIGRATIONS}/{name}"))
 
 
+def insert(conn: Any, table: str, row: dict) -> Any:
+    """One row into one of SONG's tables."""
+    marks = ", ".join(["%s"] * len(row))
+    return conn.execute(
+        f"INSERT INTO {table} ({', '.join(row)}) VALUES ({marks})", tuple(row.values())
+    )
+
+
+# SONG's rows of its JSON (the columns its entities map to)
+def donor_row(d: dict) -> dict:
+    return {
+        "id": d["donorId"],
+        "study_id": d["studyId"],
+        "submitter_id": d["submitterDonorId"],
+        "gender": d["gender"],
+    }
+
+
+def specimen_row(sp: dict) -> dict:
+    return {
+        "id": sp["specimenId"],
+        "donor_id": sp["donorId"],
+        "submitter_id": sp["submitterSpecimenId"],
+        "tumour_normal_designation": sp["tumourNormalDesignation"],
+        "tissue_source": sp["specimenTissueSource"],
+        "type": sp["specimenType"],
+    }
+
+
+def sample_row(sa: dict) -> dict:
+    return {
+        "id": sa["sampleId"],
+        "specimen_id": sa["specimenId"],
+        "submitter_id": sa["submitterSampleId"],
+        "type": sa["sampleType"],
+        "matched_normal_submitter_sample_id": sa["matchedNormalSubmitterSampleId"],
+    }
+
+
+def file_row(f: dict) -> dict:
+    return {
+        "id": f["objectId"],
+        "analysis_id": f["analysisId"],
+        "study_id": f["studyId"],
+        "name": f["fileName"],
+        "size": f["fileSize"],
+        "md5": f["fileMd5sum"],
+        "type": f["fileType"],
+        "access": f["fileAccess"],
+        "data_type": f["dataType"],
+    }
+
+
 def write_song_database(platform: SongPlatform, url: str) -> None:
-    """The platform into SONG's tables, as SONG's services write rows."""
+    """The platform into SONG's tables, as SONG's services write rows: each entity and file
+    with its info row."""
     import psycopg
 
     with psycopg.connect(url) as conn:
@@ -353,7 +407,7 @@ def write_song_database(platform: SongPlatform, url: str) -> None:
                 )
                 schema_ids[key] = have[key]
                 continue
-            row = conn.execute(
+            schema_ids[key] = conn.execute(
                 "INSERT INTO analysis_schema (name, version, schema, created_at, file_types) "
                 "VALUES (%s, %s, %s, %s, %s) RETURNING id",
                 (
@@ -363,101 +417,67 @@ def write_song_database(platform: SongPlatform, url: str) -> None:
                     t["createdAt"],
                     t["fileTypes"] or None,
                 ),
-            ).fetchone()
-            schema_ids[key] = row[0]
-
-        def info(id_: str, kind: str, body: dict) -> None:
-            conn.execute(
-                "INSERT INTO info (id, id_type, info) VALUES (%s, %s, %s)",
-                (id_, kind, json.dumps(body.get("info") or {})),
-            )
-
-        for s in platform.studies.values():
-            conn.execute(
-                "INSERT INTO study (id, name, description, organization) VALUES (%s, %s, %s, %s)",
-                (s["studyId"], s.get("name"), s.get("description"), s.get("organization")),
-            )
-            info(s["studyId"], "Study", s)
-        for d in platform.donors.values():
-            conn.execute(
-                "INSERT INTO donor (id, study_id, submitter_id, gender) VALUES (%s, %s, %s, %s)",
-                (d["donorId"], d["studyId"], d["submitterDonorId"], d["gender"]),
-            )
-            info(d["donorId"], "Donor", d)
-        for sp in platform.specimens.values():
-            conn.execute(
-                "INSERT INTO specimen (id, donor_id, submitter_id, tumour_normal_designation, "
-                "tissue_source, type) VALUES (%s, %s, %s, %s, %s, %s)",
-                (
-                    sp["specimenId"],
-                    sp["donorId"],
-                    sp["submitterSpecimenId"],
-                    sp["tumourNormalDesignation"],
-                    sp["specimenTissueSource"],
-                    sp["specimenType"],
-                ),
-            )
-            info(sp["specimenId"], "Specimen", sp)
-        for sa in platform.samples.values():
-            conn.execute(
-                "INSERT INTO sample (id, specimen_id, submitter_id, type, "
-                "matched_normal_submitter_sample_id) VALUES (%s, %s, %s, %s, %s)",
-                (
-                    sa["sampleId"],
-                    sa["specimenId"],
-                    sa["submitterSampleId"],
-                    sa["sampleType"],
-                    sa["matchedNormalSubmitterSampleId"],
-                ),
-            )
-            info(sa["sampleId"], "Sample", sa)
+            ).fetchone()[0]
+        entities = [
+            (
+                "study",
+                "Study",
+                platform.studies.values(),
+                "studyId",
+                lambda s: {
+                    "id": s["studyId"],
+                    "name": s.get("name"),
+                    "description": s.get("description"),
+                    "organization": s.get("organization"),
+                },
+            ),
+            ("donor", "Donor", platform.donors.values(), "donorId", donor_row),
+            ("specimen", "Specimen", platform.specimens.values(), "specimenId", specimen_row),
+            ("sample", "Sample", platform.samples.values(), "sampleId", sample_row),
+        ]
+        for table, kind, bodies, key, row in entities:
+            for body in bodies:
+                insert(conn, table, row(body))
+                info = {
+                    "id": body[key],
+                    "id_type": kind,
+                    "info": json.dumps(body.get("info") or {}),
+                }
+                insert(conn, "info", info)
         for a in platform.analyses.values():
             (data_id,) = conn.execute(
                 "INSERT INTO analysis_data (data) VALUES (%s) RETURNING id",
                 (json.dumps(a["data"]),),
             ).fetchone()
             kind = (a["analysisType"]["name"], a["analysisType"]["version"])
-            conn.execute(
-                "INSERT INTO analysis (id, study_id, state, analysis_schema_id, "
-                "analysis_data_id, created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                (
-                    a["analysisId"],
-                    a["studyId"],
-                    a["analysisState"],
-                    schema_ids[kind],
-                    data_id,
-                    a["createdAt"],
-                    a["updatedAt"],
-                ),
-            )
+            row = {
+                "id": a["analysisId"],
+                "study_id": a["studyId"],
+                "state": a["analysisState"],
+                "analysis_schema_id": schema_ids[kind],
+                "analysis_data_id": data_id,
+                "created_at": a["createdAt"],
+                "updated_at": a["updatedAt"],
+            }
+            insert(conn, "analysis", row)
             for sample_id in a["sampleIds"]:
-                conn.execute(
-                    "INSERT INTO sampleset (analysis_id, sample_id) VALUES (%s, %s)",
-                    (a["analysisId"], sample_id),
-                )
+                insert(conn, "sampleset", {"analysis_id": a["analysisId"], "sample_id": sample_id})
             for f in a["files"]:
-                conn.execute(
-                    "INSERT INTO file (id, analysis_id, study_id, name, size, md5, type, access, "
-                    "data_type) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    (
-                        f["objectId"],
-                        a["analysisId"],
-                        f["studyId"],
-                        f["fileName"],
-                        f["fileSize"],
-                        f["fileMd5sum"],
-                        f["fileType"],
-                        f["fileAccess"],
-                        f["dataType"],
-                    ),
-                )
-                info(f["objectId"], "File", f)
+                insert(conn, "file", file_row(f))
+                info = {
+                    "id": f["objectId"],
+                    "id_type": "File",
+                    "info": json.dumps(f.get("info") or {}),
+                }
+                insert(conn, "info", info)
             for initial, updated, at in a["history"]:
-                conn.execute(
-                    "INSERT INTO analysis_state_change (analysis_id, initial_state, "
-                    "updated_state, updated_at) VALUES (%s, %s, %s, %s)",
-                    (a["analysisId"], initial, updated, at),
-                )
+                change = {
+                    "analysis_id": a["analysisId"],
+                    "initial_state": initial,
+                    "updated_state": updated,
+                    "updated_at": at,
+                }
+                insert(conn, "analysis_state_change", change)
 
 
 # -- SONG's HTTP API ----------------------------------------------------------------------

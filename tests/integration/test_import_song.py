@@ -249,12 +249,28 @@ def test_import_from_songs_database(tmp_path: Path, song: SongPlatform):
     second = counts(import_song(server.data_dir, "--song-database", url).stdout)
     assert all(row[0] == row[1] == row[3] == "0" for row in second.values())
     assert fingerprint(server.data_dir) == before
+    # SONG changes a file's info and a donor's gender: a third run takes just those
+    import psycopg
+
+    changed = next(a for a in song.analyses.values() if a["analysisState"] == "SUPPRESSED")
+    object_id = changed["files"][0]["objectId"]
+    donor = next(iter(song.donors.values()))
+    with psycopg.connect(url) as conn:
+        conn.execute("UPDATE info SET info = '{\"late\": 1}' WHERE id = %s", (object_id,))
+        conn.execute("UPDATE donor SET gender = 'Other' WHERE id = %s", (donor["donorId"],))
+    third = counts(import_song(server.data_dir, "--song-database", url).stdout)
+    assert third[("ABC", "analysis SUPPRESSED")] == ["0", "1", "0", "0"]
+    assert third[(donor["studyId"], "donor")][1] == "1"
+    assert fingerprint(server.data_dir) != before
+    changed["files"][0]["info"] = {"late": 1}
+    donor["gender"] = "Other"
+    before = fingerprint(server.data_dir)
     # the same platform read through the API instead changes nothing either (but the tokens
     # the import keeps, which are the API's now)
     data = fingerprint(server.data_dir, marks=False)
     with SongApiDouble(song) as api:
-        third = counts(import_song(server.data_dir, "--song-url", api.url).stdout)
-    assert all(row[0] == row[1] == row[3] == "0" for row in third.values())
+        again = counts(import_song(server.data_dir, "--song-url", api.url).stdout)
+    assert all(row[0] == row[1] == row[3] == "0" for row in again.values())
     assert fingerprint(server.data_dir, marks=False) == data
     with server:
         check_platform(server.url, song)

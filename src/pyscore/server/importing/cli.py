@@ -278,6 +278,20 @@ def print_adoption(summary: Any, dry_run: bool, out: TextIO = sys.stdout) -> Non
         out.write("\nDry run: nothing was written.\n")
 
 
+def _song_source(command: argparse.ArgumentParser) -> None:
+    """--data-dir, and the SONG to read: its database or its API."""
+    command.add_argument("--data-dir", required=True)
+    where = command.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "--song-database",
+        metavar="URL",
+        help="SONG's PostgreSQL, read-only: postgresql://user:password@host:port/song (fast)",
+    )
+    where.add_argument(
+        "--song-url", metavar="URL", help="a running SONG's API: https://song.example.org"
+    )
+
+
 def add_parser(sub: Any) -> None:
     """`score-server import ...`, added to the server's command line."""
     imp = sub.add_parser(
@@ -294,16 +308,7 @@ def add_parser(sub: Any) -> None:
         "info and dynamic analysis data, verbatim. A second run changes nothing; a later one "
         "imports only what SONG took since.",
     )
-    song.add_argument("--data-dir", required=True)
-    where = song.add_mutually_exclusive_group(required=True)
-    where.add_argument(
-        "--song-database",
-        metavar="URL",
-        help="SONG's PostgreSQL, read-only: postgresql://user:password@host:port/song (fast)",
-    )
-    where.add_argument(
-        "--song-url", metavar="URL", help="a running SONG's API: https://song.example.org"
-    )
+    _song_source(song)
     song.add_argument("--dry-run", action="store_true", help="report what would change only")
     song.add_argument(
         "--page-size", type=int, default=500, help="records per transaction (default 500)"
@@ -342,8 +347,5 @@ def add_parser(sub: Any) -> None:
         "specimen, sample and analysis with pyscore's; every object with SONG's file record "
         "(size; MD5 where the bucket recorded one) and with the bucket.",
     )
-    verify.add_argument("--data-dir", required=True)
-    source = verify.add_mutually_exclusive_group(required=True)
-    source.add_argument("--song-database", metavar="URL", help="SONG's PostgreSQL (read-only)")
-    source.add_argument("--song-url", metavar="URL", help="a running SONG's API")
+    _song_source(verify)
     verify.set_defaults(func=cmd_import_verify)

@@ -175,4 +175,9 @@ class Source(Protocol):
         """The study's analyses, in all three states, `size` at a time."""
         ...
 
+    def fingerprint(self, study_id: str, kind: str) -> Optional[str]:
+        """One token for all of a study's donors, specimens, samples or analyses (`kind`), if
+        the source can tell it cheaply; None otherwise."""
+        ...
+
     def close(self) -> None: ...

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Optional
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from pyscore.server import repository
@@ -64,9 +64,9 @@ class Summary:
     changes: list[tuple[str, str, str, str]] = field(default_factory=list)  # ..., outcome
     keep_changes: bool = False  # list what differs (verify), not only count it
 
-    def add(self, study: str, what: str, outcome: str, key: str = "") -> None:
+    def add(self, study: str, what: str, outcome: str, key: str = "", n: int = 1) -> None:
         row = self.counts.setdefault((study, what), {})
-        row[outcome] = row.get(outcome, 0) + 1
+        row[outcome] = row.get(outcome, 0) + n
         if self.keep_changes and outcome in ("new", "changed"):
             self.changes.append((study, what, key, outcome))
 
@@ -199,30 +199,26 @@ def donor_row(body: dict, study_id: str) -> dict:
     }
 
 
-def specimen_row(body: dict, study_id: str) -> dict:
-    _fits("specimenId", body.get("specimenId"), 64)
-    _fits("submitterSpecimenId", body.get("submitterSpecimenId"), 255)
-    _fits("donorId", body.get("donorId"), 64)
+def _child_row(body: dict, study_id: str, kind: str, parent: str, fields: dict) -> dict:
+    """A specimen's or sample's row: its id, its parent's id, its submitter id, its fields."""
+    submitter = f"submitter{kind[0].upper()}{kind[1:]}Id"
+    for name, limit in ((f"{kind}Id", 64), (submitter, 255), (f"{parent}Id", 64)):
+        _fits(name, body.get(name), limit)
     return {
-        "specimen_id": body["specimenId"],
-        "donor_id": body["donorId"],
+        f"{kind}_id": body[f"{kind}Id"],
+        f"{parent}_id": body[f"{parent}Id"],
         "study_id": study_id,
-        "submitter_specimen_id": body["submitterSpecimenId"],
-        "fields": specimen_fields(body),
+        f"submitter_{kind}_id": body[submitter],
+        "fields": fields,
     }
+
+
+def specimen_row(body: dict, study_id: str) -> dict:
+    return _child_row(body, study_id, "specimen", "donor", specimen_fields(body))
 
 
 def sample_row(body: dict, study_id: str) -> dict:
-    _fits("sampleId", body.get("sampleId"), 64)
-    _fits("submitterSampleId", body.get("submitterSampleId"), 255)
-    _fits("specimenId", body.get("specimenId"), 64)
-    return {
-        "sample_id": body["sampleId"],
-        "specimen_id": body["specimenId"],
-        "study_id": study_id,
-        "submitter_sample_id": body["submitterSampleId"],
-        "fields": sample_fields(body),
-    }
+    return _child_row(body, study_id, "sample", "specimen", sample_fields(body))
 
 
 def file_row(body: dict, analysis: SongAnalysis) -> dict:
@@ -491,10 +487,55 @@ class SongImport:
             (SAMPLES, self.source.samples(study_id), sample_row),
         )
         for kind, stream, convert in streams:
+            skip, fingerprint = self._fingerprint(study_id, kind.name)
+            if skip:
+                continue
+            left_out = len(self.summary.skipped)
             for page in _pages(stream, self.page_size):
                 with self._session() as s:
                     self._entity_page(s, study_id, kind, page, convert)
                     self._finish(s)
+            self._keep_fingerprint(study_id, kind.name, fingerprint, left_out)
+
+    # -- whole studies unchanged -------------------------------------------------------------
+    def _fingerprint(self, study_id: str, kind: str) -> tuple[bool, Optional[str]]:
+        """(skip, fingerprint): skip the study's records of this kind when the source's
+        fingerprint of them is the one the last run that took them all kept; each is then
+        counted as unchanged."""
+        fingerprint = self.source.fingerprint(study_id, kind) if self.trust_marks else None
+        if fingerprint is None:
+            return False, None
+        with self._session() as s:
+            if self._marks(s, f"study {kind}", [study_id]).get(study_id) != fingerprint:
+                return False, fingerprint
+            imported = select(ImportMark.key).where(ImportMark.kind == kind)
+            if kind == "analysis":
+                for state, n in s.execute(
+                    select(Analysis.state, func.count())
+                    .where(Analysis.study_id == study_id, Analysis.analysis_id.in_(imported))
+                    .group_by(Analysis.state)
+                ):
+                    self.summary.add(study_id, f"analysis {state}", "unchanged", n=n)
+            else:
+                table: Any = {"donor": Donor, "specimen": Specimen, "sample": Sample}[kind]
+                key = getattr(table, f"{kind}_id")
+                n = s.scalar(
+                    select(func.count())
+                    .select_from(table)
+                    .where(table.study_id == study_id, key.in_(imported))
+                )
+                self.summary.add(study_id, kind, "unchanged", n=n or 0)
+        return True, fingerprint
+
+    def _keep_fingerprint(
+        self, study_id: str, kind: str, fingerprint: Optional[str], left_out: int
+    ) -> None:
+        """After a study's records of a kind were all taken (none left out), their
+        fingerprint, so the next run may skip them."""
+        if fingerprint is None or self.dry_run or len(self.summary.skipped) != left_out:
+            return
+        with self._session() as s:
+            self._mark(s, f"study {kind}", {study_id: fingerprint})
 
     def _entity_page(
         self,
@@ -589,6 +630,10 @@ class SongImport:
 
     # -- analyses ----------------------------------------------------------------------------
     def _analyses(self, study_id: str) -> None:
+        skip, fingerprint = self._fingerprint(study_id, "analysis")
+        if skip:
+            return
+        left_out = len(self.summary.skipped)
         total, done = self.source.count(study_id), 0
         self.progress(study_id, 0, total)
         for page in self.source.pages(study_id, self.page_size):
@@ -597,6 +642,7 @@ class SongImport:
                 self._finish(s)
             done += len(page.tokens)
             self.progress(study_id, done, total)
+        self._keep_fingerprint(study_id, "analysis", fingerprint, left_out)
 
     def _analysis_page(
         self,

@@ -6,7 +6,7 @@ it, so a second run reads whole analyses only where something changed."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Optional
 from urllib.parse import urlsplit
 
 from pyscore.server.importing.records import Page, SongAnalysis, SourceError, song_time
@@ -42,24 +42,51 @@ NEEDED = {
 }
 
 _q = "quote_nullable"  # NULL and '' differ in a token
+# Each analysis of a study with its token, a hash over everything pyscore keeps of it, in one
+# pass over each table (aggregated per analysis, not looked up per analysis)
 TOKENS = f"""
+WITH a AS (SELECT * FROM analysis WHERE study_id = %(study)s),
+c AS (
+  SELECT c.analysis_id, string_agg(concat_ws(',', {_q}(c.initial_state::text),
+    {_q}(c.updated_state::text), {_q}(c.updated_at)), ';' ORDER BY c.updated_at, c.id) AS x
+  FROM analysis_state_change c JOIN a ON a.id = c.analysis_id GROUP BY c.analysis_id),
+f AS (
+  SELECT f.analysis_id, string_agg(concat_ws(',', {_q}(f.id), {_q}(f.study_id), {_q}(f.name),
+    {_q}(f.size), {_q}(f.md5), {_q}(f.type::text), {_q}(f.access::text), {_q}(f.data_type),
+    {_q}(i.info::text)), ';' ORDER BY f.id) AS x
+  FROM file f JOIN a ON a.id = f.analysis_id
+  LEFT JOIN info i ON i.id = f.id AND i.id_type = 'File' GROUP BY f.analysis_id),
+ss AS (
+  SELECT ss.analysis_id, string_agg(ss.sample_id, ';' ORDER BY ss.sample_id) AS x
+  FROM sampleset ss JOIN a ON a.id = ss.analysis_id GROUP BY ss.analysis_id)
 SELECT a.id, md5(concat_ws('|', {_q}(a.study_id), {_q}(a.state::text), {_q}(s.name),
-  {_q}(s.version), {_q}(d.data::text), {_q}(a.created_at), {_q}(a.updated_at),
-  (SELECT string_agg(concat_ws(',', {_q}(c.initial_state::text), {_q}(c.updated_state::text),
-     {_q}(c.updated_at)), ';' ORDER BY c.updated_at, c.id)
-   FROM analysis_state_change c WHERE c.analysis_id = a.id),
-  (SELECT string_agg(concat_ws(',', {_q}(f.id), {_q}(f.study_id), {_q}(f.name), {_q}(f.size),
-     {_q}(f.md5), {_q}(f.type::text), {_q}(f.access::text), {_q}(f.data_type),
-     {_q}(i.info::text)), ';' ORDER BY f.id)
-   FROM file f LEFT JOIN info i ON i.id = f.id AND i.id_type = 'File'
-   WHERE f.analysis_id = a.id),
-  (SELECT string_agg(ss.sample_id, ';' ORDER BY ss.sample_id)
-   FROM sampleset ss WHERE ss.analysis_id = a.id)))
-FROM analysis a
+  {_q}(s.version), {_q}(d.data::text), {_q}(a.created_at), {_q}(a.updated_at), c.x, f.x, ss.x))
+FROM a
 LEFT JOIN analysis_schema s ON s.id = a.analysis_schema_id
 LEFT JOIN analysis_data d ON d.id = a.analysis_data_id
-WHERE a.study_id = %s AND a.id > %s
-ORDER BY a.id LIMIT %s
+LEFT JOIN c ON c.analysis_id = a.id
+LEFT JOIN f ON f.analysis_id = a.id
+LEFT JOIN ss ON ss.analysis_id = a.id
+ORDER BY a.id
+"""
+# A study's analyses changed or not, told cheaply: every row version PostgreSQL writes has a
+# new xmin (the writing transaction), so a sum of hashes of (row, xmin) over the analyses and
+# the rows they are made of moves with any insert, update or delete among them.
+_hash = "('x' || substr(md5({}), 1, 15))::bit(60)::bigint"
+VERSIONS = f"""
+WITH a AS (SELECT id, analysis_data_id, xmin FROM analysis WHERE study_id = %(study)s)
+SELECT count(*), sum({_hash.format("k")}) FROM (
+  SELECT a.id || ':' || a.xmin::text AS k FROM a
+  UNION ALL SELECT d.id || ':' || d.xmin::text FROM analysis_data d JOIN a
+    ON a.analysis_data_id = d.id
+  UNION ALL SELECT f.id || ':' || f.xmin::text FROM file f JOIN a ON a.id = f.analysis_id
+  UNION ALL SELECT i.id || ':' || i.xmin::text FROM info i JOIN file f
+    ON i.id = f.id AND i.id_type = 'File' JOIN a ON a.id = f.analysis_id
+  UNION ALL SELECT c.id || ':' || c.xmin::text FROM analysis_state_change c JOIN a
+    ON a.id = c.analysis_id
+  UNION ALL SELECT ss.analysis_id || ss.sample_id || ':' || ss.xmin::text FROM sampleset ss
+    JOIN a ON a.id = ss.analysis_id
+) AS rows
 """
 ANALYSES = """
 SELECT a.id, a.study_id, a.state::text, s.name, s.version, d.data, a.created_at, a.updated_at
@@ -138,6 +165,7 @@ class SongDatabase:
             raise SourceError(
                 f"cannot reach SONG's database {self.where}: {reason[-1] if reason else exc}"
             ) from None
+        self._cursors = 0
         self.conn.read_only = True  # never a write, whatever happens here
         self.conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # one snapshot
         self._check()
@@ -159,8 +187,10 @@ class SongDatabase:
                     "V1 ... V1_20 make one)"
                 )
 
-    def _stream(self, sql: str, *args: Any) -> Iterator[tuple]:
-        with self.conn.cursor(name="song_import") as cur:  # server-side: rows as they come
+    def _stream(self, sql: str, args: Any) -> Iterator[tuple]:
+        """Rows as they come (a server-side cursor), other queries free to run meanwhile."""
+        self._cursors += 1
+        with self.conn.cursor(name=f"song_import_{self._cursors}") as cur:
             cur.itersize = 2000
             cur.execute(sql, args)
             yield from cur
@@ -185,7 +215,7 @@ class SongDatabase:
             }
 
     def donors(self, study_id: str) -> Iterator[dict]:
-        for i, submitter, gender, info in self._stream(DONORS, study_id):
+        for i, submitter, gender, info in self._stream(DONORS, (study_id,)):
             yield _with_info(
                 {
                     "donorId": i,
@@ -197,9 +227,8 @@ class SongDatabase:
             )
 
     def specimens(self, study_id: str) -> Iterator[dict]:
-        for i, donor, submitter, designation, source, kind, info in self._stream(
-            SPECIMENS, study_id
-        ):
+        rows = self._stream(SPECIMENS, (study_id,))
+        for i, donor, submitter, designation, source, kind, info in rows:
             body = {"specimenId": i, "donorId": donor, "submitterSpecimenId": submitter}
             for key, value in (
                 ("tumourNormalDesignation", designation),
@@ -211,7 +240,7 @@ class SongDatabase:
             yield _with_info(body, info)
 
     def samples(self, study_id: str) -> Iterator[dict]:
-        for i, specimen, submitter, matched, kind, info in self._stream(SAMPLES, study_id):
+        for i, specimen, submitter, matched, kind, info in self._stream(SAMPLES, (study_id,)):
             yield _with_info(
                 {
                     "sampleId": i,
@@ -230,13 +259,27 @@ class SongDatabase:
         return int(row[0]) if row else 0
 
     def pages(self, study_id: str, size: int) -> Iterator[Page]:
-        after = ""
-        while True:
-            rows = self.conn.execute(TOKENS, (study_id, after, size)).fetchall()
-            if not rows:
-                return
-            yield Page({i: f"db:{token}" for i, token in rows}, self._analyses)
-            after = rows[-1][0]
+        page: dict[str, str] = {}
+        for i, token in self._stream(TOKENS, {"study": study_id}):
+            page[i] = f"db:{token}"
+            if len(page) == size:
+                yield Page(page, self._analyses)
+                page = {}
+        if page:
+            yield Page(page, self._analyses)
+
+    def fingerprint(self, study_id: str, kind: str) -> Optional[str]:
+        """One token for all of a study's donors, specimens, samples (a hash PostgreSQL
+        computes over their rows) or analyses (over their rows' versions, VERSIONS); Python
+        gets one row."""
+        if kind == "analysis":
+            row = self.conn.execute(VERSIONS, {"study": study_id}).fetchone()
+            return f"db:{row[0]}:{row[1]}" if row else None
+        sql = {"donor": DONORS, "specimen": SPECIMENS, "sample": SAMPLES}[kind]
+        each = "md5(r::text)"
+        query = f"SELECT md5(string_agg({each}, ',' ORDER BY {each})) FROM ({sql}) r"
+        row = self.conn.execute(query, (study_id,)).fetchone()
+        return f"db:{row[0]}" if row and row[0] else None
 
     def _analyses(self, ids: list[str]) -> list[SongAnalysis]:
         out: dict[str, SongAnalysis] = {}

@@ -11,13 +11,14 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Optional
 
 from pyscore.server.importing.records import (
     Page,
     SongAnalysis,
     SourceError,
     analysis_from_json,
+    digest,
 )
 
 STATES = "PUBLISHED,UNPUBLISHED,SUPPRESSED"
@@ -144,6 +145,13 @@ class SongApi:
                 ) from None
             yield Page({i: a.token() for i, a in records.items()}, _picker(records))
             offset += len(rows)
+
+    def fingerprint(self, study_id: str, kind: str) -> Optional[str]:
+        """The study's entities come in one answer: its hash (analyses: none, they are read
+        page by page anyway)."""
+        if kind == "analysis":
+            return None
+        return "api:" + digest(self._donors(study_id))
 
     def close(self) -> None:
         self._entities = None
