@@ -51,6 +51,13 @@ NOT_RUN = {
     "http://127.0.0.1:9000": "the OpenID provider flow, which tests/e2e/test_identity.py runs",
     "score-server cors apply --data-dir /srv/pyscore-prod": "needs an S3 store "
     "(tests/integration/test_cors.py applies it on CI's S3 server)",
+    "score-server init --data-dir /srv/pyscore --database-url postgresql://pyscore@db/pyscore": (
+        "needs a running SONG and Score's bucket (tests/integration/test_import_song.py and "
+        "test_import_score.py run these commands on a SONG double and CI's PostgreSQL and S3)"
+    ),
+    "score-server import verify --data-dir /srv/pyscore --song-database "
+    "postgresql://reader:secret@song-db/song": "needs a running SONG (test_import_song.py "
+    "verifies an import)",
     "bash scripts/test.sh                                  # everything CI runs (see below)": (
         "CI itself"
     ),

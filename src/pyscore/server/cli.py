@@ -738,6 +738,9 @@ def parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--reads", type=int, default=3000, help="reads per contig per BAM")
     demo.set_defaults(func=cmd_demo)
+    from pyscore.server.importing.cli import add_parser as add_import  # needs CommandError
+
+    add_import(sub, DATA_DIR_HELP)
     return p
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -9,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, overload
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import JSON, create_engine, event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -79,6 +80,31 @@ def migrate(url: str) -> None:
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", normalize_url(url).replace("%", "%%"))
     command.upgrade(cfg, "head")
+
+
+def insert_rows(session: Session, table: Any, rows: list[dict]) -> None:
+    """Many rows of a table in, in the session's transaction: by COPY on PostgreSQL (an
+    executemany costs a statement per row, SQL text of many VALUES costs its parsing), by
+    executemany on SQLite (in-process, fast as it is). Every row has the same keys."""
+    if not rows:
+        return
+    core = getattr(table, "__table__", table)
+    conn = session.connection()
+    if conn.dialect.name != "postgresql" or conn.dialect.driver != "psycopg":
+        conn.execute(core.insert(), rows)
+        return
+    columns = list(rows[0])
+    as_json = {c for c in columns if isinstance(core.c[c].type, JSON)}
+    names = ", ".join(f'"{c}"' for c in columns)
+    raw: Any = conn.connection.dbapi_connection
+    with raw.cursor() as cur, cur.copy(f'COPY "{core.name}" ({names}) FROM STDIN') as copy:
+        for row in rows:
+            copy.write_row(
+                [
+                    json.dumps(row[c]) if c in as_json and row[c] is not None else row[c]
+                    for c in columns
+                ]
+            )
 
 
 class Database:

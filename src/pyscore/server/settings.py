@@ -47,6 +47,15 @@ class Settings:
     s3_sign_part_range: bool = False
     """Presign each download part's Range into its URL, as the original score-server does
     (the store then serves exactly that range); default: one URL serves all parts."""
+    s3_state_bucket: str = ""
+    """A Score bucket adopted in place (`import score`): its state bucket
+    (`bucket.name.state`, upload state and `.meta` files) when apart from the object bucket."""
+    s3_partitions: int = 0
+    """A Score bucket's partitions (`bucket.size.pool`): objects live in `<bucket>.<n>`, n
+    the first `s3_partition_key_length` hex characters of the id mod this; 0: one bucket."""
+    s3_partition_key_length: int = 0
+    """A Score bucket's `bucket.size.key`: how many hex characters of an object id pick its
+    partition."""
     part_size: int = 64 * MiB
     """Bytes per part of a new upload, which downloads keep (raised for very large objects to
     stay within S3's 10,000 parts). `init --part-size` takes MiB."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from pyscore.server.db import as_utc
 from pyscore.server.tables import (
@@ -76,8 +75,8 @@ def sample_json(s: Sample) -> dict:
     }
 
 
-# The fields Song's entities know (its payload's); Song's JSON puts any other into `info`
-# (Metadata's any-setter), and so does a submission here.
+# The fields Song's entities know (its payload's, as export writes them); Song keeps any
+# other in `info` (Metadata's any-setter), as a submission here does (submission.song_info).
 DONOR_FIELDS = ("submitterDonorId", "gender")
 SPECIMEN_FIELDS = (
     "submitterSpecimenId",
@@ -87,33 +86,3 @@ SPECIMEN_FIELDS = (
 )
 SAMPLE_FIELDS = ("submitterSampleId", "matchedNormalSubmitterSampleId", "sampleType")
 FILE_FIELDS = ("fileName", "fileSize", "fileType", "fileMd5sum", "fileAccess", "dataType")
-IDS = ("donorId", "specimenId", "sampleId", "objectId", "studyId", "analysisId")
-
-
-def with_info(entity: Any, known: tuple[str, ...], nested: tuple[str, ...] = ()) -> Any:
-    """An entity of a payload as Song reads it: its known fields (and ids, and the `nested`
-    entities, as given), `info` holding its info and every other field."""
-    if not isinstance(entity, dict):
-        return entity
-    keep = set(known) | set(IDS) | set(nested) | {"info"}
-    extra = {k: v for k, v in entity.items() if k not in keep}
-    if not extra:
-        return entity
-    given = entity.get("info")
-    info: dict = given if isinstance(given, dict) else {}
-    return {**{k: v for k, v in entity.items() if k in keep}, "info": {**info, **extra}}
-
-
-def payload_with_info(payload: dict) -> dict:
-    """A submitted payload whose donors, specimens, samples and files hold their unknown
-    fields in `info`, as Song stores them."""
-    samples = [
-        {
-            **with_info(sample, SAMPLE_FIELDS, ("specimen", "donor")),
-            "specimen": with_info(sample.get("specimen"), SPECIMEN_FIELDS),
-            "donor": with_info(sample.get("donor"), DONOR_FIELDS),
-        }
-        for sample in payload.get("samples", [])
-    ]
-    files = [with_info(f, FILE_FIELDS) for f in payload.get("files", [])]
-    return {**payload, "samples": samples, "files": files}
