@@ -81,6 +81,7 @@ def records(
     """The records of the regions (none given: the whole file) as pysam objects: what
     `view` writes, for a program to use."""
     reads = not source.name.lower().endswith(VARIANT_SUFFIXES)
+    pysam.set_verbosity(0)  # errors come as one-line ScoreErrors, htslib's lines would repeat
     handle = _open_reads(source, reference) if reads else _open_variants(source)
     hint = _cram_hint(source)
     with closing_quietly(handle, source.name) as inp:
