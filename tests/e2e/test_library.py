@@ -146,6 +146,12 @@ def sam_lines(*args: str) -> list[str]:
     return out.stdout.splitlines()
 
 
+def again(client: pyscore.Client) -> pyscore.Client:
+    """A new client of the same platform and token, reading the environment anew."""
+    s = client.settings
+    return pyscore.Client(metadata_url=s.metadata_url, storage_url=s.storage_url, token=s.token)
+
+
 @pytest.mark.parametrize("htsget", ["true", "false"], ids=["htsget", "signed-url"])
 @pytest.mark.parametrize(
     ("name", "region"),
@@ -156,11 +162,7 @@ def test_alignments_equal_samtools_on_a_local_copy(
 ):
     samtools = need("samtools")
     monkeypatch.setenv("VIEW_HTSGET", htsget)
-    fresh = pyscore.Client(
-        metadata_url=client.settings.metadata_url,
-        storage_url=client.settings.storage_url,
-        token=client.settings.token,
-    )
+    fresh = again(client)  # reads VIEW_HTSGET
     reference = demo_files / "reference.fa"
     got = [r.to_string() for r in fresh.alignments(ids[name], region, reference=reference)]
     want = sam_lines(samtools, "view", "-T", str(reference), str(demo_files / name), region)
@@ -172,11 +174,7 @@ def test_alignments_equal_samtools_on_a_local_copy(
 def test_variants_equal_bcftools_on_a_local_copy(client, demo_files, ids, monkeypatch, htsget):
     bcftools = need("bcftools")
     monkeypatch.setenv("VIEW_HTSGET", htsget)
-    fresh = pyscore.Client(
-        metadata_url=client.settings.metadata_url,
-        storage_url=client.settings.storage_url,
-        token=client.settings.token,
-    )
+    fresh = again(client)  # reads VIEW_HTSGET
     region = "chr2:1000-60000"
     got = [str(r).rstrip("\n") for r in fresh.variants(ids["DONOR-1-N.vcf.gz"], region)]
     want = sam_lines(bcftools, "view", "-H", str(demo_files / "DONOR-1-N.vcf.gz"), region)
