@@ -46,7 +46,8 @@ CLIENT_SUITE=(tests/unit tests/e2e/test_download.py tests/e2e/test_download_faul
               tests/e2e/test_upload.py tests/e2e/test_view.py tests/e2e/test_mount.py
               tests/e2e/test_cli_errors.py tests/e2e/test_client_files.py
               tests/e2e/test_original_platform.py tests/e2e/test_wan.py
-              tests/integration/test_worker_lifecycle.py)
+              tests/integration/test_worker_lifecycle.py
+              tests/e2e/test_library.py)  # pyscore.Client on 3.9; score:// and Snakemake: newest
 
 # The passes share nothing but the PostgreSQL server (a fresh database per test platform), and
 # the tests mostly wait on servers they start, so two lanes run side by side (PYSCORE_LANES=1:

@@ -140,3 +140,32 @@ def test_authorization_modules_import_one_way(name):
 def test_the_audit_trail_loads_no_authorization():
     loaded = loaded_after("pyscore.server.audit")
     assert not {f"pyscore.server.{m}" for m in AUTHORIZATION if m != "audit"} & loaded
+
+
+HEAVY = ("httpx", "pysam", "pandas", "fsspec", "numpy", "msgspec", "rich")
+
+
+def test_import_pyscore_loads_no_http_client_nor_data_library_nor_the_server():
+    """`import pyscore` is a notebook's first line: what it loads, every start pays for."""
+    loaded = loaded_after("pyscore")
+    assert not [m for m in loaded if m.split(".")[0] in HEAVY]
+    assert not [m for m in loaded if m.startswith(("pyscore.server", "pyscore.client"))]
+
+
+def test_a_client_loads_its_http_client_only_when_it_calls():
+    code = (
+        "import sys, pyscore; pyscore.Client(metadata_url='http://127.0.0.1:9', "
+        "storage_url='http://127.0.0.1:9'); pyscore.ScoreError; pyscore.FileInfo; "
+        "print('\\n'.join(sorted(m for m, v in sys.modules.items() if v)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(done.stdout.split())
+    assert "pyscore.library.client" in loaded
+    assert not [m for m in loaded if m.split(".")[0] in HEAVY]
+    assert not [m for m in loaded if m.startswith("pyscore.server")]
+
+
+@pytest.mark.parametrize("name", ["pyscore.library.client", "pyscore.library.fs"])
+def test_the_library_never_loads_the_server(name):
+    loaded = loaded_after(name)
+    assert not [m for m in loaded if m.startswith("pyscore.server")]

@@ -14,6 +14,7 @@ import ssl
 import threading
 from collections.abc import Iterator, Sequence
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any, Optional, TypeVar, Union
 
 import httpx
@@ -98,6 +99,29 @@ def read_capped(response: httpx.Response, limit: int, what: str) -> httpx.Respon
         content=b"".join(chunks),
         request=response.request,
     )
+
+
+def read_manifest_text(source: str) -> str:
+    if source.startswith(("http://", "https://")):
+        try:
+            with httpx.Client(follow_redirects=True, timeout=60) as http:
+                r = read_capped(
+                    http.send(http.build_request("GET", source), stream=True),
+                    MANIFEST_LIMIT,
+                    f"manifest {source}",
+                )
+        except httpx.HTTPError as exc:
+            raise UnreachableError(f"Cannot fetch manifest {source}: {exc}") from None
+        if r.status_code >= 400:
+            raise UsageError(f"Cannot fetch manifest {source}: HTTP {r.status_code}")
+        return r.text
+    path = Path(source)
+    if not path.is_file():
+        raise UsageError(f"Manifest '{source}' does not exist or is not a file")
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise UsageError(f"Manifest '{source}' is not UTF-8 text") from None
 
 
 def server_message(response: httpx.Response) -> str:
@@ -595,6 +619,11 @@ class Api:
                 raise missing(object_id) from None
             raise
         return decode(ObjectSpecification, response.json(), f"object {object_id}")
+
+    def signed_url(self, object_id: str) -> str:
+        """A signed URL of the whole object, for tools that read it themselves (htslib,
+        a browser, curl): one unranged URL, as `url` prints."""
+        return self.download_spec(object_id, external=True).parts[0].url or ""
 
     def _why_refused(self, object_id: str) -> ScoreError | None:
         """The metadata's reason a download was refused, if it is that the file's analysis is

@@ -13,7 +13,7 @@ import contextlib
 import os
 import shutil
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +28,7 @@ from pyscore.client.errors import (
     DiskFullError,
     ScoreError,
     SettingError,
+    UsageError,
 )
 from pyscore.client.layout import Names
 from pyscore.client.lookup import Lookups, ordered
@@ -67,6 +68,42 @@ def wanted_from_rows(rows: Iterable[ManifestRow]) -> list[Wanted]:
     return out
 
 
+def check_sources(
+    object_ids: Optional[Sequence[str]],
+    manifest: object,
+    analysis_id: Optional[str],
+    study_id: Optional[str],
+) -> None:
+    """Exactly one way of naming what to download, and an analysis only with its study."""
+    if len([x for x in (manifest, object_ids, analysis_id) if x]) != 1:
+        raise UsageError(
+            "Give exactly one of --object-id, --manifest, or --analysis-id (with --study-id)"
+        )
+    if analysis_id and not study_id:
+        raise UsageError("--analysis-id needs --study-id (or --program-id)")
+
+
+def wanted_ids(
+    api: Api,
+    object_ids: Optional[Sequence[str]],
+    rows: Optional[list[ManifestRow]],
+    analysis_id: Optional[str],
+    study_id: Optional[str],
+) -> tuple[list[str], Optional[list[ManifestRow]]]:
+    """The object ids to download (and the manifest's rows, when a manifest names them):
+    given, from a manifest, or every file of an analysis."""
+    if rows is not None:
+        return [r.objectId for r in rows], rows
+    if analysis_id:
+        ids = [e.id for e in api.entities(gnosId=analysis_id, projectCode=study_id or "")]
+        if not ids:
+            raise UsageError(
+                f"Analysis {analysis_id} of study {study_id} has no files (or does not exist)"
+            )
+        return ids, None
+    return list(object_ids or []), None
+
+
 @dataclass
 class Request:
     object_ids: list[str]
@@ -91,6 +128,7 @@ class Request:
 class Outcome:
     failures: dict[str, ScoreError]
     downloaded: int
+    paths: dict[str, Path] = field(default_factory=dict)  # object id → its file, when there
 
     @property
     def exit_code(self) -> int:
@@ -243,6 +281,7 @@ class Planner:
     names: Names = field(init=False)
     space: Space = field(init=False)
     seen: set[str] = field(default_factory=set)
+    placed: dict[str, Path] = field(default_factory=dict)  # object id → its final path
     refused: list[tuple[AuthError, str]] = field(default_factory=list)  # (403, its study)
 
     def __post_init__(self) -> None:
@@ -291,6 +330,7 @@ class Planner:
             return None
         if there is not None and not req.force:
             if there.st_size == spec.objectSize:
+                self.placed[e.id] = final
                 self.reporter.skipped(
                     e.fileName, f"is already complete: {final} (--force fetches it again)"
                 )
@@ -303,6 +343,7 @@ class Planner:
         if req.force:
             forget(req.output_dir, e.id)
         self.space.reserve(e.id, spec.objectSize)
+        self.placed[e.id] = final
         partial = req.offset != 0 or req.length != -1
         return Target(
             e.id, e.fileName, final, spec, validate=req.validate, offset=req.offset, partial=partial
@@ -394,4 +435,5 @@ def download(
     downloaded = sum(1 for e in results.values() if e is None)
     with contextlib.suppress(OSError):
         (req.output_dir / STATE_DIR).rmdir()  # only succeeds when nothing is left to resume
-    return Outcome(failures, downloaded)
+    paths = {i: p for i, p in planner.placed.items() if i not in failures}
+    return Outcome(failures, downloaded, paths)

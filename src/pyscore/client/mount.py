@@ -27,6 +27,7 @@ from pyscore.client.blockcache import (
     DiskLRU,
     Readahead,
     RemoteObject,
+    block_store,
     default_cache_dir,
 )
 from pyscore.client.download import parallel_map
@@ -355,17 +356,8 @@ def mount(
 
     check_mount_point(mount_point)
 
-    def sign(object_id: str) -> str:
-        return api.download_spec(object_id, external=True).parts[0].url or ""
-
     disk = DiskLRU(disk_cache, disk_cache_size) if disk_cache else None
-    blocks = BlockStore(
-        sign,
-        memory_cache,
-        disk,
-        parallel=api.settings.parallel,
-        attempts=max(api.settings.int("storage.retryNumber"), 1),
-    )
+    blocks = block_store(api, memory_cache, disk)
     operations = make_operations(api, blocks, layout, wanted, cache_metadata, warn)
     info(
         f"Mounting {operations.tree.files} files at {mount_point} (read-only); "

@@ -393,6 +393,45 @@ class Uploader:
             return PartSent(part.partNumber, digest, stored.etag)
 
 
+def items_for(
+    manifest: Optional[Path], object_id: Optional[str], file: Optional[Path], md5: Optional[str]
+) -> list[Item]:
+    """What to upload: a Song upload manifest's rows (paths relative to it), or one object
+    with its file and the MD5 its analysis declares."""
+    from pyscore.client.api import read_manifest_text
+    from pyscore.wire.manifest import parse_upload
+
+    if bool(manifest) == bool(object_id):
+        raise UsageError("Give either --manifest or --object-id (with --file and --md5)")
+    if object_id:
+        if not file or not md5:
+            raise UsageError("--object-id needs --file and --md5")
+        if len(md5) != 32 or any(c not in "0123456789abcdefABCDEF" for c in md5):
+            raise UsageError(f"--md5 {md5!r} is not an MD5 (32 hex digits)")
+        return [Item(object_id, Path(file), md5.lower())]
+    assert manifest is not None
+    manifest = Path(manifest)
+    _, rows = parse_upload(read_manifest_text(str(manifest)), str(manifest))
+    return [
+        Item(oid, (manifest.parent / path) if not Path(path).is_absolute() else Path(path), md5)
+        for oid, path, md5 in rows
+    ]
+
+
+def upload_items(
+    api: Api, uploader: Uploader, items: list[Item], force: bool, verify: bool
+) -> dict[str, ScoreError]:
+    """Upload the items; each failed one's error by object id (one item: its error raised,
+    as the command line has it)."""
+    if len(items) == 1:
+        if verify:
+            api.ping()
+        uploader.upload(items[0], force=force)
+        return {}
+    errors = uploader.upload_many(items, force=force, verify=verify)
+    return {i.object_id: e for i, e in zip(items, errors) if e is not None}
+
+
 def local_size(path: Path) -> int:
     """The size of a file that can be uploaded."""
     if not path.is_file():

@@ -172,20 +172,44 @@ def run_local(job: Job, data: Path, index: Optional[Path]) -> int:
     return 0
 
 
+def remote_source(
+    api: Any,
+    entity: Entity,
+    folder: Path,
+    htsget: bool,
+    needs_index: bool,
+    index_id: Optional[str] = None,
+    index_known: bool = False,
+) -> Source:
+    """Where htslib reads a remote object: the server's htsget tickets (`htsget`: it speaks
+    htsget, and the format is one it serves), else a signed URL with its index fetched into
+    `folder` (`needs_index`: regions are asked, so no index is an error)."""
+    fmt = htsget_format(entity.fileName)
+    if fmt and htsget:
+        tickets = Tickets(api, entity.id, kind_of(entity.fileName), fmt, folder)
+        return Source(str(tickets.header()), None, entity.fileName, tickets)
+    return _direct_source(api, entity, folder, needs_index, index_id, index_known)
+
+
 def _direct_source(
-    api: Any, entity: Entity, job: Job, folder: Path, index_id: Optional[str], known: bool
+    api: Any,
+    entity: Entity,
+    folder: Path,
+    needs_index: bool,
+    index_id: Optional[str],
+    known: bool,
 ) -> Source:
     """The original's way: htslib on a signed whole-object URL, the index fetched first. The
     index is the manifest's index object id when it names one, else found by listing the
     analysis. The data's URL and the index's lookups go at once."""
     with ThreadPoolExecutor(2) as pool:
-        data_url = pool.submit(lambda: api.download_spec(entity.id, external=True))
+        data_url = pool.submit(api.signed_url, entity.id)
         index: Optional[Entity] = api.index_entity(entity) if not known else None
         if known and index_id:
             index = api.entity(index_id)
-        url = data_url.result().parts[0].url or ""
+        url = data_url.result()
     if index is None:
-        if job.regions and not job.header_only:
+        if needs_index:
             raise ScoreError(
                 f"{entity.fileName}: no index file (.bai/.crai/.tbi/.csi) is "
                 "registered beside it, so regions cannot be sliced"
@@ -194,11 +218,7 @@ def _direct_source(
     index_path = folder / f"index-{index.fileName}"
     with open(index_path, "wb") as out:
         fetch_into(
-            api,
-            api.download_spec(index.id, external=True).parts[0].url or "",
-            out,
-            f"the index {index.fileName}",
-            limit=INDEX_LIMIT,
+            api, api.signed_url(index.id), out, f"the index {index.fileName}", limit=INDEX_LIMIT
         )
     return Source(url, str(index_path), entity.fileName)
 
@@ -263,12 +283,11 @@ def run_remote(
         return item.entity or lookups.entity(item.object_id).result()
 
     def work(item: Item, entity: Entity, kind: str, name: Optional[str], folder: Path) -> Any:
-        fmt = htsget_format(entity.fileName)
-        if fmt and speaks is not None and speaks.result():
-            tickets = Tickets(api, entity.id, kind, fmt, folder)
-            source = Source(str(tickets.header()), None, entity.fileName, tickets)
-        else:
-            source = _direct_source(api, entity, job, folder, item.index_id, item.index_known)
+        htsget = speaks is not None and speaks.result()
+        needs_index = bool(job.regions) and not job.header_only
+        source = remote_source(
+            api, entity, folder, htsget, needs_index, item.index_id, item.index_known
+        )
         if job.output_dir is None and not single:
             out = folder / f"out.{extension(kind, job.format_of(kind))}"
             stdout_job = Job(**{**job.__dict__, "output_dir": folder, "written": {}})
