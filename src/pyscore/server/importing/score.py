@@ -205,7 +205,7 @@ class ScoreAdoption:
                         select(ImportMark.key, ImportMark.token).where(
                             ImportMark.kind == "object", ImportMark.key.in_(ids)
                         )
-                    ).all()
+                    ).tuples().all()
                 )
                 have = {
                     o.object_id: o
