@@ -205,7 +205,9 @@ class ScoreAdoption:
                         select(ImportMark.key, ImportMark.token).where(
                             ImportMark.kind == "object", ImportMark.key.in_(ids)
                         )
-                    ).tuples().all()
+                    )
+                    .tuples()
+                    .all()
                 )
                 have = {
                     o.object_id: o

@@ -378,7 +378,9 @@ class SongImport:
                     select(ImportMark.key, ImportMark.token).where(
                         ImportMark.kind == kind, ImportMark.key.in_(chunk)
                     )
-                ).tuples().all()
+                )
+                .tuples()
+                .all()
             )
         return out
 
@@ -624,7 +626,9 @@ class SongImport:
                     select(column, key_column).where(
                         kind.table.study_id == study_id, column.in_(chunk)
                     )
-                ).tuples().all()
+                )
+                .tuples()
+                .all()
             )
         return taken
 
