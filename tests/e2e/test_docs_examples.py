@@ -49,6 +49,9 @@ NOT_RUN = {
     "with the Song SDK (tests/e2e/test_upload.py uploads by manifest and by object id)",
     "npm ci --prefix tests/oidc && node tests/oidc/provider.mjs 9000 9001 &   # issuer "
     "http://127.0.0.1:9000": "the OpenID provider flow, which tests/e2e/test_identity.py runs",
+    "tar xvzf score-client-0.1.0-dist.tar.gz": "the tarball is built by scripts/dist.sh, "
+    "whose libraries come from the package registry; tests/distribution/test_tarball.py runs "
+    "these steps",
     "bash scripts/test.sh                                  # everything CI runs (see below)": (
         "CI itself"
     ),
