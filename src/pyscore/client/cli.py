@@ -285,6 +285,21 @@ def build_parser() -> Parser:
 
 
 # -- commands ------------------------------------------------------------------------------
+MANIFEST_DIR = "manifest"  # the image's /score-client/manifest, where its alias mounts `pwd`
+
+
+def manifest_path(source: str) -> Path:
+    """A local manifest; a relative one not in the current directory is also looked for in
+    ./manifest/, as in the Docker use the original documents (`-v $(pwd):/score-client/manifest`,
+    then `--manifest name.txt` from /score-client)."""
+    path = Path(source)
+    if not path.is_file() and not path.is_absolute() and (Path(MANIFEST_DIR) / path).is_file():
+        path = Path(MANIFEST_DIR) / path
+    if not path.is_file():
+        raise UsageError(f"Manifest '{source}' does not exist or is not a file")
+    return path
+
+
 def read_manifest_text(source: str) -> str:
     if source.startswith(("http://", "https://")):
         import httpx
@@ -303,9 +318,7 @@ def read_manifest_text(source: str) -> str:
         if r.status_code >= 400:
             raise UsageError(f"Cannot fetch manifest {source}: HTTP {r.status_code}")
         return r.text
-    path = Path(source)
-    if not path.is_file():
-        raise UsageError(f"Manifest '{source}' does not exist or is not a file")
+    path = manifest_path(source)
     try:
         return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
@@ -444,7 +457,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
     else:
         text = read_manifest_text(str(args.manifest))
         _, rows = parse_upload(text, str(args.manifest))
-        base = args.manifest.parent
+        base = manifest_path(str(args.manifest)).parent
         items = [
             Item(oid, (base / path) if not Path(path).is_absolute() else Path(path), md5)
             for oid, path, md5 in rows
