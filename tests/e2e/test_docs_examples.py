@@ -52,6 +52,9 @@ NOT_RUN = {
     "tar xvzf score-client-0.1.0-dist.tar.gz": "the tarball is built by scripts/dist.sh, "
     "whose libraries come from the package registry; tests/distribution/test_tarball.py runs "
     "these steps",
+    "docker run -it pyscore                      # a shell in /score-client": "needs the "
+    "image and a container engine; tests/distribution/test_image.py runs these commands with "
+    "podman",
     "bash scripts/test.sh                                  # everything CI runs (see below)": (
         "CI itself"
     ),
