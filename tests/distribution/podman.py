@@ -55,19 +55,37 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def wait_ready(url: str, container: str, seconds: float = 90) -> httpx.Response:
-    """/health/ready of a container's server, waited for (bounded)."""
-    deadline = time.monotonic() + seconds
+def wait_ready(
+    url: str, container: str, seconds: float = 90, restarts: bool = False
+) -> httpx.Response:
+    """/health/ready of a container's server, waited for (bounded); a container that exits
+    fails at once unless it `restarts` (a restart policy brings it back)."""
+    deadline, said = time.monotonic() + seconds, ""
     while time.monotonic() < deadline:
         try:
-            answer = httpx.get(f"{url}/health/ready", timeout=3)
+            answer = httpx.get(f"{url}/health/ready", timeout=10)
             if answer.status_code == 200:
                 return answer
-        except httpx.HTTPError:
-            pass
+            said = answer.text
+        except httpx.HTTPError as exc:
+            said = repr(exc)
         state = podman("inspect", "--format", "{{.State.Running}}", container, check=False)
-        if state.stdout.strip() == "false":
+        if state.stdout.strip() == "false" and not restarts:
             break
         time.sleep(0.5)
     logs = podman("logs", container, check=False)
-    pytest.fail(f"{container} is not ready:\n{logs.stdout}{logs.stderr}")
+    pytest.fail(f"{container} is not ready ({said}):\n{logs.stdout}{logs.stderr}")
+
+
+def build_stand_in(name: str) -> str:
+    """A stand-in for a public image (postgres, SeaweedFS, nginx) where no registry is
+    reachable: tests/distribution/images/NAME.Containerfile on the local base image."""
+    tag = f"localhost/pyscore-test-{name}"
+    args = ["build", "--quiet", "--pull=never", "--format", "docker", "--network", "host"]
+    cert = os.environ.get("PIP_CERT")
+    if cert and Path(cert).is_file():  # a network whose TLS needs a CA of its own
+        args += ["-v", f"{cert}:/etc/ssl/build-ca.crt:ro", "--build-arg",
+                 "PIP_CERT=/etc/ssl/build-ca.crt"]  # fmt: skip
+    folder = ROOT / "tests" / "distribution" / "images"
+    podman(*args, "-t", tag, "-f", str(folder / f"{name}.Containerfile"), str(folder), timeout=900)
+    return tag
