@@ -135,7 +135,25 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         platform.score_server("study", "create", STUDY)
         yield platform
     finally:
+        # the image's VOLUME /data, which the replicas leave unused: `down -v` keeps those
+        ours = podman(
+            "ps",
+            "-a",
+            "-q",
+            "--filter",
+            f"label=io.podman.compose.project={platform.project}",
+            check=False,
+        ).stdout.split()
+        anonymous = (
+            podman(
+                "inspect", "--format", "{{range .Mounts}}{{.Name}} {{end}}", *ours, check=False
+            ).stdout.split()
+            if ours
+            else []
+        )
         platform.compose("down", "-v", "-t", "5")
+        for volume in anonymous:
+            podman("volume", "rm", "-f", volume, check=False)
 
 
 @dataclass

@@ -70,7 +70,7 @@ def platform(image: str) -> Iterator[Platform]:
         manifest = podman("exec", name, "cat", manifest_path).stdout
         yield Platform(url, name, volume, manifest)
     finally:
-        podman("rm", "-f", "-t", "2", name, check=False)
+        podman("rm", "-f", "-v", "-t", "2", name, check=False)
         podman("volume", "rm", "-f", volume, check=False)
 
 
@@ -194,7 +194,7 @@ def test_the_documented_privileged_mount_lists_and_slices_inside_the_container(
         users = podman("top", name, "huser", "args").stdout
         assert f"{USER} " in users and "score-client mount" in users  # not root
     finally:
-        podman("rm", "-f", "-t", "2", name, check=False)
+        podman("rm", "-f", "-v", "-t", "2", name, check=False)
 
 
 def one_line(result) -> str:
