@@ -10,3 +10,9 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/python" -m pip install --quiet -e ".${1:+[$1]}"  # with an extra when given one
+# igv.js for the File Repository's genome viewer, as locked in the package (npm; never committed)
+if command -v npm >/dev/null; then
+  npm ci --prefix src/pyscore/server/portal/viewer --no-audit --no-fund --loglevel=error
+else
+  echo "setup.sh: npm not found: the genome viewer stays off until 'score-server viewer install'" >&2
+fi

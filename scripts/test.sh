@@ -3,7 +3,8 @@
 #   1. the whole suite on the embedded default (SQLite + local object store);
 #   2. the client's end-to-end tests on the oldest supported Python (3.9, in .venv-oldest), the
 #      rest having run on the newest (.venv);
-#   3. the integration suite on PostgreSQL + local store;
+#   3. the integration suite on PostgreSQL + local store, with a real Kafka broker for the
+#      analysis-event tests (scripts/kafka.sh, started while the first passes run);
 #   4. the integration suite on PostgreSQL + a real S3 server (scripts/s3.sh: Ceph RGW, else SeaweedFS);
 #   5. the distributions (tests/distribution): the client tarball, the image (podman), the
 #      Kubernetes manifests, the compose platform.
@@ -16,7 +17,8 @@ BACKENDS=${PYSCORE_BACKENDS:-sqlite oldest postgres s3 dist}
 
 missing=()
 for pair in samtools:samtools bcftools:bcftools tabix:tabix curl:curl fusermount3:fuse3 \
-            aria2c:aria2 chromium:chromium prometheus:prometheus node:nodejs npm:npm; do
+            aria2c:aria2 chromium:chromium prometheus:prometheus node:nodejs npm:npm \
+            kcat:kcat; do
   command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -37,6 +39,7 @@ chmod 755 "$WORK"  # PostgreSQL runs as its own user and must reach its data dir
 cleanup() {
   bash scripts/postgres.sh stop "$WORK/pg" || true
   bash scripts/s3.sh stop "$WORK/s3" || true
+  bash scripts/kafka.sh stop "$WORK/kafka" || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -46,7 +49,8 @@ CLIENT_SUITE=(tests/unit tests/e2e/test_download.py tests/e2e/test_download_faul
               tests/e2e/test_upload.py tests/e2e/test_view.py tests/e2e/test_mount.py
               tests/e2e/test_cli_errors.py tests/e2e/test_client_files.py
               tests/e2e/test_original_platform.py tests/e2e/test_wan.py
-              tests/integration/test_worker_lifecycle.py)
+              tests/integration/test_worker_lifecycle.py
+              tests/e2e/test_library.py)  # pyscore.Client on 3.9; score:// and Snakemake: newest
 
 # The passes share nothing but the PostgreSQL server (a fresh database per test platform), and
 # the tests mostly wait on servers they start, so two lanes run side by side (PYSCORE_LANES=1:
@@ -62,6 +66,17 @@ if wants postgres || wants s3; then
   [ -n "${PYSCORE_TEST_POSTGRES:-}" ] || { echo "PostgreSQL did not start" >&2; exit 1; }
   export PYSCORE_TEST_POSTGRES
 fi
+if wants postgres; then  # the broker starts beside the first passes; the PostgreSQL one waits
+  (status=0
+   bash scripts/kafka.sh start "$WORK/kafka" 19092 >"$WORK/kafka.env" 2>"$WORK/kafka.log" || status=$?
+   echo $status >"$WORK/kafka.done") &
+fi
+kafka_vars() {  # the broker's variables for env, once it is up; it must be (PYSCORE_REQUIRE_KAFKA)
+  for _ in $(seq 1800); do [ -f "$WORK/kafka.done" ] && break; sleep 0.1; done
+  [ "$(cat "$WORK/kafka.done" 2>/dev/null)" = 0 ] || cat "$WORK/kafka.log" >&2
+  sed -n 's/^export //p' "$WORK/kafka.env" 2>/dev/null
+  echo PYSCORE_REQUIRE_KAFKA=1
+}
 S3_VARS=()
 if wants s3; then
   S3_ENV=$(bash scripts/s3.sh start "$WORK/s3" 7481)  # a failure stops the run here
@@ -79,7 +94,8 @@ pass() {  # pass NAME TITLE COMMAND...: one pass, its output kept in $WORK/NAME.
 lane_a() {
   pass sqlite "SQLite + local store, on $(.venv/bin/python -V)" \
     env -u PYSCORE_TEST_POSTGRES .venv/bin/python -m pytest -q --ignore="${DIST_SUITE[0]}" "$@" &&
-  pass postgres "PostgreSQL + local store" .venv/bin/python -m pytest -q "${BACKEND_SUITE[@]}" "$@"
+  pass postgres "PostgreSQL + local store, Kafka" \
+    env $(kafka_vars) .venv/bin/python -m pytest -q "${BACKEND_SUITE[@]}" "$@"
 }
 lane_b() {
   pass oldest "the client's end-to-end tests, on Python 3.9 (.venv-oldest)" \

@@ -67,6 +67,17 @@ def bearer(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
+def drs_access_url(base_url: str, object_id: str, token: str | None) -> str:
+    """The signed URL DRS hands out for an object (asserting it does)."""
+    answer = httpx.get(
+        f"{base_url}/ga4gh/drs/v1/objects/{object_id}/access/https",
+        headers=bearer(token),
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    return answer.json()["url"]
+
+
 @contextmanager
 def database(data_dir: Path) -> Iterator[Session]:
     """A session on a platform's database, opened in-process (the server may be running),

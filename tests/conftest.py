@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -61,6 +62,15 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
+def serve_refused(data_dir: Path, env: dict[str, str]) -> str:
+    """The one line of error of a `score-server serve` that must not start (exit 2) with
+    these settings in its environment."""
+    port = str(free_port())
+    out = run(SERVER, "serve", "--data-dir", str(data_dir), "--port", port, env=env, timeout=60)
+    assert out.returncode == 2, out.stderr
+    return one_line_error(out)
+
+
 def cli_token(data_dir: Path, scopes: str, *extra: str) -> tuple[str, str]:
     """(token id, secret) made by the real `score-server token create` (`extra`: more of its
     arguments, such as --user or --expires-in)."""
@@ -78,6 +88,27 @@ def cli_token(data_dir: Path, scopes: str, *extra: str) -> tuple[str, str]:
     found = re.search(r"Token (\w+) for", out.stderr)
     assert found, out.stderr
     return found[1], out.stdout.strip().splitlines()[-1]
+
+
+def audit_trail(server: Server, *filters: str, at_least: int = 1) -> list[dict]:
+    """The audit records matching `filters` (`score-server audit` options), once there are
+    `at_least` (records are written within a moment of the answer; the bound only ends a
+    wait for records that never come)."""
+    deadline = time.monotonic() + 60
+    while True:
+        out = run(
+            SERVER,
+            "audit",
+            "--data-dir",
+            str(server.data_dir),
+            "--format",
+            "json",
+            *filters,
+            check=True,
+        ).stdout
+        if len(out.splitlines()) >= at_least or time.monotonic() > deadline:
+            return [json.loads(line) for line in out.splitlines()]
+        time.sleep(0.3)
 
 
 def cli_revoke(data_dir: Path, token_id: str) -> None:
@@ -138,17 +169,17 @@ class Server:
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **(env or {})},
             )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60  # a bound for a busy machine, not a time limit
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"{self.url}/isAlive", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/isAlive", timeout=5).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             if self.process.poll() is not None:
                 raise RuntimeError((self.data_dir / "server.log").read_text())
             time.sleep(0.1)
-        raise RuntimeError("score-server did not start in 30 s")
+        raise RuntimeError("score-server did not start in 60 s")
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

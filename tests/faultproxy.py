@@ -55,6 +55,7 @@ class Stats:
     ranges: list[str | None] = field(default_factory=list)  # the Range of each data GET
     held: int = 0  # data requests being held by `delays` now
     most_held: int = 0  # ... and the most at once
+    stalled: int = 0  # data responses stalled now
 
 
 class FaultProxy:
@@ -64,10 +65,12 @@ class FaultProxy:
         self.faults = Faults()
         self.stats = Stats()
         self.lock = threading.Lock()
+        self.released = threading.Event()  # set on close: stalls end
         self.loopback = Loopback(self.handle)
         self.port, self.url = self.loopback.port, self.loopback.url
 
     def close(self) -> None:
+        self.released.set()
         self.loopback.close()
 
     def _take(self, name: str) -> bool:
@@ -165,7 +168,7 @@ class FaultProxy:
                     return
                 if stall and sent + len(chunk) > self.faults.stall_after:
                     stall = False
-                    time.sleep(self.faults.stall_seconds)
+                    self._stall()
                 h.wfile.write(chunk)
                 sent += len(chunk)
                 self._count(is_data, len(chunk))
@@ -178,6 +181,16 @@ class FaultProxy:
             h.close_connection = True
         finally:
             upstream.close()
+
+    def _stall(self) -> None:
+        """Hold the response for stall_seconds (or until the proxy closes)."""
+        with self.lock:
+            self.stats.stalled += 1
+        try:
+            self.released.wait(self.faults.stall_seconds)
+        finally:
+            with self.lock:
+                self.stats.stalled -= 1
 
     def _count(self, is_data: bool, n: int) -> None:
         if is_data:

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,8 +17,28 @@ import pytest
 from tests.conftest import CLIENT, Server, need
 
 FUSERMOUNT = "fusermount3"
-MOUNT_TIMEOUT = 30.0  # s until a started mount must be mounted
+MOUNT_TIMEOUT = 60.0  # s until a started mount must be mounted (a bound, not a time limit)
 LOCK_BUG = "Uncaught exception from FUSE operation lock"
+
+
+@contextlib.contextmanager
+def tmpfs(folder: Path, options: str) -> Iterator[None]:
+    """A tmpfs mounted on `folder` for the block (a small or a read-only file system); the
+    test is skipped where mounting is not allowed (CI, which runs as root, fails instead)."""
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if made.returncode != 0:
+        if os.environ.get("PYSCORE_REQUIRE_TOOLS"):
+            pytest.fail(f"cannot mount a tmpfs ({options}): {made.stderr}")
+        pytest.skip(f"cannot mount a tmpfs here ({made.stderr.strip()})")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 def require_fuse() -> None:

@@ -1,5 +1,7 @@
 """Every command the docs show runs: the `bash` blocks of docs/**/*.md and README.md, page by
-page and in order, as a reader would type them, against a demo platform of this module's own.
+page and in order, as a reader would type them, against a demo platform of this module's own;
+and every `python` block, as cells of one notebook per page (one namespace, in this process,
+with the reader's environment and directory).
 
 A reader of the docs has followed Configure: METADATA_URL, STORAGE_URL and ACCESSTOKEN are
 set (to this platform and a token with PROGRAMDATA-DEMO.READ and .WRITE). In each block
@@ -37,8 +39,8 @@ DOCS = ROOT / "docs"
 PAGES = [*sorted(DOCS.rglob("*.md")), ROOT / "README.md"]
 NOT_RUN = {
     "bash scripts/demo.sh    # set up, start a local platform with generated data, download a "
-    "manifest, slice a region": "sets up .venv and serves on port 8080 itself; scripts/test.sh "
-    "is CI",
+    "manifest, slice a region": "sets up .venv and serves on port 8080 itself; "
+    "tests/e2e/test_demo_script.py runs it (set-up skipped)",
     "python3 -m venv ~/.venvs/pyscore": "installs pyscore and its dependencies from the package "
     "registry (scripts/setup.sh does the same for every CI run)",
     "uv tool install --python 3.12 .              # uv fetches a managed Python": "fetches a "
@@ -49,6 +51,15 @@ NOT_RUN = {
     "with the Song SDK (tests/e2e/test_upload.py uploads by manifest and by object id)",
     "npm ci --prefix tests/oidc && node tests/oidc/provider.mjs 9000 9001 &   # issuer "
     "http://127.0.0.1:9000": "the OpenID provider flow, which tests/e2e/test_identity.py runs",
+    "score-server cors apply --data-dir /srv/pyscore-prod": "needs an S3 store "
+    "(tests/integration/test_cors.py applies it on CI's S3 server)",
+    "score-server init --data-dir /srv/pyscore --database-url postgresql://pyscore@db/pyscore": (
+        "needs a running SONG and Score's bucket (tests/integration/test_import_song.py and "
+        "test_import_score.py run these commands on a SONG double and CI's PostgreSQL and S3)"
+    ),
+    "score-server import verify --data-dir /srv/pyscore --song-database "
+    "postgresql://reader:secret@song-db/song": "needs a running SONG (test_import_song.py "
+    "verifies an import)",
     "tar xvzf score-client-0.1.0-dist.tar.gz": "the tarball is built by scripts/dist.sh, "
     "whose libraries come from the package registry; tests/distribution/test_tarball.py runs "
     "these steps",
@@ -70,6 +81,9 @@ NOT_RUN = {
     "bash scripts/test.sh                                  # everything CI runs (see below)": (
         "CI itself"
     ),
+    "snakemake --cores 1 --storage-score-metadata-url http://127.0.0.1:8080 "
+    "--storage-score-storage-url http://127.0.0.1:8080": "Snakemake needs Python 3.11; "
+    "tests/e2e/test_snakemake.py runs such a workflow against a platform",
 }
 FENCE = re.compile(
     r"^(?P<indent> *)```(?P<lang>\w*)(?P<info>[^\n]*)\n(?P<body>.*?)^(?P=indent)``` *$",
@@ -113,15 +127,18 @@ def blocks(page: Path) -> list[Block]:
     return found
 
 
+RUN = ("bash", "python")
+
+
 def pages_with_commands() -> list[Path]:
-    return [p for p in PAGES if any(b.lang == "bash" for b in blocks(p))]
+    return [p for p in PAGES if any(b.lang in RUN for b in blocks(p))]
 
 
 def test_commands_are_in_bash_blocks_and_every_not_run_entry_names_a_block():
     every = [b for p in PAGES for b in blocks(p)]
     elsewhere = [str(b) for b in every if b.lang in SHELLS]
     assert not elsewhere, f"commands outside `bash` blocks are not run: {elsewhere}"
-    first_lines = {b.first_line for b in every if b.lang == "bash"}
+    first_lines = {b.first_line for b in every if b.lang in RUN}
     stale = sorted(set(NOT_RUN) - first_lines)
     assert not stale, f"NOT_RUN entries that name no block: {stale}"
 
@@ -158,6 +175,7 @@ class Reader:
             "ACCESSTOKEN": token,
         }
         self.own = work / "srv" / "pyscore"
+        self.namespace: dict[str, object] = {"__name__": "__docs__"}  # the page's notebook
         self.state = work / ".exported"
         self.pids = work / ".servers"
 
@@ -179,7 +197,26 @@ class Reader:
             ports,
         )
 
+    def run_python(self, block: Block) -> None:
+        """A `python` block as a notebook cell: the page's namespace, the reader's
+        environment (as a shell block's) and directory; restored afterwards."""
+        saved_env, saved_cwd = dict(os.environ), os.getcwd()
+        os.environ.clear()
+        os.environ.update(self.env)
+        os.chdir(self.work)
+        try:
+            exec(compile(self.substitute(block.body), str(block), "exec"), self.namespace)
+        except Exception as exc:
+            raise AssertionError(f"{block} failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            os.chdir(saved_cwd)
+            os.environ.clear()
+            os.environ.update(saved_env)
+
     def do(self, block: Block) -> None:
+        if block.lang == "python" and block.first_line not in NOT_RUN:
+            self.run_python(block)
+            return
         if block.lang != "bash":
             if block.title:
                 path = self.work / block.title

@@ -10,6 +10,16 @@ from pyscore.wire.manifest import parse_download
 from tests.publish import file_md5
 
 
+def demo_refused(files: int) -> str:
+    """What the client says of the demo's controlled files to a token of another program."""
+    return (
+        f"ERROR: {files} files need scope PROGRAMDATA-DEMO.READ, which this token does not "
+        "have: ask for access to program DEMO (on ICGC ARGO: DACO approval, "
+        "https://daco.icgc-argo.org), then use a token with that scope (accessToken / "
+        "ACCESSTOKEN)"
+    )
+
+
 def rows(server):
     return parse_download(server.manifest.read_text(), str(server.manifest))
 
@@ -92,7 +102,10 @@ def test_unknown_object_id(demo_server, tmp_path, reader):
         token=reader,
     )
     assert result.returncode == 1
-    assert "00000000-0000-4000-8000-000000000000" in result.stderr
+    assert (
+        "ERROR: no object with id 00000000-0000-4000-8000-000000000000 (check the id or the "
+        "manifest)"
+    ) in result.stderr.splitlines()
     assert "Traceback" not in result.stderr
 
 
@@ -114,7 +127,11 @@ def test_existing_file_skipped_then_forced(demo_server, tmp_path, reader):
     args = ("download", "--object-id", clinical.objectId, "--output-dir", str(tmp_path))
     assert demo_server.client(*args).returncode == 0
     again = demo_server.client(*args)
-    assert again.returncode == 0 and "Skipping clinical.tsv" in again.stderr
+    assert again.returncode == 0
+    assert (
+        f"clinical.tsv is already complete: {tmp_path.resolve() / 'clinical.tsv'} "
+        "(--force fetches it again)"
+    ) in again.stderr.splitlines()
     forced = demo_server.client(*args, "--force")
     assert forced.returncode == 0 and "1 downloaded" in forced.stderr
 
@@ -130,6 +147,29 @@ def test_json_events(demo_server, tmp_path):
     assert kinds[0] == "plan" and "start" in kinds and "done" in kinds
     done = next(e for e in events if e["event"] == "done")
     assert done["path"] == str((tmp_path / "clinical.tsv").resolve())
+
+
+def test_manifest_of_a_study_the_token_cannot_read_is_one_summary(demo_server, tmp_path):
+    """The demo manifest with a token of another program: the open files arrive, the twelve
+    controlled ones (six data files, six index files) are refused in one line that says
+    what to ask for, and the exit code says it was permission (nothing else failed)."""
+    other = demo_server.token("PROGRAMDATA-OTHER.READ")
+    result = demo_server.client(
+        "download",
+        "--manifest",
+        str(demo_server.manifest),
+        "--output-dir",
+        str(tmp_path),
+        token=other,
+    )
+    assert result.returncode == 3, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR")]
+    assert errors == [demo_refused(12)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "clinical.tsv",
+        "reference.fa",
+        "reference.fa.fai",
+    ]
 
 
 def test_a_relative_manifest_is_also_found_in_the_manifest_folder(

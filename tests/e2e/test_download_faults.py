@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import CLIENT, init_server, local_store_only
 from tests.faultproxy import FaultProxy
+from tests.mounts import tmpfs
 from tests.publish import MiB, file_md5, publish, random_file
 
 pytestmark = local_store_only  # the fault proxy must sit in the byte path
@@ -188,12 +189,17 @@ def test_server_restart_mid_download(platform, proxy, tmp_path):
         text=True,
         env={**os.environ, **env},
     )
-    time.sleep(1.0)
+    # stopped once its bytes flow (not a guessed second in), and found unfinished then
+    deadline = time.monotonic() + 60
+    while not proxy.stats.data_bytes and client.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
     platform.stop()
-    time.sleep(1.5)
+    stopped_at, running = proxy.stats.data_bytes, client.poll() is None
+    time.sleep(1.5)  # down for a while
     platform.start()
     proxy.faults.rate = 0
     _, err = client.communicate(timeout=120)
+    assert 0 < stopped_at < SIZE and running, "stopped before or after the download"
     assert client.returncode == 0, err
     assert file_md5(tmp_path / "big.bam") == file_md5(platform.source)
 
@@ -247,23 +253,12 @@ def test_many_small_files_concurrently(platform, proxy, tmp_path):
 def test_disk_full_states_the_space_needed(platform, proxy, tmp_path):
     small = tmp_path / "small"
     small.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(small)],
-        capture_output=True,
-        text=True,
-    )
-    if mounted.returncode != 0:
-        if os.environ.get("PYSCORE_REQUIRE_TOOLS"):
-            pytest.fail(f"cannot mount a small tmpfs: {mounted.stderr}")
-        pytest.skip("needs root to mount a small tmpfs")
-    try:
+    with tmpfs(small, "size=16m"):
         result = download(platform, proxy, small)
         assert result.returncode == 1, result.stderr
         assert "disk space" in result.stderr and "needs" in result.stderr
         assert "Traceback" not in result.stderr
         assert not (small / "big.bam").exists()
-    finally:
-        subprocess.run(["umount", "-l", str(small)], check=False)
 
 
 def test_many_small_files_move_at_once_not_one_after_another(tmp_path_factory, tmp_path):
@@ -309,3 +304,48 @@ def test_many_small_files_move_at_once_not_one_after_another(tmp_path_factory, t
     # small files go many at once (SMALL_SLOTS, whatever --parallel says); one after another
     # the proxy would never hold two
     assert proxy.stats.most_held >= 4, f"{proxy.stats.most_held} at most at once"
+
+
+INTERRUPTED = "score-client: interrupted; re-run the same command to resume"
+
+
+def test_ctrl_c_on_a_stalled_read_stops_at_once_and_the_rerun_resumes(platform, proxy, tmp_path):
+    """Every data response stalls after 2 MiB, far longer than the test waits, and the client
+    would wait 600 s before calling a read timed out: SIGINT still ends it (exit 130, within
+    the test's bound), its message is the last thing it says, no retry is announced, and the
+    next run resumes from what the first one journaled."""
+    proxy.faults.stall_after, proxy.faults.stall_seconds, proxy.faults.stalls = 2 * MiB, 600, 100
+    env = {
+        **os.environ,
+        **platform.client_env(platform.reader),
+        "METADATA_URL": proxy.url,
+        "STORAGE_URL": proxy.url,
+        "TRANSPORT_PARALLEL": str(PARALLEL),
+        "CLIENT_READTIMEOUTSECONDS": "600",
+    }
+    args = [CLIENT, "download", "--object-id", platform.big_id, "--output-dir", str(tmp_path)]
+    client = subprocess.Popen(
+        [*args, "--index", "false"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proxy.stats.stalled < PARALLEL:
+            time.sleep(0.05)
+        assert proxy.stats.stalled >= PARALLEL, "the reads never stalled"
+        client.send_signal(signal.SIGINT)
+        _, err = client.communicate(timeout=20)  # the bound: far below the read timeout
+    finally:
+        client.kill()
+        client.wait()
+    assert client.returncode == 130, err
+    assert err.strip().splitlines()[-1] == INTERRUPTED, err
+    assert "retrying" not in err and "Traceback" not in err, err
+    first = proxy.stats.data_bytes
+    proxy.faults.stalls = 0
+    result = download(platform, proxy, tmp_path)
+    assert_complete(platform, tmp_path, result)
+    assert proxy.stats.data_bytes - first < SIZE, "fetched again from scratch, not resumed"

@@ -10,10 +10,11 @@ import time
 from pathlib import Path
 
 import httpx
+import jwt
 import pytest
 
 from tests.api import bearer, mint_tokens
-from tests.conftest import SERVER, Server, free_port, init_server, one_line_error, run
+from tests.conftest import Server, audit_trail, init_server, serve_refused
 from tests.identity import RESOURCE, Broker, Provider, start_broker, start_ego, start_provider
 from tests.publish import publish_many, random_file
 
@@ -86,26 +87,6 @@ def platform(
     server.stop()
 
 
-def audit_trail(server: Server, *filters: str, at_least: int = 1) -> list[dict]:
-    """The audit records matching `filters` (`score-server audit` options), once there are
-    `at_least` (records are written within a moment of the answer)."""
-    deadline = time.monotonic() + 15
-    while True:
-        out = run(
-            SERVER,
-            "audit",
-            "--data-dir",
-            str(server.data_dir),
-            "--format",
-            "json",
-            *filters,
-            check=True,
-        ).stdout
-        if len(out.splitlines()) >= at_least or time.monotonic() > deadline:
-            return [json.loads(line) for line in out.splitlines()]
-        time.sleep(0.3)
-
-
 def spec(server: Server, study: str, token: str) -> httpx.Response:
     object_id = server.objects[study]  # type: ignore[attr-defined]
     return httpx.get(f"{server.url}/download/{object_id}", headers=bearer(token), timeout=30)
@@ -124,6 +105,7 @@ def test_provider_jwt_downloads_a_controlled_file(
     assert len(got) == 1 and got[0].read_bytes() == platform.files["DEMO"].read_bytes()  # type: ignore[attr-defined]
     # the trail names the provider's subject (the client) and the issuer, never the token
     trail = audit_trail(platform, "--subject", "researcher", "--object", object_id)
+    assert trail, "the grant never reached the audit trail"
     assert (trail[0]["outcome"], trail[0]["issuer"], trail[0]["study_id"]) == (
         "granted",
         provider.trusted,
@@ -133,13 +115,19 @@ def test_provider_jwt_downloads_a_controlled_file(
 
 
 def test_provider_jwt_refused_when_expired(platform: Server, provider: Provider) -> None:
+    """Judged against the token's own `exp` (2 s after it was issued), not by how fast the
+    requests were: one answered before `exp` is granted, every one sent from `exp` on is
+    refused as expired (no leeway is configured)."""
     token = provider.token("PROGRAMDATA-DEMO.READ", resource="https://short.pyscore.test")
-    assert spec(platform, "DEMO", token).status_code == 200  # good for 2 s
-    deadline = time.monotonic() + 15
-    while (r := spec(platform, "DEMO", token)).status_code == 200:
-        assert time.monotonic() < deadline, "an expired JWT was still accepted"
-        time.sleep(0.5)
-    assert r.status_code == 401 and "expired" in r.json()["message"], r.text
+    exp = jwt.decode(token, options={"verify_signature": False})["exp"]
+    assert exp - time.time() <= 2
+    r = spec(platform, "DEMO", token)
+    if time.time() < exp:  # answered in time: good (a busy machine may not get here)
+        assert r.status_code == 200, r.text
+    time.sleep(max(0.0, exp - time.time()))
+    for _ in range(3):
+        r = spec(platform, "DEMO", token)
+        assert r.status_code == 401 and "expired" in r.json()["message"], r.text
 
 
 @pytest.mark.parametrize(
@@ -180,13 +168,19 @@ def test_introspected_key_works_until_revoked(platform: Server, provider: Provid
     assert spec(platform, "DEMO", key).status_code == 200
     assert spec(platform, "OTHER", key).status_code == 403  # its scopes, nothing more
     provider.revoke(key)
-    revoked = time.monotonic()
-    deadline = revoked + CACHE_SECONDS + 10
-    while (r := spec(platform, "DEMO", key)).status_code == 200:
-        assert time.monotonic() < deadline, "a revoked key still works past the cache time"
+    # the server asked about the key before the revocation, so it believes that answer
+    # CACHE_SECONDS after the revocation at the latest, however slow the machine: within
+    # them a request may be granted or refused, after them every one is refused
+    window_ends = time.monotonic() + CACHE_SECONDS
+    within: list[int] = []
+    for _ in range(1000):  # bounded; ends when the window does
+        if time.monotonic() >= window_ends:
+            break
+        within.append(spec(platform, "DEMO", key).status_code)
         time.sleep(0.5)
-    assert r.status_code == 401 and "not active" in r.json()["message"], r.text
-    assert time.monotonic() - revoked < CACHE_SECONDS + 3
+    assert set(within) <= {200, 401}, within
+    r = spec(platform, "DEMO", key)
+    assert r.status_code == 401 and "not active" in r.json()["message"], (r.text, within)
     assert spec(platform, "DEMO", key).status_code == 401  # and stays refused
 
 
@@ -285,17 +279,7 @@ def test_serve_needs_the_audience_of_every_issuer(tmp_path: Path, settings: dict
     """Without `audience`, a passport or introspected token minted for any other service of
     the issuer would do here: `serve` says so in one line and does not start."""
     server = init_server(tmp_path / "data")
-    out = run(
-        SERVER,
-        "serve",
-        "--data-dir",
-        str(server.data_dir),
-        "--port",
-        str(free_port()),
-        env={"PYSCORE_IDENTITY": json.dumps(settings)},
-        timeout=60,
-    )
-    assert "audience" in one_line_error(out)
+    assert "audience" in serve_refused(server.data_dir, {"PYSCORE_IDENTITY": json.dumps(settings)})
 
 
 def test_passports_for_another_service_are_refused(platform: Server, broker: Broker) -> None:

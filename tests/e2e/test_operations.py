@@ -73,7 +73,7 @@ def query(prometheus: str, promql: str) -> float | None:
     return float(result[0]["value"][1]) if result else None
 
 
-def until(prometheus: str, promql: str, expected: float, seconds: float = 30) -> float | None:
+def until(prometheus: str, promql: str, expected: float, seconds: float = 60) -> float | None:
     """The query's value once it equals `expected` (scrapes come every second), else the
     last value seen after `seconds`."""
     deadline = time.monotonic() + seconds
@@ -104,7 +104,7 @@ def test_prometheus_reads_counters_of_every_worker(served: Server, prometheus: s
     assert query(prometheus, "pyscore_uploads_in_progress") == 0.0
 
 
-def log_lines(server: Server, request_id: str, seconds: float = 10) -> list[dict]:
+def log_lines(server: Server, request_id: str, seconds: float = 60) -> list[dict]:
     deadline = time.monotonic() + seconds
     while True:
         lines = [

@@ -11,12 +11,12 @@ import os
 import random
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from pyscore.client.ranges import Ranges
 from pyscore.wire.manifest import format_argo
 from tests.conftest import CLIENT, need, one_line_error, run
 from tests.mounts import Mounter, require_fuse, tracebacks, tree, wait_until
@@ -93,19 +93,34 @@ def test_kill_9_in_the_middle_of_a_part_then_rerun(tmp_path):
                 not h.done and h.sent >= part - MiB // 2 for h in gets
             )
 
+        journal = tmp_path / ".score-client" / f"{object_id}.journal"
+
+        def durable_parts() -> int:  # whole parts the client's journal records as on disk
+            done = Ranges()
+            lines = journal.read_text().split("\n")[1:-1] if journal.exists() else []
+            for start, _, end in (line.partition(" ") for line in lines):
+                if start.isdigit() and end.isdigit():
+                    done.add(int(start), int(end))
+            starts = range(0, len(data), part)
+            return sum(done.end_of_run(s) >= min(s + part, len(data)) for s in starts)
+
         proc = subprocess.Popen(
             [CLIENT, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         try:
             assert wait_until(midway, 60), [(h.range, h.sent) for h in double.data_gets()]
-            # hold the unfinished part where it is while the client's syncer (every 0.5 s)
-            # makes the finished one durable, however busy the machine
+            # hold the unfinished part where it is until the client's syncer has journaled
+            # the finished one as durable (it is not fetched again below), however busy the
+            # machine: waited for, not given a guessed 1.5 s
             double.rate = 1
-            time.sleep(1.5)
+            assert wait_until(lambda: durable_parts() >= 1, 60), journal.read_text()
         finally:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(10)
         assert not (tmp_path / "big.bam").exists()
+        # the killed run's responses end at their next write (each may count one more chunk
+        # first): the re-run's bytes are counted from then
+        assert wait_until(lambda: all(h.done for h in double.data_gets()), 60)
         first = double.data_bytes()
         double.rate = 0
         result = client(double, *args, token=reader)
@@ -439,7 +454,7 @@ def test_refusals_are_one_clear_line_with_our_exit_codes(double, tmp_path):
         (secret, stranger, 3, scope, secret),
         (secret, "not-a-token", 3, "access token rejected (Invalid access token)", "connection"),
         (unpublished, reader, 1, f"its analysis {draft} is UNPUBLISHED", unpublished),
-        ("00000000-0000-4000-8000-000000000000", reader, 1, "not found", "00000000-0000"),
+        ("00000000-0000-4000-8000-000000000000", reader, 1, "no object with id", "00000000"),
     ]
     for object_id, token, code, words, names in cases:
         result = client(double, "url", "--object-id", object_id, token=token)

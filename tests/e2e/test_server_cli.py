@@ -172,7 +172,9 @@ def test_a_second_demo_study_keeps_the_first_ones_files(platform: Path) -> None:
     demo_manifest = Path(first.stdout.strip())
     demo_dir = platform / "demo-files" / "DEMO"
     assert demo_manifest == demo_dir / "DEMO-manifest.tsv"
-    assert first.stderr == f"Demo study DEMO published; files generated in {demo_dir}\n"
+    said = first.stderr.splitlines()
+    assert said[0] == f"Demo study DEMO published; files generated in {demo_dir}"
+    assert said[1].startswith("The genome viewer's reference is now reference.fa (")  # the first
     before = {p.name: file_md5(p) for p in demo_dir.iterdir()}
 
     # fewer reads: files of the same names and other bytes, which used to replace the first's
@@ -180,6 +182,7 @@ def test_a_second_demo_study_keeps_the_first_ones_files(platform: Path) -> None:
     assert second.returncode == 0, second.stderr
     other_dir = platform / "demo-files" / "OTHER"
     assert Path(second.stdout.strip()) == other_dir / "OTHER-manifest.tsv"
+    # the viewer keeps the first demo's reference
     assert second.stderr == f"Demo study OTHER published; files generated in {other_dir}\n"
     assert {p.name: file_md5(p) for p in demo_dir.iterdir()} == before
     assert file_md5(other_dir / "DONOR-1-N.bam") != before["DONOR-1-N.bam"]

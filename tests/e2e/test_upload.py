@@ -187,10 +187,17 @@ def test_resume_after_kill_sends_only_missing_parts(platform, tmp_path):
         client = subprocess.Popen(
             args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        deadline = time.monotonic() + 30
-        while proxy.stats.put_requests < 3 and time.monotonic() < deadline:
+
+        def recorded() -> list[dict]:
+            status = platform.http.get(f"/upload/{oid}/status", params={"fileSize": 48 * MiB})
+            parts = status.json()["parts"] if status.status_code == 200 else []
+            return [p for p in parts if p.get("md5")]
+
+        # killed once a part is recorded while another is held in the proxy (not yet sent):
+        # part done on any machine, not after a guess of how long recording takes
+        deadline = time.monotonic() + 60
+        while not (recorded() and proxy.stats.held) and time.monotonic() < deadline:
             time.sleep(0.02)
-        time.sleep(0.3)
         os.kill(client.pid, signal.SIGKILL)
         client.wait()
         status = platform.http.get(f"/upload/{oid}/status", params={"fileSize": 48 * MiB})

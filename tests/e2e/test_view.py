@@ -20,6 +20,7 @@ import pytest
 
 from pyscore.wire.manifest import parse_download
 from tests.conftest import CLIENT, need, one_line_error
+from tests.e2e.test_download import demo_refused
 
 CONTIGS = {"chr1": 120_000, "chr2": 80_000, "chr3": 40_000}
 # The demo data is built so that nothing lies at the very end of a contig: reads start before
@@ -540,7 +541,7 @@ def test_no_connection_check_and_no_stray_files(view, demo_files, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_unreachable_server(demo_server, ids, reader):
+def test_unreachable_server_names_the_setting(demo_server, ids, reader):
     result = demo_server.client(
         "view",
         "--object-id",
@@ -554,8 +555,11 @@ def test_unreachable_server(demo_server, ids, reader):
             "STORAGE_RETRYNUMBER": "0",
         },
     )
-    assert result.returncode == 5
-    one_line_error(result)
+    assert result.returncode == 2  # a service never reached: its URL setting is wrong
+    assert one_line_error(result) == (
+        "score-client: error: STORAGE_URL=http://127.0.0.1:9 refused the connection (set in "
+        "the environment)"
+    )
 
 
 # -- manifest -------------------------------------------------------------------------------
@@ -600,24 +604,44 @@ def test_manifest_slices_alignment_and_variant_rows(
         )
 
 
-def test_manifest_one_output_per_row(demo_server, demo_files, reader, tmp_path, ids):
-    out = tmp_path / "out"
-    result = demo_server.client(
+def view_manifest(server, out: Path, token: str, *extra: str):
+    """The demo manifest's files sliced to chr1:1000-4000 into `out`."""
+    return server.client(
         "view",
         "--manifest",
-        str(demo_server.manifest),
+        str(server.manifest),
         "--query",
         "chr1:1000-4000",
         "--output-dir",
         str(out),
-        "--reference-file",
-        str(demo_files / "reference.fa"),
-        token=reader,
+        *extra,
+        token=token,
     )
-    ok(result)
+
+
+def test_manifest_one_output_per_row(demo_server, demo_files, reader, tmp_path, ids):
+    out = tmp_path / "out"
+    ok(
+        view_manifest(
+            demo_server, out, reader, "--reference-file", str(demo_files / "reference.fa")
+        )
+    )
     sliceable = [n for n in ids if n.endswith((".bam", ".cram", ".vcf.gz"))]
     assert len(sliceable) == 6
-    assert len(list(out.iterdir())) == len(sliceable)
+    # each donor's BAM and CRAM both slice to SAM: the CRAM's keeps its own extension in
+    # its name (the BAM, first in the manifest, has the original's plain name)
+    assert {p.name for p in out.iterdir()} == {
+        f"{donor}.{middle}chr1_1000-4000.{ext}"
+        for donor in ("DONOR-1-N", "DONOR-2-N")
+        for middle, ext in (("cram.", "sam"), ("", "sam"), ("", "vcf"))
+    }
+
+
+def test_manifest_of_a_study_the_token_cannot_read_is_one_summary(demo_server, tmp_path):
+    result = view_manifest(demo_server, tmp_path, demo_server.token("PROGRAMDATA-OTHER.READ"))
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.strip().splitlines() == [demo_refused(6)]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_manifest_needs_output_dir(demo_server, reader):

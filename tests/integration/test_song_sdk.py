@@ -81,9 +81,10 @@ def test_study_client_has_is_false_for_a_missing_study(api):
 def test_sdk_flow_create_submit_manifest_upload_publish(server, api, tmp_path):
     studies = StudyClient(api)
     assert studies.has(STUDY) is False
-    studies.create(
+    created = api.save_study(
         Study.create(STUDY, name="SDK study", description="made by the SDK", organization="pyscore")
     )
+    assert created.message == f"Successfully created study '{STUDY}'"  # Song's GenericMessage
     assert studies.has(STUDY) is True
     study = studies.read(STUDY)
     assert (study.studyId, study.name, study.organization) == (STUDY, "SDK study", "pyscore")
@@ -131,7 +132,7 @@ def test_sdk_flow_create_submit_manifest_upload_publish(server, api, tmp_path):
 
     upload_from_manifest(server, manifest)
     published = api.publish(analysis_id)
-    assert "successfully published" in str(published)
+    assert published.message == f"AnalysisId {analysis_id} successfully published"
     assert api.get_analysis(analysis_id).analysisState == "PUBLISHED"
 
     # a reader downloads what was published
@@ -167,6 +168,10 @@ def test_sdk_reads_searches_and_updates(api, server):
     assert api.get_schema("sequencingRead").name == "sequencingRead"
     entire = api.get_entire_study(STUDY)
     assert entire.donors[0].submitterDonorId == "SDK-D1"
+    assert (entire.studyId, entire.name, entire.study) == (STUDY, "SDK study", None)
+    donor_id = entire.donors[0].donorId  # a regex: its first characters, any case
+    by_donor = api.id_search(donor_id=donor_id[:8].upper() + ".*")
+    assert [a.analysisId for a in by_donor] == [analysis.analysisId]
 
     update = FileUpdateRequest()
     update.info = {"checked": "yes"}
@@ -176,10 +181,13 @@ def test_sdk_reads_searches_and_updates(api, server):
     }
     assert api.get_analysis(analysis.analysisId).analysisState == "PUBLISHED"
 
-    api.unpublish(analysis.analysisId)
+    unpublished = api.unpublish(analysis.analysisId)
+    assert unpublished.message == f"AnalysisId {analysis.analysisId} successfully unpublished"
     assert api.get_analysis(analysis.analysisId).analysisState == "UNPUBLISHED"
     api.publish(analysis.analysisId)
-    assert api.get_analysis(analysis.analysisId).analysisState == "PUBLISHED"
+    got = api.get_analysis(analysis.analysisId)
+    assert got.analysisState == "PUBLISHED"
+    assert "Z" not in got.publishedAt and got.publishedAt >= got.createdAt  # LocalDateTime
 
     with pytest.raises(SongError) as missing:
         api.get_analysis("00000000-0000-0000-0000-000000000000")

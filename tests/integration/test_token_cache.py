@@ -16,28 +16,35 @@ WINDOW = 5.0
 
 @pytest.mark.parametrize("seconds", [None, 0])
 def test_a_revoked_token_is_refused_within_the_cache_window(tmp_path, seconds):
+    """Checked by what each request got, never by how long it took: every process verified
+    the token before the revocation, so whatever it believes expires `window` seconds after
+    the revocation at the latest, however slow the machine. Within the window a request may
+    still be answered from a cache (200) or refused (401); every request after it is
+    refused. With no cache (0 s): refused from the first request after the revocation."""
     server = init_server(tmp_path / "data")
     env = {} if seconds is None else {"PYSCORE_TOKEN_CACHE_SECONDS": str(seconds)}
     server.start("--workers", "2", env=env)
     try:
         token_id, secret = cli_token(server.data_dir, "score.READ")
         ping = f"{server.url}/download/ping"
-        with httpx.Client(headers=bearer(secret), timeout=10) as http:
-            for _ in range(8):  # new connections: both workers verify (and keep) it
-                assert httpx.get(ping, headers=bearer(secret)).status_code == 200
+
+        def status() -> int:  # a new connection each: either worker may answer
+            return httpx.get(ping, headers=bearer(secret), timeout=30).status_code
+
+        with httpx.Client(headers=bearer(secret), timeout=30) as http:
+            for _ in range(8):  # both workers verify (and keep) it
+                assert status() == 200
             cli_revoke(server.data_dir, token_id)
-            revoked = time.monotonic()
-            window = WINDOW if seconds is None else 0.0
-            refused_after = None
-            while time.monotonic() - revoked < window + 2.0:
-                statuses = {httpx.get(ping, headers=bearer(secret)).status_code for _ in range(4)}
-                if statuses == {401}:
-                    refused_after = time.monotonic() - revoked
+            window_ends = time.monotonic() + (WINDOW if seconds is None else 0.0)
+            within: list[int] = []
+            for _ in range(1000):  # bounded; ends when the window does
+                if time.monotonic() >= window_ends:
                     break
-                assert statuses <= {200, 401}
+                within.append(status())
                 time.sleep(0.2)
-            assert refused_after is not None, "still accepted past the window"
-            assert refused_after <= window + 1.0
+            assert set(within) <= {200, 401}, within
+            after = [status() for _ in range(8)]
+            assert after == [401] * 8, f"accepted after the window: {after}; within: {within}"
             assert http.get(ping).status_code == 401
     finally:
         server.stop()

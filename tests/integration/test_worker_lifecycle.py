@@ -55,7 +55,7 @@ def test_workers_end_with_a_killed_server(tmp_path, workers):
         assert len(workers_pids) >= workers, workers_pids
         os.kill(pid, signal.SIGKILL)
         server.process.wait(10)
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 60  # they notice within ~5.5 s; bounded, not timed
         while time.monotonic() < deadline and (
             any(alive(w) for w in workers_pids) or port_open(server.port)
         ):

@@ -22,12 +22,12 @@ from pyscore.server.auth import (
     can,
     create_token,
     expired_at,
-    parse_duration,
     principal_for,
     readable_studies,
     study_scope,
     validate_scopes,
 )
+from pyscore.server.db import parse_duration
 from pyscore.server.errors import ApiError
 from pyscore.server.tables import Token
 from tests.unit.memdb import memory_session
@@ -121,8 +121,36 @@ def test_access_matrix(mint: Mint, caller: str, action: Action, access: str, exp
         assert (error.status, error.error_id) == (401, "unauthorized.token")
         assert error.message == "A valid access token is required to do it"
     else:
-        assert (error.status, error.error_id) == (403, "forbidden")
+        assert (error.status, error.error_id) == (403, "forbidden.token")
         assert error.message == f"Token missing required scope {expected} to do it"
+
+
+# Song's decisions: METADATA (a study's metadata: Song's @studySecurity) and SYSTEM (Song's
+# @systemSecurity), by the scopes of SONG's own tests (`song.READ` may not write).
+SONG_MATRIX = [
+    (["song.WRITE"], Action.METADATA, OK),
+    (["song.WRITE"], Action.SYSTEM, OK),
+    (["song.WRITE"], WRITE, W),  # Score's storage wants a Score scope
+    (["song.READ"], Action.METADATA, W),
+    (["song.READ"], Action.SYSTEM, "song.WRITE"),
+    ([W], Action.METADATA, OK),
+    ([W], Action.SYSTEM, "song.WRITE"),
+    (["PROGRAMDATA-OTHER.WRITE"], Action.METADATA, W),
+    (["score.WRITE"], Action.METADATA, OK),
+    (["score.WRITE"], Action.SYSTEM, "song.WRITE"),
+    (["score.ADMIN"], Action.SYSTEM, OK),
+]
+
+
+@pytest.mark.parametrize(("scopes", "action", "expected"), SONG_MATRIX)
+def test_song_scopes(mint: Mint, scopes: list[str], action: Action, expected: str):
+    who = mint(scopes)
+    if expected == OK:
+        authorize(who, action, STUDY, what="do it")
+        return
+    error = refusal(lambda: authorize(who, action, STUDY, what="do it"))
+    assert (error.status, error.error_id) == (403, "forbidden.token")
+    assert error.message == f"Token missing required scope {expected} to do it"
 
 
 @pytest.mark.parametrize(

@@ -124,3 +124,30 @@ def test_what_a_full_answer_leaves_out_is_asked_again_by_batch():
     assert isinstance(got["missing-1"], NotFoundError)
     assert api.singles <= PROBES
     assert len(api.batches) >= (len(IDS) - PROBES) // 7
+
+
+class SilentApi(FakeApi):
+    """A service whose first answers never come (they wait on `answer`)."""
+
+    def __init__(self) -> None:
+        super().__init__(offer=None)
+        self.answer = threading.Event()
+
+    def download_spec(self, object_id: str, offset: int, length: int) -> ObjectSpecification:
+        self.answer.wait(30)
+        return super().download_spec(object_id, offset, length)
+
+
+def test_closing_stops_whoever_waits_on_a_lookup_that_will_never_be_asked():
+    """The run stopped (a wrong setting, Ctrl-C) while lookups were held back until the
+    service's first answer: a resolver waiting on one must not wait forever (the process
+    could not end), it is told the lookup was cancelled."""
+    api = SilentApi()
+    lookups = Lookups(api)  # type: ignore[arg-type]
+    try:
+        futures = [lookups.spec(f"id-{n}") for n in range(PROBES + 2)]  # the last 2 held
+        lookups.close()
+        held = futures[-1]
+        assert held.cancelled(), "a held lookup left pending: its waiter would hang"
+    finally:
+        api.answer.set()

@@ -56,10 +56,13 @@ SERVER_DOMAIN = [
     "pyscore.server.objects",
     "pyscore.server.metadata",
     "pyscore.server.repository",
+    "pyscore.server.viewer",
     "pyscore.server.keys",
     "pyscore.server.platform",
     "pyscore.server.audit",
     "pyscore.server.identity",
+    "pyscore.server.events",
+    "pyscore.server.events.delivery",
     "pyscore.server.htsget.tickets",
     "pyscore.server.formats.indexes",
     "pyscore.server.formats.headers",
@@ -87,3 +90,82 @@ def test_the_wire_package_loads_neither_side():
         "pyscore.wire.manifest, pyscore.wire.codec"
     )
     assert not [m for m in loaded if m.startswith(("pyscore.client", "pyscore.server"))]
+
+
+# Authorization in one direction: each module may import only the ones listed (of this group);
+# `scopes` is the bottom, `auth` the top, `audit` stands apart. Checked on the source, so a
+# function-level (lazy) import breaks the order as much as one at the top.
+AUTHORIZATION = ["scopes", "audit", "tokencache", "identity", "auth"]
+MAY_IMPORT = {
+    "scopes": set(),
+    "audit": set(),
+    "tokencache": {"scopes"},
+    "identity": {"scopes", "tokencache"},
+    "auth": {"scopes", "audit", "tokencache", "identity"},
+}
+
+
+def imported_groups(name: str) -> set[str]:
+    """The modules of AUTHORIZATION that `pyscore.server.<name>` (every file of it, for a
+    package) imports anywhere in its source."""
+    import ast
+    from pathlib import Path
+
+    import pyscore.server
+
+    root = Path(pyscore.server.__file__).parent
+    files = sorted((root / name).glob("*.py")) if (root / name).is_dir() else [root / f"{name}.py"]
+    found: set[str] = set()
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            for target in targets:
+                parts = target.split(".")
+                if parts[:2] == ["pyscore", "server"] and len(parts) > 2:
+                    found.add(parts[2])
+    return (found & set(AUTHORIZATION)) - {name}
+
+
+@pytest.mark.parametrize("name", AUTHORIZATION)
+def test_authorization_modules_import_one_way(name):
+    assert imported_groups(name) <= MAY_IMPORT[name], (
+        f"pyscore.server.{name} imports {sorted(imported_groups(name) - MAY_IMPORT[name])}"
+    )
+
+
+def test_the_audit_trail_loads_no_authorization():
+    loaded = loaded_after("pyscore.server.audit")
+    assert not {f"pyscore.server.{m}" for m in AUTHORIZATION if m != "audit"} & loaded
+
+
+HEAVY = ("httpx", "pysam", "pandas", "fsspec", "numpy", "msgspec", "rich")
+
+
+def test_import_pyscore_loads_no_http_client_nor_data_library_nor_the_server():
+    """`import pyscore` is a notebook's first line: what it loads, every start pays for."""
+    loaded = loaded_after("pyscore")
+    assert not [m for m in loaded if m.split(".")[0] in HEAVY]
+    assert not [m for m in loaded if m.startswith(("pyscore.server", "pyscore.client"))]
+
+
+def test_a_client_loads_its_http_client_only_when_it_calls():
+    code = (
+        "import sys, pyscore; pyscore.Client(metadata_url='http://127.0.0.1:9', "
+        "storage_url='http://127.0.0.1:9'); pyscore.ScoreError; pyscore.FileInfo; "
+        "print('\\n'.join(sorted(m for m, v in sys.modules.items() if v)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(done.stdout.split())
+    assert "pyscore.library.client" in loaded
+    assert not [m for m in loaded if m.split(".")[0] in HEAVY]
+    assert not [m for m in loaded if m.startswith("pyscore.server")]
+
+
+@pytest.mark.parametrize("name", ["pyscore.library.client", "pyscore.library.fs"])
+def test_the_library_never_loads_the_server(name):
+    loaded = loaded_after(name)
+    assert not [m for m in loaded if m.startswith("pyscore.server")]

@@ -5,23 +5,29 @@ Object bytes never go through here: transfer.py fetches them from the signed par
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
+import socket
+import ssl
 import threading
 from collections.abc import Iterator, Sequence
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any, Optional, TypeVar, Union
 
 import httpx
 
 from pyscore.client import tls
-from pyscore.client.config import ClientSettings
+from pyscore.client.config import ClientSettings, env_names
 from pyscore.client.errors import (
     AuthError,
     NotFoundError,
     NotPublishedError,
     ScoreError,
     ServerError,
+    SettingError,
     UnreachableError,
     UsageError,
 )
@@ -57,6 +63,19 @@ TEXT_LIMIT = 64 * 1024  # the ping URL, the sentinel object
 MANIFEST_LIMIT = 256 * MiB  # a million rows
 SPRING_ERROR = {"timestamp", "status", "error", "path"}  # Spring Boot's body: no message
 WWW_AUTH_DETAIL = (re.compile(r'error_description="([^"]*)"'), re.compile(r'error="([^"]*)"'))
+# The two services by their setting: what each is, and the one path every such service
+# answers under its base URL (Song's, and ARGO's gateway's, legacy entity listing; Score's
+# sentinel), asked when a call under it was answered 404.
+SERVICES = {
+    "metadata.url": ("Song", "/entities", "?size=1"),
+    "storage.url": ("Score", "/download/ping", ""),
+}
+STORAGE_PATHS = ("/download", "/upload", "/listing", "/htsget")  # storage's, under one URL
+NO_TLS = ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG")
+# "Token missing required scope PROGRAMDATA-X.READ to ..." (ours); the original names none
+MISSING_SCOPE = re.compile(r"missing required scope ([\w:-]+\.[\w.:-]+)", re.IGNORECASE)
+STUDY_SCOPE = re.compile(r"PROGRAMDATA-(.+)\.READ", re.IGNORECASE)
+DACO = "https://daco.icgc-argo.org"
 
 
 def read_capped(response: httpx.Response, limit: int, what: str) -> httpx.Response:
@@ -80,6 +99,42 @@ def read_capped(response: httpx.Response, limit: int, what: str) -> httpx.Respon
         content=b"".join(chunks),
         request=response.request,
     )
+
+
+MANIFEST_DIR = "manifest"  # the image's /score-client/manifest, where its alias mounts `pwd`
+
+
+def manifest_path(source: str) -> Path:
+    """A local manifest; a relative one not in the current directory is also looked for in
+    ./manifest/, as in the Docker use the original documents (`-v $(pwd):/score-client/manifest`,
+    then `--manifest name.txt` from /score-client)."""
+    path = Path(source)
+    if not path.is_file() and not path.is_absolute() and (Path(MANIFEST_DIR) / path).is_file():
+        path = Path(MANIFEST_DIR) / path
+    if not path.is_file():
+        raise UsageError(f"Manifest '{source}' does not exist or is not a file")
+    return path
+
+
+def read_manifest_text(source: str) -> str:
+    if source.startswith(("http://", "https://")):
+        try:
+            with httpx.Client(follow_redirects=True, timeout=60) as http:
+                r = read_capped(
+                    http.send(http.build_request("GET", source), stream=True),
+                    MANIFEST_LIMIT,
+                    f"manifest {source}",
+                )
+        except httpx.HTTPError as exc:
+            raise UnreachableError(f"Cannot fetch manifest {source}: {exc}") from None
+        if r.status_code >= 400:
+            raise UsageError(f"Cannot fetch manifest {source}: HTTP {r.status_code}")
+        return r.text
+    path = manifest_path(source)
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise UsageError(f"Manifest '{source}' is not UTF-8 text") from None
 
 
 def server_message(response: httpx.Response) -> str:
@@ -127,6 +182,8 @@ def refusal(status: int, message: str, bare: str, what: str) -> ScoreError:
         )
     elif status == 403:
         error = AuthError(f"{what}: permission denied: {message or bare}")
+        needed = MISSING_SCOPE.search(message)
+        error.scope = needed[1] if needed else None
     elif status == 404:
         error = NotFoundError(f"{what}: not found" + (f": {message}" if message else ""))
     elif status in (400, 422) and message:
@@ -137,6 +194,127 @@ def refusal(status: int, message: str, bare: str, what: str) -> ScoreError:
         error = ScoreError(f"{what}: refused by the server: {message or bare}")
     error.status = status
     return error
+
+
+def missing(object_id: str) -> NotFoundError:
+    """A 404 for an object id: most often a mistyped id, so say that (not the service's
+    class names)."""
+    error = NotFoundError(f"no object with id {object_id} (check the id or the manifest)")
+    error.status = 404
+    return error
+
+
+def token_scopes(token: str) -> Optional[list[str]]:
+    """The scopes a JWT access token says it carries (OIDC `scope`/`scp`, Ego's
+    `context.scope`), for telling a user what their token has; None for an opaque token.
+    Read, not verified: the server decides, this only explains."""
+    if token.count(".") != 2:
+        return None
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (ValueError, binascii.Error):
+        return None
+    if not isinstance(claims, dict):
+        return None
+    context = claims.get("context")
+    for found in (
+        claims.get("scope"),
+        claims.get("scp"),
+        context.get("scope") if isinstance(context, dict) else None,
+    ):
+        if isinstance(found, str):
+            return found.split()
+        if isinstance(found, list):
+            return [str(s) for s in found]
+    return None
+
+
+def refusal_summary(refused: Sequence[tuple[AuthError, str]], token: str) -> list[str]:
+    """Files refused for want of a scope (each with its study), as one line per scope or
+    study rather than one per file: how many, what they need, what the token has when it
+    says, and what to ask for."""
+    groups: dict[tuple[Optional[str], str], list[AuthError]] = {}
+    for error, study in refused:
+        groups.setdefault((error.scope, study if not error.scope else ""), []).append(error)
+    scopes = token_scopes(token)
+    has = f" (scopes: {', '.join(scopes) or 'none'})" if scopes is not None else ""
+    lacking = f"which this token{has} does not have" if token else "and no access token is set"
+    lines = []
+    for (scope, study), errors in groups.items():
+        what, _, said = str(errors[0]).partition(": permission denied: ")
+        one = len(errors) == 1
+        files = what if one else f"{len(errors)} files"  # one file: named, as alone
+        program = (STUDY_SCOPE.fullmatch(scope or "") or [None, study])[1]
+        ask = (
+            f"ask for access to program {program} (on ICGC ARGO: DACO approval, {DACO})"
+            if program
+            else "ask the platform for it"
+        )
+        if scope:
+            lines.append(
+                f"{files} {'needs' if one else 'need'} scope {scope}, {lacking}: {ask}, then "
+                "use a token with that scope (accessToken / ACCESSTOKEN)"
+            )
+        else:
+            where = f" of program {program}" if program else ""
+            lines.append(f"{files}{where} {'was' if one else 'were'} refused ({said}): {ask}")
+    return lines
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The innermost exception a library's error wraps (its socket or TLS error)."""
+    for _ in range(10):
+        inner = exc.__cause__ or exc.__context__
+        if inner is None:
+            break
+        exc = inner
+    return exc
+
+
+def first_contact_problem(exc: httpx.TransportError, host: str, connect: float) -> Optional[str]:
+    """What failing to reach a service that has not answered yet in this run says about its
+    URL (refused, no such host, no TLS there, ...), None for what can heal by itself (a
+    read that timed out, a reset): those are retried, a wrong setting is not."""
+    if isinstance(exc, httpx.UnsupportedProtocol):
+        return "is not a URL: it needs http:// or https://"
+    if isinstance(exc, httpx.ConnectTimeout):
+        return f"did not accept a connection within {connect:.0f} s"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "did not answer as an HTTP server (is it https://?)"
+    if not isinstance(exc, httpx.ConnectError):
+        return None
+    cause = root_cause(exc)
+    if isinstance(cause, ConnectionRefusedError):
+        return "refused the connection"
+    if isinstance(cause, socket.gaierror):
+        return f"names a host that cannot be found ({host})"
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        why = getattr(cause, "verify_message", None) or cause
+        return f"presents a TLS certificate this machine does not trust ({why})"
+    if isinstance(cause, ssl.SSLError):
+        if cause.reason in NO_TLS:
+            return "does not speak TLS (is it http://?)"
+        return f"failed the TLS handshake ({cause.reason or cause})"
+    return f"cannot be reached ({getattr(cause, 'strerror', None) or cause})"
+
+
+def setting_error(settings: ClientSettings, key: str, problem: str) -> SettingError:
+    """The one line for a setting that cannot work: its name, its value, what is wrong and
+    where it was set."""
+    name = env_names(key)[-1]
+    return SettingError(f"{name}={settings.get(key)} {problem} ({settings.origin(key)})")
+
+
+def check_url(settings: ClientSettings, key: str) -> None:
+    """A service URL must at least be one (scheme and host) before anything is asked."""
+    try:
+        url = httpx.URL(settings.get(key))
+        usable = url.scheme in ("http", "https") and bool(url.host)
+    except httpx.InvalidURL:
+        usable = False
+    if not usable:
+        raise setting_error(settings, key, "is not a URL: it needs http:// or https://")
 
 
 def status_phrase(status: int) -> str:
@@ -163,6 +341,8 @@ class Api:
     """The two services score-client talks to; both may be the same pyscore server."""
 
     def __init__(self, settings: ClientSettings) -> None:
+        for key in SERVICES:
+            check_url(settings, key)
         self.settings = settings
         headers = {"User-Agent": USER_AGENT}
         if settings.token:
@@ -186,6 +366,13 @@ class Api:
         # what each service (by base URL) offers beyond the original's API: the most ids per
         # batch lookup, None for none; learned from its first answer (see wire/batch.py)
         self._offers: dict[str, Optional[int]] = {}
+        # base URLs that answered in this run: failing to reach one of them later is a
+        # restart or a blip (retried); failing before is most likely its setting (not)
+        self._answered: set[str] = set()
+        # settings whose URL a success proved right, and the outcome of each 404 check
+        self._proven: set[str] = set()
+        self._checked: dict[str, Optional[SettingError]] = {}
+        self._checking = threading.Lock()
 
     @property
     def store(self) -> httpx.Client:
@@ -209,16 +396,71 @@ class Api:
         self, method: str, url: str, what: str, limit: int = JSON_LIMIT, **kwargs: Any
     ) -> httpx.Response:
         """One call, its answer read up to `limit` bytes; a transport error is Transient."""
+        key = self._setting_of(url)
         try:
             request = self.http.build_request(method, url, **kwargs)
             response = read_capped(self.http.send(request, stream=True), limit, what)
         except httpx.TransportError as exc:
             host = httpx.URL(url).host
+            base = self.settings.get(key).rstrip("/") if key else ""
+            if key and base not in self._answered:
+                connect = self.http.timeout.connect or 0.0
+                problem = first_contact_problem(exc, host, connect)
+                if problem:
+                    raise setting_error(self.settings, key, problem) from None
             raise Transient() from UnreachableError(
                 f"{what}: cannot reach {host} ({type(exc).__name__}: {exc})"
             )
+        if key:
+            self._answered.add(self.settings.get(key).rstrip("/"))
+            if response.status_code < 400:
+                self._proven.add(key)
         self._learn(url, response)
         return response
+
+    def _setting_of(self, url: str) -> Optional[str]:
+        """Which service setting a URL of ours is under (None: a signed URL elsewhere). When
+        both services share one base URL, storage's paths tell them apart."""
+        meta, storage = self.settings.metadata_url, self.settings.storage_url
+
+        def under(base: str) -> bool:
+            return url == base or url.startswith(base + "/") or url.startswith(base + "?")
+
+        if meta == storage:
+            if not under(meta):
+                return None
+            return "storage.url" if url[len(meta) :].startswith(STORAGE_PATHS) else "metadata.url"
+        found = [
+            (len(b), k) for k, b in (("metadata.url", meta), ("storage.url", storage)) if under(b)
+        ]
+        return max(found)[1] if found else None
+
+    def check_service(self, url: str) -> None:
+        """After a 404 under a service's URL that no success has proven right: ask the path
+        every such service answers; a 404 there too means the setting is wrong (a base URL
+        with a path the service does not have), not the thing asked for. Asked once a run."""
+        key = self._setting_of(url)
+        if key is None or key in self._proven:
+            return
+        with self._checking:
+            if key in self._checked:
+                error = self._checked[key]
+            else:
+                error = self._checked[key] = self._probe(key)
+        if error is not None:
+            raise error
+
+    def _probe(self, key: str) -> Optional[SettingError]:
+        service, path, query = SERVICES[key]
+        base = self.settings.get(key).rstrip("/")
+        try:
+            response = self.send_once("GET", base + path + query, f"{service} check")
+        except Transient:
+            return None  # cannot tell: the 404 stands as it is
+        if response.status_code != 404:
+            return None
+        problem = f"is not the base URL of a {service} service (its {path} answers 404)"
+        return setting_error(self.settings, key, problem)
 
     # -- what a server offers beyond the original's API ----------------------------------------
     def _learn(self, url: str, response: httpx.Response) -> None:
@@ -264,15 +506,19 @@ class Api:
 
         response = retrying(once, self.attempts)
         if response.status_code >= 400 and response.status_code not in ok:
+            if response.status_code == 404:
+                self.check_service(url)
             raise error_for(response, what)
         return response
 
     # -- metadata -------------------------------------------------------------------------
     def entity(self, object_id: str) -> Entity:
         url = f"{self.settings.metadata_url}/entities/{object_id}"
-        return decode(
-            Entity, self.request("GET", url, f"object {object_id}").json(), f"object {object_id}"
-        )
+        try:
+            response = self.request("GET", url, f"object {object_id}")
+        except NotFoundError:
+            raise missing(object_id) from None
+        return decode(Entity, response.json(), f"object {object_id}")
 
     def entities(self, **filters: str) -> Iterator[Entity]:
         """Every entity matching the filters, page by page (as score-client does)."""
@@ -382,8 +628,15 @@ class Api:
         except ScoreError as exc:
             if exc.status in (400, 409):  # the original says 400 and nothing more
                 raise self._why_refused(object_id) or exc from None
+            if isinstance(exc, NotFoundError):
+                raise missing(object_id) from None
             raise
         return decode(ObjectSpecification, response.json(), f"object {object_id}")
+
+    def signed_url(self, object_id: str) -> str:
+        """A signed URL of the whole object, for tools that read it themselves (htslib,
+        a browser, curl): one unranged URL, as `url` prints."""
+        return self.download_spec(object_id, external=True).parts[0].url or ""
 
     def _why_refused(self, object_id: str) -> ScoreError | None:
         """The metadata's reason a download was refused, if it is that the file's analysis is
@@ -420,6 +673,9 @@ class Api:
             if r.status == 200 and r.spec is not None:
                 out.append(r.spec)
                 continue
+            if r.status == 404:
+                out.append(missing(r.objectId))
+                continue
             error = refusal(r.status, r.message or "", status_phrase(r.status), what_one)
             if r.status in (400, 409):  # as download_spec: say why, if it is publication
                 error = self._why_refused(r.objectId) or error
@@ -450,6 +706,8 @@ class Api:
         for r in answer.results:
             if r.status == 200 and r.entity is not None:
                 out.append(r.entity)
+            elif r.status == 404:
+                out.append(missing(r.id))
             else:
                 message, bare = r.message or "", status_phrase(r.status)
                 out.append(refusal(r.status, message, bare, f"object {r.id}"))

@@ -12,10 +12,14 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pyscore.client.httpio import Connections, UrlRejected, get_range, stale
 from pyscore.client.retry import Attempts, Transient
 from pyscore.client.safefiles import private_dir, write_private
+
+if TYPE_CHECKING:
+    from pyscore.client.api import Api
 
 BLOCK = 256 * 1024
 READAHEAD_MIN = 1024 * 1024
@@ -259,6 +263,18 @@ class BlockStore:
         if len(parts) == 1:  # the usual case: one copy, no join
             return parts[0][lo : lo + (end - offset)]
         return b"".join(parts)[lo : lo + (end - offset)]
+
+
+def block_store(api: Api, memory_limit: int, disk: DiskLRU | None = None) -> BlockStore:
+    """A BlockStore over a client's services: signed URLs from the storage API, the
+    settings' parallelism and attempts (the mount's and the library's)."""
+    return BlockStore(
+        api.signed_url,
+        memory_limit,
+        disk,
+        parallel=api.settings.parallel,
+        attempts=max(api.settings.int("storage.retryNumber"), 1),
+    )
 
 
 class Readahead:

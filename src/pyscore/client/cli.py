@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import uuid
@@ -16,18 +17,19 @@ from pyscore.client.errors import (
     EXIT_OK,
     EXIT_USAGE,
     ScoreError,
-    UnreachableError,
     UsageError,
 )
+from pyscore.client.layout import writable_dir
 from pyscore.wire.manifest import ManifestError
 
 EPILOG = """exit codes:
   0  success
   1  some files failed (the others completed)
-  2  usage error or bad input (options, manifest)
-  3  authentication or permission refused (token, scope)
+  2  usage error or bad input (options, manifest, a service URL that cannot work)
+  3  authentication or permission refused (token, scope), even if other files arrived
   4  integrity failure (size or MD5 mismatch)
-  5  server unreachable
+  5  server unreachable (after it had answered)
+  130 interrupted (re-run the same command to resume)
 
 settings (highest first): command-line options, environment (ACCESSTOKEN, METADATA_URL,
 STORAGE_URL, STORAGE_PROFILE, TRANSPORT_PARALLEL, ...), conf/application-<profile>.properties,
@@ -74,7 +76,11 @@ def object_id(text: str) -> str:
     try:
         return str(uuid.UUID(text))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an object id (a UUID)") from None
+        pass
+    hint = ""
+    if "," in text:  # ids listed as in a spreadsheet: say how to give several
+        hint = f"; separate several ids with spaces: --object-id {' '.join(text.split(','))}"
+    raise argparse.ArgumentTypeError(f"{text!r} is not an object id (a UUID){hint}")
 
 
 def build_parser() -> Parser:
@@ -285,80 +291,34 @@ def build_parser() -> Parser:
 
 
 # -- commands ------------------------------------------------------------------------------
-MANIFEST_DIR = "manifest"  # the image's /score-client/manifest, where its alias mounts `pwd`
+def read_manifest(source: str | None):
+    """A manifest's rows (None without one); see api.read_manifest_text."""
+    if not source:
+        return None
+    from pyscore.client.api import read_manifest_text
+    from pyscore.wire.manifest import parse_download
 
-
-def manifest_path(source: str) -> Path:
-    """A local manifest; a relative one not in the current directory is also looked for in
-    ./manifest/, as in the Docker use the original documents (`-v $(pwd):/score-client/manifest`,
-    then `--manifest name.txt` from /score-client)."""
-    path = Path(source)
-    if not path.is_file() and not path.is_absolute() and (Path(MANIFEST_DIR) / path).is_file():
-        path = Path(MANIFEST_DIR) / path
-    if not path.is_file():
-        raise UsageError(f"Manifest '{source}' does not exist or is not a file")
-    return path
-
-
-def read_manifest_text(source: str) -> str:
-    if source.startswith(("http://", "https://")):
-        import httpx
-
-        from pyscore.client.api import MANIFEST_LIMIT, read_capped
-
-        try:
-            with httpx.Client(follow_redirects=True, timeout=60) as http:
-                r = read_capped(
-                    http.send(http.build_request("GET", source), stream=True),
-                    MANIFEST_LIMIT,
-                    f"manifest {source}",
-                )
-        except httpx.HTTPError as exc:
-            raise UnreachableError(f"Cannot fetch manifest {source}: {exc}") from None
-        if r.status_code >= 400:
-            raise UsageError(f"Cannot fetch manifest {source}: HTTP {r.status_code}")
-        return r.text
-    path = manifest_path(source)
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise UsageError(f"Manifest '{source}' is not UTF-8 text") from None
+    return parse_download(read_manifest_text(source), source)
 
 
 def cmd_download(args: argparse.Namespace) -> int:
     from pyscore.client.api import Api
-    from pyscore.client.download import Request, download
+    from pyscore.client.download import Request, check_sources, download, wanted_ids
     from pyscore.client.progress import reporter
-    from pyscore.wire.manifest import parse_download
 
-    sources = [x for x in (args.manifest, args.object_id, args.analysis_id) if x]
-    if len(sources) != 1:
-        raise UsageError(
-            "Give exactly one of --object-id, --manifest, or --analysis-id (with --study-id)"
-        )
-    if args.analysis_id and not args.study_id:
-        raise UsageError("--analysis-id needs --study-id (or --program-id)")
+    check_sources(args.object_id, args.manifest, args.analysis_id, args.study_id)
     if args.offset < 0 or args.length < -1 or args.length == 0:
         raise UsageError("--offset must be >= 0 and --length positive (or -1 for the rest)")
+    writable_dir(args.output_dir)
     settings = resolve(
         {"transport.parallel": str(args.parallel) if args.parallel else None}, args.profile
     )
     api = Api(settings)
     report = reporter(args.json, args.quiet, args.silent)
     try:
-        rows = None
-        if args.manifest:
-            rows = parse_download(read_manifest_text(args.manifest), args.manifest)
-            ids = [r.objectId for r in rows]
-        elif args.analysis_id:
-            ids = [e.id for e in api.entities(gnosId=args.analysis_id, projectCode=args.study_id)]
-            if not ids:
-                raise UsageError(
-                    f"Analysis {args.analysis_id} of study {args.study_id} has no "
-                    "files (or does not exist)"
-                )
-        else:
-            ids = args.object_id
+        ids, rows = wanted_ids(
+            api, args.object_id, read_manifest(args.manifest), args.analysis_id, args.study_id
+        )
         request = Request(
             ids,
             args.output_dir,
@@ -386,7 +346,6 @@ def cmd_view(args: argparse.Namespace) -> int:
     import signal
 
     from pyscore.client import view
-    from pyscore.wire.manifest import parse_download
 
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `| head` ends us quietly, as samtools
     if not (args.input_file or args.object_id or args.manifest):
@@ -395,6 +354,8 @@ def cmd_view(args: argparse.Namespace) -> int:
         raise UsageError("--input-file-index needs --input-file")
     if args.manifest and not args.output_dir:
         raise UsageError("--manifest needs --output-dir")
+    if args.output_dir:
+        writable_dir(args.output_dir)
     regions = (
         view.parse_bed(args.bed_query)
         if args.bed_query
@@ -417,7 +378,7 @@ def cmd_view(args: argparse.Namespace) -> int:
     if args.object_id:
         ids = list(args.object_id)
     else:
-        rows = parse_download(read_manifest_text(args.manifest), args.manifest)
+        rows = read_manifest(args.manifest)
         ids = [r.objectId for r in rows]
     return view.run_remote(
         job,
@@ -443,40 +404,17 @@ def _uploader(args: argparse.Namespace):
 
 
 def cmd_upload(args: argparse.Namespace) -> int:
-    from pyscore.client.upload import Item
-    from pyscore.wire.manifest import parse_upload
+    from pyscore.client.upload import items_for, upload_items
 
-    if bool(args.manifest) == bool(args.object_id):
-        raise UsageError("Give either --manifest or --object-id (with --file and --md5)")
-    if args.object_id:
-        if not args.file or not args.md5:
-            raise UsageError("--object-id needs --file and --md5")
-        if len(args.md5) != 32 or any(c not in "0123456789abcdefABCDEF" for c in args.md5):
-            raise UsageError(f"--md5 {args.md5!r} is not an MD5 (32 hex digits)")
-        items = [Item(args.object_id, args.file, args.md5.lower())]
-    else:
-        text = read_manifest_text(str(args.manifest))
-        _, rows = parse_upload(text, str(args.manifest))
-        base = manifest_path(str(args.manifest)).parent
-        items = [
-            Item(oid, (base / path) if not Path(path).is_absolute() else Path(path), md5)
-            for oid, path, md5 in rows
-        ]
+    items = items_for(args.manifest, args.object_id, args.file, args.md5)
     api, report, uploader = _uploader(args)
     try:
-        if len(items) == 1:
-            if args.verify_connection:
-                api.ping()
-            uploader.upload(items[0], force=args.force)
-            failures = 0
-        else:
-            errors = uploader.upload_many(items, force=args.force, verify=args.verify_connection)
-            failures = sum(1 for e in errors if e is not None)
+        failures = upload_items(api, uploader, items, args.force, args.verify_connection)
     finally:
         uploader.close()
         report.close()
         api.close()
-    report.notice(f"Uploaded {len(items) - failures} of {len(items)} file(s)")
+    report.notice(f"Uploaded {len(items) - len(failures)} of {len(items)} file(s)")
     return 1 if failures else EXIT_OK
 
 
@@ -500,10 +438,11 @@ def cmd_mount(args: argparse.Namespace) -> int:
     from pyscore.client import mount
     from pyscore.client.api import Api
     from pyscore.client.progress import reporter
-    from pyscore.wire.manifest import parse_download
 
     report = reporter(False, args.quiet, args.silent)
     mount.check_mount_point(args.mount_point)
+    if args.disk_cache:
+        writable_dir(args.disk_cache, "--disk-cache")
     if args.daemonize:
         log = mount.daemonize(sys.argv[1:], args.mount_point)
         report.notice(
@@ -514,9 +453,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
     api = Api(resolve(None, args.profile))
     wanted = None
     if args.manifest:
-        wanted = {
-            r.objectId for r in parse_download(read_manifest_text(args.manifest), args.manifest)
-        }
+        wanted = {r.objectId for r in read_manifest(args.manifest)}
     try:
         if args.verify_connection:
             api.ping()
@@ -545,18 +482,17 @@ def cmd_url(args: argparse.Namespace) -> int:
     try:
         if args.verify_connection:
             api.ping()
-        spec = api.download_spec(args.object_id, external=True)
+        url = api.signed_url(args.object_id)
     finally:
         api.close()
-    print(spec.parts[0].url)
+    print(url)
     return EXIT_OK
 
 
 def cmd_manifest(args: argparse.Namespace) -> int:
     from pyscore.wire import tsv
-    from pyscore.wire.manifest import parse_download
 
-    rows = parse_download(read_manifest_text(args.manifest), args.manifest)
+    rows = read_manifest(args.manifest)
     header = ("object_id", "file_name", "file_size", "md5sum", "analysis_id", "index_object_id")
     print(tsv.row(header))
     for r in rows:
@@ -599,6 +535,17 @@ HANDLERS = {
 }
 
 
+def interrupted() -> NoReturn:
+    """Ctrl-C: the transfer's state is saved by now (the engines sync it on their way out);
+    say so and end at once. Threads still blocked in a read (a stalled server, a read
+    timeout of a minute) are not waited for, and nothing they would say is printed."""
+    print("score-client: interrupted; re-run the same command to resume", file=sys.stderr)
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(130)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -621,8 +568,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"score-client: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("score-client: interrupted; re-run the same command to resume", file=sys.stderr)
-        return 130
+        interrupted()
     except BrokenPipeError:
         return 1
     except OSError as exc:  # the local file system said no: name the file and the reason

@@ -9,6 +9,7 @@ Files are Spring-style `key=value` properties: `application.properties` and, for
 from __future__ import annotations
 
 import builtins
+import difflib
 import os
 import stat
 import sys
@@ -41,6 +42,31 @@ MEANINGS: dict[str, str] = {
     "view.htsget": "`false`: `view` reads the data file over HTTP Range with its index, "
     "as against the original Score, instead of asking the server's htsget",
 }
+# The original client's settings that pyscore does not use: accepted without a word, so its
+# configuration files work unchanged (score_reference.md §1.11).
+ORIGINAL_KEYS = frozenset(
+    {
+        "storage.retryTimeout",
+        "transport.memory",
+        "transport.fileFrom",
+        "download.partSize",
+        "client.uploadStateDir",
+        "client.ansi",
+        "client.silent",
+        "client.quiet",
+        "client.retryLimit",
+        "client.proxyUri",
+        "client.awsAccessKey",
+        "client.awsSecretKey",
+        "client.parallelism",
+        "portal.url",
+        "mount.logging",
+        "token.public-key",
+        "defaultProfile",
+        "azure.blockSize",
+    }
+)
+ORIGINAL_PREFIXES = ("client.ssl.", "logging.", "spring.")
 ENV_ALIASES = {"accessToken": ("ACCESSTOKEN", "ACCESS_TOKEN", "SCORE_ACCESS_TOKEN")}
 INT_KEYS = (
     "transport.parallel",
@@ -75,6 +101,20 @@ def read_properties(path: Path) -> dict[str, str]:
             continue
         out[line[:sep].strip()] = line[sep + 1 :].strip()
     return out
+
+
+def warn_unknown_keys(path: Path, values: dict[str, str]) -> None:
+    """A key neither we nor the original read is most likely a typo (`storage.urll`), which
+    would otherwise leave the default in effect without a word: name the nearest key."""
+    for key in values:
+        if key in DEFAULTS or key in ORIGINAL_KEYS or key.startswith(ORIGINAL_PREFIXES):
+            continue
+        near = difflib.get_close_matches(key, [*DEFAULTS, *ORIGINAL_KEYS], n=1)
+        hint = f" (did you mean '{near[0]}'?)" if near else ""
+        print(
+            f"score-client: warning: {path}: unknown setting '{key}'{hint}; it is ignored",
+            file=sys.stderr,
+        )
 
 
 def warn_if_readable_token(path: Path, values: dict[str, str]) -> None:
@@ -113,6 +153,17 @@ class ClientSettings:
 
     def int(self, key: str) -> int:
         return int(self.values[key])
+
+    def origin(self, key: str) -> str:
+        """Where a setting's value came from, said so the user knows what to change."""
+        source = self.sources.get(key, "default")
+        if source == "default":
+            return f"the default; set {env_names(key)[-1]} or {key}"
+        if source == "environment":
+            return "set in the environment"
+        if source == "command line":
+            return "set on the command line"
+        return f"set in {source} as {key}"
 
     @property
     def token(self) -> str:
@@ -158,6 +209,7 @@ def resolve(
         found = _find(name)
         if found:
             layers.append((str(found), read_properties(found)))
+            warn_unknown_keys(found, layers[-1][1])
             warn_if_readable_token(found, layers[-1][1])
     env = {}
     for key in set(DEFAULTS) | {k for _, layer in layers for k in layer}:

@@ -13,14 +13,23 @@ import contextlib
 import os
 import shutil
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, TypeVar, Union
 
-from pyscore.client.api import Api
-from pyscore.client.errors import EXIT_FAILED, EXIT_OK, DiskFullError, ScoreError
+from pyscore.client.api import Api, refusal_summary
+from pyscore.client.errors import (
+    EXIT_AUTH,
+    EXIT_FAILED,
+    EXIT_OK,
+    AuthError,
+    DiskFullError,
+    ScoreError,
+    SettingError,
+    UsageError,
+)
 from pyscore.client.layout import Names
 from pyscore.client.lookup import Lookups, ordered
 from pyscore.client.progress import Reporter
@@ -59,6 +68,42 @@ def wanted_from_rows(rows: Iterable[ManifestRow]) -> list[Wanted]:
     return out
 
 
+def check_sources(
+    object_ids: Optional[Sequence[str]],
+    manifest: object,
+    analysis_id: Optional[str],
+    study_id: Optional[str],
+) -> None:
+    """Exactly one way of naming what to download, and an analysis only with its study."""
+    if len([x for x in (manifest, object_ids, analysis_id) if x]) != 1:
+        raise UsageError(
+            "Give exactly one of --object-id, --manifest, or --analysis-id (with --study-id)"
+        )
+    if analysis_id and not study_id:
+        raise UsageError("--analysis-id needs --study-id (or --program-id)")
+
+
+def wanted_ids(
+    api: Api,
+    object_ids: Optional[Sequence[str]],
+    rows: Optional[list[ManifestRow]],
+    analysis_id: Optional[str],
+    study_id: Optional[str],
+) -> tuple[list[str], Optional[list[ManifestRow]]]:
+    """The object ids to download (and the manifest's rows, when a manifest names them):
+    given, from a manifest, or every file of an analysis."""
+    if rows is not None:
+        return [r.objectId for r in rows], rows
+    if analysis_id:
+        ids = [e.id for e in api.entities(gnosId=analysis_id, projectCode=study_id or "")]
+        if not ids:
+            raise UsageError(
+                f"Analysis {analysis_id} of study {study_id} has no files (or does not exist)"
+            )
+        return ids, None
+    return list(object_ids or []), None
+
+
 @dataclass
 class Request:
     object_ids: list[str]
@@ -83,12 +128,17 @@ class Request:
 class Outcome:
     failures: dict[str, ScoreError]
     downloaded: int
+    paths: dict[str, Path] = field(default_factory=dict)  # object id → its file, when there
 
     @property
     def exit_code(self) -> int:
+        """One kind of failure is that kind's code; refusals alone say so even when other
+        files arrived (what to do about them is to ask for access, not to re-run)."""
         if not self.failures:
             return EXIT_OK
         codes = {e.exit_code for e in self.failures.values()}
+        if codes == {EXIT_AUTH}:
+            return EXIT_AUTH
         if self.downloaded or len(codes) > 1:
             return EXIT_FAILED
         return codes.pop()
@@ -132,6 +182,8 @@ def resolve(lookups: Lookups, w: Wanted, req: Request) -> list[Found]:
     try:
         found.entity = w.entity or lookups.entity(w.object_id).result()
         found.spec = spec.result()
+    except SettingError:
+        raise  # not this file's failure: the run's
     except ScoreError as exc:
         found.error = exc
     out = [found]
@@ -146,6 +198,8 @@ def resolve(lookups: Lookups, w: Wanted, req: Request) -> list[Found]:
     else:
         try:
             entity = lookups.index_of(found.entity)
+        except SettingError:
+            raise
         except ScoreError as exc:
             out.append(Found("", warning=f"could not look up an index file: {exc}"))
             return out
@@ -157,11 +211,15 @@ def resolve(lookups: Lookups, w: Wanted, req: Request) -> list[Found]:
     item = Found(index_id, data_id=w.object_id)
     try:
         item.entity = index.result()
+    except SettingError:
+        raise
     except ScoreError as exc:
         out.append(Found("", warning=f"could not look up an index file: {exc}"))
         return out
     try:
         item.spec = lookups.spec(index_id, req.offset, req.length).result()
+    except SettingError:
+        raise
     except ScoreError as exc:
         item.error = exc
     out.append(item)
@@ -223,6 +281,8 @@ class Planner:
     names: Names = field(init=False)
     space: Space = field(init=False)
     seen: set[str] = field(default_factory=set)
+    placed: dict[str, Path] = field(default_factory=dict)  # object id → its final path
+    refused: list[tuple[AuthError, str]] = field(default_factory=list)  # (403, its study)
 
     def __post_init__(self) -> None:
         self.names = Names(self.req.output_dir, self.req.layout)
@@ -232,9 +292,22 @@ class Planner:
         self.failures[object_id] = error
         self.reporter.error(str(error))
 
+    def refuse(self, f: Found, error: AuthError) -> None:
+        """A file the token may not read: told with the others like it at the end (a
+        manifest of a study the token cannot read is one line, not one per file)."""
+        self.failures[f.object_id] = error
+        self.refused.append((error, f.entity.projectCode if f.entity else ""))
+
+    def tell_refused(self, token: str) -> None:
+        for line in refusal_summary(self.refused, token):
+            self.reporter.error(line)
+
     def place(self, f: Found) -> Optional[Target]:
         req = self.req
         e, spec = f.entity, f.spec
+        if isinstance(f.error, AuthError) and f.error.status == 403:
+            self.refuse(f, f.error)
+            return None
         if f.error is not None or e is None or spec is None:
             self.fail(f.object_id, f.error or ScoreError(f"object {f.object_id}: not found"))
             return None
@@ -257,8 +330,9 @@ class Planner:
             return None
         if there is not None and not req.force:
             if there.st_size == spec.objectSize:
+                self.placed[e.id] = final
                 self.reporter.skipped(
-                    e.fileName, f"{final} already exists (use --force to fetch again)"
+                    e.fileName, f"is already complete: {final} (--force fetches it again)"
                 )
                 return None
             self.fail(
@@ -269,6 +343,7 @@ class Planner:
         if req.force:
             forget(req.output_dir, e.id)
         self.space.reserve(e.id, spec.objectSize)
+        self.placed[e.id] = final
         partial = req.offset != 0 or req.length != -1
         return Target(
             e.id, e.fileName, final, spec, validate=req.validate, offset=req.offset, partial=partial
@@ -329,8 +404,9 @@ def download(
                 ordered(lambda w: resolve(lookups, w, req), wanted), 1
             ):
                 lookups.reached(number)
-                if isinstance(result, ScoreError):  # not raised by resolve; for the type
-                    continue
+                if isinstance(result, ScoreError):  # a setting's: the run's failure
+                    connection_checked()
+                    raise result
                 for found in result:
                     if found.warning:
                         reporter.warn(found.warning)
@@ -352,10 +428,12 @@ def download(
     finally:
         lookups.close()
         checker.shutdown(wait=False)
+    planner.tell_refused(settings.token)
     for object_id, error in results.items():
         if error is not None:
             failures[object_id] = error
     downloaded = sum(1 for e in results.values() if e is None)
     with contextlib.suppress(OSError):
         (req.output_dir / STATE_DIR).rmdir()  # only succeeds when nothing is left to resume
-    return Outcome(failures, downloaded)
+    paths = {i: p for i, p in planner.placed.items() if i not in failures}
+    return Outcome(failures, downloaded, paths)

@@ -1,8 +1,8 @@
 """Client-side errors: each maps to one line on stderr and one exit code.
 
 Exit codes (documented in `score-client --help`):
-0 ok; 1 some files failed; 2 usage / bad input; 3 auth or permission; 4 integrity (MD5/size);
-5 server unreachable.
+0 ok; 1 some files failed; 2 usage / bad input (a wrong setting too); 3 auth or permission;
+4 integrity (MD5/size); 5 server unreachable.
 """
 
 from __future__ import annotations
@@ -26,8 +26,14 @@ class UsageError(ScoreError):
     exit_code = EXIT_USAGE
 
 
+class SettingError(UsageError):
+    """A setting that cannot work (a service URL refused on first contact, one without a
+    scheme, one whose path is not the service's): the whole run stops with it, at once."""
+
+
 class AuthError(ScoreError):
     exit_code = EXIT_AUTH
+    scope: str | None = None  # the scope a 403 said was missing, when it said
 
 
 class NotFoundError(ScoreError):

@@ -7,6 +7,7 @@ only JSON API calls use httpx. One `Connections` per thread keeps connections al
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import re
 import socket
@@ -91,6 +92,16 @@ class Connections:
         for conn in self.pool.values():
             conn.close()
         self.pool.clear()
+
+    def abort(self) -> None:
+        """From another thread: end the requests under way on these connections now (a
+        read blocked on a stalled server returns at once), leaving the closing to their
+        owner. What Ctrl-C does to a transfer."""
+        for conn in list(self.pool.values()):
+            sock = conn.sock
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
 
 @lru_cache(maxsize=256)

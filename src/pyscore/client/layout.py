@@ -4,11 +4,26 @@ output directory whatever names a manifest or server supplies.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from pyscore.client.errors import UsageError
 
 LAYOUTS = ("filename", "bundle", "id")
+
+
+def writable_dir(path: Path, option: str = "--output-dir") -> None:
+    """Make the directory if it is missing and check a file can be made in it: one line
+    before any lookup, rather than the same refusal once per file after all of them."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            return
+    except (FileExistsError, NotADirectoryError):
+        reason = "it is not a directory"
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+    raise UsageError(f"cannot write to {option} {path} ({reason})")
 
 
 def safe_name(name: str, what: str) -> str:

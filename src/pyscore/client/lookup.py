@@ -22,12 +22,13 @@ once, as before.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import threading
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from typing import Any, Optional, TypeVar, Union
 
 from pyscore.client.api import Api, NotOffered
@@ -49,6 +50,16 @@ LOOKAHEAD = 2000  # items prefetched beyond the consumer's, at most (signed URLs
 
 Ask = tuple[Any, "Future[Any]", int]  # (what to look up, its future, its priority)
 Queued = tuple[int, int, Any, "Future[Any]"]  # (priority, order asked, what, its future)
+
+
+def settle(future: Future[Any], outcome: Any) -> None:
+    """Give a lookup's future its result (or exception); one cancelled because the run
+    stopped (`Lookups.close`) takes neither."""
+    with contextlib.suppress(InvalidStateError):
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
 
 
 class Batcher:
@@ -130,9 +141,9 @@ class Batcher:
     def _submit_single(self, key: Any, future: Future[Any], probe: bool) -> None:
         def run() -> None:
             try:
-                future.set_result(self.single(key))
+                settle(future, self.single(key))
             except BaseException as exc:
-                future.set_exception(exc)
+                settle(future, exc)
             finally:
                 if probe:
                     self._probed()
@@ -181,10 +192,7 @@ class Batcher:
         except BaseException as exc:
             results = [exc] * len(take)
         for (_, _, _, future), result in zip(take, results):
-            if isinstance(result, BaseException):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+            settle(future, result)
         with self.lock:
             self.flying -= 1
             for left in take[len(results) :]:
@@ -328,8 +336,14 @@ class Lookups:
         return as_they_come(list(zip(ids, futures)))
 
     def close(self) -> None:
+        """Stop: nothing more is asked, and whoever still waits on a lookup that will now
+        never be answered (a resolver thread) stops waiting, so the process can end."""
         self.stop.set()
         self.pool.shutdown(wait=False, cancel_futures=True)
+        with self.lock:
+            waiting = [f for f in self.memo.values() if not f.done()]
+        for future in waiting:
+            future.cancel()
 
 
 def as_they_come(

@@ -27,10 +27,11 @@ from pyscore.client.blockcache import (
     DiskLRU,
     Readahead,
     RemoteObject,
+    block_store,
     default_cache_dir,
 )
 from pyscore.client.download import parallel_map
-from pyscore.client.errors import AuthError, ScoreError, UsageError
+from pyscore.client.errors import EXIT_FAILED, AuthError, ScoreError, UsageError
 from pyscore.client.layout import safe_name
 from pyscore.client.safefiles import open_private, private_dir
 from pyscore.wire.song import Entity
@@ -355,17 +356,8 @@ def mount(
 
     check_mount_point(mount_point)
 
-    def sign(object_id: str) -> str:
-        return api.download_spec(object_id, external=True).parts[0].url or ""
-
     disk = DiskLRU(disk_cache, disk_cache_size) if disk_cache else None
-    blocks = BlockStore(
-        sign,
-        memory_cache,
-        disk,
-        parallel=api.settings.parallel,
-        attempts=max(api.settings.int("storage.retryNumber"), 1),
-    )
+    blocks = block_store(api, memory_cache, disk)
     operations = make_operations(api, blocks, layout, wanted, cache_metadata, warn)
     info(
         f"Mounting {operations.tree.files} files at {mount_point} (read-only); "
@@ -388,6 +380,16 @@ def mount(
         )
 
 
+def daemon_failure(log_path: Path, code: int) -> ScoreError:
+    """The background mount's own failure, as the foreground one would have said it: its
+    last line (without its 'score-client: error: ') and its exit code."""
+    lines = log_path.read_text(errors="replace").strip().splitlines()
+    said = lines[-1].removeprefix("score-client: error: ") if lines else ""
+    error = ScoreError(said or f"the mount process exited with code {code}; see {log_path}")
+    error.exit_code = code if code > 0 else EXIT_FAILED
+    return error
+
+
 def daemonize(argv: list[str], mount_point: Path, timeout: float = 60.0) -> Path:
     """Run the mount in a detached child; return (its log's path) once it is mounted."""
     child_args = [a for a in argv if a != "--daemonize"]
@@ -407,8 +409,7 @@ def daemonize(argv: list[str], mount_point: Path, timeout: float = 60.0) -> Path
         if os.path.ismount(mount_point):
             return log_path
         if proc.poll() is not None:
-            lines = log_path.read_text(errors="replace").strip().splitlines()
-            raise ScoreError(lines[-1] if lines else "the mount process exited")
+            raise daemon_failure(log_path, proc.returncode)
         time.sleep(0.05)
     proc.kill()
     raise ScoreError(f"{mount_point} was not mounted within {timeout:.0f} s; see {log_path}")

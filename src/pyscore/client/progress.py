@@ -89,9 +89,10 @@ class Reporter:
         self.error(str(error))
 
     def skipped(self, name: str, reason: str) -> None:
+        """A file not fetched, and why (`reason` follows its name: "is already complete...")."""
         with self.lock:
             self.totals.skipped += 1
-        self.notice(f"Skipping {name}: {reason}")
+        self.notice(f"{name} {reason}")
 
     def close(self) -> None:
         pass

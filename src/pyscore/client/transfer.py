@@ -61,6 +61,7 @@ SYNC_SECONDS = 0.5
 MIN_PIECE = 8 * 1024 * 1024
 SMALL_FILE = MIN_PIECE  # one request: nothing worth resuming inside it
 SMALL_SLOTS = 32  # small (latency-bound) requests at once, whatever --parallel says
+ABORT_SECONDS = 1.0  # interrupted: how long aborted reads may take to write what they had
 
 
 @dataclass
@@ -612,6 +613,7 @@ class Downloader:
         self.max_active = 2 * (parallel + SMALL_SLOTS)
         self.active: list[FileDownload] = []
         self.results: dict[str, ScoreError | None] = {}
+        self.working = 0  # tasks being fetched now
         self.cond = threading.Condition()
         self.stop = threading.Event()
         self.syncer_stop = threading.Event()
@@ -711,6 +713,8 @@ class Downloader:
         self.closed = True
         self.wide.shutdown(wait=not self.stop.is_set(), cancel_futures=self.stop.is_set())
         self.narrow.shutdown(wait=not self.stop.is_set(), cancel_futures=self.stop.is_set())
+        if self.stop.is_set():
+            self._abort()
         self.syncer_stop.set()
         self.syncer.join()
         self.settler.close(interrupted=self.stop.is_set())
@@ -719,12 +723,23 @@ class Downloader:
         for d in active:
             with contextlib.suppress(OSError):
                 d.sync()
-        for conns in self.all_conns:
-            conns.close()
+        if not self.stop.is_set():  # else their threads may still be in them: theirs to close
+            for conns in self.all_conns:
+                conns.close()
         with self.state_lock:
             if self.state_fd_ >= 0:
                 os.close(self.state_fd_)
                 self.state_fd_ = -1
+
+    def _abort(self) -> None:
+        """Interrupted: end the reads under way (a stalled server's too) and give their
+        workers a moment to write what they had received, so the journal keeps it."""
+        for conns in list(self.all_conns):
+            conns.abort()
+        deadline = time.monotonic() + ABORT_SECONDS
+        with self.cond:
+            while self.working and time.monotonic() < deadline:
+                self.cond.wait(max(deadline - time.monotonic(), 0.0))
 
     def run(self, targets: list[Target]) -> dict[str, ScoreError | None]:
         """Fetch these targets; objectId → None (ok) or the error that stopped it."""
@@ -808,7 +823,7 @@ class Downloader:
                 self.cond.notify_all()
 
     def _record(self, target: Target, error: ScoreError | None) -> None:
-        if error is not None:
+        if error is not None and not self.stop.is_set():  # interrupted: nothing more is said
             self.events.failed(target, error)
         with self.cond:
             self.results[target.object_id] = error
@@ -823,6 +838,8 @@ class Downloader:
                 self.all_conns.append(local.conns)
         error = None
         d = task.download
+        with self.cond:
+            self.working += 1
         try:
             if d.small:
                 self._open_small(d)
@@ -831,6 +848,10 @@ class Downloader:
             error = exc
         except OSError as exc:
             error = self._os_error(d, exc)
+        finally:
+            with self.cond:
+                self.working -= 1
+                self.cond.notify_all()
         if d.task_done(error) and d.small:
             self._finish_small(d)  # small: verified by this worker, then settled
 
@@ -849,10 +870,12 @@ class Downloader:
         pos = task.start
         reported = task.start + task.credited
         origin = d.target.offset
-        budget = Attempts(
-            self.attempts,
-            lambda n, cause: self.events.warn(f"{name}: {cause}; retrying ({n}/{self.attempts})"),
-        )
+
+        def retrying(n: int, cause: BaseException) -> None:
+            if not self.stop.is_set():
+                self.events.warn(f"{name}: {cause}; retrying ({n}/{self.attempts})")
+
+        budget = Attempts(self.attempts, retrying)
 
         write = d.write_small if d.small else d.write
 
@@ -882,10 +905,14 @@ class Downloader:
                     whole=pos == 0 and origin == 0 and task.end == d.size and not binds_range(url),
                 )
             except UrlRejected:
+                if self.stop.is_set():
+                    return
                 if not budget.renewed():
                     raise
                 d.renew_after_rejection(url)
             except Transient as exc:
+                if self.stop.is_set():  # interrupted (its connection aborted): no retry
+                    return
                 budget.failed(exc)
 
     def _syncer(self) -> None:

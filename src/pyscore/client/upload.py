@@ -20,7 +20,7 @@ from typing import Optional
 
 from pyscore.client.api import Api, NotOffered, refusal, status_phrase
 from pyscore.client.digest import file_md5
-from pyscore.client.errors import IntegrityError, ScoreError, UsageError
+from pyscore.client.errors import IntegrityError, ScoreError, SettingError, UsageError
 from pyscore.client.httpio import SMALL_BODY, Connections, UrlRejected, buffer_cap, put
 from pyscore.client.progress import Reporter
 from pyscore.client.retry import Attempts, Transient
@@ -135,8 +135,8 @@ class Uploader:
         if verify or not self.api.batch_offer(storage)[0]:
             try:  # the answer also says whether the server takes batches
                 url = self.api.ping_url()
-            except ScoreError:
-                if verify:
+            except ScoreError as exc:
+                if verify or isinstance(exc, SettingError):  # a wrong URL is the run's
                     raise
                 url = ""
             if verify:
@@ -391,6 +391,46 @@ class Uploader:
                 self.reporter.warn(f"{what}: the store received different bytes; sending again")
                 continue
             return PartSent(part.partNumber, digest, stored.etag)
+
+
+def items_for(
+    manifest: Optional[Path], object_id: Optional[str], file: Optional[Path], md5: Optional[str]
+) -> list[Item]:
+    """What to upload: a Song upload manifest's rows (paths relative to it), or one object
+    with its file and the MD5 its analysis declares."""
+    from pyscore.client.api import manifest_path, read_manifest_text
+    from pyscore.wire.manifest import parse_upload
+
+    if bool(manifest) == bool(object_id):
+        raise UsageError("Give either --manifest or --object-id (with --file and --md5)")
+    if object_id:
+        if not file or not md5:
+            raise UsageError("--object-id needs --file and --md5")
+        if len(md5) != 32 or any(c not in "0123456789abcdefABCDEF" for c in md5):
+            raise UsageError(f"--md5 {md5!r} is not an MD5 (32 hex digits)")
+        return [Item(object_id, Path(file), md5.lower())]
+    assert manifest is not None
+    manifest = Path(manifest)
+    _, rows = parse_upload(read_manifest_text(str(manifest)), str(manifest))
+    base = manifest_path(str(manifest)).parent
+    return [
+        Item(oid, (base / path) if not Path(path).is_absolute() else Path(path), md5)
+        for oid, path, md5 in rows
+    ]
+
+
+def upload_items(
+    api: Api, uploader: Uploader, items: list[Item], force: bool, verify: bool
+) -> dict[str, ScoreError]:
+    """Upload the items; each failed one's error by object id (one item: its error raised,
+    as the command line has it)."""
+    if len(items) == 1:
+        if verify:
+            api.ping()
+        uploader.upload(items[0], force=force)
+        return {}
+    errors = uploader.upload_many(items, force=force, verify=verify)
+    return {i.object_id: e for i, e in zip(items, errors) if e is not None}
 
 
 def local_size(path: Path) -> int:

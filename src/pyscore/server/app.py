@@ -17,6 +17,8 @@ from fastapi import FastAPI
 from pyscore import __version__
 from pyscore.server import audit, capacity
 from pyscore.server.drs import routes as drs
+from pyscore.server.events import outbox
+from pyscore.server.events.delivery import Delivery
 from pyscore.server.htsget import routes as htsget
 from pyscore.server.platform import Platform
 from pyscore.server.portal import routes as portal
@@ -25,7 +27,7 @@ from pyscore.server.settings import Settings
 from pyscore.server.song import routes as song
 from pyscore.server.store.base import ServesItsUrls
 from pyscore.server.tables import UploadPart
-from pyscore.server.web import edge, errors, health, limits, logging, metrics, signed
+from pyscore.server.web import cors, edge, errors, health, limits, logging, metrics, signed
 from pyscore.server.web.workers import end_with_parent
 from pyscore.wire import batch
 from pyscore.wire.htsget import MEDIA_TYPE
@@ -37,7 +39,9 @@ def create_app(settings: Settings) -> FastAPI:
         # enough threads that an admitted request never waits for one (see limits.py)
         limiter = anyio.to_thread.current_default_thread_limiter()
         limiter.total_tokens = capacity.thread_tokens(settings.max_concurrent_requests)
+        await anyio.to_thread.run_sync(delivery.start)  # before any request: see its doc
         yield
+        await anyio.to_thread.run_sync(delivery.stop)
         if sink is not None:
             sink.flush()  # the request lines still gathered
         await anyio.to_thread.run_sync(trail.close)  # records still queued reach the database
@@ -53,6 +57,9 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.platform.db.session, settings.audit_log, on_drop=metrics.AUDIT_DROPPED.inc
     )
     metrics.instrument_pool(app.state.platform.db.engine)
+    # analysis events: this process's share of their delivery (events/delivery.py)
+    delivery = Delivery.from_settings(app.state.platform.db.session, settings)
+    sinks = sink_status(app.state.platform, delivery.names)
     sink = logging.request_sink(settings.request_log)
     errors.install(app)
     # Starlette types add_middleware with a ParamSpec protocol that mypy, checking for Python
@@ -70,14 +77,23 @@ def create_app(settings: Settings) -> FastAPI:
     )
     # outermost last: proxies are believed (or not) first, then the Host is checked
     add_middleware(edge.SecurityHeaders, extra=batch.advertised(settings.batch_max_ids))
+    origins = cors.Origins(settings.cors_origins)
+    if origins:  # preflights answered before admission; every answer of a covered route
+        add_middleware(cors.Cors, origins=origins)
     hosts = None if settings.public_url else edge.allowed_hosts(settings.allowed_hosts)
     if hosts is not None:
         add_middleware(edge.HostCheck, allowed=hosts, refuse=errors.wrong_host)
     # the operator's endpoints and the request log: before admission and the Host check
-    add_middleware(health.Health, checks=ready_checks(app.state.platform))
+    add_middleware(
+        health.Health,
+        checks=ready_checks(app.state.platform),
+        # a sink that is down never makes the server unready: it can serve, and its events
+        # wait; the answer says so (and /metrics)
+        reports={"events": lambda: {s.name: s.report() for s in sinks()}} if delivery.names else {},
+    )
     add_middleware(
         metrics.Metrics,
-        extra=metrics.DatabaseGauges(uploads_counter(app.state.platform)),
+        extra=metrics.DatabaseGauges(uploads_counter(app.state.platform), sinks),
         pool=app.state.platform.db.engine.pool,
     )
     add_middleware(
@@ -124,6 +140,18 @@ def ready_checks(platform: Platform) -> dict[str, Callable[[], object]]:
             raise RuntimeError(f"the sentinel object {SENTINEL!r} is missing")
 
     return {"database": database, "object_store": store}
+
+
+def sink_status(platform: Platform, names: list[str]) -> Callable[[], list[outbox.SinkStatus]]:
+    """Each event sink's lag and failures, read from the database."""
+
+    def read() -> list[outbox.SinkStatus]:
+        if not names:
+            return []
+        with platform.db.session() as s:
+            return outbox.status(s, names)
+
+    return read
 
 
 def uploads_counter(platform: Platform) -> Callable[[], int]:

@@ -41,7 +41,7 @@ from typing import Any, Optional
 from sqlalchemy import BigInteger, DateTime, Integer, String, Table, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from pyscore.server.db import as_utc, utcnow
+from pyscore.server.db import as_utc, parse_duration, utcnow
 from pyscore.server.tables import Base
 from pyscore.wire.tsv import printable
 from pyscore.wire.tsv import row as tsv_row
@@ -503,8 +503,6 @@ def query(
 
 def parse_time(text: str, now: Optional[datetime] = None) -> datetime:
     """An ISO date or time (UTC unless it says otherwise), or a duration ago: 30d, 12h, 45m."""
-    from pyscore.server.auth import parse_duration  # auth imports this module
-
     try:
         return (now or utcnow()) - parse_duration(text)
     except ValueError:

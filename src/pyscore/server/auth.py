@@ -1,20 +1,17 @@
 """Tokens and the one access decision.
 
 Tokens are random secrets shown once and stored as SHA-256 hashes (they carry 256 bits of
-entropy, so a slow password hash would buy nothing). Scope names are the original's:
-`score.READ`/`score.WRITE` for every study, `PROGRAMDATA-<study>.READ`/`.WRITE` for one,
-plus `score.ADMIN`, which manages studies, schemas and tokens and implies every other scope.
+entropy, so a slow password hash would buy nothing). Scope names and what each allows are
+`scopes.py`'s; this module resolves a bearer into a `Principal` (our tokens, else
+`identity/`) and records each decision in the audit trail.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 import secrets
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from enum import Enum
 from typing import Any
 
 from sqlalchemy import select
@@ -23,72 +20,36 @@ from sqlalchemy.orm import Session
 from pyscore.server import audit
 from pyscore.server.db import as_utc, utcnow
 from pyscore.server.errors import ApiError, forbidden, unauthorized
+from pyscore.server.identity.errors import Refused, Unavailable
+from pyscore.server.scopes import (
+    ADMIN,
+    READ_ALL,
+    Action,
+    Principal,
+    missing,
+    normal_scopes,
+    study_scope,
+    validate_scopes,
+)
 from pyscore.server.tables import Token
 
-READ_ALL = "score.READ"
-WRITE_ALL = "score.WRITE"
-ADMIN = "score.ADMIN"
-STUDY_PREFIX = "PROGRAMDATA-"
-# ASCII only: with Unicode case folding, `ſcore.ADMIN` (U+017F) and `score.admın` (U+0131)
-# would match, and str.upper() turns both into SCORE.ADMIN
-SCOPE_RE = re.compile(
-    r"(score\.(READ|WRITE|ADMIN)|PROGRAMDATA-[A-Za-z0-9_.\-]+\.(READ|WRITE))",
-    re.IGNORECASE | re.ASCII,
-)
-
-
-def is_scope(name: str) -> bool:
-    """Whether `name` is one of our scopes, all of it (ASCII; words in any case)."""
-    return SCOPE_RE.fullmatch(name) is not None
-
-
-class Action(Enum):
-    READ = "READ"
-    WRITE = "WRITE"
-    ADMIN = "ADMIN"
-
-
-@dataclass(frozen=True)
-class Principal:
-    token_id: str  # our token's id, or the subject an identity provider vouches for
-    user: str
-    scopes: frozenset[str]  # as `normal_scope` writes them
-    issuer: str = ""  # "" for this server's own tokens
-
-
-def normal_scope(scope: str) -> str:
-    """A scope in the one spelling decisions compare: the original matches the words of a
-    scope (`score`, `PROGRAMDATA-`, `READ`...) ignoring case, but a study id is exact, so
-    `PROGRAMDATA-casea.READ` never reads study `CASEA`."""
-    upper = scope.upper()
-    if upper.startswith(STUDY_PREFIX) and "." in scope:
-        study, _, action = scope[len(STUDY_PREFIX) :].rpartition(".")
-        return f"{STUDY_PREFIX}{study}.{action.upper()}"
-    return upper
-
-
-def normal_scopes(names: Iterable[str]) -> frozenset[str]:
-    """The scopes among `names`, as `normal_scope` writes them (anything else is dropped: a
-    token stored before scope words were ASCII-only grants nothing by a look-alike)."""
-    return frozenset(normal_scope(s) for s in names if is_scope(s))
+__all__ = [
+    "Action",
+    "Principal",
+    "authorize",
+    "can",
+    "create_token",
+    "expired_at",
+    "hash_token",
+    "principal_for",
+    "readable_studies",
+    "study_scope",
+    "validate_scopes",
+]
 
 
 def hash_token(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def study_scope(study_id: str, action: Action) -> str:
-    return f"{STUDY_PREFIX}{study_id}.{action.value}"
-
-
-def validate_scopes(scopes: list[str]) -> list[str]:
-    bad = [s for s in scopes if not is_scope(s)]
-    if bad:
-        raise ValueError(
-            f"unknown scope {bad[0]!r}; expected score.READ, score.WRITE, "
-            "score.ADMIN, PROGRAMDATA-<study>.READ or PROGRAMDATA-<study>.WRITE"
-        )
-    return scopes
 
 
 def create_token(
@@ -151,8 +112,6 @@ def _refused(code: str, message: str) -> ApiError:
 
 
 def _external(resolve: Callable[[str], Any], secret: str) -> Principal | None:
-    from pyscore.server.identity import Refused, Unavailable
-
     try:
         found = resolve(secret)
     except Refused as exc:
@@ -181,11 +140,10 @@ def authorize(
 ) -> None:
     """The only place that says yes or no to a request. Returns quietly or raises 401/403.
 
-    READ of an `open` file needs nothing; other READs need score.READ or the study's READ
-    scope; WRITE needs score.WRITE or the study's WRITE scope; ADMIN needs score.ADMIN,
-    which also satisfies everything else. A caller without a token gets 401, or with
-    `anonymous_forbidden` 403 like any caller lacking the scope (the original Score's
-    `/download/{id}` answers so).
+    READ of an `open` file needs nothing; otherwise the caller's scopes decide, by the
+    rule of `scopes.missing` (score.ADMIN satisfies everything). A caller without a token
+    gets 401, or with `anonymous_forbidden` 403 like any caller lacking the scope (the
+    original Score's `/download/{id}` answers so).
 
     The audit trail (audit.py) records every refusal, and the grants of routes that name
     their `event` (download, htsget, upload.initiate...), except grants of open files.
@@ -211,22 +169,11 @@ def _decide(
         return None
     if principal is None:
         if anonymous_forbidden and action is not Action.ADMIN:
-            system = READ_ALL if action is Action.READ else WRITE_ALL
-            needed = study_scope(study_id, action) if study_id else system
-            return forbidden(needed, f"{what} (no access token was sent)")
+            needed = missing(frozenset(), action, study_id)
+            return forbidden(str(needed), f"{what} (no access token was sent)")
         return unauthorized(f"A valid access token is required to {what}")
-    scopes = principal.scopes
-    if ADMIN.upper() in scopes:
-        return None
-    if action is Action.ADMIN:
-        return forbidden(ADMIN, what)
-    system = READ_ALL if action is Action.READ else WRITE_ALL
-    if system.upper() in scopes:
-        return None
-    if study_id is not None and study_scope(study_id, action) in scopes:
-        return None
-    needed = study_scope(study_id, action) if study_id else system
-    return forbidden(needed, what)
+    needed = missing(principal.scopes, action, study_id)
+    return None if needed is None else forbidden(needed, what)
 
 
 def can(
@@ -248,15 +195,6 @@ def readable_studies(principal: Principal | None, studies: list[str]) -> set[str
     if {READ_ALL.upper(), ADMIN.upper()} & principal.scopes:
         return None
     return {s for s in studies if study_scope(s, Action.READ) in principal.scopes}
-
-
-def parse_duration(text: str) -> timedelta:
-    """'30d', '12h', '45m', '90s' → timedelta."""
-    match = re.fullmatch(r"\s*(\d+)\s*([dhms])\s*", text)
-    if not match:
-        raise ValueError(f"bad duration {text!r}; use e.g. 30d, 12h, 45m or 90s")
-    n, unit = int(match[1]), match[2]
-    return timedelta(**{{"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}[unit]: n})
 
 
 def expired_at(token: Token, now: datetime | None = None) -> bool:

@@ -1,4 +1,5 @@
-"""`score-server`: init, serve, token, study, audit, demo. Parsing and printing only."""
+"""`score-server`: init, migrate, serve, token, study, signing-key, audit, events, cors,
+viewer, demo. Parsing and printing only."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from sqlalchemy import select
 
 from pyscore import __version__
 from pyscore.server.settings import MiB, Settings, SettingsError
+from pyscore.wire.tsv import row as tsv_row
 
 EXIT_USAGE = 2
 
@@ -166,6 +168,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
         Identity.from_settings(settings.identity)  # a mistake is said here, not per worker
     except (ValueError, TypeError) as exc:
         raise CommandError(f"identity settings: {exc}") from None
+    _event_sinks(settings)
+    _cors_origins(settings)
     _require_schema(settings, args.data_dir, args.wait_for_schema)
     os.environ["PYSCORE_DATA_DIR"] = str(Path(args.data_dir).resolve())
     os.environ["PYSCORE_BIND"] = f"{args.host}:{args.port}"  # edge.HostCheck's default names
@@ -251,6 +255,16 @@ def cmd_migrate(args: argparse.Namespace) -> None:
     print(f"Database schema at {head} (was {before or 'nothing: a new database'})")
 
 
+def _cors_origins(settings: Settings):
+    """The CORS allow-list, or a one-line error naming the entry that is no origin."""
+    from pyscore.server.web.cors import Origins
+
+    try:
+        return Origins(settings.cors_origins)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+
+
 def _warn_if_readable(data_dir: Path) -> None:
     """Platforms made before init set modes 0700/0600 may be readable by other accounts."""
     loose = [
@@ -333,7 +347,7 @@ def _rebuild_repository_if_empty(settings: Settings) -> None:
 
 def cmd_token(args: argparse.Namespace) -> None:
     from pyscore.server import auth
-    from pyscore.server.db import utcnow
+    from pyscore.server.db import parse_duration, utcnow
     from pyscore.server.tables import Token
 
     platform = _open(args.data_dir)
@@ -343,7 +357,7 @@ def cmd_token(args: argparse.Namespace) -> None:
             if not scopes:
                 raise CommandError("--scopes needs at least one scope")
             try:
-                expires = auth.parse_duration(args.expires_in) if args.expires_in else None
+                expires = parse_duration(args.expires_in) if args.expires_in else None
                 token, secret = auth.create_token(s, args.user, scopes, expires)
             except ValueError as exc:
                 raise CommandError(str(exc)) from None
@@ -474,8 +488,79 @@ def cmd_audit(args: argparse.Namespace) -> None:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
+def _event_sinks(settings: Settings) -> list[str]:
+    """The names of the sinks of the `events` setting, or what is wrong in it."""
+    from pyscore.server.events.sinks import from_settings
+
+    try:
+        return [s.name for s in from_settings(settings.events, settings.song_server_id)]
+    except ValueError as exc:
+        raise CommandError(f"events settings: {exc}") from None
+
+
+SINK_COLUMNS = (
+    "sink",
+    "pending",
+    "oldest_pending",
+    "delivered",
+    "failures",
+    "failing_since",
+    "last_error",
+    "delivering",
+)
+
+
+def cmd_events(args: argparse.Namespace) -> None:
+    from pyscore.server import audit
+    from pyscore.server.events import outbox
+
+    platform = _open(args.data_dir)
+    names = _event_sinks(platform.settings)
+    if args.events_command == "status":
+        with platform.db.session() as s:
+            found = outbox.status(s, names)
+        print(tsv_row(SINK_COLUMNS))
+        for st in found:
+            cells = [
+                st.name,
+                st.pending,
+                st.oldest_pending and audit.iso(st.oldest_pending),
+                st.delivered,
+                st.failures,
+                st.failing_since and audit.iso(st.failing_since),
+                st.last_error,
+                st.owner or ("(not started)" if st.position is None else ""),
+            ]
+            print(tsv_row(cells))
+        if not names:
+            print("No event sinks are configured (the `events` setting)", file=sys.stderr)
+        return
+    if not names or (args.sink is not None and args.sink not in names):
+        raise CommandError(
+            f"no event sink named {args.sink!r}; configured: {', '.join(names) or 'none'}"
+            if names
+            else "no event sinks are configured (the `events` setting): nothing to replay to"
+        )
+    try:
+        since = audit.parse_time(args.since)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    with platform.db.session() as s:
+        for name in [args.sink] if args.sink else names:
+            outbox.ensure_sink(s, name)  # a sink not started yet starts before these events
+        batches = list(outbox.changed_since(s, since))
+    count = 0
+    for ids in batches:  # a transaction a batch: each batch is queued when committed
+        with platform.db.session() as s:
+            count += outbox.replay(s, ids, args.sink)
+    print(
+        f"Queued {count} event(s) for {f'sink {args.sink!r}' if args.sink else 'every sink'}: "
+        f"what each analysis changed since {audit.iso(since)} is now"
+    )
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
-    from pyscore.server.demo.study import load_demo, studies_in
+    from pyscore.server.demo.study import load_demo, reference_of, studies_in
 
     study_id = _study_id(args.study_id)
     # each study's files apart: a second demo study must not rewrite the first's sources
@@ -489,7 +574,70 @@ def cmd_demo(args: argparse.Namespace) -> None:
     platform = _open(args.data_dir)
     manifest = load_demo(platform, out, study_id, reads_per_contig=args.reads)
     print(f"Demo study {args.study_id} published; files generated in {out}", file=sys.stderr)
+    reference = reference_of(platform, study_id)
+    if reference and not platform.settings.viewer_reference:
+        Settings.update(args.data_dir, viewer_reference=reference)
+        print(f"The genome viewer's reference is now reference.fa ({reference})", file=sys.stderr)
     print(manifest)
+
+
+def cmd_cors(args: argparse.Namespace) -> None:
+    import json
+
+    from pyscore.server.web.cors import bucket_rule
+
+    settings = _settings(args.data_dir)
+    origins = _cors_origins(settings)
+    if not origins:
+        raise CommandError(
+            "cors_origins is empty: list the origins first (server.json, or "
+            "PYSCORE_CORS_ORIGINS=https://viewer.example.org)"
+        )
+    rule = bucket_rule(origins)
+    if args.cors_command == "show":
+        print(json.dumps(rule, indent=2))
+        return
+    if not settings.store.startswith("s3://"):
+        raise CommandError(
+            "the local store answers CORS itself (from cors_origins); 'cors apply' is for "
+            "s3:// stores"
+        )
+    from pyscore.server.store.s3 import S3Store
+
+    held = S3Store.from_settings(settings).put_cors(rule)
+    bucket = settings.store[len("s3://") :].partition("/")[0]
+    print(f"CORS rule applied to bucket {bucket}:", file=sys.stderr)
+    print(json.dumps(held, indent=2))
+
+
+def cmd_viewer(args: argparse.Namespace) -> None:
+    import subprocess
+
+    from pyscore.server.viewer import PACKAGE_DIR, igv_script
+
+    settings = _settings(args.data_dir)
+    npm = shutil.which("npm")
+    if npm is None:
+        raise CommandError("npm is not installed (Debian: apt-get install npm); igv.js is on npm")
+    target = Path(args.data_dir) / "viewer"
+    target.mkdir(exist_ok=True)
+    for name in ("package.json", "package-lock.json"):
+        shutil.copyfile(PACKAGE_DIR / name, target / name)
+    done = subprocess.run(
+        [npm, "ci", "--prefix", str(target), "--no-audit", "--no-fund", "--loglevel=error"],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        reason = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
+        raise CommandError(f"npm ci failed in {target}: {reason}")
+    print(f"igv.js installed in {target} (the viewer serves it from the next request on)")
+    if settings.viewer_igv:
+        print(
+            f"note: viewer_igv names {settings.viewer_igv}, so the server serves "
+            f"{igv_script(settings) or 'nothing'} instead",
+            file=sys.stderr,
+        )
 
 
 DATA_DIR_HELP = "the platform's directory (server.json; SQLite and objects by default)"
@@ -627,6 +775,57 @@ def parser() -> argparse.ArgumentParser:
     aud.add_argument("--format", choices=["tsv", "json"], default="tsv", help="json: JSON lines")
     aud.set_defaults(func=cmd_audit)
 
+    ev = sub.add_parser(
+        "events",
+        help="analysis events: what each sink has taken; send them again",
+        description="Analysis events (SONG's AnalysisMessage) and their sinks (the `events` "
+        "setting). Times are UTC.",
+    )
+    evsub = ev.add_subparsers(dest="events_command", required=True, metavar="ACTION")
+    evstatus = evsub.add_parser(
+        "status", help="each sink: events waiting, since when, delivered, failures, last error"
+    )
+    evstatus.add_argument("--data-dir", required=True, help=DATA_DIR_HELP)
+    replay = evsub.add_parser(
+        "replay",
+        help="queue an event for each analysis changed since a time, saying what it is now "
+        "(for an indexer that lost its data)",
+    )
+    replay.add_argument("--data-dir", required=True, help=DATA_DIR_HELP)
+    replay.add_argument(
+        "--since",
+        required=True,
+        help="analyses changed from this time on: 2026-11-30, 2026-11-30T14:00, 12h (ago); "
+        "1970-01-01 for all",
+    )
+    replay.add_argument("--sink", help="only for this sink (default: every sink)")
+    ev.set_defaults(func=cmd_events)
+
+    cors = sub.add_parser(
+        "cors",
+        help="the S3 bucket CORS rule that lets browsers of cors_origins read presigned URLs",
+        description="Pages of the origins in cors_origins read htsget, DRS and signed URLs "
+        "from a browser; with an S3 store, the bucket must answer CORS too.",
+    )
+    csub = cors.add_subparsers(dest="cors_command", required=True, metavar="ACTION")
+    for name, what in (
+        ("show", "print the rule (JSON, as put-bucket-cors takes it)"),
+        ("apply", "put the rule on the configured S3 bucket, and print what the bucket holds"),
+    ):
+        action = csub.add_parser(name, help=what)
+        action.add_argument("--data-dir", required=True, help=DATA_DIR_HELP)
+    cors.set_defaults(func=cmd_cors)
+
+    view = sub.add_parser("viewer", help="the File Repository's genome viewer (igv.js, from npm)")
+    vsub = view.add_subparsers(dest="viewer_command", required=True, metavar="ACTION")
+    vinstall = vsub.add_parser(
+        "install",
+        help="install igv.js (the version locked in the package) with npm into "
+        "<data-dir>/viewer, where the server finds it",
+    )
+    vinstall.add_argument("--data-dir", required=True, help=DATA_DIR_HELP)
+    view.set_defaults(func=cmd_viewer)
+
     demo = sub.add_parser(
         "demo", help="generate, upload and publish a demo study; print the path of its manifest"
     )
@@ -638,6 +837,9 @@ def parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--reads", type=int, default=3000, help="reads per contig per BAM")
     demo.set_defaults(func=cmd_demo)
+    from pyscore.server.importing.cli import add_parser as add_import  # needs CommandError
+
+    add_import(sub, DATA_DIR_HELP)
     return p
 
 

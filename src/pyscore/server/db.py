@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, overload
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import JSON, create_engine, event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -28,6 +30,15 @@ def as_utc(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
     return value
+
+
+def parse_duration(text: str) -> timedelta:
+    """'30d', '12h', '45m', '90s' → timedelta."""
+    match = re.fullmatch(r"\s*(\d+)\s*([dhms])\s*", text)
+    if not match:
+        raise ValueError(f"bad duration {text!r}; use e.g. 30d, 12h, 45m or 90s")
+    n, unit = int(match[1]), match[2]
+    return timedelta(**{{"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}[unit]: n})
 
 
 def normalize_url(url: str) -> str:
@@ -96,6 +107,31 @@ def schema_revisions(url: str) -> tuple[str | None, str, bool]:
     except CommandError:
         known = False
     return current, script.get_current_head() or "", known
+
+
+def insert_rows(session: Session, table: Any, rows: list[dict]) -> None:
+    """Many rows of a table in, in the session's transaction: by COPY on PostgreSQL (an
+    executemany costs a statement per row, SQL text of many VALUES costs its parsing), by
+    executemany on SQLite (in-process, fast as it is). Every row has the same keys."""
+    if not rows:
+        return
+    core = getattr(table, "__table__", table)
+    conn = session.connection()
+    if conn.dialect.name != "postgresql" or conn.dialect.driver != "psycopg":
+        conn.execute(core.insert(), rows)
+        return
+    columns = list(rows[0])
+    as_json = {c for c in columns if isinstance(core.c[c].type, JSON)}
+    names = ", ".join(f'"{c}"' for c in columns)
+    raw: Any = conn.connection.dbapi_connection
+    with raw.cursor() as cur, cur.copy(f'COPY "{core.name}" ({names}) FROM STDIN') as copy:
+        for row in rows:
+            copy.write_row(
+                [
+                    json.dumps(row[c]) if c in as_json and row[c] is not None else row[c]
+                    for c in columns
+                ]
+            )
 
 
 class Database:

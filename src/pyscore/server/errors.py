@@ -19,7 +19,8 @@ def unauthorized(message: str = "A valid access token is required") -> ApiError:
 
 
 def forbidden(scope: str, what: str) -> ApiError:
-    return ApiError(403, "forbidden", f"Token missing required scope {scope} to {what}")
+    """A caller lacking a scope: Song's FORBIDDEN_TOKEN."""
+    return ApiError(403, "forbidden.token", f"Token missing required scope {scope} to {what}")
 
 
 def not_found(error_id: str, message: str) -> ApiError:

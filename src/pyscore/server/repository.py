@@ -5,11 +5,14 @@ sorting 100,000 files are single indexed queries. Feeds the portal table and the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from pyscore.server.db import insert_rows
 from pyscore.server.tables import (
     Analysis,
     AnalysisSample,
@@ -43,70 +46,119 @@ SORTS = {
 
 
 # -- keeping the view in step ----------------------------------------------------------------
-def _people(session: Session, analysis_id: str) -> tuple[list[str], list[str], list[str]]:
-    """Donor ids, sample ids, and the submitters' own ids for both (searchable too)."""
+CHUNK = 500  # analyses per round of queries
+
+
+def _people(
+    session: Session, analysis_ids: list[str]
+) -> dict[str, tuple[list[str], list[str], list[str]]]:
+    """Per analysis: donor ids, sample ids, and the submitters' own ids for both (searchable
+    too)."""
+    found: dict[str, tuple[set[str], set[str], set[str]]] = {}
     rows = session.execute(
         select(
-            Donor.donor_id, Sample.sample_id, Donor.submitter_donor_id, Sample.submitter_sample_id
+            AnalysisSample.analysis_id,
+            Donor.donor_id,
+            Sample.sample_id,
+            Donor.submitter_donor_id,
+            Sample.submitter_sample_id,
         )
         .join(Specimen, Specimen.donor_id == Donor.donor_id)
         .join(Sample, Sample.specimen_id == Specimen.specimen_id)
         .join(AnalysisSample, AnalysisSample.sample_id == Sample.sample_id)
-        .where(AnalysisSample.analysis_id == analysis_id)
-    ).all()
-    submitted = sorted({r[2] for r in rows} | {r[3] for r in rows})
-    return sorted({r[0] for r in rows}), sorted({r[1] for r in rows}), submitted
+        .where(AnalysisSample.analysis_id.in_(analysis_ids))
+    )
+    for analysis_id, donor, sample, submitter_donor, submitter_sample in rows:
+        donors, samples, submitted = found.setdefault(analysis_id, (set(), set(), set()))
+        donors.add(donor)
+        samples.add(sample)
+        submitted.update((submitter_donor, submitter_sample))
+    return {k: (sorted(d), sorted(s), sorted(t)) for k, (d, s, t) in found.items()}
 
 
 def refresh_analysis(session: Session, analysis_id: str) -> None:
     """Rewrite the rows of one analysis: present iff it is PUBLISHED."""
-    session.execute(delete(RepositoryEntry).where(RepositoryEntry.analysis_id == analysis_id))
-    analysis = session.get(Analysis, analysis_id)
-    if analysis is None or analysis.state != "PUBLISHED":
-        return
-    files = list(session.scalars(select(File).where(File.analysis_id == analysis_id)))
-    indexes: dict[str, str] = {}
-    for f in sorted(files, key=lambda x: x.file_name):
-        if f.index_for:
-            indexes.setdefault(f.index_for, f.object_id)
-    donors, samples, submitted = _people(session, analysis_id)
-    for f in files:
-        if f.index_for:
-            continue
-        session.add(
-            RepositoryEntry(
-                object_id=f.object_id,
-                study_id=f.study_id,
-                analysis_id=analysis_id,
-                analysis_type=analysis.type_name,
-                file_name=f.file_name,
-                file_type=f.file_type,
-                data_type=f.data_type,
-                access=f.file_access,
-                size=f.file_size,
-                md5=f.file_md5sum,
-                index_object_id=indexes.get(f.object_id),
-                donors="|".join(donors),
-                samples="|".join(samples),
-                published_at=analysis.published_at,
-                search_text=" ".join(
-                    [f.file_name, f.object_id, analysis_id, *donors, *samples, *submitted]
-                ).lower(),
+    refresh_analyses(session, [analysis_id])
+
+
+def refresh_analyses(session: Session, analysis_ids: Sequence[str]) -> None:
+    """Rewrite the rows of these analyses (present iff PUBLISHED), a few queries per CHUNK."""
+    for start in range(0, len(analysis_ids), CHUNK):
+        _refresh(session, list(analysis_ids[start : start + CHUNK]))
+
+
+def _refresh(session: Session, analysis_ids: list[str]) -> None:
+    session.execute(delete(RepositoryEntry).where(RepositoryEntry.analysis_id.in_(analysis_ids)))
+    published = {
+        a.analysis_id: a
+        for a in session.execute(
+            select(Analysis.analysis_id, Analysis.type_name, Analysis.published_at).where(
+                Analysis.analysis_id.in_(analysis_ids), Analysis.state == "PUBLISHED"
             )
         )
-        session.flush()
-        session.add_all(RepositoryDonor(object_id=f.object_id, donor_id=d) for d in donors)
-    session.flush()
+    }
+    if not published:
+        return
+    files: dict[str, list[Any]] = {}
+    for f in session.execute(
+        select(
+            File.object_id,
+            File.analysis_id,
+            File.study_id,
+            File.file_name,
+            File.file_type,
+            File.data_type,
+            File.file_access,
+            File.file_size,
+            File.file_md5sum,
+            File.index_for,
+        ).where(File.analysis_id.in_(list(published)))
+    ):
+        files.setdefault(f.analysis_id, []).append(f)
+    people = _people(session, list(published))
+    entries: list[dict] = []
+    donor_rows: list[dict] = []
+    for analysis_id, analysis in published.items():
+        indexes: dict[str, str] = {}
+        for f in sorted(files.get(analysis_id, []), key=lambda x: x.file_name):
+            if f.index_for:
+                indexes.setdefault(f.index_for, f.object_id)
+        donors, samples, submitted = people.get(analysis_id, ([], [], []))
+        for f in files.get(analysis_id, []):
+            if f.index_for:
+                continue
+            entries.append(
+                {
+                    "object_id": f.object_id,
+                    "study_id": f.study_id,
+                    "analysis_id": analysis_id,
+                    "analysis_type": analysis.type_name,
+                    "file_name": f.file_name,
+                    "file_type": f.file_type,
+                    "data_type": f.data_type,
+                    "access": f.file_access,
+                    "size": f.file_size,
+                    "md5": f.file_md5sum,
+                    "index_object_id": indexes.get(f.object_id),
+                    "donors": "|".join(donors),
+                    "samples": "|".join(samples),
+                    "published_at": analysis.published_at,
+                    "search_text": " ".join(
+                        [f.file_name, f.object_id, analysis_id, *donors, *samples, *submitted]
+                    ).lower(),
+                }
+            )
+            donor_rows.extend({"object_id": f.object_id, "donor_id": d} for d in donors)
+    insert_rows(session, RepositoryEntry, entries)
+    insert_rows(session, RepositoryDonor, donor_rows)
 
 
 def rebuild(session: Session) -> int:
     """Recompute the whole view (after a migration); returns the number of files shown."""
     session.execute(delete(RepositoryDonor))
     session.execute(delete(RepositoryEntry))
-    for analysis_id in session.scalars(
-        select(Analysis.analysis_id).where(Analysis.state == "PUBLISHED")
-    ):
-        refresh_analysis(session, analysis_id)
+    published = session.scalars(select(Analysis.analysis_id).where(Analysis.state == "PUBLISHED"))
+    refresh_analyses(session, list(published))
     return session.scalar(select(func.count()).select_from(RepositoryEntry)) or 0
 
 

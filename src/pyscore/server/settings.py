@@ -42,10 +42,10 @@ def from_env(name: str) -> str | None:
 class Settings:
     """Every field is a key of `server.json`; each but `data_dir` and `extra` may be overridden
     by `PYSCORE_<FIELD>` in the environment (numbers as digits, true/false, lists
-    comma-separated, objects as JSON), or by the contents of the file `PYSCORE_<FIELD>_FILE`
-    names (secrets mounted as files). The docstring under each field is its documentation:
-    the settings reference of the docs site is generated from them, and the docs build fails
-    on a field without one."""
+    comma-separated or as JSON, objects as JSON), or by the contents of the file
+    `PYSCORE_<FIELD>_FILE` names (secrets mounted as files). The docstring under each field is
+    its documentation: the settings reference of the docs site is generated from them, and the
+    docs build fails on a field without one."""
 
     data_dir: Path
     """The platform's directory (`--data-dir`): server.json, and with the defaults the SQLite
@@ -69,6 +69,15 @@ class Settings:
     s3_sign_part_range: bool = False
     """Presign each download part's Range into its URL, as the original score-server does
     (the store then serves exactly that range); default: one URL serves all parts."""
+    s3_state_bucket: str = ""
+    """A Score bucket adopted in place (`import score`): its state bucket
+    (`bucket.name.state`, upload state and `.meta` files) when apart from the object bucket."""
+    s3_partitions: int = 0
+    """A Score bucket's partitions (`bucket.size.pool`): objects live in `<bucket>.<n>`, n
+    the first `s3_partition_key_length` hex characters of the id mod this; 0: one bucket."""
+    s3_partition_key_length: int = 0
+    """A Score bucket's `bucket.size.key`: how many hex characters of an object id pick its
+    partition."""
     part_size: int = 64 * MiB
     """Bytes per part of a new upload, which downloads keep (raised for very large objects to
     stay within S3's 10,000 parts). `init --part-size` takes MiB."""
@@ -108,6 +117,19 @@ class Settings:
     X-Forwarded-Proto/-Host/-For are believed; no one else's are."""
     allowed_hosts: list = field(default_factory=list)
     """With `public_url` unset: Host values answered besides the listening address's names."""
+    cors_origins: list = field(default_factory=list)
+    """Origins (`https://viewer.example.org`, `http://127.0.0.1:8000`) whose pages may read
+    htsget, DRS, the metadata reads and the local store's signed URLs from a browser (CORS);
+    `*`: any origin (open data). Empty: CORS off. An S3 store needs the same rule on its
+    bucket: `score-server cors apply`."""
+    viewer_reference: str = ""
+    """Object id of a published FASTA (with its .fai) that the File Repository's genome
+    viewer shows reads and variants against; CRAM needs it. Empty: BAM and VCF are shown on
+    the sequences their own header names. `score-server demo` sets it to the demo's."""
+    viewer_igv: str = ""
+    """Directory holding igv.js (npm `igv`: its `dist/`, or an npm project with it) that the
+    viewer page serves; empty: `<data-dir>/viewer` (`score-server viewer install`), else the
+    copy scripts/setup.sh installs beside the package."""
     audit_log: str = ""
     """The audit trail is in the database; this also writes each record as a JSON line to a
     file (`-`: standard output), e.g. for a SIEM."""
@@ -116,6 +138,19 @@ class Settings:
     identity: dict = field(default_factory=dict)
     """Identity providers whose bearers are accepted beside our own tokens: `oidc` (OpenID
     Connect JWTs), `introspection` (API keys), `passports` (GA4GH); see Identity providers."""
+    events: list = field(default_factory=list)
+    """Where analysis events (SONG's AnalysisMessage) go: a list of `{"kafka": {...}}`,
+    `{"webhook": {...}}`, `{"maestro": {...}}` (env `PYSCORE_EVENTS` as JSON); see Analysis
+    events."""
+    song_server_id: str = "song.overture"
+    """SONG's `song.id`: each event's `songServerId`, which Maestro takes for this server's
+    repository code."""
+    events_retry_seconds: float = 1.0
+    """Pause after a failed delivery to an event sink, doubled after each failure in a row."""
+    events_retry_max_seconds: float = 60.0
+    """The longest pause between two tries of an event sink."""
+    events_keep_days: int = 7
+    """Delivered events are kept this long (`score-server events status`), then deleted."""
     extra: dict = field(default_factory=dict)
     """Free-form settings read by name; `repository_code` (default `PYSCORE`) is the
     repository column of the File Repository's manifests."""
@@ -132,11 +167,13 @@ class Settings:
     def save(self) -> None:
         body = asdict(self)
         body["data_dir"] = str(self.data_dir)
-        path = self.data_dir / SETTINGS_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(body, indent=2) + "\n")
-        os.chmod(tmp, 0o600)  # may hold S3 credentials
-        tmp.replace(path)
+        _write(self.data_dir / SETTINGS_FILE, body)
+
+    @staticmethod
+    def update(data_dir: Path | str, **changes: object) -> None:
+        """Change fields of `server.json` itself (what the environment overrides stays out)."""
+        path = Path(data_dir) / SETTINGS_FILE
+        _write(path, {**json.loads(path.read_text()), **changes})
 
     @classmethod
     def load(cls, data_dir: Path | str) -> Settings:
@@ -150,8 +187,12 @@ class Settings:
             if env is not None:
                 if f.type == "int":
                     body[name] = int(env)
+                elif f.type == "float":
+                    body[name] = float(env)
                 elif f.type == "bool":
                     body[name] = env.strip().lower() in ("1", "true", "yes", "on")
+                elif f.type == "list" and env.lstrip().startswith("["):  # JSON
+                    body[name] = json.loads(env)
                 elif f.type == "list":  # comma-separated
                     body[name] = [x.strip() for x in env.split(",") if x.strip()]
                 elif f.type == "dict":  # JSON
@@ -159,3 +200,10 @@ class Settings:
                 else:
                     body[name] = env
         return cls(**{k: v for k, v in body.items() if k in known})
+
+
+def _write(path: Path, body: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(body, indent=2) + "\n")
+    os.chmod(tmp, 0o600)  # may hold S3 credentials
+    tmp.replace(path)

@@ -123,6 +123,9 @@ class StoredObject(Base):
     part_md5s: Mapped[list] = mapped_column(JSON, default=list)
     upload_id: Mapped[str] = mapped_column(String(128))
     last_modified: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # An object Score left outside the bucket its id maps to (written before partitioning:
+    # Score's "relocated"): that bucket's name; None: where the store's layout puts it
+    bucket: Mapped[Optional[str]] = mapped_column(String(255))
 
 
 class Upload(Base):
@@ -195,3 +198,13 @@ class RepositoryDonor(Base):
         ForeignKey("repository_entries.object_id", ondelete="CASCADE"), primary_key=True
     )
     donor_id: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+
+
+class ImportMark(Base):
+    """A record `score-server import` took from SONG or Score, with the token its source gave
+    it: a record whose token has not changed is not read again (second runs, deltas)."""
+
+    __tablename__ = "import_marks"
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    token: Mapped[str] = mapped_column(String(64))

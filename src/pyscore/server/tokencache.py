@@ -17,7 +17,7 @@ from collections import OrderedDict
 from datetime import datetime
 from typing import Generic, Optional, TypeVar
 
-from pyscore.server.auth import Principal
+from pyscore.server.scopes import Principal
 
 MAX_ENTRIES = 10_000
 

@@ -23,12 +23,19 @@ def kind_of(name: str) -> str:
 
 
 def output_name(
-    file_name: str, regions: list[Region], header_only: bool, bed: Optional[Path], ext: str
+    file_name: str,
+    regions: list[Region],
+    header_only: bool,
+    bed: Optional[Path],
+    ext: str,
+    own_suffix: bool = False,
 ) -> str:
-    """The original's naming: <base>.<q1>__<q2>.<ext>, .header., or .<bed name>., ≤128 chars."""
+    """The original's naming: <base>.<q1>__<q2>.<ext>, .header., or .<bed name>., ≤128 chars.
+    `own_suffix`: the base keeps the file's own extension (a.cram → a.cram.<q1>.sam), which
+    tells apart the slices of a.bam and a.cram."""
     base = file_name
     for suffix in (*VARIANT_SUFFIXES, *ALIGNMENT_SUFFIXES):
-        if base.lower().endswith(suffix):
+        if base.lower().endswith(suffix) and not own_suffix:
             base = base[: -len(suffix)]
             break
     if header_only:

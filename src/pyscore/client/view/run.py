@@ -22,7 +22,15 @@ from typing import Any, Optional
 
 import pysam
 
-from pyscore.client.errors import ScoreError, UsageError
+from pyscore.client.errors import (
+    EXIT_AUTH,
+    EXIT_FAILED,
+    EXIT_OK,
+    AuthError,
+    ScoreError,
+    SettingError,
+    UsageError,
+)
 from pyscore.client.layout import unique_name
 from pyscore.client.safefiles import data_mode
 from pyscore.client.view.htsget import INDEX_LIMIT, Tickets, fetch_into, speaks_htsget
@@ -67,6 +75,7 @@ class Job:
     reference: Optional[str] = None
     bed: Optional[Path] = None
     written: dict[str, str] = field(default_factory=dict)  # output name → object id
+    named: dict[str, str] = field(default_factory=dict)  # output name → its input's name
 
     def absolute(self) -> None:
         """Pin relative paths before slicing chdirs into a private directory."""
@@ -81,22 +90,27 @@ class Job:
 
     def name_for(self, file_name: str, object_id: str = "") -> tuple[str, Optional[str]]:
         """The output name of a file (decided in input order), and a line to say when it is
-        made unique by object id because an earlier input has it (two BAMs of one name in
-        different studies, or a.bam and a.cram both giving a.<region>.sam)."""
+        made unique by object id. When an earlier input has its name, a.bam and a.cram both
+        giving a.<region>.sam, the second keeps its own extension (a.cram.<region>.sam),
+        which says where it came from; two BAMs of one name (in different studies), the
+        second is made unique by object id."""
         kind = kind_of(file_name)
         ext = extension(kind, self.format_of(kind))
-        name = output_name(file_name, self.regions, self.header_only, self.bed, ext)
+        parts = (self.regions, self.header_only, self.bed, ext)
+        name = output_name(file_name, *parts)
         first = self.written.get(name)
         said = None
         if first is not None:
-            tag = object_id or str(len(self.written))
-            unique = unique_name(name, tag)
-            said = (
-                f"{file_name} (object id '{object_id}') would be written as '{name}' like "
-                f"object id '{first}'; writing it as '{unique}'"
-            )
-            name = unique
+            own = output_name(file_name, *parts, own_suffix=True)
+            if own in self.written or self.named[name] == file_name:
+                own = unique_name(name, object_id or str(len(self.written)))
+                said = (
+                    f"{file_name} (object id '{object_id}') would be written as '{name}' "
+                    f"like object id '{first}'; writing it as '{own}'"
+                )
+            name = own
         self.written[name] = object_id
+        self.named[name] = file_name
         return name, said
 
 
@@ -158,20 +172,44 @@ def run_local(job: Job, data: Path, index: Optional[Path]) -> int:
     return 0
 
 
+def remote_source(
+    api: Any,
+    entity: Entity,
+    folder: Path,
+    htsget: bool,
+    needs_index: bool,
+    index_id: Optional[str] = None,
+    index_known: bool = False,
+) -> Source:
+    """Where htslib reads a remote object: the server's htsget tickets (`htsget`: it speaks
+    htsget, and the format is one it serves), else a signed URL with its index fetched into
+    `folder` (`needs_index`: regions are asked, so no index is an error)."""
+    fmt = htsget_format(entity.fileName)
+    if fmt and htsget:
+        tickets = Tickets(api, entity.id, kind_of(entity.fileName), fmt, folder)
+        return Source(str(tickets.header()), None, entity.fileName, tickets)
+    return _direct_source(api, entity, folder, needs_index, index_id, index_known)
+
+
 def _direct_source(
-    api: Any, entity: Entity, job: Job, folder: Path, index_id: Optional[str], known: bool
+    api: Any,
+    entity: Entity,
+    folder: Path,
+    needs_index: bool,
+    index_id: Optional[str],
+    known: bool,
 ) -> Source:
     """The original's way: htslib on a signed whole-object URL, the index fetched first. The
     index is the manifest's index object id when it names one, else found by listing the
     analysis. The data's URL and the index's lookups go at once."""
     with ThreadPoolExecutor(2) as pool:
-        data_url = pool.submit(lambda: api.download_spec(entity.id, external=True))
+        data_url = pool.submit(api.signed_url, entity.id)
         index: Optional[Entity] = api.index_entity(entity) if not known else None
         if known and index_id:
             index = api.entity(index_id)
-        url = data_url.result().parts[0].url or ""
+        url = data_url.result()
     if index is None:
-        if job.regions and not job.header_only:
+        if needs_index:
             raise ScoreError(
                 f"{entity.fileName}: no index file (.bai/.crai/.tbi/.csi) is "
                 "registered beside it, so regions cannot be sliced"
@@ -180,11 +218,7 @@ def _direct_source(
     index_path = folder / f"index-{index.fileName}"
     with open(index_path, "wb") as out:
         fetch_into(
-            api,
-            api.download_spec(index.id, external=True).parts[0].url or "",
-            out,
-            f"the index {index.fileName}",
-            limit=INDEX_LIMIT,
+            api, api.signed_url(index.id), out, f"the index {index.fileName}", limit=INDEX_LIMIT
         )
     return Source(url, str(index_path), entity.fileName)
 
@@ -224,7 +258,7 @@ def run_remote(
     others go on, and the exit code is 1; non-alignment rows of a manifest are skipped, as
     the original does. Outputs (files, or stdout in input order) and messages come in
     input order."""
-    from pyscore.client.api import Api
+    from pyscore.client.api import Api, refusal_summary
     from pyscore.client.lookup import Lookups, ordered
 
     api = Api(settings)
@@ -238,6 +272,8 @@ def run_remote(
     speaks = checks.submit(speaks_htsget, api) if htsget_on else None
     slicers = ThreadPoolExecutor(SLICES_AT_ONCE, thread_name_prefix="slice")
     failures = 0
+    refused: list[tuple[AuthError, str]] = []  # files the token may not read, with their study
+    interrupted = False
 
     def connection_checked() -> None:
         if pinged is not None:
@@ -247,12 +283,11 @@ def run_remote(
         return item.entity or lookups.entity(item.object_id).result()
 
     def work(item: Item, entity: Entity, kind: str, name: Optional[str], folder: Path) -> Any:
-        fmt = htsget_format(entity.fileName)
-        if fmt and speaks is not None and speaks.result():
-            tickets = Tickets(api, entity.id, kind, fmt, folder)
-            source = Source(str(tickets.header()), None, entity.fileName, tickets)
-        else:
-            source = _direct_source(api, entity, job, folder, item.index_id, item.index_known)
+        htsget = speaks is not None and speaks.result()
+        needs_index = bool(job.regions) and not job.header_only
+        source = remote_source(
+            api, entity, folder, htsget, needs_index, item.index_id, item.index_known
+        )
         if job.output_dir is None and not single:
             out = folder / f"out.{extension(kind, job.format_of(kind))}"
             stdout_job = Job(**{**job.__dict__, "output_dir": folder, "written": {}})
@@ -262,11 +297,11 @@ def run_remote(
 
     try:
         with private_workdir() as tmp, run_in(tmp):
-            queued: list[tuple[Item, Future[Any]]] = []
+            queued: list[tuple[Entity, Future[Any]]] = []
             for number, (item, entity) in enumerate(ordered(prepare, items)):
                 if isinstance(entity, ScoreError):
                     connection_checked()
-                    if single:
+                    if single or isinstance(entity, SettingError):
                         raise entity
                     failures += 1
                     say(f"ERROR: {entity}")
@@ -297,12 +332,17 @@ def run_remote(
                     if written is not None:
                         say(f"Wrote {written}")
                     return 0
-                queued.append((item, slicers.submit(work, item, entity, kind, name, folder)))
-            for _, future in queued:
+                queued.append((entity, slicers.submit(work, item, entity, kind, name, folder)))
+            for entity, future in queued:
                 try:
                     written = future.result()
+                except SettingError:
+                    raise
                 except ScoreError as exc:
                     connection_checked()
+                    if isinstance(exc, AuthError) and exc.status == 403:
+                        refused.append((exc, entity.projectCode))  # told together, below
+                        continue
                     failures += 1
                     say(f"ERROR: {exc}")
                     continue
@@ -313,9 +353,16 @@ def run_remote(
                 elif written is not None:
                     say(f"Wrote {written}")
             connection_checked()
+            for line in refusal_summary(refused, settings.token):
+                say(f"ERROR: {line}")
+    except KeyboardInterrupt:
+        interrupted = True  # slices blocked in a read are not waited for
+        raise
     finally:
-        slicers.shutdown(wait=True, cancel_futures=True)
+        slicers.shutdown(wait=not interrupted, cancel_futures=True)
         checks.shutdown(wait=False)
         lookups.close()
         api.close()
-    return 1 if failures else 0
+    if failures:
+        return EXIT_FAILED
+    return EXIT_AUTH if refused else EXIT_OK

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import pysam
 
 from pyscore.client.errors import ScoreError, UsageError
 from pyscore.client.view.htsget import Tickets
+from pyscore.client.view.naming import VARIANT_SUFFIXES
 from pyscore.client.view.regions import UNMAPPED, Region, check_region
 
 
@@ -38,6 +39,56 @@ def _open_reads(source: Source, reference: str | None) -> pysam.AlignmentFile:
         raise ScoreError(f"{source.name}: cannot open: {exc}{hint}") from None
 
 
+def _open_variants(source: Source) -> pysam.VariantFile:
+    try:
+        return pysam.VariantFile(source.data, index_filename=source.index)
+    except (OSError, ValueError) as exc:
+        raise ScoreError(f"{source.name}: cannot open: {exc}") from None
+
+
+def _cram_hint(source: Source) -> str:
+    if source.name.lower().endswith(".cram"):
+        return " (is the CRAM's reference available? pass --reference-file)"
+    return ""
+
+
+def _wanted(
+    source: Source, handle: Any, regions: list[Region], header_only: bool
+) -> list[tuple[Optional[str], int, int]]:
+    """The regions in htslib's coordinates, checked against the file's header; a file
+    without an index cannot give regions (unless the server's htsget slices it)."""
+    reads = isinstance(handle, pysam.AlignmentFile)
+    if reads:
+        contigs = dict(zip(handle.references, handle.lengths))
+    else:
+        contigs = {
+            str(name): (rec.length or 2**31 - 1) for name, rec in handle.header.contigs.items()
+        }
+    wanted: list[tuple[Optional[str], int, int]] = [
+        check_region(r, contigs, source.name) for r in regions
+    ]
+    if not reads and any(contig == UNMAPPED for contig, _, _ in wanted):
+        raise UsageError(f"{source.name}: '*' (unmapped reads) applies to alignment files")
+    indexed = handle.has_index() if reads else handle.index is not None
+    if wanted and not header_only and source.tickets is None and not indexed:
+        raise ScoreError(f"{source.name}: no index available, so regions cannot be sliced")
+    return wanted
+
+
+def records(
+    source: Source, regions: list[Region], reference: Optional[str] = None
+) -> Iterator[Any]:
+    """The records of the regions (none given: the whole file) as pysam objects: what
+    `view` writes, for a program to use."""
+    reads = not source.name.lower().endswith(VARIANT_SUFFIXES)
+    pysam.set_verbosity(0)  # errors come as one-line ScoreErrors, htslib's lines would repeat
+    handle = _open_reads(source, reference) if reads else _open_variants(source)
+    hint = _cram_hint(source)
+    with closing_quietly(handle, source.name) as inp:
+        for contig, start, end in _wanted(source, inp, regions, False) or [(None, 0, 0)]:
+            yield from _records(source, inp, contig, start, end, hint, reference)
+
+
 def alignment_format(output_format: str) -> str:
     fmt = output_format.upper()
     if fmt not in ("SAM", "BAM", "CRAM"):
@@ -60,16 +111,9 @@ def slice_reads(
     if fmt == "CRAM" and not reference:
         raise UsageError("CRAM output needs --reference-file")
     count = 0
-    hint = ""
-    if source.name.lower().endswith(".cram"):
-        hint = " (is the CRAM's reference available? pass --reference-file)"
+    hint = _cram_hint(source)
     with closing_quietly(_open_reads(source, reference), source.name) as inp:
-        contigs = dict(zip(inp.references, inp.lengths))
-        wanted: list[tuple[Optional[str], int, int]] = [
-            check_region(r, contigs, source.name) for r in regions
-        ]
-        if wanted and not header_only and source.tickets is None and not inp.has_index():
-            raise ScoreError(f"{source.name}: no index available, so regions cannot be sliced")
+        wanted = _wanted(source, inp, regions, header_only)
         dst = pysam.AlignmentFile(out, mode, template=inp, reference_filename=reference)
         with closing_quietly(dst, out):
             if header_only:
@@ -186,20 +230,10 @@ def slice_variants(
     if fmt not in ("VCF", "BCF", "SAM"):  # SAM is the option's default: treat as VCF text
         raise UsageError(f"--output-format {output_format} is not VCF or BCF for variants")
     mode = "wb" if fmt == "BCF" else "w"
-    try:
-        inp = pysam.VariantFile(source.data, index_filename=source.index)
-    except (OSError, ValueError) as exc:
-        raise ScoreError(f"{source.name}: cannot open: {exc}") from None
+    inp = _open_variants(source)
     count = 0
     with closing_quietly(inp, source.name):
-        contigs = {str(name): (rec.length or 2**31 - 1) for name, rec in inp.header.contigs.items()}
-        wanted: list[tuple[Optional[str], int, int]] = [
-            check_region(r, contigs, source.name) for r in regions
-        ]
-        if any(contig == UNMAPPED for contig, _, _ in wanted):
-            raise UsageError(f"{source.name}: '*' (unmapped reads) applies to alignment files")
-        if wanted and not header_only and source.tickets is None and inp.index is None:
-            raise ScoreError(f"{source.name}: no index available, so regions cannot be sliced")
+        wanted = _wanted(source, inp, regions, header_only)
         with closing_quietly(pysam.VariantFile(out, mode, header=inp.header), out) as dst:
             if header_only:
                 return 0

@@ -8,18 +8,21 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+
 from pyscore.server import metadata, objects, repository
 from pyscore.server.demo.data import DemoAnalysis, generate
 from pyscore.server.errors import ApiError
-from pyscore.server.tables import AnalysisType, Study
+from pyscore.server.tables import AnalysisType, File, Study
 from pyscore.wire.manifest import format_argo
 
 CLINICAL_TYPE = {
     "type": "object",
     "properties": {
-        "clinical": {"type": "object", "properties": {"dictionaryVersion": {"type": "string"}}}
+        "experiment": {"type": "object"},  # every analysis type has one (Song's meta-schema)
+        "clinical": {"type": "object", "properties": {"dictionaryVersion": {"type": "string"}}},
     },
-    "required": ["clinical"],
+    "required": ["experiment", "clinical"],
     "file_types": ["TSV", "TXT"],
 }
 EXPERIMENTS: dict[str, dict[str, Any]] = {
@@ -33,7 +36,7 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
             "referenceGenome": "pyscore-demo-ref",
         }
     },
-    "clinicalData": {"clinical": {"dictionaryVersion": "1.0"}},
+    "clinicalData": {"experiment": {}, "clinical": {"dictionaryVersion": "1.0"}},
 }
 
 
@@ -141,3 +144,10 @@ def load_demo(platform, out: Path, study_id: str = "DEMO", reads_per_contig: int
         )
     manifest.write_text(format_argo(rows))
     return manifest
+
+
+def reference_of(platform, study_id: str) -> str | None:
+    """The object id of the demo study's reference genome (reference.fa), for the viewer."""
+    with platform.db.session() as s:
+        named = (File.study_id == study_id) & (File.file_name == "reference.fa")
+        return s.scalar(select(File.object_id).where(named))

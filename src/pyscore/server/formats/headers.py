@@ -13,6 +13,12 @@ from pyscore.server.formats.bgzf import Blocks, FormatError
 
 def bam_header(blocks: Blocks) -> tuple[int, list[str]]:
     """(uncompressed header length, reference names) of a BAM."""
+    pos, refs = bam_references(blocks)
+    return pos, [name for name, _ in refs]
+
+
+def bam_references(blocks: Blocks) -> tuple[int, list[tuple[str, int]]]:
+    """(uncompressed header length, (name, length) of each reference sequence) of a BAM."""
     buf = b""
     for data in blocks.prefix():
         buf += data
@@ -23,14 +29,15 @@ def bam_header(blocks: Blocks) -> tuple[int, list[str]]:
             pos = 8 + l_text
             n_ref = struct.unpack_from("<i", buf, pos)[0]
             pos += 4
-            names = []
+            refs = []
             for _ in range(n_ref):
                 l_name = struct.unpack_from("<i", buf, pos)[0]
-                names.append(buf[pos + 4 : pos + 4 + l_name - 1].decode())
+                name = buf[pos + 4 : pos + 4 + l_name - 1].decode()
+                refs.append((name, struct.unpack_from("<i", buf, pos + 4 + l_name)[0]))
                 pos += 4 + l_name + 4
             if pos > len(buf):
                 continue
-            return pos, names
+            return pos, refs
         except struct.error:
             continue
     raise FormatError("BAM header is truncated or too large")
@@ -39,8 +46,31 @@ def bam_header(blocks: Blocks) -> tuple[int, list[str]]:
 CONTIG = re.compile(r"^##contig=<.*?ID=([^,>]+)", re.MULTILINE)
 
 
+CONTIG_LINE = re.compile(r"^##contig=<(.*)>\s*$", re.MULTILINE)
+# what a contig without a length= may hold: the most a BAI/TBI bin can address
+UNKNOWN_LENGTH = 2**29 - 1
+
+
 def vcf_header(blocks: Blocks, bcf: bool) -> tuple[int, list[str]]:
     """(uncompressed header length, contig names in header order) of a VCF.gz or BCF."""
+    pos, text = vcf_text(blocks, bcf)
+    return pos, CONTIG.findall(text)
+
+
+def vcf_references(blocks: Blocks, bcf: bool) -> list[tuple[str, int]]:
+    """(name, length) of each contig a VCF.gz or BCF header declares (UNKNOWN_LENGTH where
+    it gives none)."""
+    refs = []
+    for fields in CONTIG_LINE.findall(vcf_text(blocks, bcf)[1]):
+        found = dict(re.findall(r"(\w+)=([^,]*)", fields))
+        if "ID" in found:
+            length = found.get("length", "")
+            refs.append((found["ID"], int(length) if length.isdigit() else UNKNOWN_LENGTH))
+    return refs
+
+
+def vcf_text(blocks: Blocks, bcf: bool) -> tuple[int, str]:
+    """(uncompressed header length, header text) of a VCF.gz or BCF."""
     buf = b""
     for data in blocks.prefix():
         buf += data
@@ -51,8 +81,7 @@ def vcf_header(blocks: Blocks, bcf: bool) -> tuple[int, list[str]]:
                 raise FormatError("not a BCF file")
             l_text = struct.unpack_from("<I", buf, 5)[0]
             if len(buf) >= 9 + l_text:
-                text = buf[9 : 9 + l_text].decode(errors="replace")
-                return 9 + l_text, CONTIG.findall(text)
+                return 9 + l_text, buf[9 : 9 + l_text].decode(errors="replace")
             continue
         pos = 0
         while True:
@@ -60,11 +89,10 @@ def vcf_header(blocks: Blocks, bcf: bool) -> tuple[int, list[str]]:
             if nl < 0:
                 break
             if not buf.startswith(b"#", pos):
-                text = buf[:pos].decode(errors="replace")
-                return pos, CONTIG.findall(text)
+                return pos, buf[:pos].decode(errors="replace")
             pos = nl + 1
     if not bcf and buf:
-        return len(buf), CONTIG.findall(buf.decode(errors="replace"))
+        return len(buf), buf.decode(errors="replace")
     raise FormatError("header is truncated or too large")
 
 

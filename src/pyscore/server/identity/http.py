@@ -1,6 +1,6 @@
-"""The few HTTP calls identity needs (discovery, keys, introspection), made with the standard
-library: the server loads no HTTP client library, and these calls are rare (keys are cached,
-introspection answers too)."""
+"""The few HTTP calls identity needs (discovery, keys, introspection), and the event sinks'
+(webhooks, Maestro), made with the standard library: the server loads no HTTP client
+library, and these calls are rare (keys are cached, introspection answers too)."""
 
 from __future__ import annotations
 
@@ -31,16 +31,21 @@ def request(
     params: Optional[dict[str, str]] = None,
     auth: Optional[tuple[str, str]] = None,
     timeout: float = TIMEOUT,
+    method: Optional[str] = None,
+    body: Optional[bytes] = None,
+    headers: Optional[dict[str, str]] = None,
 ) -> tuple[int, bytes]:
     """(status, body) of a GET, or of a form POST when `form` is given (None: no body, but
-    still a POST when `params` only). Network failures raise Unavailable; HTTP errors are
-    answers, returned with their status."""
+    still a POST when `params` only); or of `method` with `body` and `headers` as given.
+    Network failures raise Unavailable; HTTP errors are answers, returned with their status."""
     if params:
         url += ("&" if "?" in url else "?") + urllib.parse.urlencode(params)
-    data = urllib.parse.urlencode(form).encode() if form is not None else None
-    method = "POST" if form is not None or params else "GET"
+    data = urllib.parse.urlencode(form).encode() if form is not None else body
+    method = method or ("POST" if form is not None or params else "GET")
     req = urllib.request.Request(url, data=data, method=method)
     req.add_header("Accept", "application/json")
+    for name, value in (headers or {}).items():
+        req.add_header(name, value)
     if auth is not None:
         token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
         req.add_header("Authorization", f"Basic {token}")

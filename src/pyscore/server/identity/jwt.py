@@ -12,8 +12,8 @@ import jwt as pyjwt
 from jwt import PyJWK
 from jwt import exceptions as jwt_errors
 
-from pyscore.server.auth import is_scope
 from pyscore.server.identity.jwks import KeySet, Refused
+from pyscore.server.scopes import is_scope
 
 # asymmetric only: a shared-secret (HS*) or unsigned ("none") token is never accepted
 ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA")

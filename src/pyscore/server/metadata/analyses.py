@@ -1,16 +1,24 @@
 """Analyses: Song's JSON of an analysis, listing by state, publishing (only with every
-file in storage and no upload of one open), unpublishing and suppressing."""
+file in storage and no upload of one open), unpublishing and suppressing (each sends its
+event: events/)."""
 
 from __future__ import annotations
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from pyscore.server import repository
+from pyscore.server import events, repository
 from pyscore.server.db import utcnow
 from pyscore.server.errors import bad_request, conflict, not_found
 from pyscore.server.metadata.ids import STATES
-from pyscore.server.metadata.song_json import donor_json, file_json, iso, sample_json, specimen_json
+from pyscore.server.metadata.song_json import (
+    donor_json,
+    file_json,
+    iso,
+    local_time,
+    sample_json,
+    specimen_json,
+)
 from pyscore.server.metadata.studies import get_study
 from pyscore.server.tables import (
     Analysis,
@@ -71,11 +79,14 @@ def analysis_json(session: Session, row: Analysis) -> dict:
         "studyId": row.study_id,
         "analysisState": row.state,
         "analysisType": {"name": row.type_name, "version": row.type_version},
-        "createdAt": iso(row.created_at),
-        "updatedAt": iso(row.updated_at),
-        "firstPublishedAt": iso(row.first_published_at),
-        "publishedAt": iso(row.published_at),
-        "analysisStateHistory": row.state_history or [],
+        "createdAt": local_time(row.created_at),
+        "updatedAt": local_time(row.updated_at),
+        "firstPublishedAt": local_time(row.first_published_at),
+        "publishedAt": local_time(row.published_at),
+        "analysisStateHistory": [
+            {**change, "updatedAt": local_time(change.get("updatedAt"))}
+            for change in row.state_history or []
+        ],
         "samples": analysis_samples(session, row.analysis_id),
         "files": [file_json(f) for f in analysis_files(session, row.analysis_id)],
     }
@@ -156,7 +167,7 @@ def change_state(
     analysis_id: str,
     action: str,
     ignore_undefined_md5: bool = False,
-) -> str:
+) -> dict:
     """PUBLISH, UNPUBLISH or SUPPRESS an analysis; publishing checks storage first, and
     waits for no upload (409: complete or cancel it first)."""
     row = get_analysis_row(session, study_id, analysis_id)
@@ -196,6 +207,12 @@ def change_state(
             row.first_published_at = row.first_published_at or now
         session.flush()
         repository.refresh_analysis(session, analysis_id)
+    events.record(session, row, action.upper())  # as SONG: even when the state was already so
     if target == "SUPPRESSED":
-        return f"AnalysisId {analysis_id} was suppressed"
-    return f"AnalysisId {analysis_id} successfully {target.lower()}"
+        return message(f"AnalysisId {analysis_id} was suppressed")
+    return message(f"AnalysisId {analysis_id} successfully {target.lower()}")
+
+
+def message(text: str) -> dict:
+    """Song's GenericMessage, its answer to state changes and study creation."""
+    return {"message": text}

@@ -6,8 +6,8 @@ import re
 
 from sqlalchemy.orm import Session
 
-from pyscore.server import repository
 from pyscore.server.errors import ApiError, bad_request, not_found
+from pyscore.server.metadata import curation
 from pyscore.server.metadata.analyses import change_state
 from pyscore.server.metadata.ids import INT64
 from pyscore.server.metadata.song_json import file_json
@@ -79,9 +79,9 @@ def update_file(session: Session, study_id: str, object_id: str, body: dict) -> 
         change_state(session, study_id, f.analysis_id, "unpublish")
         message = "[WARNING]: Changed analysis from 'PUBLISHED' to 'UNPUBLISHED'"
     else:
-        if changed:
+        if changed and analysis is not None:
             session.flush()
-            repository.refresh_analysis(session, f.analysis_id)
+            curation.changed(session, analysis, curation.UPDATE)  # its event: an update
         message = f"Did not change analysisState since it is '{original_state}'"
     kind = "CONTENT_UPDATE" if content_changed else "METADATA_UPDATE" if changed else "NO_UPDATE"
     return {

@@ -1,22 +1,20 @@
-"""Song's identifiers and states: ids derived from content, ISO times."""
+"""Song's identifiers and states: ids minted as SONG's LocalIdService mints them, ISO times."""
 
 from __future__ import annotations
 
 import uuid
 
 STATES = ("PUBLISHED", "UNPUBLISHED", "SUPPRESSED")
-ID_NAMESPACE = uuid.UUID("6f1e1d3e-2b7a-4c1e-9a43-5c0f0e5d9b11")
+# SONG's IdConfig: name-based (SHA-1) UUIDs in RFC 4122's X.500 namespace
+SONG_NAMESPACE = uuid.UUID("6ba7b812-9dad-11d1-80b4-00c04fd430c8")
 BASE_KEYS = {"studyId", "analysisId", "analysisType", "samples", "files", "analysisState"}
 
 
-def derived_id(*parts: str) -> str:
-    """Stable ids for things identified by submitter ids, so resubmission reuses them."""
-    return str(uuid.uuid5(ID_NAMESPACE, "/".join(parts)))
-
-
-def entity_id(prefix: str, *parts: str) -> str:
-    """Song-style donor/specimen/sample ids (DO…, SP…, SA…), stable per study and submitter id."""
-    return prefix + uuid.uuid5(ID_NAMESPACE, "/".join(parts)).hex[:12].upper()
+def song_id(*keys: str) -> str:
+    """The id SONG's LocalIdService gives: uuid5 of the keys joined by ':' (studyId and
+    submitter id for a donor, specimen or sample; analysisId and file name for an object),
+    so the same submission names the same objects on SONG and here."""
+    return str(uuid.uuid5(SONG_NAMESPACE, ":".join(keys)))
 
 
 INT64 = 2**63 - 1  # Song's file sizes are Java longs

@@ -18,6 +18,20 @@ def iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 
 
+def local_time(value: datetime | str | None) -> str | None:
+    """A time as Song writes its LocalDateTime (Jackson's ISO_LOCAL_DATE_TIME, in UTC): no
+    zone, the fraction without trailing zeros (none when zero), which Maestro and the SDKs
+    parse. Takes a datetime or an ISO text (state history entries are stored as text)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    value = as_utc(value)
+    if value is None:
+        return None
+    text = value.replace(tzinfo=None).isoformat(timespec="seconds")
+    fraction = f"{value.microsecond:06d}".rstrip("0")
+    return f"{text}.{fraction}" if fraction else text
+
+
 def file_json(f: File) -> dict:
     return {
         "objectId": f.object_id,
@@ -59,3 +73,16 @@ def sample_json(s: Sample) -> dict:
         "submitterSampleId": s.submitter_sample_id,
         **(s.fields or {}),
     }
+
+
+# The fields Song's entities know (its payload's, as export writes them); Song keeps any
+# other in `info` (Metadata's any-setter), as a submission here does (submission.song_info).
+DONOR_FIELDS = ("submitterDonorId", "gender")
+SPECIMEN_FIELDS = (
+    "submitterSpecimenId",
+    "tumourNormalDesignation",
+    "specimenTissueSource",
+    "specimenType",
+)
+SAMPLE_FIELDS = ("submitterSampleId", "matchedNormalSubmitterSampleId", "sampleType")
+FILE_FIELDS = ("fileName", "fileSize", "fileType", "fileMd5sum", "fileAccess", "dataType")

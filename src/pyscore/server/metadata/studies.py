@@ -59,7 +59,8 @@ def study_ids(session: Session) -> list[str]:
 
 
 def study_with_all(session: Session, study_id: str) -> dict:
-    """Song's /studies/{id}/all: the study with its donors, specimens and samples nested."""
+    """Song's /studies/{id}/all (StudyWithDonors): the study's fields, and its donors with
+    their specimens and samples nested."""
     study = get_study(session, study_id)
     specimens: dict[str, list] = {}
     samples: dict[str, list] = {}
@@ -73,4 +74,4 @@ def study_with_all(session: Session, study_id: str) -> dict:
         {**donor_json(d), "specimens": specimens.get(d.donor_id, [])}
         for d in session.scalars(select(Donor).where(Donor.study_id == study_id))
     ]
-    return {"studyId": study.study_id, "study": study_json(study), "donors": donors}
+    return {**study_json(study), "donors": donors}

@@ -12,10 +12,11 @@ from jsonschema import Draft7Validator, ValidationError, validators
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from pyscore.server import events
 from pyscore.server.db import utcnow
 from pyscore.server.errors import bad_request, conflict
-from pyscore.server.metadata.ids import BASE_KEYS, INT64, derived_id, entity_id
-from pyscore.server.metadata.schemas import get_analysis_type, render
+from pyscore.server.metadata.ids import BASE_KEYS, INT64, song_id
+from pyscore.server.metadata.schemas import get_analysis_type, render, violations
 from pyscore.server.metadata.studies import get_study
 from pyscore.server.tables import (
     Analysis,
@@ -61,13 +62,7 @@ def check_file_fields(f: dict, where: str) -> None:
 def validate(payload: Any, atype: AnalysisType) -> None:
     if not isinstance(payload, dict):
         raise bad_request("schema.violation", "The analysis payload must be a JSON object")
-    validator = StrictValidator(render(atype.schema))
-    problems = sorted(validator.iter_errors(payload), key=lambda e: list(e.absolute_path))
-    if problems:
-        lines = [
-            f"#/{'/'.join(str(p) for p in e.absolute_path)}: {e.message}" for e in problems[:10]
-        ]
-        raise bad_request("schema.violation", "; ".join(lines))
+    violations(render(atype.schema), payload, StrictValidator)
     for i, f in enumerate(payload.get("files", [])):
         check_file_fields(f, f"#/files/{i}")
     allowed = atype.options.get("fileTypes") or []
@@ -128,61 +123,107 @@ def find_duplicate(session: Session, study_id: str, files: list[dict]) -> str | 
     return None
 
 
+# The fields SONG's entities have; any other field of a submitted donor, specimen, sample or
+# file lands in its `info` (SONG's Metadata: @JsonAnySetter), merged with an `info` given.
+DONOR_FIELDS = ("gender",)
+SPECIMEN_FIELDS = ("tumourNormalDesignation", "specimenTissueSource", "specimenType")
+SAMPLE_FIELDS = ("sampleType", "matchedNormalSubmitterSampleId")
+FILE_FIELDS = ("fileName", "fileSize", "fileType", "fileMd5sum", "fileAccess", "dataType")
+_IDS = ("donorId", "specimenId", "sampleId", "objectId", "studyId", "analysisId")
+_SUBMITTER_IDS = ("submitterDonorId", "submitterSpecimenId", "submitterSampleId")
+
+
+def song_info(entry: dict, fields: tuple[str, ...], nested: tuple[str, ...] = ()) -> dict:
+    """What SONG keeps as an entity's info: its `info` and every field it does not know."""
+    given = entry.get("info")
+    info = dict(given) if isinstance(given, dict) else {} if given is None else {"info": given}
+    known = {*fields, *nested, *_IDS, *_SUBMITTER_IDS, "info"}
+    info.update((k, v) for k, v in entry.items() if k not in known)
+    return info
+
+
+def specimen_fields(specimen: dict) -> dict:
+    """A specimen's `fields` column: SONG's specimen fields (null ones left out, as SONG
+    writes them) and its info when there is any."""
+    out = {k: specimen[k] for k in SPECIMEN_FIELDS if specimen.get(k) is not None}
+    info = song_info(specimen, SPECIMEN_FIELDS, ("donor", "samples"))
+    return {**out, "info": info} if info else out
+
+
+def sample_fields(sample: dict) -> dict:
+    """A sample's `fields` column: SONG's sample fields (always written, null or not) and
+    its info when there is any."""
+    out = {k: sample.get(k) for k in SAMPLE_FIELDS}
+    info = song_info(sample, SAMPLE_FIELDS, ("donor", "specimen"))
+    return {**out, "info": info} if info else out
+
+
+def _existing(session: Session, table: Any, study_id: str, submitter: str) -> str | None:
+    """The id of the study's donor, specimen or sample with this submitter id, if any."""
+    key, column = {
+        Donor: (Donor.donor_id, Donor.submitter_donor_id),
+        Specimen: (Specimen.specimen_id, Specimen.submitter_specimen_id),
+        Sample: (Sample.sample_id, Sample.submitter_sample_id),
+    }[table]
+    return session.scalar(select(key).where(table.study_id == study_id, column == submitter))
+
+
 def _upsert_sample(session: Session, study_id: str, entry: dict) -> str:
+    """The sample of a submission, with its specimen and donor: each found by (study,
+    submitter id), as SONG finds them, else created with the id SONG would give it."""
     donor_in, specimen_in = entry["donor"], entry["specimen"]
-    donor_id = entity_id("DO", study_id, "donor", donor_in["submitterDonorId"])
-    if session.get(Donor, donor_id) is None:
+    submitter = donor_in["submitterDonorId"]
+    donor_id = _existing(session, Donor, study_id, submitter)
+    if donor_id is None:
+        donor_id = song_id(study_id, submitter)
         session.add(
             Donor(
                 donor_id=donor_id,
                 study_id=study_id,
-                submitter_donor_id=donor_in["submitterDonorId"],
+                submitter_donor_id=submitter,
                 gender=donor_in.get("gender"),
-                info=donor_in.get("info") or {},
+                info=song_info(donor_in, DONOR_FIELDS, ("specimens",)),
             )
         )
-    specimen_id = entity_id("SP", study_id, "specimen", specimen_in["submitterSpecimenId"])
-    if session.get(Specimen, specimen_id) is None:
+    submitter = specimen_in["submitterSpecimenId"]
+    specimen_id = _existing(session, Specimen, study_id, submitter)
+    if specimen_id is None:
+        specimen_id = song_id(study_id, submitter)
         session.add(
             Specimen(
                 specimen_id=specimen_id,
                 donor_id=donor_id,
                 study_id=study_id,
-                submitter_specimen_id=specimen_in["submitterSpecimenId"],
-                fields={
-                    k: v
-                    for k, v in specimen_in.items()
-                    if k not in ("submitterSpecimenId", "donor", "samples")
-                },
+                submitter_specimen_id=submitter,
+                fields=specimen_fields(specimen_in),
             )
         )
-    sample_id = entity_id("SA", study_id, "sample", entry["submitterSampleId"])
-    if session.get(Sample, sample_id) is None:
+    submitter = entry["submitterSampleId"]
+    sample_id = _existing(session, Sample, study_id, submitter)
+    if sample_id is None:
+        sample_id = song_id(study_id, submitter)
         session.add(
             Sample(
                 sample_id=sample_id,
                 specimen_id=specimen_id,
                 study_id=study_id,
-                submitter_sample_id=entry["submitterSampleId"],
-                fields={
-                    k: v
-                    for k, v in entry.items()
-                    if k not in ("submitterSampleId", "donor", "specimen")
-                },
+                submitter_sample_id=submitter,
+                fields=sample_fields(entry),
             )
         )
     session.flush()
     return sample_id
 
 
-def link_indexes(files: list[File]) -> None:
-    """Point each index file at the data file it indexes, by name within the analysis."""
-    by_name = {f.file_name.lower(): f for f in files}
+def link_indexes(files: list[dict]) -> None:
+    """Point each index file at the data file it indexes, by name within the analysis (rows
+    of `files` as dicts)."""
+    by_name = {f["file_name"].lower(): f for f in files}
     for data in files:
-        if not is_index(data.file_name):
-            index = find_index(data.file_name, by_name)
+        if not is_index(data["file_name"]):
+            index = find_index(data["file_name"], by_name)
             if index is not None and index is not data:
-                index.index_for = data.object_id
+                index["index_for"] = data["object_id"]
 
 
 def submit(session: Session, study_id: str, payload: Any, allow_duplicates: bool = False) -> str:
@@ -210,7 +251,7 @@ def submit(session: Session, study_id: str, payload: Any, allow_duplicates: bool
     analysis_id = str(uuid.uuid4())
     now = utcnow()
     session.add(
-        Analysis(
+        analysis := Analysis(
             analysis_id=analysis_id,
             study_id=study_id,
             type_name=atype.name,
@@ -228,21 +269,23 @@ def submit(session: Session, study_id: str, payload: Any, allow_duplicates: bool
         if session.get(AnalysisSample, (analysis_id, sample_id)) is None:
             session.add(AnalysisSample(analysis_id=analysis_id, sample_id=sample_id))
     rows = [
-        File(
-            object_id=derived_id(analysis_id, f["fileName"]),
-            analysis_id=analysis_id,
-            study_id=study_id,
-            file_name=f["fileName"],
-            file_size=f["fileSize"],
-            file_md5sum=f["fileMd5sum"].lower(),
-            file_type=f.get("fileType"),
-            file_access=f["fileAccess"],
-            data_type=f.get("dataType"),
-            info=f.get("info") or {},
-        )
+        {
+            "object_id": song_id(analysis_id, f["fileName"]),
+            "analysis_id": analysis_id,
+            "study_id": study_id,
+            "file_name": f["fileName"],
+            "file_size": f["fileSize"],
+            "file_md5sum": f["fileMd5sum"].lower(),
+            "file_type": f.get("fileType"),
+            "file_access": f["fileAccess"],
+            "data_type": f.get("dataType"),
+            "info": song_info(f, FILE_FIELDS),
+            "index_for": None,
+        }
         for f in payload["files"]
     ]
     link_indexes(rows)
-    session.add_all(rows)
+    session.add_all(File(**row) for row in rows)
     session.flush()
+    events.record(session, analysis, events.CREATE)
     return analysis_id

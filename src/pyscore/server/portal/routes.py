@@ -10,26 +10,41 @@ import functools
 import time
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from fastapi import APIRouter, Form, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 
 from pyscore.server import audit, metadata, objects, repository
+from pyscore.server import viewer as viewing
 from pyscore.server.auth import Action, Principal, can, principal_for
 from pyscore.server.errors import ApiError
+from pyscore.server.objects import Signer
 from pyscore.server.tables import Analysis, RepositoryEntry
 from pyscore.server.web import edge
-from pyscore.server.web.deps import PlatformDep, SessionDep, SignerDep, base_url
+from pyscore.server.web.deps import (
+    SIGN_IN_COOKIE,
+    PlatformDep,
+    SessionDep,
+    SignerDep,
+    base_url,
+)
 from pyscore.wire import tsv
 from pyscore.wire.files import human_size as human
 from pyscore.wire.manifest import format_argo
 
 HERE = Path(__file__).parent
-COOKIE = "score_token"
+COOKIE = SIGN_IN_COOKIE
 templates = Jinja2Templates(directory=HERE / "templates")
 router = APIRouter(include_in_schema=False)
 static = StaticFiles(directory=HERE / "static")
@@ -314,10 +329,16 @@ def file_page(object_id: str, request: Request, s: SessionDep) -> HTMLResponse:
             f"export METADATA_URL={base} STORAGE_URL={base} ACCESSTOKEN=<your token>",
         )
     )
+    region = request.query_params.get("region", "")
+    view_link = None
+    if viewing.kind_of(f.file_name) is not None:
+        query = f"?{urlencode({'region': region})}" if region else ""
+        view_link = f"/file/{object_id}/view{query}"
     return templates.TemplateResponse(
         request,
         "file.html",
         {
+            "view_link": view_link,
             "who": who,
             "f": f,
             "analysis": analysis,
@@ -351,6 +372,123 @@ def file_download(
     )
     audit.ranges([(0, f.file_size)])
     return RedirectResponse(url, status_code=303)
+
+
+@router.get("/file/{object_id}/view", response_class=HTMLResponse)
+@html_errors
+def file_view(object_id: str, request: Request, s: SessionDep, signer: SignerDep) -> HTMLResponse:
+    """A region of a BAM, CRAM or VCF in igv.js: the page says how to read it (viewer.py);
+    igv.js then reads it from htsget or signed URLs with the visitor's sign-in. A file the
+    viewer cannot show, or a region outside the genome, is a sentence on the page."""
+    who = viewer(request, s)
+    f = metadata.get_file(s, object_id)
+    objects.authorize_read(s, who, f, "portal.view", verb="view")
+    settings = request.app.state.platform.settings
+    script = viewing.igv_script(settings)
+    params = request.query_params
+    view, problem, status = None, None, 200
+    try:
+        if script is None:
+            raise viewing.problem(
+                "The genome viewer (igv.js) is not installed on this server; its operator "
+                "runs 'score-server viewer install'.",
+                status=503,
+            )
+        view = viewing.plan(
+            s, signer.store, f, settings.viewer_reference, params.get("region"), params.get("via")
+        )
+    except ApiError as exc:
+        if exc.error_id != "viewer.problem":
+            raise
+        problem, status = exc.message, exc.status
+    base = base_url(request)
+    config = None
+    if view is not None:
+        config = {
+            "objectId": f.object_id,
+            "name": f.file_name,
+            "track": view.kind.track,
+            "format": view.kind.fmt,
+            "via": view.via,
+            "htsget": (
+                f"{base}/htsget/{view.kind.htsget}/{f.object_id}" if view.kind.htsget else None
+            ),
+            "indexId": view.index_id,
+            "reference": (
+                {"fasta": view.reference[0], "index": view.reference[1]} if view.reference else None
+            ),
+            "chromSizes": None if view.reference else f"/file/{f.object_id}/view/chrom.sizes",
+            "locus": str(view.region),
+            "drs": f"{base}/ga4gh/drs/v1/objects/",
+            "urlLifetime": signer.download_expiry,
+        }
+
+    def link(**changes: str) -> str:
+        query = {k: v for k, v in params.items() if k in ("region", "via")}
+        query.update(changes)
+        return f"/file/{object_id}/view?{urlencode(query)}"
+
+    response = templates.TemplateResponse(
+        request,
+        "viewer.html",
+        {
+            "who": who,
+            "f": f,
+            "view": view,
+            "config": config,
+            "problem": problem,
+            "region": str(view.region) if view else params.get("region", ""),
+            "via_links": (
+                {"htsget": link(via="htsget"), "url": link(via="url")}
+                if view is not None and view.kind.htsget
+                else None
+            ),
+            "message": None,
+            "here": here(request),
+        },
+        status_code=status,
+    )
+    response.headers["Content-Security-Policy"] = viewer_csp(signer, script)
+    return response
+
+
+def viewer_csp(signer: Signer, script: Path | None) -> str:
+    """The portal's policy, plus what igv.js needs: the store's origin to read signed URLs
+    from (an S3 store's; the local store is this origin), the one inline style it injects
+    (by hash), and WebAssembly (its CRAM codecs; 'wasm-unsafe-eval' compiles WebAssembly,
+    it evaluates no JavaScript). Scripts stay this origin's files: no inline script, no eval,
+    no other origin."""
+    sample = signer.store.url_for_get(objects.SENTINEL, base_url=signer.base_url, expires_in=60)
+    parts = urlsplit(sample)
+    store = f"{parts.scheme}://{parts.netloc}"
+    styles = viewing.inline_styles(script, script.stat().st_mtime_ns) if script else ()
+    connect = f"default-src 'self'; connect-src 'self' {store};"
+    csp = edge.CSP.replace("default-src 'self';", connect)
+    csp = csp.replace("script-src 'self'", "script-src 'self' 'wasm-unsafe-eval'")
+    return csp.replace("style-src 'self'", " ".join(["style-src 'self'", *styles]))
+
+
+@router.get("/file/{object_id}/view/chrom.sizes", response_class=PlainTextResponse)
+@html_errors
+def chrom_sizes(object_id: str, request: Request, s: SessionDep, signer: SignerDep) -> Response:
+    """The sequences (name, length) the viewer navigates when no reference genome is set:
+    those the file's header names."""
+    f = metadata.get_file(s, object_id)
+    objects.authorize_read(s, viewer(request, s), f, None, verb="view")
+    view = viewing.plan(s, signer.store, f, "", None, None)
+    return PlainTextResponse("".join(f"{name}\t{length}\n" for name, length in view.sequences))
+
+
+@router.get("/portal/viewer/igv.min.js")
+def igv_script(request: Request) -> Response:
+    """igv.js, as installed on this server (npm `igv`): the viewer fetches nothing from any
+    other origin."""
+    script = viewing.igv_script(request.app.state.platform.settings)
+    if script is None:
+        raise ApiError(404, "viewer.not.installed", "igv.js is not installed on this server")
+    return FileResponse(
+        script, media_type="text/javascript", headers={"Cache-Control": "public, max-age=3600"}
+    )
 
 
 def _back(next_url: str) -> str:

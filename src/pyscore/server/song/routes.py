@@ -1,7 +1,8 @@
 """Song-compatible metadata API, as the overture-song SDK, score-client and score-server call it.
 
-Reads are open, as in Song; writes need the study's WRITE scope; studies and analysis types
-need score.ADMIN. Logic lives in metadata.py; this module only speaks HTTP.
+Reads are open, as in Song; writes (a study's creation too) need the study's WRITE scope or
+a system scope (song.WRITE, score.WRITE), registering analysis types Song's system scope
+song.WRITE (scopes.py). Logic lives in metadata/; this module only speaks HTTP.
 """
 
 from __future__ import annotations
@@ -55,19 +56,24 @@ def within(name: str, value: int | None, lo: int, hi: int = INT32) -> None:
 Body = Annotated[Any, Depends(json_body)]
 
 
-def allowed(action: Action, what: str) -> Any:
+def allowed(action: Action, what: str, event: str | None = None) -> Any:
     """A dependency that authorizes the caller for `action` on the path's study (`what` is
     formatted with it), to be declared before a route's Body: FastAPI solves dependencies
-    in order, so a refused caller's body is never read."""
+    in order, so a refused caller's body is never read. With an `event`, the grant is
+    recorded in the audit trail too (curated changes), naming the path's object."""
 
     def check(request: Request, who: PrincipalDep) -> None:
-        study_id = request.path_params.get("study_id")
-        authorize(who, action, study_id, what=what.format(study=study_id))
+        params = request.path_params
+        study_id = params.get("study_id")
+        target = params.get("analysis_id") or params.get("object_id") or params.get("ids")
+        authorize(
+            who, action, study_id, what=what.format(study=study_id), object_id=target, event=event
+        )
 
     return Depends(check)
 
 
-AdminOnly = Annotated[None, allowed(Action.ADMIN, "create study {study}")]
+StudyCreator = Annotated[None, allowed(Action.METADATA, "create study {study}")]
 
 
 def _object(body: Any, what: str) -> dict:
@@ -93,10 +99,12 @@ def get_study(study_id: str, s: SessionDep) -> dict:
     return metadata.study_json(metadata.get_study(s, study_id))
 
 
-@router.post("/studies/{study_id}/", response_class=PlainTextResponse)
-@router.post("/studies/{study_id}", response_class=PlainTextResponse, include_in_schema=False)
-def create_study(study_id: str, s: SessionDep, _: AdminOnly, body: Body) -> str:
-    return metadata.create_study(s, study_id, _object(body, "study")).study_id
+@router.post("/studies/{study_id}/")
+@router.post("/studies/{study_id}", include_in_schema=False)
+def create_study(study_id: str, s: SessionDep, _: StudyCreator, body: Body) -> dict:
+    """Song's GenericMessage: `{"message": "Successfully created study '<id>'"}`."""
+    study = metadata.create_study(s, study_id, _object(body, "study"))
+    return metadata.message(f"Successfully created study '{study.study_id}'")
 
 
 @router.get("/studies/{study_id}/all")
@@ -105,30 +113,55 @@ def study_all(study_id: str, s: SessionDep) -> dict:
 
 
 # -- analysis types -----------------------------------------------------------------------
+def csv(text: str | None) -> list[str]:
+    """A comma-separated query parameter's items (Song takes them so)."""
+    return [item.strip() for item in (text or "").split(",") if item.strip()]
+
+
 @router.get("/schemas")
 def list_schemas(
     s: SessionDep,
     names: str | None = None,
-    hideSchema: bool = True,
-    limit: int = 50,
+    versions: str | None = None,
+    hideSchema: bool = False,
+    unrenderedOnly: bool = False,
     offset: int = 0,
+    limit: int = 20,
+    sort: str | None = None,
+    sortOrder: str | None = None,
 ) -> dict:
-    within("limit", limit, 1)
-    within("offset", offset, 0)
-    wanted = [n.strip() for n in names.split(",")] if names else None
-    found = metadata.list_analysis_types(s, wanted, hide_schema=hideSchema)
-    return {
-        "limit": limit,
-        "offset": offset,
-        "count": len(found),
-        "resultSet": found[offset * limit : offset * limit + limit],
-    }
+    """Song's ListAnalysisTypes (`song-client list-analysis-types`): every version of every
+    type, `offset` an element offset, sorted by `sort` (version, name) in `sortOrder`."""
+    try:
+        wanted_versions = [int(v) for v in csv(versions)]
+    except ValueError:
+        raise bad_request(
+            "malformed.parameter", f"versions must be integers: {versions!r}"
+        ) from None
+    return metadata.list_analysis_types(
+        s,
+        csv(names) or None,
+        wanted_versions or None,
+        hide_schema=hideSchema,
+        unrendered_only=unrenderedOnly,
+        offset=offset,
+        limit=limit,
+        sort=csv(sort) or None,
+        sort_order=sortOrder,
+    )
 
 
 @router.get("/schema/list", include_in_schema=False)
 def list_schemas_legacy(s: SessionDep) -> dict:
-    """The path the overture-song 5.0.0 SDK calls."""
-    return list_schemas(s, hideSchema=False)
+    """The path the overture-song 5.0.0 SDK calls: the latest version of each type."""
+    found = metadata.latest_analysis_types(s)
+    return {"limit": len(found), "offset": 0, "count": len(found), "resultSet": found}
+
+
+@router.get("/schemas/registration")
+def registration_schema() -> dict:
+    """The meta-schema a schema must satisfy to be registered (POST /schemas)."""
+    return metadata.registration_schema()
 
 
 @router.get("/schemas/{name}")
@@ -144,13 +177,18 @@ def get_schema(
 @router.post("/schemas")
 def register_schema(
     s: SessionDep,
-    _: Annotated[None, allowed(Action.ADMIN, "register an analysis type")],
+    _: Annotated[None, allowed(Action.SYSTEM, "register an analysis type")],
     body: Body,
 ) -> dict:
     body = _object(body, "analysis type registration")
-    if not isinstance(body.get("name"), str) or not isinstance(body.get("schema"), dict):
+    if not isinstance(body.get("name"), str):
         raise bad_request("malformed.parameter", "Body must be {name, schema, options?}")
-    row = metadata.register_analysis_type(s, body["name"], body["schema"], body.get("options"))
+    if body.get("schema") is None:
+        raise bad_request("schema.violation", "Schema field cannot be null")
+    options = body.get("options")
+    if options is not None and not isinstance(options, dict):
+        raise bad_request("malformed.parameter", "options must be {fileTypes: [...]}")
+    row = metadata.register_analysis_type(s, body["name"], body["schema"], options)
     return metadata.analysis_type_json(row)
 
 
@@ -159,7 +197,7 @@ def register_schema(
 def submit(
     study_id: str,
     s: SessionDep,
-    _: Annotated[None, allowed(Action.WRITE, "submit to study {study}")],
+    _: Annotated[None, allowed(Action.METADATA, "submit to study {study}")],
     body: Body,
     allowDuplicates: bool = False,
 ) -> dict:
@@ -169,7 +207,17 @@ def submit(
 
 @router.get("/studies/{study_id}/analysis/search/id")
 def search_id(study_id: str, request: Request, s: SessionDep) -> list[dict]:
+    """Song's IdSearch: donorId, specimenId, sampleId, fileId, submitterDonorId,
+    submitterSpecimenId, submitterSampleId, each a case-insensitive regular expression."""
     return metadata.search_by_id(s, study_id, dict(request.query_params))
+
+
+@router.post("/studies/{study_id}/analysis/search/id")
+def search_id_post(study_id: str, s: SessionDep, body: Body) -> list[dict]:
+    """Song's IdSearch with an IdSearchRequest body (donorId, specimenId, sampleId,
+    objectId, submitterSampleId, submitterDonorIds, submitterSpecimenIds)."""
+    request = _object({} if body is None else body, "IdSearchRequest")
+    return metadata.search_by_id(s, study_id, request)
 
 
 @router.get("/studies/{study_id}/analysis/search/info")
@@ -213,6 +261,42 @@ def get_analysis(study_id: str, analysis_id: str, s: SessionDep) -> dict:
     return metadata.analysis_json(s, metadata.get_analysis_row(s, study_id, analysis_id))
 
 
+def _analysis_change(method: str, change: Any, event: str, doc: str) -> None:
+    """PUT or PATCH of an analysis (Song answers 200 and nothing else). The caller is
+    authorized before the body is read (keyword parameters are solved in order)."""
+    guard = allowed(Action.METADATA, "update analyses of study {study}", event)
+
+    def route(
+        study_id: str,
+        analysis_id: str,
+        s: SessionDep,
+        *,
+        _: None = guard,
+        body: Any = Depends(json_body),
+    ) -> Response:
+        change(s, study_id, analysis_id, body)
+        return Response(status_code=200)
+
+    route.__doc__ = doc
+    router.add_api_route(
+        "/studies/{study_id}/analysis/{analysis_id}", route, methods=[method], name=event
+    )
+
+
+_analysis_change(
+    "PUT",
+    metadata.update_analysis,
+    "analysis.update",
+    "Song's UpdateAnalysis: new dynamic data, checked against the analysisType it names.",
+)
+_analysis_change(
+    "PATCH",
+    metadata.patch_analysis,
+    "analysis.patch",
+    "Song's PatchUpdateAnalysis: a JSON merge patch (RFC 7396) of the dynamic data.",
+)
+
+
 @router.get("/studies/{study_id}/analysis/{analysis_id}/files")
 def get_analysis_files(study_id: str, analysis_id: str, s: SessionDep) -> list[dict]:
     metadata.get_analysis_row(s, study_id, analysis_id)
@@ -226,10 +310,10 @@ def _state_change(action: str):
         s: SessionDep,
         who: PrincipalDep,
         ignoreUndefinedMd5: bool = False,
-    ) -> str:
+    ) -> dict:
         authorize(
             who,
-            Action.WRITE,
+            Action.METADATA,
             study_id,
             what=f"{action} analyses of study {study_id}",
             object_id=analysis_id,
@@ -241,11 +325,9 @@ def _state_change(action: str):
 
 
 for _action in ("publish", "unpublish", "suppress"):
-    router.put(
-        f"/studies/{{study_id}}/analysis/{_action}/{{analysis_id}}",
-        response_class=PlainTextResponse,
-        name=_action,
-    )(_state_change(_action))
+    router.put(f"/studies/{{study_id}}/analysis/{_action}/{{analysis_id}}", name=_action)(
+        _state_change(_action)
+    )
 
 
 # -- files --------------------------------------------------------------------------------
@@ -260,7 +342,7 @@ def update_file(
     study_id: str,
     object_id: str,
     s: SessionDep,
-    _: Annotated[None, allowed(Action.WRITE, "update files of study {study}")],
+    _: Annotated[None, allowed(Action.METADATA, "update files of study {study}", "file.update")],
     body: Body,
     who: PrincipalDep,
 ) -> dict:
@@ -276,6 +358,60 @@ def update_file(
             what=f"change who may read {f.file_name} (WRITE and READ are both needed)",
         )
     return metadata.update_file(s, study_id, object_id, body)
+
+
+@router.delete("/studies/{study_id}/files/{ids}", response_class=PlainTextResponse)
+def delete_files(
+    study_id: str,
+    ids: str,
+    s: SessionDep,
+    _: Annotated[None, allowed(Action.METADATA, "delete files of study {study}", "file.delete")],
+) -> str:
+    """Song's DeleteFiles (comma-separated objectIds, all or none): "OK"."""
+    return metadata.delete_files(s, study_id, csv(ids))
+
+
+# -- donors, specimens, samples -----------------------------------------------------------
+def _entity_routes(kind: metadata.Kind, path: str) -> None:
+    """Song's Read<Kind> and Delete<Kind>s (comma-separated ids, all or none; a donor goes
+    with its specimens and samples, a specimen with its samples)."""
+
+    def read(study_id: str, entity_id: str, s: SessionDep) -> dict:
+        return metadata.read_entity(s, kind, study_id, entity_id)
+
+    guard = allowed(Action.METADATA, f"delete {path} of study {{study}}", f"{kind.name}.delete")
+
+    def remove(study_id: str, ids: str, s: SessionDep, _: None = guard) -> str:
+        return metadata.delete_entities(s, kind, study_id, csv(ids))
+
+    router.get(f"/studies/{{study_id}}/{path}/{{entity_id}}", name=f"read_{kind.name}")(read)
+    router.delete(
+        f"/studies/{{study_id}}/{path}/{{ids}}",
+        response_class=PlainTextResponse,
+        name=f"delete_{path}",
+    )(remove)
+
+
+for _kind, _path in (
+    (metadata.DONOR, "donors"),
+    (metadata.SPECIMEN, "specimens"),
+    (metadata.SAMPLE, "samples"),
+):
+    _entity_routes(_kind, _path)
+
+
+# -- export -------------------------------------------------------------------------------
+@router.get("/export/studies/{study_id}")
+def export_study(study_id: str, s: SessionDep) -> list[dict]:
+    """Song's ExportStudy (`song-client export -s`): [{studyId, payloads}]."""
+    return metadata.export_study(s, study_id)
+
+
+@router.get("/export/analysis/{analysis_ids}")
+def export_analyses(analysis_ids: str, s: SessionDep) -> list[dict]:
+    """Song's ExportAnalysis (`song-client export -a`, comma-separated ids): one {studyId,
+    payloads} per study."""
+    return metadata.export_analyses(s, csv(analysis_ids))
 
 
 # -- legacy entities ----------------------------------------------------------------------

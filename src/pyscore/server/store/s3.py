@@ -3,7 +3,9 @@ object bytes go between the client and the store, never through the server.
 
 Bucket layout follows the original score-server: `data/<objectId>` holds the object and
 `data/<objectId>.meta` its ObjectSpecification with per-part MD5s; an upload in progress keeps
-its specification under `upload/<objectId>_<uploadId>/.meta`. The database stays the source of
+its specification under `upload/<objectId>_<uploadId>/.meta`. As Score's, the `.meta` files
+may live in a state bucket apart, and both buckets may be partitioned (`<bucket>.<n>`), so a
+Score bucket is served where it is (`score-server import score`). The database stays the source of
 truth; the `.meta` files let tools written for the original read the bucket.
 
 By default presigned GETs cover the whole object (no signed Range header): one URL serves
@@ -18,8 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Optional
 
 import boto3
 from boto3.exceptions import PythonDeprecationWarning
@@ -36,12 +41,32 @@ warnings.filterwarnings("ignore", category=PythonDeprecationWarning)
 MAX_PRESIGN = 7 * 24 * 3600  # SigV4's limit
 
 
+HEX = re.compile(r"[0-9a-fA-F]+")
+
+
 class S3Store:
+    """Objects in `bucket` (or its partitions), their `.meta` and upload state in the state
+    bucket (or its partitions), as Score's S3BucketNamingService lays them out."""
+
     kind = "s3"
 
-    def __init__(self, bucket: str, prefix: str, client, sign_part_range: bool = False) -> None:
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str,
+        client,
+        sign_part_range: bool = False,
+        state_bucket: str = "",
+        partitions: int = 0,
+        key_length: int = 0,
+    ) -> None:
         self.bucket, self.prefix, self.client = bucket, prefix.strip("/"), client
         self.signs_ranges = sign_part_range  # then every part needs a URL of its own
+        self.state_bucket = state_bucket or bucket
+        self.partitions, self.key_length = max(partitions, 0), key_length
+        # Partitioned: the bucket an object was left in outside its partition (Score's
+        # "relocated", from before partitioning), if any; the platform asks its database
+        self.locate: Callable[[str], Optional[str]] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> S3Store:
@@ -59,7 +84,15 @@ class S3Store:
                 s3={"addressing_style": settings.s3_addressing_style},
             ),
         )
-        return cls(bucket, prefix, client, settings.s3_sign_part_range)
+        return cls(
+            bucket,
+            prefix,
+            client,
+            settings.s3_sign_part_range,
+            settings.s3_state_bucket,
+            settings.s3_partitions,
+            settings.s3_partition_key_length,
+        )
 
     def _key(self, *parts: str) -> str:
         return "/".join(p for p in (self.prefix, *parts) if p)
@@ -67,11 +100,52 @@ class S3Store:
     def data_key(self, object_id: str) -> str:
         return self._key("data", object_id)
 
+    def meta_key(self, object_id: str) -> str:
+        return self.data_key(object_id) + ".meta"
+
+    # -- Score's bucket naming -----------------------------------------------------------
+    def partition(self, base: str, object_id: str) -> str:
+        """`<base>.<n>`, n = the id's first key-length hex characters mod the partitions;
+        the base itself unpartitioned, and for names that are no object id (the sentinel
+        lives in the base bucket, as Score's does)."""
+        piece = object_id[: self.key_length]
+        if self.partitions <= 0 or self.key_length <= 0 or not HEX.fullmatch(piece):
+            return base
+        return f"{base}.{int(piece, 16) % self.partitions}"
+
+    def _moved(self, object_id: str) -> Optional[str]:
+        return self.locate(object_id) if self.partitions and self.locate else None
+
+    def object_bucket(self, object_id: str) -> str:
+        return self._moved(object_id) or self.partition(self.bucket, object_id)
+
+    def state_bucket_of(self, object_id: str) -> str:
+        """Where an object's `.meta` and upload state are: its partition of the state
+        bucket, or the base state bucket for an object Score left in the base bucket."""
+        if self._moved(object_id):
+            return self.state_bucket
+        return self.partition(self.state_bucket, object_id)
+
+    def buckets(self) -> list[str]:
+        """Every bucket of the layout: object and state buckets, with their partitions."""
+        names = [self.bucket, self.state_bucket]
+        for n in range(self.partitions):
+            names += [f"{self.bucket}.{n}", f"{self.state_bucket}.{n}"]
+        return list(dict.fromkeys(names))
+
     def prepare(self) -> None:
-        try:
-            self.client.head_bucket(Bucket=self.bucket)
-        except ClientError:
-            self.client.create_bucket(Bucket=self.bucket)
+        for name in self.buckets():
+            try:
+                self.client.head_bucket(Bucket=name)
+            except ClientError:
+                self.client.create_bucket(Bucket=name)
+
+    def put_cors(self, rule: dict) -> dict:
+        """Put a bucket CORS configuration (browsers reading presigned URLs) and return what
+        the store then holds."""
+        self.client.put_bucket_cors(Bucket=self.bucket, CORSConfiguration=rule)
+        held = self.client.get_bucket_cors(Bucket=self.bucket)
+        return {"CORSRules": held.get("CORSRules", [])}
 
     # -- objects ---------------------------------------------------------------------------
     def url_for_get(
@@ -84,7 +158,7 @@ class S3Store:
         length: int | None = None,
         filename: str | None = None,
     ) -> str:
-        params = {"Bucket": self.bucket, "Key": self.data_key(object_id)}
+        params = {"Bucket": self.object_bucket(object_id), "Key": self.data_key(object_id)}
         if self.signs_ranges and offset is not None and length is not None:
             params["Range"] = f"bytes={offset}-{offset + length - 1}"
         if filename:
@@ -95,7 +169,9 @@ class S3Store:
 
     def stat(self, object_id: str) -> ObjectStat | None:
         try:
-            head = self.client.head_object(Bucket=self.bucket, Key=self.data_key(object_id))
+            head = self.client.head_object(
+                Bucket=self.object_bucket(object_id), Key=self.data_key(object_id)
+            )
         except ClientError:
             return None
         return ObjectStat(head["ContentLength"], head["LastModified"])
@@ -105,7 +181,7 @@ class S3Store:
             return b""
         try:
             body = self.client.get_object(
-                Bucket=self.bucket,
+                Bucket=self.object_bucket(object_id),
                 Key=self.data_key(object_id),
                 Range=f"bytes={offset}-{offset + length - 1}",
             )["Body"]
@@ -116,20 +192,26 @@ class S3Store:
         return body.read()
 
     def put_bytes(self, object_id: str, data: bytes) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=self.data_key(object_id), Body=data)
+        self.client.put_object(
+            Bucket=self.object_bucket(object_id), Key=self.data_key(object_id), Body=data
+        )
 
     def put_file(self, object_id: str, path: Path) -> None:
-        self.client.upload_file(str(path), self.bucket, self.data_key(object_id))
+        self.client.upload_file(str(path), self.object_bucket(object_id), self.data_key(object_id))
 
     def delete(self, object_id: str) -> None:
-        for key in (self.data_key(object_id), self.data_key(object_id) + ".meta"):
-            self.client.delete_object(Bucket=self.bucket, Key=key)
+        self.client.delete_object(
+            Bucket=self.object_bucket(object_id), Key=self.data_key(object_id)
+        )
+        self.client.delete_object(
+            Bucket=self.state_bucket_of(object_id), Key=self.meta_key(object_id)
+        )
 
     def write_meta(self, object_id: str, spec: dict) -> None:
         """The original's `data/<id>.meta`: ObjectSpecification with part MD5s."""
         self.client.put_object(
-            Bucket=self.bucket,
-            Key=self.data_key(object_id) + ".meta",
+            Bucket=self.state_bucket_of(object_id),
+            Key=self.meta_key(object_id),
             Body=json.dumps(spec).encode(),
             ContentType="application/json",
         )
@@ -140,11 +222,11 @@ class S3Store:
 
     def initiate(self, object_id: str, size: int) -> str:
         upload = self.client.create_multipart_upload(
-            Bucket=self.bucket, Key=self.data_key(object_id)
+            Bucket=self.object_bucket(object_id), Key=self.data_key(object_id)
         )
         upload_id = upload["UploadId"]
         self.client.put_object(
-            Bucket=self.bucket,
+            Bucket=self.state_bucket_of(object_id),
             Key=self._upload_meta(object_id, upload_id),
             Body=json.dumps(
                 {"objectId": object_id, "uploadId": upload_id, "objectSize": size}
@@ -166,7 +248,7 @@ class S3Store:
         return self.client.generate_presigned_url(
             "upload_part",
             Params={
-                "Bucket": self.bucket,
+                "Bucket": self.object_bucket(object_id),
                 "Key": self.data_key(object_id),
                 "UploadId": upload_id,
                 "PartNumber": part_number,
@@ -180,7 +262,7 @@ class S3Store:
         while True:
             try:
                 page = self.client.list_parts(
-                    Bucket=self.bucket,
+                    Bucket=self.object_bucket(object_id),
                     Key=self.data_key(object_id),
                     UploadId=upload_id,
                     PartNumberMarker=marker,
@@ -196,7 +278,7 @@ class S3Store:
     def complete(self, object_id: str, upload_id: str, etags: dict[int, str]) -> None:
         try:
             self.client.complete_multipart_upload(
-                Bucket=self.bucket,
+                Bucket=self.object_bucket(object_id),
                 Key=self.data_key(object_id),
                 UploadId=upload_id,
                 MultipartUpload={
@@ -213,11 +295,18 @@ class S3Store:
                 f"The object store refused to complete upload {upload_id}: "
                 f"{exc.response.get('Error', {}).get('Message', exc)}",
             ) from None
-        self.client.delete_object(Bucket=self.bucket, Key=self._upload_meta(object_id, upload_id))
+        self._drop_upload_meta(object_id, upload_id)
 
     def abort(self, object_id: str, upload_id: str) -> None:
         with contextlib.suppress(ClientError):  # already gone
             self.client.abort_multipart_upload(
-                Bucket=self.bucket, Key=self.data_key(object_id), UploadId=upload_id
+                Bucket=self.object_bucket(object_id),
+                Key=self.data_key(object_id),
+                UploadId=upload_id,
             )
-        self.client.delete_object(Bucket=self.bucket, Key=self._upload_meta(object_id, upload_id))
+        self._drop_upload_meta(object_id, upload_id)
+
+    def _drop_upload_meta(self, object_id: str, upload_id: str) -> None:
+        self.client.delete_object(
+            Bucket=self.state_bucket_of(object_id), Key=self._upload_meta(object_id, upload_id)
+        )

@@ -59,8 +59,24 @@ def verified(p: Platform, authorization: str) -> Principal | None:
     return who
 
 
+SIGN_IN_COOKIE = "score_token"  # the portal's sign-in: the token itself, HttpOnly
+PORTAL_HEADER = "pyscore-portal"
+
+
+def portal_bearer(request: Request) -> str | None:
+    """The portal's sign-in cookie stands for its token on a read that the portal's own
+    scripts make (the genome viewer asking htsget and DRS): GET or HEAD, carrying the
+    `Pyscore-Portal` header. A page of another origin cannot add that header without a
+    preflight, which CORS never allows for it, and no form or link can add it at all; the
+    cookie itself is SameSite=Strict."""
+    if request.method not in ("GET", "HEAD") or PORTAL_HEADER not in request.headers:
+        return None
+    token = request.cookies.get(SIGN_IN_COOKIE)
+    return f"Bearer {token}" if token else None
+
+
 async def principal(request: Request, p: PlatformDep) -> Principal | None:
-    authorization = request.headers.get("authorization")
+    authorization = request.headers.get("authorization") or portal_bearer(request)
     if not authorization:
         audit.identified(audit.ANONYMOUS)
         return None

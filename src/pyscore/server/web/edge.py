@@ -11,9 +11,11 @@ server answers for, and the headers that keep its pages out of other sites' fram
   signed URL, the ping body or a page hint. `/isAlive` is never checked (load balancers).
 - Methods: only GET, HEAD, POST, PUT, PATCH, DELETE and OPTIONS are served. granian passes
   any token as a method (up to ~390 KB), and metrics label and log lines name the method, so
-  any other is answered 501 before anything counts, logs or records it (`KnownMethods`,
-  outermost), and labels name it `other` should one pass (`method_of`).
-- Pages get a Content-Security-Policy (own origin only, no framing); every answer gets
+  the other methods of IANA's registry (TRACE, CONNECT, QUERY, WebDAV's), which no route
+  takes, are answered 405 and any other 501, before anything counts, logs or records them
+  (`KnownMethods`, outermost); labels name a method `other` should one pass (`method_of`).
+- Pages get a Content-Security-Policy (own origin only, no framing; a page that sets its own,
+  the genome viewer's, keeps it); every answer gets
   X-Frame-Options: DENY and X-Content-Type-Options: nosniff.
 """
 
@@ -38,7 +40,18 @@ NO_CSP = ("/docs", "/redoc")  # Swagger UI and ReDoc load their code from a CDN
 
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-NOT_IMPLEMENTED = b"method not implemented\n"
+# The rest of IANA's HTTP Method Registry: methods HTTP defines that no route here allows
+# (405, as RFC 9110 asks); a method outside it is one the server does not know (501).
+# fmt: off
+NOT_ALLOWED = frozenset((
+    "ACL", "BASELINE-CONTROL", "BIND", "CHECKIN", "CHECKOUT", "CONNECT", "COPY", "LABEL",
+    "LINK", "LOCK", "MERGE", "MKACTIVITY", "MKCALENDAR", "MKCOL", "MKREDIRECTREF",
+    "MKWORKSPACE", "MOVE", "ORDERPATCH", "PRI", "PROPFIND", "PROPPATCH", "QUERY", "REBIND",
+    "REPORT", "SEARCH", "TRACE", "UNBIND", "UNCHECKOUT", "UNLINK", "UNLOCK", "UPDATE",
+    "UPDATEREDIRECTREF", "VERSION-CONTROL",
+))
+# fmt: on
+ALLOW = ", ".join(sorted(METHODS)).encode()
 
 
 def method_of(scope: Scope) -> str:
@@ -49,29 +62,33 @@ def method_of(scope: Scope) -> str:
 
 
 class KnownMethods:
-    """ASGI middleware, outside every other: a method not in METHODS (TRACE and CONNECT
-    included: no route takes them) gets 501 and leaves no trace, so made-up methods cannot
-    grow /metrics, the request log or the audit trail."""
+    """ASGI middleware, outside every other: a method not in METHODS is answered here and
+    leaves no trace, so made-up methods cannot grow /metrics, the request log or the audit
+    trail. A registered method (NOT_ALLOWED: TRACE, CONNECT, QUERY, WebDAV's) gets 405 with
+    Allow, as RFC 9110 asks of a method known but allowed nowhere; anything else 501."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("method") in METHODS:
+        method = scope.get("method")
+        if scope["type"] != "http" or method in METHODS:
             await self.app(scope, receive, send)
             return
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 501,
-                "headers": [
-                    (b"content-type", b"text/plain"),
-                    (b"content-length", str(len(NOT_IMPLEMENTED)).encode()),
-                    (b"x-content-type-options", b"nosniff"),
-                ],
-            }
+        status, body = (
+            (405, b"method not allowed\n")
+            if method in NOT_ALLOWED
+            else (501, b"method not implemented\n")
         )
-        await send({"type": "http.response.body", "body": NOT_IMPLEMENTED})
+        headers = [
+            (b"content-type", b"text/plain"),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-content-type-options", b"nosniff"),
+        ]
+        if status == 405:
+            headers.append((b"allow", ALLOW))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 def networks(entries: list[str]) -> list[Any]:
@@ -194,7 +211,8 @@ class SecurityHeaders:
                 headers = list(message.get("headers", []))
                 kind = next((v for k, v in headers if k.lower() == b"content-type"), b"")
                 headers += self.every
-                if kind.startswith(b"text/html") and not path.startswith(NO_CSP):
+                own = any(k.lower() == b"content-security-policy" for k, _ in headers)
+                if kind.startswith(b"text/html") and not path.startswith(NO_CSP) and not own:
                     headers.append((b"content-security-policy", CSP.encode()))
                 message = {**message, "headers": headers}
             await send(message)

@@ -1,12 +1,14 @@
 """`/health/live` (the process answers) and `/health/ready` (it can serve: the database
 answers a query and the object store finds the sentinel object written at init; 503 and
-which check failed when not). Answered before admission control and the Host check, so a
-load balancer's probe is never queued behind work nor refused for the name it uses."""
+which check failed when not; what it reports beside, such as event sinks, never changes
+that). Answered before admission control and the Host check, so a load balancer's probe is
+never queued behind work nor refused for the name it uses."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Optional
 
 import anyio
 import anyio.to_thread
@@ -17,10 +19,18 @@ TIMEOUT = 5.0
 
 
 class Health:
-    """ASGI middleware. `checks`: name -> a blocking function that raises when not ready."""
+    """ASGI middleware. `checks`: name -> a blocking function that raises when not ready.
+    `reports`: name -> a blocking function whose JSON value the ready answer carries under
+    that name, whatever it is (what an operator should know that does not stop serving,
+    such as event sinks that are down)."""
 
-    def __init__(self, app: ASGIApp, checks: dict[str, Callable[[], object]]) -> None:
-        self.app, self.checks = app, checks
+    def __init__(
+        self,
+        app: ASGIApp,
+        checks: dict[str, Callable[[], object]],
+        reports: Optional[dict[str, Callable[[], object]]] = None,
+    ) -> None:
+        self.app, self.checks, self.reports = app, checks, reports or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path") if scope["type"] == "http" else None
@@ -29,25 +39,30 @@ class Health:
         elif path == READY:
             results = {name: await self.run(check) for name, check in self.checks.items()}
             ok = all(r == "ok" for r in results.values())
-            await answer(
-                send,
-                200 if ok else 503,
-                {"status": "ready" if ok else "unavailable", "checks": results},
-            )
+            body: dict[str, object] = {"status": "ready" if ok else "unavailable"}
+            body["checks"] = results
+            for name, report in self.reports.items():
+                value, problem = await self.call(report)
+                body[name] = problem or value
+            await answer(send, 200 if ok else 503, body)
         else:
             await self.app(scope, receive, send)
 
     async def run(self, check: Callable[[], object]) -> str:
+        return (await self.call(check))[1] or "ok"
+
+    async def call(self, fn: Callable[[], object]) -> tuple[object, str]:
+        """What `fn` returned, or why it did not ("" if it did)."""
         try:
             with anyio.fail_after(TIMEOUT):
                 # abandon_on_cancel: a hung database must not hang the probe
-                await anyio.to_thread.run_sync(check, abandon_on_cancel=True)
+                value = await anyio.to_thread.run_sync(fn, abandon_on_cancel=True)
         except TimeoutError:
-            return f"timed out after {TIMEOUT:g} s"
+            return None, f"timed out after {TIMEOUT:g} s"
         except Exception as exc:
             lines = str(exc).strip().splitlines()
-            return f"{type(exc).__name__}: {lines[0][:200] if lines else ''}"
-        return "ok"
+            return None, f"{type(exc).__name__}: {lines[0][:200] if lines else ''}"
+        return value, ""
 
 
 async def answer(send: Send, status: int, body: dict) -> None:

@@ -18,6 +18,10 @@ Series:
 - pyscore_audit_records_total{outcome}, pyscore_audit_records_dropped_total
 - pyscore_db_pool_connections_in_use (sampled at most once a second per worker, while it
   answers requests), pyscore_db_pool_size: the database pools of all workers
+- pyscore_events_pending{sink}, pyscore_events_oldest_pending_age_seconds{sink} (the lag),
+  pyscore_events_delivered_total{sink}, pyscore_events_failures_total{sink} (attempts that
+  failed), pyscore_events_sink_failing{sink} (1 while its last attempt failed): read from the
+  database at scrape time, so any worker gives the same answer (events/)
 
 Each request costs a few writes to memory-mapped files (a counter, the histogram's sum and
 bucket, an audit outcome): a spec request takes well under a millisecond, so gauges that would
@@ -43,7 +47,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -111,14 +115,19 @@ def instrument_pool(engine: Any) -> None:
 
 
 class DatabaseGauges(Collector):
-    """Gauges read from the database at scrape time: the same answer from any worker."""
+    """Gauges read from the database at scrape time: the same answer from any worker.
+    `event_sinks`: the sinks' `events.outbox.SinkStatus`es."""
 
-    def __init__(self, count_uploads: Callable[[], int]) -> None:
+    def __init__(
+        self, count_uploads: Callable[[], int], event_sinks: Callable[[], list] = list
+    ) -> None:
         self.count_uploads = count_uploads
+        self.event_sinks = event_sinks
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         try:
             value = float(self.count_uploads())
+            sinks = self.event_sinks()
         except Exception:  # the database is away: say nothing rather than a wrong number
             return
         yield GaugeMetricFamily(
@@ -126,6 +135,33 @@ class DatabaseGauges(Collector):
             "Multipart uploads begun and not yet completed or cancelled",
             value=value,
         )
+        if not sinks:
+            return
+        label = ["sink"]
+        pending = GaugeMetricFamily(
+            "pyscore_events_pending", "Events the sink has not taken yet", labels=label
+        )
+        age = GaugeMetricFamily(
+            "pyscore_events_oldest_pending_age_seconds",
+            "Age of the oldest event the sink has not taken (0: none waits)",
+            labels=label,
+        )
+        delivered = CounterMetricFamily(
+            "pyscore_events_delivered", "Events the sink has taken", labels=label
+        )
+        failures = CounterMetricFamily(
+            "pyscore_events_failures", "Deliveries to the sink that failed", labels=label
+        )
+        failing = GaugeMetricFamily(
+            "pyscore_events_sink_failing", "1 while the sink's last attempt failed", labels=label
+        )
+        for sink in sinks:
+            pending.add_metric([sink.name], sink.pending)
+            age.add_metric([sink.name], sink.lag_seconds())
+            delivered.add_metric([sink.name], sink.delivered)
+            failures.add_metric([sink.name], sink.failures)
+            failing.add_metric([sink.name], float(sink.failing_since is not None))
+        yield from (pending, age, delivered, failures, failing)
 
     def describe(self) -> list:
         return []
