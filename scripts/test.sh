@@ -5,13 +5,15 @@
 #      rest having run on the newest (.venv);
 #   3. the integration suite on PostgreSQL + local store, with a real Kafka broker for the
 #      analysis-event tests (scripts/kafka.sh, started while the first passes run);
-#   4. the integration suite on PostgreSQL + a real S3 server (scripts/s3.sh: Ceph RGW, else SeaweedFS).
-# 1 then 3, and 2 then 4, run as two lanes side by side; each pass's output is printed when all
+#   4. the integration suite on PostgreSQL + a real S3 server (scripts/s3.sh: Ceph RGW, else SeaweedFS);
+#   5. the distributions (tests/distribution): the client tarball, the image (podman), the
+#      Kubernetes manifests, the compose platform.
+# 1 then 3, and 2 then 4 then 5, run as two lanes side by side; each pass's output is printed when all
 # are done. PYSCORE_BACKENDS=sqlite (or "sqlite oldest postgres") runs fewer passes;
 # PYSCORE_LANES=1 runs them one after the other. Extra args go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BACKENDS=${PYSCORE_BACKENDS:-sqlite oldest postgres s3}
+BACKENDS=${PYSCORE_BACKENDS:-sqlite oldest postgres s3 dist}
 
 missing=()
 for pair in samtools:samtools bcftools:bcftools tabix:tabix curl:curl fusermount3:fuse3 \
@@ -41,6 +43,7 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+DIST_SUITE=(tests/distribution)
 BACKEND_SUITE=(tests/integration tests/e2e/test_download.py tests/e2e/test_upload.py)
 CLIENT_SUITE=(tests/unit tests/e2e/test_download.py tests/e2e/test_download_faults.py
               tests/e2e/test_upload.py tests/e2e/test_view.py tests/e2e/test_mount.py
@@ -90,14 +93,16 @@ pass() {  # pass NAME TITLE COMMAND...: one pass, its output kept in $WORK/NAME.
 }
 lane_a() {
   pass sqlite "SQLite + local store, on $(.venv/bin/python -V)" \
-    env -u PYSCORE_TEST_POSTGRES .venv/bin/python -m pytest -q "$@" &&
+    env -u PYSCORE_TEST_POSTGRES .venv/bin/python -m pytest -q --ignore="${DIST_SUITE[0]}" "$@" &&
   pass postgres "PostgreSQL + local store, Kafka" \
     env $(kafka_vars) .venv/bin/python -m pytest -q "${BACKEND_SUITE[@]}" "$@"
 }
 lane_b() {
   pass oldest "the client's end-to-end tests, on Python 3.9 (.venv-oldest)" \
     env -u PYSCORE_TEST_POSTGRES .venv-oldest/bin/python -m pytest -q "${CLIENT_SUITE[@]}" "$@" &&
-  pass s3 "PostgreSQL + S3" env "${S3_VARS[@]}" .venv/bin/python -m pytest -q "${BACKEND_SUITE[@]}" "$@"
+  pass s3 "PostgreSQL + S3" env "${S3_VARS[@]}" .venv/bin/python -m pytest -q "${BACKEND_SUITE[@]}" "$@" &&
+  pass dist "the distributions: tarball, image, manifests, compose" \
+    env -u PYSCORE_TEST_POSTGRES .venv/bin/python -m pytest -q "${DIST_SUITE[@]}" "$@"
 }
 status=0
 if [ "${PYSCORE_LANES:-2}" = 1 ]; then
@@ -109,7 +114,7 @@ else
   wait $a || status=1
   wait $b || status=1
 fi
-for name in sqlite oldest postgres s3; do
+for name in sqlite oldest postgres s3 dist; do
   [ -f "$WORK/$name.log" ] && cat "$WORK/$name.log"
 done
 exit $status

@@ -60,6 +60,24 @@ NOT_RUN = {
     "score-server import verify --data-dir /srv/pyscore --song-database "
     "postgresql://reader:secret@song-db/song": "needs a running SONG (test_import_song.py "
     "verifies an import)",
+    "tar xvzf score-client-0.1.0-dist.tar.gz": "the tarball is built by scripts/dist.sh, "
+    "whose libraries come from the package registry; tests/distribution/test_tarball.py runs "
+    "these steps",
+    "docker run -it pyscore                      # a shell in /score-client": "needs the "
+    "image and a container engine; tests/distribution/test_image.py runs these commands with "
+    "podman",
+    "bash scripts/image.sh                         # podman; prints localhost/pyscore:<version>": (
+        "builds the image (minutes; tests/distribution/test_image.py builds and runs it)"
+    ),
+    "docker volume create pyscore-data": "needs the image and a container engine; "
+    "tests/distribution/test_image.py runs init and serve in containers",
+    "kubectl create namespace pyscore": "needs a Kubernetes cluster; "
+    "tests/distribution/test_kubernetes.py renders and validates the manifests",
+    "kubectl -n pyscore delete job pyscore-migrate --ignore-not-found": "needs a Kubernetes "
+    "cluster; tests/e2e/test_server_startup.py runs a replica waiting for the migration",
+    "mkdir -m 755 deploy/secrets   # postgres_password, database_url, url_signing_pepper, "
+    "s3_access_key, s3_secret_key, s3_config.json": "needs the images; "
+    "tests/distribution/test_compose.py runs deploy/compose.yaml",
     "bash scripts/test.sh                                  # everything CI runs (see below)": (
         "CI itself"
     ),

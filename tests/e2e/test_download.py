@@ -170,3 +170,24 @@ def test_manifest_of_a_study_the_token_cannot_read_is_one_summary(demo_server, t
         "reference.fa",
         "reference.fa.fai",
     ]
+
+
+def test_a_relative_manifest_is_also_found_in_the_manifest_folder(
+    demo_server, demo_files, reader, tmp_path
+):
+    """The original's Docker use: the caller's directory mounted at /score-client/manifest,
+    then `--manifest name.txt` run from /score-client."""
+    (tmp_path / "manifest").mkdir()
+    (tmp_path / "manifest" / "mine.tsv").write_text(demo_server.manifest.read_text())
+    out = tmp_path / "manifest" / "data"
+    result = demo_server.client(
+        "download", "--manifest", "mine.tsv", "--output-dir", str(out), token=reader, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    for row in rows(demo_server):
+        assert file_md5(out / row.fileName) == file_md5(demo_files / row.fileName)
+    missing = demo_server.client(
+        "download", "--manifest", "other.tsv", "--output-dir", str(out), token=reader, cwd=tmp_path
+    )
+    assert missing.returncode == 2
+    assert "Manifest 'other.tsv' does not exist or is not a file" in missing.stderr

@@ -101,6 +101,21 @@ def read_capped(response: httpx.Response, limit: int, what: str) -> httpx.Respon
     )
 
 
+MANIFEST_DIR = "manifest"  # the image's /score-client/manifest, where its alias mounts `pwd`
+
+
+def manifest_path(source: str) -> Path:
+    """A local manifest; a relative one not in the current directory is also looked for in
+    ./manifest/, as in the Docker use the original documents (`-v $(pwd):/score-client/manifest`,
+    then `--manifest name.txt` from /score-client)."""
+    path = Path(source)
+    if not path.is_file() and not path.is_absolute() and (Path(MANIFEST_DIR) / path).is_file():
+        path = Path(MANIFEST_DIR) / path
+    if not path.is_file():
+        raise UsageError(f"Manifest '{source}' does not exist or is not a file")
+    return path
+
+
 def read_manifest_text(source: str) -> str:
     if source.startswith(("http://", "https://")):
         try:
@@ -115,9 +130,7 @@ def read_manifest_text(source: str) -> str:
         if r.status_code >= 400:
             raise UsageError(f"Cannot fetch manifest {source}: HTTP {r.status_code}")
         return r.text
-    path = Path(source)
-    if not path.is_file():
-        raise UsageError(f"Manifest '{source}' does not exist or is not a file")
+    path = manifest_path(source)
     try:
         return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:

@@ -398,7 +398,7 @@ def items_for(
 ) -> list[Item]:
     """What to upload: a Song upload manifest's rows (paths relative to it), or one object
     with its file and the MD5 its analysis declares."""
-    from pyscore.client.api import read_manifest_text
+    from pyscore.client.api import manifest_path, read_manifest_text
     from pyscore.wire.manifest import parse_upload
 
     if bool(manifest) == bool(object_id):
@@ -412,8 +412,9 @@ def items_for(
     assert manifest is not None
     manifest = Path(manifest)
     _, rows = parse_upload(read_manifest_text(str(manifest)), str(manifest))
+    base = manifest_path(str(manifest)).parent
     return [
-        Item(oid, (manifest.parent / path) if not Path(path).is_absolute() else Path(path), md5)
+        Item(oid, (base / path) if not Path(path).is_absolute() else Path(path), md5)
         for oid, path, md5 in rows
     ]
 

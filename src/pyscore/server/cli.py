@@ -1,5 +1,5 @@
-"""`score-server`: init, serve, token, study, signing-key, audit, events, cors, viewer, demo.
-Parsing and printing only."""
+"""`score-server`: init, migrate, serve, token, study, signing-key, audit, events, cors,
+viewer, demo. Parsing and printing only."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from pyscore import __version__
-from pyscore.server.settings import MiB, Settings
+from pyscore.server.settings import MiB, Settings, SettingsError
 from pyscore.wire.tsv import row as tsv_row
 
 EXIT_USAGE = 2
@@ -43,7 +43,10 @@ def _require_driver(database_url: str) -> None:
 
 def _settings(data_dir: str) -> Settings:
     """The settings of an existing platform whose database this installation can open."""
-    settings = Settings.load(data_dir)
+    try:
+        settings = Settings.load(data_dir)
+    except SettingsError as exc:
+        raise CommandError(str(exc)) from None
     if not (Path(data_dir) / "server.json").exists():
         raise CommandError(
             f"{data_dir} is not a pyscore data directory; run "
@@ -59,10 +62,41 @@ def _open(data_dir: str):
     return Platform.open(_settings(data_dir))
 
 
-def cmd_init(args: argparse.Namespace) -> None:
-    from pyscore.server import auth, keys, metadata, objects
+def _writable(data_dir: Path) -> None:
+    """A data directory (a container's volume) this account cannot write is said in one line,
+    before a database or store error says it less plainly."""
+    folder = data_dir if data_dir.exists() else data_dir.parent
+    if folder.exists() and not os.access(folder, os.W_OK | os.X_OK):
+        raise CommandError(
+            f"{folder} is not writable by this account (uid {os.getuid()}; the folder belongs "
+            f"to uid {folder.stat().st_uid}): give it to this user, or use another --data-dir"
+        )
+
+
+def _bring_up(settings: Settings):
+    """What every platform of this version holds, made where missing (init, migrate; safe to
+    repeat): the database at this version's schema, the signing keys, the bundled analysis
+    types, the File Repository view filled after an upgrade, the store's sentinel object."""
+    from pyscore.server import keys, metadata, objects
     from pyscore.server.db import Database, migrate
     from pyscore.server.platform import Platform
+
+    migrate(settings.database_url)
+    db = Database(settings.database_url)
+    with db.session() as s:
+        keys.ensure(s)
+        metadata.seed_analysis_types(s)
+    db.engine.dispose()
+    _rebuild_repository_if_empty(settings)
+    platform = Platform.open(settings)
+    if platform.store.stat(objects.SENTINEL) is None:
+        platform.store.prepare()
+        platform.store.put_bytes(objects.SENTINEL, b"heliograph")
+    return platform
+
+
+def cmd_init(args: argparse.Namespace) -> None:
+    from pyscore.server import auth
     from pyscore.server.store import open_store
 
     data_dir = Path(args.data_dir)
@@ -72,6 +106,7 @@ def cmd_init(args: argparse.Namespace) -> None:
             f"{data_dir} already exists and is not empty; nothing was changed "
             "(use a new directory, or 'serve' this one)"
         )
+    _writable(data_dir)
     settings = Settings(
         data_dir=data_dir,
         database_url=args.database_url or "",
@@ -92,14 +127,8 @@ def cmd_init(args: argparse.Namespace) -> None:
     os.chmod(data_dir, 0o700)
     try:
         open_store(settings, b"").prepare()  # reach the store first: fail before writing
-        migrate(settings.database_url)
-        db = Database(settings.database_url)
-        with db.session() as s:
-            keys.ensure(s)
-            metadata.seed_analysis_types(s)
+        platform = _bring_up(settings)
         settings.save()
-        platform = Platform.open(settings)
-        platform.store.put_bytes(objects.SENTINEL, b"heliograph")
         with platform.db.session() as s:
             _, secret = auth.create_token(s, "admin", [auth.ADMIN])
     except BaseException:
@@ -126,7 +155,6 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from granian import Granian
     from granian.constants import Interfaces
 
-    from pyscore.server.db import migrate
     from pyscore.server.identity import Identity
     from pyscore.server.web import multiproc
     from pyscore.server.web.workers import SERVER_PID
@@ -134,14 +162,15 @@ def cmd_serve(args: argparse.Namespace) -> None:
     settings = _settings(args.data_dir)
     _check_port_free(args.host, args.port)
     _warn_if_readable(Path(args.data_dir))
+    if settings.store == "local" or settings.database_url.startswith("sqlite"):
+        _writable(Path(args.data_dir))  # what the embedded database and store write
     try:
         Identity.from_settings(settings.identity)  # a mistake is said here, not per worker
     except (ValueError, TypeError) as exc:
         raise CommandError(f"identity settings: {exc}") from None
     _event_sinks(settings)
     _cors_origins(settings)
-    migrate(settings.database_url)
-    _rebuild_repository_if_empty(settings)
+    _require_schema(settings, args.data_dir, args.wait_for_schema)
     os.environ["PYSCORE_DATA_DIR"] = str(Path(args.data_dir).resolve())
     os.environ["PYSCORE_BIND"] = f"{args.host}:{args.port}"  # edge.HostCheck's default names
     os.environ[SERVER_PID] = str(os.getpid())  # workers end with this process
@@ -170,6 +199,60 @@ def cmd_serve(args: argparse.Namespace) -> None:
     finally:
         if ours:
             multiproc.remove_dir(metrics_dir)
+
+
+SCHEMA_POLL = 2.0  # seconds between looks at the schema while `serve --wait-for-schema` waits
+
+
+def _require_schema(settings: Settings, data_dir: str, wait: float) -> None:
+    """Servers never migrate (replicas starting together would migrate concurrently, and
+    while older ones still serve): they serve a database that `score-server migrate` brought
+    to their version, wait up to `wait` seconds for one, or refuse in one line."""
+    from pyscore.server.db import schema_revisions
+
+    deadline, waiting = time.monotonic() + wait, False
+    while True:
+        current, head, known = schema_revisions(settings.database_url)
+        if current == head:
+            return
+        if not known:  # a newer version migrated it: the previous release keeps serving
+            print(
+                f"score-server: warning: the database schema ({current}) is newer than this "
+                f"version's ({head}); serving it (upgrade this server)",
+                file=sys.stderr,
+            )
+            return
+        if time.monotonic() >= deadline:
+            raise CommandError(
+                f"the database schema is at {current or 'nothing (a new database)'} and this "
+                f"version needs {head}: run 'score-server migrate --data-dir {data_dir}' once "
+                "(the migration job), then start the servers"
+            )
+        if not waiting:
+            waiting = True
+            print(
+                f"score-server: waiting up to {wait:g} s for 'score-server migrate' to bring "
+                f"the database schema from {current or 'nothing'} to {head}",
+                file=sys.stderr,
+                flush=True,
+            )
+        time.sleep(SCHEMA_POLL)
+
+
+def cmd_migrate(args: argparse.Namespace) -> None:
+    from pyscore.server.db import schema_revisions
+
+    settings = _settings(args.data_dir)
+    if settings.database_url.startswith("sqlite"):
+        _writable(Path(args.data_dir))
+    before, head, known = schema_revisions(settings.database_url)
+    if not known:
+        raise CommandError(
+            f"the database schema ({before}) is newer than this version's ({head}); "
+            "nothing was changed"
+        )
+    _bring_up(settings).db.engine.dispose()
+    print(f"Database schema at {head} (was {before or 'nothing: a new database'})")
 
 
 def _cors_origins(settings: Settings):
@@ -602,11 +685,27 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8080, help="default 8080")
     serve.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
     serve.add_argument(
+        "--wait-for-schema",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="when the database's schema is older than this version's, wait this long for "
+        "'score-server migrate' (a migration job) before refusing; default 0: refuse at once",
+    )
+    serve.add_argument(
         "--access-log",
         action="store_true",
         help="granian's access log as well (the JSON request log is setting request_log)",
     )
     serve.set_defaults(func=cmd_serve)
+
+    mig = sub.add_parser(
+        "migrate",
+        help="bring the database to this version's schema, once per upgrade, before its "
+        "servers start (they never migrate); on a new database, make the platform (no token)",
+    )
+    mig.add_argument("--data-dir", required=True, help=DATA_DIR_HELP)
+    mig.set_defaults(func=cmd_migrate)
 
     token = sub.add_parser("token", help="create, list or revoke access tokens")
     tsub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")

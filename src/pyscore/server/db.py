@@ -71,15 +71,42 @@ def make_engine(url: str, pool_size: int = 5) -> Engine:
     return create_engine(url, pool_pre_ping=True, **pool)
 
 
-def migrate(url: str) -> None:
-    """Bring the schema to the newest revision (idempotent)."""
-    from alembic import command
+def _alembic(url: str) -> Any:
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", normalize_url(url).replace("%", "%%"))
-    command.upgrade(cfg, "head")
+    return cfg
+
+
+def migrate(url: str, revision: str = "head") -> None:
+    """Bring the schema to the newest revision (idempotent)."""
+    from alembic import command
+
+    command.upgrade(_alembic(url), revision)
+
+
+def schema_revisions(url: str) -> tuple[str | None, str, bool]:
+    """The database's schema revision (None: never migrated), this version's newest, and
+    whether this version knows the database's (False: a newer version migrated it)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from alembic.util.exc import CommandError
+    from sqlalchemy.pool import NullPool
+
+    script = ScriptDirectory.from_config(_alembic(url))
+    engine = create_engine(normalize_url(url), poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+    try:
+        known = current is None or script.get_revision(current) is not None
+    except CommandError:
+        known = False
+    return current, script.get_current_head() or "", known
 
 
 def insert_rows(session: Session, table: Any, rows: list[dict]) -> None:

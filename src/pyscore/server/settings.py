@@ -17,12 +17,34 @@ ENV_PREFIX = "PYSCORE_"
 NOT_FROM_ENV = ("data_dir", "extra")  # every other field may be PYSCORE_<FIELD>
 
 
+class SettingsError(ValueError):
+    """A setting that cannot be read; its message is one line for the operator."""
+
+
+def from_env(name: str) -> str | None:
+    """`PYSCORE_<NAME>`, or the contents of the file `PYSCORE_<NAME>_FILE` names (a mounted
+    secret: the pepper, the database URL or S3 keys then sit in no environment, image or
+    manifest). Surrounding whitespace, such as the newline `echo` leaves, is dropped."""
+    key = ENV_PREFIX + name.upper()
+    path = os.environ.get(key + "_FILE")
+    if path is None:
+        return os.environ.get(key)
+    if key in os.environ:
+        raise SettingsError(f"both {key} and {key}_FILE are set; keep one")
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise SettingsError(f"{key}_FILE: cannot read {path}: {reason}") from None
+
+
 @dataclass
 class Settings:
     """Every field is a key of `server.json`; each but `data_dir` and `extra` may be overridden
     by `PYSCORE_<FIELD>` in the environment (numbers as digits, true/false, lists
-    comma-separated or as JSON, objects as JSON). The docstring under each field is its
-    documentation: the settings reference of the docs site is generated from them, and the
+    comma-separated or as JSON, objects as JSON), or by the contents of the file
+    `PYSCORE_<FIELD>_FILE` names (secrets mounted as files). The docstring under each field is
+    its documentation: the settings reference of the docs site is generated from them, and the
     docs build fails on a field without one."""
 
     data_dir: Path
@@ -161,8 +183,8 @@ class Settings:
         body["data_dir"] = data_dir
         known = {f.name: f for f in fields(cls)}
         for name, f in known.items():
-            env = os.environ.get(ENV_PREFIX + name.upper())
-            if env is not None and name not in NOT_FROM_ENV:
+            env = None if name in NOT_FROM_ENV else from_env(name)
+            if env is not None:
                 if f.type == "int":
                     body[name] = int(env)
                 elif f.type == "float":
