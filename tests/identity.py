@@ -48,7 +48,7 @@ class Provider:
             f"{issuer or self.trusted}/token",
             data=data,
             auth=("researcher", "researcher-secret"),
-            timeout=10,
+            timeout=30,
         )
         assert r.status_code == 200, r.text
         return r.json()["access_token"]
@@ -59,7 +59,7 @@ class Provider:
             f"{self.trusted}/token",
             data={"grant_type": "urn:pyscore:test:refresh_token"},
             auth=("researcher", "researcher-secret"),
-            timeout=10,
+            timeout=30,
         )
         assert r.status_code == 200, r.text
         return r.json()["refresh_token"]
@@ -69,7 +69,7 @@ class Provider:
             f"{self.trusted}/token/revocation",
             data={"token": token},
             auth=("researcher", "researcher-secret"),
-            timeout=10,
+            timeout=30,
         )
         assert r.status_code == 200, r.text
 
@@ -91,7 +91,7 @@ def start_provider() -> Provider:
         cwd=OIDC_DIR,
     )
     assert process.stdout is not None
-    deadline, seen = time.monotonic() + 30, b""
+    deadline, seen = time.monotonic() + 60, b""  # a bound for a busy machine
     while b"ready" not in seen:
         left = deadline - time.monotonic()
         if left <= 0 or process.poll() is not None:
