@@ -48,7 +48,7 @@ class Provider:
             f"{issuer or self.trusted}/token",
             data=data,
             auth=("researcher", "researcher-secret"),
-            timeout=10,
+            timeout=30,
         )
         assert r.status_code == 200, r.text
         return r.json()["access_token"]
@@ -59,7 +59,7 @@ class Provider:
             f"{self.trusted}/token",
             data={"grant_type": "urn:pyscore:test:refresh_token"},
             auth=("researcher", "researcher-secret"),
-            timeout=10,
+            timeout=30,
         )
         assert r.status_code == 200, r.text
         return r.json()["refresh_token"]
@@ -69,7 +69,7 @@ class Provider:
             f"{self.trusted}/token/revocation",
             data={"token": token},
             auth=("researcher", "researcher-secret"),
-            timeout=10,
+            timeout=30,
         )
         assert r.status_code == 200, r.text
 
@@ -91,7 +91,7 @@ def start_provider() -> Provider:
         cwd=OIDC_DIR,
     )
     assert process.stdout is not None
-    deadline, seen = time.monotonic() + 30, b""
+    deadline, seen = time.monotonic() + 60, b""  # a bound for a busy machine
     while b"ready" not in seen:
         left = deadline - time.monotonic()
         if left <= 0 or process.poll() is not None:
@@ -105,7 +105,8 @@ def start_provider() -> Provider:
     return Provider(a, b, process)
 
 
-HOLD_LIMIT = 60.0  # seconds a held JWKS request waits at most (a test's own bound)
+HOLD_LIMIT = 60.0  # seconds a held JWKS answer lasts at most (a test's own bound)
+TRICKLE = 0.2  # seconds between the bytes of a held answer
 
 
 @dataclass
@@ -114,7 +115,9 @@ class Broker:
     RSA keys, the public ones served as its JWKS at `{issuer}/jwks` (and named by its
     discovery document); `fetches` counts JWKS reads. `jwks_status` other than 200: its JWKS
     answers that error; `hold`: its JWKS answers only once that event is set (or after
-    HOLD_LIMIT), `held` counting the reads waiting now."""
+    HOLD_LIMIT), and meanwhile sends a byte now and then, so no reader's timeout ends the
+    read: it hangs until the test ends it, however slow the machine. `held`: the held
+    answers whose reader is still there."""
 
     issuer: str = ""
     keys: dict[str, Any] = field(default_factory=dict)  # kid -> private key, all published
@@ -201,11 +204,6 @@ def start_broker() -> Broker:
 
     def answer(path: str) -> tuple[int, str, bytes]:
         if path == "/jwks":
-            count("fetches", 1)
-            if broker.hold is not None:
-                count("held", 1)
-                broker.hold.wait(HOLD_LIMIT)
-                count("held", -1)
             if broker.jwks_status != 200:
                 return broker.jwks_status, "application/json", b'{"error": "unavailable"}'
             return 200, "application/json", json.dumps(broker.jwks()).encode()
@@ -222,15 +220,34 @@ def start_broker() -> Broker:
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            if self.path == "/jwks":
+                count("fetches", 1)
+                if broker.hold is not None:
+                    self.held(broker.hold)
+                    return
             status, kind, data = answer(self.path)
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def held(self, hold: threading.Event) -> None:
+            """Status and headers at once, a space (JSON's whitespace) every TRICKLE seconds
+            until `hold` is set, then the keys; no length: the body ends with the connection."""
+            count("held", 1)
             try:
-                self.send_response(status)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(data)))
+                self.send_response(broker.jwks_status)
+                self.send_header("Content-Type", "application/json")
                 self.end_headers()
-                self.wfile.write(data)
+                ends = time.monotonic() + HOLD_LIMIT
+                while not hold.wait(TRICKLE) and time.monotonic() < ends:
+                    self.wfile.write(b" ")
+                self.wfile.write(answer(self.path)[2])
             except OSError:
-                pass  # a held read whose asker gave up
+                pass  # its reader gave up
+            finally:
+                count("held", -1)
 
         def log_message(self, *args: Any) -> None:
             pass

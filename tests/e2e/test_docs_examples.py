@@ -228,8 +228,8 @@ class Reader:
         if "score-server init" in block.body and self.data_dir != self.own:
             self.data_dir, self.ports[8080] = self.own, free_port()  # a platform of its own
         body, ports = self.background_servers(self.substitute(block.body))
-        waits = "".join(  # a server started above answers before the next block (30 s at most)
-            f"for _ in $(seq 300); do curl -sf -o /dev/null http://127.0.0.1:{port}/isAlive "
+        waits = "".join(  # a server started above answers before the next block (a 60 s bound)
+            f"for _ in $(seq 600); do curl -sf -o /dev/null http://127.0.0.1:{port}/isAlive "
             f"&& break; sleep 0.1; done; curl -sf -o /dev/null http://127.0.0.1:{port}/isAlive\n"
             for port in ports
         )
@@ -260,7 +260,7 @@ class Reader:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 60  # they end at once; a bound before SIGKILL
         for pid in pids:
             while alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.1)

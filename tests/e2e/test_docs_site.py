@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
@@ -20,6 +19,7 @@ from playwright.sync_api import Page, expect
 
 from tests.conftest import free_port, run
 from tests.e2e.test_portal import ARTIFACTS, browser, new_page  # noqa: F401 (a fixture)
+from tests.mounts import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -60,13 +60,14 @@ def served(site: Path) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
+
+        def answers() -> bool:
             try:
-                if httpx.get(url, timeout=1).status_code == 200:
-                    break
+                return httpx.get(url, timeout=5).status_code == 200
             except httpx.HTTPError:
-                time.sleep(0.1)
+                return False
+
+        assert wait_until(answers, 60), "the site's server never answered"  # a bound only
         yield url
     finally:
         server.terminate()

@@ -3,6 +3,7 @@ expired URLs and kill -9. Faults come from tests/faultproxy.py on loopback."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -11,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from pyscore.client.httpio import buffer_cap
+from pyscore.client.ranges import Journal
 from tests.conftest import CLIENT, init_server, local_store_only
-from tests.faultproxy import FaultProxy
-from tests.mounts import tmpfs
+from tests.faultproxy import CHUNK, FaultProxy
+from tests.mounts import tmpfs, wait_until
 from tests.publish import MiB, file_md5, publish, random_file
 
 pytestmark = local_store_only  # the fault proxy must sit in the byte path
@@ -94,7 +97,9 @@ def test_dropped_connections_mid_part(platform, proxy, tmp_path):
 
 
 def test_stalls_mid_part(platform, proxy, tmp_path):
-    proxy.faults.stall_after, proxy.faults.stall_seconds, proxy.faults.stalls = MiB, 4.0, 2
+    """Two responses stall until the proxy closes (not for a while that a busy client could
+    sleep through): only the client's read timeout ends them."""
+    proxy.faults.stall_after, proxy.faults.stall_seconds, proxy.faults.stalls = MiB, 600, 2
     result = download(platform, proxy, tmp_path, env={"CLIENT_READTIMEOUTSECONDS": "1"})
     assert_complete(platform, tmp_path, result)
     assert "timed out" in result.stderr
@@ -310,11 +315,15 @@ INTERRUPTED = "score-client: interrupted; re-run the same command to resume"
 
 
 def test_ctrl_c_on_a_stalled_read_stops_at_once_and_the_rerun_resumes(platform, proxy, tmp_path):
-    """Every data response stalls after 2 MiB, far longer than the test waits, and the client
-    would wait 600 s before calling a read timed out: SIGINT still ends it (exit 130, within
-    the test's bound), its message is the last thing it says, no retry is announced, and the
-    next run resumes from what the first one journaled."""
-    proxy.faults.stall_after, proxy.faults.stall_seconds, proxy.faults.stalls = 2 * MiB, 600, 100
+    """Every data response stalls after a receive buffer's worth (and a chunk), far longer
+    than the test waits, and the client would wait 600 s before calling a read timed out:
+    SIGINT still ends it (exit 130, within the test's bound), its message is the last thing
+    it says, no retry is announced, and the next run fetches only what the first one's
+    journal does not hold. SIGINT comes once the journal holds each response's first buffer
+    (written and synced however slow the machine), not a guessed moment after the stall."""
+    buffer = buffer_cap(PARALLEL)  # what a response's reader hands on to be written at once
+    proxy.faults.stall_after, proxy.faults.stall_seconds = buffer + CHUNK, 600
+    proxy.faults.stalls = 100
     env = {
         **os.environ,
         **platform.client_env(platform.reader),
@@ -331,21 +340,30 @@ def test_ctrl_c_on_a_stalled_read_stops_at_once_and_the_rerun_resumes(platform, 
         text=True,
         env=env,
     )
+    journal = tmp_path / ".score-client" / f"{platform.big_id}.journal"
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proxy.stats.stalled < PARALLEL:
-            time.sleep(0.05)
-        assert proxy.stats.stalled >= PARALLEL, "the reads never stalled"
+        assert wait_until(lambda: proxy.stats.stalled >= PARALLEL, 60), "the reads never stalled"
+        held = PARALLEL * buffer
+        assert wait_until(lambda: journaled(journal) >= held, 60), (journaled(journal), held)
         client.send_signal(signal.SIGINT)
-        _, err = client.communicate(timeout=20)  # the bound: far below the read timeout
+        _, err = client.communicate(timeout=60)  # the bound: far below the read timeout
     finally:
         client.kill()
         client.wait()
     assert client.returncode == 130, err
     assert err.strip().splitlines()[-1] == INTERRUPTED, err
     assert "retrying" not in err and "Traceback" not in err, err
-    first = proxy.stats.data_bytes
+    first, kept = proxy.stats.data_bytes, journaled(journal)
     proxy.faults.stalls = 0
     result = download(platform, proxy, tmp_path)
     assert_complete(platform, tmp_path, result)
-    assert proxy.stats.data_bytes - first < SIZE, "fetched again from scratch, not resumed"
+    assert proxy.stats.data_bytes - first == SIZE - kept, "not resumed from the journal"
+
+
+def journaled(journal: Path) -> int:
+    """Bytes a client's resume journal records as on disk (0 before it has one)."""
+    try:
+        identity = json.loads(journal.read_text().split("\n")[0])
+    except (OSError, ValueError):
+        return 0
+    return Journal(journal, identity).load().total()

@@ -16,6 +16,7 @@ import pytest
 from tests.api import bearer, mint_tokens
 from tests.conftest import Server, audit_trail, init_server, serve_refused
 from tests.identity import RESOURCE, Broker, Provider, start_broker, start_ego, start_provider
+from tests.mounts import wait_until
 from tests.publish import publish_many, random_file
 
 DEMO_VISA = "https://dac.test/datasets/DEMO"
@@ -339,14 +340,19 @@ def test_ego_api_keys_download_as_their_user(tmp_path: Path) -> None:
 def test_a_broken_jwks_costs_one_fetch_and_stalls_no_one(tmp_path: Path) -> None:
     """Passports naming made-up keys of a broker whose JWKS errors fetch it once, not once
     each; while another's JWKS hangs, requests naming its keys hold their admission slots
-    only a moment, so a request with our own token is answered (before the hang ends)."""
+    only a moment, so a request with our own token is answered while it still hangs. The
+    hang lasts until the test ends it (no timeout ends its read): requests waiting for the
+    fetch itself would hold both slots until then, and ours would wait behind them."""
     failing, hanging = start_broker(), start_broker()
     failing.jwks_status = 500
     hanging.hold = threading.Event()
-    brokers = [{"issuer": b.issuer, "audience": RESOURCE} for b in (failing, hanging)]
-    # two requests at work at once; others wait up to 4 s for a slot (less than a fetch's
-    # own 5 s timeout), then 503
-    env = {"PYSCORE_MAX_CONCURRENT_REQUESTS": "2", "PYSCORE_QUEUE_TIMEOUT_SECONDS": "4"}
+    brokers = [
+        # an hour between fetches: however slow the requests below, none is a refetch
+        {"issuer": failing.issuer, "audience": RESOURCE, "jwks_min_refetch_seconds": 3600},
+        {"issuer": hanging.issuer, "audience": RESOURCE},
+    ]
+    # two requests at work at once; others wait for a slot (60 s at most, a bound only)
+    env = {"PYSCORE_MAX_CONCURRENT_REQUESTS": "2", "PYSCORE_QUEUE_TIMEOUT_SECONDS": "60"}
     server = controlled_platform(tmp_path, {"passports": {"brokers": brokers}}, env)
     own = mint_tokens(server.data_dir, {"own": "score.READ"})["own"]
     statuses: list[int] = []
@@ -362,13 +368,10 @@ def test_a_broken_jwks_costs_one_fetch_and_stalls_no_one(tmp_path: Path) -> None
         attackers = [threading.Thread(target=made_up, args=(hanging, i)) for i in range(6)]
         for t in attackers:
             t.start()
-        deadline = time.monotonic() + 30
-        while not hanging.held:
-            assert time.monotonic() < deadline, "the hanging JWKS was never asked"
-            time.sleep(0.05)
+        assert wait_until(lambda: hanging.held == 1, 60), "the hanging JWKS was never asked"
         r = spec(server, "DEMO", own)
         assert r.status_code == 200, r.text
-        assert hanging.held == 1  # answered while the JWKS still hangs
+        assert hanging.held == 1  # answered while the server's read of the JWKS still hangs
         hanging.hold.set()
         for t in attackers:
             t.join(60)

@@ -16,7 +16,6 @@ import random
 import signal
 import stat
 import subprocess
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -342,9 +341,8 @@ def test_manifest_mount_adds_only_the_rows_own_index_files(mounter, demo_server,
 def test_fusermount_unmounts_a_foreground_mount(mounter, demo_server, reader):
     m = mounter.start(demo_server, reader)
     assert m.proc is not None
-    time.sleep(0.3)
-    assert m.proc.poll() is None, "a mount stays in the foreground by default"
-    assert mount_pids(m.point) == [m.proc.pid]
+    # a mount stays in the foreground by default: the process started serves the mount
+    assert mount_pids(m.point) == [m.proc.pid] and m.proc.poll() is None
     subprocess.run([FUSERMOUNT, "-u", str(m.point)], check=True, timeout=30)
     assert m.proc.wait(EXIT_TIMEOUT) == 0, m.stderr
     assert not os.path.ismount(m.point)
@@ -599,9 +597,10 @@ def test_persistent_read_error_is_eio_never_wrong_bytes(own, mounter):
         proxy.faults.statuses = 0  # the store heals: the same mount reads right again
         with open(big, "rb") as f:
             assert f.read(64 * 1024) == source[: 64 * 1024]
-        time.sleep(1.0)  # let read-ahead settle; the block cache keeps only its last MiB
 
-        proxy.faults.statuses = 10**9  # fails again: what is cached, then EIO, no wrong byte
+        # fails again: what is cached (a 1 MiB cache: never all of it), then EIO, no wrong
+        # byte, whatever read-ahead the read above began is still under way
+        proxy.faults.statuses = 10**9
         cat = subprocess.run(["cat", str(big)], capture_output=True, timeout=90)
         assert cat.returncode != 0 and b"Input/output error" in cat.stderr, cat.stderr
         assert len(cat.stdout) < BIG

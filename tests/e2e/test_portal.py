@@ -45,7 +45,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-WAIT_MS = 30_000  # every Playwright wait is bounded by this: for a busy machine, not a time limit
+WAIT_MS = 60_000  # every Playwright wait is bounded by this: for a busy machine, not a time limit
 DATA_FILES = [
     "DONOR-1-N.bam",
     "DONOR-1-N.cram",
@@ -72,7 +72,7 @@ def chromium(*extra: str) -> Iterator[Browser]:
     expect.set_options(timeout=WAIT_MS)
     with sync_playwright() as p:
         launched = p.chromium.launch(
-            executable_path=executable, args=[*CHROMIUM_ARGS, *extra], timeout=30_000
+            executable_path=executable, args=[*CHROMIUM_ARGS, *extra], timeout=WAIT_MS
         )
         yield launched
         launched.close()
@@ -541,7 +541,7 @@ def test_reader_sees_may_download_and_downloads_through_the_browser(
     assert response.status == 303
     signed = response.headers["location"]
     assert "sig=" in signed and "Expires=" in signed
-    fetched = httpx.get(signed, timeout=10)
+    fetched = httpx.get(signed, timeout=60)
     assert fetched.status_code == 200
     assert md5(fetched.content) == vcf.fileMd5sum == file_md5(demo_files / "DONOR-1-N.vcf.gz")
     # and clicking it downloads the file
@@ -651,7 +651,9 @@ def test_an_unknown_file_is_a_page_for_a_browser_and_json_for_a_client(
     expect(page.get_by_label("Access token")).to_be_visible()
     page.context.close()
     # API clients (httpx, curl: Accept */*) still get Song's JSON, as from every other route
-    song_error(httpx.get(f"{demo_server.url}/file/{unknown}"), 404, "file.not.found", unknown)
+    song_error(
+        httpx.get(f"{demo_server.url}/file/{unknown}", timeout=60), 404, "file.not.found", unknown
+    )
 
 
 LAYOUT_JS = """() => {

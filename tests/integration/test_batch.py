@@ -110,10 +110,12 @@ def test_batches_are_capped(http, path, key):
 
 def test_a_bad_token_fails_the_spec_batch_itself(demo_server, ids):
     body = {"objects": [{"objectId": ids[0]}]}
-    r = httpx.post(demo_server.url + "/download/batch", json=body, headers=bearer("not-a-token"))
+    r = httpx.post(
+        demo_server.url + "/download/batch", json=body, headers=bearer("not-a-token"), timeout=60
+    )
     song_error(r, 401, "unauthorized.token")
     # entities are metadata, readable by all as in Song: the token is not looked at
-    r = httpx.post(demo_server.url + "/entities/batch", json={"ids": [ids[0]]})
+    r = httpx.post(demo_server.url + "/entities/batch", json={"ids": [ids[0]]}, timeout=60)
     assert r.json()["results"][0]["status"] == 200
 
 

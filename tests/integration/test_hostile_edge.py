@@ -55,10 +55,10 @@ def series(metrics: str) -> set[str]:
 
 
 def logged(server: Server, request_id: str) -> str:
-    """The server's log once the line of `request_id` is in it (lines go out in batches);
-    at most 10 s."""
+    """The server's log once the line of `request_id` is in it (lines go out in batches;
+    the 60 s bound ends only a wait for a line that never comes)."""
     log = server.data_dir / "server.log"
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while request_id not in (text := log.read_text(errors="replace")):
         assert time.monotonic() < deadline, f"{request_id} never logged"
         time.sleep(0.1)
@@ -86,7 +86,7 @@ def test_made_up_methods_are_501_and_leave_nothing_behind(edge: World) -> None:
     # the methods this server speaks are answered as before
     assert send(server, "OPTIONS", object_path) == 405
     assert send(server, "HEAD", "/metrics") == send(server, "GET", "/isAlive") == 200
-    before = httpx.get(f"{server.url}/metrics").text
+    before = httpx.get(f"{server.url}/metrics", timeout=60).text
     assert where not in before
     assert {'route="unmatched"'} <= {m for m in re.findall(r'route="[^"]*"', before)}
 
@@ -98,7 +98,7 @@ def test_made_up_methods_are_501_and_leave_nothing_behind(edge: World) -> None:
         assert send(server, method, object_path) == 405, method
     assert send(server, "get", object_path) == 501  # methods are case-sensitive
 
-    after = httpx.get(f"{server.url}/metrics").text
+    after = httpx.get(f"{server.url}/metrics", timeout=60).text
     assert mark not in after
     assert series(after) == series(before)
     assert set(re.findall(r'method="([^"]*)"', after)) <= KNOWN_METHODS
@@ -153,7 +153,7 @@ def test_audit_tsv_carries_no_terminal_controls(edge: World) -> None:
         headers = {"Authorization": "Bearer bogus", "X-Request-ID": rid, "User-Agent": "ua\x9b2J"}
         assert send(server, "GET", f"/download/{object_id}", headers) == 401
 
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60  # records are written in batches: waited for, bounded
     while (out := audit_output(server, "--since", "1h")).count(mark.encode()) < 2:
         assert time.monotonic() < deadline, out
         time.sleep(0.3)

@@ -34,7 +34,7 @@ def fetch(part: dict) -> httpx.Response:
     """A part's bytes, asked for with a Range header as score-client does (S3's presigned
     URLs cover the whole object; the local store's are signed for the part's range)."""
     end = part["offset"] + part["partSize"] - 1
-    return httpx.get(part["url"], headers={"Range": f"bytes={part['offset']}-{end}"})
+    return httpx.get(part["url"], headers={"Range": f"bytes={part['offset']}-{end}"}, timeout=60)
 
 
 @dataclass
@@ -78,7 +78,7 @@ class Platform:
         self, object_id: str, upload_id: str, part: dict, data: bytes, finalize: bool = True
     ) -> httpx.Response:
         chunk = data[part["offset"] : part["offset"] + part["partSize"]]
-        put = httpx.put(part["url"], content=chunk)
+        put = httpx.put(part["url"], content=chunk, timeout=60)
         assert put.status_code == 200, put.text
         assert put.headers["ETag"].strip('"') == md5(chunk)
         if not finalize:
@@ -164,7 +164,7 @@ def test_ping_gives_a_signed_url_to_the_sentinel(world):
     assert r.status_code == 200
     url = r.text.strip()
     assert url.startswith("http")
-    fetched = httpx.get(url)
+    fetched = httpx.get(url, timeout=60)
     assert fetched.status_code == 200
     assert fetched.content == b"heliograph"
 
@@ -234,7 +234,7 @@ def test_zero_length_range(world):
         song_error(r, 400, "invalid.range")
         return
     for part in r.json()["parts"]:
-        got = httpx.get(part["url"])
+        got = httpx.get(part["url"], timeout=60)
         assert got.status_code in (200, 206), got.text[:300]
         assert got.content == b""
 
@@ -245,7 +245,7 @@ def test_spec_external_is_one_whole_object_part(world):
     assert r.status_code == 200, r.text
     (part,) = r.json()["parts"]
     assert (part["offset"], part["partSize"]) == (0, len(data))
-    got = httpx.get(part["url"])
+    got = httpx.get(part["url"], timeout=60)
     assert got.status_code == 200
     assert md5(got.content) == md5(data)
 
@@ -574,7 +574,7 @@ def test_upload_cancel_forgets_the_parts(world):
     song_error(p.http.delete(f"/upload/{object_id}", headers=p.admin), 404, "upload.not.found")
     # the old part URL leads nowhere now
     if not os.environ.get("PYSCORE_TEST_S3"):  # S3 answers in its own XML
-        stale = httpx.put(spec["parts"][1]["url"], content=data[PART:])
+        stale = httpx.put(spec["parts"][1]["url"], content=data[PART:], timeout=60)
         song_error(stale, 404, "upload.not.found")
     fresh = p.initiate(object_id, len(data), md5(data))
     assert fresh.status_code == 200, fresh.text
@@ -631,8 +631,10 @@ def test_finalized_part_is_recorded_once_acknowledged(world):
                 headers=p.admin,
                 timeout=60,
             )
+            # 5 s to see an early answer in (well within the server's 30 s wait for the
+            # lock): a window, not a limit; a slow machine can only make it see less
             try:
-                answered = future.result(timeout=1.5)
+                answered = future.result(timeout=5)
             except FutureTimeout:  # waiting for the lock before answering: right
                 answered = None
             if answered is not None and answered.status_code == 200:
@@ -650,9 +652,9 @@ def test_part_body_of_the_wrong_length_is_refused(world):
     object_id, data = a.ids["short.bam"], a.data["short.bam"]
     spec = p.initiate(object_id, len(data), md5(data)).json()
     url = spec["parts"][0]["url"]
-    song_error(httpx.put(url, content=data[:1999]), 400, "upload.part.size")
-    song_error(httpx.put(url, content=data + b"x"), 400, "upload.part.size")
-    assert httpx.put(url, content=data).status_code == 200
+    song_error(httpx.put(url, content=data[:1999], timeout=60), 400, "upload.part.size")
+    song_error(httpx.put(url, content=data + b"x", timeout=60), 400, "upload.part.size")
+    assert httpx.put(url, content=data, timeout=60).status_code == 200
 
 
 def test_uploads_need_the_write_scope(world):

@@ -15,6 +15,7 @@ from pyscore.server.identity.introspection import Introspector
 from pyscore.server.identity.jwks import KeySet
 from pyscore.server.identity.jwt import ScopeRules, fits, verify
 from tests.identity import start_broker, start_ego, start_endpoint
+from tests.mounts import wait_until
 
 
 @pytest.fixture
@@ -22,6 +23,20 @@ def broker():
     b = start_broker()
     yield b
     b.stop()
+
+
+class Clock:
+    """Time that passes only when a test says so (a KeySet's or an Introspector's `clock`):
+    ttls, refetch limits and back-offs are checked on any machine, however slow."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 def token(broker, kid: str | None = None) -> str:
@@ -33,9 +48,8 @@ def token(broker, kid: str | None = None) -> str:
 
 
 def test_key_rotation_is_followed_and_refetches_are_rate_limited(broker) -> None:
-    # an hour between refetches, so no loop below outlasts it however slow the machine;
-    # the hour passing is told to the key set (its last fetch moved back), not waited for
-    keys = KeySet(broker.issuer, ttl=24 * 3600, min_refetch=3600)  # found by discovery
+    clock = Clock()  # no time passes in the loops below, however slow the machine
+    keys = KeySet(broker.issuer, min_refetch=30, clock=clock)  # found by discovery
     assert verify(token(broker), keys, broker.issuer, None, 0)["sub"] == "s"
     assert broker.fetches == 1
     for i in range(20):  # made-up key ids: refused, and the issuer is not asked again
@@ -43,7 +57,11 @@ def test_key_rotation_is_followed_and_refetches_are_rate_limited(broker) -> None
             verify(token(broker, f"made-up-{i}"), keys, broker.issuer, None, 0)
         assert refused.value.code == "unknown_key"
     assert broker.fetches == 1
-    keys.fetched -= 3600  # min_refetch has passed since the last fetch
+    clock.advance(29)  # still within min_refetch of the last fetch: the issuer is not asked
+    with pytest.raises(Refused):
+        verify(token(broker, "made-up-x"), keys, broker.issuer, None, 0)
+    assert broker.fetches == 1
+    clock.advance(1)  # min_refetch has passed
     broker.rotate()  # the issuer signs with a new key
     assert verify(token(broker), keys, broker.issuer, None, 0)["sub"] == "s"
     assert broker.fetches == 2
@@ -103,7 +121,8 @@ EGO_USER = "1d2c3b4a-0000-4000-8000-00000000c0ff"  # Ego names a user by a UUID
 def test_ego_api_keys_are_checked_and_cached() -> None:
     """Read as Ego writes its answer: 207, `exp` the seconds the key has left (a key with
     0 left is refused, as the original Score does), the user's id the principal (never the
-    client_id older Egos echo: that is ours)."""
+    client_id older Egos echo: that is ours). Its answer is believed for those seconds (on
+    the introspector's clock, moved by the test), not a moment longer."""
     scope = ["PROGRAMDATA-DEMO.READ", "song.WRITE"]
     ego = start_ego(
         {
@@ -113,8 +132,9 @@ def test_ego_api_keys_are_checked_and_cached() -> None:
         }
     )
     try:
+        clock = Clock()
         introspector = Introspector(
-            f"{ego.url}/o/check_api_key", "ego", "score", "score-secret", cache_seconds=60
+            f"{ego.url}/o/check_api_key", "ego", "score", "score-secret", 60, clock=clock
         )
         for key in ("good-key", "old-ego-key"):
             got = introspector.check(key)
@@ -124,9 +144,10 @@ def test_ego_api_keys_are_checked_and_cached() -> None:
                 {"PROGRAMDATA-DEMO.READ", "song.WRITE"},
             )
         assert introspector.check("good-key") == got and len(ego.calls) == 2  # cached...
-        time.sleep(2.1)
-        introspector.check("good-key")
-        assert len(ego.calls) == 3  # ...only while the key has seconds left
+        clock.advance(1.9)
+        assert introspector.check("good-key") == got and len(ego.calls) == 2
+        clock.advance(0.1)  # ...only while the key has seconds left (2)
+        assert introspector.check("good-key") == got and len(ego.calls) == 3
         path, auth = ego.calls[0]
         assert path == "/o/check_api_key?apiKey=good-key"
         assert auth == "Basic c2NvcmU6c2NvcmUtc2VjcmV0"
@@ -252,35 +273,49 @@ def test_rfc7662_answers_are_bearers_only_when_access_tokens_for_us(
 
 
 def test_a_failed_key_fetch_is_remembered(broker) -> None:
-    """While an issuer's JWKS errors, tokens with made-up key ids do not each fetch again."""
+    """While an issuer's JWKS errors, tokens with made-up key ids do not each fetch again:
+    not within the back-off (min_refetch after one failure), once it has passed they do."""
     broker.jwks_status = 500
-    keys = KeySet(broker.issuer, min_refetch=30)
+    clock = Clock()
+    keys = KeySet(broker.issuer, min_refetch=30, clock=clock)
     for i in range(20):
         with pytest.raises(Unavailable):
             verify(token(broker, f"made-up-{i}"), keys, broker.issuer, None, 0)
+        clock.advance(1)  # 20 s in all
     assert broker.fetches == 1
+    clock.advance(10)
+    with pytest.raises(Unavailable):
+        verify(token(broker, "made-up-x"), keys, broker.issuer, None, 0)
+    assert broker.fetches == 2
 
 
 def test_cached_keys_serve_past_their_ttl_while_a_refresh_fails(broker) -> None:
-    keys = KeySet(broker.issuer, ttl=0.5, min_refetch=0.2)  # a failure: 1 s back-off
+    clock = Clock()
+    keys = KeySet(broker.issuer, ttl=600, min_refetch=30, clock=clock)  # a failure: 30 s off
     assert verify(token(broker), keys, broker.issuer, None, 0)["sub"] == "s"
     broker.jwks_status = 500
-    time.sleep(0.6)  # the keys' time is up; the refresh fails
-    deadline = time.monotonic() + 30
-    while broker.fetches < 2:
+    clock.advance(601)  # the keys' time is up: the next token begins a refresh, which fails
+    assert verify(token(broker), keys, broker.issuer, None, 0)["sub"] == "s"
+    assert wait_until(lambda: keys.failures == 1, 60), "the refresh never ended"
+    for _ in range(10):  # the cached keys serve on, and the failure is remembered
         assert verify(token(broker), keys, broker.issuer, None, 0)["sub"] == "s"
-        assert time.monotonic() < deadline, "the keys were not refreshed"
-        time.sleep(0.05)
-    for _ in range(10):
-        assert verify(token(broker), keys, broker.issuer, None, 0)["sub"] == "s"
-    assert broker.fetches == 2  # and the failure is remembered
+        clock.advance(2)  # 20 s in all
+    assert broker.fetches == 2
+    clock.advance(10)  # the back-off is over: refreshed again, and now it works
+    broker.jwks_status = 200
+    assert verify(token(broker), keys, broker.issuer, None, 0)["sub"] == "s"
+    assert wait_until(lambda: keys.fetched == clock.now, 60), keys.error
+    assert broker.fetches == 3
 
 
 def test_a_hanging_jwks_is_fetched_once_and_waited_for_briefly(broker) -> None:
     """Tokens naming unknown keys while the JWKS hangs: one fetch, behind the requests; each
-    waits for it a moment (`wait`), not for the fetch's own timeout, nor in a queue."""
+    waits for it a moment (`wait`), not for the fetch to end. The JWKS hangs until the test
+    ends it (no timeout ends its read), so answers while it still hangs did not wait for it,
+    however slow the machine."""
     broker.hold = threading.Event()
-    keys = KeySet(broker.issuer, min_refetch=30, wait=0.2)
+    clock = Clock()
+    keys = KeySet(broker.issuer, min_refetch=30, wait=0.2, clock=clock)
     outcomes: list[str] = []
 
     def ask(i: int) -> None:
@@ -294,10 +329,12 @@ def test_a_hanging_jwks_is_fetched_once_and_waited_for_briefly(broker) -> None:
     for t in threads:
         t.start()
     for t in threads:
-        t.join(30)
+        t.join(60)
     assert not any(t.is_alive() for t in threads)
-    assert broker.held == 1 and outcomes == ["Unavailable"] * 8  # answered, the JWKS still held
-    assert broker.fetches == 1
-    with pytest.raises(Unavailable):  # and later ones are answered at once
+    assert outcomes == ["Unavailable"] * 8
+    # answered, and the fetch they did not wait for is still under way (held by the broker)
+    assert wait_until(lambda: broker.held == 1, 60) and broker.fetches == 1
+    clock.advance(0.2)
+    with pytest.raises(Unavailable):  # later ones are answered at once, fetching no more
         keys.key("made-up-9")
-    assert broker.fetches == 1
+    assert broker.held == 1 and broker.fetches == 1

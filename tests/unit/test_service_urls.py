@@ -13,6 +13,8 @@ from http.server import BaseHTTPRequestHandler
 import httpx
 import pytest
 
+from pyscore.client import api as api_module
+from pyscore.client import retry
 from pyscore.client.api import Api, first_contact_problem, refusal_summary, token_scopes
 from pyscore.client.config import DEFAULTS, ClientSettings
 from pyscore.client.errors import EXIT_UNREACHABLE, AuthError, SettingError, UnreachableError
@@ -40,7 +42,24 @@ def answer_entity(h: BaseHTTPRequestHandler) -> None:
     h.wfile.write(body)
 
 
-def test_a_refusal_after_the_service_answered_is_retried_not_blamed_on_the_setting():
+@pytest.fixture
+def backoffs(monkeypatch) -> list[float]:
+    """The back-offs the client's calls would sleep, recorded instead of slept; a tenth ends
+    the call (AssertionError), so a call retried forever fails the test at once."""
+    slept: list[float] = []
+
+    def record(seconds: float) -> None:
+        slept.append(seconds)
+        assert len(slept) < 10, "retried again and again"
+
+    def retrying(call, attempts, on_retry=None, sleep=None):
+        return retry.retrying(call, attempts, on_retry, record)
+
+    monkeypatch.setattr(api_module, "retrying", retrying)
+    return slept
+
+
+def test_a_refusal_after_the_service_answered_is_retried_not_blamed_on_the_setting(backoffs):
     server = Loopback(answer_entity)
     api = Api(settings(server.url, retries=2))
     try:
@@ -51,9 +70,10 @@ def test_a_refusal_after_the_service_answered_is_retried_not_blamed_on_the_setti
         assert raised.value.exit_code == EXIT_UNREACHABLE
     finally:
         api.close()
+    assert len(backoffs) == 1  # two tries: one back-off between them
 
 
-def test_the_same_refusal_on_first_contact_is_the_setting_at_once():
+def test_the_same_refusal_on_first_contact_is_the_setting_at_once(backoffs):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{s.getsockname()[1]}"
@@ -66,6 +86,7 @@ def test_the_same_refusal_on_first_contact_is_the_setting_at_once():
     assert str(raised.value) == (
         f"METADATA_URL={url} refused the connection (set in the environment)"
     )
+    assert backoffs == []  # at once: never retried
 
 
 def untrusted() -> ssl.SSLCertVerificationError:

@@ -14,6 +14,7 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import datetime
 from typing import Generic, Optional, TypeVar
 
@@ -26,11 +27,15 @@ V = TypeVar("V")
 
 
 class Expiring(Generic[V]):
-    """Values by key, each until its deadline (time.monotonic()); at most `max_entries`, the
-    least recently used dropped first. Thread-safe. Keys are meant to be hashes of secrets."""
+    """Values by key, each until its deadline (on `clock`, time.monotonic unless a test
+    moves time itself); at most `max_entries`, the least recently used dropped first.
+    Thread-safe. Keys are meant to be hashes of secrets."""
 
-    def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
+    def __init__(
+        self, max_entries: int = MAX_ENTRIES, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.max_entries = max(1, max_entries)
+        self.clock = clock
         self._entries: OrderedDict[str, tuple[float, V]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -40,7 +45,7 @@ class Expiring(Generic[V]):
             if entry is None:
                 return None
             until, value = entry
-            if time.monotonic() >= until:
+            if self.clock() >= until:
                 del self._entries[key]
                 return None
             self._entries.move_to_end(key)

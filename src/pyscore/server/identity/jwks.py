@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Optional
 
 from jwt import PyJWK
@@ -30,7 +31,9 @@ MAX_BACKOFF = 600.0
 class KeySet:
     """The JWKS of one issuer. `jwks_uri` empty: read from the issuer's discovery document
     (whose `issuer` must be this issuer, as OpenID Connect Discovery requires). Or
-    `public_key_url`: one PEM public key, as Ego serves it (`/oauth/token/public_key`)."""
+    `public_key_url`: one PEM public key, as Ego serves it (`/oauth/token/public_key`).
+    `clock` (time.monotonic) times the ttl, refetch limits and back-off: a test moves it
+    rather than waiting for them."""
 
     def __init__(
         self,
@@ -40,12 +43,14 @@ class KeySet:
         min_refetch: float = 30.0,
         public_key_url: str = "",
         wait: float = WAIT,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.issuer, self.jwks_uri = issuer, jwks_uri
         self.public_key_url = public_key_url
         self.ttl, self.min_refetch, self.wait = ttl, min_refetch, wait
+        self.clock = clock
         self.keys: dict[str, PyJWK] = {}
-        self.fetched = float("-inf")  # monotonic time of the last good fetch
+        self.fetched = float("-inf")  # when (on `clock`) the last good fetch ended
         self.fetches = 0  # fetches begun
         self.failures = 0  # fetches failed in a row
         self.error = ""  # why the last fetch failed, if it did
@@ -58,7 +63,7 @@ class KeySet:
         """The key a token's header names (a token without `kid`: the only key). Refused if
         the issuer does not list it; Unavailable if its keys cannot be had now."""
         with self._lock:
-            now = time.monotonic()
+            now = self.clock()
             found = self._find(kid)
             if found is not None:
                 if now - self.fetched > self.ttl:
@@ -98,7 +103,7 @@ class KeySet:
         except Exception as exc:  # a thread of its own: whatever went wrong, say so and end
             error = f"cannot read the signing keys of {self.issuer}: {exc!r}"[:500]
         with self._lock:
-            now = time.monotonic()
+            now = self.clock()
             if keys is None:
                 self.failures += 1
                 self.error = error
