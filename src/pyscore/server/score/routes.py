@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from pyscore.server import audit, metadata, objects
 from pyscore.server.auth import Action, authorize, readable_studies
-from pyscore.server.errors import ApiError, bad_request
+from pyscore.server.errors import ApiError, bad_request, repeated, repeats
 from pyscore.server.tables import File
 from pyscore.server.web.deps import (
     PlatformDep,
@@ -182,10 +182,10 @@ def start_batch(
     status; an object named again is refused (400). More than `batch_max_ids` uploads: 413."""
     within_batch_max(p, len(body.uploads))
     results = []
-    for w, again in zip(body.uploads, objects.repeats(w.objectId for w in body.uploads)):
+    for w, again in zip(body.uploads, repeats(w.objectId for w in body.uploads)):
         try:
             if again:
-                raise objects.repeated(w.objectId)
+                raise repeated(w.objectId)
             f = _writable(s, who, w.objectId, "upload", "upload.initiate")
             progress, resumed = objects.start_upload(
                 s, signer, f, w.fileSize, w.md5, w.overwrite, p.settings.part_size
@@ -217,10 +217,10 @@ def finish_batch(
     More than `batch_max_ids` uploads: 413."""
     within_batch_max(p, len(body.uploads))
     results: list[dict[str, Any]] = []
-    for done, again in zip(body.uploads, objects.repeats(d.objectId for d in body.uploads)):
+    for done, again in zip(body.uploads, repeats(d.objectId for d in body.uploads)):
         try:
             if again:
-                raise objects.repeated(done.objectId)
+                raise repeated(done.objectId)
             _writable(s, who, done.objectId, "upload", "upload.complete")
             for part in done.parts:
                 part_number_within(part.partNumber)

@@ -429,7 +429,8 @@ def entities_batch(
 ) -> Response:
     """pyscore's extension (advertised as `Pyscore-Batch: max=<n>` on every answer): many
     entities in one request, each id with its own status (its entity, or the 404 of
-    `GET /entities/{id}`), in the order asked. More than `batch_max_ids` ids: 413."""
+    `GET /entities/{id}`), in the order asked; an id asked again is refused (400). More
+    than `batch_max_ids` ids: 413."""
     limit = p.settings.batch_max_ids
     if len(body.ids) > limit:
         raise ApiError(
