@@ -56,6 +56,11 @@ def part_layout(size: int, part_size: int) -> list[tuple[int, int]]:
     return [(off, min(part_size, size - off)) for off in range(0, size, part_size)] or [(0, 0)]
 
 
+def part_count(size: int, part_size: int) -> int:
+    """How many parts `part_layout` lays out, without laying them out."""
+    return max(1, -(-size // effective_part_size(size, part_size)))
+
+
 def analysis_state(session: Session, f: File) -> str:
     analysis = session.get(Analysis, f.analysis_id)
     return analysis.state if analysis else "UNKNOWN"
