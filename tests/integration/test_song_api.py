@@ -1046,6 +1046,15 @@ def audit_actions(server: Server, object_id: str, count: int) -> list[tuple[str,
     return [(r["action"], r["outcome"], r["status"]) for r in found]
 
 
+def events_of(server: Server, analysis_id: str) -> list[tuple[str, str]]:
+    """(action, state) of each event the outbox holds for the analysis, in order."""
+    from pyscore.server.events.outbox import Event
+
+    with api.database(server.data_dir) as s:
+        rows = s.query(Event).filter(Event.analysis_id == analysis_id).order_by(Event.id)
+        return [(e.action, e.state) for e in rows]
+
+
 def test_put_replaces_an_analysis_dynamic_data(http, server, writer, curated_type, tmp_path):
     sub = submit_call(http, writer, tmp_path, "D-PUT")
     url = f"/studies/{STUDY}/analysis/{sub.analysis_id}"
@@ -1109,12 +1118,15 @@ def test_put_replaces_an_analysis_dynamic_data(http, server, writer, curated_typ
         ([1, 2], 400, "malformed.parameter"),
     ],
 )
-def test_put_refusals_change_nothing(http, writer, curated_type, tmp_path, body, status, error_id):
+def test_put_refusals_change_nothing(
+    http, server, writer, curated_type, tmp_path, body, status, error_id
+):
     sub = submit_call(http, writer, tmp_path, "D-PUTBAD")
     before = analysis(http, sub.analysis_id)
     url = f"/studies/{STUDY}/analysis/{sub.analysis_id}"
     song_error(http.put(url, headers=bearer(writer), json=body), status, error_id)
     assert analysis(http, sub.analysis_id) == before
+    assert events_of(server, sub.analysis_id) == [("CREATE", "UNPUBLISHED")]  # none sent
 
 
 def test_put_and_patch_find_the_analysis_as_song(
@@ -1163,6 +1175,12 @@ def test_patch_merges_into_an_analysis(http, server, writer, curated_type, tmp_p
     as_json = {**bearer(writer), "Content-Type": "application/json"}
     song_error(http.patch(url, headers=as_json, content=b"{not json"), 422, "payload.parsing")
     assert analysis(http, sub.analysis_id) == got  # nothing half-changed
+    # each update sent SONG's PUBLISH; a refused one nothing
+    assert events_of(server, sub.analysis_id) == [
+        ("CREATE", "UNPUBLISHED"),
+        ("PUBLISH", "UNPUBLISHED"),
+        ("PUBLISH", "UNPUBLISHED"),
+    ]
     assert audit_actions(server, sub.analysis_id, 7) == [
         ("analysis.patch", "granted", 200),
         ("analysis.patch", "granted", 200),
