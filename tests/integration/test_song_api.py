@@ -788,16 +788,6 @@ def test_analysis_not_found(http, admin):
     )
 
 
-def test_analysis_of_another_study_is_not_found_there(http, admin, submitted):
-    http.post("/studies/OTHERSTUDY/", headers=admin, json={"studyId": "OTHERSTUDY"})
-    song_error(
-        http.get(f"/studies/OTHERSTUDY/analysis/{submitted.analysis_id}"),
-        404,
-        "analysis.id.not.found",
-        submitted.analysis_id,
-    )
-
-
 def test_list_analyses_by_state(http, submitted):
     default = http.get(f"/studies/{STUDY}/analysis")
     assert default.status_code == 200
@@ -1277,6 +1267,34 @@ def test_deleting_a_specimen_or_sample(http, server, writer):
     song_error(http.get(f"/studies/{STUDY}/samples/{sample}"), 404, "sample.does.not.exist")
 
 
+def test_an_analysis_asked_for_under_another_study_is_not_related_as_song(
+    http, admin, submitted, other_study
+):
+    """Song's checkAnalysisAndStudyRelated (securedDeepRead, securedReadFiles, publish,
+    unpublish, suppress): an unknown study is 404 study.id.does.not.exist, an unknown
+    analysis 404 analysis.id.not.found, and an analysis of another study 400
+    entity.not.related.to.study naming the study it is in; nothing changes."""
+    analysis_id = submitted.analysis_id
+    paths = [("GET", "{}"), ("GET", "{}/files")] + [
+        ("PUT", f"{action}/{{}}") for action in ("publish", "unpublish", "suppress")
+    ]
+    for method, path in paths:
+        elsewhere = f"/studies/{other_study}/analysis/" + path.format(analysis_id)
+        song_error(
+            http.request(method, elsewhere, headers=admin),
+            400,
+            "entity.not.related.to.study",
+            analysis_id,
+            other_study,
+            STUDY,
+        )
+        nowhere = "/studies/NOSUCHSTUDY/analysis/" + path.format(analysis_id)
+        song_error(http.request(method, nowhere, headers=admin), 404, "study.id.does.not.exist")
+        unknown = f"/studies/{other_study}/analysis/" + path.format(uuid.uuid4())
+        song_error(http.request(method, unknown, headers=admin), 404, "analysis.id.not.found")
+    assert analysis(http, analysis_id)["analysisState"] == "UNPUBLISHED"
+
+
 def test_what_an_analysis_uses_is_never_deleted(http, server, writer, other_study, tmp_path):
     """Song's database refuses it (sampleset's foreign key: its answer is a 500); here 422
     with Song's errorId for a record its repository cannot delete, naming the analysis and
@@ -1688,12 +1706,12 @@ def test_search_by_info(http, submitted):
 
 
 # -- files ----------------------------------------------------------------------------------
-def test_get_file(http, submitted):
+def test_get_file(http, submitted, other_study):
     object_id = object_ids(http, submitted.analysis_id)["x.bam"]
     r = http.get(f"/studies/{STUDY}/files/{object_id}")
     assert r.status_code == 200
     assert r.json()["fileName"] == "x.bam"
-    song_error(http.get(f"/studies/OTHERSTUDY/files/{object_id}"), 404, None, object_id)
+    song_error(http.get(f"/studies/{other_study}/files/{object_id}"), 404, None, object_id)
     song_error(http.get(f"/studies/{STUDY}/files/{uuid.uuid4()}"), 404, "file.not.found")
 
 
