@@ -1706,13 +1706,18 @@ def test_search_by_info(http, submitted):
 
 
 # -- files ----------------------------------------------------------------------------------
-def test_get_file(http, submitted, other_study):
+def test_get_file(http, admin, submitted, other_study):
     object_id = object_ids(http, submitted.analysis_id)["x.bam"]
     r = http.get(f"/studies/{STUDY}/files/{object_id}")
     assert r.status_code == 200
     assert r.json()["fileName"] == "x.bam"
-    song_error(http.get(f"/studies/{other_study}/files/{object_id}"), 404, None, object_id)
     song_error(http.get(f"/studies/{STUDY}/files/{uuid.uuid4()}"), 404, "file.not.found")
+    # Song's checkFileAndStudyRelated, before a read or an update
+    elsewhere = f"/studies/{other_study}/files/{object_id}"
+    for r in (http.get(elsewhere), http.put(elsewhere, json={"dataType": "x"}, headers=admin)):
+        song_error(r, 400, "entity.not.related.to.study", object_id, other_study, STUDY)
+    song_error(http.get(f"/studies/NOSUCHSTUDY/files/{object_id}"), 404, "study.id.does.not.exist")
+    assert http.get(f"/studies/{STUDY}/files/{object_id}").json()["dataType"] != "x"
 
 
 def test_update_file_info(http, server, writer, tmp_path):

@@ -333,7 +333,6 @@ for _action in ("publish", "unpublish", "suppress"):
 # -- files --------------------------------------------------------------------------------
 @router.get("/studies/{study_id}/files/{object_id}")
 def get_file(study_id: str, object_id: str, s: SessionDep) -> dict:
-    metadata.get_study(s, study_id)
     return metadata.file_json(metadata.get_file(s, object_id, study_id))
 
 
