@@ -48,7 +48,7 @@ def test_every_answer_offers_batches(http, ids):
 
 
 def test_entity_batch_answers_each_id_as_its_own_lookup(http, ids):
-    wanted = [ids[0], UNKNOWN, ids[1], ids[0], ids[-1]]
+    wanted = [ids[0], UNKNOWN, ids[1], ids[-1]]
     r = http.post("/entities/batch", json={"ids": wanted})
     assert r.status_code == 200, r.text
     results = r.json()["results"]
@@ -63,6 +63,23 @@ def test_entity_batch_answers_each_id_as_its_own_lookup(http, ids):
                 "legacy.entity.not.found",
                 single.json()["message"],
             )
+
+
+def test_an_id_asked_again_in_an_entity_batch_is_answered_once(http, ids):
+    """Issue 20 (as /download/batch): one id named 1,000 times was answered 1,000 times;
+    its repeats are refused (400 batch.repeated), each answer costing a line."""
+    r = http.post("/entities/batch", json={"ids": [ids[0], UNKNOWN, ids[0], UNKNOWN]})
+    assert r.status_code == 200, r.text
+    first, unknown, *again = r.json()["results"]
+    assert first["status"] == 200 and unknown["status"] == 404
+    assert [(x["id"], x["status"], x["errorId"]) for x in again] == [
+        (ids[0], 400, "batch.repeated"),
+        (UNKNOWN, 400, "batch.repeated"),
+    ]
+    assert all(ids[0] in again[0]["message"] and "entity" not in x for x in again)
+    many = http.post("/entities/batch", json={"ids": [ids[0]] * 1000}).json()["results"]
+    assert [x["status"] for x in many] == [200] + [400] * 999
+    assert sum("entity" in x for x in many) == 1
 
 
 def test_spec_batch_answers_ranges_as_the_single_call(http, ids):

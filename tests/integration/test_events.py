@@ -129,7 +129,15 @@ class Analysis:
         upload(self.http, self.object_id, self.data)
 
     def change(self, action: str) -> None:
-        r = self.http.put(f"/studies/{self.study}/analysis/{action}/{self.id}")
+        """publish, unpublish, suppress; or `update`: a curated PATCH of the experiment, for
+        which SONG sends PUBLISH and the state the analysis is in (AnalysisServiceSender's
+        updateAnalysis and patchUpdateAnalysis), with the updated analysis."""
+        if action == "update":
+            patch = {"experiment": {"libraryStrategy": "WXS", "alignmentTool": str(uuid.uuid4())}}
+            r = self.http.patch(f"/studies/{self.study}/analysis/{self.id}", json=patch)
+            action = "publish"
+        else:
+            r = self.http.put(f"/studies/{self.study}/analysis/{action}/{self.id}")
         assert r.status_code == 200, r.text
         self.seen.append((action.upper(), self.get()))
 
@@ -168,10 +176,10 @@ def sink_metrics(server: Server, sink: str) -> dict[str, float]:
 def test_a_webhook_down_for_a_while_misses_nothing_and_gets_songs_messages_in_order(
     tmp_path, receivers
 ):
-    """Two workers share the outbox; the receiver is down through five changes of an
-    analysis (each answered at once), /health/ready stays ready and says the sink fails,
-    /metrics counts what waits; started, it gets each of SONG's messages once, in order,
-    signed; then nothing waits."""
+    """Two workers share the outbox; the receiver is down through seven changes of an
+    analysis (each answered at once; curated updates among them), /health/ready stays ready
+    and says the sink fails, /metrics counts what waits; started, it gets each of SONG's
+    messages once, in order, signed; then nothing waits."""
     hook = receivers()
     server = serve_with(
         tmp_path, [{"webhook": {"url": f"{hook.url}/song", "secret": SECRET}}], "--workers", "2"
@@ -180,7 +188,7 @@ def test_a_webhook_down_for_a_while_misses_nothing_and_gets_songs_messages_in_or
         http = platform_http(server, "EV1")
         a = Analysis(http, "EV1")
         a.upload()
-        for action in ("publish", "unpublish", "publish", "suppress"):
+        for action in ("publish", "update", "unpublish", "update", "publish", "suppress"):
             a.change(action)
         assert wait_until(
             lambda: sink_metrics(server, "webhook").get("pyscore_events_failures_total", 0) >= 2,
@@ -188,23 +196,34 @@ def test_a_webhook_down_for_a_while_misses_nothing_and_gets_songs_messages_in_or
             0.1,
         )
         waiting = sink_metrics(server, "webhook")
-        assert waiting["pyscore_events_pending"] == 5
+        assert waiting["pyscore_events_pending"] == 7
         assert waiting["pyscore_events_sink_failing"] == 1
         assert waiting["pyscore_events_oldest_pending_age_seconds"] > 0
         ready = httpx.get(f"{server.url}/health/ready")
         assert ready.status_code == 200, ready.text  # a sink that is down: still serving
         report = ready.json()["events"]["webhook"]
-        assert report["state"] == "failing" and report["pending"] == 5, report
+        assert report["state"] == "failing" and report["pending"] == 7, report
         assert f"127.0.0.1:{hook.port}" in report["last_error"], report
 
         hook.start()
-        hook.wait_for(5)
+        hook.wait_for(7)
         assert wait_until(
             lambda: sink_metrics(server, "webhook")["pyscore_events_pending"] == 0, 30
         )
-        assert len(hook.got) == 5, [m["action"] for m in hook.messages()]  # once each
+        assert len(hook.got) == 7, [m["action"] for m in hook.messages()]  # once each
         assert hook.messages() == a.expected()
-        assert [list(m) for m in hook.messages()] == [MESSAGE_KEYS] * 5  # SONG's field order
+        assert [(m["action"], m["state"]) for m in hook.messages()] == [
+            ("CREATE", "UNPUBLISHED"),
+            ("PUBLISH", "PUBLISHED"),
+            ("PUBLISH", "PUBLISHED"),  # an update of a published analysis
+            ("UNPUBLISH", "UNPUBLISHED"),
+            ("PUBLISH", "UNPUBLISHED"),  # an update: SONG's action, the analysis's state
+            ("PUBLISH", "PUBLISHED"),
+            ("SUPPRESS", "SUPPRESSED"),
+        ]
+        tools = [m["analysis"]["experiment"].get("alignmentTool") for m in hook.messages()]
+        assert tools[2] and tools[4] and tools[2] != tools[4]  # each the analysis as updated
+        assert [list(m) for m in hook.messages()] == [MESSAGE_KEYS] * 7  # SONG's field order
         ids = []
         for method, path, headers, body in hook.got:
             assert (method, path) == ("POST", "/song")
@@ -214,7 +233,7 @@ def test_a_webhook_down_for_a_while_misses_nothing_and_gets_songs_messages_in_or
             ids.append(int(headers["X-Pyscore-Event-Id"]))
         assert ids == sorted(set(ids)), ids
         done = sink_metrics(server, "webhook")
-        assert done["pyscore_events_delivered_total"] == 5
+        assert done["pyscore_events_delivered_total"] == 7
         assert done["pyscore_events_sink_failing"] == 0
         report = httpx.get(f"{server.url}/health/ready").json()["events"]["webhook"]
         assert report["state"] == "ok" and report["pending"] == 0, report
@@ -412,9 +431,10 @@ def consume(topic: str) -> list[dict]:
 def test_kafka_gets_songs_messages_in_order_across_a_broker_stopped_during_the_changes(
     tmp_path,
 ):
-    """Create and publish with the broker up; stop it; unpublish, publish, suppress (each
-    answered at once); start it again: the topic holds SONG's five messages in order, keyed
-    by analysisId, each value byte for byte the JSON Jackson would write."""
+    """Create and publish with the broker up; stop it; unpublish, a curated update,
+    publish, suppress (each answered at once); start it again: the topic holds SONG's six
+    messages in order, keyed by analysisId, each value byte for byte the JSON Jackson would
+    write."""
     need_kafka()
     topic = f"song-analysis-{uuid.uuid4().hex[:8]}"
     server = serve_with(tmp_path, [{"kafka": {"bootstrap": KAFKA, "topic": topic}}])
@@ -428,21 +448,25 @@ def test_kafka_gets_songs_messages_in_order_across_a_broker_stopped_during_the_c
 
         kafka_script("stop", KAFKA_DIR)
         stopped = True
-        for action in ("unpublish", "publish", "suppress"):
+        for action in ("unpublish", "update", "publish", "suppress"):
             a.change(action)
         assert wait_until(
             lambda: sink_metrics(server, "kafka").get("pyscore_events_sink_failing") == 1, 60, 0.2
         )
         ready = httpx.get(f"{server.url}/health/ready")
         assert ready.status_code == 200
-        assert ready.json()["events"]["kafka"]["pending"] == 3
+        assert ready.json()["events"]["kafka"]["pending"] == 4
 
         kafka_script("start", KAFKA_DIR)
         stopped = False
-        assert wait_until(lambda: len(consume(topic)) >= 5, 90, 0.5)
+        assert wait_until(lambda: len(consume(topic)) >= 6, 90, 0.5)
         records = consume(topic)
-        assert [r["key"] for r in records] == [a.id] * 5
+        assert [r["key"] for r in records] == [a.id] * 6
         expected = a.expected()
+        assert [(m["action"], m["state"]) for m in expected[2:4]] == [
+            ("UNPUBLISH", "UNPUBLISHED"),
+            ("PUBLISH", "UNPUBLISHED"),  # the update, as SONG sends it
+        ]
         assert [json.loads(r["payload"]) for r in records] == expected
         assert [r["payload"] for r in records] == [
             json.dumps(m, separators=(",", ":"), ensure_ascii=False) for m in expected

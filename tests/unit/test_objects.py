@@ -20,6 +20,7 @@ from pyscore.server.objects import (
     Signer,
     download_spec,
     effective_part_size,
+    part_count,
     part_layout,
     require_published,
 )
@@ -143,6 +144,15 @@ def test_parts_cover_the_object_once_and_obey_s3s_limits(size: int, requested: i
     assert all(n >= MIN_PART for _, n in layout[:-1])
     assert len({n for _, n in layout[:-1]}) <= 1  # every part but the last of one size
     assert all(n >= min(requested, size) for _, n in layout[:-1])
+
+
+@pytest.mark.parametrize("size", [*SIZES, 0, -5, MAX_PARTS * MIN_PART + 1, 2**40, 10**30])
+@pytest.mark.parametrize("requested", REQUESTED)
+def test_part_count_is_the_layouts_length(size: int, requested: int):
+    counted = part_count(size, requested)
+    assert counted <= MAX_PARTS
+    if size <= 2**40:
+        assert counted == len(part_layout(size, requested))
 
 
 def test_an_empty_object_is_one_empty_part():

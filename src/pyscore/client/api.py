@@ -34,6 +34,7 @@ from pyscore.client.errors import (
 from pyscore.client.httpio import USER_AGENT
 from pyscore.client.retry import Transient, retrying
 from pyscore.wire.batch import (
+    ACCEPT_PARTIAL,
     BATCH_HEADER,
     ENTITIES_PATH,
     SPECS_PATH,
@@ -682,9 +683,11 @@ class Api:
             out.append(error)
         return out
 
-    def _batch(self, kind: type[T], url: str, body: dict, what: str) -> T:
+    def _batch(
+        self, kind: type[T], url: str, body: dict, what: str, headers: Optional[dict] = None
+    ) -> T:
         try:
-            response = self.request("POST", url, what, json=body)
+            response = self.request("POST", url, what, json=body, headers=headers)
         except ScoreError as exc:
             if exc.status in (404, 405, 501):
                 raise NotOffered(str(exc)) from None
@@ -770,7 +773,9 @@ class Api:
     ) -> list[UploadStartResult]:
         """Many uploads begun in one request (pyscore's batch extension, only where
         `batch_offer` says so): each (object id, size, md5, overwrite) answered in order by
-        its upload (uploadId, parts, resumed) or its refusal (status, errorId, message)."""
+        its upload (uploadId, parts, resumed) or its refusal (status, errorId, message). The
+        server may answer only the first of them (its answer was full: wire/batch.py, we
+        say we take that); the rest, not begun, are to be asked again."""
         what = f"uploads of {len(wanted)} objects"
         body = {
             "uploads": [
@@ -778,8 +783,9 @@ class Api:
             ]
         }
         url = f"{self.settings.storage_url}{UPLOAD_START_PATH}"
-        answer = self._batch(UploadStartAnswer, url, body, what)
-        if [r.objectId for r in answer.results] != [w[0] for w in wanted]:
+        answer = self._batch(UploadStartAnswer, url, body, what, ACCEPT_PARTIAL)
+        answered = [r.objectId for r in answer.results]
+        if not answered or answered != [w[0] for w in wanted[: len(answered)]]:
             raise NotOffered(f"{what}: the answer does not answer the objects asked for")
         return answer.results
 

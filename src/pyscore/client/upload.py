@@ -191,6 +191,8 @@ class Uploader:
                     for i in chunk:
                         results.failed(i, exc)
                     started = []
+                else:  # a full answer answers the first ones: the rest asked again
+                    chunk = chunk[: len(started)]
                 for i, answer in zip(chunk, started):
                     if answer.status != 200 or answer.uploadId is None or answer.parts is None:
                         results.failed(i, self._start_refused(items[i], answer))

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Iterable, Iterator
+
 
 class ApiError(Exception):
     """An answer other than success: HTTP status, Song errorId, one-line message."""
@@ -33,3 +35,20 @@ def bad_request(error_id: str, message: str) -> ApiError:
 
 def conflict(error_id: str, message: str) -> ApiError:
     return ApiError(409, error_id, message)
+
+
+def repeats(keys: Iterable[Hashable]) -> Iterator[bool]:
+    """Whether each key of a batch came before in it: a repeat is refused (`repeated`), so a
+    batch costs the work of its distinct items only."""
+    seen: set[Hashable] = set()
+    for key in keys:
+        yield key in seen
+        seen.add(key)
+
+
+def repeated(object_id: str, what: str = "") -> ApiError:
+    return bad_request(
+        "batch.repeated",
+        f"Object '{object_id}'{what} is named more than once in this batch; "
+        "only its first mention is answered",
+    )

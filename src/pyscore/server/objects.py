@@ -10,7 +10,7 @@ the Java score-client retries any other 4xx, 409 included, ten times over ~51 s.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Hashable, Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Protocol
@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from pyscore.server import audit
 from pyscore.server.auth import Action, Principal, authorize
 from pyscore.server.db import as_utc, utcnow
-from pyscore.server.errors import ApiError, bad_request, not_found
+from pyscore.server.errors import ApiError, bad_request, not_found, repeated, repeats
 from pyscore.server.metadata.files import no_such_file
 from pyscore.server.store.base import ObjectStore
 from pyscore.server.tables import Analysis, File, StoredObject, Upload, UploadPart
@@ -54,6 +54,11 @@ def part_layout(size: int, part_size: int) -> list[tuple[int, int]]:
     """(offset, length) of each part of an object."""
     part_size = effective_part_size(size, part_size)
     return [(off, min(part_size, size - off)) for off in range(0, size, part_size)] or [(0, 0)]
+
+
+def part_count(size: int, part_size: int) -> int:
+    """How many parts `part_layout` lays out, without laying them out."""
+    return max(1, -(-size // effective_part_size(size, part_size)))
 
 
 def analysis_state(session: Session, f: File) -> str:
@@ -321,23 +326,6 @@ def spec_json(spec: ObjectSpecification) -> dict[str, Any]:
 
 class Cut(Exception):
     """A specification with more parts than a batch's answer has room left for."""
-
-
-def repeats(keys: Iterable[Hashable]) -> Iterator[bool]:
-    """Whether each key of a batch came before in it: a repeat is refused, so a batch costs
-    the work of its distinct items only."""
-    seen: set[Hashable] = set()
-    for key in keys:
-        yield key in seen
-        seen.add(key)
-
-
-def repeated(object_id: str, what: str = "") -> ApiError:
-    return bad_request(
-        "batch.repeated",
-        f"Object '{object_id}'{what} is named more than once in this batch; "
-        "only its first mention is answered",
-    )
 
 
 def refusal_json(object_id: str, exc: ApiError) -> dict[str, Any]:

@@ -23,6 +23,12 @@ What one answer may cost is bounded: an answer of `/download/batch` stops before
 specification that would take it past ANSWER_PARTS parts, so it may answer only the first
 objects asked (never none); a client asks the rest again. (A client that takes such an answer
 for one not given as a batch, as pyscore's before it, asks them one by one.)
+An answer of `/upload/batch/start` stops the same way, before the upload that would take it
+past ANSWER_PARTS parts (the upload left out is not begun), but only for a client that says
+it asks again for the rest (`Pyscore-Batch-Accept: partial`): pyscore's before it took a short
+answer for a failed batch. A batch of a client that does not say so is answered whole, or,
+if its uploads would take more than UNCUT_PARTS parts, refused whole (413 `batch.too.large`)
+before any is begun.
 """
 
 from __future__ import annotations
@@ -43,11 +49,22 @@ FINISH_PARTS = 10_000
 # parts in one answer of POST /download/batch, at most (the most one object has): an answer stops
 # before the specification that would take it past this (never before the first)
 ANSWER_PARTS = 10_000
+# a client's header: `partial` says it asks again for what an answer of /upload/batch/start
+# leaves out (ACCEPT_PARTIAL); a server cuts those answers only for such a client
+ACCEPT_HEADER = "Pyscore-Batch-Accept"
+ACCEPT_PARTIAL = {ACCEPT_HEADER: "partial"}
+# part URLs of one answer of /upload/batch/start to a client without it, at most: 413 beyond
+UNCUT_PARTS = 100_000
 
 
 def advertised(max_ids: int) -> tuple[tuple[str, str], ...]:
     """The header a server offering batches of up to `max_ids` sends (none for 0)."""
     return ((BATCH_HEADER, f"max={max_ids}"),) if max_ids > 0 else ()
+
+
+def takes_partial(value: Optional[str]) -> bool:
+    """Whether a client's `Pyscore-Batch-Accept` header says it takes cut answers."""
+    return "partial" in {item.strip().lower() for item in (value or "").split(",")}
 
 
 def parse_batch_header(value: Optional[str]) -> Optional[int]:

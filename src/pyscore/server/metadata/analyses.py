@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from pyscore.server import events, repository
 from pyscore.server.db import utcnow
-from pyscore.server.errors import bad_request, conflict, not_found
+from pyscore.server.errors import ApiError, bad_request, conflict, not_found
 from pyscore.server.metadata.ids import STATES
 from pyscore.server.metadata.song_json import (
     donor_json,
@@ -33,14 +33,27 @@ from pyscore.server.tables import (
 
 
 def get_analysis_row(session: Session, study_id: str, analysis_id: str) -> Analysis:
+    """The analysis, as Song finds it (checkAnalysisAndStudyRelated, behind every read and
+    change of one): 404 study.id.does.not.exist, 404 analysis.id.not.found, or 400
+    entity.not.related.to.study when another study has it."""
     get_study(session, study_id)
     row = session.get(Analysis, analysis_id)
-    if row is None or row.study_id != study_id:
+    if row is None:
         raise not_found(
             "analysis.id.not.found",
             f"The analysisId '{analysis_id}' was not found in study '{study_id}'",
         )
+    if row.study_id != study_id:
+        raise not_related("analysisId", analysis_id, study_id, row.study_id)
     return row
+
+
+def not_related(kind: str, entity_id: str, study_id: str, actual: str) -> ApiError:
+    return bad_request(
+        "entity.not.related.to.study",
+        f"The {kind} '{entity_id}' is not related to the input studyId '{study_id}'. "
+        f"It is actually related to studyId '{actual}'",
+    )
 
 
 def analysis_samples(session: Session, analysis_id: str) -> list[dict]:

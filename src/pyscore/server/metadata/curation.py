@@ -17,7 +17,12 @@ from sqlalchemy.orm import Session
 from pyscore.server import events, repository, tables
 from pyscore.server.db import utcnow
 from pyscore.server.errors import ApiError, bad_request, conflict, not_found
-from pyscore.server.metadata.analyses import analysis_files, get_analysis_row, uploads_open
+from pyscore.server.metadata.analyses import (
+    analysis_files,
+    get_analysis_row,
+    not_related,
+    uploads_open,
+)
 from pyscore.server.metadata.ids import BASE_KEYS
 from pyscore.server.metadata.schemas import get_analysis_type, render, violations
 from pyscore.server.metadata.song_json import donor_json, file_json, sample_json, specimen_json
@@ -34,24 +39,6 @@ def changed(session: Session, analysis: Analysis, action: str) -> None:
     Repository's rows follow it, and its event is recorded (sent if the transaction commits)."""
     repository.refresh_analysis(session, analysis.analysis_id)
     events.record(session, analysis, action)
-
-
-def related_analysis(session: Session, study_id: str, analysis_id: str) -> Analysis:
-    """The analysis, as Song finds it for a change: 404 study.id.does.not.exist, 404
-    analysis.id.not.found, or 400 entity.not.related.to.study when another study has it."""
-    get_study(session, study_id)
-    row = session.get(Analysis, analysis_id)
-    if row is not None and row.study_id != study_id:
-        raise not_related("analysisId", analysis_id, study_id, row.study_id)
-    return get_analysis_row(session, study_id, analysis_id)
-
-
-def not_related(kind: str, entity_id: str, study_id: str, actual: str) -> ApiError:
-    return bad_request(
-        "entity.not.related.to.study",
-        f"The {kind} '{entity_id}' is not related to the input studyId '{study_id}'. "
-        f"It is actually related to studyId '{actual}'",
-    )
 
 
 def _type_of(session: Session, request: dict) -> AnalysisType:
@@ -90,7 +77,7 @@ def update_analysis(session: Session, study_id: str, analysis_id: str, request: 
     """Song's PUT /studies/{s}/analysis/{id}: new dynamic data for an analysis, checked
     against the type (and version) the request names, which the analysis then has. Its
     state, samples and files stay; a published analysis stays published."""
-    row = related_analysis(session, study_id, analysis_id)
+    row = get_analysis_row(session, study_id, analysis_id)
     if not isinstance(request, dict):
         raise bad_request("malformed.parameter", "The update must be a JSON object")
     _replace(session, row, _type_of(session, request), request)
@@ -112,7 +99,7 @@ def merge_patch(target: Any, patch: Any) -> Any:
 def patch_analysis(session: Session, study_id: str, analysis_id: str, patch: Any) -> None:
     """Song's PATCH /studies/{s}/analysis/{id}: a merge patch of the analysis's data, the
     result checked against the analysis's own type (its version does not change)."""
-    row = related_analysis(session, study_id, analysis_id)
+    row = get_analysis_row(session, study_id, analysis_id)
     atype = get_analysis_type(session, row.type_name, row.type_version)
     current = {**row.payload, "analysisType": {"name": atype.name, "version": atype.version}}
     merged = merge_patch(current, patch)

@@ -10,7 +10,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from pyscore.server.db import as_utc
-from pyscore.server.errors import ApiError, not_found
+from pyscore.server.errors import ApiError, not_found, repeated, repeats
 from pyscore.server.tables import (
     Analysis,
     File,
@@ -74,7 +74,8 @@ IN_CHUNK = 500  # ids per IN (...) query
 
 def entities(session: Session | Connection, ids: Sequence[str]) -> list[dict]:
     """Each id's entity (status 200) or its 404, as `GET /entities/{id}` would answer, in
-    order, in a query per IN_CHUNK ids (pyscore's batch extension)."""
+    order, in a query per IN_CHUNK ids (pyscore's batch extension). An id asked again is
+    refused (400), as `/download/batch` refuses it: a batch costs its distinct ids only."""
     unique = [i for i in dict.fromkeys(ids) if "\x00" not in i]  # PostgreSQL refuses NULs
     found: dict[str, dict] = {}
     for start in range(0, len(unique), IN_CHUNK):
@@ -83,11 +84,11 @@ def entities(session: Session | Connection, ids: Sequence[str]) -> list[dict]:
         ):
             found[row[0]] = _entity(*row)
     out = []
-    for i in ids:
-        if i in found:
+    for i, again in zip(ids, repeats(ids)):
+        if i in found and not again:
             out.append({"id": i, "status": 200, "entity": found[i]})
         else:
-            error = no_such_entity(i)
+            error = repeated(i) if again else no_such_entity(i)
             out.append(
                 {
                     "id": i,

@@ -22,8 +22,14 @@ def no_such_file(object_id: str) -> ApiError:
 
 
 def get_file(session: Session, object_id: str, study_id: str | None = None) -> File:
+    """The file (404 file.not.found); with `study_id`, one of that study as Song finds it
+    (checkFileAndStudyRelated: 404 study.id.does.not.exist, or 400
+    entity.not.related.to.study when another study has it)."""
+    if study_id is not None:
+        row: File = curation.related(session, curation.FILE, study_id, object_id)
+        return row
     f = session.get(File, object_id)
-    if f is None or (study_id is not None and f.study_id != study_id):
+    if f is None:
         raise no_such_file(object_id)
     return f
 

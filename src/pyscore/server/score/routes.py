@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from pyscore.server import audit, metadata, objects
 from pyscore.server.auth import Action, authorize, readable_studies
-from pyscore.server.errors import ApiError, bad_request
+from pyscore.server.errors import ApiError, bad_request, repeated, repeats
 from pyscore.server.tables import File
 from pyscore.server.web.deps import (
     PlatformDep,
@@ -26,7 +26,10 @@ from pyscore.server.web.deps import (
     quick_read,
 )
 from pyscore.wire.batch import (
+    ACCEPT_HEADER,
+    ANSWER_PARTS,
     SPECS_PATH,
+    UNCUT_PARTS,
     UPLOAD_FINISH_PATH,
     UPLOAD_START_PATH,
     SpecBatchAnswer,
@@ -35,6 +38,7 @@ from pyscore.wire.batch import (
     UploadFinishRequest,
     UploadStartAnswer,
     UploadStartRequest,
+    takes_partial,
 )
 from pyscore.wire.score import ListingEntry, ObjectSpecification, UploadProgress
 
@@ -176,25 +180,53 @@ def start_batch(
     signer: SignerDep,
     p: PlatformDep,
     body: UploadStartRequest = Depends(json_body(UploadStartRequest, batch_limit)),
+    accept: str | None = Header(
+        None,
+        alias=ACCEPT_HEADER,
+        description="`partial`: the client asks again for the uploads an answer leaves out",
+    ),
 ) -> Response:
     """pyscore's extension (wire/batch.py): many uploads begun in one request, each as the
     original client's exists + status + initiate calls would decide, each with its own
-    status; an object named again is refused (400). More than `batch_max_ids` uploads: 413."""
+    status; an object named again is refused (400). More than `batch_max_ids` uploads: 413.
+    With `Pyscore-Batch-Accept: partial` the answer stops before the upload that would take
+    it past ANSWER_PARTS part URLs (never at the first; that one is not begun); without it,
+    uploads that would take more than UNCUT_PARTS part URLs are refused whole (413)."""
     within_batch_max(p, len(body.uploads))
-    results = []
-    for w, again in zip(body.uploads, objects.repeats(w.objectId for w in body.uploads)):
+    part_size, cut = p.settings.part_size, takes_partial(accept)
+    first_sizes = {w.objectId: w.fileSize for w in reversed(body.uploads)}
+    if not cut:
+        within_uncut(sum(objects.part_count(n, part_size) for n in first_sizes.values()))
+    results: list[dict[str, Any]] = []
+    room = ANSWER_PARTS
+    for w, again in zip(body.uploads, repeats(w.objectId for w in body.uploads)):
         try:
             if again:
-                raise objects.repeated(w.objectId)
+                raise repeated(w.objectId)
             f = _writable(s, who, w.objectId, "upload", "upload.initiate")
+            if cut and results and objects.part_count(w.fileSize, part_size) > room:
+                audit.failed(w.objectId, 413)  # granted, not begun: asked again later
+                break
             progress, resumed = objects.start_upload(
-                s, signer, f, w.fileSize, w.md5, w.overwrite, p.settings.part_size
+                s, signer, f, w.fileSize, w.md5, w.overwrite, part_size
             )
         except ApiError as exc:
             results.append(objects.refusal_json(w.objectId, exc))
             continue
+        room -= len(progress.parts)
         results.append({**score_dict(progress), "status": 200, "resumed": resumed})
     return json_bytes({"results": results})
+
+
+def within_uncut(parts: int) -> None:
+    if parts > UNCUT_PARTS:
+        raise ApiError(
+            413,
+            "batch.too.large",
+            f"These uploads would take {parts} part URLs; a batch of a client that does not "
+            f"send '{ACCEPT_HEADER}: partial' (and ask again for what an answer leaves out) "
+            f"may take at most {UNCUT_PARTS}",
+        )
 
 
 @router.post(
@@ -217,10 +249,10 @@ def finish_batch(
     More than `batch_max_ids` uploads: 413."""
     within_batch_max(p, len(body.uploads))
     results: list[dict[str, Any]] = []
-    for done, again in zip(body.uploads, objects.repeats(d.objectId for d in body.uploads)):
+    for done, again in zip(body.uploads, repeats(d.objectId for d in body.uploads)):
         try:
             if again:
-                raise objects.repeated(done.objectId)
+                raise repeated(done.objectId)
             _writable(s, who, done.objectId, "upload", "upload.complete")
             for part in done.parts:
                 part_number_within(part.partNumber)

@@ -333,7 +333,6 @@ for _action in ("publish", "unpublish", "suppress"):
 # -- files --------------------------------------------------------------------------------
 @router.get("/studies/{study_id}/files/{object_id}")
 def get_file(study_id: str, object_id: str, s: SessionDep) -> dict:
-    metadata.get_study(s, study_id)
     return metadata.file_json(metadata.get_file(s, object_id, study_id))
 
 
@@ -429,7 +428,8 @@ def entities_batch(
 ) -> Response:
     """pyscore's extension (advertised as `Pyscore-Batch: max=<n>` on every answer): many
     entities in one request, each id with its own status (its entity, or the 404 of
-    `GET /entities/{id}`), in the order asked. More than `batch_max_ids` ids: 413."""
+    `GET /entities/{id}`), in the order asked; an id asked again is refused (400). More
+    than `batch_max_ids` ids: 413."""
     limit = p.settings.batch_max_ids
     if len(body.ids) > limit:
         raise ApiError(

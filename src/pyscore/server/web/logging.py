@@ -9,18 +9,21 @@ The line: {"time", "level", "request_id", "method", "route" (the template), "pat
 "status", "duration_ms", "principal" (token id or subject, never a secret; "anonymous"
 without a token; null where the route does not ask, as /studies/all), "client",
 "user_agent"}, to stderr (`request_log` setting: "-" stderr, "off", or a file path).
-Lines are written in small batches, within 50 ms of the request.
+Lines are written in small batches, within 50 ms of the request. Invisible characters a
+caller sent (in `path`, `user_agent`) are JSON escapes, so a line drives no terminal.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import secrets
 import sys
 import time
+import unicodedata
 from collections.abc import Callable
 from typing import Any, Optional
 
@@ -29,6 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pyscore.server import audit
 from pyscore.server.web.edge import method_of
+from pyscore.wire.tsv import HIDDEN
 
 HEADER = b"x-request-id"
 SANE_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
@@ -88,7 +92,24 @@ def request_sink(target: str) -> Optional[LineSink]:
     return LineSink(os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), owned=True)
 
 
-encode = msgspec.json.Encoder().encode
+_encode = msgspec.json.Encoder().encode
+
+
+def encode(line: dict[str, Any]) -> bytes:
+    """A log line as JSON with no character a terminal or log viewer acts on: msgspec
+    escapes C0 controls but leaves C1 controls (CSI, NEL), DEL, U+2028/2029 and format
+    characters (bidirectional overrides) raw, so those are written as JSON escapes (the
+    categories wire/tsv.py escapes in TSV cells): the same value to a JSON reader."""
+    text = _encode(line).decode()
+    if text.isprintable():  # the common case, at C speed (false for any hidden character)
+        return text.encode()
+    return "".join(_escape(c) if unicodedata.category(c) in HIDDEN else c for c in text).encode()
+
+
+def _escape(char: str) -> str:
+    return json.dumps(char)[1:-1]  # ASCII only: \uXXXX, a surrogate pair beyond U+FFFF
+
+
 _second: tuple[int, str] = (-1, "")
 
 
