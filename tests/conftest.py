@@ -111,6 +111,18 @@ def audit_trail(server: Server, *filters: str, at_least: int = 1) -> list[dict]:
         time.sleep(0.3)
 
 
+def journaled(journal: Path) -> int:
+    """Bytes a client's resume journal (`<out>/.score-client/<id>.journal`) records as on
+    disk: what a re-run will not fetch again (0 before the client has one)."""
+    from pyscore.client.ranges import Journal
+
+    try:
+        identity = json.loads(journal.read_text().split("\n")[0])
+    except (OSError, ValueError):
+        return 0
+    return Journal(journal, identity).load().total()
+
+
 def cli_revoke(data_dir: Path, token_id: str) -> None:
     """`score-server token revoke`, the real command."""
     run(SERVER, "token", "revoke", "--data-dir", str(data_dir), token_id, check=True)

@@ -56,6 +56,7 @@ class Stats:
     held: int = 0  # data requests being held by `delays` now
     most_held: int = 0  # ... and the most at once
     stalled: int = 0  # data responses stalled now
+    relaying: int = 0  # data responses being relayed now (a dead client's end at a write)
 
 
 class FaultProxy:
@@ -146,6 +147,9 @@ class FaultProxy:
         corrupt = is_data and resp.status in (200, 206) and self.faults.corrupt_offset >= 0
         sent = 0
         started = time.monotonic()
+        if is_data:
+            with self.lock:
+                self.stats.relaying += 1
         try:
             while True:
                 chunk = resp.read(CHUNK)
@@ -181,6 +185,9 @@ class FaultProxy:
             h.close_connection = True
         finally:
             upstream.close()
+            if is_data:
+                with self.lock:
+                    self.stats.relaying -= 1
 
     def _stall(self) -> None:
         """Hold the response for stall_seconds (or until the proxy closes)."""

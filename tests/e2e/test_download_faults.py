@@ -3,7 +3,6 @@ expired URLs and kill -9. Faults come from tests/faultproxy.py on loopback."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -13,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from pyscore.client.httpio import buffer_cap
-from pyscore.client.ranges import Journal
-from tests.conftest import CLIENT, init_server, local_store_only
+from tests.conftest import CLIENT, init_server, journaled, local_store_only
 from tests.faultproxy import CHUNK, FaultProxy
 from tests.mounts import tmpfs, wait_until
 from tests.publish import MiB, file_md5, publish, random_file
@@ -358,12 +356,3 @@ def test_ctrl_c_on_a_stalled_read_stops_at_once_and_the_rerun_resumes(platform, 
     result = download(platform, proxy, tmp_path)
     assert_complete(platform, tmp_path, result)
     assert proxy.stats.data_bytes - first == SIZE - kept, "not resumed from the journal"
-
-
-def journaled(journal: Path) -> int:
-    """Bytes a client's resume journal records as on disk (0 before it has one)."""
-    try:
-        identity = json.loads(journal.read_text().split("\n")[0])
-    except (OSError, ValueError):
-        return 0
-    return Journal(journal, identity).load().total()
