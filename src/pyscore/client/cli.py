@@ -314,7 +314,12 @@ def build_parser() -> Parser:
         help="return once mounted, leaving the mount running in the background",
     )
     mt.add_argument("--options", help="extra FUSE options, e.g. allow_other,debug")
-    mt.add_argument("--cache-size", type=int, default=256, help="memory cache in MiB")
+    mt.add_argument(
+        "--cache-size",
+        type=int,
+        default=128,
+        help="memory cache in MiB (the kernel's page cache keeps what was read; default 128)",
+    )
     mt.add_argument("--disk-cache", type=Path, help="also cache blocks on disk here")
     mt.add_argument("--disk-cache-size", type=int, default=10240, help="disk cache in MiB")
     mt.add_argument(
