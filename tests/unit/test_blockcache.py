@@ -110,7 +110,8 @@ def test_what_a_sequential_reader_read_past_is_given_back(served):
             assert store.read(obj, pos, n, ahead.advise(pos, n)) == f.read(n)
             pos += n
     # from the point the reader proved sequential (1 MiB in a row), the kernel's cache has them
-    held = [i for i in range(pos // BLOCK) if (obj.object_id, i) in store.memory]
+    # (but the last two blocks: the kernel's reads of them may still be out)
+    held = [i for i in range(pos // BLOCK - 2) if (obj.object_id, i) in store.memory]
     assert max(held, default=0) * BLOCK < READAHEAD_MIN
     assert store.memory.used <= READAHEAD_MIN + READAHEAD_MAX + FETCH_MAX
     store.close()

@@ -346,9 +346,12 @@ class BlockStore:
                 with self.lock:
                     self.stats.hits += 1
             parts.append(data)
-            if readahead and hi == BLOCK:  # a sequential reader is past it: the room is needed
-                self.memory.drop((obj.object_id, index))
         if readahead:
+            # A sequential reader is past these: the room is needed (the kernel's cache has
+            # them). Not the block just before: the kernel's reads of it may still be out.
+            span = last - first + 1  # as many blocks as this read moves on
+            for index in range(max(first - 1 - span, 0), first - 1):
+                self.memory.drop((obj.object_id, index))
             ahead = min(-(-readahead // BLOCK), self.ahead_max)
             self._schedule(obj, last + 1, ahead)
         return parts[0] if len(parts) == 1 else b"".join(parts)
