@@ -3,7 +3,8 @@ score-server) and through `rclone mount :http:` (from Debian's nginx serving the
 side by side in one run; `score-client download` of the same object as the sequential
 reference.
 
-    .venv/bin/python bench/mount.py [--size-mib 1024] [--runs 3] [--seconds 10] [--no-record]
+    .venv/bin/python bench/mount.py [--size-mib 1024] [--runs 3] [--seconds 10]
+                                    [--baseline DIR] [--no-record]
 
 (a) Sequential: `dd bs=1M` of the whole file to /dev/null through each mount, and
     `score-client download` of the object to disk (MD5-verified, fsync'ed). Target: score-client
@@ -17,7 +18,9 @@ the same mount comes from the page cache: every measurement therefore gets a fre
 new FUSE superblock has no cached pages) and both tools are treated alike. Mounts run in the
 foreground as subprocesses and are always unmounted (`fusermount3 -u -z`). rclone runs with
 its defaults otherwise (--vfs-read-chunk-size 128M, --buffer-size 16M). Peak RSS is the mount
-process's VmHWM. Medians of interleaved runs.
+process's VmHWM. Medians of interleaved runs. --baseline DIR: also another tree's
+`score-client mount` (DIR/src first on PYTHONPATH, e.g. `git archive main | tar -x -C DIR`),
+interleaved with the others.
 """
 
 from __future__ import annotations
@@ -75,7 +78,7 @@ def mounted(
     kind: str, mount_point: Path, env: dict, nginx_url: str, log: Path
 ) -> Iterator[tuple[Path, subprocess.Popen]]:
     """A fresh mount; yields the benchmark file's path in it and the mount process."""
-    if kind == SCORE:
+    if kind.startswith(SCORE):
         cmd = [str(BIN / "score-client"), "mount", "--mount-point", str(mount_point)]
     else:
         cmd = [
@@ -138,12 +141,16 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=10.0, help="random-read phase length")
     ap.add_argument("--seed", type=int, default=42, help="random offsets' seed")
+    ap.add_argument("--baseline", type=Path, default=None, help="another tree's mount too")
     add_record_flag(ap)
     args = ap.parse_args()
     need_tools("rclone", "nginx", "fusermount3", "dd")
     work = Path(tempfile.mkdtemp(prefix="bench-mount-", dir=os.environ.get("BENCH_DIR")))
     size = args.size_mib * MiB
     mount_points = {SCORE: work / "mnt-score", RCLONE: work / "mnt-rclone"}
+    base = f"{SCORE} (baseline {args.baseline.name})" if args.baseline else None
+    if base:
+        mount_points[base] = work / "mnt-base"
     try:
         (work / "src").mkdir()
         source = random_file(work / "src" / "big.bam", size)
@@ -155,14 +162,18 @@ def main() -> None:
         ):
             object_id = platform.object_ids[0]
             env = {**platform.client_env(), "SCORE_CLIENT_CONF_DIR": str(work / "no-conf")}
-            seq: dict[str, list[float]] = {SCORE: [], RCLONE: [], DOWNLOAD: []}
-            rnd: dict[str, list[float]] = {SCORE: [], RCLONE: []}
-            peaks: dict[str, list[int]] = {SCORE: [], RCLONE: [], DOWNLOAD: []}
+            envs = {k: env for k in mount_points}
+            if base:
+                envs[base] = {**env, "PYTHONPATH": str(args.baseline.resolve() / "src")}
+            mounts = list(mount_points)
+            seq: dict[str, list[float]] = {k: [] for k in [*mounts, DOWNLOAD]}
+            rnd: dict[str, list[float]] = {k: [] for k in mounts}
+            peaks: dict[str, list[int]] = {k: [] for k in [*mounts, DOWNLOAD]}
             for run in range(args.runs):
-                kinds = [SCORE, RCLONE] if run % 2 == 0 else [RCLONE, SCORE]
+                kinds = mounts if run % 2 == 0 else mounts[::-1]
                 for kind in kinds:
                     with mounted(
-                        kind, mount_points[kind], env, nginx.url, work / f"{kind.split()[0]}.log"
+                        kind, mount_points[kind], envs[kind], nginx.url, work / f"{run}.log"
                     ) as (path, proc):
                         seconds, _ = run_timed(["dd", f"if={path}", "of=/dev/null", "bs=1M"])
                         seq[kind].append(seconds)
@@ -187,7 +198,7 @@ def main() -> None:
                 peaks[DOWNLOAD].append(peak)
                 for kind in kinds:
                     with mounted(
-                        kind, mount_points[kind], env, nginx.url, work / f"{kind.split()[0]}.log"
+                        kind, mount_points[kind], envs[kind], nginx.url, work / f"{run}.log"
                     ) as (path, proc):
                         n = random_reads(path, size, source, args.seconds, args.seed + run)
                         rnd[kind].append(n / args.seconds)
@@ -195,7 +206,7 @@ def main() -> None:
         base_seq = statistics.median(seq[DOWNLOAD])
         base_rnd = statistics.median(rnd[RCLONE])
         rows = []
-        for kind in (SCORE, RCLONE, DOWNLOAD):
+        for kind in [*mounts, DOWNLOAD]:
             med = statistics.median(seq[kind])
             r = f"{statistics.median(rnd[kind]):,.0f}" if kind in rnd else "—"
             vs_r = f"{statistics.median(rnd[kind]) / base_rnd:.2f}×" if kind in rnd else "—"
@@ -214,7 +225,8 @@ def main() -> None:
                 f"{args.seconds:g} s, each checked. rclone: `rclone mount :http: --read-only "
                 "--vfs-cache-mode off` of nginx serving the same file. Targets: mount ≥ 0.8× "
                 "download (sequential); score-client ≥ rclone (random). Peak RSS: the mount "
-                "process (the download: score-client).",
+                "process (the download: score-client). Load average (1 min) "
+                f"{os.getloadavg()[0]:.1f} at the end, on 2 cores.",
                 "",
                 "| path | sequential | time | vs download | random reads/s | vs rclone | "
                 "peak RSS |",

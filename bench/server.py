@@ -9,13 +9,14 @@
 
     .venv/bin/python bench/server.py [--size-mib 1024] [--runs 3] [--seconds 10]
         [--connections 32] [--ranges 8] [--nginx-workers 1] [--batch 100]
-        [--baseline DIR] [--no-specs-only] [--no-record]
+        [--baseline DIR] [--specs-only | --ranges-only] [--no-record]
 
 (c) batch specifications per second: `wrk` POSTing `/download/batch` with `--batch` ids of
     distinct small controlled objects (one part each), for both servers;
 --baseline DIR: also serve the same data directory with the code of another tree (e.g.
     `git archive main | tar -x -C DIR`), its rows interleaved with ours (same run, same
-    machine load); it has no batch endpoint. --specs-only skips the ranged GETs.
+    machine load), the ranged GETs too; it has no batch endpoint. --specs-only skips the
+    ranged GETs, --ranges-only the wrk runs.
 
 wrk runs with one thread (`-t1`; 32 connections are easy for one wrk thread and the machine
 has only two cores). Medians of interleaved runs.
@@ -125,6 +126,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=100, help="ids per batch request")
     ap.add_argument("--baseline", type=Path, default=None, help="another tree, interleaved")
     ap.add_argument("--specs-only", action="store_true", help="skip the ranged GETs")
+    ap.add_argument("--ranges-only", action="store_true", help="skip the wrk runs")
     add_record_flag(ap)
     args = ap.parse_args()
     need_tools("wrk", "curl", "nginx")
@@ -182,16 +184,15 @@ def main() -> None:
                     object_id,
                 )
                 for name, url in servers.items()
-                if name in ours
             }
             nginx_name = f"nginx (worker_processes {args.nginx_workers})"
             targets = {} if args.specs_only else {**signed, nginx_name: f"{nginx.url}/big.bam"}
-            specs: dict[str, list[dict]] = {name: [] for name in servers}
-            batches: dict[str, list[dict]] = {name: [] for name in ours}
+            specs: dict[str, list[dict]] = {} if args.ranges_only else {n: [] for n in servers}
+            batches: dict[str, list[dict]] = {} if args.ranges_only else {n: [] for n in ours}
             ranged: dict[str, list[float]] = {name: [] for name in targets}
             for run in range(args.runs):
                 order = list(servers) if run % 2 == 0 else list(reversed(servers))
-                for name in order:
+                for name in order if specs else []:
                     specs[name].append(
                         wrk(servers[name] + spec_path, token, args.connections, args.seconds)
                     )
@@ -208,7 +209,9 @@ def main() -> None:
                 order = list(targets) if run % 2 == 0 else list(reversed(targets))
                 for name in order:
                     ranged[name].append(parallel_ranges(targets[name], size, args.ranges))
-        base_rps = statistics.median(r["rps"] for r in specs["score-server --workers 1"])
+        base_rps = statistics.median(
+            r["rps"] for r in specs.get("score-server --workers 1", [{"rps": 1.0}])
+        )
         spec_rows = []
         for name, results in specs.items():
             rps = statistics.median(r["rps"] for r in results)
@@ -235,35 +238,41 @@ def main() -> None:
                     f"{base_range / med:.2f}× |"
                 )
         stamp = time.strftime("%Y-%m-%d %H:%M")
-        lines = [
-            f"### server: download-spec requests/s, median of {args.runs} ({stamp})",
-            f"wrk -t1 -c{args.connections} -d{args.seconds:g}s, GET /download/{{id}}"
-            f"?offset=0&length=-1 with a study READ token on a controlled {args.size_mib} MiB "
-            f"object ({parts} signed part URLs per answer); SQLite, local store, all "
-            "servers on one data directory, runs interleaved. Ratio vs this code's --workers 1."
-            + (f" Baseline: the tree {args.baseline}." if args.baseline else ""),
-            "",
-            "| server | requests/s | vs 1 worker | p50 latency | p99 latency |",
-            "|---|---|---|---|---|",
-            *spec_rows,
-            "",
-            f"### server: batch download specs (POST /download/batch, {args.batch} ids), "
-            f"median of {args.runs} ({stamp})",
-            f"wrk -t1 -c{args.connections} -d{args.seconds:g}s, each request the specs of "
-            f"{args.batch} distinct controlled 4 KiB objects (one part each), same servers.",
-            "",
-            "| server | requests/s | specs/s | p50 latency | p99 latency |",
-            "|---|---|---|---|---|",
-            *batch_rows,
-            "",
-        ]
+        lines = (
+            []
+            if args.ranges_only
+            else [
+                f"### server: download-spec requests/s, median of {args.runs} ({stamp})",
+                f"wrk -t1 -c{args.connections} -d{args.seconds:g}s, GET /download/{{id}}"
+                f"?offset=0&length=-1 with a study READ token on a controlled {args.size_mib} MiB "
+                f"object ({parts} signed part URLs per answer); SQLite, local store, all "
+                "servers on one data directory, runs interleaved. Ratio vs this code's --workers 1."
+                + (f" Baseline: the tree {args.baseline}." if args.baseline else ""),
+                "",
+                "| server | requests/s | vs 1 worker | p50 latency | p99 latency |",
+                "|---|---|---|---|---|",
+                *spec_rows,
+                "",
+                f"### server: batch download specs (POST /download/batch, {args.batch} ids), "
+                f"median of {args.runs} ({stamp})",
+                f"wrk -t1 -c{args.connections} -d{args.seconds:g}s, each request the specs of "
+                f"{args.batch} distinct controlled 4 KiB objects (one part each), same servers.",
+                "",
+                "| server | requests/s | specs/s | p50 latency | p99 latency |",
+                "|---|---|---|---|---|",
+                *batch_rows,
+                "",
+            ]
+        )
         if range_rows:
             lines += [
                 f"### server: {args.ranges} parallel ranged GETs of a {args.size_mib} MiB object, "
                 f"median of {args.runs} ({stamp})",
                 f"{args.ranges} concurrent `curl -r` to /dev/null covering the whole object; "
                 "score-server's signed whole-object URL (`score-client url`) vs nginx (sendfile) "
-                "serving the same file. Ratio = nginx's time / the server's time.",
+                "serving the same file. Ratio = nginx's time / the server's time. Load average "
+                f"(1 min) {os.getloadavg()[0]:.1f} at the end, on 2 cores."
+                + (f" Baseline: the tree {args.baseline}." if args.baseline else ""),
                 "",
                 "| server | throughput | time | vs nginx |",
                 "|---|---|---|---|",

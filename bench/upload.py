@@ -4,7 +4,7 @@ store of a score-server), side by side in one run:
 every part's MD5 checked against the store's, the whole file's MD5 checked before completing)
 vs a plain `curl -T file <signed PUT URL>` of the same bytes as one part.
 
-    .venv/bin/python bench/upload.py [--size-mib 2048] [--runs 3] [--no-record]
+    .venv/bin/python bench/upload.py [--size-mib 2048] [--runs 3] [--baseline DIR] [--no-record]
 
 An object uploads once, so every run of every tool submits a fresh analysis (outside the
 timed region). curl needs a single-part upload, so it goes to a second platform initialised
@@ -14,7 +14,8 @@ timed together with it ("curl -T + API calls" row, in-process httpx); a last row
 `md5sum` of the file first, for a peer that checks at least the whole file's MD5. The ratio
 is against "curl -T" alone (target >= 1.0x). Medians of interleaved runs (the order
 alternates); each uploaded object is deleted from the store after its run, so the disk holds
-at most one copy.
+at most one copy. --baseline DIR: also another tree's score-client (DIR/src first on
+PYTHONPATH) against the same server, interleaved.
 """
 
 from __future__ import annotations
@@ -108,9 +109,11 @@ def main() -> None:
         default=None,
         help="score-client upload --parallel (default: its transport.parallel)",
     )
+    ap.add_argument("--baseline", type=Path, default=None, help="another tree's client too")
     add_record_flag(ap)
     args = ap.parse_args()
     need_tools("curl", "md5sum")
+    base_name = f"{SCORE} (baseline {args.baseline.name})" if args.baseline else None
     work = Path(tempfile.mkdtemp(prefix="bench-upload-", dir=os.environ.get("BENCH_DIR")))
     size = args.size_mib * MiB
     try:
@@ -135,16 +138,17 @@ def main() -> None:
                 )
                 for p in (multi, single)
             }
-            times: dict[str, list[float]] = {SCORE: [], CURL: [], CURL_API: [], CHECKED: []}
+            clients_ = [SCORE, *([base_name] if base_name else [])]
+            times: dict[str, list[float]] = {k: [] for k in [*clients_, CURL, CURL_API, CHECKED]}
             md5sum_cpu: list[float] = []
-            peaks: dict[str, list[int]] = {SCORE: [], CURL: []}
-            cpu: dict[str, list[tuple[float, float]]] = {SCORE: [], CURL: []}  # client, server
+            peaks: dict[str, list[int]] = {k: [] for k in [*clients_, CURL]}
+            cpu: dict[str, list[tuple[float, float]]] = {k: [] for k in [*clients_, CURL]}
             extra = ["--parallel", str(args.parallel)] if args.parallel else []
             try:
                 for run in range(args.runs):
-                    order = [SCORE, CURL] if run % 2 == 0 else [CURL, SCORE]
+                    order = [*clients_, CURL] if run % 2 == 0 else [CURL, *clients_[::-1]]
                     for name in order:
-                        platform = multi if name == SCORE else single
+                        platform = single if name == CURL else multi
                         http = clients[platform]
                         object_id = fresh_object(http, payload)
                         if name == CURL:
@@ -152,7 +156,10 @@ def main() -> None:
                             md5sum_seconds, _ = run_timed(["md5sum", str(source)])
                             md5sum_cpu.append(children_cpu() - before)
                         client0, server0 = children_cpu(), tree_cpu(platform.proc.pid)
-                        if name == SCORE:
+                        if name != CURL:
+                            env = platform.client_env(platform.admin_token)
+                            if name == base_name and args.baseline:
+                                env["PYTHONPATH"] = str(args.baseline.resolve() / "src")
                             seconds, peak = run_timed(
                                 [
                                     str(BIN / "score-client"),
@@ -166,9 +173,9 @@ def main() -> None:
                                     md5,
                                     *extra,
                                 ],
-                                platform.client_env(platform.admin_token),
+                                env,
                             )
-                            times[SCORE].append(seconds)
+                            times[name].append(seconds)
                         else:
                             seconds, total, peak = curl_upload(http, object_id, source, md5, work)
                             times[CURL].append(seconds)
@@ -189,9 +196,9 @@ def main() -> None:
                     c.close()
         base = statistics.median(times[CURL])
         rows = []
-        for name in (SCORE, CURL, CURL_API, CHECKED):
+        for name in (*clients_, CURL, CURL_API, CHECKED):
             med = statistics.median(times[name])
-            tool = name if name == SCORE else CURL
+            tool = name if name in clients_ else CURL
             client = statistics.median(c for c, _ in cpu[tool])
             if name == CHECKED:
                 client += statistics.median(md5sum_cpu)
@@ -214,7 +221,9 @@ def main() -> None:
                 "the whole file's MD5, as score-client does besides every part's). "
                 "Ratio = curl -T's time / the tool's time (target ≥ 1.0×). CPU columns: seconds "
                 "of CPU used by the client and by the server's processes during the upload; with "
-                "both on the same two cores, the wall time cannot beat their sum / 2.",
+                "both on the same two cores, the wall time cannot beat their sum / 2. Load "
+                f"average (1 min) {os.getloadavg()[0]:.1f} at the end, on 2 cores."
+                + (f" Baseline: the tree {args.baseline}." if args.baseline else ""),
                 "",
                 "| tool | throughput | time | vs curl -T | client CPU | server CPU | peak RSS |",
                 "|---|---|---|---|---|---|---|",

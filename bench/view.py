@@ -199,6 +199,9 @@ def main() -> None:
     ap.add_argument("--region-kb", type=int, default=1000)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--cache", type=Path, default=Path("/tmp/pyscore-bench-cache"))
+    ap.add_argument(
+        "--baseline", type=Path, default=None, help="another tree's score-client view too"
+    )
     add_record_flag(ap)
     args = ap.parse_args()
     need_tools("samtools")
@@ -266,6 +269,11 @@ def main() -> None:
                     f'"$({client} url --object-id {bai_id})" {region}',
                 ],
             }
+            envs = {name: env for name in tools}
+            if args.baseline:
+                old = f"score-client view (baseline {args.baseline.name})"
+                tools[old] = tools["score-client view"]
+                envs[old] = {**env, "PYTHONPATH": str(args.baseline.resolve() / "src")}
             times: dict[str, list[float]] = {t: [] for t in tools}
             moved: dict[str, list[int]] = {t: [] for t in tools}
             counts: dict[str, set[int]] = {t: set() for t in tools}
@@ -275,7 +283,7 @@ def main() -> None:
                     cmd = tools[name]()
                     cwd = Path(tempfile.mkdtemp(dir=work))
                     proxy.stats = Stats()
-                    seconds, _ = run_timed(cmd, env, cwd=cwd, stdout=cwd / "out.sam")
+                    seconds, _ = run_timed(cmd, envs[name], cwd=cwd, stdout=cwd / "out.sam")
                     moved[name].append(proxy.stats.data_bytes)
                     times[name].append(seconds)
                     counts[name].add(records(cwd / "out.sam"))
@@ -307,7 +315,9 @@ def main() -> None:
                 "before it hung up. Time ratio = the tool's time / samtools' (target ≤ 1.1×); "
                 "bytes target < 1% of the file. score-client's time includes its API calls and "
                 "Python start-up; samtools' signed URLs were fetched beforehand, except in the "
-                "last row, which times getting them too (as a researcher holding object ids must).",
+                "row `score-client url ×2, then samtools`, which times getting them too (as a "
+                "researcher holding object ids must). Load average (1 min) "
+                f"{os.getloadavg()[0]:.1f} at the end, on 2 cores.",
                 "",
                 "| tool | time | vs samtools | bytes moved | of the file |",
                 "|---|---|---|---|---|",

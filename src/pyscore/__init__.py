@@ -7,11 +7,13 @@ or fsspec, and nothing of the server.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+TYPE_CHECKING = False
 
 __version__ = "0.1.0"  # the one place the version lives (pyproject reads it from here)
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from pyscore.client.errors import (
         AuthError,
         DiskFullError,

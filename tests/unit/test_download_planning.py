@@ -17,7 +17,7 @@ from pyscore.client.layout import Names, target_path, unique_name
 from pyscore.client.lookup import ordered
 from pyscore.client.ranges import Ranges
 from pyscore.client.retry import MAX_RENEWALS, Attempts, Transient
-from pyscore.client.transfer import MIN_PIECE, FileDownload, Target
+from pyscore.client.transfer import MAX_PIECE, MIN_PIECE, FileDownload, Target
 from pyscore.wire.manifest import ManifestRow
 from pyscore.wire.score import ObjectSpecification, Part
 
@@ -115,6 +115,19 @@ def test_pieces_stay_within_parts_and_cover_what_is_missing(tmp_path):
         assert part.offset <= t.start < t.end <= part.offset + part.partSize
         assert t.end - t.start <= max(MIN_PIECE, -(-100 * MiB // 16))
         assert not t.whole_part
+
+
+def test_the_md5_backlog_stays_small_the_pieces_of_a_big_file_are_capped_and_end_small(tmp_path):
+    """The MD5 follows the written prefix, so what `parallel` pieces wrote beyond it waits:
+    a 20 GiB file cut in 640 MiB pieces left up to 5 GiB (seconds of hashing) for after its
+    last byte. Pieces are capped, and the last ones are the smallest."""
+    url = OURS.format(exp=int(time.time()) + 3600)
+    size = 20 * 1024 * MiB
+    tasks = tasks_of(tmp_path, spec(size, 1024 * MiB, url), Ranges(), parallel=8)
+    assert Ranges([(t.start, t.end) for t in tasks]).spans() == [(0, size)]
+    assert [t.start for t in tasks] == sorted(t.start for t in tasks)  # in offset order
+    assert max(t.end - t.start for t in tasks) <= MAX_PIECE
+    assert {t.end - t.start for t in tasks[-16:]} == {MIN_PIECE}
 
 
 def test_a_range_bound_part_is_fetched_whole_even_when_part_of_it_is_there(tmp_path):

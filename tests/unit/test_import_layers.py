@@ -1,16 +1,18 @@
 """Dependencies point one way: the byte path (httpio, transfer, ranges, retry, tls, safefiles,
 digest) never loads httpx nor the JSON API module; no client module loads the server; the
 server loads neither the client nor httpx; the wire package loads neither side; domain modules
-of the server load no web framework."""
+of the server load no web framework. And a start-up budget: what score-client may have loaded
+when its first request leaves, and what `version` loads at all (no timings: module lists)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 import pytest
 
-BYTE_PATH = ["httpio", "transfer", "ranges", "retry", "tls", "safefiles", "digest"]
+BYTE_PATH = ["http1", "httpio", "transfer", "ranges", "retry", "tls", "safefiles", "digest"]
 CLIENT = [
     "api",
     "blockcache",
@@ -35,17 +37,108 @@ def loaded_after(module: str) -> set[str]:
     return set(done.stdout.split())
 
 
+def top(loaded: set[str], names: tuple[str, ...]) -> list[str]:
+    """The loaded modules that are, or are inside, one of `names`."""
+    return sorted(m for m in loaded if m in names or m.startswith(tuple(n + "." for n in names)))
+
+
 @pytest.mark.parametrize("name", BYTE_PATH)
 def test_the_byte_path_loads_neither_httpx_nor_the_api_module(name):
     loaded = loaded_after(f"pyscore.client.{name}")
     assert "httpx" not in loaded
     assert "pyscore.client.api" not in loaded
+    # http.client parses headers with the email package; the byte path has its own HTTP/1.1
+    assert not top(loaded, ("http", "email", "urllib"))
 
 
 @pytest.mark.parametrize("name", CLIENT)
-def test_the_client_never_loads_the_server(name):
+def test_the_client_never_loads_the_server_nor_httpx(name):
     loaded = loaded_after(f"pyscore.client.{name}")
     assert not [m for m in loaded if m.startswith("pyscore.server")]
+    assert not top(loaded, ("httpx", "http.client", "email", "urllib.request"))
+
+
+# What score-client has loaded when its first request leaves (download and view begin it in
+# a thread, then import the rest while it is out): none of these. A test double stands in
+# for the first request (the moment the command starts it) and lists sys.modules.
+NOT_BEFORE_FIRST_REQUEST = (
+    "httpx",
+    "http",
+    "email",
+    "urllib",
+    "pydantic",
+    "msgspec",
+    "pysam",
+    "ssl",  # loaded for an https:// URL only
+    "typing",
+    "dataclasses",
+    "shutil",
+    "tempfile",
+    "concurrent",
+    "uuid",
+    "pyscore.wire",
+    "pyscore.server",
+    "pyscore.library",
+    "pyscore.client.download",
+    "pyscore.client.lookup",
+    "pyscore.client.transfer",
+    "pyscore.client.progress",
+    "pyscore.client.view",
+    "pyscore.client.digest",
+)
+FIRST_REQUEST = """
+import os, sys
+from pyscore.client import cli, http1
+
+def first_request(*args, **kwargs):
+    print("\\n".join(sorted(m for m, v in sys.modules.items() if v)), flush=True)
+    os._exit(0)
+
+cli.started = first_request  # download, view: the connection check, begun in a thread
+http1.Connection.request = first_request  # url, manifest: in the main thread
+sys.exit(cli.main(sys.argv[1:]))
+"""
+OBJECT = "2c1d5f1e-3a4b-4c5d-8e6f-7a8b9c0d1e2f"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["download", "--object-id", OBJECT, "--output-dir", "{out}"],
+        ["view", "--object-id", OBJECT, "--query", "chr1:1-100"],
+        ["url", "--object-id", OBJECT],
+        ["manifest", "--manifest", "http://127.0.0.1:9/manifest.tsv"],
+    ],
+    ids=lambda c: c[0],
+)
+def test_score_client_loads_little_before_its_first_request(command, tmp_path):
+    argv = [a.replace("{out}", str(tmp_path / "out")) for a in command]
+    env = {
+        **os.environ,
+        "METADATA_URL": "http://127.0.0.1:9",
+        "STORAGE_URL": "http://127.0.0.1:9",
+        "SCORE_CLIENT_CONF_DIR": str(tmp_path / "no-conf"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", FIRST_REQUEST, *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    loaded = set(done.stdout.split())
+    assert "pyscore.client.cli" in loaded, done.stderr  # it did reach its first request
+    assert not top(loaded, NOT_BEFORE_FIRST_REQUEST)
+
+
+def test_score_client_version_loads_no_http_client_nor_the_wire_models():
+    code = "import sys; from pyscore.client.cli import main; main(['version']); " + (
+        "print('\\n'.join(sorted(m for m, v in sys.modules.items() if v)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    loaded = set(done.stdout.split())
+    assert "pyscore.client.cli" in loaded, done.stderr
+    assert not top(loaded, (*NOT_BEFORE_FIRST_REQUEST, "socket", "pyscore.client.api"))
 
 
 SERVER_ENTRIES = ["pyscore.server.app", "pyscore.server.cli"]

@@ -10,11 +10,10 @@ import socket
 import ssl
 from http.server import BaseHTTPRequestHandler
 
-import httpx
 import pytest
 
 from pyscore.client import api as api_module
-from pyscore.client import retry
+from pyscore.client import http1, retry
 from pyscore.client.api import Api, first_contact_problem, refusal_summary, token_scopes
 from pyscore.client.config import DEFAULTS, ClientSettings
 from pyscore.client.errors import EXIT_UNREACHABLE, AuthError, SettingError, UnreachableError
@@ -95,8 +94,8 @@ def untrusted() -> ssl.SSLCertVerificationError:
     return error
 
 
-def connect_error(cause: BaseException) -> httpx.ConnectError:
-    error = httpx.ConnectError(str(cause))
+def connect_error(cause: BaseException) -> http1.ConnectError:
+    error = http1.ConnectError(str(cause))
     error.__cause__ = cause
     return error
 
@@ -112,14 +111,14 @@ def connect_error(cause: BaseException) -> httpx.ConnectError:
             connect_error(untrusted()),
             "presents a TLS certificate this machine does not trust (self-signed certificate)",
         ),
-        (httpx.ConnectTimeout("timed out"), "did not accept a connection within 30 s"),
+        (http1.ConnectTimeout("timed out"), "did not accept a connection within 30 s"),
         (
-            httpx.RemoteProtocolError("Server disconnected without sending a response."),
+            http1.RemoteDisconnected("the server closed the connection without answering"),
             "did not answer as an HTTP server (is it https://?)",
         ),
         (connect_error(OSError(113, "No route to host")), "cannot be reached (No route to host)"),
-        (httpx.ReadTimeout("timed out"), None),  # may heal: retried
-        (httpx.ReadError("reset"), None),
+        (TimeoutError("timed out"), None),  # a read that timed out may heal: retried
+        (ConnectionResetError(104, "reset"), None),
     ],
 )
 def test_first_contact_failures(error, said):

@@ -11,10 +11,9 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from pyscore.client import tls
+from pyscore.client import http1, tls
 from pyscore.client.httpio import Connections, get_range
 from pyscore.client.retry import Transient
 from tests.conftest import need
@@ -99,11 +98,20 @@ def test_creating_the_context_loads_no_certificates():
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
 
 
-def test_an_untrusted_certificate_is_refused_by_httpx_and_the_byte_path(https_server):
+def api_get(url: str, context: ssl.SSLContext) -> bytes:
+    """The bytes through the JSON API calls' connection pool."""
+    pool = http1.Pool(5, 5, context=context)
+    try:
+        return pool.fetch("GET", url, {}).content
+    finally:
+        pool.close()
+
+
+def test_an_untrusted_certificate_is_refused_by_the_api_calls_and_the_byte_path(https_server):
     url, _ = https_server
     context = fresh()
-    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
-        httpx.get(url, verify=context)
+    with pytest.raises(http1.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        api_get(url, context)
     assert context.cert_store_stats()["x509_ca"] > 0  # loaded at the handshake
     with pytest.raises(Transient) as refused:
         fetch(url, context)
@@ -114,5 +122,5 @@ def test_a_certificate_trusted_through_ssl_cert_file_is_accepted(https_server, m
     url, cert = https_server
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # as an operator with a private CA does
     context = fresh()
-    assert httpx.get(url, verify=context).content == b"hello"
+    assert api_get(url, context) == b"hello"
     assert fetch(url, context) == b"hello"

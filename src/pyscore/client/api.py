@@ -5,21 +5,11 @@ Object bytes never go through here: transfer.py fetches them from the signed par
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import re
-import socket
-import ssl
 import threading
-from collections.abc import Iterator, Sequence
-from http import HTTPStatus
 from pathlib import Path
-from typing import Any, Optional, TypeVar, Union
 
-import httpx
-
-from pyscore.client import tls
+from pyscore.client import http1
 from pyscore.client.config import ClientSettings, env_names
 from pyscore.client.errors import (
     AuthError,
@@ -31,30 +21,20 @@ from pyscore.client.errors import (
     UnreachableError,
     UsageError,
 )
+from pyscore.client.http1 import Answer
 from pyscore.client.httpio import USER_AGENT
 from pyscore.client.retry import Transient, retrying
-from pyscore.wire.batch import (
-    ACCEPT_PARTIAL,
-    BATCH_HEADER,
-    ENTITIES_PATH,
-    SPECS_PATH,
-    UPLOAD_FINISH_PATH,
-    UPLOAD_START_PATH,
-    EntityBatchAnswer,
-    SpecBatchAnswer,
-    UploadDone,
-    UploadFinishAnswer,
-    UploadFinishRequest,
-    UploadStartAnswer,
-    UploadStartResult,
-    parse_batch_header,
-)
-from pyscore.wire.codec import WireError, from_wire, to_wire
-from pyscore.wire.files import find_index
-from pyscore.wire.score import ListingEntry, ObjectSpecification, UploadProgress
-from pyscore.wire.song import Entity
 
-T = TypeVar("T")
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # the wire models load when an answer is decoded, after the first request
+    from collections.abc import Iterator, Sequence
+    from typing import Any, Optional, TypeVar, Union
+
+    from pyscore.wire.batch import UploadDone, UploadStartResult
+    from pyscore.wire.score import ListingEntry, ObjectSpecification, UploadProgress
+    from pyscore.wire.song import Entity
+
+    T = TypeVar("T")
 MiB = 1024 * 1024
 # Answers are read in pieces up to a cap: a broken or hostile server's endless body must not
 # grow the client without bound. An entity page of 2000 is ~0.5 MiB.
@@ -79,29 +59,6 @@ STUDY_SCOPE = re.compile(r"PROGRAMDATA-(.+)\.READ", re.IGNORECASE)
 DACO = "https://daco.icgc-argo.org"
 
 
-def read_capped(response: httpx.Response, limit: int, what: str) -> httpx.Response:
-    """A streamed response with its body read, but no more than `limit` bytes of it."""
-    chunks, size = [], 0
-    try:
-        for chunk in response.iter_bytes():
-            size += len(chunk)
-            if size > limit:
-                raise ScoreError(
-                    f"{what}: the answer from {response.url.host} is larger than "
-                    f"{limit:,} bytes; stopped reading (is the URL right?)"
-                )
-            chunks.append(chunk)
-    finally:
-        response.close()
-    skip = ("content-encoding", "content-length", "transfer-encoding")  # already decoded
-    return httpx.Response(
-        response.status_code,
-        headers=[(k, v) for k, v in response.headers.multi_items() if k.lower() not in skip],
-        content=b"".join(chunks),
-        request=response.request,
-    )
-
-
 MANIFEST_DIR = "manifest"  # the image's /score-client/manifest, where its alias mounts `pwd`
 
 
@@ -119,15 +76,18 @@ def manifest_path(source: str) -> Path:
 
 def read_manifest_text(source: str) -> str:
     if source.startswith(("http://", "https://")):
+        pool = http1.Pool(60.0, 60.0)
         try:
-            with httpx.Client(follow_redirects=True, timeout=60) as http:
-                r = read_capped(
-                    http.send(http.build_request("GET", source), stream=True),
-                    MANIFEST_LIMIT,
-                    f"manifest {source}",
-                )
-        except httpx.HTTPError as exc:
+            r = pool.fetch("GET", source, {"User-Agent": USER_AGENT}, limit=MANIFEST_LIMIT)
+        except http1.TooLarge:
+            raise ScoreError(
+                f"manifest {source}: the answer is larger than {MANIFEST_LIMIT:,} bytes; "
+                "stopped reading (is the URL right?)"
+            ) from None
+        except (OSError, ValueError) as exc:
             raise UnreachableError(f"Cannot fetch manifest {source}: {exc}") from None
+        finally:
+            pool.close()
         if r.status_code >= 400:
             raise UsageError(f"Cannot fetch manifest {source}: HTTP {r.status_code}")
         return r.text
@@ -138,13 +98,13 @@ def read_manifest_text(source: str) -> str:
         raise UsageError(f"Manifest '{source}' is not UTF-8 text") from None
 
 
-def server_message(response: httpx.Response) -> str:
+def server_message(response: Answer) -> str:
     """The human part of an error answer: Song's `message`, htsget's, DRS's `msg`, or a
     plain-text body's first line; "" when there is none (an empty body, or Spring Boot's
     `{timestamp, status, error, path}`, whose `error` is only the status's name)."""
     try:
         body = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except ValueError:  # not JSON (UnicodeDecodeError is a ValueError too)
         text = response.text.strip().splitlines()
         return text[0][:200] if text else ""
     if isinstance(body, dict):
@@ -160,12 +120,12 @@ def server_message(response: httpx.Response) -> str:
     return str(body)[:200]
 
 
-def error_for(response: httpx.Response, what: str) -> ScoreError:
+def error_for(response: Answer, what: str) -> ScoreError:
     """The one-line error for a refused call, whichever server (ours, the original's Spring
     Boot services, a proxy) refused it and however little it said."""
     message = server_message(response)
     status = response.status_code
-    bare = f"HTTP {status} {response.reason_phrase}".strip()
+    bare = f"HTTP {status} {response.reason_phrase or status_phrase(status)[9:]}".strip()
     detail = ""
     if status == 401:
         challenge = response.headers.get("WWW-Authenticate", "")
@@ -211,6 +171,10 @@ def token_scopes(token: str) -> Optional[list[str]]:
     Read, not verified: the server decides, this only explains."""
     if token.count(".") != 2:
         return None
+    import base64
+    import binascii
+    import json
+
     try:
         payload = token.split(".")[1]
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
@@ -273,18 +237,21 @@ def root_cause(exc: BaseException) -> BaseException:
     return exc
 
 
-def first_contact_problem(exc: httpx.TransportError, host: str, connect: float) -> Optional[str]:
+def first_contact_problem(exc: BaseException, host: str, connect: float) -> Optional[str]:
     """What failing to reach a service that has not answered yet in this run says about its
     URL (refused, no such host, no TLS there, ...), None for what can heal by itself (a
     read that timed out, a reset): those are retried, a wrong setting is not."""
-    if isinstance(exc, httpx.UnsupportedProtocol):
+    if isinstance(exc, http1.InvalidUrl):
         return "is not a URL: it needs http:// or https://"
-    if isinstance(exc, httpx.ConnectTimeout):
+    if isinstance(exc, http1.ConnectTimeout):
         return f"did not accept a connection within {connect:.0f} s"
-    if isinstance(exc, httpx.RemoteProtocolError):
+    if isinstance(exc, http1.ProtocolError):
         return "did not answer as an HTTP server (is it https://?)"
-    if not isinstance(exc, httpx.ConnectError):
+    if not isinstance(exc, http1.ConnectError):
         return None
+    import socket
+    import ssl
+
     cause = root_cause(exc)
     if isinstance(cause, ConnectionRefusedError):
         return "refused the connection"
@@ -300,6 +267,19 @@ def first_contact_problem(exc: httpx.TransportError, host: str, connect: float) 
     return f"cannot be reached ({getattr(cause, 'strerror', None) or cause})"
 
 
+def _host(url: str) -> str:
+    try:
+        return http1.split(url).host
+    except http1.InvalidUrl:
+        return url
+
+
+def _dumps(data: Any) -> bytes:
+    import json
+
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
 def setting_error(settings: ClientSettings, key: str, problem: str) -> SettingError:
     """The one line for a setting that cannot work: its name, its value, what is wrong and
     where it was set."""
@@ -310,15 +290,14 @@ def setting_error(settings: ClientSettings, key: str, problem: str) -> SettingEr
 def check_url(settings: ClientSettings, key: str) -> None:
     """A service URL must at least be one (scheme and host) before anything is asked."""
     try:
-        url = httpx.URL(settings.get(key))
-        usable = url.scheme in ("http", "https") and bool(url.host)
-    except httpx.InvalidURL:
-        usable = False
-    if not usable:
-        raise setting_error(settings, key, "is not a URL: it needs http:// or https://")
+        http1.split(settings.get(key))
+    except http1.InvalidUrl:
+        raise setting_error(settings, key, "is not a URL: it needs http:// or https://") from None
 
 
 def status_phrase(status: int) -> str:
+    from http import HTTPStatus
+
     try:
         return f"HTTP {status} {HTTPStatus(status).phrase}"
     except ValueError:
@@ -332,6 +311,8 @@ class NotOffered(ScoreError):
 
 def decode(kind: type[T], data: Any, what: str) -> T:
     """A server's JSON as a wire object; one that breaks the contract is this file's failure."""
+    from pyscore.wire.codec import WireError, from_wire
+
     try:
         return from_wire(kind, data, what)
     except WireError as exc:
@@ -345,22 +326,13 @@ class Api:
         for key in SERVICES:
             check_url(settings, key)
         self.settings = settings
-        headers = {"User-Agent": USER_AGENT}
+        self.headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         if settings.token:
-            headers["Authorization"] = f"Bearer {settings.token}"
-        timeout = httpx.Timeout(
-            settings.int("client.readTimeoutSeconds"),
-            connect=settings.int("client.connectTimeoutSeconds"),
-        )
-        verify = tls.context() if settings.get("metadata.ssl.enabled") != "false" else False
-        self.http = httpx.Client(
-            headers=headers,
-            timeout=timeout,
-            follow_redirects=True,
-            verify=verify,
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
-        )
-        self._store: httpx.Client | None = None
+            self.headers["Authorization"] = f"Bearer {settings.token}"
+        self.timeout = float(settings.int("client.readTimeoutSeconds"))
+        self.connect_timeout = float(settings.int("client.connectTimeoutSeconds"))
+        self.http = http1.Pool(self.timeout, self.connect_timeout, 64, self._verify())
+        self._store: http1.Pool | None = None
         self.attempts = settings.int("storage.retryNumber")
         self._siblings: dict[str, dict[str, Entity]] = {}
         self._lock = threading.Lock()
@@ -375,17 +347,24 @@ class Api:
         self._checked: dict[str, Optional[SettingError]] = {}
         self._checking = threading.Lock()
 
+    def _verify(self) -> Any:
+        """The TLS context of the API calls: the client's shared one, or with
+        metadata.ssl.enabled=false one that checks nothing (made when first needed)."""
+        if self.settings.get("metadata.ssl.enabled") != "false":
+            return None
+        import ssl
+
+        unchecked = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        unchecked.check_hostname = False
+        unchecked.verify_mode = ssl.CERT_NONE
+        return unchecked
+
     @property
-    def store(self) -> httpx.Client:
+    def store(self) -> http1.Pool:
         """For object-store URLs (signed, or htsget blocks): the token is for our services
         only and never goes there."""
         if self._store is None:
-            self._store = httpx.Client(
-                headers={"User-Agent": USER_AGENT},
-                timeout=self.http.timeout,
-                follow_redirects=True,
-                verify=tls.context(),
-            )
+            self._store = http1.Pool(self.timeout, self.connect_timeout)
         return self._store
 
     def close(self) -> None:
@@ -394,19 +373,35 @@ class Api:
             self._store.close()
 
     def send_once(
-        self, method: str, url: str, what: str, limit: int = JSON_LIMIT, **kwargs: Any
-    ) -> httpx.Response:
+        self,
+        method: str,
+        url: str,
+        what: str,
+        limit: int = JSON_LIMIT,
+        *,
+        params: Optional[dict[str, Any]] = None,
+        json: Any = None,
+        timeout: Optional[float] = None,
+    ) -> Answer:
         """One call, its answer read up to `limit` bytes; a transport error is Transient."""
         key = self._setting_of(url)
+        url = http1.with_params(url, params)
+        headers, body = self.headers, None
+        if json is not None:
+            headers = {**headers, "Content-Type": "application/json"}
+            body = _dumps(json)
         try:
-            request = self.http.build_request(method, url, **kwargs)
-            response = read_capped(self.http.send(request, stream=True), limit, what)
-        except httpx.TransportError as exc:
-            host = httpx.URL(url).host
+            response = self.http.fetch(method, url, headers, body, limit, timeout)
+        except http1.TooLarge:
+            raise ScoreError(
+                f"{what}: the answer from {http1.split(url).host} is larger than "
+                f"{limit:,} bytes; stopped reading (is the URL right?)"
+            ) from None
+        except (OSError, ValueError) as exc:
+            host = _host(url)
             base = self.settings.get(key).rstrip("/") if key else ""
             if key and base not in self._answered:
-                connect = self.http.timeout.connect or 0.0
-                problem = first_contact_problem(exc, host, connect)
+                problem = first_contact_problem(exc, host, self.connect_timeout)
                 if problem:
                     raise setting_error(self.settings, key, problem) from None
             raise Transient() from UnreachableError(
@@ -464,12 +459,14 @@ class Api:
         return setting_error(self.settings, key, problem)
 
     # -- what a server offers beyond the original's API ----------------------------------------
-    def _learn(self, url: str, response: httpx.Response) -> None:
+    def _learn(self, url: str, response: Answer) -> None:
         """The first answer (not a 5xx, which a proxy may have written) of each service says
         whether it offers batch lookups: pyscore's say `Pyscore-Batch: max=<n>` on every
         answer, the original's say nothing. Costs no request of its own."""
         if response.status_code >= 500:
             return
+        from pyscore.wire.batch import BATCH_HEADER, parse_batch_header
+
         for base in (self.settings.storage_url, self.settings.metadata_url):
             if base not in self._offers and url.startswith(base.rstrip("/") + "/"):
                 with self._lock:
@@ -496,10 +493,10 @@ class Api:
         ok: tuple[int, ...] = (),
         limit: int = JSON_LIMIT,
         **kwargs: Any,
-    ) -> httpx.Response:
+    ) -> Answer:
         """One call, retried on transport errors, 5xx and 429; other errors as ScoreErrors."""
 
-        def once() -> httpx.Response:
+        def once() -> Answer:
             response = self.send_once(method, url, what, limit, **kwargs)
             if response.status_code >= 500 or response.status_code == 429:
                 raise Transient() from error_for(response, what)
@@ -514,6 +511,8 @@ class Api:
 
     # -- metadata -------------------------------------------------------------------------
     def entity(self, object_id: str) -> Entity:
+        from pyscore.wire.song import Entity
+
         url = f"{self.settings.metadata_url}/entities/{object_id}"
         try:
             response = self.request("GET", url, f"object {object_id}")
@@ -523,6 +522,8 @@ class Api:
 
     def entities(self, **filters: str) -> Iterator[Entity]:
         """Every entity matching the filters, page by page (as score-client does)."""
+        from pyscore.wire.song import Entity
+
         page = 0
         while True:
             params = {**filters, "page": page, "size": 2000}
@@ -544,6 +545,8 @@ class Api:
             siblings = {e.fileName.lower(): e for e in self.entities(gnosId=data.gnosId)}
             with self._lock:
                 self._siblings[data.gnosId] = siblings
+        from pyscore.wire.files import find_index
+
         found = find_index(data.fileName, siblings)
         return found if found is not None and found.id != data.id else None
 
@@ -603,14 +606,15 @@ class Api:
         if url.startswith("http"):
             what = "connection check (object store)"
             try:
-                r = read_capped(
-                    self.store.send(self.store.build_request("GET", url), stream=True),
-                    TEXT_LIMIT,
-                    what,
-                )
-            except httpx.TransportError as exc:
+                r = self.store.fetch("GET", url, {"User-Agent": USER_AGENT}, limit=TEXT_LIMIT)
+            except http1.TooLarge:
+                raise ScoreError(
+                    f"{what}: the answer from {_host(url)} is larger than {TEXT_LIMIT:,} "
+                    "bytes; stopped reading (is the URL right?)"
+                ) from None
+            except (OSError, ValueError) as exc:
                 raise UnreachableError(
-                    f"{what}: cannot reach {httpx.URL(url).host} ({type(exc).__name__}: {exc})"
+                    f"{what}: cannot reach {_host(url)} ({type(exc).__name__}: {exc})"
                 ) from None
             if r.status_code >= 400:
                 raise error_for(r, what)
@@ -632,6 +636,8 @@ class Api:
             if isinstance(exc, NotFoundError):
                 raise missing(object_id) from None
             raise
+        from pyscore.wire.score import ObjectSpecification
+
         return decode(ObjectSpecification, response.json(), f"object {object_id}")
 
     def signed_url(self, object_id: str) -> str:
@@ -661,6 +667,8 @@ class Api:
         `batch_offer` says so): each (object id, offset, length) answered by its spec or by the
         error its own `download_spec` would raise, in order. The server may answer only the
         first of them (its answer was full: wire/batch.py); the rest are to be asked again."""
+        from pyscore.wire.batch import SPECS_PATH, SpecBatchAnswer
+
         what = f"download specifications of {len(wanted)} objects"
         body = {"objects": [{"objectId": i, "offset": o, "length": n} for i, o, n in wanted]}
         url = f"{self.settings.storage_url}{SPECS_PATH}"
@@ -692,6 +700,8 @@ class Api:
             if exc.status in (404, 405, 501):
                 raise NotOffered(str(exc)) from None
             raise
+        from pyscore.wire.codec import WireError, from_wire
+
         try:
             return from_wire(kind, response.json(), what)
         except (WireError, ValueError) as exc:
@@ -700,6 +710,8 @@ class Api:
     def entities_batch(self, ids: Sequence[str]) -> list[Union[Entity, ScoreError]]:
         """Many entities in one request (pyscore's batch extension): each id's entity or the
         error its own `entity` would raise, in order."""
+        from pyscore.wire.batch import ENTITIES_PATH, EntityBatchAnswer
+
         what = f"entities of {len(ids)} objects"
         url = f"{self.settings.metadata_url}{ENTITIES_PATH}"
         answer = self._batch(EntityBatchAnswer, url, {"ids": list(ids)}, what)
@@ -717,6 +729,8 @@ class Api:
         return out
 
     def listing(self) -> list[ListingEntry]:
+        from pyscore.wire.score import ListingEntry
+
         body = self.request(
             "GET", f"{self.settings.storage_url}/listing", "object listing", limit=LISTING_LIMIT
         ).json()
@@ -739,6 +753,8 @@ class Api:
         )
         if r.status_code == 404:
             return None
+        from pyscore.wire.score import UploadProgress
+
         return decode(UploadProgress, r.json(), f"upload of {object_id}")
 
     def initiate_upload(
@@ -750,6 +766,8 @@ class Api:
             f"upload of {object_id}",
             params={"fileSize": size, "md5": md5, "overwrite": str(overwrite).lower()},
         )
+        from pyscore.wire.score import ObjectSpecification
+
         return decode(ObjectSpecification, r.json(), f"upload of {object_id}")
 
     def finalize_part(self, object_id: str, upload_id: str, part: int, md5: str, etag: str) -> None:
@@ -776,6 +794,8 @@ class Api:
         its upload (uploadId, parts, resumed) or its refusal (status, errorId, message). The
         server may answer only the first of them (its answer was full: wire/batch.py, we
         say we take that); the rest, not begun, are to be asked again."""
+        from pyscore.wire.batch import ACCEPT_PARTIAL, UPLOAD_START_PATH, UploadStartAnswer
+
         what = f"uploads of {len(wanted)} objects"
         body = {
             "uploads": [
@@ -792,6 +812,9 @@ class Api:
     def upload_finishes(self, done: Sequence[UploadDone]) -> list[Optional[ScoreError]]:
         """Many uploads' sent parts recorded and the uploads completed in one request
         (pyscore's batch extension): each one's error, None if completed, in order."""
+        from pyscore.wire.batch import UPLOAD_FINISH_PATH, UploadFinishAnswer, UploadFinishRequest
+        from pyscore.wire.codec import to_wire
+
         what = f"uploads of {len(done)} objects"
         url = f"{self.settings.storage_url}{UPLOAD_FINISH_PATH}"
         body = to_wire(UploadFinishRequest(list(done)))

@@ -1,14 +1,15 @@
-"""`score-client`: the original's command line, parsed and dispatched. No logic lives here."""
+"""`score-client`: the original's command line, parsed and dispatched. No logic lives here.
+
+What a command needs is imported when it runs, and its first request leaves before the rest
+of its machinery is imported (a start-up budget: tests/unit/test_import_layers.py lists what
+may be loaded by then)."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
-import uuid
 from pathlib import Path
-from typing import NoReturn
 
 from pyscore import __version__
 from pyscore.client.config import resolve
@@ -19,8 +20,11 @@ from pyscore.client.errors import (
     ScoreError,
     UsageError,
 )
-from pyscore.client.layout import writable_dir
-from pyscore.wire.manifest import ManifestError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, NoReturn
 
 EPILOG = """exit codes:
   0  success
@@ -55,8 +59,44 @@ PARALLEL_HELP = "connections (default transport.parallel, 8)"
 JSON_HELP = "newline-delimited JSON events on stdout"
 
 
+def columns() -> int:
+    """The terminal's width as shutil.get_terminal_size says it, without importing shutil
+    (argparse would, ~3 ms of every start)."""
+    try:
+        width = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        width = 0
+    if width <= 0:
+        try:
+            width = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            width = 0
+    return width if width > 0 else 80
+
+
+class Formatter(argparse.HelpFormatter):
+    def __init__(
+        self,
+        prog: str,
+        indent_increment: int = 2,
+        max_help_position: int = 24,
+        width: int | None = None,
+    ) -> None:
+        super().__init__(
+            prog, indent_increment, max_help_position, columns() - 2 if width is None else width
+        )
+
+
+class RawFormatter(Formatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
 class Parser(argparse.ArgumentParser):
     """argparse that reports a usage error as one line and exit code 2."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", Formatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         print(f"{self.prog}: error: {message} (see '{self.prog} --help')", file=sys.stderr)
@@ -72,7 +112,17 @@ def boolean(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+HEX = frozenset("0123456789abcdef")
+
+
 def object_id(text: str) -> str:
+    lowered = text.lower()
+    if len(text) == 36 and all(  # the usual form, without importing uuid
+        (c == "-") if i in (8, 13, 18, 23) else (c in HEX) for i, c in enumerate(lowered)
+    ):
+        return lowered
+    import uuid
+
     try:
         return str(uuid.UUID(text))
     except ValueError:
@@ -86,7 +136,7 @@ def object_id(text: str) -> str:
 def build_parser() -> Parser:
     p = Parser(
         prog="score-client",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=RawFormatter,
         description="Fast, resumable, verified transfers from Overture Score/Song "
         "compatible repositories (ICGC ARGO, pyscore).",
         epilog=EPILOG,
@@ -101,7 +151,7 @@ def build_parser() -> Parser:
         "download",
         help=COMMANDS["download"],
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=RawFormatter,
     )
     src = d.add_argument_group("what to download (one of)")
     src.add_argument("--manifest", help="File Repository manifest TSV: path or URL")
@@ -148,7 +198,7 @@ def build_parser() -> Parser:
         "view",
         help=COMMANDS["view"],
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=RawFormatter,
     )
     v.add_argument(
         "--object-id",
@@ -205,7 +255,7 @@ def build_parser() -> Parser:
         "upload",
         help=COMMANDS["upload"],
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=RawFormatter,
     )
     up.add_argument(
         "--manifest",
@@ -228,7 +278,7 @@ def build_parser() -> Parser:
         "submit",
         help=COMMANDS["submit"],
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=RawFormatter,
     )
     sb.add_argument("--study-id", required=True, help="the study the analysis belongs to")
     sb.add_argument("--payload", required=True, type=Path, help="Song analysis payload (JSON)")
@@ -243,7 +293,7 @@ def build_parser() -> Parser:
         "mount",
         help=COMMANDS["mount"],
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=RawFormatter,
     )
     mt.add_argument("--mount-point", required=True, type=Path, help="an empty directory of yours")
     mt.add_argument("--manifest", help="mount only these files (and their index files)")
@@ -264,7 +314,12 @@ def build_parser() -> Parser:
         help="return once mounted, leaving the mount running in the background",
     )
     mt.add_argument("--options", help="extra FUSE options, e.g. allow_other,debug")
-    mt.add_argument("--cache-size", type=int, default=256, help="memory cache in MiB")
+    mt.add_argument(
+        "--cache-size",
+        type=int,
+        default=128,
+        help="memory cache in MiB (the kernel's page cache keeps what was read; default 128)",
+    )
     mt.add_argument("--disk-cache", type=Path, help="also cache blocks on disk here")
     mt.add_argument("--disk-cache-size", type=int, default=10240, help="disk cache in MiB")
     mt.add_argument(
@@ -296,15 +351,41 @@ def read_manifest(source: str | None):
     if not source:
         return None
     from pyscore.client.api import read_manifest_text
+
+    text = read_manifest_text(source)
     from pyscore.wire.manifest import parse_download
 
-    return parse_download(read_manifest_text(source), source)
+    return parse_download(text, source)
+
+
+def started(call: Callable[[], object]) -> Callable[[], None]:
+    """`call` begun now in a thread of its own (a command's first request leaves while the
+    rest of the command is imported); the function returned waits for it and raises its
+    error."""
+    import threading
+
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as exc:  # handed to whoever waits
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, name="first-request", daemon=True)
+    thread.start()
+
+    def wait() -> None:
+        thread.join()
+        if failed:
+            raise failed[0]
+
+    return wait
 
 
 def cmd_download(args: argparse.Namespace) -> int:
     from pyscore.client.api import Api
-    from pyscore.client.download import Request, check_sources, download, wanted_ids
-    from pyscore.client.progress import reporter
+    from pyscore.client.layout import check_sources, writable_dir
 
     check_sources(args.object_id, args.manifest, args.analysis_id, args.study_id)
     if args.offset < 0 or args.length < -1 or args.length == 0:
@@ -314,6 +395,10 @@ def cmd_download(args: argparse.Namespace) -> int:
         {"transport.parallel": str(args.parallel) if args.parallel else None}, args.profile
     )
     api = Api(settings)
+    ping = started(api.ping) if args.verify_connection else None
+    from pyscore.client.download import Request, download, wanted_ids
+    from pyscore.client.progress import reporter
+
     report = reporter(args.json, args.quiet, args.silent)
     try:
         ids, rows = wanted_ids(
@@ -330,7 +415,6 @@ def cmd_download(args: argparse.Namespace) -> int:
             args.force,
             rows,
         )
-        ping = api.ping if args.verify_connection else None
         outcome = download(api, request, report, settings.parallel, ping)
     finally:
         report.close()
@@ -345,7 +429,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 def cmd_view(args: argparse.Namespace) -> int:
     import signal
 
-    from pyscore.client import view
+    from pyscore.client.layout import writable_dir
 
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `| head` ends us quietly, as samtools
     if not (args.input_file or args.object_id or args.manifest):
@@ -356,6 +440,14 @@ def cmd_view(args: argparse.Namespace) -> int:
         raise UsageError("--manifest needs --output-dir")
     if args.output_dir:
         writable_dir(args.output_dir)
+    api, pinged = None, None
+    if not args.input_file:  # the first request leaves before the slicing machinery loads
+        from pyscore.client.api import Api
+
+        api = Api(resolve(None, args.profile))
+        pinged = started(api.ping) if args.verify_connection else None
+    from pyscore.client import view
+
     regions = (
         view.parse_bed(args.bed_query)
         if args.bed_query
@@ -371,9 +463,8 @@ def cmd_view(args: argparse.Namespace) -> int:
         reference=str(args.reference_file) if args.reference_file else None,
         bed=args.bed_query,
     )
-    if args.input_file:
+    if args.input_file or api is None:
         return view.run_local(job, args.input_file, args.input_file_index)
-    settings = resolve(None, args.profile)
     rows = None
     if args.object_id:
         ids = list(args.object_id)
@@ -382,9 +473,9 @@ def cmd_view(args: argparse.Namespace) -> int:
         ids = [r.objectId for r in rows]
     return view.run_remote(
         job,
-        settings,
+        api,
         ids,
-        verify=args.verify_connection,
+        pinged,
         from_manifest=bool(args.manifest) and not args.object_id,
         rows=rows,
     )
@@ -437,6 +528,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def cmd_mount(args: argparse.Namespace) -> int:
     from pyscore.client import mount
     from pyscore.client.api import Api
+    from pyscore.client.layout import writable_dir
     from pyscore.client.progress import reporter
 
     report = reporter(False, args.quiet, args.silent)
@@ -490,9 +582,9 @@ def cmd_url(args: argparse.Namespace) -> int:
 
 
 def cmd_manifest(args: argparse.Namespace) -> int:
+    rows = read_manifest(args.manifest)
     from pyscore.wire import tsv
 
-    rows = read_manifest(args.manifest)
     header = ("object_id", "file_name", "file_size", "md5sum", "analysis_id", "index_object_id")
     print(tsv.row(header))
     for r in rows:
@@ -540,9 +632,11 @@ def interrupted() -> NoReturn:
     say so and end at once. Threads still blocked in a read (a stalled server, a read
     timeout of a minute) are not waited for, and nothing they would say is printed."""
     print("score-client: interrupted; re-run the same command to resume", file=sys.stderr)
-    with contextlib.suppress(OSError, ValueError):
+    try:
         sys.stdout.flush()
         sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
     os._exit(130)
 
 
@@ -564,9 +658,6 @@ def main(argv: list[str] | None = None) -> int:
     except ScoreError as exc:
         print(f"score-client: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except ManifestError as exc:
-        print(f"score-client: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     except KeyboardInterrupt:
         interrupted()
     except BrokenPipeError:
@@ -576,6 +667,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"score-client: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return EXIT_FAILED
     except Exception as exc:
+        manifests = sys.modules.get("pyscore.wire.manifest")  # loaded if a manifest was read
+        if manifests is not None and isinstance(exc, manifests.ManifestError):
+            print(f"score-client: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
         if os.environ.get("PYSCORE_DEBUG"):
             raise
         print(

@@ -68,21 +68,6 @@ def wanted_from_rows(rows: Iterable[ManifestRow]) -> list[Wanted]:
     return out
 
 
-def check_sources(
-    object_ids: Optional[Sequence[str]],
-    manifest: object,
-    analysis_id: Optional[str],
-    study_id: Optional[str],
-) -> None:
-    """Exactly one way of naming what to download, and an analysis only with its study."""
-    if len([x for x in (manifest, object_ids, analysis_id) if x]) != 1:
-        raise UsageError(
-            "Give exactly one of --object-id, --manifest, or --analysis-id (with --study-id)"
-        )
-    if analysis_id and not study_id:
-        raise UsageError("--analysis-id needs --study-id (or --program-id)")
-
-
 def wanted_ids(
     api: Api,
     object_ids: Optional[Sequence[str]],

@@ -1,35 +1,37 @@
 """The byte path: ranged GETs and part PUTs on signed URLs, without per-chunk allocations.
 
-Measured on these machines, stdlib http.client with `readinto` on a reused buffer and `pwrite`
-moves 2-3 GB/s per core where httpx manages ~0.4 GB/s, so object bytes go through here and
-only JSON API calls use httpx. One `Connections` per thread keeps connections alive.
+Object bytes are read with `readinto` straight into a reused buffer and written with `pwrite`
+(http1.py's connections: the standard library's sockets, nothing else loaded), 2-3 GB/s per
+core. One `Connections` per thread keeps connections alive.
 """
 
 from __future__ import annotations
 
 import contextlib
-import http.client
-import re
 import socket
 import time
-from collections.abc import Callable
-from functools import lru_cache
-from typing import Any, NamedTuple
-from urllib.parse import parse_qs, urlsplit
 
 from pyscore import __version__
-from pyscore.client import tls
 from pyscore.client.errors import NotFoundError, ScoreError, UnreachableError
+from pyscore.client.http1 import Connection, Response, query_of, split
 from pyscore.client.retry import Transient
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
 USER_AGENT = f"pyscore-score-client/{__version__}"
-BUFFER = 4 * 1024 * 1024  # the most one request reads before handing bytes on
+# The most one request reads before handing bytes on. Small enough to stay in the CPU's
+# cache between the socket's copy into it and pwrite's copy out (with 4 MiB buffers, 8 at
+# once, pwrite's copy was a third of a download's CPU samples under `perf`; 256 KiB cut the
+# client's system time by a fifth), large enough that Python's work per chunk is noise.
+BUFFER = 256 * 1024
 BUFFERS_BUDGET = 64 * 1024 * 1024  # what all of a transfer's buffers may hold together
 MIN_BUFFER = 256 * 1024
 # Requests for at most this many bytes are latency-bound: they run many at once whatever
 # --parallel says (which bounds the connections moving big bodies).
 SMALL_BODY = 1024 * 1024
-CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 # A signed URL this close to its expiry is renewed before use: the one margin for every
 # transfer (download, mount, view), long enough for a request to wait in a queue and cross
 # a slow link.
@@ -67,24 +69,21 @@ class Connections:
     def __init__(self, timeout: float, connect_timeout: float | None = None) -> None:
         self.timeout = timeout
         self.connect_timeout = connect_timeout or timeout
-        self.pool: dict[tuple[str, str], http.client.HTTPConnection] = {}
-        self.context = tls.context()
+        self.pool: dict[tuple[str, str, int], Connection] = {}
+        self.context: Any = None  # TLS: the client's shared context unless set
 
-    def get(self, scheme: str, netloc: str) -> http.client.HTTPConnection:
-        key = (scheme, netloc)
-        conn = self.pool.get(key)
+    def get(self, origin: tuple[str, str, int]) -> Connection:
+        conn = self.pool.get(origin)
         if conn is None:
-            if scheme == "https":
-                conn = http.client.HTTPSConnection(
-                    netloc, timeout=self.connect_timeout, context=self.context
-                )
-            else:
-                conn = http.client.HTTPConnection(netloc, timeout=self.connect_timeout)
-            self.pool[key] = conn
+            scheme, host, port = origin
+            conn = Connection(scheme, host, port, self.timeout, self.connect_timeout, self.context)
+            self.pool[origin] = conn
+        elif conn.used and conn.stale():
+            conn.close()  # the server closed it while idle: a new one, not a failed request
         return conn
 
-    def drop(self, scheme: str, netloc: str) -> None:
-        conn = self.pool.pop((scheme, netloc), None)
+    def drop(self, origin: tuple[str, str, int]) -> None:
+        conn = self.pool.pop(origin, None)
         if conn is not None:
             conn.close()
 
@@ -104,12 +103,26 @@ class Connections:
                     sock.shutdown(socket.SHUT_RDWR)
 
 
-@lru_cache(maxsize=256)
+_QUERIES: dict[str, dict[str, str]] = {}
+
+
 def _query(url: str) -> dict[str, str]:
     """A URL's query, names lower-cased (first value of each). Cached: each signed URL is
     asked about a few times (expiry before each request, whether it binds its Range), and
     a thousand small files meant a thousand times that many parses. Read-only to callers."""
-    return {k.lower(): v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+    found = _QUERIES.get(url)
+    if found is None:
+        if len(_QUERIES) > 1024:
+            _QUERIES.clear()
+        found = _QUERIES[url] = query_of(url)
+    return found
+
+
+def _utc(text: str, form: str) -> float:
+    """Epoch seconds of a UTC time written as `form` (time.strptime's)."""
+    import calendar
+
+    return float(calendar.timegm(time.strptime(text, form)))
 
 
 def url_expiry(url: str) -> float | None:
@@ -120,13 +133,11 @@ def url_expiry(url: str) -> float | None:
         if "exp" in query:
             return float(query["exp"])
         if "x-amz-date" in query and "x-amz-expires" in query:
-            t = time.strptime(query["x-amz-date"], "%Y%m%dT%H%M%SZ")
-            return time.mktime(t) - time.timezone + int(query["x-amz-expires"])
+            return _utc(query["x-amz-date"], "%Y%m%dT%H%M%SZ") + int(query["x-amz-expires"])
         if "expires" in query:
             return float(query["expires"])
         if "se" in query:
-            t = time.strptime(query["se"][:19], "%Y-%m-%dT%H:%M:%S")
-            return time.mktime(t) - time.timezone
+            return _utc(query["se"][:19], "%Y-%m-%dT%H:%M:%S")
     except (ValueError, OverflowError):
         return None
     return None
@@ -152,19 +163,19 @@ def binds_range(url: str) -> bool:
     if "x-amz-signedheaders" in query:
         return "range" in query["x-amz-signedheaders"].lower().split(";")
     ours = "sig" in query and ("expires" in query or "exp" in query)
-    if ours and urlsplit(url).path.startswith("/store/objects/"):
+    if ours and split(url).path.startswith("/store/objects/"):
         return False
     return not ("awsaccesskeyid" in query and "signature" in query and "expires" in query)
 
 
-def _read_error(resp: http.client.HTTPResponse) -> str:
+def _read_error(resp: Response) -> str:
     try:
         return resp.read(2048).decode("utf-8", "replace").strip().splitlines()[0][:200]
-    except (IndexError, OSError, http.client.HTTPException):
+    except (IndexError, OSError, ValueError, Exception):
         return ""
 
 
-def _status_error(resp: http.client.HTTPResponse, what: str) -> Exception:
+def _status_error(resp: Response, what: str) -> Exception:
     status = resp.status
     detail = _read_error(resp)
     if status in (401, 403):
@@ -177,6 +188,24 @@ def _status_error(resp: http.client.HTTPResponse, what: str) -> Exception:
         transient.__cause__ = error
         return transient
     return error
+
+
+def _content_range(value: str) -> int | None:
+    """The first byte of a 'bytes first-last/size' Content-Range, None if it is not one."""
+    unit, _, spec = value.strip().partition(" ")
+    first, dash, _ = spec.partition("-")
+    if unit != "bytes" or not dash or not first.isdigit():
+        return None
+    return int(first)
+
+
+def _unreachable(what: str, exc: BaseException) -> Transient:
+    timed_out = isinstance(exc, (socket.timeout, TimeoutError))  # not one class before 3.10
+    kind = "timed out" if timed_out else type(exc).__name__
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    transient = Transient()
+    transient.__cause__ = UnreachableError(f"{what}: {kind}: {cause}")
+    return transient
 
 
 def get_range(
@@ -196,21 +225,16 @@ def get_range(
     Raises Transient for what is worth retrying from the last byte sunk (drops, stalls, 5xx),
     UrlRejected for 401/403, and ScoreError for the rest.
     """
-    parts = urlsplit(url)
-    target = parts.path + (f"?{parts.query}" if parts.query else "")
-    conn = conns.get(parts.scheme, parts.netloc)
+    u = split(url)
+    conn = conns.get(u.origin)
     try:
-        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+        headers = [("User-Agent", USER_AGENT), ("Accept-Encoding", "identity")]
         if not whole:
-            headers["Range"] = f"bytes={start}-{end - 1}"
-        conn.request("GET", target, headers=headers)
-        resp = conn.getresponse()
-        if conn.sock is not None and conn.sock.gettimeout() != conns.timeout:
-            conn.sock.settimeout(conns.timeout)  # once a connection: each call is an ioctl
+            headers.append(("Range", f"bytes={start}-{end - 1}"))
+        resp = conn.request("GET", u.target, headers)
         if resp.status == 206:
-            match = CONTENT_RANGE.match(resp.getheader("Content-Range", ""))
-            if not match or int(match[1]) != start:
-                conns.drop(parts.scheme, parts.netloc)
+            if _content_range(resp.headers.get("content-range", "")) != start:
+                conns.drop(u.origin)
                 raise ScoreError(
                     f"{what}: object store sent the wrong range "
                     f"({resp.getheader('Content-Range')!r} for {start}-{end - 1})"
@@ -218,11 +242,11 @@ def get_range(
         elif resp.status == 200 and start == 0:
             pass  # the store ignored Range; the first (end - start) bytes are ours
         elif resp.status == 200:
-            conns.drop(parts.scheme, parts.netloc)
+            conns.drop(u.origin)
             raise ScoreError(f"{what}: object store does not support ranged reads")
         else:
             error = _status_error(resp, what)
-            conns.drop(parts.scheme, parts.netloc)
+            conns.drop(u.origin)
             raise error
         pos = start
         while pos < end:
@@ -235,7 +259,7 @@ def get_range(
                 if not n:
                     if filled:
                         sink(buf[:filled], pos)
-                    conns.drop(parts.scheme, parts.netloc)
+                    conns.drop(u.origin)
                     raise Transient() from UnreachableError(
                         f"{what}: connection closed after {pos + filled - start} of "
                         f"{end - start} bytes"
@@ -243,20 +267,22 @@ def get_range(
                 filled += n
             sink(buf[:filled], pos)
             pos += filled
-        if not resp.isclosed() and resp.length != 0:
-            conns.drop(parts.scheme, parts.netloc)  # unread body left: don't reuse
-    except (OSError, http.client.HTTPException) as exc:
-        conns.drop(parts.scheme, parts.netloc)
-        timed_out = isinstance(exc, (socket.timeout, TimeoutError))  # not one class before 3.10
-        kind = "timed out" if timed_out else type(exc).__name__
-        raise Transient() from UnreachableError(f"{what}: {kind}: {exc}")
+        if not resp.reusable:
+            conns.drop(u.origin)  # unread body left, or the server closes: don't reuse
+    except (OSError, ValueError) as exc:
+        conns.drop(u.origin)
+        raise _unreachable(what, exc)  # noqa: B904 - its cause is set
 
 
-class Stored(NamedTuple):
+class Stored:
     """What the store answered to a part PUT."""
 
-    etag: str  # quotes stripped: the part's MD5, unless `encryption` is aws:kms
-    encryption: str  # x-amz-server-side-encryption; with aws:kms the ETag is opaque
+    __slots__ = ("checksum", "encryption", "etag")
+
+    def __init__(self, etag: str, encryption: str, checksum: str = "") -> None:
+        self.etag = etag  # quotes stripped: the part's MD5, unless `encryption` is aws:kms
+        self.encryption = encryption  # x-amz-server-side-encryption; aws:kms: ETag opaque
+        self.checksum = checksum  # x-amz-checksum-crc32 the store checked, when it says
 
 
 def put(
@@ -266,29 +292,24 @@ def put(
     what: str,
     headers: dict[str, str] | None = None,
 ) -> Stored:
-    """PUT a part body; return the store's ETag and server-side encryption."""
-    parts = urlsplit(url)
-    target = parts.path + (f"?{parts.query}" if parts.query else "")
-    conn = conns.get(parts.scheme, parts.netloc)
+    """PUT a part body; return the store's ETag, server-side encryption and checksum."""
+    u = split(url)
+    conn = conns.get(u.origin)
     try:
-        conn.request(
-            "PUT",
-            target,
-            body=body,
-            headers={"Content-Length": str(len(body)), "User-Agent": USER_AGENT, **(headers or {})},
-        )
-        resp = conn.getresponse()
+        sent = [("Content-Length", str(len(body))), ("User-Agent", USER_AGENT)]
+        resp = conn.request("PUT", u.target, sent + list((headers or {}).items()), body)
         if resp.status not in (200, 201, 204):
             error = _status_error(resp, what)
-            conns.drop(parts.scheme, parts.netloc)
+            conns.drop(u.origin)
             raise error
-        resp.read(64 * 1024)  # S3 answers a part PUT with an empty body; never read without end
-        if not resp.isclosed():
-            conns.drop(parts.scheme, parts.netloc)
+        resp.discard()  # S3 answers a part PUT with an empty body; never read without end
+        if not resp.reusable:
+            conns.drop(u.origin)
         return Stored(
             (resp.getheader("ETag") or "").strip('"'),
             (resp.getheader("x-amz-server-side-encryption") or "").lower(),
+            resp.getheader("x-amz-checksum-crc32") or "",
         )
-    except (OSError, http.client.HTTPException) as exc:
-        conns.drop(parts.scheme, parts.netloc)
-        raise Transient() from UnreachableError(f"{what}: {type(exc).__name__}: {exc}")
+    except (OSError, ValueError) as exc:
+        conns.drop(u.origin)
+        raise _unreachable(what, exc)  # noqa: B904 - its cause is set

@@ -4,12 +4,33 @@ output directory whatever names a manifest or server supplies.
 
 from __future__ import annotations
 
-import tempfile
+import errno
+import os
 from pathlib import Path
 
 from pyscore.client.errors import UsageError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Optional
+
 LAYOUTS = ("filename", "bundle", "id")
+
+
+def check_sources(
+    object_ids: Optional[Sequence[str]],
+    manifest: object,
+    analysis_id: Optional[str],
+    study_id: Optional[str],
+) -> None:
+    """Exactly one way of naming what to download, and an analysis only with its study."""
+    if len([x for x in (manifest, object_ids, analysis_id) if x]) != 1:
+        raise UsageError(
+            "Give exactly one of --object-id, --manifest, or --analysis-id (with --study-id)"
+        )
+    if analysis_id and not study_id:
+        raise UsageError("--analysis-id needs --study-id (or --program-id)")
 
 
 def writable_dir(path: Path, option: str = "--output-dir") -> None:
@@ -17,6 +38,15 @@ def writable_dir(path: Path, option: str = "--output-dir") -> None:
     before any lookup, rather than the same refusal once per file after all of them."""
     try:
         path.mkdir(parents=True, exist_ok=True)
+        if hasattr(os, "O_TMPFILE"):  # Linux: a file without a name, nothing left behind
+            try:
+                os.close(os.open(path, os.O_TMPFILE | os.O_WRONLY, 0o600))
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EISDIR, errno.EOPNOTSUPP):  # not on this fs
+                    raise
+        import tempfile
+
         with tempfile.TemporaryFile(dir=path):
             return
     except (FileExistsError, NotADirectoryError):

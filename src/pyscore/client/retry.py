@@ -9,12 +9,14 @@ forever.
 
 from __future__ import annotations
 
-import random
 import time
-from collections.abc import Callable
-from typing import NoReturn, Optional, TypeVar
 
-T = TypeVar("T")
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # nothing of typing at run time: the first request waits for every import
+    from collections.abc import Callable
+    from typing import NoReturn, Optional, TypeVar
+
+    T = TypeVar("T")
 
 BASE_DELAY = 0.2
 MAX_DELAY = 15.0
@@ -27,6 +29,8 @@ class Transient(Exception):
 
 def delay(attempt: int, base: float = BASE_DELAY, cap: float = MAX_DELAY) -> float:
     """Full-jitter backoff (AWS architecture blog): uniform in [0, min(cap, base·2^attempt)]."""
+    import random
+
     return random.uniform(0, min(cap, base * (2**attempt))) + base / 2
 
 

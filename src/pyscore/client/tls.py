@@ -1,7 +1,7 @@
 """One TLS context for every HTTPS connection the client makes, its trust store loaded on the
 first TLS handshake.
 
-Loading CA certificates costs ~50 ms per context, which every httpx client and every download
+Loading CA certificates costs ~50 ms per context, which every HTTP client and every download
 thread used to pay at start-up, even when all URLs were plain HTTP (loopback, in-cluster
 platforms). Trusted: the system's store (and SSL_CERT_FILE / SSL_CERT_DIR) plus certifi's.
 """
@@ -27,7 +27,7 @@ class LazyTrust(ssl.SSLContext):
                 self.load_default_certs(ssl.Purpose.SERVER_AUTH)
                 try:
                     import certifi
-                except ImportError:  # pragma: no cover - httpx depends on certifi
+                except ImportError:  # pragma: no cover - a dependency
                     pass
                 else:
                     self.load_verify_locations(cafile=certifi.where())

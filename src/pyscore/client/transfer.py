@@ -59,6 +59,9 @@ from pyscore.wire.score import ObjectSpecification
 STATE_DIR = ".score-client"
 SYNC_SECONDS = 0.5
 MIN_PIECE = 8 * 1024 * 1024
+MAX_PIECE = 32 * 1024 * 1024
+HASH_STEP = 16 * 1024 * 1024  # the prefix the MD5 thread waits for before hashing on
+HASH_POLL = 0.02  # how often it looks (writes do not wake it: thousands a second)
 SMALL_FILE = MIN_PIECE  # one request: nothing worth resuming inside it
 SMALL_SLOTS = 32  # small (latency-bound) requests at once, whatever --parallel says
 ABORT_SECONDS = 1.0  # interrupted: how long aborted reads may take to write what they had
@@ -225,7 +228,12 @@ class FileDownload:
         """Pieces still missing, within part bounds, sized so even one file fills the pool.
         A part whose URL binds its Range (binds_range) is one task, fetched whole even when
         only some of it is missing."""
-        piece = max(MIN_PIECE, -(-self.size // (parallel * 4)))
+        # Pieces in offset order, `parallel` at a time; the MD5 follows the contiguous prefix,
+        # so what is written beyond it waits to be hashed: at most `parallel` pieces. Capped
+        # pieces bound that backlog, and small ones at the end leave little of it for after
+        # the last byte arrives (hashing 1 GiB takes ~1.5 s of a core).
+        piece = min(MAX_PIECE, max(MIN_PIECE, -(-self.size // (parallel * 4))))
+        tail = self.size - 2 * parallel * MIN_PIECE
         out = []
         for index, part in enumerate(self.target.spec.parts):
             start = part.offset - self.target.offset
@@ -236,8 +244,11 @@ class FileDownload:
                 out.append(Task(self, index, start, end, True, part.partSize - missing))
                 continue
             for gap_start, gap_end in gaps:
-                for s in range(gap_start, gap_end, piece):
-                    out.append(Task(self, index, s, min(gap_end, s + piece)))
+                s = gap_start
+                while s < gap_end:
+                    e = min(gap_end, s + (piece if s < tail else MIN_PIECE))
+                    out.append(Task(self, index, s, e))
+                    s = e
         self.pending_tasks = len(out)
         return out
 
@@ -277,10 +288,9 @@ class FileDownload:
         written = os.pwrite(self.fd, chunk, pos)
         if written != n:
             raise OSError(errno.EIO, f"short write at {pos}")
-        with self.cond:
+        with self.cond:  # no notify: the MD5 thread looks every HASH_POLL (see _hash_prefix)
             self.written.add(pos, pos + n)
             self.unsynced.append((pos, pos + n))
-            self.cond.notify_all()
 
     def write_small(self, chunk: memoryview, pos: int) -> None:
         """A small file's bytes: written, and hashed at once while they come in order."""
@@ -382,14 +392,18 @@ class FileDownload:
                     if self.error is not None:
                         return None
                     frontier = self.written.end_of_run(pos)
-                    if frontier > pos or pos >= self.size:
+                    # a window's worth at a time (one mapping, few wake-ups), or what is left
+                    enough = frontier >= min(pos + HASH_STEP, self.size)
+                    if (frontier > pos and (enough or self.pending_tasks == 0)) or (
+                        pos >= self.size
+                    ):
                         break
                     if self.pending_tasks == 0 and pos < self.size:
                         self.error = ScoreError(
                             f"{self.target.file_name}: download ended with bytes {pos}.. missing"
                         )
                         return None
-                    self.cond.wait(1.0)
+                    self.cond.wait(HASH_POLL)
             if pos >= self.size:
                 with self.cond:
                     while self.pending_tasks > 0 and self.error is None:

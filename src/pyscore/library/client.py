@@ -255,9 +255,9 @@ class Client:
         `layout`: "filename", "bundle" (<analysis>/<name>) or "id". Returns the paths,
         data files first with each one's index after it. Any failure raises the first one's
         typed error (naming how many more failed) after the others are done."""
-        from pyscore.client.download import Request, check_sources, wanted_ids
+        from pyscore.client.download import Request, wanted_ids
         from pyscore.client.download import download as run
-        from pyscore.client.layout import LAYOUTS, writable_dir
+        from pyscore.client.layout import LAYOUTS, check_sources, writable_dir
 
         ids = [object_ids] if isinstance(object_ids, str) else object_ids
         ids = [checked_id(i) for i in ids] if ids is not None else None

@@ -80,17 +80,16 @@ def fetch_into(
     api, url: str, out, what: str, headers: dict | None = None, limit: int | None = None
 ) -> None:
     """A signed object-store URL's bytes appended to `out` (refused beyond `limit` bytes)."""
-    import httpx
+    from pyscore.client import http1
+    from pyscore.client.httpio import USER_AGENT
 
-    got = 0
     try:
-        with api.store.stream("GET", url, headers=headers) as r:
-            if r.status_code >= 400:
-                raise ScoreError(f"object store answered {r.status_code} for {what}")
-            for chunk in r.iter_bytes(1024 * 1024):
-                got += len(chunk)
-                if limit is not None and got > limit:
-                    raise ScoreError(f"{what} is larger than {limit:,} bytes; stopped reading")
-                out.write(chunk)
-    except httpx.HTTPError as exc:
+        status = api.store.get_into(
+            url, {"User-Agent": USER_AGENT, **(headers or {})}, out.write, limit
+        )
+    except http1.TooLarge:
+        raise ScoreError(f"{what} is larger than {limit:,} bytes; stopped reading") from None
+    except (OSError, ValueError) as exc:
         raise ScoreError(f"downloading {what} failed: {exc}") from None
+    if status >= 400:
+        raise ScoreError(f"object store answered {status} for {what}")

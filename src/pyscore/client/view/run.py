@@ -10,17 +10,16 @@ subdirectory per object).
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
-
-import pysam
 
 from pyscore.client.errors import (
     EXIT_AUTH,
@@ -119,6 +118,8 @@ def slice_one(job: Job, source: Source, name: Optional[str] = None) -> Optional[
     return the written path, if any. A file is written (and indexed) under a temporary
     name, then renamed: no partial output under the final name, and no link planted at
     that name is written through."""
+    import pysam
+
     kind = kind_of(source.name)
     fmt = job.format_of(kind)
     pysam.set_verbosity(0)  # our one-line errors say what failed; htslib's lines would repeat it
@@ -147,6 +148,8 @@ def slice_one(job: Job, source: Source, name: Optional[str] = None) -> Optional[
 
 def _slice_to(job: Job, source: Source, kind: str, fmt: str, out: str) -> None:
     """Slice into `out` ("-": stdout), indexing a written file if asked."""
+    import pysam
+
     if kind == "variants":
         slice_variants(source, job.regions, out, fmt, job.header_only)
     else:
@@ -247,9 +250,9 @@ def items_of(object_ids: list[str], rows: Optional[list[ManifestRow]] = None) ->
 
 def run_remote(
     job: Job,
-    settings: Any,
+    api: Any,
     object_ids: list[str],
-    verify: bool = True,
+    pinged: Optional[Callable[[], None]] = None,
     from_manifest: bool = False,
     rows: Optional[list[ManifestRow]] = None,
 ) -> int:
@@ -257,19 +260,18 @@ def run_remote(
     Several (a manifest, several --object-id): each failure is one line on stderr, the
     others go on, and the exit code is 1; non-alignment rows of a manifest are skipped, as
     the original does. Outputs (files, or stdout in input order) and messages come in
-    input order."""
-    from pyscore.client.api import Api, refusal_summary
+    input order. `pinged`: waits for the connection check begun by the caller, if any."""
+    from pyscore.client.api import refusal_summary
     from pyscore.client.lookup import Lookups, ordered
 
-    api = Api(settings)
     lookups = Lookups(api)
     items = items_of(object_ids, rows)
     single = len(items) == 1 and not from_manifest
     job.absolute()
     checks = ThreadPoolExecutor(2, thread_name_prefix="view-check")
-    pinged = checks.submit(api.ping) if verify else None
-    htsget_on = settings.get("view.htsget") != "false"
+    htsget_on = api.settings.get("view.htsget") != "false"
     speaks = checks.submit(speaks_htsget, api) if htsget_on else None
+    checks.submit(importlib.import_module, "pysam")  # htslib loads while lookups are out
     slicers = ThreadPoolExecutor(SLICES_AT_ONCE, thread_name_prefix="slice")
     failures = 0
     refused: list[tuple[AuthError, str]] = []  # files the token may not read, with their study
@@ -277,7 +279,7 @@ def run_remote(
 
     def connection_checked() -> None:
         if pinged is not None:
-            pinged.result()
+            pinged()
 
     def prepare(item: Item) -> Entity:
         return item.entity or lookups.entity(item.object_id).result()
@@ -353,7 +355,7 @@ def run_remote(
                 elif written is not None:
                     say(f"Wrote {written}")
             connection_checked()
-            for line in refusal_summary(refused, settings.token):
+            for line in refusal_summary(refused, api.settings.token):
                 say(f"ERROR: {line}")
     except KeyboardInterrupt:
         interrupted = True  # slices blocked in a read are not waited for

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Optional
-
-import pysam
+from typing import TYPE_CHECKING, Any, Optional
 
 from pyscore.client.errors import ScoreError, UsageError
 from pyscore.client.view.htsget import Tickets
 from pyscore.client.view.naming import VARIANT_SUFFIXES
 from pyscore.client.view.regions import UNMAPPED, Region, check_region
+
+if TYPE_CHECKING:  # htslib loads when a file is sliced, after the first requests left
+    import pysam
 
 
 @dataclass
@@ -28,6 +29,8 @@ class Source:
 
 
 def _open_reads(source: Source, reference: str | None) -> pysam.AlignmentFile:
+    import pysam
+
     try:
         return pysam.AlignmentFile(
             source.data, "r", index_filename=source.index, reference_filename=reference
@@ -40,6 +43,8 @@ def _open_reads(source: Source, reference: str | None) -> pysam.AlignmentFile:
 
 
 def _open_variants(source: Source) -> pysam.VariantFile:
+    import pysam
+
     try:
         return pysam.VariantFile(source.data, index_filename=source.index)
     except (OSError, ValueError) as exc:
@@ -57,6 +62,8 @@ def _wanted(
 ) -> list[tuple[Optional[str], int, int]]:
     """The regions in htslib's coordinates, checked against the file's header; a file
     without an index cannot give regions (unless the server's htsget slices it)."""
+    import pysam
+
     reads = isinstance(handle, pysam.AlignmentFile)
     if reads:
         contigs = dict(zip(handle.references, handle.lengths))
@@ -80,6 +87,8 @@ def records(
 ) -> Iterator[Any]:
     """The records of the regions (none given: the whole file) as pysam objects: what
     `view` writes, for a program to use."""
+    import pysam
+
     reads = not source.name.lower().endswith(VARIANT_SUFFIXES)
     pysam.set_verbosity(0)  # errors come as one-line ScoreErrors, htslib's lines would repeat
     handle = _open_reads(source, reference) if reads else _open_variants(source)
@@ -106,6 +115,8 @@ def slice_reads(
     reference: str | None = None,
 ) -> int:
     """Write the alignments overlapping (or contained in) the regions; return how many."""
+    import pysam
+
     fmt = alignment_format(output_format)
     mode = {"SAM": "w", "BAM": "wb", "CRAM": "wc"}[fmt]
     if fmt == "CRAM" and not reference:
@@ -145,6 +156,8 @@ def _records(
 ) -> Iterator:
     """A region's records: from the remote file through its index, or, through htsget,
     from the ticket's blocks, keeping exactly the records the index query would return."""
+    import pysam
+
     if source.tickets is None:
         yield from _fetch(handle, contig, start, end, source.name, hint)
         return
@@ -197,6 +210,8 @@ class closing_quietly:
 
 def _fetch(handle, contig: str | None, start: int, end: int, name: str, hint: str = "") -> Iterator:
     """Records of a region (None: the whole file), with read errors as one-line ScoreErrors."""
+    import pysam
+
     where = (
         "the file"
         if contig is None
@@ -226,6 +241,8 @@ def slice_variants(
     output_format: str = "VCF",
     header_only: bool = False,
 ) -> int:
+    import pysam
+
     fmt = output_format.upper()
     if fmt not in ("VCF", "BCF", "SAM"):  # SAM is the option's default: treat as VCF text
         raise UsageError(f"--output-format {output_format} is not VCF or BCF for variants")

@@ -1,12 +1,26 @@
 """The local store's signed URLs, answered by this server (S3 answers its own): ranged reads
-(206/416, zero-copy for whole files) and part uploads, each checked against its signature."""
+(206/416) and part uploads, each checked against its signature.
+
+Object bytes never pass through Python where the server allows: a whole file goes out by
+granian's zero-copy file response (ASGI `http.response.pathsend`), and so does a byte range,
+through a FIFO: a thread moves the range from the file into the pipe with splice(2) (page
+references, no copy) and granian sends the FIFO's bytes as it would a file's. Where that
+cannot be (no pathsend, Python < 3.10 without os.splice, too many at once), ranges go out in
+chunks read off the event loop.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import os
 import re
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 from fastapi import APIRouter, Request
@@ -55,7 +69,9 @@ def _readers() -> anyio.CapacityLimiter:
 
 
 class RangeResponse(Response):
-    """206 for [start, end] of a file (or 200 for all of it), read in chunks off the loop."""
+    """206 for [start, end] of a file (or 200 for all of it): spliced through a FIFO to
+    granian's file response when it can (see the module's docstring), else read in chunks
+    off the loop."""
 
     def __init__(
         self, path: Path, start: int, end: int, size: int, headers: dict, partial: bool = True
@@ -74,6 +90,11 @@ class RangeResponse(Response):
         if scope["method"] == "HEAD":
             await send({"type": "http.response.body", "body": b""})
             return
+        if "http.response.pathsend" in scope.get("extensions", {}) and self.end >= self.start:
+            fifo = spliced(self.path, self.start, self.end + 1)
+            if fifo is not None:
+                await send({"type": "http.response.pathsend", "path": fifo})
+                return
         fd = os.open(self.path, os.O_RDONLY)
         try:
             pos, end = self.start, self.end + 1
@@ -90,6 +111,98 @@ class RangeResponse(Response):
                 await send({"type": "http.response.body", "body": chunk, "more_body": pos < end})
         finally:
             os.close(fd)
+
+
+# -- ranges through a FIFO -------------------------------------------------------------------
+PUMPS = threading.BoundedSemaphore(64)  # ranges spliced at once per process; the rest: chunks
+PIPE_SIZE = 1024 * 1024
+SPLICE: Any = getattr(os, "splice", None)  # Linux, Python >= 3.10
+SET_PIPE_SIZE = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+RENDEZVOUS = 30.0  # seconds granian has to open the FIFO (it does so at once)
+_FIFO_DIR: list[str] = []
+
+
+def _fifo_dir() -> str:
+    """A directory of this process's own (0700) for its FIFOs, removed at exit."""
+    if not _FIFO_DIR:
+        import atexit
+        import shutil
+        import tempfile
+
+        folder = tempfile.mkdtemp(prefix="pyscore-ranges-")
+        atexit.register(shutil.rmtree, folder, True)
+        _FIFO_DIR.append(folder)
+    return _FIFO_DIR[0]
+
+
+def spliced(path: Path, start: int, end: int) -> str | None:
+    """A FIFO from which [start, end) of `path` can be read, fed by a thread with splice(2);
+    None where that cannot be (no os.splice, the file gone, PUMPS all busy)."""
+    if SPLICE is None or not PUMPS.acquire(blocking=False):
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        PUMPS.release()
+        return None
+    fifo = os.path.join(_fifo_dir(), f"{os.getpid()}-{threading.get_ident()}-{time.monotonic_ns()}")
+    try:
+        os.mkfifo(fifo, 0o600)
+    except OSError:
+        os.close(fd)
+        PUMPS.release()
+        return None
+    threading.Thread(target=_pump, args=(fd, fifo, start, end), daemon=True).start()
+    return fifo
+
+
+def _pump(fd: int, fifo: str, start: int, end: int) -> None:
+    """Move [start, end) of fd into the FIFO once its reader (granian) opened it; its
+    reader going away (the client hung up) ends it."""
+    out = -1
+    try:
+        out = _open_writer(fifo)
+        if out < 0:
+            return
+        os.unlink(fifo)  # both ends are open: the name is no longer needed
+        os.set_blocking(out, True)
+        pos, step = start, FIRST_CHUNK
+        while pos < end:
+            # Slow start, as the chunked path: a reader such as htslib opens an open-ended
+            # range, reads a few KiB and hangs up; the pipe grows once it keeps reading.
+            n = SPLICE(fd, out, min(step, end - pos), offset_src=pos)
+            if n == 0:
+                break  # the file is shorter than it was: the answer ends short
+            pos += n
+            if step < PIPE_SIZE and pos - start >= step:
+                step *= 4
+                if step >= PIPE_SIZE:  # (above /proc/sys/fs/pipe-max-size: the default)
+                    with contextlib.suppress(OSError):
+                        fcntl.fcntl(out, SET_PIPE_SIZE, PIPE_SIZE)
+    except OSError:
+        pass  # EPIPE: the client hung up; another error ends the answer short
+    finally:
+        if out >= 0:
+            os.close(out)
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(fifo)
+        PUMPS.release()
+
+
+def _open_writer(fifo: str) -> int:
+    """The FIFO opened for writing once a reader has it open (-1 if none comes in time).
+    Non-blocking, so a reader that never comes cannot hold the thread forever."""
+    deadline = time.monotonic() + RENDEZVOUS
+    wait = 0.0002
+    while True:
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO or time.monotonic() > deadline:
+                return -1
+        time.sleep(wait)
+        wait = min(wait * 2, 0.01)
 
 
 def router(store: ServesItsUrls, finalized: Callable[[str, int], bool]) -> APIRouter:
