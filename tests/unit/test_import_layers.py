@@ -6,6 +6,7 @@ when its first request leaves, and what `version` loads at all (no timings: modu
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -37,9 +38,17 @@ def loaded_after(module: str) -> set[str]:
     return set(done.stdout.split())
 
 
+@functools.cache
+def interpreter_own() -> frozenset[str]:
+    """What this interpreter loads for `pathlib` alone (Python 3.9's pathlib loads
+    urllib.parse, 3.13's does not): not ours to avoid."""
+    return frozenset(loaded_after("pathlib"))
+
+
 def top(loaded: set[str], names: tuple[str, ...]) -> list[str]:
-    """The loaded modules that are, or are inside, one of `names`."""
-    return sorted(m for m in loaded if m in names or m.startswith(tuple(n + "." for n in names)))
+    """The loaded modules, beyond the interpreter's own, that are or are inside `names`."""
+    ours = loaded - interpreter_own()
+    return sorted(m for m in ours if m in names or m.startswith(tuple(n + "." for n in names)))
 
 
 @pytest.mark.parametrize("name", BYTE_PATH)

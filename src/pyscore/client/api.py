@@ -381,12 +381,13 @@ class Api:
         *,
         params: Optional[dict[str, Any]] = None,
         json: Any = None,
+        headers: Optional[dict[str, str]] = None,
         timeout: Optional[float] = None,
     ) -> Answer:
         """One call, its answer read up to `limit` bytes; a transport error is Transient."""
         key = self._setting_of(url)
         url = http1.with_params(url, params)
-        headers, body = self.headers, None
+        headers, body = {**self.headers, **(headers or {})}, None
         if json is not None:
             headers = {**headers, "Content-Type": "application/json"}
             body = _dumps(json)
