@@ -33,3 +33,17 @@ def bad_request(error_id: str, message: str) -> ApiError:
 
 def conflict(error_id: str, message: str) -> ApiError:
     return ApiError(409, error_id, message)
+
+
+RETRY_AFTER = 5  # seconds a client is asked to wait while a dependency is away
+
+
+class Unavailable(ApiError):
+    """A dependency (the database, the object store, its disk) cannot serve this request
+    now: 503 with Retry-After, a state that passes without the caller changing anything.
+    `dependency` names it for the log line and the metric."""
+
+    def __init__(self, dependency: str, message: str, retry_after: int = RETRY_AFTER) -> None:
+        super().__init__(503, f"{dependency.replace('_', '.')}.unavailable", message)
+        self.dependency = dependency
+        self.retry_after = retry_after
