@@ -7,9 +7,13 @@ done, and the same request succeeding once the dependency is back, with no opera
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlparse
 
 import httpx
@@ -17,7 +21,7 @@ import pytest
 
 from pyscore.server.settings import Settings
 from tests.api import bearer, database, song_error, submit, upload
-from tests.conftest import Server, init_server
+from tests.conftest import Server, init_server, local_store_only
 from tests.faultproxy import FaultProxy
 from tests.publish import md5, song_payload
 from tests.tcpfault import TcpFault
@@ -207,3 +211,118 @@ def test_an_upload_while_the_store_answers_503_is_503_at_each_step_then_complete
         server.stop()
         store.close()
 
+
+def sent(http: httpx.Client, object_id: str, data: bytes) -> str:
+    """An upload of `data` begun, its one part sent and recorded, not completed: its id."""
+    r = http.post(f"/upload/{object_id}/uploads", params={"fileSize": len(data), "md5": md5(data)})
+    assert r.status_code == 200, r.text
+    spec = r.json()
+    [part] = spec["parts"]
+    put = httpx.put(part["url"], content=data, timeout=60)
+    assert put.status_code == 200, put.text
+    r = http.post(
+        f"/upload/{object_id}/parts",
+        params={
+            "uploadId": spec["uploadId"],
+            "partNumber": 1,
+            "md5": md5(data),
+            "etag": put.headers["ETag"],
+        },
+    )
+    assert r.status_code == 200, r.text
+    return spec["uploadId"]
+
+
+@postgres_only
+def test_an_upload_completed_in_the_store_but_not_recorded_completes_on_retry(faulty):
+    """The store has made the object (a rename, or S3's CompleteMultipartUpload) when the
+    database connection drops before its row is written: the client is told to retry, and
+    the retry completes the upload (the store's completion is not asked twice), not a 404
+    that leaves bytes without a row and an upload no one can finish."""
+    r = faulty.http.post("/studies/UP/", json={"studyId": "UP", "name": "UP"})
+    assert r.status_code == 200, r.text
+    data = os.urandom(4000)
+    analysis_id, ids = submit(faulty.http, song_payload("UP", {"u.bam": data}))
+    upload_id = sent(faulty.http, ids["u.bam"], data)
+    faulty.db.cut_on(b"INSERT INTO objects")
+    complete = f"/upload/{ids['u.bam']}"
+    unavailable(faulty.http.post(complete, params={"uploadId": upload_id}))
+    assert faulty.db.cuts == 1
+    r = faulty.http.post(complete, params={"uploadId": upload_id})
+    assert r.status_code == 200, r.text
+    r = faulty.http.put(f"/studies/UP/analysis/publish/{analysis_id}")
+    assert r.status_code == 200, r.text
+    spec = faulty.http.get(f"/download/{ids['u.bam']}?offset=0&length=-1").json()
+    assert httpx.get(spec["parts"][0]["url"]).content == data
+
+
+@contextmanager
+def small_disk(path: Path, size: str) -> Iterator[None]:
+    """`path` on a filesystem of its own of `size` (a tmpfs; what is there stays there)."""
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a small filesystem needs root")
+    held = path.with_name(path.name + ".held")
+    path.rename(held)
+    path.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)])
+    if mounted.returncode != 0:
+        held.rename(path)
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        shutil.copytree(held, path, dirs_exist_ok=True)
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def fill(path: Path) -> Path:
+    """Take every free byte of the filesystem under `path`; the file that holds them."""
+    filler = path / "filler"
+    free = os.statvfs(path).f_bavail * os.statvfs(path).f_frsize
+    subprocess.run(["fallocate", "-l", str(free), str(filler)], check=True)
+    return filler
+
+
+@local_store_only
+def test_a_part_sent_while_the_disk_is_full_is_503_and_leaves_nothing(tmp_path):
+    """The local store's disk fills while a part's body is being written (ENOSPC): the
+    client is told to retry (503, Retry-After, JSON), the half-written body is removed,
+    and once there is room again the same part goes in and the upload completes."""
+    server = init_server(tmp_path / "data")
+    with small_disk(server.data_dir / "objects", "8m"), server:
+        http = httpx.Client(base_url=server.url, headers=bearer(server.admin_token), timeout=60)
+        r = http.post("/studies/DISK/", json={"studyId": "DISK", "name": "DISK"})
+        assert r.status_code == 200, r.text
+        data = os.urandom(3 * 1024 * 1024)
+        _, ids = submit(http, song_payload("DISK", {"d.bam": data}))
+        r = http.post(
+            f"/upload/{ids['d.bam']}/uploads", params={"fileSize": len(data), "md5": md5(data)}
+        )
+        assert r.status_code == 200, r.text
+        spec = r.json()
+        [part] = spec["parts"]
+        filler = fill(server.data_dir / "objects")
+        put = httpx.put(part["url"], content=data, timeout=60)
+        song_error(put, 503, "object.store.unavailable", "full")
+        assert put.headers.get("Retry-After", "").isdigit(), put.headers
+        uploads = server.data_dir / "objects" / "upload"
+        assert not [p for p in uploads.rglob("*") if p.name.startswith(".body-")]
+        filler.unlink()
+        put = httpx.put(part["url"], content=data, timeout=60)
+        assert put.status_code == 200, put.text
+        r = http.post(
+            f"/upload/{ids['d.bam']}/parts",
+            params={
+                "uploadId": spec["uploadId"],
+                "partNumber": 1,
+                "md5": md5(data),
+                "etag": put.headers["ETag"],
+            },
+        )
+        assert r.status_code == 200, r.text
+        r = http.post(f"/upload/{ids['d.bam']}", params={"uploadId": spec["uploadId"]})
+        assert r.status_code == 200, r.text
+        assert (server.data_dir / "objects" / "data" / ids["d.bam"]).read_bytes() == data
+        log = (server.data_dir / "server.log").read_text(errors="replace")
+        assert "Traceback" not in log, log[-3000:]
+        http.close()
