@@ -6,6 +6,7 @@ done, and the same request succeeding once the dependency is back, with no opera
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -21,7 +22,7 @@ import pytest
 
 from pyscore.server.settings import Settings
 from tests.api import bearer, database, song_error, submit, upload
-from tests.conftest import Server, init_server, local_store_only
+from tests.conftest import CLIENT, Server, init_server, local_store_only
 from tests.faultproxy import FaultProxy
 from tests.publish import md5, song_payload
 from tests.tcpfault import TcpFault
@@ -326,3 +327,46 @@ def test_a_part_sent_while_the_disk_is_full_is_503_and_leaves_nothing(tmp_path):
         log = (server.data_dir / "server.log").read_text(errors="replace")
         assert "Traceback" not in log, log[-3000:]
         http.close()
+
+
+@s3_only
+def test_score_client_submits_through_a_short_store_outage(tmp_path):
+    """`score-client submit` of two files (batch uploads) while the S3 store answers 503 for
+    a few seconds: the whole batch is answered 503 with Retry-After (not each file refused
+    inside a 200, which ended the file's upload at once), so the client retries, finishes
+    and publishes."""
+    server = init_server(tmp_path / "data")
+    store = FaultProxy(urlparse(S3.split(",")[0]).port, data_path="/")
+    Settings.update(server.data_dir, s3_endpoint=store.url)
+    server.start()
+    http = httpx.Client(base_url=server.url, headers=bearer(server.admin_token), timeout=120)
+    try:
+        r = http.post("/studies/OUT/", json={"studyId": "OUT", "name": "OUT"})
+        assert r.status_code == 200, r.text
+        files = {"o1.bam": os.urandom(200_000), "o2.bam": os.urandom(300_000)}
+        for name, data in files.items():
+            (tmp_path / name).write_bytes(data)
+        (tmp_path / "payload.json").write_text(json.dumps(song_payload("OUT", files)))
+        store.faults.status, store.faults.statuses = 503, 10**6
+        client = subprocess.Popen(
+            [
+                *(CLIENT, "--silent", "submit", "--study-id", "OUT", "--publish"),
+                *("--payload", str(tmp_path / "payload.json"), "--dir", str(tmp_path)),
+            ],
+            env={**os.environ, **server.client_env(server.admin_token)},
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(3)  # the client meets the outage (it retries for longer than this)
+        store.faults.statuses = 0
+        _, err = client.communicate(timeout=300)
+        assert client.returncode == 0, err
+        for name, data in files.items():
+            [entity] = http.get("/entities", params={"fileName": name}).json()["content"]
+            spec = http.get(f"/download/{entity['id']}?offset=0&length=-1")
+            assert spec.status_code == 200, spec.text  # published
+            assert httpx.get(spec.json()["parts"][0]["url"]).content == data
+    finally:
+        http.close()
+        server.stop()
+        store.close()
