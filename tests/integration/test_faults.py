@@ -370,3 +370,25 @@ def test_score_client_submits_through_a_short_store_outage(tmp_path):
         http.close()
         server.stop()
         store.close()
+
+
+def test_a_killed_servers_metrics_directory_goes_with_the_next_start(tmp_path):
+    """`kill -9` gives a server no chance to remove its temporary metrics directory; the
+    next `serve` on the machine removes it (it names the dead server's pid), so restarts
+    after kills do not pile them up."""
+    server = init_server(tmp_path / "data")
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    server.start("--workers", "2", env={"TMPDIR": str(tmp)})
+    assert server.process is not None
+    [first] = list(tmp.iterdir())
+    server.process.kill()
+    server.process.wait(10)
+    server.port = 0  # the killed server's workers may hold its port for a few seconds
+    server.start(env={"TMPDIR": str(tmp)})
+    try:
+        assert first.name.startswith("pyscore-metrics-")
+        assert not first.exists(), sorted(p.name for p in tmp.iterdir())
+        assert len(list(tmp.iterdir())) == 1
+    finally:
+        server.stop()
