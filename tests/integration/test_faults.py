@@ -392,3 +392,27 @@ def test_a_killed_servers_metrics_directory_goes_with_the_next_start(tmp_path):
         assert len(list(tmp.iterdir())) == 1
     finally:
         server.stop()
+
+
+@s3_only
+def test_a_multipart_upload_the_store_made_after_its_answer_timed_out_is_aborted(tmp_path):
+    """A frozen store answers a CreateMultipartUpload after the server gave up on it (and
+    began another): that upload is no one's. Completing the object's upload aborts the ones
+    begun before it for the same object, so no stray upload holds the bucket's space."""
+    from pyscore.server.store.s3 import S3Store
+
+    server = init_server(tmp_path / "data")
+    with server:
+        http = httpx.Client(base_url=server.url, headers=bearer(server.admin_token), timeout=60)
+        r = http.post("/studies/STRAY/", json={"studyId": "STRAY", "name": "STRAY"})
+        assert r.status_code == 200, r.text
+        data = os.urandom(5000)
+        _, ids = submit(http, song_payload("STRAY", {"s.bam": data}))
+        store = S3Store.from_settings(Settings.load(server.data_dir))
+        bucket, key = store.object_bucket(ids["s.bam"]), store.data_key(ids["s.bam"])
+        stray = store.client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+        upload(http, ids["s.bam"], data)
+        left = store.client.list_multipart_uploads(Bucket=bucket, Prefix=key).get("Uploads", [])
+        assert stray not in [u["UploadId"] for u in left], left
+        assert not left, left
+        http.close()

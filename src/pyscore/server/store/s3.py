@@ -18,6 +18,7 @@ that a client copes with the original's URLs.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import re
@@ -29,7 +30,7 @@ from typing import Any, Optional, TypeVar
 import boto3
 from boto3.exceptions import PythonDeprecationWarning
 from botocore.config import Config
-from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from pyscore.server.errors import ApiError, Unavailable
@@ -45,7 +46,7 @@ MAX_PRESIGN = 7 * 24 * 3600  # SigV4's limit
 HEX = re.compile(r"[0-9a-fA-F]+")
 # A store that is down or frozen must cost a request seconds, not botocore's default of 60 s
 # per read times 5 retries: then it is answered 503 (`Unavailable`) and the client retries.
-CONNECT_TIMEOUT, READ_TIMEOUT, ATTEMPTS = 5, 20, 2
+CONNECT_TIMEOUT, READ_TIMEOUT, ATTEMPTS = 5, 10, 2
 BUSY_CODES = {"SlowDown", "ServiceUnavailable", "RequestTimeout", "InternalError"}
 MISSING_CODES = {"404", "NoSuchKey", "NotFound", "NoSuchUpload"}
 
@@ -334,6 +335,7 @@ class S3Store:
 
     @calls_store
     def complete(self, object_id: str, upload_id: str, etags: dict[int, str]) -> None:
+        strays = self._begun_before(object_id, upload_id)
         try:
             self.client.complete_multipart_upload(
                 Bucket=self.object_bucket(object_id),
@@ -355,6 +357,25 @@ class S3Store:
                 f"{exc.response.get('Error', {}).get('Message', exc)}",
             ) from None
         self._drop_upload_meta(object_id, upload_id)
+        for stray in strays:  # best effort: the upload itself is complete
+            with contextlib.suppress(ApiError, ClientError, BotoCoreError):
+                self.abort(object_id, stray)
+
+    def _begun_before(self, object_id: str, upload_id: str) -> list[str]:
+        """Multipart uploads of the same object begun before this one: no one's (a create
+        the store carried out after the server had given up waiting for its answer, or one
+        whose record was lost with a dropped transaction), aborted once this one completes
+        so they hold no space. One begun after it is left alone: it may be a new upload's."""
+        key = self.data_key(object_id)
+        found = self.client.list_multipart_uploads(
+            Bucket=self.object_bucket(object_id), Prefix=key
+        ).get("Uploads", [])
+        ours = [u["Initiated"] for u in found if u["UploadId"] == upload_id]
+        return [
+            u["UploadId"]
+            for u in found
+            if u["Key"] == key and u["UploadId"] != upload_id and ours and u["Initiated"] <= ours[0]
+        ]
 
     @calls_store
     def abort(self, object_id: str, upload_id: str) -> None:
