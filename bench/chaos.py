@@ -1224,6 +1224,16 @@ class Report:
             f"{sum(1 for r in failed if r.rerun_code == 0)}, not finished: "
             f"{sum(1 for r in failed if r.rerun_code != 0)} (exit codes of the failures: "
             f"{dict(Counter(r.code for r in failed))})",
+            *(
+                f"  - exit {code}, e.g.: {reason}"
+                for code, reason in sorted(
+                    {
+                        r.code: r.stderr.strip().splitlines()[-1][:200]
+                        for r in failed
+                        if r.stderr.strip()
+                    }.items()
+                )
+            ),
             f"- checked: {self.checked}",
             f"- cause lines in the server logs (one as an outage starts, then one per 10 s): "
             f"{self.outage_lines}",
