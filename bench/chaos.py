@@ -46,7 +46,6 @@ import random
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -63,7 +62,10 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import BIN, free_port, record  # noqa: E402
+from bench.common import BIN, free_port, record, serve_command, stop  # noqa: E402
+from tests.processes import alive, descendants  # noqa: E402
+from tests.publish import file_md5  # noqa: E402
+from tests.tcpproxy import TcpProxy  # noqa: E402
 
 MiB = 1024 * 1024
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -197,32 +199,6 @@ def wait_for(condition: Callable[[], bool], seconds: float, every: float = 0.2) 
 
 
 # -- processes ----------------------------------------------------------------------------
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below `pid` (from /proc)."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            parents.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
 def processes_naming(text: str) -> list[int]:
     """Living processes whose command line holds `text`."""
     found = []
@@ -251,36 +227,32 @@ class ServeProc:
         self.proc: Optional[subprocess.Popen] = None
         self.restarting = False  # killed, and not serving again yet
 
-    def start(self, bound: float = 120) -> None:
+    def start(self, bound: float = 2 * READY_BOUND) -> None:
+        """Start it, and again 2 s after each time it ends before serving (the database
+        away, its port still held by a killed one's workers); a slow start (a busy machine)
+        is waited for, up to `bound` in all."""
         deadline = time.monotonic() + bound
         while True:
             with open(self.log_path, "ab") as out:
                 self.proc = subprocess.Popen(
-                    [
-                        str(BIN / "score-server"),
-                        "serve",
-                        "--data-dir",
-                        str(self.data_dir),
-                        "--port",
-                        str(self.port),
-                        "--workers",
-                        str(self.workers),
-                    ],
+                    serve_command(self.data_dir, self.port, self.workers),
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     env={**os.environ, **self.env},
                 )
-            wait_for(self.serving, 60, 0.1)
+            left = deadline - time.monotonic()
+            wait_for(self.ended_or_serving, left, 0.2)
             if self.proc.poll() is None and self.serving():
                 return
-            self.stop()  # it ended (its port still held by the killed one's workers?)
+            self.stop()
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{self.name} did not start; see {self.log_path}")
             time.sleep(2)
 
+    def ended_or_serving(self) -> bool:
+        return self.proc is None or self.proc.poll() is not None or self.serving()
+
     def serving(self) -> bool:
-        if self.proc is None or self.proc.poll() is not None:
-            return True  # ended: the caller's wait ends, and start() tries again
         try:
             return httpx.get(f"{self.url}/isAlive", timeout=2).status_code == 200
         except httpx.HTTPError:
@@ -295,72 +267,13 @@ class ServeProc:
         return workers
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc, 30)
 
     def ready(self) -> int:
         try:
             return httpx.get(f"{self.url}/health/ready", timeout=10).status_code
         except httpx.HTTPError:
             return 0
-
-
-class Balancer:
-    """A round-robin TCP balancer on loopback: each connection goes to the next server that
-    accepts it, so a killed server's share moves to the others, as behind a load balancer
-    with health checks."""
-
-    def __init__(self, servers: list[ServeProc]) -> None:
-        self.servers = servers
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.turn = 0
-        self.closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def close(self) -> None:
-        self.closed = True
-        with contextlib.suppress(OSError):
-            self.listener.close()
-
-    def _accept(self) -> None:
-        while not self.closed:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            self.turn += 1
-            order = self.servers[self.turn % len(self.servers) :] + self.servers
-            for server in order[: len(self.servers)]:
-                try:
-                    upstream = socket.create_connection(("127.0.0.1", server.port), timeout=2)
-                except OSError:
-                    continue
-                upstream.settimeout(None)
-                for a, b in ((client, upstream), (upstream, client)):
-                    threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-                break
-            else:
-                client.close()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(256 * 1024):
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            with contextlib.suppress(OSError):
-                s.close()
 
 
 # -- the platforms --------------------------------------------------------------------------
@@ -378,7 +291,7 @@ class Platform:
     expected: dict[str, tuple[int, str]] = field(default_factory=dict)  # id -> (size, md5)
     bam: str = ""  # a BAM with its index (views)
     region: str = ""
-    balancer: Optional[Balancer] = None
+    balancer: Optional[TcpProxy] = None  # in front of its servers, when several
     filler: Optional[Path] = None  # the local store's tmpfs, when it has one
 
     def env(self, token: str) -> dict[str, str]:
@@ -414,14 +327,6 @@ def seed_files(folder: Path, prefix: str, sizes: list[int], rng: random.Random) 
                 f.write(rng.randbytes(min(MiB, size - at)))
         paths.append(path)
     return paths
-
-
-def file_md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while chunk := f.read(8 * MiB):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def make_platform(
@@ -762,7 +667,7 @@ class Chaos:
         self.platforms, self.pg, self.gateway, self.load = platforms, pg, gateway, load
         self.started = started
         self.events: list[Event] = []
-        self.outlived: list[str] = []
+        self.problems: list[str] = []  # workers outliving their server, failed restarts
         self.cancel: list[tuple[Platform, str]] = []  # uploads the probes began
         self.restarts: list[threading.Thread] = []  # killed servers being started again
 
@@ -801,11 +706,16 @@ class Chaos:
             ended = time.monotonic() - killed
             if not gone:
                 left = [w for w in workers if alive(w)]
-                self.outlived.append(f"{server.name}: workers {left} outlived their server")
+                self.problems.append(f"{server.name}: workers {left} outlived their server")
                 for w in left:
                     os.kill(w, signal.SIGKILL)
             time.sleep(max(0.0, 2 - ended))  # a service manager's restart delay
-            server.start()
+            try:
+                server.start()
+            except RuntimeError as exc:
+                self.problems.append(f"{server.name} could not be started again: {exc}")
+                event.recovered[server.name] = float("inf")
+                return
             server.restarting = False
             again = time.monotonic() - killed
             event.detail = f"workers ended {ended:.1f} s after; serving again {again:.1f} s after"
@@ -1272,7 +1182,7 @@ def run(
         for s in p.servers:
             s.start()
         if len(p.servers) > 1:
-            p.balancer = Balancer(p.servers)
+            p.balancer = TcpProxy(*(s.port for s in p.servers))
             p.url = p.balancer.url
         else:
             p.url = p.servers[0].url
@@ -1295,7 +1205,7 @@ def run(
         load.finish()
     log(f"re-running {sum(1 for r in load.runs if r.code != 0)} failed client run(s)")
     rerun_failed(load, cfg.client_timeout)
-    violations = list(chaos.outlived) + load.corrupt
+    violations = list(chaos.problems) + load.corrupt
     violations += client_violations(load)
     violations += answer_violations(load, chaos.events)
     checked: Counter[str] = Counter()

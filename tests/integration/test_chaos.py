@@ -63,7 +63,7 @@ def test_the_platform_survives_its_dependencies_failing_under_load(
         big_mib=32,
         upload_mib=4,
         disk_mib=160,
-        pause=1.0,
+        pause=2.0,
         client_timeout=300,
     )
     report = run(

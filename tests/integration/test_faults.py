@@ -1,6 +1,6 @@
 """A dependency failing under a running server, injected at an exact point: the database
 away or its connection dropped mid-transaction (a TCP proxy between the server and
-PostgreSQL: tests/tcpfault.py). What a client must see: 503 with Retry-After and the API's
+PostgreSQL: tests/tcpproxy.py). What a client must see: 503 with Retry-After and the API's
 JSON error (never a 500), one log line rather than a traceback per request, nothing half
 done, and the same request succeeding once the dependency is back, with no operator."""
 
@@ -25,7 +25,7 @@ from tests.api import bearer, database, song_error, submit, upload
 from tests.conftest import CLIENT, Server, init_server, local_store_only
 from tests.faultproxy import FaultProxy
 from tests.publish import md5, song_payload
-from tests.tcpfault import TcpFault
+from tests.tcpproxy import TcpProxy
 
 POSTGRES = os.environ.get("PYSCORE_TEST_POSTGRES", "")
 postgres_only = pytest.mark.skipif(
@@ -35,10 +35,10 @@ postgres_only = pytest.mark.skipif(
 
 @dataclass
 class Faulty:
-    """A serving platform whose database connections go through `db` (a TcpFault)."""
+    """A serving platform whose database connections go through `db` (a TcpProxy)."""
 
     server: Server
-    db: TcpFault
+    db: TcpProxy
     http: httpx.Client
 
     def log(self) -> str:
@@ -63,7 +63,7 @@ class Faulty:
 def faulty(tmp_path) -> Iterator[Faulty]:
     server = init_server(tmp_path / "data")
     port = urlparse(POSTGRES).port
-    db = TcpFault(port)
+    db = TcpProxy(port)
     url = Settings.load(server.data_dir).database_url
     Settings.update(server.data_dir, database_url=url.replace(f":{port}/", f":{db.port}/"))
     server.start()
@@ -213,24 +213,28 @@ def test_an_upload_while_the_store_answers_503_is_503_at_each_step_then_complete
         store.close()
 
 
-def sent(http: httpx.Client, object_id: str, data: bytes) -> str:
-    """An upload of `data` begun, its one part sent and recorded, not completed: its id."""
+def begin(http: httpx.Client, object_id: str, data: bytes) -> dict:
+    """An upload of `data` (one part) begun: its specification."""
     r = http.post(f"/upload/{object_id}/uploads", params={"fileSize": len(data), "md5": md5(data)})
     assert r.status_code == 200, r.text
-    spec = r.json()
-    [part] = spec["parts"]
-    put = httpx.put(part["url"], content=data, timeout=60)
-    assert put.status_code == 200, put.text
+    return r.json()
+
+
+def record(http: httpx.Client, object_id: str, spec: dict, data: bytes, etag: str) -> None:
+    """The upload's one part, sent, recorded (`POST /upload/{id}/parts`)."""
     r = http.post(
         f"/upload/{object_id}/parts",
-        params={
-            "uploadId": spec["uploadId"],
-            "partNumber": 1,
-            "md5": md5(data),
-            "etag": put.headers["ETag"],
-        },
+        params={"uploadId": spec["uploadId"], "partNumber": 1, "md5": md5(data), "etag": etag},
     )
     assert r.status_code == 200, r.text
+
+
+def sent(http: httpx.Client, object_id: str, data: bytes) -> str:
+    """An upload of `data` begun, its one part sent and recorded, not completed: its id."""
+    spec = begin(http, object_id, data)
+    put = httpx.put(spec["parts"][0]["url"], content=data, timeout=60)
+    assert put.status_code == 200, put.text
+    record(http, object_id, spec, data, put.headers["ETag"])
     return spec["uploadId"]
 
 
@@ -296,11 +300,7 @@ def test_a_part_sent_while_the_disk_is_full_is_503_and_leaves_nothing(tmp_path):
         assert r.status_code == 200, r.text
         data = os.urandom(3 * 1024 * 1024)
         _, ids = submit(http, song_payload("DISK", {"d.bam": data}))
-        r = http.post(
-            f"/upload/{ids['d.bam']}/uploads", params={"fileSize": len(data), "md5": md5(data)}
-        )
-        assert r.status_code == 200, r.text
-        spec = r.json()
+        spec = begin(http, ids["d.bam"], data)
         [part] = spec["parts"]
         filler = fill(server.data_dir / "objects")
         put = httpx.put(part["url"], content=data, timeout=60)
@@ -311,16 +311,7 @@ def test_a_part_sent_while_the_disk_is_full_is_503_and_leaves_nothing(tmp_path):
         filler.unlink()
         put = httpx.put(part["url"], content=data, timeout=60)
         assert put.status_code == 200, put.text
-        r = http.post(
-            f"/upload/{ids['d.bam']}/parts",
-            params={
-                "uploadId": spec["uploadId"],
-                "partNumber": 1,
-                "md5": md5(data),
-                "etag": put.headers["ETag"],
-            },
-        )
-        assert r.status_code == 200, r.text
+        record(http, ids["d.bam"], spec, data, put.headers["ETag"])
         r = http.post(f"/upload/{ids['d.bam']}", params={"uploadId": spec["uploadId"]})
         assert r.status_code == 200, r.text
         assert (server.data_dir / "objects" / "data" / ids["d.bam"]).read_bytes() == data

@@ -1,8 +1,10 @@
-"""A TCP proxy on loopback in front of a database (or any TCP service) that tests can take
-away: `down()` cuts every connection and refuses new ones as a stopped or restarting server
-does, `up()` lets them through again, and `cut_on(pattern)` drops the one connection that
-sends `pattern` (PostgreSQL's protocol carries statements as plain text) before it reaches
-the server, so a transaction ends at an exact statement as when its connection is lost."""
+"""A TCP proxy on loopback in front of a database or servers, that tests can take away:
+`down()` cuts every connection and refuses new ones as a stopped or restarting server does,
+`up()` lets them through again, and `cut_on(pattern)` drops the one connection that sends
+`pattern` (PostgreSQL's protocol carries statements as plain text) before it reaches the
+server, so a transaction ends at an exact statement as when its connection is lost. In front
+of several servers it balances: each connection goes to the next that accepts it, so a
+killed server's share moves to the others (bench/chaos.py)."""
 
 from __future__ import annotations
 
@@ -14,11 +16,13 @@ import threading
 CHUNK = 64 * 1024
 
 
-class TcpFault:
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
+class TcpProxy:
+    def __init__(self, *upstream_ports: int) -> None:
+        self.upstreams = upstream_ports
+        self.turn = 0
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
         self.lock = threading.Lock()
         self.live: set[socket.socket] = set()
         self.refusing = False
@@ -65,10 +69,8 @@ class TcpFault:
             if refuse:
                 self._kill(client)
                 continue
-            try:
-                server = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=10)
-                server.settimeout(None)
-            except OSError:
+            server = self._connect()
+            if server is None:
                 self._kill(client)
                 continue
             with self.lock:
@@ -76,6 +78,19 @@ class TcpFault:
             pair = (client, server)
             for src, dst, up in ((client, server, True), (server, client, False)):
                 threading.Thread(target=self._pump, args=(src, dst, pair, up), daemon=True).start()
+
+    def _connect(self) -> socket.socket | None:
+        """A connection to the next upstream that takes one (round robin)."""
+        self.turn += 1
+        for n in range(len(self.upstreams)):
+            port = self.upstreams[(self.turn + n) % len(self.upstreams)]
+            try:
+                server = socket.create_connection(("127.0.0.1", port), timeout=10)
+            except OSError:
+                continue
+            server.settimeout(None)
+            return server
+        return None
 
     def _pump(
         self, src: socket.socket, dst: socket.socket, pair: tuple[socket.socket, ...], up: bool
