@@ -234,6 +234,15 @@ def stop(proc: subprocess.Popen | None, seconds: float = 10) -> None:
         proc.wait()
 
 
+def serve_command(data_dir: Path, port: int, workers: int = 1, bin_dir: Path = BIN) -> list[str]:
+    """`score-server serve` of a data directory on a loopback port."""
+    return [
+        str(bin_dir / "score-server"),
+        *("serve", "--data-dir", str(data_dir)),
+        *("--port", str(port), "--workers", str(workers)),
+    ]
+
+
 class Serve:
     """Another `score-server serve` process on an existing data directory (another port,
     another worker count): what a second host with a copy of server.json would run."""
@@ -259,16 +268,7 @@ class Serve:
     def __enter__(self) -> Serve:
         self.log = open(self.data_dir / f"server-{self.port}.log", "ab")
         self.proc = subprocess.Popen(
-            [
-                str(self.bin_dir / "score-server"),
-                "serve",
-                "--data-dir",
-                str(self.data_dir),
-                "--port",
-                str(self.port),
-                "--workers",
-                str(self.workers),
-            ],
+            serve_command(self.data_dir, self.port, self.workers, self.bin_dir),
             stdout=self.log,
             stderr=subprocess.STDOUT,
             env={

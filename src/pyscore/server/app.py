@@ -61,7 +61,7 @@ def create_app(settings: Settings) -> FastAPI:
     delivery = Delivery.from_settings(app.state.platform.db.session, settings)
     sinks = sink_status(app.state.platform, delivery.names)
     sink = logging.request_sink(settings.request_log)
-    errors.install(app)
+    errors.install(app, errors.Outages(lambda d: metrics.UNAVAILABLE.labels(d).inc()))
     # Starlette types add_middleware with a ParamSpec protocol that mypy, checking for Python
     # 3.9, cannot match to a middleware class; called through a plain Callable instead.
     add_middleware: Callable[..., None] = app.add_middleware

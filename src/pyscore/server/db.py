@@ -134,6 +134,19 @@ def insert_rows(session: Session, table: Any, rows: list[dict]) -> None:
             )
 
 
+def outage(exc: BaseException) -> bool:
+    """Whether `exc` says the database is away (a connection refused, dropped or shut down;
+    none free in time; SQLite's lock held past its timeout) rather than that it refused a
+    statement: the same request may succeed once the database is back."""
+    from sqlalchemy import exc as sa
+
+    if isinstance(exc, sa.DBAPIError):
+        return exc.connection_invalidated or isinstance(
+            exc, (sa.OperationalError, sa.InterfaceError)
+        )
+    return isinstance(exc, sa.TimeoutError)  # the pool's: no connection within pool_timeout
+
+
 class Database:
     """An engine and its session factory; one per process."""
 

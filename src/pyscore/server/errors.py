@@ -52,3 +52,17 @@ def repeated(object_id: str, what: str = "") -> ApiError:
         f"Object '{object_id}'{what} is named more than once in this batch; "
         "only its first mention is answered",
     )
+
+
+RETRY_AFTER = 5  # seconds a client is asked to wait while a dependency is away
+
+
+class Unavailable(ApiError):
+    """A dependency (the database, the object store, its disk) cannot serve this request
+    now: 503 with Retry-After, a state that passes without the caller changing anything.
+    `dependency` names it for the log line and the metric."""
+
+    def __init__(self, dependency: str, message: str, retry_after: int = RETRY_AFTER) -> None:
+        super().__init__(503, f"{dependency.replace('_', '.')}.unavailable", message)
+        self.dependency = dependency
+        self.retry_after = retry_after

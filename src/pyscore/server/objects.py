@@ -22,7 +22,14 @@ from sqlalchemy.orm import Session
 from pyscore.server import audit
 from pyscore.server.auth import Action, Principal, authorize
 from pyscore.server.db import as_utc, utcnow
-from pyscore.server.errors import ApiError, bad_request, not_found, repeated, repeats
+from pyscore.server.errors import (
+    ApiError,
+    Unavailable,
+    bad_request,
+    not_found,
+    repeated,
+    repeats,
+)
 from pyscore.server.metadata.files import no_such_file
 from pyscore.server.store.base import ObjectStore
 from pyscore.server.tables import Analysis, File, StoredObject, Upload, UploadPart
@@ -330,7 +337,11 @@ class Cut(Exception):
 
 def refusal_json(object_id: str, exc: ApiError) -> dict[str, Any]:
     """A batch item's refusal: what its single call would have answered (recorded with it:
-    a grant of this object handed out nothing)."""
+    a grant of this object handed out nothing). A dependency that is away is no item's
+    refusal: it is raised, and the whole batch answered 503 with Retry-After, which a
+    client retries as a whole (a per-item 503 would end that file's transfer)."""
+    if isinstance(exc, Unavailable):
+        raise exc
     audit.failed(object_id, exc.status)
     return {
         "objectId": object_id,

@@ -5,6 +5,8 @@ Layout under the objects directory (mirrors Score's bucket keys):
   upload/<uploadId>.data          a multipart upload in progress, parts copied to their offsets
                                   once received whole
   upload/<uploadId>/part-XXXXXXXX the MD5 of each part committed (the store's ListParts)
+  upload/<uploadId>.done          a completed upload's object and parts, for a day: asked
+                                  again, completion answers as the first time
 Completing an upload is a rename: it never copies the object.
 
 A URL binds method, path, expiry (`Expires`, epoch seconds, as S3's SigV2 URLs carry it) and
@@ -14,6 +16,8 @@ A URL binds method, path, expiry (`Expires`, epoch seconds, as S3's SigV2 URLs c
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import hashlib
 import hmac
@@ -23,7 +27,7 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -31,19 +35,35 @@ from urllib.parse import quote_plus
 
 import anyio
 
-from pyscore.server.errors import ApiError
+from pyscore.server.errors import ApiError, Unavailable
 from pyscore.server.keys import KeyRing
 from pyscore.server.store.base import ObjectStat
 
 UUIDISH = re.compile(r"[A-Za-z0-9._\-]{1,128}")
 RANGE_RE = re.compile(r"[0-9]{1,19}-[0-9]{1,19}")
 CHUNK = 4 * 1024 * 1024
+DONE_KEEP_SECONDS = 86400
 _CANONICAL = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps(..., separators=)
 
 
 @lru_cache(maxsize=16)
 def _keyed(key: bytes) -> hmac.HMAC:
     return hmac.new(key, digestmod=hashlib.sha256)
+
+
+@contextlib.contextmanager
+def room() -> Iterator[None]:
+    """A write that finds the disk full (or the quota used) is a 503 with Retry-After: the
+    client tries again, and succeeds once the operator has made room."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise Unavailable(
+            "object_store",
+            "The object store's disk is full; retry after Retry-After seconds",
+        ) from exc
 
 
 def _safe(name: str) -> str:
@@ -62,6 +82,7 @@ class LocalStore:
         self.max_lifetime = max_lifetime  # no URL is signed, or honoured, for longer
         self.data = self.root / "data"
         self.uploads = self.root / "upload"
+        self._swept = 0.0  # when completion markers were last swept (_sweep_done)
         self.prepare()
 
     # -- signing ---------------------------------------------------------------------------
@@ -157,16 +178,22 @@ class LocalStore:
             os.close(fd)
 
     def put_bytes(self, object_id: str, data: bytes) -> None:
-        target = self.path(object_id)
-        tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}")
-        tmp.write_bytes(data)
-        tmp.replace(target)
+        self._put(object_id, lambda tmp: tmp.write_bytes(data))
 
     def put_file(self, object_id: str, path: Path) -> None:
+        # copy_file_range/sendfile: no bytes through Python
+        self._put(object_id, lambda tmp: shutil.copyfile(path, tmp))
+
+    @room()
+    def _put(self, object_id: str, write: Callable[[Path], object]) -> None:
+        """An object written beside its place, then renamed into it (never half there)."""
         target = self.path(object_id)
         tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}")
-        shutil.copyfile(path, tmp)  # copy_file_range/sendfile: no bytes through Python
-        tmp.replace(target)
+        try:
+            write(tmp)
+            tmp.replace(target)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def delete(self, object_id: str) -> None:
         self.path(object_id).unlink(missing_ok=True)
@@ -186,6 +213,7 @@ class LocalStore:
     def _upload_parts(self, upload_id: str) -> Path:
         return self.uploads / _safe(upload_id)
 
+    @room()
     def initiate(self, object_id: str, size: int) -> str:
         upload_id = secrets.token_hex(16)
         with open(self._upload_data(upload_id), "wb") as f:
@@ -235,8 +263,18 @@ class LocalStore:
             raise ApiError(404, "upload.not.found", f"Upload {upload_id} does not exist")
         return fd
 
+    @room()
     def complete(self, object_id: str, upload_id: str, etags: dict[int, str]) -> None:
-        fd = self._locked(upload_id)
+        """Rename the upload's data into place. Asked again for the same parts once done
+        (the platform's record of it lost with a dropped transaction), it answers as the
+        first time, as S3's CompleteMultipartUpload does: a marker says what was done."""
+        done = {"objectId": object_id, "etags": {str(n): e.strip('"') for n, e in etags.items()}}
+        try:
+            fd = self._locked(upload_id)
+        except ApiError:
+            if self._done_before(upload_id, done):
+                return
+            raise
         try:
             held = self.list_parts(object_id, upload_id)
             for number, etag in etags.items():
@@ -246,10 +284,36 @@ class LocalStore:
                         "upload.part.missing",
                         f"Part {number} of upload {upload_id} is missing or differs",
                     )
+            marker = self._done_marker(upload_id)
+            marker.with_suffix(".tmp").write_text(json.dumps(done))
+            marker.with_suffix(".tmp").replace(marker)
             os.replace(self._upload_data(upload_id), self.path(object_id))
             self._drop_parts(upload_id)
         finally:
             os.close(fd)
+        self._sweep_done()
+
+    def _done_marker(self, upload_id: str) -> Path:
+        return self.uploads / f"{_safe(upload_id)}.done"
+
+    def _done_before(self, upload_id: str, done: dict) -> bool:
+        try:
+            marker = json.loads(self._done_marker(upload_id).read_text())
+        except (OSError, ValueError):
+            return False
+        return marker == done and self.path(done["objectId"]).exists()
+
+    def _sweep_done(self) -> None:
+        """Markers of completions are kept DONE_KEEP_SECONDS (a retry comes within
+        seconds), swept at most once an hour."""
+        now = time.time()
+        if now - self._swept < 3600:
+            return
+        self._swept = now
+        for entry in os.scandir(self.uploads):
+            with contextlib.suppress(OSError):
+                if entry.name.endswith(".done") and entry.stat().st_mtime < now - DONE_KEEP_SECONDS:
+                    os.unlink(entry.path)
 
     def abort(self, object_id: str, upload_id: str) -> None:
         self._upload_data(upload_id).unlink(missing_ok=True)
@@ -258,6 +322,7 @@ class LocalStore:
     def _drop_parts(self, upload_id: str) -> None:
         shutil.rmtree(self._upload_parts(upload_id), ignore_errors=True)
 
+    @room()
     def _commit(
         self,
         upload_id: str,
@@ -302,41 +367,46 @@ class LocalStore:
         md5 = hashlib.md5()
         written = 0
         tmp = folder / f".body-{part_number:08x}-{secrets.token_hex(6)}"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileNotFoundError:  # completed or cancelled meanwhile
-            raise ApiError(404, "upload.not.found", f"Upload {upload_id} does not exist") from None
-        try:
+        with room():  # the body's file, and its copy in place
             try:
-                async for chunk in chunks:
-                    if written + len(chunk) > size:
-                        raise ApiError(400, "upload.part.size", "Part body is larger than the part")
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[os.write(fd, view) :]
-                    md5.update(chunk)
-                    written += len(chunk)
-            finally:
-                os.close(fd)
-            if written != size:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileNotFoundError:  # completed or cancelled meanwhile
                 raise ApiError(
-                    400,
-                    "upload.part.size",
-                    f"Part {part_number} has {written} bytes, expected {size}",
+                    404, "upload.not.found", f"Upload {upload_id} does not exist"
+                ) from None
+            try:
+                try:
+                    async for chunk in chunks:
+                        if written + len(chunk) > size:
+                            raise ApiError(
+                                400, "upload.part.size", "Part body is larger than the part"
+                            )
+                        view = memoryview(chunk)
+                        while view:
+                            view = view[os.write(fd, view) :]
+                        md5.update(chunk)
+                        written += len(chunk)
+                finally:
+                    os.close(fd)
+                if written != size:
+                    raise ApiError(
+                        400,
+                        "upload.part.size",
+                        f"Part {part_number} has {written} bytes, expected {size}",
+                    )
+                digest = md5.hexdigest()
+                await anyio.to_thread.run_sync(
+                    self._commit,
+                    upload_id,
+                    part_number,
+                    tmp,
+                    start,
+                    digest,
+                    finalized,
+                    limiter=writers(),
                 )
-            digest = md5.hexdigest()
-            await anyio.to_thread.run_sync(
-                self._commit,
-                upload_id,
-                part_number,
-                tmp,
-                start,
-                digest,
-                finalized,
-                limiter=writers(),
-            )
-        finally:
-            tmp.unlink(missing_ok=True)
+            finally:
+                tmp.unlink(missing_ok=True)
         return digest
 
 

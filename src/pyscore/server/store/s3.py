@@ -19,19 +19,21 @@ that a client copes with the original's URLs.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import re
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional, TypeVar
 
 import boto3
 from boto3.exceptions import PythonDeprecationWarning
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from pyscore.server.errors import ApiError
+from pyscore.server.errors import ApiError, Unavailable
 from pyscore.server.settings import Settings
 from pyscore.server.store.base import ObjectStat, content_disposition
 
@@ -42,6 +44,46 @@ MAX_PRESIGN = 7 * 24 * 3600  # SigV4's limit
 
 
 HEX = re.compile(r"[0-9a-fA-F]+")
+# A store that is down or frozen must cost a request seconds, not botocore's default of 60 s
+# per read times 5 retries: then it is answered 503 (`Unavailable`) and the client retries.
+CONNECT_TIMEOUT, READ_TIMEOUT, ATTEMPTS = 5, 10, 2
+BUSY_CODES = {"SlowDown", "ServiceUnavailable", "RequestTimeout", "InternalError"}
+MISSING_CODES = {"404", "NoSuchKey", "NotFound", "NoSuchUpload"}
+
+
+def outage(exc: Exception) -> bool:
+    """Whether a failed call says the store is away or overloaded (no connection, a reset,
+    a timeout, a 5xx or SlowDown) rather than refusing the call itself."""
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return status >= 500 or exc.response.get("Error", {}).get("Code") in BUSY_CODES
+    return isinstance(exc, (HTTPClientError, BotoConnectionError))
+
+
+def missing(exc: ClientError) -> bool:
+    return str(exc.response.get("Error", {}).get("Code")) in MISSING_CODES
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def calls_store(method: F) -> F:
+    """A method that talks to the store raises `Unavailable` (503 + Retry-After) when the
+    store is away, its other failures as they are."""
+
+    @functools.wraps(method)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except (ClientError, HTTPClientError, BotoConnectionError) as exc:
+            if outage(exc):
+                raise Unavailable(
+                    "object_store",
+                    "The object store is unavailable; retry after Retry-After seconds",
+                ) from exc
+            raise
+
+    return call  # type: ignore[return-value]
 
 
 class S3Store:
@@ -80,7 +122,9 @@ class S3Store:
             aws_secret_access_key=settings.s3_secret_key or None,
             config=Config(
                 signature_version="s3v4",
-                retries={"max_attempts": 5},
+                connect_timeout=CONNECT_TIMEOUT,
+                read_timeout=READ_TIMEOUT,
+                retries={"mode": "standard", "total_max_attempts": ATTEMPTS},
                 s3={"addressing_style": settings.s3_addressing_style},
             ),
         )
@@ -133,6 +177,7 @@ class S3Store:
             names += [f"{self.bucket}.{n}", f"{self.state_bucket}.{n}"]
         return list(dict.fromkeys(names))
 
+    @calls_store
     def prepare(self) -> None:
         for name in self.buckets():
             try:
@@ -140,6 +185,7 @@ class S3Store:
             except ClientError:
                 self.client.create_bucket(Bucket=name)
 
+    @calls_store
     def put_cors(self, rule: dict) -> dict:
         """Put a bucket CORS configuration (browsers reading presigned URLs) and return what
         the store then holds."""
@@ -167,15 +213,19 @@ class S3Store:
             "get_object", Params=params, ExpiresIn=min(expires_in, MAX_PRESIGN)
         )
 
+    @calls_store
     def stat(self, object_id: str) -> ObjectStat | None:
         try:
             head = self.client.head_object(
                 Bucket=self.object_bucket(object_id), Key=self.data_key(object_id)
             )
-        except ClientError:
-            return None
+        except ClientError as exc:
+            if outage(exc):
+                raise
+            return None  # missing, or not ours to read: either way no object here
         return ObjectStat(head["ContentLength"], head["LastModified"])
 
+    @calls_store
     def read_range(self, object_id: str, offset: int, length: int) -> bytes:
         if length <= 0:
             return b""
@@ -191,14 +241,17 @@ class S3Store:
             raise
         return body.read()
 
+    @calls_store
     def put_bytes(self, object_id: str, data: bytes) -> None:
         self.client.put_object(
             Bucket=self.object_bucket(object_id), Key=self.data_key(object_id), Body=data
         )
 
+    @calls_store
     def put_file(self, object_id: str, path: Path) -> None:
         self.client.upload_file(str(path), self.object_bucket(object_id), self.data_key(object_id))
 
+    @calls_store
     def delete(self, object_id: str) -> None:
         self.client.delete_object(
             Bucket=self.object_bucket(object_id), Key=self.data_key(object_id)
@@ -207,6 +260,7 @@ class S3Store:
             Bucket=self.state_bucket_of(object_id), Key=self.meta_key(object_id)
         )
 
+    @calls_store
     def write_meta(self, object_id: str, spec: dict) -> None:
         """The original's `data/<id>.meta`: ObjectSpecification with part MD5s."""
         self.client.put_object(
@@ -220,6 +274,7 @@ class S3Store:
     def _upload_meta(self, object_id: str, upload_id: str) -> str:
         return self._key("upload", f"{object_id}_{upload_id}", ".meta")
 
+    @calls_store
     def initiate(self, object_id: str, size: int) -> str:
         upload = self.client.create_multipart_upload(
             Bucket=self.object_bucket(object_id), Key=self.data_key(object_id)
@@ -256,6 +311,7 @@ class S3Store:
             ExpiresIn=min(expires_in, MAX_PRESIGN),
         )
 
+    @calls_store
     def list_parts(self, object_id: str, upload_id: str) -> dict[int, str]:
         parts: dict[int, str] = {}
         marker = 0
@@ -267,15 +323,19 @@ class S3Store:
                     UploadId=upload_id,
                     PartNumberMarker=marker,
                 )
-            except ClientError:
-                return parts
+            except ClientError as exc:
+                if missing(exc):  # completed or aborted meanwhile
+                    return parts
+                raise
             for p in page.get("Parts", []):
                 parts[p["PartNumber"]] = p["ETag"].strip('"')
             if not page.get("IsTruncated"):
                 return parts
             marker = page["NextPartNumberMarker"]
 
+    @calls_store
     def complete(self, object_id: str, upload_id: str, etags: dict[int, str]) -> None:
+        strays = self._begun_before(object_id, upload_id)
         try:
             self.client.complete_multipart_upload(
                 Bucket=self.object_bucket(object_id),
@@ -286,24 +346,48 @@ class S3Store:
                 },
             )
         except ClientError as exc:
-            # a refusal is final (400: the Java client fails at once); the store's own trouble
-            # (5xx, SlowDown) is worth retrying (503)
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 400)
+            # the store's own trouble (5xx, SlowDown) is worth retrying: 503 (calls_store); a
+            # refusal is final (400: the Java client fails at once)
+            if outage(exc):
+                raise
             raise ApiError(
-                503 if status >= 500 else 400,
+                400,
                 "upload.complete.failed",
                 f"The object store refused to complete upload {upload_id}: "
                 f"{exc.response.get('Error', {}).get('Message', exc)}",
             ) from None
         self._drop_upload_meta(object_id, upload_id)
+        for stray in strays:  # best effort: the upload itself is complete
+            with contextlib.suppress(ApiError, ClientError, BotoCoreError):
+                self.abort(object_id, stray)
 
+    def _begun_before(self, object_id: str, upload_id: str) -> list[str]:
+        """Multipart uploads of the same object begun before this one: no one's (a create
+        the store carried out after the server had given up waiting for its answer, or one
+        whose record was lost with a dropped transaction), aborted once this one completes
+        so they hold no space. One begun after it is left alone: it may be a new upload's."""
+        key = self.data_key(object_id)
+        found = self.client.list_multipart_uploads(
+            Bucket=self.object_bucket(object_id), Prefix=key
+        ).get("Uploads", [])
+        ours = [u["Initiated"] for u in found if u["UploadId"] == upload_id]
+        return [
+            u["UploadId"]
+            for u in found
+            if u["Key"] == key and u["UploadId"] != upload_id and ours and u["Initiated"] <= ours[0]
+        ]
+
+    @calls_store
     def abort(self, object_id: str, upload_id: str) -> None:
-        with contextlib.suppress(ClientError):  # already gone
+        try:
             self.client.abort_multipart_upload(
                 Bucket=self.object_bucket(object_id),
                 Key=self.data_key(object_id),
                 UploadId=upload_id,
             )
+        except ClientError as exc:
+            if not missing(exc):  # already gone is what was asked
+                raise
         self._drop_upload_meta(object_id, upload_id)
 
     def _drop_upload_meta(self, object_id: str, upload_id: str) -> None:

@@ -8,8 +8,10 @@ to a browser: portal/routes.py). Domain code raises
 
 from __future__ import annotations
 
+import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from http import HTTPStatus
@@ -17,9 +19,11 @@ from http import HTTPStatus
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pyscore.server.errors import ApiError
+from pyscore.server import db
+from pyscore.server.errors import ApiError, Unavailable
 from pyscore.wire.htsget import MEDIA_TYPE
 
 
@@ -61,7 +65,8 @@ WHY = {
     404: "No such resource",
     409: "Conflicts with the current state (Song's answers)",
     413: "Request body over the server's limit",
-    503: "Server busy: retry after Retry-After seconds",
+    503: "Server busy, or a dependency (database, object store) unavailable: retry after "
+    "Retry-After seconds",
 }
 
 
@@ -120,6 +125,8 @@ HTSGET_ERRORS = {
 def render(request: Request, error: ApiError) -> JSONResponse:
     path = request.url.path
     headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+    if isinstance(error, Unavailable):
+        headers = {"Retry-After": str(error.retry_after)}
     if path.startswith("/htsget/"):
         kind = (
             error.error_id
@@ -140,12 +147,71 @@ def render(request: Request, error: ApiError) -> JSONResponse:
     return JSONResponse(song_body(request, error), error.status, headers=headers)
 
 
-def install(app: FastAPI) -> None:
-    """Route every failure, including framework ones, through `render`."""
+def unavailable(exc: BaseException) -> Unavailable | None:
+    """The 503 for a failure that says a dependency is away, not that the request or our
+    code is wrong; None for any other failure."""
+    if db.outage(exc):
+        return Unavailable(
+            "database", "The database is unavailable; retry after Retry-After seconds"
+        )
+    return None
+
+
+def cause(exc: BaseException) -> str:
+    """An exception in one short line (its type and the first line of its text)."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:200] if lines else ''}"
+
+
+class Outages:
+    """What an operator reads of a dependency that is away: one line on stderr when
+    requests start meeting it, then at most one every `every` seconds while they go on,
+    with how many met it meanwhile; never a traceback per request. `count` (a metric) is
+    called once per request answered 503 for it. Used on the event loop only."""
+
+    def __init__(self, count: Callable[[str], None] | None = None, every: float = 10.0) -> None:
+        self.count, self.every = count, every
+        self.last: dict[str, tuple[float, int]] = {}  # dependency -> (last line, since)
+
+    def met(self, request: Request, error: Unavailable, why: str) -> None:
+        if self.count is not None:
+            self.count(error.dependency)
+        now = time.monotonic()
+        said, since = self.last.get(error.dependency, (-self.every, 0))
+        if now - said < self.every:
+            self.last[error.dependency] = (said, since + 1)
+            return
+        self.last[error.dependency] = (now, 0)
+        more = f"; {since} more answered so since the last line" if since else ""
+        print(
+            f"pyscore: {error.dependency.replace('_', ' ')} unavailable ({why}): "
+            f"{request.method} {request.url.path[:200]} answered 503, Retry-After "
+            f"{error.retry_after}{more}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def install(app: FastAPI, outages: Outages | None = None) -> None:
+    """Route every failure, including framework ones, through `render`; a dependency that
+    is away through `outages` (see Outages) as a 503 with Retry-After."""
+    outages = outages or Outages()
 
     @app.exception_handler(ApiError)
     async def _api(request: Request, exc: ApiError) -> JSONResponse:
+        if isinstance(exc, Unavailable):
+            outages.met(request, exc, cause(exc.__cause__ or exc))
         return render(request, exc)
+
+    # Answered in ExceptionMiddleware, which (unlike the catch-all below) does not raise the
+    # exception again for the ASGI server to log with its traceback.
+    @app.exception_handler(SQLAlchemyError)
+    async def _dependency(request: Request, exc: Exception) -> JSONResponse:
+        error = unavailable(exc)
+        if error is None:
+            raise exc  # a bug or a refused statement: the catch-all's 500 and traceback
+        outages.met(request, error, cause(exc))
+        return render(request, error)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

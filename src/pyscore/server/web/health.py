@@ -14,6 +14,8 @@ import anyio
 import anyio.to_thread
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from pyscore.server.web.errors import cause
+
 LIVE, READY = "/health/live", "/health/ready"
 TIMEOUT = 5.0
 
@@ -60,8 +62,8 @@ class Health:
         except TimeoutError:
             return None, f"timed out after {TIMEOUT:g} s"
         except Exception as exc:
-            lines = str(exc).strip().splitlines()
-            return None, f"{type(exc).__name__}: {lines[0][:200] if lines else ''}"
+            # a dependency's Unavailable (a 503 to requests) says here what it met
+            return None, cause(exc.__cause__ or exc)
         return value, ""
 
 

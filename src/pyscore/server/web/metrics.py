@@ -16,6 +16,8 @@ Series:
 - pyscore_authorization_refusals_total{reason}: 401/403 by reason (missing_scope, no_token,
   invalid_token, expired_token, revoked_token, wrong_audience, untrusted_issuer, ...)
 - pyscore_audit_records_total{outcome}, pyscore_audit_records_dropped_total
+- pyscore_dependency_unavailable_total{dependency}: requests answered 503 + Retry-After
+  because the database or the object store (or its disk) was away (errors.Outages)
 - pyscore_db_pool_connections_in_use (sampled at most once a second per worker, while it
   answers requests), pyscore_db_pool_size: the database pools of all workers
 - pyscore_events_pending{sink}, pyscore_events_oldest_pending_age_seconds{sink} (the lag),
@@ -90,6 +92,11 @@ AUDIT_RECORDS = Counter(
 AUDIT_DROPPED = Counter(
     "pyscore_audit_records_dropped",
     "Audit records dropped because the database did not take them in time",
+)
+UNAVAILABLE = Counter(
+    "pyscore_dependency_unavailable",
+    "Requests answered 503 because a dependency was away, by dependency (database, object_store)",
+    ["dependency"],
 )
 POOL_IN_USE = Gauge(
     "pyscore_db_pool_connections_in_use",

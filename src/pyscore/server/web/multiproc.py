@@ -6,11 +6,13 @@ multiprocess mode: `serve` must set PROMETHEUS_MULTIPROC_DIR before anything imp
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
+PREFIX = "pyscore-metrics-"
 
 
 def prepare_dir(configured: str = "") -> tuple[Path, bool]:
@@ -23,7 +25,27 @@ def prepare_dir(configured: str = "") -> tuple[Path, bool]:
         for stale in path.glob("*.db"):
             stale.unlink()
         return path, False
-    return Path(tempfile.mkdtemp(prefix="pyscore-metrics-")), True
+    remove_orphans()
+    return Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-")), True
+
+
+def remove_orphans() -> None:
+    """The directories of `serve` processes that are gone without removing theirs (killed
+    by SIGKILL, or the machine's OOM killer): each is named after its server's pid."""
+    for path in Path(tempfile.gettempdir()).glob(f"{PREFIX}*-*"):
+        pid = path.name[len(PREFIX) :].split("-", 1)[0]
+        if pid.isdigit() and not running(int(pid)):
+            remove_dir(path)
+
+
+def running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another account's
+        return True
+    return True
 
 
 def remove_dir(path: Path) -> None:
