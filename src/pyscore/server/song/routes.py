@@ -242,7 +242,7 @@ def analyses_paginated(
         s, study_id, metadata.parse_states(analysisStates), limit, offset
     )
     return {
-        "analyses": [metadata.analysis_json(s, r) for r in rows],
+        "analyses": metadata.analyses_json(s, rows),
         "totalAnalyses": total,
         "totalPages": -(-total // limit),
         "currentTotalAnalyses": len(rows),
@@ -253,7 +253,7 @@ def analyses_paginated(
 @router.get("/studies/{study_id}/analysis")
 def analyses(study_id: str, s: SessionDep, analysisStates: str | None = None) -> list[dict]:
     rows, _ = metadata.list_analyses(s, study_id, metadata.parse_states(analysisStates))
-    return [metadata.analysis_json(s, r) for r in rows]
+    return metadata.analyses_json(s, rows)
 
 
 @router.get("/studies/{study_id}/analysis/{analysis_id}")
