@@ -56,6 +56,7 @@ class Stats:
     held: int = 0  # data requests being held by `delays` now
     most_held: int = 0  # ... and the most at once
     stalled: int = 0  # data responses stalled now
+    requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path) of each
 
 
 class FaultProxy:
@@ -84,6 +85,8 @@ class FaultProxy:
 
     def handle(self, h: BaseHTTPRequestHandler) -> None:
         is_data = h.path.startswith(self.data_path) and "/heliograph" not in h.path
+        with self.lock:
+            self.stats.requests.append((h.command, h.path))
         length = int(h.headers.get("Content-Length") or 0)
         body = h.rfile.read(length) if length else None
         if h.path.startswith("/download/") and not h.path.startswith("/download/ping"):
