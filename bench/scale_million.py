@@ -226,14 +226,20 @@ def mount_start(env: dict, work: Path, name: str) -> tuple[float, int, str]:
 
 # -- the platform ----------------------------------------------------------------------------
 def start_postgres(work: Path) -> str:
-    out = subprocess.run(
-        ["bash", str(POSTGRES), "start", str(work / "pg"), str(free_port())],
-        capture_output=True,
-        text=True,
-    )
-    if out.returncode != 0:
-        raise SystemExit(f"postgres.sh start failed: {out.stderr}")
-    return out.stdout.strip().split("=", 1)[1]
+    """PostgreSQL in `work`, on the port of its first start (server.json names it)."""
+    saved = work / "pg-port"
+    if not saved.exists():
+        saved.write_text(str(free_port()))
+    said = work / "pg-start.txt"  # a file, not a pipe: the server it starts may hold a pipe
+    with open(said, "w") as out:
+        code = subprocess.run(
+            ["bash", str(POSTGRES), "start", str(work / "pg"), saved.read_text().strip()],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        ).returncode
+    if code != 0:
+        raise SystemExit(f"postgres.sh start failed: {said.read_text()}")
+    return said.read_text().split("PYSCORE_TEST_POSTGRES=", 1)[1].split()[0]
 
 
 def platform(args: argparse.Namespace, work: Path, shape: Shape) -> tuple[Path, str]:

@@ -252,3 +252,21 @@ def test_audit_of_a_study_over_a_day(world):
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     assert expected and len(lines) >= expected  # and the grants this module's requests made
     assert all(x["study_id"] == BIG for x in lines)
+
+
+@pytest.mark.parametrize("ours", [True, False], ids=["pages-of-10000", "pages-of-2000"])
+def test_the_clients_entity_listing_has_every_file_once(world, ours):
+    """What `score-client mount` lists: the pages after the first are asked several at a
+    time, in pages of 10,000 from our server (it advertises batches), else of 2,000."""
+    from pyscore import Client
+    from pyscore.server.tables import File
+
+    server, db, _http = world
+    with db.session() as s:
+        expected = sorted(s.scalars(select(File.object_id)))
+    api = Client(token=server.admin_token, metadata_url=server.url, storage_url=server.url).api
+    if not ours:
+        api.no_batches(server.url)  # as if it were the original's Song
+    listed = [e.id for e in api.entities()]
+    assert len(listed) == len(set(listed)) == len(expected)
+    assert sorted(listed) == expected
