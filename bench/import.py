@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -36,7 +37,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import BIN, add_record_flag, report, rss_of  # noqa: E402
+from bench.common import BIN, add_record_flag, free_port, report, rss_of  # noqa: E402
 from tests.loopback import Loopback  # noqa: E402
 from tests.overture_double import (  # noqa: E402
     QC_V1,
@@ -81,7 +82,14 @@ def analysis_id(i: int) -> str:
     return str(uuid.uuid5(BENCH_NS, str(i)))
 
 
-def files(i: int) -> list[dict]:
+def content(i: int, name: str) -> bytes:
+    """A file's bytes when they are written to a bucket (--adopt): small, and the MD5 SONG
+    records is theirs."""
+    return f"{i}:{name}".encode()
+
+
+def files(i: int, small: bool = False) -> list[dict]:
+    """The analysis's files; `small`: of the sizes of their `content` (a bucket holds them)."""
     study, aid = study_of(i), analysis_id(i)
     out = []
     for name, size, kind in (
@@ -94,9 +102,9 @@ def files(i: int) -> list[dict]:
             "studyId": study,
             "analysisId": aid,
             "fileName": name,
-            "fileSize": size,
+            "fileSize": len(content(i, name)) if small else size,
             "fileType": kind,
-            "fileMd5sum": hashlib.md5(f"{i}:{name}".encode()).hexdigest(),
+            "fileMd5sum": hashlib.md5(content(i, name)).hexdigest(),
             "fileAccess": "controlled" if i % 3 else "open",
             "dataType": "Aligned Reads" if kind != "TXT" else "QC",
         }
@@ -165,8 +173,8 @@ def info_rows(kind: str, key: str, bodies: Iterator[dict]) -> Iterator[dict]:
         yield {"id": body[key], "id_type": kind, "info": json.dumps(body.get("info") or {})}
 
 
-def fill_database(url: str, n: int) -> None:
-    """SONG's tables for n analyses, with COPY."""
+def fill_database(url: str, n: int, small: bool = False) -> None:
+    """SONG's tables for n analyses, with COPY (`small`: see `files`)."""
     import psycopg
 
     samples = (n + 1) // 2
@@ -185,7 +193,7 @@ def fill_database(url: str, n: int) -> None:
         copy(conn, "donor", map(donor_row, map(donor_json, range(donors))))
         copy(conn, "specimen", map(specimen_row, map(specimen_json, range(specimens))))
         copy(conn, "sample", map(sample_row, map(sample_json, range(samples))))
-        every_file = (f for i in range(n) for f in files(i))
+        every_file = (f for i in range(n) for f in files(i, small))
         for rows in (
             info_rows("Study", "id", iter(studies)),
             info_rows("Donor", "donorId", map(donor_json, range(donors))),
@@ -219,7 +227,7 @@ def fill_database(url: str, n: int) -> None:
                 for i in range(n)
             ),
         )
-        copy(conn, "file", (file_row(f) for i in range(n) for f in files(i)))
+        copy(conn, "file", (file_row(f) for i in range(n) for f in files(i, small)))
         copy(
             conn,
             "analysis_state_change",
@@ -333,6 +341,148 @@ class BenchApi:
         h.wfile.write(raw)
 
 
+# -- Score's bucket ---------------------------------------------------------------------------
+BUCKET = "score-bench"
+
+
+def write_bucket(s3: Any, n: int) -> tuple[int, int]:
+    """The objects of n analyses as Score left them in one bucket: `data/<id>` and, for all
+    but every tenth (uploaded around Score: its MD5 in `md5chksum`), `data/<id>.meta`; put
+    32 at a time. (objects, .meta files) written."""
+    import base64
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.overture_double import score_meta
+
+    s3.create_bucket(Bucket=BUCKET)
+    s3.put_object(Bucket=BUCKET, Key="data/heliograph", Body=b"heliograph")
+
+    def put(i: int) -> int:
+        metas = 0
+        for k, f in enumerate(files(i, small=True)):
+            data = content(i, f["fileName"])
+            key = f"data/{f['objectId']}"
+            if (3 * i + k) % 10 == 0:
+                md5 = base64.b64encode(hashlib.md5(data).digest()).decode()
+                s3.put_object(Bucket=BUCKET, Key=key, Body=data, Metadata={"md5chksum": md5})
+                continue
+            s3.put_object(Bucket=BUCKET, Key=key, Body=data)
+            meta = score_meta(f["objectId"], data, str(uuid.uuid5(BENCH_NS, key)))
+            s3.put_object(Bucket=BUCKET, Key=key + ".meta", Body=json.dumps(meta))
+            metas += 1
+        return metas
+
+    with ThreadPoolExecutor(32) as pool:
+        metas = sum(pool.map(put, range(n), chunksize=64))
+    return 3 * n, metas
+
+
+def adopt(admin: str, work: Path, objects: int) -> str:
+    """`score-server import score` of `objects` objects (after `import song` of their
+    analyses) through a counting proxy in front of Ceph RGW: its time, its peak RSS, and
+    every request it made; no GET may read an object's bytes (HEAD and `.meta` only)."""
+    import boto3
+    from botocore.config import Config
+
+    from bench.scale import S3, exported
+    from tests.faultproxy import FaultProxy
+
+    n = -(-objects // 3)
+    song = new_database(admin, "song")
+    fill_database(song, n, small=True)
+    data_dir = work / "pyscore-adopt"
+    subprocess.run(
+        [
+            str(BIN / "score-server"),
+            "init",
+            "--data-dir",
+            str(data_dir),
+            "--database-url",
+            new_database(admin, "pyscore"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    timed_import(data_dir, "--song-database", song)
+    out = subprocess.run(
+        ["bash", str(S3), "start", str(work / "ceph"), str(free_port())],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "S3_SERVER": "ceph"},
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"Ceph RGW did not start:\n{out.stderr}")
+    try:
+        env = exported(out.stdout)
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=env["S3_ENDPOINT"],
+            aws_access_key_id=env["S3_ACCESS_KEY"],
+            aws_secret_access_key=env["S3_SECRET_KEY"],
+            region_name="us-east-1",
+            config=Config(
+                signature_version="s3v4", s3={"addressing_style": "path"}, max_pool_connections=32
+            ),
+        )
+        t = time.monotonic()
+        written, metas = write_bucket(s3, n)
+        print(f"{written:,} objects ({metas:,} .meta) written in {time.monotonic() - t:.0f} s")
+        proxy = FaultProxy(int(env["S3_ENDPOINT"].rsplit(":", 1)[1]), data_path="/")
+        try:
+            start = time.monotonic()
+            proc = subprocess.Popen(
+                [
+                    str(BIN / "score-server"),
+                    "import",
+                    "score",
+                    "--data-dir",
+                    str(data_dir),
+                    "--bucket",
+                    f"s3://{BUCKET}",
+                    "--s3-endpoint",
+                    proxy.url,
+                    "--s3-access-key",
+                    env["S3_ACCESS_KEY"],
+                    "--s3-secret-key",
+                    env["S3_SECRET_KEY"],
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            summary = io.BytesIO()
+            import threading
+
+            reader = threading.Thread(target=lambda: summary.write(proc.stdout.read()), daemon=True)
+            reader.start()
+            peak = rss_of(proc)
+            reader.join()
+            took = time.monotonic() - start
+        finally:
+            proxy.close()
+        if proc.returncode:
+            raise SystemExit(f"import score failed: {proc.stderr_text}")  # type: ignore[attr-defined]
+        calls = Counter(
+            "GET .meta"
+            if m == "GET" and p.split("?")[0].endswith(".meta")
+            else "GET listing"
+            if m == "GET" and "list-type" in p
+            else "GET object bytes"
+            if m == "GET"
+            else m
+            for m, p in proxy.stats.requests
+        )
+        if calls["GET object bytes"]:
+            raise SystemExit(f"object bytes were read: {calls}")
+        print(summary.getvalue().decode())
+        return (
+            f"| {written:,} | {metas:,} | {took:.0f} s | {written / took:,.0f} | "
+            f"{calls['HEAD']:,} | {calls['GET .meta']:,} | {calls['GET listing']:,} | "
+            f"{calls['GET object bytes']} | {peak / 1024:.0f} MiB |"
+        )
+    finally:
+        subprocess.run(["bash", str(S3), "stop", str(work / "ceph")], capture_output=True)
+
+
 # -- running ----------------------------------------------------------------------------------
 def new_database(admin: str, prefix: str) -> str:
     import psycopg
@@ -366,7 +516,10 @@ def timed_import(data_dir: Path, *source: str) -> tuple[float, int, str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--sizes", default="10000,100000")
+    ap.add_argument("--sizes", default="10000,100000", help="analyses per run ('' for none)")
+    ap.add_argument(
+        "--adopt", type=int, default=0, help="also adopt this many objects from a Score bucket"
+    )
     ap.add_argument("--no-http", action="store_true")
     ap.add_argument("--postgres", help="an admin URL (default: scripts/postgres.sh starts one)")
     add_record_flag(ap)
@@ -385,7 +538,8 @@ def main() -> None:
         admin = out.stdout.strip().split("=", 1)[1]
     rows = []
     try:
-        for n in [int(x) for x in args.sizes.split(",")]:
+        adopted = adopt(admin, work, args.adopt) if args.adopt else None
+        for n in [int(x) for x in args.sizes.split(",") if x]:
             song = new_database(admin, "song")
             t = time.monotonic()
             fill_database(song, n)
@@ -425,6 +579,28 @@ def main() -> None:
                 ["bash", str(ROOT / "scripts" / "postgres.sh"), "stop", str(work / "pg")]
             )
     stamp = time.strftime("%Y-%m-%d %H:%M")
+    if adopted:
+        report(
+            "\n".join(
+                [
+                    f"### import score: Score's objects adopted in place, Ceph RGW ({stamp})",
+                    "`score-server import score` after `import song` of their analyses, "
+                    "through a counting proxy in front of RGW (its time included): one "
+                    "bucket, a `.meta` for 9 objects in 10, the rest told by a HEAD "
+                    "(`md5chksum`). Load average "
+                    f"{os.getloadavg()[0]:.1f} (2 cores, shared).",
+                    "",
+                    "| objects | .meta | time | objects/s | HEADs | .meta GETs | listing GETs "
+                    "| object-byte GETs | peak RSS |",
+                    "|---|---|---|---|---|---|---|---|---|",
+                    adopted,
+                    "",
+                ]
+            ),
+            args,
+        )
+    if not rows:
+        return
     lines = [
         f"### import song: SONG platforms into pyscore on PostgreSQL ({stamp})",
         "Analyses with 3 files each (4 studies; 85% published, 10% unpublished, 5% suppressed), "

@@ -10,6 +10,9 @@
     .venv/bin/python bench/scale.py [--size-mib 2048] [--runs 3] [--seconds 10]
         [--workers 1 2 4] [--no-record]
 
+With --files N it measures instead every path that lists or searches on a generated platform
+of N files (bench/scale_million.py; its own options follow --files).
+
 Starts a throwaway PostgreSQL (`scripts/postgres.sh`) and a single-node Ceph RGW
 (`../shared/tools/ceph-s3` through `scripts/s3.sh`, in-memory OSD capped at 4 GiB: keep
 --size-mib well under that) in a temporary directory and stops both at the end. Medians of
@@ -65,6 +68,11 @@ def exported(text: str) -> dict[str, str]:
 
 
 def main() -> None:
+    if "--files" in sys.argv:
+        from bench import scale_million
+
+        scale_million.main()
+        return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size-mib", type=int, default=2048)
     ap.add_argument("--runs", type=int, default=3)

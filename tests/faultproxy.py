@@ -57,6 +57,7 @@ class Stats:
     most_held: int = 0  # ... and the most at once
     stalled: int = 0  # data responses stalled now
     relaying: int = 0  # data responses being relayed now (a dead client's end at a write)
+    requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path) of each
 
 
 class FaultProxy:
@@ -85,6 +86,8 @@ class FaultProxy:
 
     def handle(self, h: BaseHTTPRequestHandler) -> None:
         is_data = h.path.startswith(self.data_path) and "/heliograph" not in h.path
+        with self.lock:
+            self.stats.requests.append((h.command, h.path))
         length = int(h.headers.get("Content-Length") or 0)
         body = h.rfile.read(length) if length else None
         if h.path.startswith("/download/") and not h.path.startswith("/download/ping"):

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from sqlalchemy import BigInteger, DateTime, Integer, String, Table, select
+from sqlalchemy import BigInteger, DateTime, Index, Integer, String, Table, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from pyscore.server.db import as_utc, parse_duration, utcnow
@@ -58,6 +58,8 @@ class AuditEvent(Base):
     """One decision about data. The migration adds triggers that refuse UPDATE and DELETE."""
 
     __tablename__ = "audit_events"
+    # `score-server audit --study S --since T`: a study's records of a time span
+    __table_args__ = (Index("ix_audit_events_study_at", "study_id", "at"),)
     id: Mapped[int] = mapped_column(
         BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
     )
@@ -69,7 +71,7 @@ class AuditEvent(Base):
     principal: Mapped[str] = mapped_column(String(255), index=True)
     principal_name: Mapped[str] = mapped_column(String(255))
     issuer: Mapped[str] = mapped_column(String(255))  # "" for this server's own tokens
-    study_id: Mapped[Optional[str]] = mapped_column(String(64), index=True)
+    study_id: Mapped[Optional[str]] = mapped_column(String(64))
     object_id: Mapped[Optional[str]] = mapped_column(String(64), index=True)
     ranges: Mapped[str] = mapped_column(String(MAX_RANGES_TEXT + 64))
     reason: Mapped[str] = mapped_column(String(512))

@@ -10,7 +10,7 @@ the Java score-client retries any other 4xx, 409 included, ten times over ~51 s.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Protocol
@@ -35,7 +35,7 @@ from pyscore.server.store.base import ObjectStore
 from pyscore.server.tables import Analysis, File, StoredObject, Upload, UploadPart
 from pyscore.wire.batch import ANSWER_PARTS, SpecWanted
 from pyscore.wire.codec import to_wire
-from pyscore.wire.score import ListingEntry, ObjectSpecification, Part, UploadProgress
+from pyscore.wire.score import ObjectSpecification, Part, UploadProgress
 
 SENTINEL = "heliograph"
 MAX_PARTS = 10_000
@@ -392,26 +392,24 @@ def ping_url(signer: Signer) -> str:
     return signer.store.url_for_get(SENTINEL, base_url=signer.base_url, expires_in=300)
 
 
-def listing(session: Session, readable: set[str] | None) -> list[ListingEntry]:
-    """Objects of published analyses; `readable` limits to those studies (None = all)."""
-    rows = session.execute(
-        select(StoredObject, File.study_id, File.file_access)
+def listing_batches(
+    conn: Session | Connection, readable: set[str] | None, batch: int = 5000
+) -> Iterator[list[tuple[str, int, int]]]:
+    """Objects of published analyses that the caller may read (`readable`: those studies'
+    and the open ones, chosen by the database; None: all) as (id, size, lastModified in
+    epoch ms), `batch` at a time: read through a server-side cursor when `conn` streams
+    results, so a million objects never sit in memory at once."""
+    query = (
+        select(StoredObject.object_id, StoredObject.size, StoredObject.last_modified)
         .join(File, File.object_id == StoredObject.object_id)
         .join(Analysis, Analysis.analysis_id == File.analysis_id)
         .where(Analysis.state == "PUBLISHED")
         .order_by(StoredObject.object_id)
     )
-    out = []
-    for obj, study_id, access in rows:
-        if access == "open" or readable is None or study_id in readable:
-            out.append(
-                ListingEntry(
-                    id=obj.object_id,
-                    size=obj.size,
-                    lastModified=int(as_utc(obj.last_modified).timestamp() * 1000),
-                )
-            )
-    return out
+    if readable is not None:
+        query = query.where((File.file_access == "open") | File.study_id.in_(sorted(readable)))
+    for rows in conn.execute(query).partitions(batch):
+        yield [(i, size, int(as_utc(at).timestamp() * 1000)) for i, size, at in rows]
 
 
 # -- uploads ------------------------------------------------------------------------------

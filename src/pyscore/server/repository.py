@@ -5,20 +5,24 @@ sorting 100,000 files are single indexed queries. Feeds the portal table and the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Row, delete, func, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from pyscore.server.db import insert_rows
+from pyscore.server.db import Database, insert_rows
 from pyscore.server.tables import (
     Analysis,
     AnalysisSample,
     Donor,
     File,
+    RepositoryCount,
     RepositoryDonor,
+    RepositoryDonorCount,
     RepositoryEntry,
     Sample,
     Specimen,
@@ -32,6 +36,15 @@ FACETS = {  # URL parameter → column
     "analysis_type": RepositoryEntry.analysis_type,
     "donor": RepositoryDonor.donor_id,
 }
+# the facets `repository_counts` has, and its columns ('' where a file has no value)
+COUNTED = {
+    "study": RepositoryCount.study_id,
+    "data_type": RepositoryCount.data_type,
+    "file_type": RepositoryCount.file_type,
+    "access": RepositoryCount.access,
+    "analysis_type": RepositoryCount.analysis_type,
+}
+CUBE = ("study_id", "analysis_type", "file_type", "data_type", "access")
 SORTS = {
     "file_name": RepositoryEntry.file_name,
     "size": RepositoryEntry.size,
@@ -87,7 +100,81 @@ def refresh_analyses(session: Session, analysis_ids: Sequence[str]) -> None:
         _refresh(session, list(analysis_ids[start : start + CHUNK]))
 
 
+def _shown(session: Session, analysis_ids: list[str]) -> tuple[Counter, Counter]:
+    """What these analyses' rows add to `repository_counts` (files, bytes per combination)
+    and to `repository_donor_counts` (files per donor and study)."""
+    e = RepositoryEntry
+    cube: Counter = Counter()
+    for *key, n, size in session.execute(
+        select(
+            e.study_id,
+            e.analysis_type,
+            func.coalesce(e.file_type, ""),
+            func.coalesce(e.data_type, ""),
+            e.access,
+            func.count(),
+            func.sum(e.size),
+        )
+        .where(e.analysis_id.in_(analysis_ids))
+        .group_by(e.study_id, e.analysis_type, e.file_type, e.data_type, e.access)
+    ):
+        cube[(*key, "files")] += n
+        cube[(*key, "bytes")] += int(size or 0)
+    donors: Counter = Counter()
+    for donor, study, n in session.execute(
+        select(RepositoryDonor.donor_id, e.study_id, func.count())
+        .join(e, e.object_id == RepositoryDonor.object_id)
+        .where(e.analysis_id.in_(analysis_ids))
+        .group_by(RepositoryDonor.donor_id, e.study_id)
+    ):
+        donors[(donor, study)] += n
+    return cube, donors
+
+
+def _upsert(session: Session, table: Any, keys: Sequence[str], rows: list[dict]) -> None:
+    """Add each row's counts to its row of `table` (made if missing), in key order (two
+    transactions adding to the same rows wait for each other, never deadlock)."""
+    if not rows:
+        return
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect: Any = postgresql if session.connection().dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(table)
+    counters = [c for c in rows[0] if c not in keys]
+    statement = statement.on_conflict_do_update(
+        index_elements=list(keys),
+        set_={c: getattr(table, c) + getattr(statement.excluded, c) for c in counters},
+    )
+    session.execute(statement, sorted(rows, key=lambda r: [r[k] for k in keys]))
+
+
+def _count(
+    session: Session, before: tuple[Counter, Counter], after: tuple[Counter, Counter]
+) -> None:
+    """Move `repository_counts` and `repository_donor_counts` from what was shown of some
+    analyses to what is shown now."""
+    cube, donors = after
+    cube.subtract(before[0])
+    donors.subtract(before[1])
+    combos: dict[tuple, dict] = {}
+    for (*key, what), n in cube.items():
+        combos.setdefault(tuple(key), {"files": 0, "bytes": 0})[what] = n
+    _upsert(
+        session,
+        RepositoryCount,
+        CUBE,
+        [dict(zip(CUBE, key), **n) for key, n in combos.items() if any(n.values())],
+    )
+    _upsert(
+        session,
+        RepositoryDonorCount,
+        ("donor_id", "study_id"),
+        [{"donor_id": d, "study_id": st, "files": n} for (d, st), n in donors.items() if n],
+    )
+
+
 def _refresh(session: Session, analysis_ids: list[str]) -> None:
+    before = _shown(session, analysis_ids)
     session.execute(delete(RepositoryEntry).where(RepositoryEntry.analysis_id.in_(analysis_ids)))
     published = {
         a.analysis_id: a
@@ -98,6 +185,7 @@ def _refresh(session: Session, analysis_ids: list[str]) -> None:
         )
     }
     if not published:
+        _count(session, before, (Counter(), Counter()))
         return
     files: dict[str, list[Any]] = {}
     for f in session.execute(
@@ -151,12 +239,13 @@ def _refresh(session: Session, analysis_ids: list[str]) -> None:
             donor_rows.extend({"object_id": f.object_id, "donor_id": d} for d in donors)
     insert_rows(session, RepositoryEntry, entries)
     insert_rows(session, RepositoryDonor, donor_rows)
+    _count(session, before, _shown(session, list(published)))
 
 
 def rebuild(session: Session) -> int:
     """Recompute the whole view (after a migration); returns the number of files shown."""
-    session.execute(delete(RepositoryDonor))
-    session.execute(delete(RepositoryEntry))
+    for table in (RepositoryDonor, RepositoryEntry, RepositoryCount, RepositoryDonorCount):
+        session.execute(delete(table))
     published = session.scalars(select(Analysis.analysis_id).where(Analysis.state == "PUBLISHED"))
     refresh_analyses(session, list(published))
     return session.scalar(select(func.count()).select_from(RepositoryEntry)) or 0
@@ -173,7 +262,7 @@ class Filters:
     order: str = "asc"
     hits: list[str] | None = None  # object ids matching q, found once per request
 
-    def resolve(self, session: Session, most: int = 20_000) -> Filters:
+    def resolve(self, session: Session | Connection, most: int = 20_000) -> Filters:
         """Run the free-text search once, so the page's several queries reuse its result
         instead of each scanning every row's text again."""
         if self._text() and self.hits is None:
@@ -192,6 +281,17 @@ class Filters:
             escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             out.append(RepositoryEntry.search_text.like(f"%{escaped}%", escape="\\"))
         return out
+
+    def counted(self, skip: str | None = None) -> list | None:
+        """The conditions on `repository_counts` that select what `conditions` does, or
+        None when a donor or text filters too (those need the rows themselves)."""
+        if self.q.split() or (skip != "donor" and self.selected.get("donor")):
+            return None
+        return [
+            COUNTED[facet].in_(values)
+            for facet, values in self.selected.items()
+            if facet not in (skip, "donor") and values
+        ]
 
     def conditions(self, skip: str | None = None) -> list:
         out = []
@@ -216,13 +316,26 @@ class Filters:
 
 
 def totals(session: Session, filters: Filters) -> tuple[int, int]:
-    """(files, bytes) of the selection, in one pass."""
-    row = session.execute(
-        select(func.count(), func.coalesce(func.sum(RepositoryEntry.size), 0)).where(
+    """(files, bytes) of the selection, in one pass (over `repository_counts` when only
+    its facets filter)."""
+    counted = filters.counted()
+    if counted is not None:
+        query = select(
+            func.coalesce(func.sum(RepositoryCount.files), 0),
+            func.coalesce(func.sum(RepositoryCount.bytes), 0),
+        ).where(*counted)
+    else:
+        query = select(func.count(), func.coalesce(func.sum(RepositoryEntry.size), 0)).where(
             *filters.conditions()
         )
-    ).one()
+    row = session.execute(query).one()
     return int(row[0] or 0), int(row[1] or 0)
+
+
+def _ordered(filters: Filters, query: Any) -> Any:
+    column = SORTS.get(filters.sort, RepositoryEntry.file_name)
+    ordering = column.desc() if filters.order == "desc" else column.asc()
+    return query.where(*filters.conditions()).order_by(ordering, RepositoryEntry.object_id)
 
 
 def search(
@@ -235,17 +348,27 @@ def search(
     where = filters.conditions()
     if total is None:
         total = session.scalar(select(func.count()).select_from(RepositoryEntry).where(*where)) or 0
-    column = SORTS.get(filters.sort, RepositoryEntry.file_name)
-    ordering = column.desc() if filters.order == "desc" else column.asc()
-    query = (
-        select(RepositoryEntry)
-        .where(*where)
-        .order_by(ordering, RepositoryEntry.object_id)
-        .offset(offset)
-    )
+    query = _ordered(filters, select(RepositoryEntry)).offset(offset)
     if limit is not None:
         query = query.limit(limit)
     return list(session.scalars(query)), total
+
+
+COLUMNS = tuple(c.key for c in RepositoryEntry.__table__.columns if c.key != "search_text")
+
+
+def stream(db: Database, filters: Filters, batch: int = 2000) -> Iterator[Sequence[Row[Any]]]:
+    """Every row of the selection in its order, `batch` rows at a time, read through a
+    server-side cursor on a connection of its own (PostgreSQL sends rows as they are
+    found): an export of a million rows keeps a batch in memory, and its first bytes go
+    out before the last row is read. A row has the attributes `manifest_row` reads."""
+    with db.engine.connect() as conn:
+        conn = conn.execution_options(stream_results=True, max_row_buffer=batch)
+        filters.resolve(conn)
+        columns = [getattr(RepositoryEntry, c) for c in COLUMNS]
+        result = conn.execute(_ordered(filters, select(*columns)))
+        yield from result.partitions(batch)
+        conn.rollback()
 
 
 @dataclass
@@ -256,35 +379,52 @@ class Facet:
 
 def facet_counts(session: Session, filters: Filters, limit: int = 100) -> dict[str, Facet]:
     """For each facet, its most frequent values with how many files each would show, given
-    the other facets' filters (so a facet never counts itself out)."""
+    the other facets' filters (so a facet never counts itself out). Without a donor or text
+    filter the counts are sums over `repository_counts` (the donor facet's over
+    `repository_donor_counts` when at most studies are chosen), else counts of the rows."""
     out: dict[str, Facet] = {}
+    column: Any
+    n: Any
+    base: Any
     for facet, column in FACETS.items():
-        where = filters.conditions(skip=facet)
-        if facet == "donor":
-            base = select(column).select_from(RepositoryDonor)
-            if where:  # a semi-join: far cheaper than joining 100,000 rows
-                base = base.where(
-                    RepositoryDonor.object_id.in_(select(RepositoryEntry.object_id).where(*where))
-                )
+        counted = filters.counted(skip=facet)
+        others = {f for f, v in filters.selected.items() if v and f != facet}
+        if counted is not None and facet != "donor":
+            column = COUNTED[facet]
+            n = func.sum(RepositoryCount.files)
+            base = select(column).where(*counted).group_by(column).having(n > 0)
+        elif counted is not None and others <= {"study"}:
+            column, n = RepositoryDonorCount.donor_id, func.sum(RepositoryDonorCount.files)
+            studies = filters.selected.get("study")
+            base = select(column).group_by(column).having(n > 0)
+            if studies:
+                base = base.where(RepositoryDonorCount.study_id.in_(studies))
         else:
-            base = select(column).select_from(RepositoryEntry).where(*where)
+            n = func.count()
+            where = filters.conditions(skip=facet)
+            if facet == "donor":
+                base = select(column).select_from(RepositoryDonor)
+                if where:  # a semi-join: far cheaper than joining 100,000 rows
+                    base = base.where(
+                        RepositoryDonor.object_id.in_(
+                            select(RepositoryEntry.object_id).where(*where)
+                        )
+                    )
+            else:
+                base = select(column).select_from(RepositoryEntry).where(*where)
+            base = base.group_by(column)
         rows: list[tuple[object, int]] = session.execute(  # type: ignore[assignment]
-            base.add_columns(func.count())
-            .group_by(column)
-            .order_by(func.count().desc(), column)
-            .limit(limit)
+            base.add_columns(n).order_by(n.desc(), column).limit(limit)
         ).all()
         distinct = len(rows)
         if distinct == limit:
-            distinct = (
-                session.scalar(select(func.count()).select_from(base.group_by(column).subquery()))
-                or distinct
-            )
-        out[facet] = Facet([(str(v) if v is not None else "", n) for v, n in rows], distinct)
+            distinct = session.scalar(select(func.count()).select_from(base.subquery())) or distinct
+        out[facet] = Facet([(str(v) if v is not None else "", int(c)) for v, c in rows], distinct)
     return out
 
 
-def manifest_row(e: RepositoryEntry, repository_code: str) -> dict:
+def manifest_row(e: Any, repository_code: str) -> dict:
+    """An ARGO manifest row of a RepositoryEntry (or a row of its columns: `stream`)."""
     return {
         "repository_code": repository_code,
         "analysis_id": e.analysis_id,

@@ -76,7 +76,10 @@ class Sample(Base):
 
 class Analysis(Base):
     __tablename__ = "analyses"
-    __table_args__ = (Index("ix_analyses_study_state", "study_id", "state"),)
+    # SONG's pages of a study's analyses in one state walk it in order, however deep
+    __table_args__ = (
+        Index("ix_analyses_study_state_created", "study_id", "state", "created_at", "analysis_id"),
+    )
     analysis_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     study_id: Mapped[str] = mapped_column(ForeignKey("studies.study_id"))
     type_name: Mapped[str] = mapped_column(String(128))
@@ -98,9 +101,11 @@ class AnalysisSample(Base):
 
 class File(Base):
     __tablename__ = "files"
+    # /entities?projectCode= pages by object id
+    __table_args__ = (Index("ix_files_study_object", "study_id", "object_id"),)
     object_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     analysis_id: Mapped[str] = mapped_column(ForeignKey("analyses.analysis_id"), index=True)
-    study_id: Mapped[str] = mapped_column(ForeignKey("studies.study_id"), index=True)
+    study_id: Mapped[str] = mapped_column(ForeignKey("studies.study_id"))
     file_name: Mapped[str] = mapped_column(String(512), index=True)
     file_size: Mapped[int] = mapped_column(BigInteger)
     file_md5sum: Mapped[str] = mapped_column(String(32))
@@ -198,6 +203,32 @@ class RepositoryDonor(Base):
         ForeignKey("repository_entries.object_id", ondelete="CASCADE"), primary_key=True
     )
     donor_id: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+
+
+class RepositoryCount(Base):
+    """How many files (and bytes) the File Repository shows of each combination of its
+    column facets ('' for none), kept in step with `repository_entries`: totals and facet
+    counts of any selection without a donor or text are sums over a few hundred rows, not
+    counts over a million."""
+
+    __tablename__ = "repository_counts"
+    study_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    analysis_type: Mapped[str] = mapped_column(String(128), primary_key=True)
+    file_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    data_type: Mapped[str] = mapped_column(String(128), primary_key=True)
+    access: Mapped[str] = mapped_column(String(16), primary_key=True)
+    files: Mapped[int] = mapped_column(BigInteger)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+
+
+class RepositoryDonorCount(Base):
+    """Files the File Repository shows per donor (and study), kept in step with
+    `repository_donors`: the donor facet of the whole repository or of some studies."""
+
+    __tablename__ = "repository_donor_counts"
+    donor_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    study_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    files: Mapped[int] = mapped_column(BigInteger)
 
 
 class ImportMark(Base):

@@ -9,6 +9,7 @@ package's API (`metadata.submit`, `metadata.get_file`...).
 from __future__ import annotations
 
 from pyscore.server.metadata.analyses import (
+    analyses_json,
     analysis_files,
     analysis_json,
     analysis_samples,
@@ -57,6 +58,7 @@ __all__ = [
     "SAMPLE",
     "SPECIMEN",
     "Kind",
+    "analyses_json",
     "analysis_files",
     "analysis_json",
     "analysis_samples",

@@ -115,15 +115,23 @@ def list_entities(
     """Song's /entities page (Spring Page JSON), filtered by example, sorted by id."""
     where = [ENTITY_COLUMNS[k] == v for k, v in filters.items() if k in ENTITY_COLUMNS and v]
     total = session.scalar(select(func.count()).select_from(File).where(*where)) or 0
-    rows = session.execute(
-        select(File, Analysis.created_at)
-        .outerjoin(Analysis, Analysis.analysis_id == File.analysis_id)
-        .where(*where)
-        .order_by(File.object_id)
-        .limit(size)
-        .offset(page * size)
-    ).all()
-    content = [entity_json(f, created) for f, created in rows]
+    # the page's ids first (an index-only walk, however deep the page), then only its rows
+    ids = list(
+        session.scalars(
+            select(File.object_id)
+            .where(*where)
+            .order_by(File.object_id)
+            .limit(size)
+            .offset(page * size)
+        )
+    )
+    found: dict[str, dict] = {}
+    for start in range(0, len(ids), IN_CHUNK):
+        chunk = ids[start : start + IN_CHUNK]
+        found.update(
+            (r[0], _entity(*r)) for r in session.execute(_ENTITIES.where(File.object_id.in_(chunk)))
+        )
+    content = [found[i] for i in ids if i in found]
     if fields:
         content = [{k: v for k, v in e.items() if k in fields} for e in content]
     pages = (total + size - 1) // size if size else 1

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from pyscore.server.errors import not_found
-from pyscore.server.metadata.analyses import analysis_files, analysis_samples
+from pyscore.server.metadata.analyses import files_of, samples_of
 from pyscore.server.metadata.song_json import (
     DONOR_FIELDS,
     FILE_FIELDS,
@@ -31,27 +31,31 @@ def _non_empty(entity: dict, fields: tuple[str, ...]) -> dict:
     }
 
 
-def payload(session: Session, row: Analysis) -> dict:
-    """An analysis as Song's export writes it: analysisType, studyId, samples (with their
-    specimen and donor), files, then the analysis's own data; no ids, states or times."""
-    samples = [
+def payloads(session: Session, rows: list[Analysis]) -> list[dict]:
+    """Analyses as Song's export writes them: analysisType, studyId, samples (with their
+    specimen and donor), files, then the analysis's own data; no ids, states or times.
+    Samples and files are loaded for all of them at once."""
+    ids = [r.analysis_id for r in rows]
+    samples, files = samples_of(session, ids), files_of(session, ids)
+    return [
         {
-            **_non_empty(s, SAMPLE_FIELDS),
-            "specimen": _non_empty(s["specimen"] or {}, SPECIMEN_FIELDS),
-            "donor": _non_empty(s["donor"] or {}, DONOR_FIELDS),
+            "analysisType": {"name": row.type_name, "version": row.type_version},
+            "studyId": row.study_id,
+            "samples": [
+                {
+                    **_non_empty(s, SAMPLE_FIELDS),
+                    "specimen": _non_empty(s["specimen"] or {}, SPECIMEN_FIELDS),
+                    "donor": _non_empty(s["donor"] or {}, DONOR_FIELDS),
+                }
+                for s in samples.get(row.analysis_id, [])
+            ],
+            "files": [
+                _non_empty(file_json(f), FILE_FIELDS) for f in files.get(row.analysis_id, [])
+            ],
+            **row.payload,
         }
-        for s in analysis_samples(session, row.analysis_id)
+        for row in rows
     ]
-    files = [
-        _non_empty(file_json(f), FILE_FIELDS) for f in analysis_files(session, row.analysis_id)
-    ]
-    return {
-        "analysisType": {"name": row.type_name, "version": row.type_version},
-        "studyId": row.study_id,
-        "samples": samples,
-        "files": files,
-        **row.payload,
-    }
 
 
 def export_study(session: Session, study_id: str) -> list[dict]:
@@ -62,7 +66,7 @@ def export_study(session: Session, study_id: str) -> list[dict]:
         .where(Analysis.study_id == study_id)
         .order_by(Analysis.created_at, Analysis.analysis_id)
     )
-    return [{"studyId": study_id, "payloads": [payload(session, r) for r in rows]}]
+    return [{"studyId": study_id, "payloads": payloads(session, list(rows))}]
 
 
 def export_analyses(session: Session, analysis_ids: list[str]) -> list[dict]:
@@ -75,5 +79,7 @@ def export_analyses(session: Session, analysis_ids: list[str]) -> list[dict]:
             raise not_found(
                 "analysis.id.not.found", f"The analysisId '{analysis_id}' was not found"
             )
-        groups.setdefault(row.study_id, []).append(payload(session, row))
-    return [{"studyId": study, "payloads": found} for study, found in groups.items()]
+        groups.setdefault(row.study_id, []).append(row)
+    return [
+        {"studyId": study, "payloads": payloads(session, found)} for study, found in groups.items()
+    ]

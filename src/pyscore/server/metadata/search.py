@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from pyscore.server.errors import bad_request
-from pyscore.server.metadata.analyses import analysis_json
+from pyscore.server.metadata.analyses import analyses_json
 from pyscore.server.metadata.studies import get_study
 from pyscore.server.tables import (
     Analysis,
@@ -127,7 +127,7 @@ def search_by_id(session: Session, study_id: str, terms: dict[str, Any]) -> list
         .where(Analysis.analysis_id.in_(found))
         .order_by(Analysis.created_at, Analysis.analysis_id)
     )
-    return [analysis_json(session, r) for r in analyses]
+    return analyses_json(session, list(analyses))
 
 
 def _matches(document: Any, path: list[str], value: str) -> bool:

@@ -7,19 +7,21 @@ Signing in stores the token in an HttpOnly, SameSite=Strict cookie.
 from __future__ import annotations
 
 import functools
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import (
     FileResponse,
     HTMLResponse,
-    JSONResponse,
     PlainTextResponse,
     RedirectResponse,
     Response,
+    StreamingResponse,
 )
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -41,7 +43,7 @@ from pyscore.server.web.deps import (
 )
 from pyscore.wire import tsv
 from pyscore.wire.files import human_size as human
-from pyscore.wire.manifest import format_argo
+from pyscore.wire.manifest import ARGO_COLUMNS
 
 HERE = Path(__file__).parent
 COOKIE = SIGN_IN_COOKIE
@@ -261,41 +263,65 @@ def repository_page(request: Request, s: SessionDep) -> HTMLResponse:
     return response
 
 
-def _attachment(body: str, name: str, media: str) -> Response:
-    return Response(
-        body, media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'}
+def _attachment(chunks: Iterator[str], name: str, media: str) -> StreamingResponse:
+    """A download streamed as it is read from the database (its memory: a batch of rows)."""
+    stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
+    return StreamingResponse(
+        (chunk.encode() for chunk in chunks),
+        media_type=media,
+        headers={"Content-Disposition": f'attachment; filename="{name.format(stamp=stamp)}"'},
     )
+
+
+def _lines(batches: Iterator[Sequence[Any]], line: Callable[[Any], str]) -> Iterator[str]:
+    for batch in batches:
+        yield "".join(line(e) + "\n" for e in batch)
 
 
 @router.get("/repository/manifest.tsv")
-def manifest(request: Request, s: SessionDep, p: PlatformDep) -> Response:
+def manifest(request: Request, p: PlatformDep) -> Response:
     code = p.settings.extra.get("repository_code", "PYSCORE")
-    rows = repository.manifest_rows(s, read_filters(request), code)
-    stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
-    return _attachment(
-        format_argo(rows), f"score-manifest.{stamp}.tsv", "text/tab-separated-values"
-    )
+    batches = repository.stream(p.db, read_filters(request))
+    columns = ARGO_COLUMNS
+
+    def body() -> Iterator[str]:
+        yield tsv.row(columns) + "\n"
+        yield from _lines(
+            batches, lambda e: tsv.row(repository.manifest_row(e, code).get(c) for c in columns)
+        )
+
+    return _attachment(body(), "score-manifest.{stamp}.tsv", "text/tab-separated-values")
 
 
 @router.get("/repository/table.tsv")
-def table(request: Request, s: SessionDep) -> Response:
-    rows, _ = repository.search(s, read_filters(request), limit=None)
-    lines = [tsv.row(TABLE_FIELDS)]
-    lines += [tsv.row(getattr(e, f) for f in TABLE_FIELDS) for e in rows]
-    stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
-    return _attachment(
-        "\n".join(lines) + "\n", f"file-table.{stamp}.tsv", "text/tab-separated-values"
-    )
+def table(request: Request, p: PlatformDep) -> Response:
+    batches = repository.stream(p.db, read_filters(request))
+
+    def body() -> Iterator[str]:
+        yield tsv.row(TABLE_FIELDS) + "\n"
+        yield from _lines(batches, lambda e: tsv.row(getattr(e, f) for f in TABLE_FIELDS))
+
+    return _attachment(body(), "file-table.{stamp}.tsv", "text/tab-separated-values")
 
 
 @router.get("/repository/files.json")
-def files_json(request: Request, s: SessionDep) -> JSONResponse:
-    rows, total = repository.search(s, read_filters(request), limit=None)
-    body = {"total": total, "files": [{f: getattr(e, f) for f in TABLE_FIELDS} for e in rows]}
-    stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
-    return JSONResponse(
-        body, headers={"Content-Disposition": f'attachment; filename="files.{stamp}.json"'}
-    )
+def files_json(request: Request, s: SessionDep, p: PlatformDep) -> Response:
+    filters = read_filters(request).resolve(s)
+    total, _ = repository.totals(s, filters)
+    batches = repository.stream(p.db, filters)
+
+    def body() -> Iterator[str]:
+        yield f'{{"total": {total}, "files": ['
+        first = True
+        for batch in batches:
+            rows = [{f: getattr(e, f) for f in TABLE_FIELDS} for e in batch]
+            text = json.dumps(rows, separators=(",", ":"))[1:-1]
+            if text:
+                yield text if first else "," + text
+                first = False
+        yield "]}"
+
+    return _attachment(body(), "files.{stamp}.json", "application/json")
 
 
 @router.get("/file/{object_id}", response_class=HTMLResponse)

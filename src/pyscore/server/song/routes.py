@@ -11,7 +11,7 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import PlainTextResponse, Response
 
 from pyscore.server import metadata
 from pyscore.server.auth import Action, authorize
@@ -242,7 +242,7 @@ def analyses_paginated(
         s, study_id, metadata.parse_states(analysisStates), limit, offset
     )
     return {
-        "analyses": [metadata.analysis_json(s, r) for r in rows],
+        "analyses": metadata.analyses_json(s, rows),
         "totalAnalyses": total,
         "totalPages": -(-total // limit),
         "currentTotalAnalyses": len(rows),
@@ -253,7 +253,7 @@ def analyses_paginated(
 @router.get("/studies/{study_id}/analysis")
 def analyses(study_id: str, s: SessionDep, analysisStates: str | None = None) -> list[dict]:
     rows, _ = metadata.list_analyses(s, study_id, metadata.parse_states(analysisStates))
-    return [metadata.analysis_json(s, r) for r in rows]
+    return metadata.analyses_json(s, rows)
 
 
 @router.get("/studies/{study_id}/analysis/{analysis_id}")
@@ -462,7 +462,7 @@ ENTITY_PARAMS = {
 # `/entities?gnosId=...`: both are answered directly, not with a redirect to the other.
 @router.get("/entities/", include_in_schema=False)
 @router.get("/entities")
-def list_entities(request: Request, s: SessionDep, page: int = 0, size: int = 20) -> JSONResponse:
+def list_entities(request: Request, s: SessionDep, page: int = 0, size: int = 20) -> Response:
     params = request.query_params
     unknown = set(params) - ENTITY_PARAMS
     if unknown:
@@ -480,4 +480,4 @@ def list_entities(request: Request, s: SessionDep, page: int = 0, size: int = 20
     }
     if "analysisId" in params:
         filters["gnosId"] = params["analysisId"]
-    return JSONResponse(metadata.list_entities(s, filters, fields, page, size))
+    return json_bytes(metadata.list_entities(s, filters, fields, page, size))
