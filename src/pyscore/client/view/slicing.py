@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import sys
 import tempfile
 import threading
@@ -183,18 +182,9 @@ def samtools_copy(
             with _SAMTOOLS:
                 pysam.samtools.view(*args, catch_stdout=False)
         except pysam.SamtoolsError as exc:
-            if out == "-" and _stdout_closed():
-                raise BrokenPipeError() from None  # the reader left (| head): end quietly
             said = str(exc.value).partition("stderr=")[2].strip().splitlines() or [""]
             reason = said[0].removeprefix("samtools view: ") or str(exc.value)
             raise ScoreError(f"{source.name}: reading {where} failed: {reason}") from None
-
-
-def _stdout_closed() -> bool:
-    """Whether stdout is a pipe its reader has closed (poll says POLLERR)."""
-    poller = select.poll()
-    poller.register(sys.stdout.fileno(), select.POLLOUT)
-    return any(event & select.POLLERR for _, event in poller.poll(0))
 
 
 def _copy_records(
