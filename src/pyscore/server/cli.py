@@ -858,10 +858,17 @@ def main(argv: list[str] | None = None) -> int:
             raise
         from sqlalchemy.exc import SQLAlchemyError
 
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-        kind = "database" if isinstance(exc, SQLAlchemyError) else type(exc).__name__
+        from pyscore.server.errors import Unavailable
+
+        shown: BaseException = exc
+        if isinstance(exc, Unavailable) and exc.__cause__ is not None:
+            # its message is for an HTTP client (retry later); the operator needs the cause
+            kind, shown = exc.dependency.replace("_", " "), exc.__cause__
+        else:
+            kind = "database" if isinstance(exc, SQLAlchemyError) else type(exc).__name__
+        reason = str(getattr(shown, "orig", None) or shown).strip().splitlines()
         print(
-            f"score-server: error: {kind}: {reason[0] if reason else exc} (set "
+            f"score-server: error: {kind}: {reason[0] if reason else shown} (set "
             "PYSCORE_DEBUG=1 for details)",
             file=sys.stderr,
         )
