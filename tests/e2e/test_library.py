@@ -182,6 +182,31 @@ def test_variants_equal_bcftools_on_a_local_copy(client, demo_files, ids, monkey
     fresh.close()
 
 
+def test_a_region_through_htsget_takes_one_ticket_and_each_range_once(
+    demo_server, demo_files, reader, ids, monkeypatch, tmp_path
+):
+    """The region's ticket starts with the header: no second ticket for the header alone,
+    and no byte range fetched twice; a region the file has not is still told by name."""
+    samtools = need("samtools")
+    monkeypatch.setenv("SCORE_CLIENT_CONF_DIR", str(tmp_path / "no-conf"))
+    monkeypatch.setenv("VIEW_HTSGET", "true")
+    proxy = FaultProxy(demo_server.port)  # signed URLs point back at it: every request counted
+    try:
+        c = pyscore.Client(metadata_url=proxy.url, storage_url=proxy.url, token=reader)
+        region, bam = "chr1:10000-20000", ids["DONOR-1-N.bam"]
+        got = [r.to_string() for r in c.alignments(bam, region)]
+        want = sam_lines(samtools, "view", str(demo_files / "DONOR-1-N.bam"), region)
+        assert got and got == want
+        tickets = [p for m, p in proxy.stats.requests if m == "POST" and "/htsget/" in p]
+        assert tickets == [f"/htsget/reads/{bam}"]
+        assert proxy.stats.ranges and len(proxy.stats.ranges) == len(set(proxy.stats.ranges))
+        with pytest.raises(pyscore.UsageError, match="DONOR-1-N.bam: unknown contig 'chrZ'"):
+            c.alignments(bam, "chrZ:1-10")
+        c.close()
+    finally:
+        proxy.close()
+
+
 # -- bad input: the typed error with the server's reason, nothing written elsewhere -------
 def test_bad_input_raises_the_typed_error_with_the_reason(demo_server, client, ids, tmp_path):
     out = tmp_path / "out"

@@ -190,7 +190,7 @@ def remote_source(
     fmt = htsget_format(entity.fileName)
     if fmt and htsget:
         tickets = Tickets(api, entity.id, kind_of(entity.fileName), fmt, folder)
-        return Source(str(tickets.header()), None, entity.fileName, tickets)
+        return Source("", None, entity.fileName, tickets)  # the header's ticket: when needed
     return _direct_source(api, entity, folder, needs_index, index_id, index_known)
 
 
