@@ -2,7 +2,7 @@
 same emulated link (tests/wanlink.py) at each round-trip time, in one run (issue 23's targets).
 
     .venv/bin/python bench/library.py [--rtt 0,100] [--runs 3] [--tsv-mib 100]
-        [--only regions,...] [--no-record]
+        [--only regions,...] [--loaded] [--no-record]
 
 Work, each row beside its peer (the peer's signed URLs fetched before the timed region):
   read_csv   pandas.read_csv of a TSV: a score:// file vs HTTPFileSystem on its signed URL
@@ -39,6 +39,7 @@ from tests.wanlink import WanLink  # noqa: E402
 
 REGION = "chr1:40001-60000"
 BAMS = 16
+LOADED = "import pysam, pyscore.client.api, pyscore.client.view.run"  # --loaded
 WORK = ("read_csv", "random", "sequential", "regions")  # --only's names, as the rows' order
 
 
@@ -79,6 +80,12 @@ def main() -> None:
         "--only",
         default=",".join(WORK),
         help=f"the rows to run, comma-separated, of {','.join(WORK)}",
+    )
+    ap.add_argument(
+        "--loaded",
+        action="store_true",
+        help="regions: Client.alignments' child loads pysam and pyscore's modules before its "
+        "clock starts, as the pysam peer's loads pysam (by default ours counts its imports)",
     )
     add_record_flag(ap)
     args = ap.parse_args()
@@ -165,6 +172,7 @@ def main() -> None:
             def ours_regions() -> float:
                 code = (
                     "import sys, time, pyscore\n"
+                    f"{LOADED if args.loaded else ''}\n"
                     "start = time.perf_counter()\n"
                     "with pyscore.Client(metadata_url=sys.argv[1], storage_url=sys.argv[1], "
                     "token=sys.argv[2]) as c:\n"
@@ -224,7 +232,8 @@ def main() -> None:
             "bench/library.py)",
             "",
             f"`.venv/bin/python bench/library.py --rtt {args.rtt} --runs {args.runs} "
-            f"--tsv-mib {args.tsv_mib} --only {','.join(only)}`; medians of {args.runs} "
+            f"--tsv-mib {args.tsv_mib} --only {','.join(only)}"
+            f"{' --loaded' if args.loaded else ''}`; medians of {args.runs} "
             f"interleaved runs, a table of {size / 1e6:.0f} MB, {BAMS} BAMs (region {REGION}); "
             "ratio = ours / peer.",
             "",

@@ -4,18 +4,21 @@
 from __future__ import annotations
 
 import base64
+import itertools
+import json
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Optional
 
 from pyscore.client.errors import ScoreError
-from pyscore.client.view.regions import UNMAPPED
+from pyscore.client.view.regions import UNMAPPED, Region
 from pyscore.wire.codec import WireError
 from pyscore.wire.htsget import TicketUrl, ticket_from_json
 
 INDEX_LIMIT = 1024 * 1024 * 1024  # a whole-genome BAI is ~10 MB
 BLOCKS_AT_ONCE = 4  # a ticket's signed ranges fetched side by side
+USUAL_FORMAT = {"reads": "BAM", "variants": "VCF"}  # htsget's defaults
 
 
 class Tickets:
@@ -26,7 +29,8 @@ class Tickets:
     def __init__(self, api, object_id: str, kind: str, fmt: str, folder: Path) -> None:
         self.api, self.object_id, self.kind, self.fmt = api, object_id, kind, fmt
         self.folder = folder
-        self.count = 0
+        self.numbers = itertools.count(1)  # of the answers' files (next() is atomic)
+        self.early: dict[str, Future[Path]] = {}  # asked ahead, by request body
 
     def header(self) -> Path:
         return self._fetch({"format": self.fmt, "class": "header"})
@@ -34,7 +38,23 @@ class Tickets:
     def region(self, contig: str | None, start: int, end: Optional[int]) -> Path:
         """The blocks of a region (contig None: the whole file; end None: to the contig's
         end) as one file: a ticket's answer starts with the header."""
-        body: dict = {"format": self.fmt}
+        return self._fetch(self._body(contig, start, end))
+
+    def ask_early(self, contig: str | None, start: int, end: Optional[int]) -> None:
+        """Fetch a region's blocks in a thread now; `region` then takes them (or the error)."""
+        body = self._body(contig, start, end)
+        pool = ThreadPoolExecutor(1, "htsget-early")
+        self.early[json.dumps(body, sort_keys=True)] = pool.submit(self._ask, body)
+        pool.shutdown(wait=False)
+
+    def settle(self) -> None:
+        """Wait for what was asked early and not taken (before its folder goes)."""
+        for future in self.early.values():
+            future.exception()
+        self.early.clear()
+
+    def _body(self, contig: str | None, start: int, end: Optional[int]) -> dict[str, Any]:
+        body: dict[str, Any] = {"format": self.fmt}
         if contig is not None:
             region: dict[str, Any] = {"referenceName": contig}
             if contig != UNMAPPED:
@@ -42,17 +62,20 @@ class Tickets:
                 if end is not None:
                     region["end"] = end
             body["regions"] = [region]
-        return self._fetch(body)
+        return body
 
     def _fetch(self, body: dict) -> Path:
+        asked = self.early.pop(json.dumps(body, sort_keys=True), None)
+        return asked.result() if asked is not None else self._ask(body)
+
+    def _ask(self, body: dict) -> Path:
         url = f"{self.api.settings.storage_url}/htsget/{self.kind}/{self.object_id}"
         what = f"htsget ticket for {self.object_id}"
         try:
             ticket = ticket_from_json(self.api.request("POST", url, what, json=body).json(), what)
         except WireError as exc:
             raise ScoreError(str(exc)) from None
-        self.count += 1
-        path = self.folder / f"part{self.count}.{self.fmt.lower()}"
+        path = self.folder / f"part{next(self.numbers)}.{self.fmt.lower()}"
         self._write(ticket.urls, path)
         return path
 
@@ -106,6 +129,15 @@ class _Slot:
         while data:
             n = os.pwrite(self.fd, data, self.at)
             self.at, data = self.at + n, data[n:]
+
+
+def unchecked(region: Optional[Region]) -> tuple[Optional[str], int, Optional[int]]:
+    """A region as htsget's 0-based half-open coordinates, before the file's header is
+    known (the server clips to the contig; htslib's positions are below 2**31)."""
+    if region is None:
+        return None, 0, None
+    end = min(region.end, 2**31 - 1) if region.end is not None else None
+    return region.contig, (region.start or 1) - 1, end
 
 
 def _inline(block: TicketUrl) -> bytes:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
 from pyscore.client.errors import ScoreError, UsageError
-from pyscore.client.view.htsget import Tickets
+from pyscore.client.view.htsget import Tickets, unchecked
 from pyscore.client.view.naming import VARIANT_SUFFIXES
 from pyscore.client.view.regions import UNMAPPED, Region, check_region
 
@@ -118,7 +118,7 @@ def _one_ticket(
     it first would have."""
     assert source.tickets is not None
     try:
-        path = source.tickets.region(*_unchecked(region))
+        path = source.tickets.region(*unchecked(region))
     except ScoreError as refused:
         raise (_region_error(source, region, reads, reference) or refused) from None
     hint = _cram_hint(source)
@@ -127,15 +127,6 @@ def _one_ticket(
             (None, 0, 0)
         ]:
             yield from _kept(source, part, contig, start, end, reads, hint)
-
-
-def _unchecked(region: Optional[Region]) -> tuple[Optional[str], int, Optional[int]]:
-    """A region as htsget's 0-based half-open coordinates, before the header is known (the
-    server clips to the contig; htslib positions are below 2**31)."""
-    if region is None:
-        return None, 0, None
-    end = min(region.end, 2**31 - 1) if region.end is not None else None
-    return region.contig, (region.start or 1) - 1, end
 
 
 def _region_error(
