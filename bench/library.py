@@ -1,7 +1,8 @@
 """The Python API beside fsspec's HTTPFileSystem and pysam on ready signed URLs, through the
 same emulated link (tests/wanlink.py) at each round-trip time, in one run (issue 23's targets).
 
-    .venv/bin/python bench/library.py [--rtt 0,100] [--runs 3] [--tsv-mib 100] [--no-record]
+    .venv/bin/python bench/library.py [--rtt 0,100] [--runs 3] [--tsv-mib 100]
+        [--only regions,...] [--loaded] [--no-record]
 
 Work, each row beside its peer (the peer's signed URLs fetched before the timed region):
   read_csv   pandas.read_csv of a TSV: a score:// file vs HTTPFileSystem on its signed URL
@@ -38,6 +39,8 @@ from tests.wanlink import WanLink  # noqa: E402
 
 REGION = "chr1:40001-60000"
 BAMS = 16
+LOADED = "import pysam, pyscore.client.api, pyscore.client.view.run"  # --loaded
+WORK = ("read_csv", "random", "sequential", "regions")  # --only's names, as the rows' order
 
 
 def tsv(path: Path, mib: int) -> Path:
@@ -73,8 +76,22 @@ def main() -> None:
     ap.add_argument("--rtt", default="0,100", help="round-trip times in ms, comma-separated")
     ap.add_argument("--runs", type=int, default=3, help="runs per row (median)")
     ap.add_argument("--tsv-mib", type=int, default=100, help="size of the table")
+    ap.add_argument(
+        "--only",
+        default=",".join(WORK),
+        help=f"the rows to run, comma-separated, of {','.join(WORK)}",
+    )
+    ap.add_argument(
+        "--loaded",
+        action="store_true",
+        help="regions: Client.alignments' child loads pysam and pyscore's modules before its "
+        "clock starts, as the pysam peer's loads pysam (by default ours counts its imports)",
+    )
     add_record_flag(ap)
     args = ap.parse_args()
+    only = [w.strip() for w in args.only.split(",") if w.strip()]
+    if not only or not set(only) <= set(WORK):
+        ap.error(f"--only takes some of {','.join(WORK)}")
 
     import fsspec
     import pandas
@@ -155,6 +172,7 @@ def main() -> None:
             def ours_regions() -> float:
                 code = (
                     "import sys, time, pyscore\n"
+                    f"{LOADED if args.loaded else ''}\n"
                     "start = time.perf_counter()\n"
                     "with pyscore.Client(metadata_url=sys.argv[1], storage_url=sys.argv[1], "
                     "token=sys.argv[2]) as c:\n"
@@ -194,7 +212,9 @@ def main() -> None:
                 ("sequential", "Client.open", ours_sequential, "Client.download", ours_download),
                 ("regions x16", "Client.alignments", ours_regions, "pysam on URLs", pysam_regions),
             ]
-            for work_name, ours_name, ours, peer_name, peer in pairs:
+            for key, (work_name, ours_name, ours, peer_name, peer) in zip(WORK, pairs):
+                if key not in only:
+                    continue
                 t = median_of(args.runs, {"ours": ours, "peer": peer})
                 rate = ""
                 if work_name == "sequential":
@@ -212,8 +232,10 @@ def main() -> None:
             "bench/library.py)",
             "",
             f"`.venv/bin/python bench/library.py --rtt {args.rtt} --runs {args.runs} "
-            f"--tsv-mib {args.tsv_mib}`; medians of {args.runs} interleaved runs, a table of "
-            f"{size / 1e6:.0f} MB, {BAMS} BAMs (region {REGION}); ratio = ours / peer.",
+            f"--tsv-mib {args.tsv_mib} --only {','.join(only)}"
+            f"{' --loaded' if args.loaded else ''}`; medians of {args.runs} "
+            f"interleaved runs, a table of {size / 1e6:.0f} MB, {BAMS} BAMs (region {REGION}); "
+            "ratio = ours / peer.",
             "",
             "| RTT ms | work | ours | peer | ratio |",
             "|---|---|---|---|---|",

@@ -182,6 +182,42 @@ def test_variants_equal_bcftools_on_a_local_copy(client, demo_files, ids, monkey
     fresh.close()
 
 
+def test_a_region_through_htsget_takes_one_ticket_and_each_range_once(
+    demo_server, demo_files, reader, ids, monkeypatch, tmp_path
+):
+    """The region's ticket starts with the header: no second ticket for the header alone,
+    and no byte range fetched twice. Once the server is known to speak htsget, a BAM's
+    ticket goes out beside the file's lookup; a CRAM's is then asked again as CRAM (the
+    guess refused). A region the file has not is still told by name."""
+    samtools = need("samtools")
+    monkeypatch.setenv("SCORE_CLIENT_CONF_DIR", str(tmp_path / "no-conf"))
+    monkeypatch.setenv("VIEW_HTSGET", "true")
+    proxy = FaultProxy(demo_server.port)  # signed URLs point back at it: every request counted
+    reference = demo_files / "reference.fa"
+
+    def tickets_of(name: str, region: str) -> list[str]:
+        """The ticket requests (method, path) of one region, its records checked."""
+        before = len(proxy.stats.requests)
+        got = [r.to_string() for r in c.alignments(ids[name], region, reference=reference)]
+        want = sam_lines(samtools, "view", "-T", str(reference), str(demo_files / name), region)
+        assert got and got == want
+        return [p for m, p in proxy.stats.requests[before:] if "/htsget/" in p and m == "POST"]
+
+    try:
+        c = pyscore.Client(metadata_url=proxy.url, storage_url=proxy.url, token=reader)
+        bam, cram = ids["DONOR-1-N.bam"], ids["DONOR-2-N.cram"]
+        assert tickets_of("DONOR-1-N.bam", "chr1:10000-20000") == [f"/htsget/reads/{bam}"]
+        ranges = proxy.stats.ranges
+        assert ranges and len(ranges) == len(set(ranges))
+        assert tickets_of("DONOR-1-N.bam", "chr1:30000-40000") == [f"/htsget/reads/{bam}"]
+        assert tickets_of("DONOR-2-N.cram", "chr2:500-9000") == [f"/htsget/reads/{cram}"] * 2
+        with pytest.raises(pyscore.UsageError, match=r"DONOR-1-N\.bam: unknown contig 'chrZ'"):
+            c.alignments(bam, "chrZ:1-10")
+        c.close()
+    finally:
+        proxy.close()
+
+
 # -- bad input: the typed error with the server's reason, nothing written elsewhere -------
 def test_bad_input_raises_the_typed_error_with_the_reason(demo_server, client, ids, tmp_path):
     out = tmp_path / "out"

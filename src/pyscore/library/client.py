@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from pyscore.client.blockcache import BlockStore, RemoteObject
     from pyscore.client.progress import Reporter
     from pyscore.library.reader import ObjectFile
+    from pyscore.wire.song import Entity
 
 log = logging.getLogger("pyscore")
 PathLike = Union[str, Path]
@@ -410,23 +411,35 @@ class Client:
         self, object_id: str, kind: str, region: Optional[str], reference: Optional[PathLike]
     ) -> Iterator[Any]:
         from pyscore.client.view import kind_of, parse_region
+        from pyscore.client.view.htsget import USUAL_FORMAT, Tickets, unchecked
         from pyscore.client.view.run import remote_source
         from pyscore.client.view.slicing import records
 
         regions = [parse_region(region)] if region else []
-        entity = self.api.entity(checked_id(object_id))
-        if kind_of(entity.fileName) != kind:
-            other = "variants" if kind == "reads" else "alignments"
-            raise UsageError(f"{entity.fileName} holds {other}: use Client.{other}()")
+        oid = checked_id(object_id)
         folder = tempfile.TemporaryDirectory(prefix="pyscore-region-")
+        early = None
+        if self._htsget:  # its usual format's ticket goes out beside the file's lookup
+            early = Tickets(self.api, oid, kind, USUAL_FORMAT[kind], Path(folder.name))
+            early.ask_early(*unchecked(regions[0] if regions else None))
+
+        def done() -> None:
+            if early is not None:
+                early.settle()  # a ticket not used (the file's format is another)
+            folder.cleanup()
+
         try:
+            entity, htsget = self._lookup(oid)
+            if kind_of(entity.fileName) != kind:
+                other = "variants" if kind == "reads" else "alignments"
+                raise UsageError(f"{entity.fileName} holds {other}: use Client.{other}()")
             source = remote_source(
-                self.api, entity, Path(folder.name), self._speaks_htsget(), bool(regions)
+                self.api, entity, Path(folder.name), htsget, bool(regions), early=early
             )
             found = records(source, regions, str(Path(reference).resolve()) if reference else None)
             first = next(found, None)  # opening and the first region: their errors now
         except BaseException:
-            folder.cleanup()
+            done()
             raise
 
         def rest() -> Iterator[Any]:
@@ -435,9 +448,22 @@ class Client:
                     yield first
                     yield from found
             finally:
-                folder.cleanup()
+                done()
 
         return rest()
+
+    def _lookup(self, object_id: str) -> tuple[Entity, bool]:
+        """A file's entity, and whether the server speaks htsget: on a client's first call
+        that probe, and htslib's loading, go beside the lookup."""
+        if self._htsget is not None:
+            return self.api.entity(object_id), self._htsget
+        import importlib
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(2, "region-start") as pool:
+            probe = pool.submit(self._speaks_htsget)
+            pool.submit(importlib.import_module, "pysam")  # its failure: told where it is used
+            return self.api.entity(object_id), probe.result()
 
     def _speaks_htsget(self) -> bool:
         if self._htsget is None:

@@ -183,14 +183,19 @@ def remote_source(
     needs_index: bool,
     index_id: Optional[str] = None,
     index_known: bool = False,
+    early: Optional[Tickets] = None,
 ) -> Source:
     """Where htslib reads a remote object: the server's htsget tickets (`htsget`: it speaks
     htsget, and the format is one it serves), else a signed URL with its index fetched into
-    `folder` (`needs_index`: regions are asked, so no index is an error)."""
+    `folder` (`needs_index`: regions are asked, so no index is an error). `early`: tickets
+    asked before the file's name was known, used if their kind and format are the file's."""
     fmt = htsget_format(entity.fileName)
     if fmt and htsget:
-        tickets = Tickets(api, entity.id, kind_of(entity.fileName), fmt, folder)
-        return Source(str(tickets.header()), None, entity.fileName, tickets)
+        kind = kind_of(entity.fileName)
+        tickets = early
+        if tickets is None or (tickets.kind, tickets.fmt) != (kind, fmt):
+            tickets = Tickets(api, entity.id, kind, fmt, folder)
+        return Source("", None, entity.fileName, tickets)  # the header's ticket: when needed
     return _direct_source(api, entity, folder, needs_index, index_id, index_known)
 
 

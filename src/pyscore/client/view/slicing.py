@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
 from pyscore.client.errors import ScoreError, UsageError
-from pyscore.client.view.htsget import Tickets
+from pyscore.client.view.htsget import Tickets, unchecked
 from pyscore.client.view.naming import VARIANT_SUFFIXES
 from pyscore.client.view.regions import UNMAPPED, Region, check_region
 
@@ -25,7 +25,8 @@ if TYPE_CHECKING:  # htslib loads when a file is sliced, after the first request
 @dataclass
 class Source:
     """Where htslib should read: data path or URL, a local index, the name for messages;
-    or, with `tickets`, the server's htsget endpoint (then `data` is the header's file)."""
+    or, with `tickets`, the server's htsget endpoint (then `data` is the header's file,
+    fetched when first needed: `records` of one region needs none)."""
 
     data: str
     index: Optional[str]
@@ -33,12 +34,19 @@ class Source:
     tickets: Optional[Tickets] = None
 
 
+def _data_of(source: Source) -> str:
+    """What htslib opens: through htsget, the header's ticket asked on first use."""
+    if not source.data and source.tickets is not None:
+        source.data = str(source.tickets.header())
+    return source.data
+
+
 def _open_reads(source: Source, reference: str | None) -> pysam.AlignmentFile:
     import pysam
 
     try:
         return pysam.AlignmentFile(
-            source.data, "r", index_filename=source.index, reference_filename=reference
+            _data_of(source), "r", index_filename=source.index, reference_filename=reference
         )
     except (OSError, ValueError) as exc:
         hint = ""
@@ -51,7 +59,7 @@ def _open_variants(source: Source) -> pysam.VariantFile:
     import pysam
 
     try:
-        return pysam.VariantFile(source.data, index_filename=source.index)
+        return pysam.VariantFile(_data_of(source), index_filename=source.index)
     except (OSError, ValueError) as exc:
         raise ScoreError(f"{source.name}: cannot open: {exc}") from None
 
@@ -96,11 +104,51 @@ def records(
 
     reads = not source.name.lower().endswith(VARIANT_SUFFIXES)
     pysam.set_verbosity(0)  # errors come as one-line ScoreErrors, htslib's lines would repeat
+    if source.tickets is not None and len(regions) <= 1:
+        yield from _one_ticket(source, regions[0] if regions else None, reads, reference)
+        return
     handle = _open_reads(source, reference) if reads else _open_variants(source)
     hint = _cram_hint(source)
     with closing_quietly(handle, source.name) as inp:
         for contig, start, end in _wanted(source, inp, regions, False) or [(None, 0, 0)]:
             yield from _records(source, inp, contig, start, end, hint, reference)
+
+
+def _one_ticket(
+    source: Source, region: Optional[Region], reads: bool, reference: Optional[str]
+) -> Iterator[Any]:
+    """One region (None: the whole file) through htsget in one ticket: its answer is a file
+    of its own, header first, so the region is checked against that header and the header's
+    own ticket is asked only when the server refuses the region, to give the error checking
+    it first would have."""
+    assert source.tickets is not None
+    try:
+        path = source.tickets.region(*unchecked(region))
+    except ScoreError as refused:
+        raise (_region_error(source, region, reads, reference) or refused) from None
+    hint = _cram_hint(source)
+    with closing_quietly(_open_part(source, path, reads, reference, hint), source.name) as part:
+        for contig, start, end in _wanted(source, part, [region] if region else [], False) or [
+            (None, 0, 0)
+        ]:
+            yield from _kept(source, part, contig, start, end, reads, hint)
+
+
+def _region_error(
+    source: Source, region: Optional[Region], reads: bool, reference: Optional[str]
+) -> Optional[UsageError]:
+    """What the file's header says is wrong with a region, if anything."""
+    if region is None:
+        return None
+    try:
+        handle = _open_reads(source, reference) if reads else _open_variants(source)
+        with closing_quietly(handle, source.name):
+            _wanted(source, handle, [region], False)
+    except UsageError as wrong:
+        return wrong
+    except ScoreError:
+        pass
+    return None
 
 
 def alignment_format(output_format: str) -> str:
@@ -238,18 +286,30 @@ def _records(
         return
     path = source.tickets.region(contig, start, end)
     reads = isinstance(handle, pysam.AlignmentFile)
+    with closing_quietly(_open_part(source, path, reads, reference, hint), source.name) as part:
+        yield from _kept(source, part, contig, start, end, reads, hint)
+
+
+def _open_part(source: Source, path: Any, reads: bool, reference: Optional[str], hint: str) -> Any:
+    """A ticket's answer, opened."""
+    import pysam
+
     try:
-        part = (
-            pysam.AlignmentFile(str(path), "r", reference_filename=reference)
-            if reads
-            else pysam.VariantFile(str(path))
-        )
+        if reads:
+            return pysam.AlignmentFile(str(path), "r", reference_filename=reference)
+        return pysam.VariantFile(str(path))
     except (OSError, ValueError) as exc:
         raise ScoreError(f"{source.name}: cannot read the htsget answer: {exc}{hint}") from None
-    with closing_quietly(part, source.name):
-        for rec in _fetch(part, None, 0, 0, source.name, hint):
-            if contig is None or _overlaps(rec, reads, contig, start, end):
-                yield rec
+
+
+def _kept(
+    source: Source, part: Any, contig: Optional[str], start: int, end: int, reads: bool, hint: str
+) -> Iterator[Any]:
+    """The records of a ticket's answer that the index query would return: the answer's
+    blocks may hold records either side of the region."""
+    for rec in _fetch(part, None, 0, 0, source.name, hint):
+        if contig is None or _overlaps(rec, reads, contig, start, end):
+            yield rec
 
 
 def _overlaps(rec, reads: bool, contig: str, start: int, end: int) -> bool:
