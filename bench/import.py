@@ -390,19 +390,7 @@ def adopt(admin: str, work: Path, objects: int) -> str:
     n = -(-objects // 3)
     song = new_database(admin, "song")
     fill_database(song, n, small=True)
-    data_dir = work / "pyscore-adopt"
-    subprocess.run(
-        [
-            str(BIN / "score-server"),
-            "init",
-            "--data-dir",
-            str(data_dir),
-            "--database-url",
-            new_database(admin, "pyscore"),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    data_dir = new_platform(work / "pyscore-adopt", admin)
     timed_import(data_dir, "--song-database", song)
     out = subprocess.run(
         ["bash", str(S3), "start", str(work / "ceph"), str(free_port())],
@@ -493,6 +481,14 @@ def new_database(admin: str, prefix: str) -> str:
     return admin.rsplit("/", 1)[0] + f"/{name}"
 
 
+def new_platform(data_dir: Path, admin: str) -> Path:
+    """An empty pyscore platform in `data_dir` on a new database of the bench's PostgreSQL."""
+    init = [str(BIN / "score-server"), "init", "--data-dir", str(data_dir)]
+    database = ["--database-url", new_database(admin, "pyscore")]
+    subprocess.run([*init, *database], check=True, capture_output=True)
+    return data_dir
+
+
 def timed_import(data_dir: Path, *source: str) -> tuple[float, int, str]:
     """(seconds, peak RSS in KiB, the summary) of one `score-server import song`."""
     start = time.monotonic()
@@ -552,19 +548,7 @@ def main() -> None:
             if api:
                 sources.append(("SONG's API (loopback double)", ["--song-url", api.url]))
             for label, source in sources:
-                data_dir = work / f"pyscore-{n}-{len(rows)}"
-                subprocess.run(
-                    [
-                        str(BIN / "score-server"),
-                        "init",
-                        "--data-dir",
-                        str(data_dir),
-                        "--database-url",
-                        new_database(admin, "pyscore"),
-                    ],
-                    check=True,
-                    capture_output=True,
-                )
+                data_dir = new_platform(work / f"pyscore-{n}-{len(rows)}", admin)
                 first, rss1, summary = timed_import(data_dir, *source)
                 second, rss2, _ = timed_import(data_dir, *source)
                 print(f"  {label}: {first:.1f} s, then {second:.1f} s", flush=True)
