@@ -27,6 +27,7 @@ from pyscore.server.tables import (
     Sample,
     Specimen,
 )
+from pyscore.wire.manifest import ARGO_COLUMNS
 
 FACETS = {  # URL parameter → column
     "study": RepositoryEntry.study_id,
@@ -354,18 +355,16 @@ def search(
     return list(session.scalars(query)), total
 
 
-COLUMNS = tuple(c.key for c in RepositoryEntry.__table__.columns if c.key != "search_text")
-
-
-def stream(db: Database, filters: Filters, batch: int = 2000) -> Iterator[Sequence[Row[Any]]]:
-    """Every row of the selection in its order, `batch` rows at a time, read through a
-    server-side cursor on a connection of its own (PostgreSQL sends rows as they are
-    found): an export of a million rows keeps a batch in memory, and its first bytes go
-    out before the last row is read. A row has the attributes `manifest_row` reads."""
+def stream(
+    db: Database, filters: Filters, columns: Sequence[Any], batch: int = 2000
+) -> Iterator[Sequence[Row[Any]]]:
+    """Every row of the selection in its order (plain tuples of `columns`), `batch` rows at a
+    time, read through a server-side cursor on a connection of its own (PostgreSQL sends rows
+    as they are found): an export of a million rows keeps a batch in memory, and its first
+    bytes go out before the last row is read."""
     with db.engine.connect() as conn:
         conn = conn.execution_options(stream_results=True, max_row_buffer=batch)
         filters.resolve(conn)
-        columns = [getattr(RepositoryEntry, c) for c in COLUMNS]
         result = conn.execute(_ordered(filters, select(*columns)))
         yield from result.partitions(batch)
         conn.rollback()
@@ -423,23 +422,22 @@ def facet_counts(session: Session, filters: Filters, limit: int = 100) -> dict[s
     return out
 
 
-def manifest_row(e: Any, repository_code: str) -> dict:
-    """An ARGO manifest row of a RepositoryEntry (or a row of its columns: `stream`)."""
-    return {
-        "repository_code": repository_code,
-        "analysis_id": e.analysis_id,
-        "object_id": e.object_id,
-        "file_type": e.file_type,
-        "file_name": e.file_name,
-        "file_size": e.size,
-        "md5sum": e.md5,
-        "index_object_id": e.index_object_id or "",
-        "donor_id": e.donors,
-        "sample_id(s)": e.samples,
-        "program_id": e.study_id,
-    }
+# an ARGO manifest's columns after `repository_code`, in its order (wire/manifest.py)
+MANIFEST = (
+    RepositoryEntry.analysis_id,
+    RepositoryEntry.object_id,
+    RepositoryEntry.file_type,
+    RepositoryEntry.file_name,
+    RepositoryEntry.size,
+    RepositoryEntry.md5,
+    RepositoryEntry.index_object_id,
+    RepositoryEntry.donors,
+    RepositoryEntry.samples,
+    RepositoryEntry.study_id,
+)
 
 
 def manifest_rows(session: Session, filters: Filters, repository_code: str) -> list[dict]:
-    rows, _ = search(session, filters, limit=None)
-    return [manifest_row(e, repository_code) for e in rows]
+    """The ARGO manifest's rows of the selection (`stream` gives them as tuples of MANIFEST)."""
+    rows = session.execute(_ordered(filters.resolve(session), select(*MANIFEST)))
+    return [dict(zip(ARGO_COLUMNS, (repository_code, *r))) for r in rows]
