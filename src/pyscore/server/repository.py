@@ -362,12 +362,9 @@ def stream(
     time, read through a server-side cursor on a connection of its own (PostgreSQL sends rows
     as they are found): an export of a million rows keeps a batch in memory, and its first
     bytes go out before the last row is read."""
-    with db.engine.connect() as conn:
-        conn = conn.execution_options(stream_results=True, max_row_buffer=batch)
+    with db.streaming(batch) as conn:
         filters.resolve(conn)
-        result = conn.execute(_ordered(filters, select(*columns)))
-        yield from result.partitions(batch)
-        conn.rollback()
+        yield from conn.execute(_ordered(filters, select(*columns))).partitions(batch)
 
 
 @dataclass
