@@ -211,19 +211,25 @@ class RepositoryDonor(Base):
     donor_id: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
 
 
-class RepositoryCount(Base):
-    """How many files (and bytes) the File Repository shows of each combination of its
-    column facets ('' for none), kept in step with `repository_entries`: totals and facet
-    counts of any selection without a donor or text are sums over a few hundred rows, not
-    counts over a million."""
+class FacetCombination:
+    """A combination of the File Repository's column facets ('' for none): part of the key of
+    the tables counting files per combination."""
 
-    __tablename__ = "repository_counts"
     study_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     analysis_type: Mapped[str] = mapped_column(String(128), primary_key=True)
     file_type: Mapped[str] = mapped_column(String(64), primary_key=True)
     data_type: Mapped[str] = mapped_column(String(128), primary_key=True)
     access: Mapped[str] = mapped_column(String(16), primary_key=True)
     files: Mapped[int] = mapped_column(BigInteger)
+
+
+class RepositoryCount(FacetCombination, Base):
+    """How many files (and bytes) the File Repository shows of each combination of its
+    column facets, kept in step with `repository_entries`: totals and facet counts of any
+    selection without a donor or text are sums over a few hundred rows, not counts over a
+    million."""
+
+    __tablename__ = "repository_counts"
     bytes: Mapped[int] = mapped_column(BigInteger)
 
 
@@ -237,19 +243,13 @@ class RepositoryDonorCount(Base):
     files: Mapped[int] = mapped_column(BigInteger)
 
 
-class RepositoryDonorCube(Base):
-    """Files the File Repository shows per donor and combination of its column facets ('' for
-    none), kept in step with `repository_donors`: the donor facet under any column facet's
-    filter is a sum over these rows (a few per donor), not a join of a million files."""
+class RepositoryDonorCube(FacetCombination, Base):
+    """Files the File Repository shows per donor and combination of its column facets, kept
+    in step with `repository_donors`: the donor facet under any column facet's filter is a
+    sum over these rows (a few per donor), not a join of a million files."""
 
     __tablename__ = "repository_donor_cube"
     donor_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    study_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    analysis_type: Mapped[str] = mapped_column(String(128), primary_key=True)
-    file_type: Mapped[str] = mapped_column(String(64), primary_key=True)
-    data_type: Mapped[str] = mapped_column(String(128), primary_key=True)
-    access: Mapped[str] = mapped_column(String(16), primary_key=True)
-    files: Mapped[int] = mapped_column(BigInteger)
 
 
 class ImportMark(Base):
