@@ -496,7 +496,7 @@ def run(args: argparse.Namespace, work: Path, shape: Shape) -> None:
             s, {"projectCode": BIG}, [], big_files * 4 // 5 // 2000, 2000
         ),
         "SONG deep page": lambda s: list_analyses(s, BIG, ["PUBLISHED"], 100, deep),
-        "listing, every study": lambda s: objects.listing(s, None),
+        "listing, every study": lambda s: objects.listing_batches(s, None),
         "audit --since 1d --study BIG": lambda s: audit.query(
             s, since=audit.parse_time("1d"), study=BIG
         ),

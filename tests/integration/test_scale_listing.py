@@ -79,7 +79,12 @@ def check_counts(db, rows: list[dict]) -> None:
         "access": "access",
         "analysis_type": "analysis_type",
     }
-    for selected in ({}, {"study": ["ST1"]}, {"file_type": ["VCF"]}):
+    for selected in (
+        {},
+        {"study": ["ST1"]},
+        {"file_type": ["VCF"]},
+        {"study": ["ST1", BIG], "access": ["open"], "data_type": ["Aligned Reads"]},
+    ):
         chosen = [r for r in rows if all(r[columns[f]] in values for f, values in selected.items())]
         with db.session() as s:
             filters = repository.Filters(dict(selected))
@@ -132,6 +137,28 @@ def test_counts_follow_unpublishing_suppressing_and_publishing_again(world):
     rows = table(http)
     assert len(rows) == 2 * (len(published_analyses()) - 10)
     check_counts(db, rows)
+
+
+def test_migrating_fills_the_donor_cube_as_publishing_keeps_it(world):
+    """Migration 0008 fills `repository_donor_cube` from the view: what it makes of an
+    existing platform is what publishing, unpublishing and suppressing kept in step."""
+    _server, db, _http = world
+    from alembic import command
+
+    from pyscore.server.db import _alembic
+    from pyscore.server.tables import RepositoryDonorCube
+
+    def cube() -> set[tuple]:
+        with db.session() as s:
+            rows = s.execute(select(RepositoryDonorCube).where(RepositoryDonorCube.files > 0))
+            return {tuple(getattr(r, c.key) for c in r.__table__.columns) for (r,) in rows}
+
+    kept = cube()
+    assert len(kept) > SHAPE.samples  # a few combinations a donor
+    db.engine.dispose()
+    command.downgrade(_alembic(db.url), "0007")
+    command.upgrade(_alembic(db.url), "head")
+    assert cube() == kept
 
 
 def test_entities_pages_cover_a_study_once_in_order(world):

@@ -210,6 +210,41 @@ def test_formula_starters_are_guarded_and_read_back(value, written):
     assert (row.fileName, row.studyId) == (value, value)
 
 
+HOSTILE = [
+    None,
+    "",
+    0,
+    -1,
+    12345,
+    "plain.bam",
+    "=x",
+    "'=x",
+    "''@y",
+    "'1",
+    "a=b",
+    "-SUM(A1)",
+    "+2.5e3",
+    "a\tb",
+    "x\ny",
+    "\u202eevil",
+    "\x1b[31m",
+    "\u00a0nbsp",
+    "caf\u00e9",
+    "\U0001f600",
+]
+
+
+def test_a_row_is_its_cells_whatever_they_hold():
+    """`row` skips the cell-by-cell work for rows needing no escape or guard: every mix of
+    hostile and plain cells comes out exactly as `cell` makes each one."""
+    from pyscore.wire.tsv import cell, row
+
+    for first in HOSTILE:
+        for second in HOSTILE:
+            values = ["id-1", first, 7, second, None]
+            assert row(values) == "\t".join(cell(v) for v in values), values
+
+
 def test_an_empty_format_is_only_a_header():
     assert format_argo([]) == ARGO_HEADER + "\n"
 

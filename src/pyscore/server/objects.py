@@ -392,13 +392,16 @@ def ping_url(signer: Signer) -> str:
     return signer.store.url_for_get(SENTINEL, base_url=signer.base_url, expires_in=300)
 
 
+LISTING_BATCH = 5000  # /listing's rows a fetch and a chunk (~500 KB of JSON)
+
+
 def listing_batches(
-    conn: Session | Connection, readable: set[str] | None, batch: int = 5000
-) -> Iterator[list[tuple[str, int, int]]]:
+    conn: Session | Connection, readable: set[str] | None, batch: int = LISTING_BATCH
+) -> Iterator[list[dict[str, Any]]]:
     """Objects of published analyses that the caller may read (`readable`: those studies'
-    and the open ones, chosen by the database; None: all) as (id, size, lastModified in
-    epoch ms), `batch` at a time: read through a server-side cursor when `conn` streams
-    results, so a million objects never sit in memory at once."""
+    and the open ones, chosen by the database; None: all) as /listing's entries (id, size,
+    lastModified in epoch ms), `batch` at a time: read through a server-side cursor when
+    `conn` streams results, so a million objects never sit in memory at once."""
     query = (
         select(StoredObject.object_id, StoredObject.size, StoredObject.last_modified)
         .join(File, File.object_id == StoredObject.object_id)
@@ -409,7 +412,10 @@ def listing_batches(
     if readable is not None:
         query = query.where((File.file_access == "open") | File.study_id.in_(sorted(readable)))
     for rows in conn.execute(query).partitions(batch):
-        yield [(i, size, int(as_utc(at).timestamp() * 1000)) for i, size, at in rows]
+        yield [
+            {"id": i, "size": size, "lastModified": int(as_utc(at).timestamp() * 1000)}
+            for i, size, at in rows
+        ]
 
 
 # -- uploads ------------------------------------------------------------------------------

@@ -23,10 +23,12 @@ from pyscore.server.tables import (
     RepositoryCount,
     RepositoryDonor,
     RepositoryDonorCount,
+    RepositoryDonorCube,
     RepositoryEntry,
     Sample,
     Specimen,
 )
+from pyscore.wire.manifest import ARGO_COLUMNS
 
 FACETS = {  # URL parameter → column
     "study": RepositoryEntry.study_id,
@@ -36,15 +38,17 @@ FACETS = {  # URL parameter → column
     "analysis_type": RepositoryEntry.analysis_type,
     "donor": RepositoryDonor.donor_id,
 }
-# the facets `repository_counts` has, and its columns ('' where a file has no value)
+# the facets `repository_counts` and `repository_donor_cube` have, and their columns ('' where
+# a file has no value)
 COUNTED = {
-    "study": RepositoryCount.study_id,
-    "data_type": RepositoryCount.data_type,
-    "file_type": RepositoryCount.file_type,
-    "access": RepositoryCount.access,
-    "analysis_type": RepositoryCount.analysis_type,
+    "study": "study_id",
+    "data_type": "data_type",
+    "file_type": "file_type",
+    "access": "access",
+    "analysis_type": "analysis_type",
 }
 CUBE = ("study_id", "analysis_type", "file_type", "data_type", "access")
+DONOR_CUBE = ("donor_id", *CUBE)
 SORTS = {
     "file_name": RepositoryEntry.file_name,
     "size": RepositoryEntry.size,
@@ -100,35 +104,40 @@ def refresh_analyses(session: Session, analysis_ids: Sequence[str]) -> None:
         _refresh(session, list(analysis_ids[start : start + CHUNK]))
 
 
-def _shown(session: Session, analysis_ids: list[str]) -> tuple[Counter, Counter]:
-    """What these analyses' rows add to `repository_counts` (files, bytes per combination)
-    and to `repository_donor_counts` (files per donor and study)."""
+Shown = tuple[Counter, Counter, Counter]
+
+
+def _shown(session: Session, analysis_ids: list[str]) -> Shown:
+    """What these analyses' rows add to `repository_counts` (files, bytes per combination),
+    `repository_donor_counts` (files per donor and study) and `repository_donor_cube`
+    (files per donor and combination)."""
     e = RepositoryEntry
+    combination = (
+        e.study_id,
+        e.analysis_type,
+        func.coalesce(e.file_type, ""),
+        func.coalesce(e.data_type, ""),
+        e.access,
+    )
     cube: Counter = Counter()
     for *key, n, size in session.execute(
-        select(
-            e.study_id,
-            e.analysis_type,
-            func.coalesce(e.file_type, ""),
-            func.coalesce(e.data_type, ""),
-            e.access,
-            func.count(),
-            func.sum(e.size),
-        )
+        select(*combination, func.count(), func.sum(e.size))
         .where(e.analysis_id.in_(analysis_ids))
-        .group_by(e.study_id, e.analysis_type, e.file_type, e.data_type, e.access)
+        .group_by(*combination)
     ):
         cube[(*key, "files")] += n
         cube[(*key, "bytes")] += int(size or 0)
     donors: Counter = Counter()
-    for donor, study, n in session.execute(
-        select(RepositoryDonor.donor_id, e.study_id, func.count())
+    donor_cube: Counter = Counter()
+    for donor, *key, n in session.execute(
+        select(RepositoryDonor.donor_id, *combination, func.count())
         .join(e, e.object_id == RepositoryDonor.object_id)
         .where(e.analysis_id.in_(analysis_ids))
-        .group_by(RepositoryDonor.donor_id, e.study_id)
+        .group_by(RepositoryDonor.donor_id, *combination)
     ):
-        donors[(donor, study)] += n
-    return cube, donors
+        donors[(donor, key[0])] += n
+        donor_cube[(donor, *key)] += n
+    return cube, donors, donor_cube
 
 
 def _upsert(session: Session, table: Any, keys: Sequence[str], rows: list[dict]) -> None:
@@ -148,14 +157,13 @@ def _upsert(session: Session, table: Any, keys: Sequence[str], rows: list[dict])
     session.execute(statement, sorted(rows, key=lambda r: [r[k] for k in keys]))
 
 
-def _count(
-    session: Session, before: tuple[Counter, Counter], after: tuple[Counter, Counter]
-) -> None:
-    """Move `repository_counts` and `repository_donor_counts` from what was shown of some
-    analyses to what is shown now."""
-    cube, donors = after
+def _count(session: Session, before: Shown, after: Shown) -> None:
+    """Move `repository_counts`, `repository_donor_counts` and `repository_donor_cube` from
+    what was shown of some analyses to what is shown now."""
+    cube, donors, donor_cube = after
     cube.subtract(before[0])
     donors.subtract(before[1])
+    donor_cube.subtract(before[2])
     combos: dict[tuple, dict] = {}
     for (*key, what), n in cube.items():
         combos.setdefault(tuple(key), {"files": 0, "bytes": 0})[what] = n
@@ -171,6 +179,12 @@ def _count(
         ("donor_id", "study_id"),
         [{"donor_id": d, "study_id": st, "files": n} for (d, st), n in donors.items() if n],
     )
+    _upsert(
+        session,
+        RepositoryDonorCube,
+        DONOR_CUBE,
+        [dict(zip(DONOR_CUBE, key), files=n) for key, n in donor_cube.items() if n],
+    )
 
 
 def _refresh(session: Session, analysis_ids: list[str]) -> None:
@@ -185,7 +199,7 @@ def _refresh(session: Session, analysis_ids: list[str]) -> None:
         )
     }
     if not published:
-        _count(session, before, (Counter(), Counter()))
+        _count(session, before, (Counter(), Counter(), Counter()))
         return
     files: dict[str, list[Any]] = {}
     for f in session.execute(
@@ -244,7 +258,13 @@ def _refresh(session: Session, analysis_ids: list[str]) -> None:
 
 def rebuild(session: Session) -> int:
     """Recompute the whole view (after a migration); returns the number of files shown."""
-    for table in (RepositoryDonor, RepositoryEntry, RepositoryCount, RepositoryDonorCount):
+    for table in (
+        RepositoryDonor,
+        RepositoryEntry,
+        RepositoryCount,
+        RepositoryDonorCount,
+        RepositoryDonorCube,
+    ):
         session.execute(delete(table))
     published = session.scalars(select(Analysis.analysis_id).where(Analysis.state == "PUBLISHED"))
     refresh_analyses(session, list(published))
@@ -282,13 +302,14 @@ class Filters:
             out.append(RepositoryEntry.search_text.like(f"%{escaped}%", escape="\\"))
         return out
 
-    def counted(self, skip: str | None = None) -> list | None:
-        """The conditions on `repository_counts` that select what `conditions` does, or
-        None when a donor or text filters too (those need the rows themselves)."""
+    def counted(self, skip: str | None = None, table: Any = RepositoryCount) -> list | None:
+        """The conditions on `table` (`repository_counts` or `repository_donor_cube`) that
+        select what `conditions` does, or None when a donor or text filters too (those need
+        the rows themselves)."""
         if self.q.split() or (skip != "donor" and self.selected.get("donor")):
             return None
         return [
-            COUNTED[facet].in_(values)
+            getattr(table, COUNTED[facet]).in_(values)
             for facet, values in self.selected.items()
             if facet not in (skip, "donor") and values
         ]
@@ -354,21 +375,16 @@ def search(
     return list(session.scalars(query)), total
 
 
-COLUMNS = tuple(c.key for c in RepositoryEntry.__table__.columns if c.key != "search_text")
-
-
-def stream(db: Database, filters: Filters, batch: int = 2000) -> Iterator[Sequence[Row[Any]]]:
-    """Every row of the selection in its order, `batch` rows at a time, read through a
-    server-side cursor on a connection of its own (PostgreSQL sends rows as they are
-    found): an export of a million rows keeps a batch in memory, and its first bytes go
-    out before the last row is read. A row has the attributes `manifest_row` reads."""
-    with db.engine.connect() as conn:
-        conn = conn.execution_options(stream_results=True, max_row_buffer=batch)
+def stream(
+    db: Database, filters: Filters, columns: Sequence[Any], batch: int = 2000
+) -> Iterator[Sequence[Row[Any]]]:
+    """Every row of the selection in its order (plain tuples of `columns`), `batch` rows at a
+    time, read through a server-side cursor on a connection of its own (PostgreSQL sends rows
+    as they are found): an export of a million rows keeps a batch in memory, and its first
+    bytes go out before the last row is read."""
+    with db.streaming(batch) as conn:
         filters.resolve(conn)
-        columns = [getattr(RepositoryEntry, c) for c in COLUMNS]
-        result = conn.execute(_ordered(filters, select(*columns)))
-        yield from result.partitions(batch)
-        conn.rollback()
+        yield from conn.execute(_ordered(filters, select(*columns))).partitions(batch)
 
 
 @dataclass
@@ -381,7 +397,8 @@ def facet_counts(session: Session, filters: Filters, limit: int = 100) -> dict[s
     """For each facet, its most frequent values with how many files each would show, given
     the other facets' filters (so a facet never counts itself out). Without a donor or text
     filter the counts are sums over `repository_counts` (the donor facet's over
-    `repository_donor_counts` when at most studies are chosen), else counts of the rows."""
+    `repository_donor_counts` when at most studies are chosen, else `repository_donor_cube`),
+    else counts of the rows. One query a facet: its values and how many there are."""
     out: dict[str, Facet] = {}
     column: Any
     n: Any
@@ -390,7 +407,7 @@ def facet_counts(session: Session, filters: Filters, limit: int = 100) -> dict[s
         counted = filters.counted(skip=facet)
         others = {f for f, v in filters.selected.items() if v and f != facet}
         if counted is not None and facet != "donor":
-            column = COUNTED[facet]
+            column = getattr(RepositoryCount, COUNTED[facet])
             n = func.sum(RepositoryCount.files)
             base = select(column).where(*counted).group_by(column).having(n > 0)
         elif counted is not None and others <= {"study"}:
@@ -399,6 +416,10 @@ def facet_counts(session: Session, filters: Filters, limit: int = 100) -> dict[s
             base = select(column).group_by(column).having(n > 0)
             if studies:
                 base = base.where(RepositoryDonorCount.study_id.in_(studies))
+        elif counted is not None:
+            column, n = RepositoryDonorCube.donor_id, func.sum(RepositoryDonorCube.files)
+            where = filters.counted(skip=facet, table=RepositoryDonorCube) or []
+            base = select(column).where(*where).group_by(column).having(n > 0)
         else:
             n = func.count()
             where = filters.conditions(skip=facet)
@@ -413,33 +434,32 @@ def facet_counts(session: Session, filters: Filters, limit: int = 100) -> dict[s
             else:
                 base = select(column).select_from(RepositoryEntry).where(*where)
             base = base.group_by(column)
-        rows: list[tuple[object, int]] = session.execute(  # type: ignore[assignment]
-            base.add_columns(n).order_by(n.desc(), column).limit(limit)
+        rows = session.execute(
+            base.add_columns(n, func.count().over()).order_by(n.desc(), column).limit(limit)
         ).all()
-        distinct = len(rows)
-        if distinct == limit:
-            distinct = session.scalar(select(func.count()).select_from(base.subquery())) or distinct
-        out[facet] = Facet([(str(v) if v is not None else "", int(c)) for v, c in rows], distinct)
+        distinct = int(rows[0][2]) if rows else 0
+        out[facet] = Facet(
+            [(str(v) if v is not None else "", int(c)) for v, c, _ in rows], distinct
+        )
     return out
 
 
-def manifest_row(e: Any, repository_code: str) -> dict:
-    """An ARGO manifest row of a RepositoryEntry (or a row of its columns: `stream`)."""
-    return {
-        "repository_code": repository_code,
-        "analysis_id": e.analysis_id,
-        "object_id": e.object_id,
-        "file_type": e.file_type,
-        "file_name": e.file_name,
-        "file_size": e.size,
-        "md5sum": e.md5,
-        "index_object_id": e.index_object_id or "",
-        "donor_id": e.donors,
-        "sample_id(s)": e.samples,
-        "program_id": e.study_id,
-    }
+# an ARGO manifest's columns after `repository_code`, in its order (wire/manifest.py)
+MANIFEST = (
+    RepositoryEntry.analysis_id,
+    RepositoryEntry.object_id,
+    RepositoryEntry.file_type,
+    RepositoryEntry.file_name,
+    RepositoryEntry.size,
+    RepositoryEntry.md5,
+    RepositoryEntry.index_object_id,
+    RepositoryEntry.donors,
+    RepositoryEntry.samples,
+    RepositoryEntry.study_id,
+)
 
 
 def manifest_rows(session: Session, filters: Filters, repository_code: str) -> list[dict]:
-    rows, _ = search(session, filters, limit=None)
-    return [manifest_row(e, repository_code) for e in rows]
+    """The ARGO manifest's rows of the selection (`stream` gives them as tuples of MANIFEST)."""
+    rows = session.execute(_ordered(filters.resolve(session), select(*MANIFEST)))
+    return [dict(zip(ARGO_COLUMNS, (repository_code, *r))) for r in rows]

@@ -179,8 +179,13 @@ class RepositoryEntry(Base):
     step with publish/unpublish/suppress, so filtering 100,000 files is one indexed query."""
 
     __tablename__ = "repository_entries"
+    # a study's files in the default order (file name, then id): its first page is the
+    # index's first rows
+    __table_args__ = (
+        Index("ix_repository_entries_study_name", "study_id", "file_name", "object_id"),
+    )
     object_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    study_id: Mapped[str] = mapped_column(String(64), index=True)
+    study_id: Mapped[str] = mapped_column(String(64))
     analysis_id: Mapped[str] = mapped_column(String(64), index=True)
     analysis_type: Mapped[str] = mapped_column(String(128), index=True)
     file_name: Mapped[str] = mapped_column(String(512), index=True)
@@ -194,6 +199,7 @@ class RepositoryEntry(Base):
     samples: Mapped[str] = mapped_column(String(1024))
     published_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
     # lower-cased name, ids, donors and samples: free-text search is one LIKE on one column
+    # (on PostgreSQL with pg_trgm, a trigram index: migration 0008)
     search_text: Mapped[str] = mapped_column(Text)
 
 
@@ -205,19 +211,25 @@ class RepositoryDonor(Base):
     donor_id: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
 
 
-class RepositoryCount(Base):
-    """How many files (and bytes) the File Repository shows of each combination of its
-    column facets ('' for none), kept in step with `repository_entries`: totals and facet
-    counts of any selection without a donor or text are sums over a few hundred rows, not
-    counts over a million."""
+class FacetCombination:
+    """A combination of the File Repository's column facets ('' for none): part of the key of
+    the tables counting files per combination."""
 
-    __tablename__ = "repository_counts"
     study_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     analysis_type: Mapped[str] = mapped_column(String(128), primary_key=True)
     file_type: Mapped[str] = mapped_column(String(64), primary_key=True)
     data_type: Mapped[str] = mapped_column(String(128), primary_key=True)
     access: Mapped[str] = mapped_column(String(16), primary_key=True)
     files: Mapped[int] = mapped_column(BigInteger)
+
+
+class RepositoryCount(FacetCombination, Base):
+    """How many files (and bytes) the File Repository shows of each combination of its
+    column facets, kept in step with `repository_entries`: totals and facet counts of any
+    selection without a donor or text are sums over a few hundred rows, not counts over a
+    million."""
+
+    __tablename__ = "repository_counts"
     bytes: Mapped[int] = mapped_column(BigInteger)
 
 
@@ -229,6 +241,15 @@ class RepositoryDonorCount(Base):
     donor_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     study_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     files: Mapped[int] = mapped_column(BigInteger)
+
+
+class RepositoryDonorCube(FacetCombination, Base):
+    """Files the File Repository shows per donor and combination of its column facets, kept
+    in step with `repository_donors`: the donor facet under any column facet's filter is a
+    sum over these rows (a few per donor), not a join of a million files."""
+
+    __tablename__ = "repository_donor_cube"
+    donor_id: Mapped[str] = mapped_column(String(64), primary_key=True)
 
 
 class ImportMark(Base):

@@ -275,31 +275,31 @@ def _attachment(chunks: Iterator[str], name: str, media: str) -> StreamingRespon
 
 def _lines(batches: Iterator[Sequence[Any]], line: Callable[[Any], str]) -> Iterator[str]:
     for batch in batches:
-        yield "".join(line(e) + "\n" for e in batch)
+        yield "".join([line(e) + "\n" for e in batch])
+
+
+TABLE_COLUMNS = [getattr(RepositoryEntry, f) for f in TABLE_FIELDS]
 
 
 @router.get("/repository/manifest.tsv")
 def manifest(request: Request, p: PlatformDep) -> Response:
     code = p.settings.extra.get("repository_code", "PYSCORE")
-    batches = repository.stream(p.db, read_filters(request))
-    columns = ARGO_COLUMNS
+    batches = repository.stream(p.db, read_filters(request), repository.MANIFEST)
 
     def body() -> Iterator[str]:
-        yield tsv.row(columns) + "\n"
-        yield from _lines(
-            batches, lambda e: tsv.row(repository.manifest_row(e, code).get(c) for c in columns)
-        )
+        yield tsv.row(ARGO_COLUMNS) + "\n"
+        yield from _lines(batches, lambda r: tsv.row((code, *r)))
 
     return _attachment(body(), "score-manifest.{stamp}.tsv", "text/tab-separated-values")
 
 
 @router.get("/repository/table.tsv")
 def table(request: Request, p: PlatformDep) -> Response:
-    batches = repository.stream(p.db, read_filters(request))
+    batches = repository.stream(p.db, read_filters(request), TABLE_COLUMNS)
 
     def body() -> Iterator[str]:
         yield tsv.row(TABLE_FIELDS) + "\n"
-        yield from _lines(batches, lambda e: tsv.row(getattr(e, f) for f in TABLE_FIELDS))
+        yield from _lines(batches, tsv.row)
 
     return _attachment(body(), "file-table.{stamp}.tsv", "text/tab-separated-values")
 
@@ -308,13 +308,13 @@ def table(request: Request, p: PlatformDep) -> Response:
 def files_json(request: Request, s: SessionDep, p: PlatformDep) -> Response:
     filters = read_filters(request).resolve(s)
     total, _ = repository.totals(s, filters)
-    batches = repository.stream(p.db, filters)
+    batches = repository.stream(p.db, filters, TABLE_COLUMNS)
 
     def body() -> Iterator[str]:
         yield f'{{"total": {total}, "files": ['
         first = True
         for batch in batches:
-            rows = [{f: getattr(e, f) for f in TABLE_FIELDS} for e in batch]
+            rows = [dict(zip(TABLE_FIELDS, r)) for r in batch]
             text = json.dumps(rows, separators=(",", ":"))[1:-1]
             if text:
                 yield text if first else "," + text

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
@@ -144,19 +143,16 @@ def listing(s: SessionDep, who: PrincipalDep, p: PlatformDep) -> Response:
         audit.decided("listing", True, reason=studies)
 
     def body() -> Iterator[bytes]:
-        with p.db.engine.connect() as conn:
-            streaming = conn.execution_options(stream_results=True, max_row_buffer=5000)
+        import msgspec
+
+        with p.db.streaming(objects.LISTING_BATCH, whole=True) as conn:
             yield b"["
-            first = True
-            for batch in objects.listing_batches(streaming, readable):
-                text = ",".join(
-                    f'{{"id":{json.dumps(i)},"size":{size},"lastModified":{ms}}}'
-                    for i, size, ms in batch
-                )
-                yield (text if first else "," + text).encode()
-                first = False
+            comma = b""
+            for batch in objects.listing_batches(conn, readable):
+                if batch:
+                    yield comma + msgspec.json.encode(batch)[1:-1]
+                    comma = b","
             yield b"]"
-            conn.rollback()
 
     return StreamingResponse(body(), media_type="application/json")
 
