@@ -407,3 +407,38 @@ def test_a_multipart_upload_the_store_made_after_its_answer_timed_out_is_aborted
         assert stray not in [u["UploadId"] for u in left], left
         assert not left, left
         http.close()
+
+
+@postgres_only
+def test_a_worker_started_while_the_database_is_away_waits_for_it(tmp_path, capfd):
+    """A worker restarted (after a kill, by granian) while PostgreSQL restarts: it says so in
+    one line and starts once the database is back, not a traceback per attempt (found by
+    bench/chaos.py: a server killed and started again just before PostgreSQL stopped)."""
+    import threading
+
+    from pyscore.server.app import create_app
+
+    server = init_server(tmp_path / "data")
+    port = urlparse(POSTGRES).port
+    db = TcpProxy(port)
+    try:
+        url = Settings.load(server.data_dir).database_url
+        Settings.update(server.data_dir, database_url=url.replace(f":{port}/", f":{db.port}/"))
+        db.down()
+        made: list = []
+        worker = threading.Thread(
+            target=lambda: made.append(create_app(Settings.load(server.data_dir))), daemon=True
+        )
+        worker.start()
+        deadline = time.monotonic() + 60
+        while "database unavailable" not in capfd.readouterr().err:  # bounded below
+            assert time.monotonic() < deadline, "the worker never said it waits"
+            assert worker.is_alive(), "the worker gave up while the database was away"
+            time.sleep(0.1)
+        db.up()
+        worker.join(60)
+        assert made, "the worker did not start once the database was back"
+        assert made[0].state.platform.db is not None
+        assert "Traceback" not in capfd.readouterr().err
+    finally:
+        db.close()

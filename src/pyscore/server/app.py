@@ -6,16 +6,19 @@ in `web/deps.py`, the platform in `platform.py`.
 from __future__ import annotations
 
 import os
+import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import anyio
 import anyio.to_thread
 from fastapi import FastAPI
 
 from pyscore import __version__
-from pyscore.server import audit, capacity
+from pyscore.server import audit, capacity, db
 from pyscore.server.drs import routes as drs
 from pyscore.server.events import outbox
 from pyscore.server.events.delivery import Delivery
@@ -39,7 +42,8 @@ def create_app(settings: Settings) -> FastAPI:
         # enough threads that an admitted request never waits for one (see limits.py)
         limiter = anyio.to_thread.current_default_thread_limiter()
         limiter.total_tokens = capacity.thread_tokens(settings.max_concurrent_requests)
-        await anyio.to_thread.run_sync(delivery.start)  # before any request: see its doc
+        # before any request: see its doc
+        await anyio.to_thread.run_sync(when_the_database_answers, delivery.start)
         yield
         await anyio.to_thread.run_sync(delivery.stop)
         if sink is not None:
@@ -52,7 +56,7 @@ def create_app(settings: Settings) -> FastAPI:
         description="Song- and Score-compatible genomics data platform",
         lifespan=lifespan,
     )
-    app.state.platform = Platform.open(settings)
+    app.state.platform = when_the_database_answers(lambda: Platform.open(settings))
     trail = app.state.platform.trail = audit.Writer(
         app.state.platform.db.session, settings.audit_log, on_drop=metrics.AUDIT_DROPPED.inc
     )
@@ -140,6 +144,32 @@ def ready_checks(platform: Platform) -> dict[str, Callable[[], object]]:
             raise RuntimeError(f"the sentinel object {SENTINEL!r} is missing")
 
     return {"database": database, "object_store": store}
+
+
+T = TypeVar("T")
+START_WAIT_SECONDS = 300.0  # then the worker fails, and says why
+
+
+def when_the_database_answers(start: Callable[[], T]) -> T:
+    """A worker that starts while the database is away (restarting, failing over) waits for
+    it, said in one line, instead of dying with a traceback for granian to start it again
+    and again; past START_WAIT_SECONDS (or on any other error) it fails as before."""
+    deadline, said = time.monotonic() + START_WAIT_SECONDS, False
+    while True:
+        try:
+            return start()
+        except Exception as exc:
+            if not db.outage(exc) or time.monotonic() > deadline:
+                raise
+            if not said:
+                said = True
+                print(
+                    f"score-server: worker {os.getpid()} starting: database unavailable "
+                    f"({errors.cause(exc)}); waiting for it",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            time.sleep(1.0)
 
 
 def sink_status(platform: Platform, names: list[str]) -> Callable[[], list[outbox.SinkStatus]]:
