@@ -4,6 +4,7 @@ exit code, nothing half-made left behind."""
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 
 import httpx
@@ -138,7 +139,10 @@ def first_contact(server, setting: str, value: str, *args: str):
 def test_a_refused_connection_names_the_setting_and_exits_2(demo_server, tmp_path):
     """By object id and by manifest (many lookups under way when the first fails: the run
     still ends, none of them waited for)."""
-    port = free_port()
+    # bound and never listening: refused, and no server started meanwhile can take it
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    port = held.getsockname()[1]
     by_manifest = ("download", "--manifest", str(demo_server.manifest), "--output-dir", "out")
     for setting in ("METADATA_URL", "STORAGE_URL"):
         value = f"http://127.0.0.1:{port}"
@@ -151,6 +155,7 @@ def test_a_refused_connection_names_the_setting_and_exits_2(demo_server, tmp_pat
             )
     clinical = manifest_row(demo_server, "clinical.tsv")
     url = first_contact(demo_server, "STORAGE_URL", value, "url", "--object-id", clinical.objectId)
+    held.close()
     assert url.returncode == 2
     assert one_line_error(url) == (
         f"score-client: error: STORAGE_URL={value} refused the connection (set in the environment)"
