@@ -270,3 +270,53 @@ def test_the_clients_entity_listing_has_every_file_once(world, ours):
     listed = [e.id for e in api.entities()]
     assert len(listed) == len(set(listed)) == len(expected)
     assert sorted(listed) == expected
+
+
+@pytest.mark.parametrize(
+    "scopes,studies",
+    [("PROGRAMDATA-ST0.READ", {"ST0"}), ("score.READ", None)],
+    ids=["one-study", "every-study"],
+)
+def test_the_mounts_tree_is_what_the_token_may_read(world, scopes, studies):
+    """`score-client mount`'s tree (made in process, no FUSE needed): one file per object
+    the token may read, in its analysis's folder, with its size; every other file left out
+    (each said). Our server's listing names only what the token may read, so the mount asks
+    it for no analyses of a study nor a probe (on a million files, the biggest study's
+    unpublished analyses were 25 MB of JSON and 29 s)."""
+    from pyscore import Client
+    from pyscore.client import mount
+    from pyscore.server.tables import Analysis, File, StoredObject
+
+    server, db, _http = world
+    token = server.token(scopes)
+    with db.session() as s:
+        total = s.scalar(select(func.count()).select_from(File))
+        query = (
+            select(File.analysis_id, File.file_name, StoredObject.size)
+            .join(Analysis, Analysis.analysis_id == File.analysis_id)
+            .join(StoredObject, StoredObject.object_id == File.object_id)
+            .where(Analysis.state == "PUBLISHED")
+        )
+        if studies:
+            query = query.where((File.file_access == "open") | File.study_id.in_(studies))
+        expected = {f"{a}/{name}": size for a, name, size in s.execute(query)}
+    api = Client(token=token, metadata_url=server.url, storage_url=server.url).api
+    asked: list[str] = []
+    send = api.send_once
+
+    def counted(method, url, *args, **kwargs):
+        asked.append(url)
+        return send(method, url, *args, **kwargs)
+
+    api.send_once = counted  # type: ignore[method-assign]
+    warned: list[str] = []
+    tree = mount.fetch_tree(api, "bundle", None, warned.append)
+    shown = {
+        f"{folder}/{name}": node.size
+        for folder, analysis in tree.root.children.items()
+        for name, node in analysis.children.items()
+    }
+    assert shown == expected
+    assert tree.files == len(expected)
+    assert len(tree.hidden) == total - len(expected) and not warned
+    assert not [u for u in asked if "/analysis" in u or "/download/" in u], asked[:5]

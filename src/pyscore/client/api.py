@@ -322,6 +322,17 @@ def decode(kind: type[T], data: Any, what: str) -> T:
         raise ScoreError(str(exc)) from None
 
 
+def decode_json(kind: Any, content: bytes, what: str) -> Any:
+    """A server's JSON bytes decoded straight into `kind`; one that breaks the contract is
+    this file's failure."""
+    from pyscore.wire.codec import WireError, from_json
+
+    try:
+        return from_json(kind, content, what)
+    except WireError as exc:
+        raise ScoreError(str(exc)) from None
+
+
 class Api:
     """The two services score-client talks to; both may be the same pyscore server."""
 
@@ -525,55 +536,58 @@ class Api:
         return decode(Entity, response.json(), f"object {object_id}")
 
     def entities(self, **filters: str) -> Iterator[Entity]:
-        """Every entity matching the filters, page by page (as score-client does: pages of
+        from pyscore.wire.song import Entity
+
+        return self.entities_as(Entity, **filters)
+
+    def entities_as(self, kind: type[T], **filters: str) -> Iterator[T]:
+        """Every entity matching the filters, each decoded into `kind` (Entity, or a lighter
+        type of some of its fields), page by page (as score-client does: pages of
         ENTITY_PAGE), each id once. When the first page says there are more, the rest are
         asked ENTITY_PAGES_AT_ONCE at a time, in bigger pages where the service is ours
         (it advertises batches): a million files are ~110 requests, not ~500 in a row."""
         import itertools
         from concurrent.futures import ThreadPoolExecutor
 
-        found, last, total = self._entity_page(filters, 0, ENTITY_PAGE)
+        found, last, total = self._entity_page(kind, filters, 0, ENTITY_PAGE)
         seen: set[str] = set()
-        pages: Iterable[tuple[list[Entity], bool, Optional[int]]] = []
+        pages: Iterable[tuple[list[Any], bool, Optional[int]]] = []
         with ThreadPoolExecutor(ENTITY_PAGES_AT_ONCE) as pool:
             if not last and total is None:  # no count given: one page after another
-                pages = self._entity_pages(filters)
+                pages = self._entity_pages(kind, filters)
             elif not last and total is not None:
                 size, start = ENTITY_PAGE, 1
                 if self.batch_offer(self.settings.metadata_url)[1] and total > OUR_ENTITY_PAGE:
                     size, start = OUR_ENTITY_PAGE, 0  # its first page again: first 2,000 too
                 numbers = range(start, -(-total // size))
-                pages = pool.map(lambda n: self._entity_page(filters, n, size), numbers)
+                pages = pool.map(lambda n: self._entity_page(kind, filters, n, size), numbers)
             for e in itertools.chain(found, (e for page in pages for e in page[0])):
                 if e.id not in seen:
                     seen.add(e.id)
                     yield e
 
     def _entity_pages(
-        self, filters: dict[str, str]
-    ) -> Iterator[tuple[list[Entity], bool, Optional[int]]]:
+        self, kind: Any, filters: dict[str, str]
+    ) -> Iterator[tuple[list[Any], bool, Optional[int]]]:
         page = 1
         while True:
-            answer = self._entity_page(filters, page, ENTITY_PAGE)
+            answer = self._entity_page(kind, filters, page, ENTITY_PAGE)
             yield answer
             if answer[1]:
                 return
             page += 1
 
     def _entity_page(
-        self, filters: dict[str, str], page: int, size: int
-    ) -> tuple[list[Entity], bool, Optional[int]]:
+        self, kind: Any, filters: dict[str, str], page: int, size: int
+    ) -> tuple[list[Any], bool, Optional[int]]:
         """A page of entities, whether it is the last, and how many there are in all."""
-        from pyscore.wire.song import Entity
+        from pyscore.wire.song import Page
 
         params = {**filters, "page": page, "size": size}
-        body = self.request(
-            "GET", f"{self.settings.metadata_url}/entities", "entity listing", params=params
-        ).json()
-        found = [decode(Entity, item, "entity listing") for item in body.get("content", [])]
-        total = body.get("totalElements")
-        last = bool(body.get("last", True)) or not found
-        return found, last, total if isinstance(total, int) else None
+        url = f"{self.settings.metadata_url}/entities"
+        answer = self.request("GET", url, "entity listing", params=params)
+        body = decode_json(Page[kind], answer.content, "entity listing")
+        return body.content, bool(body.last) or not body.content, body.totalElements
 
     def index_entity(self, data: Entity) -> Entity | None:
         """The index file beside a data file: same analysis, named <file>.bai/.crai/.tbi/...
@@ -770,10 +784,15 @@ class Api:
     def listing(self) -> list[ListingEntry]:
         from pyscore.wire.score import ListingEntry
 
-        body = self.request(
+        return self.listing_as(ListingEntry)
+
+    def listing_as(self, kind: type[T]) -> list[T]:
+        """Every object the storage service lists (id, size, lastModified), each decoded
+        into `kind` (ListingEntry, or a lighter type of the same fields)."""
+        answer = self.request(
             "GET", f"{self.settings.storage_url}/listing", "object listing", limit=LISTING_LIMIT
-        ).json()
-        return [decode(ListingEntry, e, "object listing") for e in body]
+        )
+        return decode_json(list[kind], answer.content, "object listing")  # type: ignore[valid-type]
 
     # -- upload ---------------------------------------------------------------------------
     def upload_exists(self, object_id: str) -> bool:
