@@ -254,22 +254,41 @@ def test_audit_of_a_study_over_a_day(world):
     assert all(x["study_id"] == BIG for x in lines)
 
 
-@pytest.mark.parametrize("ours", [True, False], ids=["pages-of-10000", "pages-of-2000"])
-def test_the_clients_entity_listing_has_every_file_once(world, ours):
-    """What `score-client mount` lists: the pages after the first are asked several at a
-    time, in pages of 10,000 from our server (it advertises batches), else of 2,000."""
+@pytest.mark.parametrize(
+    "kind", ["ranges", "pages-of-10000", "pages-of-2000"], ids=["ours", "older-ours", "original"]
+)
+def test_the_clients_entity_listing_has_every_file_once(world, kind):
+    """What `score-client mount` lists: from our server, ranges of ids side by side, each
+    walked from the last id of its page before (pyscore's `from=`/`before=`); from one
+    that refuses them (an older pyscore: 400), pages of 10,000 by number; from the
+    original's Song (no batches), pages of 2,000; the pages after the first asked several at
+    a time."""
     from pyscore import Client
+    from pyscore.client.errors import ScoreError
     from pyscore.server.tables import File
 
     server, db, _http = world
     with db.session() as s:
         expected = sorted(s.scalars(select(File.object_id)))
     api = Client(token=server.admin_token, metadata_url=server.url, storage_url=server.url).api
-    if not ours:
+    if kind == "original":
         api.no_batches(server.url)  # as if it were the original's Song
+    asked: list[dict] = []
+    page = api._entity_page
+
+    def counted(kind_, filters, number, size):
+        asked.append(filters)
+        if kind == "pages-of-10000" and "from" in filters:
+            error = ScoreError("entity listing: Unknown query parameter(s) ['before', 'from']")
+            error.status = 400
+            raise error
+        return page(kind_, filters, number, size)
+
+    api._entity_page = counted  # type: ignore[method-assign]
     listed = [e.id for e in api.entities()]
     assert len(listed) == len(set(listed)) == len(expected)
     assert sorted(listed) == expected
+    assert any("from" in f for f in asked) == (kind != "original")
 
 
 @pytest.mark.parametrize(

@@ -43,6 +43,7 @@ LISTING_LIMIT = 512 * MiB  # /listing names every object in the repository
 ENTITY_PAGE = 2000  # what the original's clients ask for (Spring's largest page by default)
 OUR_ENTITY_PAGE = 10_000  # the largest page our server gives
 ENTITY_PAGES_AT_ONCE = 4
+KEY_RANGES = ["", "4", "8", "c"]  # where the id ranges asked side by side start (UUIDs)
 TEXT_LIMIT = 64 * 1024  # the ping URL, the sentinel object
 MANIFEST_LIMIT = 256 * MiB  # a million rows
 SPRING_ERROR = {"timestamp", "status", "error", "path"}  # Spring Boot's body: no message
@@ -333,6 +334,14 @@ def decode_json(kind: Any, content: bytes, what: str) -> Any:
         raise ScoreError(str(exc)) from None
 
 
+def _unseen(rows: Iterable[T], seen: set[str]) -> Iterator[T]:
+    """Rows whose id is not in `seen` yet (added as they go)."""
+    for e in rows:
+        if e.id not in seen:  # type: ignore[attr-defined]
+            seen.add(e.id)  # type: ignore[attr-defined]
+            yield e
+
+
 class Api:
     """The two services score-client talks to; both may be the same pyscore server."""
 
@@ -540,31 +549,67 @@ class Api:
 
         return self.entities_as(Entity, **filters)
 
-    def entities_as(self, kind: type[T], **filters: str) -> Iterator[T]:
+    def entities_as(self, kind: type[T], fields: Sequence[str] = (), **filters: str) -> Iterator[T]:
         """Every entity matching the filters, each decoded into `kind` (Entity, or a lighter
-        type of some of its fields), page by page (as score-client does: pages of
-        ENTITY_PAGE), each id once. When the first page says there are more, the rest are
-        asked ENTITY_PAGES_AT_ONCE at a time, in bigger pages where the service is ours
-        (it advertises batches): a million files are ~110 requests, not ~500 in a row."""
-        import itertools
+        type of some of its fields), each id once. The original's way first (score-client
+        asks pages of ENTITY_PAGE); when the first page says there are more, the rest are
+        asked ENTITY_PAGES_AT_ONCE at a time. Where the service is ours (it advertises
+        batches) that is KEY_RANGES ranges of ids side by side, each walked in pages of
+        OUR_ENTITY_PAGE from the last id of the one before (pyscore's `from`/`before`: no
+        page is an offset deep nor counted), with only `fields` (those `kind` reads) when
+        given: a million files are ~110 cheap requests."""
         from concurrent.futures import ThreadPoolExecutor
 
         found, last, total = self._entity_page(kind, filters, 0, ENTITY_PAGE)
         seen: set[str] = set()
-        pages: Iterable[tuple[list[Any], bool, Optional[int]]] = []
+        ours = bool(self.batch_offer(self.settings.metadata_url)[1])
         with ThreadPoolExecutor(ENTITY_PAGES_AT_ONCE) as pool:
-            if not last and total is None:  # no count given: one page after another
+            yield from _unseen(found, seen)
+            if last:
+                return
+            if ours:
+                asked = {**filters, **({"fields": ",".join(fields)} if fields else {})}
+                ranges = zip(KEY_RANGES, [*KEY_RANGES[1:], None])
+                try:
+                    for rows in pool.map(lambda r: self._key_range(kind, asked, *r), ranges):
+                        yield from _unseen(rows, seen)
+                    return
+                except NotOffered:  # a pyscore from before `from=`: pages by number
+                    pass
+            pages: Iterable[tuple[list[Any], bool, Optional[int]]]
+            if total is None:  # no count given: one page after another
                 pages = self._entity_pages(kind, filters)
-            elif not last and total is not None:
+            else:
                 size, start = ENTITY_PAGE, 1
-                if self.batch_offer(self.settings.metadata_url)[1] and total > OUR_ENTITY_PAGE:
+                if ours and total > OUR_ENTITY_PAGE:
                     size, start = OUR_ENTITY_PAGE, 0  # its first page again: first 2,000 too
                 numbers = range(start, -(-total // size))
                 pages = pool.map(lambda n: self._entity_page(kind, filters, n, size), numbers)
-            for e in itertools.chain(found, (e for page in pages for e in page[0])):
-                if e.id not in seen:
-                    seen.add(e.id)
-                    yield e
+            for page in pages:
+                yield from _unseen(page[0], seen)
+
+    def _key_range(
+        self, kind: Any, filters: dict[str, str], start: str, before: Optional[str]
+    ) -> list[Any]:
+        """Every entity with an id from `start` and below `before` (None: no end), a page of
+        OUR_ENTITY_PAGE at a time, each page from the last id of the one before (asked
+        again: the range is inclusive; the caller drops the repeat). NotOffered when the
+        server does not know the range (refused, or the same page again)."""
+        out: list[Any] = []
+        while True:
+            bounds = {"from": start, **({"before": before} if before is not None else {})}
+            try:
+                rows, _, _ = self._entity_page(kind, {**filters, **bounds}, 0, OUR_ENTITY_PAGE)
+            except ScoreError as exc:
+                if exc.status == 400:
+                    raise NotOffered(str(exc)) from None
+                raise
+            out += rows
+            if len(rows) < OUR_ENTITY_PAGE:
+                return out
+            if rows[-1].id <= start:
+                raise NotOffered("entity listing: the server does not page by id range")
+            start = rows[-1].id
 
     def _entity_pages(
         self, kind: Any, filters: dict[str, str]

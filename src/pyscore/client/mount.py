@@ -208,7 +208,7 @@ def named(api: Api, wanted: set[str] | None) -> list[Named]:
     files. Strings that repeat (analysis, study, access) are shared, not one per file."""
     if wanted is None:
         rows: list[Named] = []
-        for e in api.entities_as(Named):
+        for e in api.entities_as(Named, Named.__struct_fields__):
             e.gnosId, e.projectCode = sys.intern(e.gnosId), sys.intern(e.projectCode)
             e.access = sys.intern(e.access)
             rows.append(e)
