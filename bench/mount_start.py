@@ -8,7 +8,8 @@ W/data; its PostgreSQL must be running). A `score-server serve --workers 2` is s
 for each token (one per --scopes, made with `score-server token create`):
 
 - the peer floor: `curl` of /listing beside `curl` of every /entities page the mount asks for
-  (the first page of 2,000, then pages of 10,000 four at a time), all of it saved to disk;
+  (the first page of 2,000, then four ranges of ids side by side, each in pages of 10,000
+  from the last id of the one before), all of it saved to disk;
 - `score-client mount` in the foreground: seconds until the mount point is mounted and `ls`
   of its root answers ("ready"), then until `find` has walked every file (the count printed),
   and the mount process's peak RSS (VmHWM) by then.
@@ -37,6 +38,8 @@ sys.path.insert(0, str(ROOT))
 from bench.common import BIN, Serve, add_record_flag, create_token, report  # noqa: E402
 
 FIRST_PAGE, PAGE, AT_ONCE = 2_000, 10_000, 4  # as pyscore.client.api asks a server of ours
+KEY_RANGES = ["", "4", "8", "c"]
+FIELDS = "id,gnosId,fileName,projectCode,access"
 
 
 def vm_hwm(pid: int) -> int:
@@ -71,17 +74,23 @@ def peer_floor(url: str, token: str, work: Path) -> tuple[float, float, float, i
     def pages() -> None:
         first = work / "page-first.json"
         curl(f"{url}/entities?page=0&size={FIRST_PAGE}", token, first)
-        total = json.loads(first.read_bytes())["totalElements"]
-        numbers = range(0, -(-total // PAGE)) if total > FIRST_PAGE else range(0)
+        if json.loads(first.read_bytes())["last"]:
+            done["pages"] = time.perf_counter() - start
+            return
+
+        def walk(bounds: tuple[str, str | None]) -> None:
+            begin, before = bounds
+            for n in range(10**6):  # bounded: pages of a range
+                out = work / f"page-{bounds[0]}-{n}.json"
+                until = f"&before={before}" if before else ""
+                curl(f"{url}/entities?from={begin}{until}&size={PAGE}&fields={FIELDS}", token, out)
+                rows = json.loads(out.read_bytes())["content"]
+                if len(rows) < PAGE:
+                    return
+                begin = rows[-1]["id"]
+
         with ThreadPoolExecutor(AT_ONCE) as pool:
-            list(
-                pool.map(
-                    lambda n: curl(
-                        f"{url}/entities?page={n}&size={PAGE}", token, work / f"page-{n}.json"
-                    ),
-                    numbers,
-                )
-            )
+            list(pool.map(walk, zip(KEY_RANGES, [*KEY_RANGES[1:], None])))
         done["pages"] = time.perf_counter() - start
 
     with ThreadPoolExecutor(2) as pool:
@@ -114,8 +123,9 @@ def mounted(env: dict[str, str], point: Path, log: Path) -> Iterator[subprocess.
                 proc.wait()
 
 
-def mount_start(env: dict[str, str], work: Path) -> tuple[float, float, int, int]:
-    """(seconds until ready, until `find` walked it, files found, peak RSS KiB)."""
+def mount_start(env: dict[str, str], work: Path) -> tuple[float, float, int, int, int]:
+    """(seconds until ready, until `find` walked it, files found, peak RSS KiB when ready,
+    and after `find`)."""
     point, log = work / "mnt", work / "mount.log"
     point.mkdir(exist_ok=True)
     peak = 0
@@ -128,12 +138,13 @@ def mount_start(env: dict[str, str], work: Path) -> tuple[float, float, int, int
             time.sleep(0.02)
         os.listdir(point)
         ready = time.perf_counter() - start
+        at_ready = max(peak, vm_hwm(proc.pid))
         found = subprocess.run(
             ["find", str(point), "-type", "f"], capture_output=True, check=True
         ).stdout.count(b"\n")
         walked = time.perf_counter() - start
         peak = max(peak, vm_hwm(proc.pid))
-    return ready, walked, found, peak
+    return ready, walked, found, at_ready, peak
 
 
 def median(values: list[float]) -> float:
@@ -189,7 +200,8 @@ def main() -> None:
                 rows.append(
                     f"| {scopes}: {name} | {ready:,.1f} s | find: "
                     f"{median([r[1] for r in runs]):,.1f} s | {runs[0][2]:,} files | "
-                    f"{max(r[3] for r in runs) / 1024:,.0f} MiB |"
+                    f"{max(r[3] for r in runs) / 1024:,.0f} MiB ready, "
+                    f"{max(r[4] for r in runs) / 1024:,.0f} MiB after find |"
                 )
                 print(rows[-1], flush=True)
     when = time.strftime("%Y-%m-%d %H:%M")
@@ -198,7 +210,8 @@ def main() -> None:
             f"\n### mount start at scale, median of {args.runs} ({when}, load {load[0]:.1f})",
             f"{args.label} `bench/mount_start.py --data-dir {args.data_dir}`; server "
             f"`--workers {args.workers}`. Ready: mounted and `ls` of the root answered; find: "
-            "until `find -type f` walked every file. RSS: the mount process's peak.",
+            "until `find -type f` walked every file. RSS: the mount process's peak (VmHWM) "
+            "once ready, and once `find` is done.",
             "",
             "| what | ready | more | files | peak RSS |",
             "|---|---:|---:|---:|---:|",

@@ -569,9 +569,8 @@ class Api:
                 return
             if ours:
                 asked = {**filters, **({"fields": ",".join(fields)} if fields else {})}
-                ranges = zip(KEY_RANGES, [*KEY_RANGES[1:], None])
                 try:
-                    for rows in pool.map(lambda r: self._key_range(kind, asked, *r), ranges):
+                    for rows in self._key_ranges(pool, kind, asked):
                         yield from _unseen(rows, seen)
                     return
                 except NotOffered:  # a pyscore from before `from=`: pages by number
@@ -588,14 +587,33 @@ class Api:
             for page in pages:
                 yield from _unseen(page[0], seen)
 
+    def _key_ranges(self, pool: Any, kind: Any, filters: dict[str, str]) -> Iterator[list[Any]]:
+        """The pages of KEY_RANGES ranges of ids, each range walked in a thread of `pool`,
+        as they come (so that a caller keeps what it needs of a page before the next)."""
+        import queue
+
+        pages: queue.SimpleQueue = queue.SimpleQueue()
+
+        def walk(start: str, before: Optional[str]) -> None:
+            try:
+                self._key_range(kind, filters, start, before, pages.put)
+            finally:
+                pages.put(None)  # this range is done (or failed: its future says)
+
+        walks = [pool.submit(walk, *r) for r in zip(KEY_RANGES, [*KEY_RANGES[1:], None])]
+        for _ in walks:
+            while (rows := pages.get()) is not None:
+                yield rows
+        for done in walks:
+            done.result()
+
     def _key_range(
-        self, kind: Any, filters: dict[str, str], start: str, before: Optional[str]
-    ) -> list[Any]:
+        self, kind: Any, filters: dict[str, str], start: str, before: Optional[str], put: Any
+    ) -> None:
         """Every entity with an id from `start` and below `before` (None: no end), a page of
-        OUR_ENTITY_PAGE at a time, each page from the last id of the one before (asked
-        again: the range is inclusive; the caller drops the repeat). NotOffered when the
-        server does not know the range (refused, or the same page again)."""
-        out: list[Any] = []
+        OUR_ENTITY_PAGE at a time given to `put`, each page from the last id of the one
+        before (asked again: the range is inclusive; the caller drops the repeat).
+        NotOffered when the server does not know ranges (refused, or the same page again)."""
         while True:
             bounds = {"from": start, **({"before": before} if before is not None else {})}
             try:
@@ -604,9 +622,9 @@ class Api:
                 if exc.status == 400:
                     raise NotOffered(str(exc)) from None
                 raise
-            out += rows
+            put(rows)
             if len(rows) < OUR_ENTITY_PAGE:
-                return out
+                return
             if rows[-1].id <= start:
                 raise NotOffered("entity listing: the server does not page by id range")
             start = rows[-1].id
