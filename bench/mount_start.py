@@ -36,21 +36,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import BIN, Serve, add_record_flag, create_token, report  # noqa: E402
+from bench.mount import vm_hwm  # noqa: E402
 
 FIRST_PAGE, PAGE, AT_ONCE = 2_000, 10_000, 4  # as pyscore.client.api asks a server of ours
 KEY_RANGES = ["", "4", "8", "c"]
 FIELDS = "id,gnosId,fileName,projectCode,access"
-
-
-def vm_hwm(pid: int) -> int:
-    """Peak RSS of a process in KiB (0 once it is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def curl(url: str, token: str, out: Path) -> None:
