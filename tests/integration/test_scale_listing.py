@@ -281,19 +281,88 @@ def test_audit_of_a_study_over_a_day(world):
     assert all(x["study_id"] == BIG for x in lines)
 
 
-@pytest.mark.parametrize("ours", [True, False], ids=["pages-of-10000", "pages-of-2000"])
-def test_the_clients_entity_listing_has_every_file_once(world, ours):
-    """What `score-client mount` lists: the pages after the first are asked several at a
-    time, in pages of 10,000 from our server (it advertises batches), else of 2,000."""
+@pytest.mark.parametrize(
+    "kind", ["ranges", "pages-of-10000", "pages-of-2000"], ids=["ours", "older-ours", "original"]
+)
+def test_the_clients_entity_listing_has_every_file_once(world, kind):
+    """What `score-client mount` lists: from our server, ranges of ids side by side, each
+    walked from the last id of its page before (pyscore's `from=`/`before=`); from one
+    that refuses them (an older pyscore: 400), pages of 10,000 by number; from the
+    original's Song (no batches), pages of 2,000; the pages after the first asked several at
+    a time."""
     from pyscore import Client
+    from pyscore.client.errors import ScoreError
     from pyscore.server.tables import File
 
     server, db, _http = world
     with db.session() as s:
         expected = sorted(s.scalars(select(File.object_id)))
     api = Client(token=server.admin_token, metadata_url=server.url, storage_url=server.url).api
-    if not ours:
+    if kind == "original":
         api.no_batches(server.url)  # as if it were the original's Song
+    asked: list[dict] = []
+    page = api._entity_page
+
+    def counted(kind_, filters, number, size):
+        asked.append(filters)
+        if kind == "pages-of-10000" and "from" in filters:
+            error = ScoreError("entity listing: Unknown query parameter(s) ['before', 'from']")
+            error.status = 400
+            raise error
+        return page(kind_, filters, number, size)
+
+    api._entity_page = counted  # type: ignore[method-assign]
     listed = [e.id for e in api.entities()]
     assert len(listed) == len(set(listed)) == len(expected)
     assert sorted(listed) == expected
+    assert any("from" in f for f in asked) == (kind != "original")
+
+
+@pytest.mark.parametrize(
+    "scopes,studies",
+    [("PROGRAMDATA-ST0.READ", {"ST0"}), ("score.READ", None)],
+    ids=["one-study", "every-study"],
+)
+def test_the_mounts_tree_is_what_the_token_may_read(world, scopes, studies):
+    """`score-client mount`'s tree (made in process, no FUSE needed): one file per object
+    the token may read, in its analysis's folder, with its size; every other file left out
+    (each said). Our server's listing names only what the token may read, so the mount asks
+    it for no analyses of a study nor a probe (on a million files, the biggest study's
+    unpublished analyses were 25 MB of JSON and 29 s)."""
+    from pyscore import Client
+    from pyscore.client import mount
+    from pyscore.server.tables import Analysis, File, StoredObject
+
+    server, db, _http = world
+    token = server.token(scopes)
+    with db.session() as s:
+        total = s.scalar(select(func.count()).select_from(File))
+        query = (
+            select(File.analysis_id, File.file_name, StoredObject.size)
+            .join(Analysis, Analysis.analysis_id == File.analysis_id)
+            .join(StoredObject, StoredObject.object_id == File.object_id)
+            .where(Analysis.state == "PUBLISHED")
+        )
+        if studies:
+            query = query.where((File.file_access == "open") | File.study_id.in_(studies))
+        expected = {f"{a}/{name}": size for a, name, size in s.execute(query)}
+    api = Client(token=token, metadata_url=server.url, storage_url=server.url).api
+    asked: list[str] = []
+    send = api.send_once
+
+    def counted(method, url, *args, **kwargs):
+        asked.append(url)
+        return send(method, url, *args, **kwargs)
+
+    api.send_once = counted  # type: ignore[method-assign]
+    warned: list[str] = []
+    tree = mount.fetch_tree(api, "bundle", None, warned.append)
+    shown = {
+        f"{folder}/{name}": node.size
+        for folder, analysis in tree.root.children.items()
+        for name, node in analysis.children.items()
+    }
+    assert shown == expected
+    assert tree.files == len(expected)
+    assert len(tree.hidden) == total - len(expected) and not warned
+    assert not [u for u in asked if "/analysis" in u or "/download/" in u], asked[:5]

@@ -1834,6 +1834,31 @@ def test_entities_paging(http, submitted):
     assert past["content"] == []
 
 
+def test_entities_by_id_range_walk_everything_once_in_order(http, submitted):
+    """pyscore's keyset extension (`from=` inclusive, `before=` exclusive): ranges side by
+    side and pages from the last id cover every entity once, in order, without counts."""
+    every = [e["id"] for e in http.get("/entities", params={"size": 2000}).json()["content"]]
+    assert len(every) >= 2
+    middle = every[len(every) // 2]
+    walked = []
+    for start, before in (("", middle), (middle, None)):
+        for _ in range(len(every) + 1):  # bounded
+            params = {"from": start, "size": 1, "fields": "id,gnosId"}
+            if before is not None:
+                params["before"] = before
+            r = http.get("/entities", params=params)
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert "totalElements" not in body
+            assert all(set(e) == {"id", "gnosId"} for e in body["content"])
+            ids = [e["id"] for e in body["content"]]
+            walked += [i for i in ids if not walked or i > walked[-1]]  # the repeat: once
+            if body["last"]:
+                break
+            start = ids[-1]
+    assert walked == every
+
+
 @pytest.mark.parametrize(
     "params, error_id, mention",
     [

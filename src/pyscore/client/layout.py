@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from pathlib import Path
 
 from pyscore.client.errors import UsageError
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     from typing import Optional
 
 LAYOUTS = ("filename", "bundle", "id")
+UNSAFE = re.compile(r"[\x00-\x1f/\\]")  # a separator, NUL or a control character
 
 
 def check_sources(
@@ -58,14 +60,7 @@ def writable_dir(path: Path, option: str = "--output-dir") -> None:
 
 def safe_name(name: str, what: str) -> str:
     """A single path component: no separators, no '.', '..', NUL or control characters."""
-    if (
-        not name
-        or name in (".", "..")
-        or "/" in name
-        or "\\" in name
-        or any(ord(c) < 32 for c in name)
-        or len(name.encode()) > 255
-    ):
+    if not name or name in (".", "..") or UNSAFE.search(name) or len(name.encode()) > 255:
         raise UsageError(
             f"Refusing {what} {name!r}: it is not a plain file name and could "
             "escape the output directory"

@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
+
 from pyscore.client.api import Api
 from pyscore.client.blockcache import (
     BlockStore,
@@ -51,14 +53,40 @@ FUSE_DEFAULTS = {
 KERNEL_READAHEAD = 1024 * 1024  # as the original asks for; set at init (libfuse3 has no -o)
 
 
-@dataclass
-class Node:
+class Listed(msgspec.Struct, gc=False):
+    """What the mount keeps of a /listing row. A million of them: a Struct (no __dict__,
+    not tracked by the garbage collector) decoded straight from the JSON."""
+
+    id: str
+    size: int
+    lastModified: int  # epoch ms
+
+
+class Named(msgspec.Struct, gc=False):
+    """What the mount keeps of an entity: the fields that name a file and say who may read it."""
+
+    id: str
+    gnosId: str
+    fileName: str
+    projectCode: str
+    access: str
+
+
+class Node(msgspec.Struct, gc=False):
+    """A directory or a file of the tree: one per file, so a Struct (made in C, no __dict__)
+    the garbage collector does not track (the tree has no cycles: walking a million nodes
+    again and again took a third of the build, and would pause reads). A file's `children`
+    is NO_CHILDREN, shared (files never get children)."""
+
     name: str
     is_dir: bool
     size: int = 0
     mtime: float = 0.0
     object_id: str | None = None
-    children: dict[str, Node] = field(default_factory=dict)
+    children: dict[str, Node] = msgspec.field(default_factory=dict)
+
+
+NO_CHILDREN: dict[str, Node] = {}
 
 
 @dataclass
@@ -79,36 +107,46 @@ class Tree:
         return node
 
 
-def build_tree(entities: list[Entity], listing: dict[str, tuple[int, float]], layout: str) -> Tree:
-    """The directory tree from entities (names) and the listing (size, mtime, readability)."""
+def build_tree(entities: list[Named], listing: dict[str, Listed], layout: str) -> Tree:
+    """The directory tree from entities (names) and the listing (size, mtime, readability).
+    Two files of one name in a folder: the one with the smaller object id is shown."""
     root = Node("", True, mtime=time.time())
     tree = Tree(root)
-    for e in sorted(entities, key=lambda x: (x.gnosId, x.fileName, x.id)):
-        found = listing.get(e.id)
+    hidden, found_in = tree.hidden, listing.get
+    parents: dict[str, Node] = {}  # an analysis id → its folder (its name checked once)
+    for e in entities:
+        found = found_in(e.id)
         if found is None:
-            tree.hidden.append(f"{e.fileName} ({e.id})")
+            hidden.append(f"{e.fileName} ({e.id})")
             continue
-        size, mtime = found
+        mtime = found.lastModified / 1000
         try:
             if layout == "object-id":
                 parent, name = root, safe_name(e.id, "object id")
             else:
-                folder = safe_name(e.gnosId, "analysis id")
-                parent = root.children.setdefault(folder, Node(folder, True, mtime=mtime))
-                parent.mtime = max(parent.mtime, mtime)
+                parent = parents.get(e.gnosId)  # type: ignore[assignment]
+                if parent is None:
+                    folder = safe_name(e.gnosId, "analysis id")
+                    parent = parents[e.gnosId] = root.children[folder] = Node(folder, True)
+                if mtime > parent.mtime:
+                    parent.mtime = mtime
                 name = safe_name(e.fileName, "file name")
         except UsageError:
-            tree.hidden.append(f"{e.fileName!r} ({e.id}): unsafe name")
+            hidden.append(f"{e.fileName!r} ({e.id}): unsafe name")
             continue
-        if name in parent.children:
-            tree.hidden.append(f"{e.fileName} ({e.id}): duplicate name")
-            continue
-        parent.children[name] = Node(name, False, size, mtime, e.id)
+        shown = parent.children.get(name)
+        if shown is not None:
+            if (shown.object_id or "") < e.id:
+                hidden.append(f"{e.fileName} ({e.id}): duplicate name")
+                continue
+            hidden.append(f"{e.fileName} ({shown.object_id}): duplicate name")
+            tree.files -= 1
+        parent.children[name] = Node(name, False, found.size, mtime, e.id, NO_CHILDREN)
         tree.files += 1
     return tree
 
 
-def unreadable(api: Api, entities: list[Entity], warn) -> dict[str, str]:
+def unreadable(api: Api, entities: list[Named], warn) -> dict[str, str]:
     """Listed objects a read would refuse, object id → why: files of analyses the metadata
     calls unpublished, and controlled files of studies where one probe (a signed URL for one
     of them) is refused to this token. When the metadata cannot say, files stay (a read
@@ -155,20 +193,55 @@ def unreadable(api: Api, entities: list[Entity], warn) -> dict[str, str]:
     return why
 
 
-def fetch_tree(api: Api, layout: str, wanted: set[str] | None, warn) -> Tree:
-    listing = {e.id: (e.size, e.lastModified / 1000) for e in api.listing()}
+def listing_is_readable(api: Api) -> bool:
+    """Whether the storage service's /listing names only what this token may read: pyscore's
+    (objects of published analyses, open or of a study the token may read) does, and says it
+    is pyscore on every answer (its batch header); the original's names every object."""
+    return api.batch_offer(api.settings.storage_url)[1] is not None
+
+
+def named(api: Api, wanted: set[str] | None) -> list[Named]:
+    """The entities the tree is made of: every one, or those of a manifest and their index
+    files. Strings that repeat (analysis, study, access) are shared, not one per file."""
     if wanted is None:
-        entities = list(api.entities())
-    else:
-        entities = [e for e in (_entity_or_none(api, i) for i in sorted(wanted)) if e]
-        seen = {e.id for e in entities}
-        for e in list(entities):  # each row's own index file sits beside it
-            index = api.index_entity(e)
-            if index is not None and index.id not in seen:
-                entities.append(index)
-                seen.add(index.id)
-    why = unreadable(api, [e for e in entities if e.id in listing], warn)
-    tree = build_tree([e for e in entities if e.id not in why], listing, layout)
+        rows: list[Named] = []
+        for e in api.entities_as(Named, Named.__struct_fields__):
+            e.gnosId, e.projectCode = sys.intern(e.gnosId), sys.intern(e.projectCode)
+            e.access = sys.intern(e.access)
+            rows.append(e)
+        return rows
+    entities = [e for e in (_entity_or_none(api, i) for i in sorted(wanted)) if e]
+    seen = {e.id for e in entities}
+    for one in list(entities):  # each row's own index file sits beside it
+        index = api.index_entity(one)
+        if index is not None and index.id not in seen:
+            entities.append(index)
+            seen.add(index.id)
+    return [Named(e.id, e.gnosId, e.fileName, e.projectCode, e.access) for e in entities]
+
+
+def fetch_tree(api: Api, layout: str, wanted: set[str] | None, warn) -> Tree:
+    """The listing and the entities, asked side by side, made into the tree; what the
+    listing names but the token may not read is left out (checked only where the listing
+    may name such objects: the original's)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        listed = pool.submit(lambda: {e.id: e for e in api.listing_as(Listed)})
+        failed: ScoreError | None = None
+        try:
+            entities = named(api, wanted)
+        except ScoreError as exc:
+            entities, failed = [], exc
+        listing = listed.result()  # its failure first, as when it was asked first
+    if failed is not None:
+        raise failed
+    why: dict[str, str] = {}
+    if not listing_is_readable(api):
+        why = unreadable(api, [e for e in entities if e.id in listing], warn)
+    tree = build_tree(
+        [e for e in entities if e.id not in why] if why else entities, listing, layout
+    )
     tree.hidden += [f"{e.fileName} ({e.id}): {why[e.id]}" for e in entities if e.id in why]
     return tree
 

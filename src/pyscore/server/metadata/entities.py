@@ -109,31 +109,44 @@ ENTITY_COLUMNS = {
 }
 
 
+_NAMES = select(File.object_id, File.analysis_id, File.file_name, File.study_id, File.file_access)
+
+
 def list_entities(
-    session: Session, filters: dict[str, str], fields: list[str], page: int, size: int
+    session: Session,
+    filters: dict[str, str],
+    fields: list[str],
+    page: int,
+    size: int,
+    start: str | None = None,
+    before: str | None = None,
 ) -> dict:
-    """Song's /entities page (Spring Page JSON), filtered by example, sorted by id."""
+    """Song's /entities page (Spring Page JSON), filtered by example, sorted by id.
+
+    `start`/`before` (pyscore's extension, `from=`/`before=`): only ids from `start` and
+    below `before`, read as one walk of the index from `start` (a keyset: no page is an
+    offset deep), without counting them: the answer has no totalElements, and `last` says
+    whether the range is done. `fields` without createdTime: the analyses are not read (a
+    mount asks a million names)."""
     where = [ENTITY_COLUMNS[k] == v for k, v in filters.items() if k in ENTITY_COLUMNS and v]
-    total = session.scalar(select(func.count()).select_from(File).where(*where)) or 0
-    # the page's ids first (an index-only walk, however deep the page), then only its rows
-    ids = list(
-        session.scalars(
-            select(File.object_id)
-            .where(*where)
-            .order_by(File.object_id)
-            .limit(size)
-            .offset(page * size)
-        )
-    )
-    found: dict[str, dict] = {}
-    for start in range(0, len(ids), IN_CHUNK):
-        chunk = ids[start : start + IN_CHUNK]
-        found.update(
-            (r[0], _entity(*r)) for r in session.execute(_ENTITIES.where(File.object_id.in_(chunk)))
-        )
-    content = [found[i] for i in ids if i in found]
+    if start is not None:
+        where.append(File.object_id >= start)
+    if before is not None:
+        where.append(File.object_id < before)
+    content = _entities_of(session, where, page, size, not fields or "createdTime" in fields)
     if fields:
         content = [{k: v for k, v in e.items() if k in fields} for e in content]
+    if start is not None or before is not None:
+        return {
+            "content": content,
+            "last": len(content) < size,
+            "first": page == 0,
+            "size": size,
+            "number": page,
+            "numberOfElements": len(content),
+            "empty": not content,
+        }
+    total = session.scalar(select(func.count()).select_from(File).where(*where)) or 0
     pages = (total + size - 1) // size if size else 1
     return {
         "content": content,
@@ -148,6 +161,33 @@ def list_entities(
         "sort": {"sorted": True, "unsorted": False, "empty": False},
         "empty": not content,
     }
+
+
+def _entities_of(session: Session, where: list, page: int, size: int, created: bool) -> list[dict]:
+    """A page's entities (with createdTime: the analyses read too). A first page (or a
+    keyset's) is one walk of the index; a deeper one reads the page's ids first (an
+    index-only walk, however deep the page), then only its rows."""
+    query = _ENTITIES if created else _NAMES
+    if page == 0:
+        rows = list(session.execute(query.where(*where).order_by(File.object_id).limit(size)))
+    else:
+        ids = list(
+            session.scalars(
+                select(File.object_id)
+                .where(*where)
+                .order_by(File.object_id)
+                .limit(size)
+                .offset(page * size)
+            )
+        )
+        found: dict = {}
+        for start in range(0, len(ids), IN_CHUNK):
+            chunk = ids[start : start + IN_CHUNK]
+            found.update((r[0], r) for r in session.execute(query.where(File.object_id.in_(chunk))))
+        rows = [found[i] for i in ids if i in found]
+    if created:
+        return [_entity(*r) for r in rows]
+    return [_entity(i, a, name, st, x, None) for i, a, name, st, x in rows]
 
 
 def index_files(session: Session, object_id: str) -> list[File]:

@@ -454,6 +454,8 @@ ENTITY_PARAMS = {
     "fields",
     "page",
     "size",
+    "from",
+    "before",
     "sort",
 }
 
@@ -480,4 +482,5 @@ def list_entities(request: Request, s: SessionDep, page: int = 0, size: int = 20
     }
     if "analysisId" in params:
         filters["gnosId"] = params["analysisId"]
-    return json_bytes(metadata.list_entities(s, filters, fields, page, size))
+    start, before = params.get("from"), params.get("before")  # pyscore's keyset extension
+    return json_bytes(metadata.list_entities(s, filters, fields, page, size, start, before))
