@@ -364,5 +364,5 @@ def test_the_mounts_tree_is_what_the_token_may_read(world, scopes, studies):
     }
     assert shown == expected
     assert tree.files == len(expected)
-    assert len(tree.hidden) == total - len(expected) and not warned
+    assert tree.left_out == total - len(expected) and not warned
     assert not [u for u in asked if "/analysis" in u or "/download/" in u], asked[:5]

@@ -54,3 +54,16 @@ def test_object_id_layout_names_files_by_id():
         "id-3": 30,
         "id-4": 4,
     }
+
+
+def test_a_platform_the_token_cannot_read_is_counted_not_listed():
+    """A one-study token on a million-file platform: the first HIDDEN_NAMED files left out
+    are named (one warning each), the rest counted for one line, not held as strings."""
+    from pyscore.client.mount import HIDDEN_NAMED
+
+    others = [Named(f"other-{n:04}", B, f"f{n}.bam", "T", "controlled") for n in range(250)]
+    tree = build_tree([*ROWS, *others], LISTING, "bundle")
+    assert tree.files == 2
+    assert len(tree.hidden) == HIDDEN_NAMED
+    assert tree.left_out == 250 + 3
+    assert tree.more_hidden == tree.left_out - HIDDEN_NAMED

@@ -40,6 +40,7 @@ from pyscore.wire.song import Entity
 
 os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")  # mfusepy reads this at import
 REFRESH_SECONDS = 300.0
+HIDDEN_NAMED = 100  # files left out named one warning each; the rest counted in one line
 # The original always adds these; kernel caching is safe because objects never change.
 FUSE_DEFAULTS = {
     "ro": True,
@@ -93,7 +94,18 @@ NO_CHILDREN: dict[str, Node] = {}
 class Tree:
     root: Node
     files: int = 0
-    hidden: list[str] = field(default_factory=list)
+    hidden: list[str] = field(default_factory=list)  # the first HIDDEN_NAMED left out
+    more_hidden: int = 0  # and how many after them (a one-study token: the rest of a platform)
+
+    def hide(self, why: str) -> None:
+        if len(self.hidden) < HIDDEN_NAMED:
+            self.hidden.append(why)
+        else:
+            self.more_hidden += 1
+
+    @property
+    def left_out(self) -> int:
+        return len(self.hidden) + self.more_hidden
 
     def lookup(self, path: str) -> Node | None:
         node = self.root
@@ -112,12 +124,12 @@ def build_tree(entities: list[Named], listing: dict[str, Listed], layout: str) -
     Two files of one name in a folder: the one with the smaller object id is shown."""
     root = Node("", True, mtime=time.time())
     tree = Tree(root)
-    hidden, found_in = tree.hidden, listing.get
+    hide, found_in = tree.hide, listing.get
     parents: dict[str, Node] = {}  # an analysis id → its folder (its name checked once)
     for e in entities:
         found = found_in(e.id)
         if found is None:
-            hidden.append(f"{e.fileName} ({e.id})")
+            hide(f"{e.fileName} ({e.id})")
             continue
         mtime = found.lastModified / 1000
         try:
@@ -132,14 +144,14 @@ def build_tree(entities: list[Named], listing: dict[str, Listed], layout: str) -
                     parent.mtime = mtime
                 name = safe_name(e.fileName, "file name")
         except UsageError:
-            hidden.append(f"{e.fileName!r} ({e.id}): unsafe name")
+            hide(f"{e.fileName!r} ({e.id}): unsafe name")
             continue
         shown = parent.children.get(name)
         if shown is not None:
             if (shown.object_id or "") < e.id:
-                hidden.append(f"{e.fileName} ({e.id}): duplicate name")
+                hide(f"{e.fileName} ({e.id}): duplicate name")
                 continue
-            hidden.append(f"{e.fileName} ({shown.object_id}): duplicate name")
+            hide(f"{e.fileName} ({shown.object_id}): duplicate name")
             tree.files -= 1
         parent.children[name] = Node(name, False, found.size, mtime, e.id, NO_CHILDREN)
         tree.files += 1
@@ -242,7 +254,9 @@ def fetch_tree(api: Api, layout: str, wanted: set[str] | None, warn) -> Tree:
     tree = build_tree(
         [e for e in entities if e.id not in why] if why else entities, listing, layout
     )
-    tree.hidden += [f"{e.fileName} ({e.id}): {why[e.id]}" for e in entities if e.id in why]
+    for e in entities:
+        if e.id in why:
+            tree.hide(f"{e.fileName} ({e.id}): {why[e.id]}")
     return tree
 
 
@@ -301,6 +315,11 @@ def make_operations(
             self.objects: dict[str, RemoteObject] = {}
             for line in self.tree.hidden:
                 warn(f"left out of the mount (unpublished, not readable, or unsafe): {line}")
+            if self.tree.more_hidden:
+                warn(
+                    f"left out of the mount: {self.tree.more_hidden:,} more files "
+                    "(unpublished, not readable with this token, or unsafe names)"
+                )
 
         def init_with_config(self, conn, config) -> None:
             if conn is not None:  # let the kernel read ahead further, in parallel requests
