@@ -437,13 +437,7 @@ def adopt(admin: str, work: Path, objects: int) -> str:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
             )
-            summary = io.BytesIO()
-            import threading
-
-            reader = threading.Thread(target=lambda: summary.write(proc.stdout.read()), daemon=True)
-            reader.start()
-            peak = rss_of(proc)
-            reader.join()
+            summary, peak = output_and_peak(proc)
             took = time.monotonic() - start
         finally:
             proxy.close()
@@ -481,6 +475,19 @@ def new_database(admin: str, prefix: str) -> str:
     return admin.rsplit("/", 1)[0] + f"/{name}"
 
 
+def output_and_peak(proc: subprocess.Popen) -> tuple[io.BytesIO, int]:
+    """A running command's standard output (read beside it, so its pipe never fills) and its
+    peak RSS, once it has ended."""
+    import threading
+
+    out = io.BytesIO()
+    reader = threading.Thread(target=lambda: out.write(proc.stdout.read()), daemon=True)
+    reader.start()
+    peak = rss_of(proc)
+    reader.join()
+    return out, peak
+
+
 def new_platform(data_dir: Path, admin: str) -> Path:
     """An empty pyscore platform in `data_dir` on a new database of the bench's PostgreSQL."""
     init = [str(BIN / "score-server"), "init", "--data-dir", str(data_dir)]
@@ -497,16 +504,10 @@ def timed_import(data_dir: Path, *source: str) -> tuple[float, int, str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    out = io.BytesIO()
-    import threading
-
-    reader = threading.Thread(target=lambda: out.write(proc.stdout.read()), daemon=True)
-    reader.start()
-    peak = rss_of(proc)
-    reader.join()
+    out, peak = output_and_peak(proc)
     took = time.monotonic() - start
     if proc.returncode:
-        raise SystemExit(f"import failed: {proc.stderr_text}")  # type: ignore[attr-defined]
+        raise SystemExit(f"import failed: {proc.stderr.read().decode(errors='replace')}")
     return took, peak, out.getvalue().decode()
 
 
