@@ -75,20 +75,5 @@ def test_the_platform_survives_its_dependencies_failing_under_load(
     )
     print(report.table())
     assert report.events, "no fault was injected"
-    if report.violations and known_s3_completion_bug(report.violations):
-        pytest.xfail("known, open (issue 26): " + "; ".join(report.violations))
     assert not report.violations, "\n".join(report.violations)
 
-
-# Known and open (found by this test in a clean-clone CI run, 2026-12-05): an S3 multipart
-# upload the store completed while the database was away (or its server was killed) keeps
-# its upload row; a re-run is handed part URLs of an upload the store no longer has and fails
-# with NoSuchUpload, leaving the object without a row. Only that family is let pass (as an
-# expected failure): any other violation, or this one without its NoSuchUpload, still fails.
-FOLLOWS_FROM_IT = ("in the store without a row", "left open", "analysis UNPUBLISHED")
-
-
-def known_s3_completion_bug(violations: list[str]) -> bool:
-    return any("NoSuchUpload" in v for v in violations) and all(
-        "NoSuchUpload" in v or any(f in v for f in FOLLOWS_FROM_IT) for v in violations
-    )

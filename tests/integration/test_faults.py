@@ -261,6 +261,113 @@ def test_an_upload_completed_in_the_store_but_not_recorded_completes_on_retry(fa
     assert httpx.get(spec["parts"][0]["url"]).content == data
 
 
+def batch_begun(http: httpx.Client, object_id: str, data: bytes) -> dict:
+    """`POST /upload/batch/start` of one object, as score-client begins uploads: its item."""
+    wanted = {"objectId": object_id, "fileSize": len(data), "md5": md5(data)}
+    r = http.post("/upload/batch/start", json={"uploads": [wanted]})
+    assert r.status_code == 200, r.text
+    [item] = r.json()["results"]
+    assert item["status"] == 200, item
+    return item
+
+
+def batch_sent(item: dict, data: bytes) -> dict:
+    """Each part of a begun upload PUT to its URL: the finish request's upload."""
+    parts = []
+    for part in item["parts"]:
+        chunk = data[part["offset"] : part["offset"] + part["partSize"]]
+        put = httpx.put(part["url"], content=chunk, timeout=60)
+        assert put.status_code == 200, put.text
+        parts.append(
+            {"partNumber": part["partNumber"], "md5": md5(chunk), "etag": put.headers["ETag"]}
+        )
+    return {"objectId": item["objectId"], "uploadId": item["uploadId"], "parts": parts}
+
+
+def finished_unrecorded(faulty: Faulty, study: str, data: bytes) -> tuple[str, str, dict]:
+    """An upload begun and sent by score-client's batch calls, whose finish the store
+    carried out (S3's CompleteMultipartUpload, the local store's rename) while the
+    database's record of it was lost with its connection (503): the analysis id, the
+    object id and the finish request's upload."""
+    r = faulty.http.post(f"/studies/{study}/", json={"studyId": study, "name": study})
+    assert r.status_code == 200, r.text
+    analysis_id, ids = submit(faulty.http, song_payload(study, {"f.bam": data}))
+    done = batch_sent(batch_begun(faulty.http, ids["f.bam"], data), data)
+    faulty.db.cut_on(b"INSERT INTO objects")
+    unavailable(faulty.http.post("/upload/batch/finish", json={"uploads": [done]}))
+    assert faulty.db.cuts == 1
+    return analysis_id, ids["f.bam"], done
+
+
+def published_as(faulty: Faulty, study: str, analysis_id: str, object_id: str, data: bytes):
+    r = faulty.http.put(f"/studies/{study}/analysis/publish/{analysis_id}")
+    assert r.status_code == 200, r.text
+    spec = faulty.http.get(f"/download/{object_id}?offset=0&length=-1").json()
+    got = b"".join(httpx.get(p["url"], timeout=60).content for p in spec["parts"])
+    assert md5(got) == md5(data)
+    if S3:
+        from pyscore.server.store.s3 import S3Store
+
+        store = S3Store.from_settings(Settings.load(faulty.server.data_dir))
+        bucket, key = store.object_bucket(object_id), store.data_key(object_id)
+        left = store.client.list_multipart_uploads(Bucket=bucket, Prefix=key).get("Uploads", [])
+        assert not left, left
+    assert "Traceback" not in faulty.log()
+
+
+@postgres_only
+def test_a_finish_retried_after_the_store_completed_it_completes(faulty):
+    """The client retries a finish answered 503 whose completion the store had carried
+    out: the store no longer knows the upload (S3: NoSuchUpload), so its parts cannot be
+    listed; the object it made is checked against the parts sent (S3's multipart ETag) and
+    recorded, not refused as parts that never reached the store."""
+    data = os.urandom(6 * 1024 * 1024 + 1000)  # two parts
+    analysis_id, object_id, done = finished_unrecorded(faulty, "RETRY", data)
+    r = faulty.http.post("/upload/batch/finish", json={"uploads": [done]})
+    assert r.status_code == 200, r.text
+    assert r.json()["results"] == [{"objectId": object_id, "status": 200}]
+    published_as(faulty, "RETRY", analysis_id, object_id, data)
+
+
+@postgres_only
+def test_a_rerun_after_the_store_completed_an_unrecorded_upload_begins_it_again(faulty):
+    """A re-run finds the upload's record still open, but the store no longer has it: it
+    must not be resumed (its part URLs would meet NoSuchUpload, the chaos run's failure),
+    it is begun again, and the object the store made meanwhile is replaced by the new one."""
+    data = os.urandom(6 * 1024 * 1024 + 1000)
+    analysis_id, object_id, done = finished_unrecorded(faulty, "RERUN", data)
+    item = batch_begun(faulty.http, object_id, data)
+    assert not item["resumed"], item
+    assert item["uploadId"] != done["uploadId"]
+    again = batch_sent(item, data)
+    r = faulty.http.post("/upload/batch/finish", json={"uploads": [again]})
+    assert r.status_code == 200, r.text
+    assert r.json()["results"] == [{"objectId": object_id, "status": 200}]
+    published_as(faulty, "RERUN", analysis_id, object_id, data)
+
+
+@postgres_only
+def test_the_status_of_an_upload_the_store_no_longer_has_is_404(faulty):
+    """The original client asks the status to resume and begins anew (overwrite) on a 404:
+    an upload the store completed or aborted behind the record's back is no upload to
+    resume."""
+    data = os.urandom(3000)
+    analysis_id, object_id, _ = finished_unrecorded(faulty, "STATUS", data)
+    r = faulty.http.get(f"/upload/{object_id}/status", params={"fileSize": len(data)})
+    song_error(r, 404, "upload.not.found")
+    spec = faulty.http.post(
+        f"/upload/{object_id}/uploads",
+        params={"fileSize": len(data), "md5": md5(data), "overwrite": "true"},
+    )
+    assert spec.status_code == 200, spec.text
+    put = httpx.put(spec.json()["parts"][0]["url"], content=data, timeout=60)
+    assert put.status_code == 200, put.text
+    record(faulty.http, object_id, spec.json(), data, put.headers["ETag"])
+    r = faulty.http.post(f"/upload/{object_id}", params={"uploadId": spec.json()["uploadId"]})
+    assert r.status_code == 200, r.text
+    published_as(faulty, "STATUS", analysis_id, object_id, data)
+
+
 @contextmanager
 def small_disk(path: Path, size: str) -> Iterator[None]:
     """`path` on a filesystem of its own of `size` (a tmpfs; what is there stays there)."""

@@ -53,19 +53,22 @@ class FakeStore:
 
     def initiate(self, object_id: str, size: int) -> str:
         self.uploads += 1
+        self.held[f"up{self.uploads}"] = {}
         return f"up{self.uploads}"
 
     def url_for_part(self, object_id, upload_id, part_number, offset, size, *, base_url, **_):
         return f"{base_url}/put/{upload_id}/{part_number}?range={offset}-{offset + size - 1}"
 
-    def list_parts(self, object_id: str, upload_id: str) -> dict[int, str]:
-        return dict(self.held.get(upload_id, {}))
+    def list_parts(self, object_id: str, upload_id: str) -> dict[int, str] | None:
+        return dict(self.held[upload_id]) if upload_id in self.held else None
 
     def complete(self, object_id: str, upload_id: str, etags: dict[int, str]) -> None:
         self.completed.append((object_id, upload_id, etags))
+        self.held.pop(upload_id, None)
 
     def abort(self, object_id: str, upload_id: str) -> None:
         self.aborted.append(upload_id)
+        self.held.pop(upload_id, None)
 
     def write_meta(self, object_id: str, spec: dict) -> None:
         self.meta[object_id] = spec
@@ -407,6 +410,48 @@ def test_a_part_is_recorded_only_as_the_store_holds_it(
     with pytest.raises(ApiError) as caught:
         objects.record_parts(session, store, "obj", "up1", [(number, md5, md5)])
     assert (caught.value.status, caught.value.error_id) == (400, error_id)
+
+
+def test_an_upload_the_store_no_longer_holds_is_begun_again_not_resumed(session: Session):
+    """The store completed (or aborted) an upload while its record's update was lost: its
+    status is a 404 (the original client then begins anew), a start begins a new upload in
+    its place, and a per-part finalize is refused; it is never handed out to send parts to."""
+    store, f = FakeStore(), a_file(size=UPLOAD_SIZE, analysis="UNPUBLISHED")
+    initiate(session, store, f)
+    progress, resumed = objects.start_upload(session, signer(store), f, UPLOAD_SIZE, MD5, False, 1)
+    assert (progress.uploadId, resumed) == ("up1", True)  # held: resumed
+
+    del store.held["up1"]  # completed behind the record's back
+    with pytest.raises(objects.UploadGone) as caught:
+        objects.upload_status(session, signer(store), "obj", UPLOAD_SIZE)
+    assert (caught.value.status, caught.value.error_id) == (404, "upload.not.found")
+    assert "no longer holds upload up1" in caught.value.message
+    with pytest.raises(objects.UploadGone):
+        objects.record_parts(session, store, "obj", "up1", [(1, "a" * 32, "a" * 32)])
+
+    progress, resumed = objects.start_upload(session, signer(store), f, UPLOAD_SIZE, MD5, False, 1)
+    assert (progress.uploadId, resumed) == ("up2", False)
+    assert all(p.url and p.md5 is None for p in progress.parts)
+    assert store.aborted == ["up1"]
+    assert objects.get_upload(session, "obj").upload_id == "up2"
+
+
+def test_a_finish_of_an_upload_the_store_completed_is_checked_by_the_completion(
+    session: Session,
+):
+    """A finish asked again after the store completed the upload (its record lost): the
+    parts cannot be listed, so each must at least be its own MD5, and the store's completion
+    decides (it answers only if the object is these parts)."""
+    store, f = FakeStore(), a_file(size=UPLOAD_SIZE, analysis="UNPUBLISHED")
+    initiate(session, store, f)
+    del store.held["up1"]
+    sent = [(1, "a" * 32, "a" * 32), (2, "b" * 32, "b" * 32), (3, "c" * 32, "c" * 32)]
+    with pytest.raises(ApiError) as caught:
+        objects.finish_upload(session, store, "obj", "up1", [(1, "a" * 32, "f" * 32)])
+    assert caught.value.error_id == "upload.part.checksum"
+    obj = objects.finish_upload(session, store, "obj", "up1", sent)
+    assert obj.part_md5s == ["a" * 32, "b" * 32, "c" * 32]
+    assert store.completed == [("obj", "up1", {1: "a" * 32, 2: "b" * 32, 3: "c" * 32})]
 
 
 def test_an_upload_is_found_only_under_its_id(session: Session):

@@ -9,6 +9,7 @@ the Java score-client retries any other 4xx, 409 included, ten times over ~51 s.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -481,7 +482,7 @@ def initiate_upload(
         )
     previous = current_upload(session, f.object_id)
     if previous is not None:
-        if not overwrite and previous.file_size == file_size:
+        if not overwrite and previous.file_size == file_size and held(signer.store, previous):
             raise bad_request(
                 "upload.in.progress",
                 f"An upload of '{f.object_id}' is already in progress "
@@ -543,9 +544,31 @@ def open_upload(session: Session, object_id: str, upload_id: str | None = None) 
     return upload
 
 
+class UploadGone(ApiError):
+    """The store no longer holds an upload whose record is open: it completed or aborted it
+    while the record's update was lost (the database away, the server killed). No part can
+    be sent to it; it is begun again (the original client does so on this 404)."""
+
+    def __init__(self, upload: Upload) -> None:
+        super().__init__(
+            404,
+            "upload.not.found",
+            f"The object store no longer holds upload {upload.upload_id} of "
+            f"'{upload.object_id}' (completed or cancelled while the server's record of it "
+            "was lost); begin it again",
+        )
+
+
+def held(store: ObjectStore, upload: Upload) -> bool:
+    """Whether the store still holds an upload that its record says is open."""
+    return store.list_parts(upload.object_id, upload.upload_id) is not None
+
+
 def upload_status(
     session: Session, signer: Signer, object_id: str, file_size: int | None
 ) -> UploadProgress:
+    """The upload in progress, its finished parts marked and the others with URLs; 404 if
+    none, or if the store no longer holds it (`UploadGone`)."""
     upload = open_upload(session, object_id)
     if file_size is not None and file_size != upload.file_size:
         raise bad_request(
@@ -553,6 +576,8 @@ def upload_status(
             f"The upload of '{object_id}' in progress is for "
             f"{upload.file_size} bytes, not {file_size}",
         )
+    if not held(signer.store, upload):
+        raise UploadGone(upload)
     return UploadProgress(
         objectId=object_id,
         uploadId=upload.upload_id,
@@ -566,10 +591,13 @@ def record_parts(
     object_id: str,
     upload_id: str,
     parts: Sequence[tuple[int, str, str]],
+    completing: bool = False,
 ) -> Upload:
     """Record parts the client sent, each (number, md5, etag) one of the upload's, named once
     and held by the store with that checksum (the store asked once); none is recorded unless
-    all are right."""
+    all are right. The store no longer holding the upload is `UploadGone`, unless
+    `completing`: then each part is taken on its MD5 being its ETag, and the completion that
+    follows succeeds only if the store made the object of exactly these parts."""
     upload = open_upload(session, object_id, upload_id)
     count = len(part_layout(upload.file_size, upload.part_size))
     for (number, _, _), again in zip(parts, repeats(n for n, _, _ in parts)):
@@ -579,9 +607,13 @@ def record_parts(
             raise bad_request(
                 "upload.part.repeated", f"Part {number} of '{object_id}' is listed more than once"
             )
-    held = store.list_parts(object_id, upload_id) if parts else {}
+    listed = store.list_parts(object_id, upload_id) if parts else {}
+    if listed is None:
+        if not completing:
+            raise UploadGone(upload)
+        listed = {number: md5 for number, md5, _ in parts}
     for number, md5, etag in parts:
-        stored_md5 = held.get(number)
+        stored_md5 = listed.get(number)
         if stored_md5 is None:
             raise bad_request(
                 "upload.part.missing", f"Part {number} of '{object_id}' has not reached the store"
@@ -661,7 +693,8 @@ def start_upload(
                 f"Object '{f.object_id}' is already uploaded; use overwrite to replace it",
             )
         if current_upload(session, f.object_id) is not None:
-            return upload_status(session, signer, f.object_id, file_size), True
+            with contextlib.suppress(UploadGone):  # then begun again: initiate replaces it
+                return upload_status(session, signer, f.object_id, file_size), True
     spec = initiate_upload(session, signer, f, file_size, md5, overwrite, part_size)
     return UploadProgress(objectId=spec.objectId, uploadId=spec.uploadId, parts=spec.parts), False
 
@@ -674,7 +707,7 @@ def finish_upload(
     parts: Sequence[tuple[int, str, str]],
 ) -> StoredObject:
     """Record the parts sent (`record_parts`), then complete the upload."""
-    upload = record_parts(session, store, object_id, upload_id, parts)
+    upload = record_parts(session, store, object_id, upload_id, parts, completing=True)
     session.flush()
     return _complete(session, store, upload)
 

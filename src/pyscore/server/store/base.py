@@ -87,11 +87,16 @@ class ObjectStore(Protocol):
         expires_in: int,
     ) -> str: ...
 
-    def list_parts(self, object_id: str, upload_id: str) -> dict[int, str]:
-        """Parts the store holds for an upload: partNumber → ETag (the part's MD5 in hex)."""
+    def list_parts(self, object_id: str, upload_id: str) -> dict[int, str] | None:
+        """Parts the store holds for an upload: partNumber → ETag (the part's MD5 in hex);
+        None once the store no longer holds the upload (completed or aborted)."""
         ...
 
-    def complete(self, object_id: str, upload_id: str, etags: dict[int, str]) -> None: ...
+    def complete(self, object_id: str, upload_id: str, etags: dict[int, str]) -> None:
+        """Make the object of these parts. Asked again once done (its answer, or the
+        platform's record of it, lost), it answers as the first time if the object is
+        these parts, and refuses otherwise."""
+        ...
 
     def abort(self, object_id: str, upload_id: str) -> None: ...
 

@@ -235,10 +235,10 @@ class LocalStore:
         path = f"/store/uploads/{_safe(upload_id)}/{part_number}"
         return self._signed("PUT", base_url, path, expires_in, f"{offset}-{offset + size - 1}")
 
-    def list_parts(self, object_id: str, upload_id: str) -> dict[int, str]:
+    def list_parts(self, object_id: str, upload_id: str) -> dict[int, str] | None:
         folder = self._upload_parts(upload_id)
         if not folder.is_dir():
-            return {}
+            return None
         return {
             int(p.name[5:], 16): p.read_text().strip()
             for p in folder.iterdir()
@@ -276,7 +276,7 @@ class LocalStore:
                 return
             raise
         try:
-            held = self.list_parts(object_id, upload_id)
+            held = self.list_parts(object_id, upload_id) or {}
             for number, etag in etags.items():
                 if held.get(number) != etag.strip('"'):
                     raise ApiError(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import re
 import warnings
@@ -312,7 +313,7 @@ class S3Store:
         )
 
     @calls_store
-    def list_parts(self, object_id: str, upload_id: str) -> dict[int, str]:
+    def list_parts(self, object_id: str, upload_id: str) -> dict[int, str] | None:
         parts: dict[int, str] = {}
         marker = 0
         while True:
@@ -324,8 +325,8 @@ class S3Store:
                     PartNumberMarker=marker,
                 )
             except ClientError as exc:
-                if missing(exc):  # completed or aborted meanwhile
-                    return parts
+                if missing(exc):  # completed or aborted
+                    return None
                 raise
             for p in page.get("Parts", []):
                 parts[p["PartNumber"]] = p["ETag"].strip('"')
@@ -347,19 +348,39 @@ class S3Store:
             )
         except ClientError as exc:
             # the store's own trouble (5xx, SlowDown) is worth retrying: 503 (calls_store); a
-            # refusal is final (400: the Java client fails at once)
+            # refusal is final (400: the Java client fails at once), unless it is that the
+            # upload is gone because it made this very object (completed before, its answer
+            # or the platform's record of it lost): then it is answered as the first time
             if outage(exc):
                 raise
-            raise ApiError(
-                400,
-                "upload.complete.failed",
-                f"The object store refused to complete upload {upload_id}: "
-                f"{exc.response.get('Error', {}).get('Message', exc)}",
-            ) from None
+            if not (missing(exc) and self._made_of(object_id, etags)):
+                raise ApiError(
+                    400,
+                    "upload.complete.failed",
+                    f"The object store refused to complete upload {upload_id}: "
+                    f"{exc.response.get('Error', {}).get('Message', exc)}",
+                ) from None
         self._drop_upload_meta(object_id, upload_id)
         for stray in strays:  # best effort: the upload itself is complete
             with contextlib.suppress(ApiError, ClientError, BotoCoreError):
                 self.abort(object_id, stray)
+
+    def _made_of(self, object_id: str, etags: dict[int, str]) -> bool:
+        """Whether the object is the completion of these parts: its ETag is S3's multipart
+        ETag of them (the MD5 of the parts' MD5s, then '-' and how many)."""
+        try:
+            head = self.client.head_object(
+                Bucket=self.object_bucket(object_id), Key=self.data_key(object_id)
+            )
+            digests = b"".join(bytes.fromhex(etags[n].strip('"')) for n in sorted(etags))
+        except ClientError as exc:
+            if outage(exc):
+                raise
+            return False
+        except ValueError:  # an ETag that is no hex MD5 is no part of this object
+            return False
+        combined = f"{hashlib.md5(digests).hexdigest()}-{len(etags)}"
+        return str(head.get("ETag", "")).strip('"') == combined
 
     def _begun_before(self, object_id: str, upload_id: str) -> list[str]:
         """Multipart uploads of the same object begun before this one: no one's (a create
