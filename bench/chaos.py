@@ -533,7 +533,10 @@ class Load:
 
         n = self._next()
         folder = self.work / "clients" / f"{p.name}-submit-{n}"
-        sizes = [self.rng.randrange(64 * 1024, self.cfg.upload_mib * MiB) for _ in range(2)]
+        # the local store's small disk would fill with the load's own uploads in a few
+        # minutes (then every re-run meets a disk that is full for good): a quarter there
+        most = self.cfg.upload_mib * MiB // (4 if p.filler is not None else 1)
+        sizes = [self.rng.randrange(64 * 1024, max(most, 64 * 1024 + 1)) for _ in range(2)]
         files = seed_files(folder, f"up{n}", sizes, self.rng)
         payload = song_payload("CHAOS", files, donor=f"UP{n}", access="controlled")
         (folder / "payload.json").write_text(json.dumps(payload))
@@ -1205,10 +1208,16 @@ def run(
         load.finish()
     log(f"re-running {sum(1 for r in load.runs if r.code != 0)} failed client run(s)")
     rerun_failed(load, cfg.client_timeout)
+    checked: Counter[str] = Counter()
+    for p in platforms:
+        if p.filler is not None:  # what the load left free of the small disk
+            free = os.statvfs(p.filler.parent)
+            checked[f"MiB free on {p.name}'s disk after the re-runs"] = (
+                free.f_bavail * free.f_frsize // MiB
+            )
     violations = list(chaos.problems) + load.corrupt
     violations += client_violations(load)
     violations += answer_violations(load, chaos.events)
-    checked: Counter[str] = Counter()
     for p in platforms:
         found, counts = store_violations(p, load)
         violations += found

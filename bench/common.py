@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -22,15 +23,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def rss_of(proc: subprocess.Popen) -> int:
-    """Wait for a child and return its peak RSS in KiB (VmHWM, sampled every 20 ms: wait4's
-    ru_maxrss would include the parent's memory at fork time)."""
+def rss_of(proc: subprocess.Popen) -> tuple[int, str]:
+    """Wait for a child; its peak RSS in KiB (VmHWM, sampled every 20 ms: wait4's ru_maxrss
+    would include the parent's memory at fork time) and its stderr (if piped)."""
     chunks: list[bytes] = []
     reader = None
-    if proc.stderr is not None:
+    stderr = proc.stderr
+    if stderr is not None:
         import threading
 
-        reader = threading.Thread(target=lambda: chunks.append(proc.stderr.read()), daemon=True)
+        reader = threading.Thread(target=lambda: chunks.append(stderr.read()), daemon=True)
         reader.start()
     peak = 0
     while proc.poll() is None:
@@ -43,8 +45,7 @@ def rss_of(proc: subprocess.Popen) -> int:
         time.sleep(0.02)
     if reader is not None:
         reader.join()
-    proc.stderr_text = b"".join(chunks).decode(errors="replace")  # type: ignore[attr-defined]
-    return peak
+    return peak, b"".join(chunks).decode(errors="replace")
 
 
 def record(text: str) -> None:
@@ -158,22 +159,21 @@ def run_timed(
 ) -> tuple[float, int]:
     """Wall seconds and peak RSS (KiB) of a command, which must succeed; stdout goes to a
     file (or nowhere)."""
-    out = open(stdout, "wb") if stdout else subprocess.DEVNULL  # noqa: SIM115
+    out: Any = open(stdout, "wb") if stdout else subprocess.DEVNULL  # noqa: SIM115
     try:
         start = time.perf_counter()
         proc = subprocess.Popen(
             cmd, env={**os.environ, **(env or {})}, cwd=cwd, stdout=out, stderr=subprocess.PIPE
         )
-        peak = rss_of(proc)
+        peak, err = rss_of(proc)
         seconds = time.perf_counter() - start
     finally:
         if stdout:
             out.close()
     if proc.returncode != 0:
         raise SystemExit(
-            f"{' '.join(cmd[:3])} ... failed ({proc.returncode}): "
-            f"{proc.stderr_text.strip()[-2000:]}"
-        )  # type: ignore[attr-defined]
+            f"{' '.join(cmd[:3])} ... failed ({proc.returncode}): {err.strip()[-2000:]}"
+        )
     return seconds, peak
 
 

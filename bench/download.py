@@ -43,9 +43,9 @@ def timed(cmd: list[str], env: dict | None = None) -> tuple[float, int, float]:
     proc = subprocess.Popen(
         cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
-    peak = rss_of(proc)
+    peak, err = rss_of(proc)
     if proc.returncode != 0:
-        raise SystemExit(f"{cmd[0]} failed: {proc.stderr_text}")
+        raise SystemExit(f"{cmd[0]} failed: {err}")
     seconds = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime

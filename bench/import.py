@@ -437,12 +437,12 @@ def adopt(admin: str, work: Path, objects: int) -> str:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
             )
-            summary, peak = output_and_peak(proc)
+            summary, peak, err = output_and_peak(proc)
             took = time.monotonic() - start
         finally:
             proxy.close()
         if proc.returncode:
-            raise SystemExit(f"import score failed: {proc.stderr_text}")  # type: ignore[attr-defined]
+            raise SystemExit(f"import score failed: {err}")
         calls = Counter(
             "GET .meta"
             if m == "GET" and p.split("?")[0].endswith(".meta")
@@ -475,7 +475,7 @@ def new_database(admin: str, prefix: str) -> str:
     return admin.rsplit("/", 1)[0] + f"/{name}"
 
 
-def output_and_peak(proc: subprocess.Popen) -> tuple[io.BytesIO, int]:
+def output_and_peak(proc: subprocess.Popen) -> tuple[io.BytesIO, int, str]:
     """A running command's standard output (read beside it, so its pipe never fills) and its
     peak RSS, once it has ended."""
     import threading
@@ -483,9 +483,9 @@ def output_and_peak(proc: subprocess.Popen) -> tuple[io.BytesIO, int]:
     out = io.BytesIO()
     reader = threading.Thread(target=lambda: out.write(proc.stdout.read()), daemon=True)
     reader.start()
-    peak = rss_of(proc)
+    peak, err = rss_of(proc)
     reader.join()
-    return out, peak
+    return out, peak, err
 
 
 def new_platform(data_dir: Path, admin: str) -> Path:
@@ -504,7 +504,7 @@ def timed_import(data_dir: Path, *source: str) -> tuple[float, int, str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    out, peak = output_and_peak(proc)
+    out, peak, _ = output_and_peak(proc)
     took = time.monotonic() - start
     if proc.returncode:
         raise SystemExit(f"import failed: {proc.stderr.read().decode(errors='replace')}")
