@@ -612,6 +612,33 @@ def test_persistent_read_error_is_eio_never_wrong_bytes(own, mounter):
         proxy.close()
 
 
+def test_a_directory_of_many_buffers_lists_each_entry_once(mounter, tmp_path):
+    """A folder of 1,500 files is read by the kernel a buffer (~100 names) at a time, each
+    from the offset the last one ended at: every name comes once, in order, also when the
+    folder is listed again, and while another listing of it is half read."""
+    from tests.publish import publish_many
+
+    server = init_server(tmp_path / "data")
+    folder = tmp_path / "many"
+    folder.mkdir()
+    files = []
+    for n in range(1500):
+        f = folder / f"sample-{n:05d}.bam"
+        f.write_bytes(b"%d" % n)
+        files.append(f)
+    [(analysis_id, _)] = publish_many(server.data_dir, [("MANY", files)])
+    with server:
+        m = mounter.start(server, server.admin_token)
+        path = m.point / analysis_id
+        want = sorted(f.name for f in files)
+        with os.scandir(path) as half:  # open, one buffer read, left open meanwhile
+            first = next(half).name
+            assert os.listdir(path) == want
+            assert [first, *(e.name for e in half)] == want
+        assert os.listdir(path) == want
+        assert (path / want[-1]).read_bytes() == b"1499"
+
+
 def test_no_mount_or_process_left_behind(tmp_path_factory):
     """Runs last in this module: no test's own mount is still mounted or running (the two
     module-wide mounts end with the module)."""

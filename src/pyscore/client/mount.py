@@ -94,6 +94,7 @@ NO_CHILDREN: dict[str, Node] = {}
 class Tree:
     root: Node
     files: int = 0
+    bytes: int = 0  # the files' sizes summed (statfs: `df` is not a walk of a million nodes)
     hidden: list[str] = field(default_factory=list)  # the first HIDDEN_NAMED left out
     more_hidden: int = 0  # and how many after them (a one-study token: the rest of a platform)
 
@@ -153,8 +154,10 @@ def build_tree(entities: list[Named], listing: dict[str, Listed], layout: str) -
                 continue
             hide(f"{e.fileName} ({shown.object_id}): duplicate name")
             tree.files -= 1
+            tree.bytes -= shown.size
         parent.children[name] = Node(name, False, found.size, mtime, e.id, NO_CHILDREN)
         tree.files += 1
+        tree.bytes += found.size
     return tree
 
 
@@ -311,6 +314,7 @@ def make_operations(
             self.loaded = time.monotonic()
             self.guard = threading.Lock()  # not `lock`: that name is a FUSE callback
             self.handles: dict[int, tuple[RemoteObject, Readahead]] = {}
+            self.listings: dict[int, list[str]] = {}  # an open directory's entries
             self.next_fh = 1
             self.objects: dict[str, RemoteObject] = {}
             for line in self.tree.hidden:
@@ -364,11 +368,34 @@ def make_operations(
                 "st_blksize": 1024 * 1024,
             }
 
-        def readdir(self, path: str, fh: int) -> list[str]:
+        def _entries(self, path: str) -> list[str]:
             node = self._node(path)
             if not node.is_dir:
                 raise fuse.FuseOSError(errno.ENOTDIR)
             return [".", "..", *sorted(node.children)]
+
+        def opendir(self, path: str) -> int:
+            """A directory's entries, sorted once as it is opened (and as they were then,
+            however the tree is refreshed while it is read), then read a buffer at a time
+            from an offset. Handed to libfuse whole (`readdir`), they were a list it walked
+            from its start for every buffer: an `ls` of 485,000 folders took 9 s."""
+            entries = self._entries(path)
+            with self.guard:
+                fh = self.next_fh
+                self.next_fh += 1
+                self.listings[fh] = entries
+            return fh
+
+        def readdir_with_offset(self, path: str, offset: int, fh: int):
+            entries = self.listings.get(fh)
+            if entries is None:  # not opened through opendir
+                entries = self._entries(path)
+            return ((entries[i], None, i + 1) for i in range(offset, len(entries)))
+
+        def releasedir(self, path: str, fh: int) -> int:
+            with self.guard:
+                self.listings.pop(fh, None)
+            return 0
 
         def open(self, path: str, flags: int) -> int:
             node = self._node(path)
@@ -401,14 +428,14 @@ def make_operations(
             return 0
 
         def statfs(self, path: str) -> dict:
-            total = sum(n.size for n in _walk(self._tree().root) if not n.is_dir)
+            tree = self._tree()
             return {
                 "f_bsize": 1024 * 1024,
                 "f_frsize": 1024 * 1024,
-                "f_blocks": -(-total // (1024 * 1024)),
+                "f_blocks": -(-tree.bytes // (1024 * 1024)),
                 "f_bfree": 0,
                 "f_bavail": 0,
-                "f_files": self._tree().files,
+                "f_files": tree.files,
                 "f_ffree": 0,
                 "f_namemax": 255,
             }
@@ -422,12 +449,6 @@ def make_operations(
         ) = utimens = _readonly
 
     return ScoreFS()
-
-
-def _walk(node: Node):
-    yield node
-    for child in node.children.values():
-        yield from _walk(child)
 
 
 def mount(
