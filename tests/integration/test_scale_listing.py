@@ -326,9 +326,10 @@ def test_the_clients_entity_listing_has_every_file_once(world, kind):
 def test_the_mounts_tree_is_what_the_token_may_read(world, scopes, studies):
     """`score-client mount`'s tree (made in process, no FUSE needed): one file per object
     the token may read, in its analysis's folder, with its size; every other file left out
-    (each said). Our server's listing names only what the token may read, so the mount asks
-    it for no analyses of a study nor a probe (on a million files, the biggest study's
-    unpublished analyses were 25 MB of JSON and 29 s)."""
+    (counted). Our server's listing names only what the token may read, and names each
+    file (`names=true`), so the mount asks it for no entity pages, no analyses of a study
+    nor a probe (on a million files, the biggest study's unpublished analyses were 25 MB of
+    JSON and 29 s; the entity pages 200 MB)."""
     from pyscore import Client
     from pyscore.client import mount
     from pyscore.server.tables import Analysis, File, StoredObject
@@ -365,4 +366,10 @@ def test_the_mounts_tree_is_what_the_token_may_read(world, scopes, studies):
     assert shown == expected
     assert tree.files == len(expected)
     assert tree.left_out == total - len(expected) and not warned
-    assert not [u for u in asked if "/analysis" in u or "/download/" in u], asked[:5]
+    # three small or single requests: the service's ping (what is it?), how many files the
+    # metadata names (a page of one), and the listing with names; no entity pages at all
+    assert sorted(u.split("?")[0].rsplit("/", 2)[-2:][-1] for u in asked) == [
+        "entities",
+        "listing",
+        "ping",
+    ], asked[:5]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 
-from pyscore.client.mount import Listed, Named, build_tree
+from pyscore.client.mount import Listed, Named, NamedListed, build_tree, joined
 
 A, B = "analysis-a", "analysis-b"
 ROWS = [
@@ -28,7 +28,7 @@ LISTING = {
 
 def test_every_order_of_the_rows_gives_the_same_tree():
     for order in itertools.permutations(ROWS):
-        tree = build_tree(list(order), LISTING, "bundle")
+        tree = build_tree(joined(order, LISTING), "bundle")
         assert sorted(tree.root.children) == [A, B]
         a = tree.root.children[A]
         assert {n: (c.size, c.mtime, c.object_id) for n, c in a.children.items()} == {
@@ -47,7 +47,7 @@ def test_every_order_of_the_rows_gives_the_same_tree():
 
 
 def test_object_id_layout_names_files_by_id():
-    tree = build_tree(list(ROWS), LISTING, "object-id")
+    tree = build_tree(joined(ROWS, LISTING), "object-id")
     assert {n: c.size for n, c in tree.root.children.items()} == {
         "id-1": 10,
         "id-2": 2,
@@ -62,8 +62,24 @@ def test_a_platform_the_token_cannot_read_is_counted_not_listed():
     from pyscore.client.mount import HIDDEN_NAMED
 
     others = [Named(f"other-{n:04}", B, f"f{n}.bam", "T", "controlled") for n in range(250)]
-    tree = build_tree([*ROWS, *others], LISTING, "bundle")
+    tree = build_tree(joined([*ROWS, *others], LISTING), "bundle")
     assert tree.files == 2
     assert len(tree.hidden) == HIDDEN_NAMED
     assert tree.left_out == 250 + 3
     assert tree.more_hidden == tree.left_out - HIDDEN_NAMED
+
+
+def test_a_listing_with_names_is_the_tree_alone():
+    """pyscore's /listing?names=true rows name their files: each row is both halves."""
+    rows = [
+        NamedListed(e.id, LISTING[e.id].size, LISTING[e.id].lastModified, e.gnosId, e.fileName)
+        for e in ROWS
+        if e.id in LISTING
+    ]
+    tree = build_tree(((r, r) for r in rows), "bundle")
+    assert {n: c.size for n, c in tree.root.children[A].children.items()} == {
+        "x.bam": 10,
+        "x.bam.bai": 2,
+    }
+    assert (tree.files, tree.bytes) == (2, 12)
+    assert sorted(tree.hidden) == ["'../up' (id-4): unsafe name", "x.bam (id-3): duplicate name"]

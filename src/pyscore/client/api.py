@@ -549,6 +549,12 @@ class Api:
 
         return self.entities_as(Entity, **filters)
 
+    def entity_count(self) -> Optional[int]:
+        """How many files the metadata names (a page of one says; None if it does not)."""
+        from pyscore.wire.song import Entity
+
+        return self._entity_page(Entity, {}, 0, 1)[2]
+
     def entities_as(self, kind: type[T], fields: Sequence[str] = (), **filters: str) -> Iterator[T]:
         """Every entity matching the filters, each decoded into `kind` (Entity, or a lighter
         type of some of its fields), each id once. The original's way first (score-client
@@ -849,11 +855,16 @@ class Api:
 
         return self.listing_as(ListingEntry)
 
-    def listing_as(self, kind: type[T]) -> list[T]:
+    def listing_as(self, kind: type[T], names: bool = False) -> list[T]:
         """Every object the storage service lists (id, size, lastModified), each decoded
-        into `kind` (ListingEntry, or a lighter type of the same fields)."""
+        into `kind` (ListingEntry, or a lighter type of the same fields); with `names`, a
+        pyscore service also names each file (gnosId, fileName; ignored by others)."""
         answer = self.request(
-            "GET", f"{self.settings.storage_url}/listing", "object listing", limit=LISTING_LIMIT
+            "GET",
+            f"{self.settings.storage_url}/listing",
+            "object listing",
+            limit=LISTING_LIMIT,
+            params={"names": "true"} if names else None,
         )
         return decode_json(list[kind], answer.content, "object listing")  # type: ignore[valid-type]
 

@@ -1,16 +1,19 @@
 """`mount`: the repository as a read-only FUSE file system.
 
-The tree is what the token may read: objects in the storage listing named through the
-metadata entities. Objects the metadata knows but the listing does not are left out with a
-warning instead of breaking the mount (the original's score issue #312). The original's
-listing also names objects nobody may read yet (unpublished analyses) and objects of studies
-this token may not read; those are left out too (the metadata's unpublished analyses, one
-access probe per study), so no file in the tree fails with EIO on its first read. Reads go
-through blockcache.
+The tree is what the token may read. A pyscore storage service says it in one request: its
+listing names only what the token may read, and (`names=true`) names each file too. With
+the original's, objects in the storage listing are named through the metadata entities;
+objects the metadata knows but the listing does not are left out with a warning instead of
+breaking the mount (the original's score issue #312). The original's listing also names
+objects nobody may read yet (unpublished analyses) and objects of studies this token may
+not read; those are left out too (the metadata's unpublished analyses, one access probe per
+study), so no file in the tree fails with EIO on its first read. Reads go through
+blockcache.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -18,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,6 +65,17 @@ class Listed(msgspec.Struct, gc=False):
     id: str
     size: int
     lastModified: int  # epoch ms
+
+
+class NamedListed(msgspec.Struct, gc=False):
+    """A row of a pyscore /listing asked with `names=true`: the object and the file it is
+    (a Listed and a Named in one). A pyscore from before `names` leaves the names empty."""
+
+    id: str
+    size: int
+    lastModified: int
+    gnosId: str = ""
+    fileName: str = ""
 
 
 class Named(msgspec.Struct, gc=False):
@@ -120,15 +135,25 @@ class Tree:
         return node
 
 
-def build_tree(entities: list[Named], listing: dict[str, Listed], layout: str) -> Tree:
-    """The directory tree from entities (names) and the listing (size, mtime, readability).
-    Two files of one name in a folder: the one with the smaller object id is shown."""
+def joined(
+    entities: Iterable[Named], listing: Mapping[str, Listed | NamedListed]
+) -> Iterator[tuple[Named, Listed | NamedListed | None]]:
+    """Each entity with its listing row (None: the listing does not name it)."""
+    found_in = listing.get
+    return ((e, found_in(e.id)) for e in entities)
+
+
+def build_tree(
+    rows: Iterable[tuple[Named | NamedListed, Listed | NamedListed | None]], layout: str
+) -> Tree:
+    """The directory tree from (name, listing row) pairs: an entity's names, and the size,
+    mtime and readability its listing row says (None: not listed, left out). Two files of
+    one name in a folder: the one with the smaller object id is shown."""
     root = Node("", True, mtime=time.time())
     tree = Tree(root)
-    hide, found_in = tree.hide, listing.get
+    hide = tree.hide
     parents: dict[str, Node] = {}  # an analysis id → its folder (its name checked once)
-    for e in entities:
-        found = found_in(e.id)
+    for e, found in rows:
         if found is None:
             hide(f"{e.fileName} ({e.id})")
             continue
@@ -235,10 +260,41 @@ def named(api: Api, wanted: set[str] | None) -> list[Named]:
     return [Named(e.id, e.gnosId, e.fileName, e.projectCode, e.access) for e in entities]
 
 
+def named_listing(api: Api) -> list[NamedListed] | None:
+    """A pyscore storage service's listing with names (what the token may read, each file
+    named): the whole tree in one request. None from any other service, which is first
+    asked something small to learn what it is (unless known)."""
+    storage = api.settings.storage_url
+    if not api.batch_offer(storage)[0]:
+        with contextlib.suppress(ScoreError):
+            api.ping_url()
+    if not listing_is_readable(api):
+        return None
+    return api.listing_as(NamedListed, names=True)
+
+
 def fetch_tree(api: Api, layout: str, wanted: set[str] | None, warn) -> Tree:
-    """The listing and the entities, asked side by side, made into the tree; what the
-    listing names but the token may not read is left out (checked only where the listing
-    may name such objects: the original's)."""
+    """The tree: from a pyscore storage service's listing with names, or else the listing
+    and the entities, asked side by side; what the listing names but the token may not
+    read is left out (checked only where the listing may name such objects: the
+    original's)."""
+    if wanted is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1) as pool:
+            count = pool.submit(api.entity_count)  # beside it: what is left out is counted
+            rows = named_listing(api)
+            if rows and rows[0].fileName:
+                tree = build_tree(((r, r) for r in rows), layout)
+                with contextlib.suppress(ScoreError):
+                    tree.more_hidden += max(0, (count.result() or 0) - len(rows))
+                return tree
+        if rows is not None:  # a pyscore from before `names`: its rows are the listing
+            return build_tree(joined(named(api, None), {r.id: r for r in rows}), layout)
+    return _fetch_joined(api, layout, wanted, warn)
+
+
+def _fetch_joined(api: Api, layout: str, wanted: set[str] | None, warn) -> Tree:
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(1) as pool:
@@ -255,7 +311,7 @@ def fetch_tree(api: Api, layout: str, wanted: set[str] | None, warn) -> Tree:
     if not listing_is_readable(api):
         why = unreadable(api, [e for e in entities if e.id in listing], warn)
     tree = build_tree(
-        [e for e in entities if e.id not in why] if why else entities, listing, layout
+        joined([e for e in entities if e.id not in why] if why else entities, listing), layout
     )
     for e in entities:
         if e.id in why:
@@ -321,7 +377,8 @@ def make_operations(
                 warn(f"left out of the mount (unpublished, not readable, or unsafe): {line}")
             if self.tree.more_hidden:
                 warn(
-                    f"left out of the mount: {self.tree.more_hidden:,} more files "
+                    f"left out of the mount: {self.tree.more_hidden:,} "
+                    f"{'more ' if self.tree.hidden else ''}files "
                     "(unpublished, not readable with this token, or unsafe names)"
                 )
 

@@ -397,14 +397,21 @@ LISTING_BATCH = 5000  # /listing's rows a fetch and a chunk (~500 KB of JSON)
 
 
 def listing_batches(
-    conn: Session | Connection, readable: set[str] | None, batch: int = LISTING_BATCH
+    conn: Session | Connection,
+    readable: set[str] | None,
+    batch: int = LISTING_BATCH,
+    names: bool = False,
 ) -> Iterator[list[dict[str, Any]]]:
     """Objects of published analyses that the caller may read (`readable`: those studies'
     and the open ones, chosen by the database; None: all) as /listing's entries (id, size,
-    lastModified in epoch ms), `batch` at a time: read through a server-side cursor when
+    lastModified in epoch ms; with `names` also the file's analysis and name, as
+    `gnosId` and `fileName`), `batch` at a time: read through a server-side cursor when
     `conn` streams results, so a million objects never sit in memory at once."""
+    columns = [StoredObject.object_id, StoredObject.size, StoredObject.last_modified]
+    if names:
+        columns += [File.analysis_id, File.file_name]
     query = (
-        select(StoredObject.object_id, StoredObject.size, StoredObject.last_modified)
+        select(*columns)
         .join(File, File.object_id == StoredObject.object_id)
         .join(Analysis, Analysis.analysis_id == File.analysis_id)
         .where(Analysis.state == "PUBLISHED")
@@ -413,10 +420,22 @@ def listing_batches(
     if readable is not None:
         query = query.where((File.file_access == "open") | File.study_id.in_(sorted(readable)))
     for rows in conn.execute(query).partitions(batch):
-        yield [
-            {"id": i, "size": size, "lastModified": int(as_utc(at).timestamp() * 1000)}
-            for i, size, at in rows
-        ]
+        if names:
+            yield [
+                {
+                    "id": i,
+                    "size": size,
+                    "lastModified": int(as_utc(at).timestamp() * 1000),
+                    "gnosId": analysis,
+                    "fileName": name,
+                }
+                for i, size, at, analysis, name in rows
+            ]
+        else:
+            yield [
+                {"id": i, "size": size, "lastModified": int(as_utc(at).timestamp() * 1000)}
+                for i, size, at in rows
+            ]
 
 
 # -- uploads ------------------------------------------------------------------------------
