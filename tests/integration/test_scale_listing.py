@@ -234,6 +234,29 @@ def test_listing_streams_what_the_token_may_read(world):
             listed = json.loads(r.read())
         assert [e["id"] for e in listed] == expected
         assert all(e["size"] > 0 and e["lastModified"] > 0 for e in listed[:100])
+        assert set(listed[0]) == {"id", "size", "lastModified"}  # the original's fields only
+
+
+def test_the_listing_with_names_names_each_file_as_the_metadata_does(world):
+    """`/listing?names=true` (pyscore's extension): the same entries, each with its file's
+    analysis and name as the entities say them."""
+    server, db, _http = world
+    from pyscore.server.tables import File
+
+    token = server.token("PROGRAMDATA-ST0.READ")
+    plain = httpx.get(f"{server.url}/listing", headers=bearer(token), timeout=300).json()
+    r = httpx.get(
+        f"{server.url}/listing", params={"names": "true"}, headers=bearer(token), timeout=300
+    )
+    assert r.status_code == 200, r.text
+    named = r.json()
+    assert [{k: e[k] for k in ("id", "size", "lastModified")} for e in named] == plain
+    with db.session() as s:
+        files = {
+            i: (a, n)
+            for i, a, n in s.execute(select(File.object_id, File.analysis_id, File.file_name))
+        }
+    assert all((e["gnosId"], e["fileName"]) == files[e["id"]] for e in named)
 
 
 def test_a_batch_of_1000_ids_answers_each(world):
