@@ -299,6 +299,13 @@ def finished_unrecorded(faulty: Faulty, study: str, data: bytes) -> tuple[str, s
     return analysis_id, ids["f.bam"], done
 
 
+def finish(faulty: Faulty, done: dict) -> None:
+    """`POST /upload/batch/finish` of one upload, which must complete."""
+    r = faulty.http.post("/upload/batch/finish", json={"uploads": [done]})
+    assert r.status_code == 200, r.text
+    assert r.json()["results"] == [{"objectId": done["objectId"], "status": 200}]
+
+
 def published_as(faulty: Faulty, study: str, analysis_id: str, object_id: str, data: bytes):
     r = faulty.http.put(f"/studies/{study}/analysis/publish/{analysis_id}")
     assert r.status_code == 200, r.text
@@ -323,9 +330,7 @@ def test_a_finish_retried_after_the_store_completed_it_completes(faulty):
     recorded, not refused as parts that never reached the store."""
     data = os.urandom(6 * 1024 * 1024 + 1000)  # two parts
     analysis_id, object_id, done = finished_unrecorded(faulty, "RETRY", data)
-    r = faulty.http.post("/upload/batch/finish", json={"uploads": [done]})
-    assert r.status_code == 200, r.text
-    assert r.json()["results"] == [{"objectId": object_id, "status": 200}]
+    finish(faulty, done)
     published_as(faulty, "RETRY", analysis_id, object_id, data)
 
 
@@ -339,10 +344,7 @@ def test_a_rerun_after_the_store_completed_an_unrecorded_upload_begins_it_again(
     item = batch_begun(faulty.http, object_id, data)
     assert not item["resumed"], item
     assert item["uploadId"] != done["uploadId"]
-    again = batch_sent(item, data)
-    r = faulty.http.post("/upload/batch/finish", json={"uploads": [again]})
-    assert r.status_code == 200, r.text
-    assert r.json()["results"] == [{"objectId": object_id, "status": 200}]
+    finish(faulty, batch_sent(item, data))
     published_as(faulty, "RERUN", analysis_id, object_id, data)
 
 
