@@ -76,4 +76,3 @@ def test_the_platform_survives_its_dependencies_failing_under_load(
     print(report.table())
     assert report.events, "no fault was injected"
     assert not report.violations, "\n".join(report.violations)
-
