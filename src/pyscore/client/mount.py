@@ -260,37 +260,34 @@ def named(api: Api, wanted: set[str] | None) -> list[Named]:
     return [Named(e.id, e.gnosId, e.fileName, e.projectCode, e.access) for e in entities]
 
 
-def named_listing(api: Api) -> list[NamedListed] | None:
-    """A pyscore storage service's listing with names (what the token may read, each file
-    named): the whole tree in one request. None from any other service, which is first
-    asked something small to learn what it is (unless known)."""
-    storage = api.settings.storage_url
-    if not api.batch_offer(storage)[0]:
+def lists_readable(api: Api) -> bool:
+    """`listing_is_readable`, the storage service first asked something small to learn what
+    it is (unless known already)."""
+    if not api.batch_offer(api.settings.storage_url)[0]:
         with contextlib.suppress(ScoreError):
             api.ping_url()
-    if not listing_is_readable(api):
-        return None
-    return api.listing_as(NamedListed, names=True)
+    return listing_is_readable(api)
 
 
 def fetch_tree(api: Api, layout: str, wanted: set[str] | None, warn) -> Tree:
-    """The tree: from a pyscore storage service's listing with names, or else the listing
-    and the entities, asked side by side; what the listing names but the token may not
-    read is left out (checked only where the listing may name such objects: the
-    original's)."""
-    if wanted is None:
+    """The tree: from a pyscore storage service's listing with names (what the token may
+    read, each file named: one request, beside a count of the metadata's files for what is
+    left out), or else the listing and the entities, asked side by side; what the listing
+    names but the token may not read is left out (checked only where the listing may name
+    such objects: the original's)."""
+    if wanted is None and lists_readable(api):
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(1) as pool:
-            count = pool.submit(api.entity_count)  # beside it: what is left out is counted
-            rows = named_listing(api)
-            if rows and rows[0].fileName:
+            count = pool.submit(api.entity_count)
+            rows = api.listing_as(NamedListed, names=True)
+            if not rows or rows[0].fileName:
                 tree = build_tree(((r, r) for r in rows), layout)
                 with contextlib.suppress(ScoreError):
                     tree.more_hidden += max(0, (count.result() or 0) - len(rows))
                 return tree
-        if rows is not None:  # a pyscore from before `names`: its rows are the listing
-            return build_tree(joined(named(api, None), {r.id: r for r in rows}), layout)
+        # a pyscore from before `names`: its rows are the listing, the entities name them
+        return build_tree(joined(named(api, None), {r.id: r for r in rows}), layout)
     return _fetch_joined(api, layout, wanted, warn)
 
 

@@ -420,22 +420,14 @@ def listing_batches(
     if readable is not None:
         query = query.where((File.file_access == "open") | File.study_id.in_(sorted(readable)))
     for rows in conn.execute(query).partitions(batch):
+        entries = [
+            {"id": r[0], "size": r[1], "lastModified": int(as_utc(r[2]).timestamp() * 1000)}
+            for r in rows
+        ]
         if names:
-            yield [
-                {
-                    "id": i,
-                    "size": size,
-                    "lastModified": int(as_utc(at).timestamp() * 1000),
-                    "gnosId": analysis,
-                    "fileName": name,
-                }
-                for i, size, at, analysis, name in rows
-            ]
-        else:
-            yield [
-                {"id": i, "size": size, "lastModified": int(as_utc(at).timestamp() * 1000)}
-                for i, size, at in rows
-            ]
+            for entry, r in zip(entries, rows):
+                entry["gnosId"], entry["fileName"] = r[3], r[4]
+        yield entries
 
 
 # -- uploads ------------------------------------------------------------------------------
